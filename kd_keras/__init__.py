@@ -1,0 +1,6 @@
+"""kd_keras: knowledge distillation in Keras that stacks with compression."""
+
+from kd_keras.distiller import Distiller
+from kd_keras.losses import AttentionTransfer, HintLoss, LogitsKD
+
+__all__ = ["Distiller", "LogitsKD", "HintLoss", "AttentionTransfer"]

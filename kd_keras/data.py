@@ -1,0 +1,409 @@
+"""Datasets through tensorflow-datasets, and the tf.data pipelines around them.
+
+``load_dataset`` returns the train / validation / test splits as numpy arrays
+(all four supported datasets fit in memory) and ``make_datasets`` turns them
+into shuffled, batched, cached and prefetched ``tf.data`` pipelines with the
+augmentations named in an :class:`AugmentConfig`.
+
+Fashion-MNIST has an offline path: when TFDS has not prepared it yet and cannot
+download it, it is prepared through TFDS from the four IDX ``.gz`` files in a
+*manual directory* (by default where Debian's ``dataset-fashion-mnist`` package
+puts them). Those files are re-compressed, so their checksums differ from the
+ones TFDS records; instead of checksums, the content is verified: well-formed
+IDX headers, matching image and label counts, 60000/10000 examples and 6000
+training examples per class.
+"""
+
+import dataclasses
+import gzip
+import os
+import struct
+from typing import Optional
+
+import numpy as np
+
+from kd_keras.keras_compat import tf
+
+DEFAULT_MANUAL_DIR = "/usr/share/datasets/fashion-mnist"
+SUPPORTED_DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+FASHION_MNIST_COUNTS = {"train": 60000, "test": 10000, "train_per_class": 6000}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32,
+               0x0D: np.float32, 0x0E: np.float64}
+
+
+class DataError(ValueError):
+    """Raised when a dataset is missing, malformed or not what was asked for."""
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A dataset in memory: uint8 images (N, H, W, C) and int64 labels (N,)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    class_names: tuple = ()
+
+    @property
+    def input_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation. All off by default.
+
+    Attributes:
+      crop_padding: pixels of zero padding before a random crop back to the
+        original size; 0 disables random cropping.
+      flip: random horizontal flip.
+      cutout: side of a square zeroed at a random position; 0 disables it.
+    """
+
+    crop_padding: int = 0
+    flip: bool = False
+    cutout: int = 0
+
+    def __post_init__(self):
+        if self.crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}.")
+        if self.cutout < 0:
+            raise ValueError(f"cutout must be >= 0, got {self.cutout}.")
+
+    @property
+    def enabled(self):
+        return bool(self.crop_padding or self.flip or self.cutout)
+
+
+# ----------------------------------------------------------------------------
+# IDX files
+
+
+def read_idx(path):
+    """Reads an IDX file (optionally gzip-compressed) into a numpy array.
+
+    Args:
+      path: path of a ``.gz`` or raw IDX file.
+
+    Returns:
+      The array, with the shape the header declares.
+
+    Raises:
+      DataError: the file is missing, not IDX, or shorter or longer than its
+        header says.
+    """
+    if not os.path.exists(path):
+        raise DataError(f"IDX file not found: {path}")
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"Cannot read {path}: {e} (truncated or not gzip?)") from e
+    if len(raw) < 4:
+        raise DataError(f"{path} is {len(raw)} bytes long; an IDX header needs 4.")
+    zero1, zero2, type_code, ndim = struct.unpack(">BBBB", raw[:4])
+    if zero1 != 0 or zero2 != 0 or type_code not in _IDX_DTYPES or ndim == 0:
+        raise DataError(
+            f"{path} is not an IDX file: bad magic number {raw[:4].hex()} "
+            "(expected 0x0000 then a type code in "
+            f"{sorted(hex(c) for c in _IDX_DTYPES)} and a dimension count).")
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise DataError(f"{path} is truncated inside its header.")
+    shape = struct.unpack(f">{ndim}I", raw[4:header_len])
+    dtype = np.dtype(_IDX_DTYPES[type_code]).newbyteorder(">")
+    expected = int(np.prod(shape)) * dtype.itemsize
+    body = len(raw) - header_len
+    if body != expected:
+        raise DataError(
+            f"{path} declares shape {shape} ({expected} data bytes) but holds "
+            f"{body} data bytes: the file is {'truncated' if body < expected else 'too long'}.")
+    return np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(shape).astype(
+        dtype.newbyteorder("="))
+
+
+def read_idx_split(directory, split):
+    """Reads and cross-checks one split ('train' or 'test') from IDX files.
+
+    Returns:
+      (images uint8 (N, 28, 28, 1), labels int64 (N,)).
+
+    Raises:
+      DataError: a file is missing or malformed, or images and labels disagree.
+    """
+    prefix = "train" if split == "train" else "test"
+    images = read_idx(os.path.join(directory, IDX_FILES[f"{prefix}_images"]))
+    labels = read_idx(os.path.join(directory, IDX_FILES[f"{prefix}_labels"]))
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(
+            f"{split} split in {directory}: expected images of rank 3 and labels of "
+            f"rank 1, got shapes {images.shape} and {labels.shape}.")
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{split} split in {directory}: {images.shape[0]} images but "
+            f"{labels.shape[0]} labels.")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(
+            f"{split} labels in {directory} must lie in [0, 9], got "
+            f"[{labels.min()}, {labels.max()}].")
+    return images[..., None].astype(np.uint8), labels.astype(np.int64)
+
+
+def verify_fashion_mnist(y_train, y_test, counts=None):
+    """Checks the split sizes and class balance of Fashion-MNIST.
+
+    Raises:
+      DataError: the counts differ from the published dataset's.
+    """
+    counts = counts or FASHION_MNIST_COUNTS
+    if len(y_train) != counts["train"] or len(y_test) != counts["test"]:
+        raise DataError(
+            f"Fashion-MNIST must have {counts['train']} train and {counts['test']} "
+            f"test examples; found {len(y_train)} and {len(y_test)}.")
+    per_class = np.bincount(y_train, minlength=10)
+    if not np.all(per_class == counts["train_per_class"]):
+        raise DataError(
+            f"Fashion-MNIST train must hold {counts['train_per_class']} examples per "
+            f"class; found {per_class.tolist()}.")
+
+
+def missing_idx_files(directory):
+    return [n for n in IDX_FILES.values()
+            if not os.path.exists(os.path.join(directory, n))]
+
+
+# ----------------------------------------------------------------------------
+# TFDS
+
+
+def _local_fashion_mnist_builder(data_dir, manual_dir, verify_counts=True):
+    """A TFDS builder for ``fashion_mnist`` that reads IDX files from disk."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.image_classification import mnist
+
+    class LocalFashionMNIST(mnist.FashionMNIST, skip_registration=True):
+        """``fashion_mnist`` prepared from verified local IDX files."""
+
+        name = "fashion_mnist"
+
+        def _split_generators(self, dl_manager):
+            del dl_manager  # Nothing is downloaded; the files are on disk.
+            train = read_idx_split(manual_dir, "train")
+            test = read_idx_split(manual_dir, "test")
+            if verify_counts:
+                verify_fashion_mnist(train[1], test[1])
+            return [
+                tfds.core.SplitGenerator(name=tfds.Split.TRAIN,
+                                         gen_kwargs=dict(arrays=train)),
+                tfds.core.SplitGenerator(name=tfds.Split.TEST,
+                                         gen_kwargs=dict(arrays=test)),
+            ]
+
+        def _generate_examples(self, arrays):
+            images, labels = arrays
+            for index, (image, label) in enumerate(zip(images, labels)):
+                yield index, {"image": image, "label": int(label)}
+
+    return LocalFashionMNIST(data_dir=data_dir)
+
+
+def _no_data_message(name, data_dir, manual_dir, cause):
+    msg = (f"Dataset '{name}' is not prepared in {data_dir} and could not be "
+           f"downloaded ({type(cause).__name__}: {cause}).")
+    if name == "fashion_mnist":
+        msg += (
+            " Two ways to get it: (1) offline, install the IDX files with "
+            "`apt-get install dataset-fashion-mnist` (they land in "
+            f"{DEFAULT_MANUAL_DIR}) or pass --manual_dir=DIR naming a directory "
+            f"holding {sorted(IDX_FILES.values())}; (2) online, let "
+            "tensorflow-datasets download it into --data_dir.")
+    else:
+        msg += (" It needs internet access for tensorflow-datasets to download it, "
+                "or a --data_dir where it is already prepared.")
+    return msg
+
+
+def _as_numpy_splits(builder):
+    import tensorflow_datasets as tfds
+    out = {}
+    for split in ("train", "test"):
+        ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
+        x, y = tfds.as_numpy(ds)
+        out[split] = (x.astype(np.uint8), y.astype(np.int64))
+    return out
+
+
+def prepare_builder(name, data_dir=None, manual_dir=DEFAULT_MANUAL_DIR,
+                    verify_counts=True, download=True):
+    """Returns a TFDS builder for `name` with its data prepared in `data_dir`.
+
+    For ``fashion_mnist``, already prepared data is used first, then the IDX
+    files in `manual_dir`, then a download. For the others, TFDS's usual
+    download-and-prepare.
+
+    Raises:
+      DataError: the dataset is unknown, malformed, or not obtainable.
+    """
+    import tensorflow_datasets as tfds
+    if name not in SUPPORTED_DATASETS:
+        raise DataError(f"Unknown dataset '{name}'; supported: {SUPPORTED_DATASETS}.")
+    data_dir = os.path.expanduser(data_dir or "~/tensorflow_datasets")
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    if name == "fashion_mnist" and manual_dir and os.path.isdir(manual_dir):
+        missing = missing_idx_files(manual_dir)
+        if not missing:
+            local = _local_fashion_mnist_builder(data_dir, manual_dir, verify_counts)
+            local.download_and_prepare()
+            return local
+        if len(missing) < len(IDX_FILES):
+            raise DataError(f"{manual_dir} lacks {missing}; it needs all four IDX files.")
+    if not download:
+        raise DataError(_no_data_message(name, data_dir, manual_dir, FileNotFoundError(
+            "download disabled")))
+    try:
+        builder.download_and_prepare()
+    except Exception as e:  # noqa: BLE001 — any download failure gets the same advice.
+        raise DataError(_no_data_message(name, data_dir, manual_dir, e)) from e
+    return builder
+
+
+def split_validation(x, y, val_size, seed=0):
+    """Carves a class-stratified validation set of `val_size` out of (x, y)."""
+    if not 0 <= val_size < len(x):
+        raise DataError(
+            f"val_size must lie in [0, {len(x)}) for {len(x)} training examples; "
+            f"got {val_size}.")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    if val_size == 0:
+        return x, y, x[:0], y[:0]
+    # Stratify: take the first round(val_size * share) indices of each class.
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.floor(counts / len(y) * val_size).astype(int)
+    quota[: val_size - quota.sum()] += 1
+    val_idx = np.concatenate([order[y[order] == c][:q] for c, q in zip(classes, quota)])
+    mask = np.zeros(len(x), bool)
+    mask[val_idx] = True
+    train_idx = order[~mask[order]]
+    val_idx = order[mask[order]]
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+
+def load_dataset(name="fashion_mnist", data_dir=None, manual_dir=DEFAULT_MANUAL_DIR,
+                 val_size=5000, seed=0, verify_counts=True, limit_train=0,
+                 limit_test=0):
+    """Loads a dataset into memory with a validation split carved from train.
+
+    Args:
+      name: one of SUPPORTED_DATASETS.
+      data_dir: TFDS data directory (default ``~/tensorflow_datasets``).
+      manual_dir: directory of the four Fashion-MNIST IDX ``.gz`` files.
+      val_size: validation examples taken (stratified) from the train split.
+      seed: seed of the train/validation partition.
+      verify_counts: check Fashion-MNIST's published split sizes and balance.
+      limit_train: if > 0, keep only this many training examples (after the
+        validation split), for quick runs.
+      limit_test: if > 0, keep only this many test examples.
+
+    Returns:
+      A :class:`Dataset`.
+    """
+    builder = prepare_builder(name, data_dir, manual_dir, verify_counts)
+    splits = _as_numpy_splits(builder)
+    x_train, y_train = splits["train"]
+    x_test, y_test = splits["test"]
+    if name == "fashion_mnist" and verify_counts:
+        verify_fashion_mnist(y_train, y_test)
+    x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_size, seed)
+    if limit_train:
+        x_train, y_train = x_train[:limit_train], y_train[:limit_train]
+    if limit_test:
+        x_test, y_test = x_test[:limit_test], y_test[:limit_test]
+    label = builder.info.features["label"]
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test,
+                   num_classes=label.num_classes, class_names=tuple(label.names))
+
+
+# ----------------------------------------------------------------------------
+# tf.data
+
+
+def preprocess(images):
+    """uint8 images -> float32 in [0, 1]. The exporter uses the same function."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def augment_fn(config: AugmentConfig, seed: Optional[int] = None):
+    """Returns a per-example function (image float32 HWC, label) -> same."""
+
+    def fn(image, label):
+        shape = tf.shape(image)
+        if config.crop_padding:
+            p = config.crop_padding
+            padded = tf.pad(image, [[p, p], [p, p], [0, 0]])
+            image = tf.image.random_crop(padded, shape, seed=seed)
+        if config.flip:
+            image = tf.image.random_flip_left_right(image, seed=seed)
+        if config.cutout:
+            image = cutout(image, config.cutout, seed=seed)
+        return image, label
+
+    return fn
+
+
+def cutout(image, size, seed=None):
+    """Zeroes a `size` x `size` square centred at a random pixel (clipped)."""
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    cy = tf.random.uniform([], 0, h, dtype=tf.int32, seed=seed)
+    cx = tf.random.uniform([], 0, w, dtype=tf.int32, seed=seed)
+    ys = tf.range(h)[:, None]
+    xs = tf.range(w)[None, :]
+    half = size // 2
+    inside = ((ys >= cy - half) & (ys < cy - half + size)
+              & (xs >= cx - half) & (xs < cx - half + size))
+    return image * tf.cast(~inside, image.dtype)[:, :, None]
+
+
+def make_datasets(data: Dataset, batch_size=128, augment=AugmentConfig(), seed=0,
+                  shuffle_buffer=None):
+    """Builds the train / val / test ``tf.data`` pipelines.
+
+    The train pipeline caches the preprocessed images, then shuffles (reshuffled
+    each epoch), augments, batches and prefetches. Validation and test are
+    cached, batched and prefetched, never shuffled or augmented.
+
+    Returns:
+      dict with keys 'train', 'val' (None when the split is empty), 'test'.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}.")
+    autotune = tf.data.AUTOTUNE
+
+    def base(x, y):
+        return tf.data.Dataset.from_tensor_slices((x, y)).map(
+            lambda a, b: (preprocess(a), b), num_parallel_calls=autotune).cache()
+
+    train = base(data.x_train, data.y_train).shuffle(
+        shuffle_buffer or len(data.x_train), seed=seed, reshuffle_each_iteration=True)
+    if augment.enabled:
+        train = train.map(augment_fn(augment), num_parallel_calls=autotune)
+    train = train.batch(batch_size).prefetch(autotune)
+    val = (base(data.x_val, data.y_val).batch(batch_size).prefetch(autotune)
+           if len(data.x_val) else None)
+    test = base(data.x_test, data.y_test).batch(batch_size).prefetch(autotune)
+    return {"train": train, "val": val, "test": test}

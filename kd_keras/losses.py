@@ -1,0 +1,198 @@
+"""Distillation losses, pluggable by name.
+
+Each loss compares what the teacher(s) produced with what the student produced
+for the same batch and returns a scalar. A loss names the layers it reads:
+``None`` means the logits. Losses with learned parts (FitNets' adapter) create
+them in ``build`` and expose them through ``trainable_weights``; those weights
+are trained with the student but are not part of it, so the exported student
+is unchanged.
+
+Conventions (the Distiller combines them as
+``alpha * CE(y, student) + (1 - alpha) * sum_k w_k * L_k``):
+
+* ``kd`` (Hinton et al. 2015): ``L = T^2 * KL(p_T || q_T)`` with
+  ``q_T = softmax(z_s / T)`` and ``p_T`` the teacher's softened distribution;
+  for an ensemble, either ``softmax(mean_i z_i / T)`` (``ensemble='logits'``)
+  or ``mean_i softmax(z_i / T)`` (``ensemble='probs'``). Batch mean.
+* ``hint`` (FitNets, Romero et al. 2015): ``L = mean((adapter(f_s) - f_t)^2)``
+  with a learned 1x1 convolution as adapter; the student map is resized
+  bilinearly when its spatial size differs from the teacher's.
+* ``attention`` (Zagoruyko & Komodakis 2017): ``Q = normalize(vec(mean_c
+  f^2))`` per example, ``L = mean((Q_s - Q_t)^2)`` over batch and positions
+  (the reference code's form; it uses a weight of 1000).
+
+For an ensemble teacher, feature losses are averaged over the teachers.
+"""
+
+from kd_keras.keras_compat import keras, tf
+
+
+class DistillationLoss:
+    """Base class. Subclasses implement ``compute`` and may override ``build``."""
+
+    name = "base"
+
+    def __init__(self, teacher_layer=None, student_layer=None):
+        self.teacher_layer = teacher_layer
+        self.student_layer = student_layer
+
+    def build(self, teacher_shapes, student_shape):
+        """Creates learned parts, given the (H, W, C) shapes it will see.
+
+        Args:
+          teacher_shapes: list of per-teacher output shapes (without batch).
+          student_shape: the student's output shape (without batch).
+        """
+        del teacher_shapes, student_shape
+
+    @property
+    def trainable_weights(self):
+        return []
+
+    def compute(self, teacher_outputs, student_output, ensemble="logits"):
+        """Returns the scalar loss.
+
+        Args:
+          teacher_outputs: list, one tensor per teacher.
+          student_output: the student's tensor.
+          ensemble: 'logits' or 'probs' (used by logit losses).
+        """
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"teacher_layer": self.teacher_layer, "student_layer": self.student_layer}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def soft_targets(teacher_logits, temperature, ensemble="logits"):
+    """The teacher's softened distribution; averages an ensemble as asked."""
+    if ensemble == "logits":
+        return tf.nn.softmax(tf.add_n(teacher_logits) / len(teacher_logits) / temperature)
+    if ensemble == "probs":
+        return tf.add_n([tf.nn.softmax(z / temperature) for z in teacher_logits]
+                        ) / len(teacher_logits)
+    raise ValueError(f"ensemble must be 'logits' or 'probs', got {ensemble!r}.")
+
+
+class LogitsKD(DistillationLoss):
+    """Hinton's KD: ``T^2 * KL(teacher_T || student_T)``."""
+
+    name = "kd"
+
+    def __init__(self, temperature=4.0):
+        if not isinstance(temperature, (int, float)) or temperature <= 0:
+            raise ValueError(f"temperature must be a number > 0, got {temperature!r}.")
+        super().__init__()
+        self.temperature = float(temperature)
+
+    def compute(self, teacher_outputs, student_output, ensemble="logits"):
+        t = self.temperature
+        p = soft_targets(teacher_outputs, t, ensemble)
+        log_q = tf.nn.log_softmax(student_output / t)
+        log_p = tf.math.log(tf.maximum(p, 1e-12))
+        kl = tf.reduce_sum(p * (log_p - log_q), axis=-1)
+        return t * t * tf.reduce_mean(kl)
+
+    def get_config(self):
+        return {"temperature": self.temperature}
+
+
+def _match_spatial(student, teacher):
+    if student.shape[1:3] != teacher.shape[1:3]:
+        student = tf.image.resize(student, tf.shape(teacher)[1:3], method="bilinear")
+    return student
+
+
+def _check_feature_shapes(name, shapes):
+    for s in shapes:
+        if len(s) != 3:
+            raise ValueError(
+                f"'{name}' needs feature maps of shape (H, W, C); got a layer output "
+                f"of shape {s}. Name a convolutional layer.")
+
+
+class HintLoss(DistillationLoss):
+    """FitNets hint loss with a learned 1x1 convolution adapter per teacher."""
+
+    name = "hint"
+
+    def __init__(self, teacher_layer="stage3", student_layer="block3"):
+        super().__init__(teacher_layer, student_layer)
+        self.adapters = []
+
+    def build(self, teacher_shapes, student_shape):
+        _check_feature_shapes(self.name, list(teacher_shapes) + [student_shape])
+        self.adapters = []
+        for i, shape in enumerate(teacher_shapes):
+            adapter = keras.layers.Conv2D(shape[-1], 1, name=f"hint_adapter_{i}")
+            adapter.build((None,) + tuple(student_shape))
+            self.adapters.append(adapter)
+
+    @property
+    def trainable_weights(self):
+        return [w for a in self.adapters for w in a.trainable_weights]
+
+    def compute(self, teacher_outputs, student_output, ensemble="logits"):
+        del ensemble
+        losses = []
+        for adapter, t in zip(self.adapters, teacher_outputs):
+            s = _match_spatial(adapter(student_output), t)
+            losses.append(tf.reduce_mean(tf.square(s - t)))
+        return tf.add_n(losses) / len(losses)
+
+
+def attention_map(features):
+    """Zagoruyko's spatial attention: L2-normalized mean of squared channels."""
+    a = tf.reduce_mean(tf.square(features), axis=-1)
+    a = tf.reshape(a, [tf.shape(a)[0], -1])
+    return tf.math.l2_normalize(a, axis=-1)
+
+
+class AttentionTransfer(DistillationLoss):
+    """Activation-based attention transfer between two named layers."""
+
+    name = "attention"
+
+    def __init__(self, teacher_layer="stage3", student_layer="block3"):
+        super().__init__(teacher_layer, student_layer)
+
+    def build(self, teacher_shapes, student_shape):
+        _check_feature_shapes(self.name, list(teacher_shapes) + [student_shape])
+
+    def compute(self, teacher_outputs, student_output, ensemble="logits"):
+        del ensemble
+        losses = []
+        for t in teacher_outputs:
+            s = _match_spatial(student_output, t)
+            losses.append(tf.reduce_mean(tf.square(attention_map(s) - attention_map(t))))
+        return tf.add_n(losses) / len(losses)
+
+
+REGISTRY = {cls.name: cls for cls in (LogitsKD, HintLoss, AttentionTransfer)}
+
+
+def get(identifier, **kwargs):
+    """Returns a DistillationLoss from a name, a config dict or an instance.
+
+    Raises:
+      ValueError: unknown name or type.
+    """
+    if isinstance(identifier, DistillationLoss):
+        return identifier
+    if isinstance(identifier, dict):
+        return REGISTRY[identifier["name"]].from_config(identifier["config"])
+    if isinstance(identifier, str):
+        if identifier not in REGISTRY:
+            raise ValueError(
+                f"Unknown distillation loss '{identifier}'; known: {sorted(REGISTRY)}.")
+        return REGISTRY[identifier](**kwargs)
+    raise ValueError(
+        f"A distillation loss is a name ({sorted(REGISTRY)}), a config dict or a "
+        f"DistillationLoss; got {type(identifier).__name__}.")
+
+
+def serialize(loss):
+    return {"name": loss.name, "config": loss.get_config()}

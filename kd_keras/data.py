@@ -86,6 +86,33 @@ class AugmentConfig:
     def enabled(self):
         return bool(self.crop_padding or self.flip or self.cutout)
 
+    @classmethod
+    def parse(cls, items):
+        """Parses ``["crop=2", "flip", "cutout=8"]`` (a flag's list value).
+
+        Raises:
+          ValueError: an unknown item or a malformed value.
+        """
+        kwargs = {}
+        for item in items or ():
+            key, _, value = item.strip().partition("=")
+            try:
+                if key == "crop":
+                    kwargs["crop_padding"] = int(value or 2)
+                elif key == "flip" and not value:
+                    kwargs["flip"] = True
+                elif key == "cutout":
+                    kwargs["cutout"] = int(value or 8)
+                elif key in ("", "none"):
+                    continue
+                else:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(
+                    f"Bad augmentation {item!r}; allowed: crop[=PADDING], flip, "
+                    "cutout[=SIZE], none.") from None
+        return cls(**kwargs)
+
 
 # ----------------------------------------------------------------------------
 # IDX files

@@ -134,6 +134,8 @@ class Distiller(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        # Built now so callbacks that checkpoint (BackupAndRestore) see weights.
+        self.build((None,) + tuple(student.input_shape[1:]))
 
     @property
     def teacher(self):
@@ -154,10 +156,10 @@ class Distiller(keras.Model):
         self._student_features = extractor(self.student, self._s_names)
         self._teacher_features = [extractor(t, self._t_names) for t in self.teachers]
         for loss in self.distillation_losses:
-            t_shapes = [tuple(f.output_shape[self._index(self._t_names, loss.teacher_layer)][1:])
-                        for f in self._teacher_features]
-            s_shape = tuple(self._student_features.output_shape[
-                self._index(self._s_names, loss.student_layer)][1:])
+            ti = self._index(self._t_names, loss.teacher_layer)
+            si = self._index(self._s_names, loss.student_layer)
+            t_shapes = [tuple(f.outputs[ti].shape[1:]) for f in self._teacher_features]
+            s_shape = tuple(self._student_features.outputs[si].shape[1:])
             loss.build(t_shapes, s_shape)
 
     @staticmethod

@@ -1,0 +1,105 @@
+"""Flag definitions for ``kd_keras.main``. Only entry points read `.value`."""
+
+import ast
+
+from absl import flags
+
+from kd_keras import data as data_lib
+from kd_keras import models, pipeline, training
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (cache, models, results).")
+_DATASET = flags.DEFINE_enum("dataset", "fashion_mnist", list(data_lib.SUPPORTED_DATASETS),
+                             "TFDS dataset.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default ~/tensorflow_datasets).")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", data_lib.DEFAULT_MANUAL_DIR,
+                                  "Directory of the Fashion-MNIST IDX .gz files.")
+_VAL_SIZE = flags.DEFINE_integer("val_size", 5000, "Validation examples carved from train.",
+                                 lower_bound=0)
+_LIMIT_TRAIN = flags.DEFINE_integer("limit_train", 0, "Keep only N train examples (0 = all).",
+                                    lower_bound=0)
+_LIMIT_TEST = flags.DEFINE_integer("limit_test", 0, "Keep only N test examples (0 = all).",
+                                   lower_bound=0)
+_BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+_VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"],
+                             "Keras verbosity: 1 = progress bars, 2 = a line per epoch.")
+
+_TEACHER = flags.DEFINE_enum("teacher", "resnet", sorted(models.REGISTRY), "Teacher model.")
+_TEACHER_ARGS = flags.DEFINE_list("teacher_args", [], "Teacher builder kwargs, k=v,...")
+_NUM_TEACHERS = flags.DEFINE_integer("num_teachers", 1, "Teachers in the ensemble.",
+                                     lower_bound=1)
+_STUDENT = flags.DEFINE_enum("student", "cnn", sorted(models.REGISTRY), "Student model.")
+_STUDENT_ARGS = flags.DEFINE_list("student_args", [], "Student builder kwargs, k=v,...")
+
+for _role, _epochs, _opt, _lr in (("teacher", 30, "sgd", 0.1), ("student", 10, "adam", 3e-3)):
+    flags.DEFINE_integer(f"{_role}_epochs", _epochs, f"{_role} epochs.", lower_bound=1)
+    flags.DEFINE_enum(f"{_role}_optimizer", _opt, list(training.OPTIMIZERS), f"{_role} optimizer.")
+    flags.DEFINE_float(f"{_role}_lr", _lr, f"{_role} peak learning rate.", lower_bound=0)
+    flags.DEFINE_integer(f"{_role}_warmup", 1 if _role == "teacher" else 0,
+                         f"{_role} warm-up epochs.", lower_bound=0)
+    flags.DEFINE_list(f"{_role}_augment", ["crop=2", "flip"] if _role == "teacher" else [],
+                      f"{_role} augmentation: crop[=PADDING], flip, cutout[=SIZE], none.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the student runs (teachers use their own).")
+_EARLY = flags.DEFINE_integer("early_stopping", 0, "Patience on val accuracy (0 = off).",
+                              lower_bound=0)
+
+_KD = flags.DEFINE_enum("kd", "both", list(pipeline.KD_MODES),
+                        "Train the student without KD, with KD, or both.")
+_KD_LOSSES = flags.DEFINE_list("kd_losses", ["kd"], "Distillation losses: kd, hint, attention.")
+_KD_WEIGHTS = flags.DEFINE_list("kd_weights", [], "One weight per distillation loss.")
+_ALPHA = flags.DEFINE_float("alpha", 0.1, "Weight of the label loss.", lower_bound=0,
+                            upper_bound=1)
+_TEMPERATURE = flags.DEFINE_float("temperature", 4.0, "KD temperature.", lower_bound=1e-3)
+_ENSEMBLE = flags.DEFINE_enum("ensemble", "logits", ["logits", "probs"],
+                              "How an ensemble teacher is averaged.")
+_T_LAYER = flags.DEFINE_string("teacher_layer", "stage3", "Teacher layer of feature losses.")
+_S_LAYER = flags.DEFINE_string("student_layer", "block3", "Student layer of feature losses.")
+
+flags.mark_flag_as_required("workdir")
+
+
+def parse_kwargs(items, flag_name):
+    """Parses ``["depth=10", "width=2"]`` into {'depth': 10, 'width': 2}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise flags.ValidationError(f"--{flag_name}: expected k=v items, got {item!r}.")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _train_config(role):
+    f = flags.FLAGS
+    return training.TrainConfig(
+        epochs=f[f"{role}_epochs"].value, optimizer=f[f"{role}_optimizer"].value,
+        learning_rate=f[f"{role}_lr"].value, warmup_epochs=f[f"{role}_warmup"].value,
+        early_stopping=_EARLY.value, seed=_SEED.value if role == "student" else 0)
+
+
+def pipeline_config():
+    """The PipelineConfig the flags describe."""
+    try:
+        weights = tuple(float(w) for w in _KD_WEIGHTS.value)
+    except ValueError as e:
+        raise flags.ValidationError(f"--kd_weights must be numbers: {e}") from None
+    f = flags.FLAGS
+    return pipeline.PipelineConfig(
+        workdir=_WORKDIR.value, dataset=_DATASET.value, data_dir=_DATA_DIR.value,
+        manual_dir=_MANUAL_DIR.value, val_size=_VAL_SIZE.value,
+        limit_train=_LIMIT_TRAIN.value, limit_test=_LIMIT_TEST.value,
+        batch_size=_BATCH.value,
+        teacher=_TEACHER.value, teacher_kwargs=parse_kwargs(_TEACHER_ARGS.value, "teacher_args"),
+        teacher_train=_train_config("teacher"),
+        teacher_augment=data_lib.AugmentConfig.parse(f["teacher_augment"].value),
+        num_teachers=_NUM_TEACHERS.value,
+        student=_STUDENT.value, student_kwargs=parse_kwargs(_STUDENT_ARGS.value, "student_args"),
+        student_train=_train_config("student"),
+        student_augment=data_lib.AugmentConfig.parse(f["student_augment"].value),
+        kd=training.KDConfig(losses=tuple(_KD_LOSSES.value), weights=weights,
+                             alpha=_ALPHA.value, temperature=_TEMPERATURE.value,
+                             ensemble=_ENSEMBLE.value, teacher_layer=_T_LAYER.value,
+                             student_layer=_S_LAYER.value),
+        kd_mode=_KD.value, verbose=int(_VERBOSE.value))

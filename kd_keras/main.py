@@ -1,0 +1,38 @@
+"""Entry point: ``python -m kd_keras.main --flagfile=kd_keras/configs/NAME.flags``.
+
+Trains (or reuses) the teacher(s), trains the student without and with
+distillation, evaluates everything on the test split and writes
+``results.json``, ``results.md``, the models, TensorBoard logs and the
+resolved flags (``flags.txt``) into ``--workdir``.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from kd_keras import flags as kd_flags
+from kd_keras import pipeline, report, runs
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        config = kd_flags.pipeline_config()
+    except ValueError as e:  # Invalid combinations: fail before any training.
+        sys.exit(f"Invalid configuration: {e}")
+    os.makedirs(config.workdir, exist_ok=True)
+    runs.write_text(os.path.join(config.workdir, "flags.txt"), FLAGS.flags_into_string())
+    module_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(kd_flags)}
+    results = pipeline.run(config, flags_used=module_flags)
+    print()
+    print(report.markdown_table(results["models"]))
+    print(f"\nResults written to {os.path.join(config.workdir, 'results.md')}")
+
+
+if __name__ == "__main__":
+    logging.set_verbosity(logging.WARNING)
+    app.run(main)

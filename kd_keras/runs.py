@@ -1,0 +1,62 @@
+"""Run caching and atomic result files.
+
+Every training run lives in ``<workdir>/runs/<name>-<hash>/`` where the hash is
+taken over the run's full configuration. A run whose ``result.json`` exists is
+finished and is never trained again; an interrupted run resumes from its
+``backup/`` (Keras ``BackupAndRestore``). Files are written to a temporary name
+and renamed, so a crash never leaves a half-written result behind.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+
+
+def config_hash(config, length=10):
+    """A stable short hash of a JSON-serializable configuration."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def run_dir(workdir, name, config):
+    return os.path.join(workdir, "runs", f"{name}-{config_hash(config)}")
+
+
+def write_json(path, obj):
+    """Writes `obj` as JSON to `path` atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_text(path, text):
+    """Writes `text` to `path` atomically (temporary file, then rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_result(directory):
+    """The finished run's result dict, or None if it has not finished."""
+    path = os.path.join(directory, "result.json")
+    return read_json(path) if os.path.exists(path) else None
+
+
+def save_model(model, path):
+    """Saves a Keras model atomically (Keras wants a ``.keras`` suffix)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path[: -len(".keras")] + ".partial.keras"
+    model.save(tmp)
+    os.replace(tmp, path)

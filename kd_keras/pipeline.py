@@ -87,7 +87,7 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
     model_path = os.path.join(directory, "model.keras")
     result = runs.load_result(directory)
     if result is not None and os.path.exists(model_path):
-        logging.info("Reusing finished run %s", directory)
+        logging.warning("Reusing finished run %s", directory)
         return keras.models.load_model(model_path, compile=False), result
     runs.write_json(os.path.join(directory, "spec.json"), spec)
     keras.utils.set_random_seed(train_cfg.seed)

@@ -1,0 +1,42 @@
+# The README's commands. `make quickstart` sets everything up and runs the
+# main job; `make test` runs the linter and the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA_DIR := /usr/share/datasets/fashion-mnist
+WORKDIR ?= workdirs/quickstart
+
+.PHONY: setup data quickstart test lint bench clean
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed data
+
+# Fetches the offline Fashion-MNIST files when missing and apt is usable.
+data:
+	@if [ ! -f $(DATA_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq || true) && apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST IDX files not in $(DATA_DIR) and apt-get is not usable:"; \
+	    echo "install dataset-fashion-mnist, pass --manual_dir, or let TFDS download it."; \
+	  fi; \
+	fi
+
+quickstart: setup
+	$(PY) -m kd_keras.main --flagfile=kd_keras/configs/quickstart.flags --workdir=$(WORKDIR)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) bench/distill_step.py
+
+clean:
+	rm -rf $(VENV) workdirs

@@ -1,0 +1,58 @@
+"""Shared pytest fixtures: tiny data, written by the tests themselves."""
+
+import gzip
+import os
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kd_keras import data as data_lib  # noqa: E402
+
+
+def write_idx(path, array):
+    """Writes `array` (uint8) as a gzip-compressed IDX file."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def write_idx_dir(directory, n_train=40, n_test=20, seed=0):
+    """A tiny Fashion-MNIST-shaped IDX directory with balanced labels."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(directory, exist_ok=True)
+    arrays = {
+        "train_images": rng.integers(0, 256, (n_train, 28, 28)),
+        "train_labels": np.arange(n_train) % 10,
+        "test_images": rng.integers(0, 256, (n_test, 28, 28)),
+        "test_labels": np.arange(n_test) % 10,
+    }
+    for key, name in data_lib.IDX_FILES.items():
+        write_idx(os.path.join(directory, name), arrays[key])
+    return arrays
+
+
+@pytest.fixture
+def idx_dir(tmp_path):
+    directory = tmp_path / "idx"
+    write_idx_dir(str(directory))
+    return str(directory)
+
+
+def tiny_dataset(n=64, shape=(28, 28, 1), classes=10, seed=0):
+    """An in-memory Dataset of random images whose label is a simple function
+    of the image (mean brightness bucket), so a model can learn something."""
+    rng = np.random.default_rng(seed)
+
+    def make(count):
+        x = rng.integers(0, 256, (count,) + shape).astype(np.uint8)
+        y = (x.reshape(count, -1).mean(1) * classes / 256).astype(np.int64).clip(0, classes - 1)
+        return x, y
+
+    (xtr, ytr), (xv, yv), (xte, yte) = make(n), make(n // 4), make(n // 2)
+    return data_lib.Dataset("tiny", xtr, ytr, xv, yv, xte, yte, num_classes=classes)

@@ -1,0 +1,1 @@
+"""The orthogonality study: KD stacked on each technique, over seeds."""

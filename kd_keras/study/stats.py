@@ -1,0 +1,103 @@
+"""Statistics of the orthogonality study. Pure functions of numbers.
+
+Gains are *paired by seed*: run ``s`` of technique T with KD and run ``s`` of T
+without KD share the seed (initialization and data order), so the KD gain of
+seed ``s`` is ``d_s = acc(T+KD, s) - acc(T, s)``. The interval is the paired
+t-interval ``mean(d) +- t_{0.975, n-1} * sd(d) / sqrt(n)`` (sample sd, n - 1
+degrees of freedom). With one seed there is no interval (NaN bounds).
+"""
+
+import math
+
+import numpy as np
+from scipy import stats as sp_stats
+
+
+def mean_std(values):
+    """(mean, sample std) of a list; std is 0 for one value."""
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        raise ValueError("mean_std needs at least one value.")
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def paired_interval(a, b, confidence=0.95):
+    """Mean of the paired differences a - b and its t confidence interval.
+
+    Args:
+      a, b: sequences of equal length, index i of each from the same seed.
+      confidence: two-sided confidence level.
+
+    Returns:
+      dict with mean, low, high, n, sd.
+
+    Raises:
+      ValueError: the sequences are empty or of different lengths.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(
+            f"paired_interval needs two non-empty sequences of equal length; got "
+            f"{a.size} and {b.size} values.")
+    d = a - b
+    n = d.size
+    mean = float(d.mean())
+    if n < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "n": n, "sd": math.nan}
+    sd = float(d.std(ddof=1))
+    half = float(sp_stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n, "sd": sd}
+
+
+def orthogonality_ratio(gain_t, gain_none):
+    """Delta(T) / Delta(none); NaN when the plain KD gain is 0."""
+    return gain_t / gain_none if gain_none else math.nan
+
+
+def additivity(acc_plain, acc_t, acc_kd, acc_t_kd, confidence=0.95):
+    """Measured gain of T+KD over the plain student vs the sum of separate gains.
+
+    All arguments are per-seed accuracies (same seed order):
+    ``measured = acc_t_kd - acc_plain``; ``expected = (acc_t - acc_plain) +
+    (acc_kd - acc_plain)``; ``interaction = measured - expected`` with its
+    paired interval (0 inside the interval: the gains add up).
+    """
+    p, t, k, tk = (np.asarray(v, dtype=float) for v in (acc_plain, acc_t, acc_kd, acc_t_kd))
+    measured = tk - p
+    expected = (t - p) + (k - p)
+    return {
+        "measured": float(measured.mean()),
+        "expected": float(expected.mean()),
+        "interaction": paired_interval(measured, expected, confidence),
+    }
+
+
+def disagreement(predictions):
+    """Mean pairwise top-1 disagreement among models.
+
+    Args:
+      predictions: array (models, examples) of predicted classes.
+
+    Returns:
+      Fraction of (model pair, example) combinations that disagree.
+    """
+    p = np.asarray(predictions)
+    m = p.shape[0]
+    if m < 2:
+        raise ValueError(f"disagreement needs at least 2 models, got {m}.")
+    total, pairs = 0.0, 0
+    for i in range(m):
+        for j in range(i + 1, m):
+            total += float(np.mean(p[i] != p[j]))
+            pairs += 1
+    return total / pairs
+
+
+def prediction_variance(probabilities):
+    """Variance across models of the predicted probabilities, averaged over
+    examples and classes. `probabilities`: array (models, examples, classes)."""
+    p = np.asarray(probabilities, dtype=float)
+    if p.shape[0] < 2:
+        raise ValueError(f"prediction_variance needs at least 2 models, got {p.shape[0]}.")
+    return float(p.var(axis=0, ddof=1).mean())

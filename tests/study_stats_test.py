@@ -1,0 +1,64 @@
+"""Study statistics checked against hand computations on fixed inputs."""
+
+import math
+
+import numpy as np
+import pytest
+
+from kd_keras.study import stats
+
+
+def test_paired_interval_by_hand():
+    a = [0.90, 0.92, 0.91]
+    b = [0.88, 0.89, 0.90]
+    # d = [0.02, 0.03, 0.01]; mean 0.02; sd 0.01; t(0.975, 2) = 4.302653
+    got = stats.paired_interval(a, b)
+    assert got["mean"] == pytest.approx(0.02)
+    assert got["sd"] == pytest.approx(0.01)
+    half = 4.302653 * 0.01 / math.sqrt(3)
+    assert got["low"] == pytest.approx(0.02 - half, abs=1e-6)
+    assert got["high"] == pytest.approx(0.02 + half, abs=1e-6)
+
+
+def test_pairing_matters():
+    # Same values, different pairing: differences [0.01, 0.01] vs [-0.01, 0.03].
+    paired = stats.paired_interval([0.5, 0.6], [0.49, 0.59])
+    shuffled = stats.paired_interval([0.5, 0.6], [0.51, 0.57])
+    assert paired["sd"] == pytest.approx(0.0) and shuffled["sd"] > 0.02
+
+
+def test_single_seed_has_no_interval():
+    got = stats.paired_interval([0.9], [0.8])
+    assert got["mean"] == pytest.approx(0.1) and math.isnan(got["low"])
+
+
+def test_bad_lengths():
+    with pytest.raises(ValueError, match="equal length"):
+        stats.paired_interval([1, 2], [1])
+
+
+def test_ratio_and_additivity_by_hand():
+    assert stats.orthogonality_ratio(0.01, 0.02) == pytest.approx(0.5)
+    assert math.isnan(stats.orthogonality_ratio(0.01, 0.0))
+    plain, t, kd, t_kd = [0.80, 0.82], [0.78, 0.80], [0.83, 0.84], [0.81, 0.83]
+    got = stats.additivity(plain, t, kd, t_kd)
+    # measured = [0.01, 0.01]; expected = [-0.02 + 0.03, -0.02 + 0.02] = [0.01, 0.00]
+    assert got["measured"] == pytest.approx(0.01)
+    assert got["expected"] == pytest.approx(0.005)
+    assert got["interaction"]["mean"] == pytest.approx(0.005)
+
+
+def test_disagreement_and_variance_by_hand():
+    preds = np.array([[0, 1, 2, 3], [0, 1, 2, 0], [1, 1, 2, 3]])
+    # pairs: (0,1) 1/4, (0,2) 1/4, (1,2) 2/4 -> mean 1/3
+    assert stats.disagreement(preds) == pytest.approx(1 / 3)
+    probs = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])
+    # per class variance (ddof=1) of [1, 0] = 0.5
+    assert stats.prediction_variance(probs) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="at least 2"):
+        stats.disagreement(preds[:1])
+
+
+def test_mean_std():
+    assert stats.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+    assert stats.mean_std([5.0]) == (5.0, 0.0)

@@ -407,16 +407,30 @@ def cutout(image, size, seed=None):
 
 
 def make_datasets(data: Dataset, batch_size=128, augment=AugmentConfig(), seed=0,
-                  shuffle_buffer=None):
+                  shuffle_buffer=None, teacher_logits=None):
     """Builds the train / val / test ``tf.data`` pipelines.
 
     The train pipeline caches the preprocessed images, then shuffles (reshuffled
     each epoch), augments, batches and prefetches. Validation and test are
     cached, batched and prefetched, never shuffled or augmented.
 
+    Args:
+      data: the Dataset.
+      batch_size: examples per batch.
+      augment: training augmentation.
+      seed: shuffling seed.
+      shuffle_buffer: default: the whole training split.
+      teacher_logits: optional array (N_train, teachers, classes) of
+        precomputed teacher logits; the train pipeline then yields
+        ``(x, {"label": y, "teacher_logits": t})`` for the Distiller. Not
+        allowed with augmentation (the teacher must see the augmented image).
+
     Returns:
       dict with keys 'train', 'val' (None when the split is empty), 'test'.
     """
+    if teacher_logits is not None and augment.enabled:
+        raise ValueError("Precomputed teacher logits need un-augmented training images; "
+                         f"got augmentation {augment}.")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}.")
     autotune = tf.data.AUTOTUNE
@@ -425,7 +439,13 @@ def make_datasets(data: Dataset, batch_size=128, augment=AugmentConfig(), seed=0
         return tf.data.Dataset.from_tensor_slices((x, y)).map(
             lambda a, b: (preprocess(a), b), num_parallel_calls=autotune).cache()
 
-    train = base(data.x_train, data.y_train).shuffle(
+    if teacher_logits is not None:
+        train = tf.data.Dataset.from_tensor_slices(
+            (data.x_train, {"label": data.y_train, "teacher_logits": teacher_logits})).map(
+            lambda a, b: (preprocess(a), b), num_parallel_calls=autotune).cache()
+    else:
+        train = base(data.x_train, data.y_train)
+    train = train.shuffle(
         shuffle_buffer or len(data.x_train), seed=seed, reshuffle_each_iteration=True)
     if augment.enabled:
         train = train.map(augment_fn(augment), num_parallel_calls=autotune)

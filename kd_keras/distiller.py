@@ -212,9 +212,34 @@ class Distiller(keras.Model):
         extra = [w for loss in self.distillation_losses for w in loss.trainable_weights]
         return self.student.trainable_variables + extra
 
+    @property
+    def uses_features(self):
+        """True when a loss reads intermediate layers (not only logits)."""
+        return bool(self._t_names or self._s_names)
+
+    def precompute_teacher_logits(self, images, batch_size=512):
+        """The teachers' logits for `images`, shape (N, num_teachers, classes).
+
+        For training without augmentation the teachers' outputs per example
+        never change, so they can be computed once and fed with the labels:
+        ``y = {"label": labels, "teacher_logits": these}``. The loss is the same
+        as computing them every step; only the teacher's forward passes are
+        saved. Only logit losses can use this (see ``uses_features``).
+        """
+        outs = [t.predict(images, batch_size=batch_size, verbose=0) for t in self.teachers]
+        return tf.stack(outs, axis=1).numpy()
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_outs = self.teacher_outputs(x)
+        if isinstance(y, dict):  # Labels with precomputed teacher logits.
+            if self.uses_features:
+                raise ValueError("Precomputed teacher logits cannot feed feature losses "
+                                 f"({self._t_names}); pass plain labels.")
+            cached = y["teacher_logits"]
+            y = y["label"]
+            teacher_outs = [[cached[:, i]] for i in range(len(self.teachers))]
+        else:
+            teacher_outs = self.teacher_outputs(x)
         with tf.GradientTape() as tape:
             student_outs = _as_list(self._student_features(x, training=True))
             student_loss = self._student_loss(y, student_outs[0], sample_weight)

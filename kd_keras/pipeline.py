@@ -63,7 +63,7 @@ def _spec(obj):
 
 
 def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=None,
-                  kd=None, callbacks=(), verbose=1, postprocess=None):
+                  kd=None, callbacks=(), verbose=1, postprocess=None, **fit_kwargs):
     """Trains a model as a cached run, or loads it if that run finished.
 
     Args:
@@ -78,6 +78,7 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
       verbose: Keras verbosity.
       postprocess: optional fn(model) -> model applied after training and
         before saving (e.g. stripping compression wrappers).
+      **fit_kwargs: passed to ``training.fit`` (offline_data, batch_size).
 
     Returns:
       (model, result dict). The result holds test accuracy, parameters,
@@ -93,7 +94,7 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
     keras.utils.set_random_seed(train_cfg.seed)
     model = build_fn()
     fit_out = training.fit(model, datasets, train_cfg, directory, teacher=teacher, kd=kd,
-                           extra_callbacks=callbacks, verbose=verbose)
+                           extra_callbacks=callbacks, verbose=verbose, **fit_kwargs)
     if postprocess is not None:
         model = postprocess(model)
     runs.save_model(model, model_path)
@@ -124,7 +125,9 @@ def run(config: PipelineConfig, flags_used=None):
     shape, classes = data.input_shape, data.num_classes
     data_spec = config.data_spec()
     teacher_ds = data_lib.make_datasets(data, config.batch_size, config.teacher_augment)
-    student_ds = data_lib.make_datasets(data, config.batch_size, config.student_augment)
+    student_ds = data_lib.make_datasets(data, config.batch_size, config.student_augment,
+                                        seed=config.student_train.seed)
+    offline = None if config.student_augment.enabled else data
 
     rows = []
     teachers, teacher_hashes = [], []
@@ -154,7 +157,8 @@ def run(config: PipelineConfig, flags_used=None):
             config.workdir, name, spec,
             lambda: models.build(config.student, shape, classes, **config.student_kwargs),
             student_ds, config.student_train,
-            teacher=teachers if kd_on else None, kd=config.kd, verbose=config.verbose)
+            teacher=teachers if kd_on else None, kd=config.kd, verbose=config.verbose,
+            offline_data=offline, batch_size=config.batch_size)
         rows.append(dict(result, role="student", kd=kd_on))
 
     results = {"dataset": config.dataset, "models": rows, "flags": flags_used or {},

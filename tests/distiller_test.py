@@ -156,3 +156,28 @@ def test_bad_arguments_raise_clear_errors(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         Distiller(**args)
+
+
+def test_precomputed_teacher_logits_give_the_same_training():
+    from kd_keras import data as data_lib
+    from conftest import tiny_dataset
+
+    ds = tiny_dataset(32, shape=SHAPE, classes=5)
+    teacher = _teacher()
+    runs = []
+    for offline in (False, True):
+        student = _student(seed=3)
+        d = _compiled(student, teacher)
+        if offline:
+            logits = d.precompute_teacher_logits(data_lib.preprocess(ds.x_train).numpy())
+            assert logits.shape == (32, 1, 5)
+            train = data_lib.make_datasets(ds, 8, seed=0, teacher_logits=logits)["train"]
+        else:
+            train = data_lib.make_datasets(ds, 8, seed=0)["train"]
+        d.fit(train, epochs=1, verbose=0)
+        runs.append(student.get_weights())
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="un-augmented"):
+        data_lib.make_datasets(ds, 8, augment=data_lib.AugmentConfig(flip=True),
+                               teacher_logits=logits)

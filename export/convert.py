@@ -1,0 +1,324 @@
+"""Keras model -> ``.tflite`` flatbuffer, in four numeric formats.
+
+``convert(model, quantization)`` with quantization one of:
+
+* ``float32``: no optimization; the reference the others are compared with.
+* ``float16``: weights stored as float16, dequantized at load time.
+* ``dynamic``: dynamic-range quantization; int8 weights, float activations.
+* ``int8``: full-integer quantization. Activations are calibrated on a
+  representative dataset: uint8 images from the training split, run through
+  :func:`kd_keras.data.preprocess`, the same preprocessing the exported model
+  must be fed. A quantization-aware-trained model (``quantize_model`` output)
+  carries its own ranges and converts without representative data.
+
+Pruning and clustering wrappers are stripped before conversion
+(:func:`strip_wrappers`), so a pruned model exports its zeroed weights and not
+the masks. Every failure (missing path, a file that is not a model, a
+converter error) raises :class:`ExportError`, naming the model, the format and
+the cause.
+"""
+
+import contextlib
+import os
+import tempfile
+
+import numpy as np
+
+from kd_keras import data as data_lib
+from kd_keras.keras_compat import keras, tf
+
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+DEFAULT_NUM_CALIBRATION = 200
+TFLITE_IDENTIFIER = b"TFL3"  # Bytes 4..8 of every TFLite flatbuffer.
+
+_PRUNE_WRAPPERS = ("PruneLowMagnitude",)
+_CLUSTER_WRAPPERS = ("ClusterWeights", "ClusterWeightsMHA")
+_QAT_LAYERS = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
+
+
+class ExportError(ValueError):
+    """A model could not be loaded, converted or measured; the message says why."""
+
+
+def _tfmot():
+    import tensorflow_model_optimization as tfmot  # Heavy; only when needed.
+    return tfmot
+
+
+def _layer_class_names(model):
+    """Class names of every layer of `model`, nested models included."""
+    names = set()
+    for module in [model] + list(model.submodules):
+        names.add(type(module).__name__)
+    return names
+
+
+def is_qat_model(model):
+    """True if `model` holds TF-MOT quantization-aware-training layers."""
+    return isinstance(model, keras.Model) and bool(
+        _layer_class_names(model) & set(_QAT_LAYERS))
+
+
+def strip_wrappers(model):
+    """Removes TF-MOT pruning and clustering wrappers.
+
+    The pruned (zeroed) or clustered weights stay; the masks, cluster indices
+    and training-only state go. Quantization-aware-training layers are kept:
+    the converter turns them into int8 kernels. A model without such wrappers
+    is returned unchanged (the same object).
+
+    Args:
+      model: a functional or sequential ``keras.Model``.
+
+    Returns:
+      The model without pruning and clustering wrappers.
+
+    Raises:
+      ExportError: stripping failed (e.g. a subclassed model holding wrappers).
+    """
+    names = _layer_class_names(model)
+    try:
+        if names & set(_PRUNE_WRAPPERS):
+            model = _tfmot().sparsity.keras.strip_pruning(model)
+        if names & set(_CLUSTER_WRAPPERS):
+            model = _tfmot().clustering.keras.strip_clustering(model)
+    except (ValueError, NotImplementedError, TypeError) as e:
+        raise ExportError(
+            f"Cannot strip pruning/clustering wrappers from model "
+            f"'{getattr(model, 'name', model)}': {e}") from e
+    return model
+
+
+def _custom_object_scopes():
+    tfmot = _tfmot()
+    return (tfmot.quantization.keras.quantize_scope(), tfmot.sparsity.keras.prune_scope(),
+            tfmot.clustering.keras.cluster_scope())
+
+
+def load_model(path):
+    """Loads a saved Keras model (``.keras``, ``.h5`` or a Keras SavedModel dir).
+
+    TF-MOT's pruning, clustering and quantization layers are in scope, so
+    wrapped models load too.
+
+    Args:
+      path: file or directory.
+
+    Returns:
+      The ``keras.Model``.
+
+    Raises:
+      ExportError: the path does not exist or does not hold a Keras model.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ExportError(f"Model path not found: {path}")
+    if path.endswith(".tflite"):
+        raise ExportError(f"{path} is already a TFLite model; convert takes a Keras model.")
+    try:
+        with contextlib.ExitStack() as stack:
+            for scope in _custom_object_scopes():
+                stack.enter_context(scope)
+            model = keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 — Keras raises many types for a bad file.
+        raise ExportError(
+            f"Cannot load {path} as a Keras model ({type(e).__name__}: "
+            f"{_short(e)}). Expected a .keras/.h5 file or a SavedModel directory.") from e
+    if not isinstance(model, keras.Model):
+        raise ExportError(f"{path} loaded as {type(model).__name__}, not a keras.Model.")
+    return model
+
+
+def is_plain_saved_model(path):
+    """True for a SavedModel directory that Keras did not write (no keras_metadata.pb)."""
+    return (os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
+            and not os.path.exists(os.path.join(path, "keras_metadata.pb")))
+
+
+def _short(error, limit=600):
+    """The first and last lines of a (possibly huge) converter error message."""
+    text = str(error).strip()
+    if len(text) <= limit:
+        return text
+    return text[: limit // 2] + " [...] " + text[-limit // 2:]
+
+
+def representative_dataset(images, num_calibration=DEFAULT_NUM_CALIBRATION, seed=0):
+    """A representative-dataset generator for int8 calibration.
+
+    Args:
+      images: uint8 images (N, H, W, C) from the training split; they are
+        preprocessed with :func:`kd_keras.data.preprocess`. Floating-point
+        arrays are taken as already preprocessed.
+      num_calibration: how many images (drawn at random without replacement;
+        all of them if there are fewer).
+      seed: seed of the draw.
+
+    Returns:
+      A zero-argument callable yielding ``[float32 array (1, H, W, C)]``.
+
+    Raises:
+      ExportError: no images, or images that are not (N, H, W, C).
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or len(images) == 0:
+        raise ExportError(
+            f"representative_images must be a non-empty (N, H, W, C) array, got shape "
+            f"{images.shape}.")
+    if num_calibration < 1:
+        raise ExportError(f"num_calibration must be >= 1, got {num_calibration}.")
+    rng = np.random.default_rng(seed)
+    count = min(int(num_calibration), len(images))
+    chosen = images[np.sort(rng.choice(len(images), count, replace=False))]
+    if np.issubdtype(chosen.dtype, np.integer):
+        chosen = np.asarray(data_lib.preprocess(chosen))
+    chosen = chosen.astype(np.float32)
+
+    def generator():
+        for image in chosen:
+            yield [image[None]]
+
+    return generator
+
+
+def _check_input_shape(model, images, name):
+    if isinstance(model.input_shape, list):  # Several inputs: leave it to the converter.
+        return
+    expected = tuple(model.input_shape[1:])
+    if None not in expected and tuple(np.shape(images)[1:]) != expected:
+        raise ExportError(
+            f"Representative images of shape {np.shape(images)[1:]} do not fit model "
+            f"'{name}' whose input shape is {expected}.")
+
+
+def convert(model, quantization, representative_images=None,
+            num_calibration=DEFAULT_NUM_CALIBRATION, int8_io=False, seed=0):
+    """Converts a Keras model to a TFLite flatbuffer.
+
+    Args:
+      model: a ``keras.Model`` (pruning/clustering wrappers are stripped; QAT
+        layers are honoured) or the path of a saved one (``.keras``, ``.h5``,
+        or a SavedModel directory; a SavedModel not written by Keras goes to
+        the converter as it is).
+      quantization: one of QUANTIZATIONS.
+      representative_images: uint8 training images (N, H, W, C), required for
+        ``int8`` unless the model is quantization-aware-trained; used for
+        calibration there and ignored by the other formats.
+      num_calibration: representative images used for calibration.
+      int8_io: for ``int8``, make the model's input and output int8 too (the
+        caller must then quantize inputs with the input tensor's scale and
+        zero point). Otherwise they stay float32.
+      seed: seed of the calibration sample.
+
+    Returns:
+      The ``.tflite`` flatbuffer as bytes.
+
+    Raises:
+      ExportError: unknown quantization, missing or invalid model, int8
+        without data for a non-QAT model, or a converter failure.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ExportError(f"Unknown quantization {quantization!r}; allowed: {QUANTIZATIONS}.")
+    if int8_io and quantization != "int8":
+        raise ExportError(f"int8_io needs quantization='int8', got {quantization!r}.")
+    keras_model, saved_model_dir, label = _resolve(model)
+    if keras_model is not None:
+        keras_model = strip_wrappers(keras_model)
+        qat = is_qat_model(keras_model)
+        if quantization == "int8" and representative_images is not None:
+            _check_input_shape(keras_model, representative_images, label)
+        converter = _converter(
+            lambda: tf.lite.TFLiteConverter.from_keras_model(keras_model), label, quantization)
+    else:
+        qat = False
+        converter = _converter(
+            lambda: tf.lite.TFLiteConverter.from_saved_model(saved_model_dir), label,
+            quantization)
+
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if representative_images is not None:
+            converter.representative_dataset = representative_dataset(
+                representative_images, num_calibration, seed)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        elif not qat:
+            raise ExportError(
+                f"int8 export of model '{label}' needs representative_images (uint8 "
+                "training images) for calibration; only a quantization-aware-trained "
+                "model converts to int8 without them.")
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    try:
+        flatbuffer = converter.convert()
+    except Exception as e:  # noqa: BLE001 — the converter raises many error types.
+        raise ExportError(
+            f"TFLite conversion of model '{label}' to {quantization} failed "
+            f"({type(e).__name__}): {_short(e)}") from e
+    return bytes(flatbuffer)
+
+
+def _resolve(model):
+    """(keras model or None, plain SavedModel dir or None, label for messages)."""
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.exists(path):
+            raise ExportError(f"Model path not found: {path}")
+        if is_plain_saved_model(path):
+            return None, path, path
+        loaded = load_model(path)
+        return loaded, None, f"{loaded.name} ({path})"
+    if isinstance(model, keras.Model):
+        return model, None, model.name
+    raise ExportError(f"convert() takes a keras.Model or a path, got {type(model).__name__}.")
+
+
+def _converter(make, label, quantization):
+    try:
+        return make()
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(
+            f"Cannot build a TFLite converter for model '{label}' ({quantization}): "
+            f"{type(e).__name__}: {_short(e)}") from e
+
+
+def check_flatbuffer(content, source="<bytes>"):
+    """Raises ExportError unless `content` looks like a TFLite flatbuffer."""
+    if len(content) < 8 or content[4:8] != TFLITE_IDENTIFIER:
+        raise ExportError(
+            f"{source} is not a TFLite model: expected the file identifier "
+            f"{TFLITE_IDENTIFIER!r} at byte 4, got {bytes(content[4:8])!r} "
+            f"({len(content)} bytes in all).")
+
+
+def save_tflite(content, path):
+    """Writes a flatbuffer to `path` atomically (temporary file, then rename).
+
+    Args:
+      content: the bytes :func:`convert` returned.
+      path: destination, conventionally ``<name>.<quantization>.tflite``.
+
+    Returns:
+      The number of bytes written.
+
+    Raises:
+      ExportError: `content` is not a TFLite flatbuffer.
+    """
+    check_flatbuffer(content)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".tflite")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return len(content)

@@ -1,0 +1,157 @@
+"""What compression did to a model, measured on its weights and its TFLite file.
+
+Every function returns plain JSON-able values (dicts of str / int / float /
+bool / list), ready for results.json. Kernels are read through any TF-MOT
+wrapper: pruning and clustering wrappers are stripped first, quantization
+wrappers are looked through (their float kernels are what gets quantized).
+"""
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+from tensorflow_model_optimization.python.core.quantization.keras import (
+    quantize_layer,
+    quantize_wrapper,
+)
+
+from kd_keras.compression import cluster as cluster_lib
+from kd_keras.compression import prune as prune_lib
+from kd_keras.compression import wrappers
+from kd_keras.compression.chain import strip
+from kd_keras.keras_compat import tf
+
+KERNEL_ATTRS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV",
+               "CONV_3D")
+_NO_COMPUTE_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+
+def _readable(model):
+    """`model` without pruning / clustering wrappers; QAT layers untouched."""
+    kinds = wrappers.wrapper_kinds(model)
+    if "prune" in kinds:
+        model = prune_lib.strip_pruning(model)
+    if "cluster" in kinds:
+        model = cluster_lib.strip_clustering(model)
+    return model
+
+
+def kernels(model):
+    """[(layer name, attribute, numpy kernel)] of every kernel in `model`, in layer order."""
+    out = []
+    for layer in _readable(model).layers:
+        inner = layer.layer if isinstance(layer, quantize_wrapper.QuantizeWrapper) else layer
+        # Variables, not attributes: inside a QuantizeWrapper `inner.kernel` is
+        # replaced by the fake-quantized tensor of the last call.
+        for var in layer.weights:
+            attr = var.name.rsplit("/", 1)[-1].split(":")[0]
+            if attr in KERNEL_ATTRS:
+                out.append((inner.name, attr, var.numpy()))
+    return out
+
+
+def _key(name, attr):
+    return name if attr == "kernel" else f"{name}/{attr}"
+
+
+def sparsity_report(model, pruned_layers=None):
+    """Fraction of exactly-zero weights per kernel and overall.
+
+    Args:
+      model: any model of the chain (wrapped or stripped).
+      pruned_layers: names of the layers that were pruned. None means the
+        layers holding a pruning wrapper if `model` has any, otherwise the
+        kernels that contain at least one zero (an unpruned float kernel has
+        none).
+
+    Returns:
+      dict: ``layers`` {kernel: {"weights", "zeros", "sparsity", "pruned"}},
+      ``overall`` (zeros / weights over all kernels), ``pruned_overall`` (over
+      the pruned kernels; None if there are none), ``weights``, ``zeros``.
+    """
+    if pruned_layers is None and "prune" in wrappers.wrapper_kinds(model):
+        pruned_layers = [w.layer.name for w in prune_lib.prune_wrappers(model)]
+    layers, tot, zer, p_tot, p_zer = {}, 0, 0, 0, 0
+    for name, attr, k in kernels(model):
+        n, z = int(k.size), int(np.count_nonzero(k == 0))
+        pruned = (name in pruned_layers) if pruned_layers is not None else z > 0
+        layers[_key(name, attr)] = {"weights": n, "zeros": z, "sparsity": z / n,
+                                    "pruned": bool(pruned)}
+        tot, zer = tot + n, zer + z
+        if pruned:
+            p_tot, p_zer = p_tot + n, p_zer + z
+    return {"layers": layers, "weights": tot, "zeros": zer,
+            "overall": zer / tot if tot else 0.0,
+            "pruned_overall": p_zer / p_tot if p_tot else None}
+
+
+def unique_values_report(model):
+    """Number of distinct values in each kernel, and per output channel.
+
+    Returns:
+      dict: ``layers`` {kernel: {"weights", "unique", "unique_per_channel"}}
+      where ``unique_per_channel`` is the largest count over the kernel's last
+      (output-channel) axis; ``max_unique`` and ``max_unique_per_channel`` over
+      all kernels.
+    """
+    layers = {}
+    for name, attr, k in kernels(model):
+        per_channel = max(np.unique(k[..., c]).size for c in range(k.shape[-1]))
+        layers[_key(name, attr)] = {"weights": int(k.size), "unique": int(np.unique(k).size),
+                                    "unique_per_channel": int(per_channel)}
+    return {"layers": layers,
+            "max_unique": max((v["unique"] for v in layers.values()), default=0),
+            "max_unique_per_channel": max((v["unique_per_channel"] for v in layers.values()),
+                                          default=0)}
+
+
+def has_quantize_layers(model):
+    """True when `model` (or a model nested in it) holds TF-MOT quantization layers."""
+    return bool(wrappers.find_layers(
+        model, (quantize_wrapper.QuantizeWrapper, quantize_layer.QuantizeLayer)))
+
+
+def int8_tflite_converts(model):
+    """Converts `model` with ``Optimize.DEFAULT`` and inspects the TFLite ops.
+
+    A QAT model converts to an int8 model: every convolution / dense op has
+    int8 weights and int8 input activations. A float model gives a
+    dynamic-range model instead (int8 weights, float activations), which is
+    reported as ``int8 = False``.
+
+    Args:
+      model: keras model (a QAT model for int8 output); stripped with
+        ``chain.strip`` first, so convert only once training is over.
+
+    Returns:
+      dict: ``converts`` (bool), ``error`` (str or None), ``bytes`` (size of the
+      flatbuffer), ``weight_ops`` (number of conv / dense ops),
+      ``int8_weight_ops`` (with int8 weights and int8 inputs), ``int8`` (all of
+      them, and at least one), ``float_ops`` (sorted names of the ops that
+      compute in float32, QUANTIZE / DEQUANTIZE excluded).
+    """
+    result = {"converts": False, "error": None, "bytes": 0, "weight_ops": 0,
+              "int8_weight_ops": 0, "int8": False, "float_ops": []}
+    try:
+        converter = tf.lite.TFLiteConverter.from_keras_model(strip(model))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        flatbuffer = converter.convert()
+    except Exception as e:  # noqa: BLE001  the converter raises many types
+        result["error"] = f"{type(e).__name__}: {e}"[:2000]
+        return result
+    interpreter = Interpreter(model_content=flatbuffer)
+    dtype = {d["index"]: np.dtype(d["dtype"]) for d in interpreter.get_tensor_details()}
+    float_ops = set()
+    for op in interpreter._get_ops_details():  # no public per-op API in LiteRT
+        ins = [i for i in op["inputs"] if i >= 0]
+        if op["op_name"] in _WEIGHT_OPS and len(ins) >= 2:
+            result["weight_ops"] += 1
+            if dtype[ins[0]] == np.int8 and dtype[ins[1]] == np.int8:
+                result["int8_weight_ops"] += 1
+        if op["op_name"] not in _NO_COMPUTE_OPS and any(
+                dtype[i] == np.float32 for i in ins):
+            float_ops.add(op["op_name"])
+    result.update(converts=True, bytes=len(flatbuffer), float_ops=sorted(float_ops),
+                  int8=result["weight_ops"] > 0
+                  and result["int8_weight_ops"] == result["weight_ops"])
+    return result
+

@@ -54,7 +54,53 @@ _ENSEMBLE = flags.DEFINE_enum("ensemble", "logits", ["logits", "probs"],
 _T_LAYER = flags.DEFINE_string("teacher_layer", "stage3", "Teacher layer of feature losses.")
 _S_LAYER = flags.DEFINE_string("student_layer", "block3", "Student layer of feature losses.")
 
+_TECHNIQUES = flags.DEFINE_list(
+    "techniques", [], "Compression chain applied to the student, in order: prune, cluster, qat "
+    "(e.g. prune,qat). Trained besides the plain student, with KD as --kd says.")
+_SPARSITY = flags.DEFINE_float("sparsity", 0.5, "Pruning target sparsity in [0, 1).")
+_SCHEDULE = flags.DEFINE_enum("pruning_schedule", "polynomial", ["polynomial", "constant"],
+                              "Pruning schedule.")
+_STRUCTURE = flags.DEFINE_enum("pruning_structure", "unstructured", ["unstructured", "2:4"],
+                               "Unstructured or 2:4 structured pruning.")
+_SKIP = flags.DEFINE_list("compress_skip_layers", None,
+                          "Layers left unpruned/unclustered (default: first conv and "
+                          "classifier for pruning, first conv for clustering).")
+_CLUSTERS = flags.DEFINE_integer("clusters", 16, "Weight clusters per kernel.")
+_CLUSTER_INIT = flags.DEFINE_enum("cluster_init", "kmeans++",
+                                  ["kmeans++", "linear", "density-based", "random"],
+                                  "Centroid initialization.")
+_COMPRESS_EPOCHS = flags.DEFINE_integer("compress_epochs", 2,
+                                        "Fine-tuning epochs per compression stage.",
+                                        lower_bound=1)
+_COMPRESS_MODE = flags.DEFINE_enum(
+    "compress_mode", "finetune", ["finetune", "scratch"],
+    "finetune: each technique fine-tunes the trained student; scratch: the first technique "
+    "(prune or qat) wraps the fresh student for its whole training.")
+_COMPRESS_TEACHER = flags.DEFINE_enum(
+    "compress_teacher", "teacher", ["teacher", "student"],
+    "With KD, who teaches during compression fine-tuning: the teacher, or the uncompressed "
+    "trained student itself.")
+_EXPORT_FORMATS = flags.DEFINE_list("export_formats", ["float32", "int8"],
+                                    "TFLite formats each student is exported to "
+                                    "(float32, float16, dynamic, int8); empty: no export.")
+_EXPORT_THREADS = flags.DEFINE_list("export_threads", ["1"],
+                                    "Interpreter thread counts for latency.")
+_EXPORT_TEACHER = flags.DEFINE_bool("export_teacher", False, "Export the teacher(s) too.")
+_LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 200, "Timed invocations per latency.",
+                                     lower_bound=1)
+_NUM_CALIBRATION = flags.DEFINE_integer("num_calibration", 200,
+                                        "Training images that calibrate int8.", lower_bound=1)
+
 flags.mark_flag_as_required("workdir")
+
+
+def compression_config():
+    """The CompressionConfig the flags describe (validated on construction)."""
+    from kd_keras import compression
+    return compression.CompressionConfig(
+        sparsity=_SPARSITY.value, pruning_schedule=_SCHEDULE.value,
+        pruning_structure=_STRUCTURE.value, skip_layers=_SKIP.value, clusters=_CLUSTERS.value,
+        cluster_init=_CLUSTER_INIT.value)
 
 
 def parse_kwargs(items, flag_name):
@@ -102,4 +148,10 @@ def pipeline_config():
                              alpha=_ALPHA.value, temperature=_TEMPERATURE.value,
                              ensemble=_ENSEMBLE.value, teacher_layer=_T_LAYER.value,
                              student_layer=_S_LAYER.value),
-        kd_mode=_KD.value, verbose=int(_VERBOSE.value))
+        kd_mode=_KD.value, techniques=tuple(_TECHNIQUES.value),
+        compression=compression_config(), compress_epochs=_COMPRESS_EPOCHS.value,
+        compress_mode=_COMPRESS_MODE.value, compress_teacher=_COMPRESS_TEACHER.value,
+        export_formats=tuple(_EXPORT_FORMATS.value),
+        export_threads=tuple(int(t) for t in _EXPORT_THREADS.value),
+        export_teacher=_EXPORT_TEACHER.value, latency_runs=_LATENCY_RUNS.value,
+        num_calibration=_NUM_CALIBRATION.value, verbose=int(_VERBOSE.value))

@@ -20,16 +20,17 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
+    try:  # Invalid combinations and missing data fail here, before any training.
         config = kd_flags.pipeline_config()
-    except ValueError as e:  # Invalid combinations: fail before any training.
+        prepared = pipeline.prepare(config)
+    except ValueError as e:
         sys.exit(f"Invalid configuration: {e}")
     os.makedirs(config.workdir, exist_ok=True)
     runs.write_text(os.path.join(config.workdir, "flags.txt"), FLAGS.flags_into_string())
     module_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(kd_flags)}
-    results = pipeline.run(config, flags_used=module_flags)
+    results = pipeline.run(config, flags_used=module_flags, prepared=prepared)
     print()
-    print(report.markdown_table(results["models"]))
+    print(report.markdown_table(report.flatten(results["models"])))
     print(f"\nResults written to {os.path.join(config.workdir, 'results.md')}")
 
 

@@ -12,7 +12,7 @@ import os
 from typing import Optional
 
 from kd_keras import data as data_lib
-from kd_keras import models, report, runs, training
+from kd_keras import models, report, runs, training, variants
 from kd_keras.keras_compat import keras
 
 KD_MODES = ("both", "on", "off")
@@ -41,6 +41,16 @@ class PipelineConfig:
     student_augment: data_lib.AugmentConfig = data_lib.AugmentConfig()
     kd: training.KDConfig = training.KDConfig()
     kd_mode: str = "both"
+    techniques: tuple = ()
+    compression: object = None  # kd_keras.compression.CompressionConfig; None = defaults
+    compress_epochs: int = 2
+    compress_mode: str = "finetune"
+    compress_teacher: str = "teacher"
+    export_formats: tuple = ("float32", "int8")
+    export_threads: tuple = (1,)
+    export_teacher: bool = False
+    latency_runs: int = 200
+    num_calibration: int = 200
     verbose: int = 1
 
     def __post_init__(self):
@@ -53,6 +63,10 @@ class PipelineConfig:
                 f"teacher and student must be registered models {sorted(models.REGISTRY)}; "
                 f"got {self.teacher!r} and {self.student!r}.")
 
+        if self.compression is None:
+            from kd_keras import compression
+            self.compression = compression.CompressionConfig()
+
     def data_spec(self):
         return {k: getattr(self, k) for k in
                 ("dataset", "val_size", "limit_train", "limit_test", "batch_size")}
@@ -63,7 +77,8 @@ def _spec(obj):
 
 
 def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=None,
-                  kd=None, callbacks=(), verbose=1, postprocess=None, **fit_kwargs):
+                  kd=None, callbacks=(), verbose=1, postprocess=None, load_fn=None,
+                  **fit_kwargs):
     """Trains a model as a cached run, or loads it if that run finished.
 
     Args:
@@ -78,6 +93,8 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
       verbose: Keras verbosity.
       postprocess: optional fn(model) -> model applied after training and
         before saving (e.g. stripping compression wrappers).
+      load_fn: loads a finished run's model from its path (default
+        ``keras.models.load_model`` without compiling).
       **fit_kwargs: passed to ``training.fit`` (offline_data, batch_size).
 
     Returns:
@@ -85,10 +102,12 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
       training time, history and the run directory.
     """
     directory = runs.run_dir(workdir, name, spec)
-    model_path = os.path.join(directory, "model.keras")
+    model_path = runs.saved_model_path(directory)
     result = runs.load_result(directory)
-    if result is not None and os.path.exists(model_path):
+    if result is not None and model_path is not None:
         logging.warning("Reusing finished run %s", directory)
+        if load_fn is not None:
+            return load_fn(model_path), result
         return keras.models.load_model(model_path, compile=False), result
     runs.write_json(os.path.join(directory, "spec.json"), spec)
     keras.utils.set_random_seed(train_cfg.seed)
@@ -97,7 +116,7 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
                            extra_callbacks=callbacks, verbose=verbose, **fit_kwargs)
     if postprocess is not None:
         model = postprocess(model)
-    runs.save_model(model, model_path)
+    runs.save_model(model, directory)
     result = {
         "name": name,
         "model": model.name,
@@ -112,54 +131,100 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
     return model, result
 
 
-def run(config: PipelineConfig, flags_used=None):
-    """Runs the whole pipeline and writes results.json / results.md.
+def train_teachers(config, data, verbose=None):
+    """Trains (or loads) the configured teacher(s).
 
     Returns:
-      The results dict written to ``results.json``.
+      (list of models, list of spec hashes, list of result dicts).
     """
-    os.makedirs(config.workdir, exist_ok=True)
-    data = data_lib.load_dataset(config.dataset, config.data_dir, config.manual_dir,
-                                 config.val_size, seed=0, limit_train=config.limit_train,
-                                 limit_test=config.limit_test)
-    shape, classes = data.input_shape, data.num_classes
-    data_spec = config.data_spec()
-    teacher_ds = data_lib.make_datasets(data, config.batch_size, config.teacher_augment)
-    student_ds = data_lib.make_datasets(data, config.batch_size, config.student_augment,
-                                        seed=config.student_train.seed)
-    offline = None if config.student_augment.enabled else data
-
-    rows = []
-    teachers, teacher_hashes = [], []
+    datasets = data_lib.make_datasets(data, config.batch_size, config.teacher_augment)
+    teachers, hashes, results = [], [], []
     for i in range(config.num_teachers):
         train_cfg = dataclasses.replace(config.teacher_train,
                                         seed=config.teacher_train.seed + i)
         spec = {"role": "teacher", "model": config.teacher, "kwargs": config.teacher_kwargs,
                 "train": _spec(train_cfg), "augment": _spec(config.teacher_augment),
-                "data": data_spec}
+                "data": config.data_spec()}
         model, result = train_or_load(
             config.workdir, f"teacher{i}", spec,
-            lambda: models.build(config.teacher, shape, classes, **config.teacher_kwargs),
-            teacher_ds, train_cfg, verbose=config.verbose)
+            lambda: models.build(config.teacher, data.input_shape, data.num_classes,
+                                 **config.teacher_kwargs),
+            datasets, train_cfg, verbose=config.verbose if verbose is None else verbose)
         teachers.append(model)
-        teacher_hashes.append(runs.config_hash(spec))
-        rows.append(dict(result, role="teacher", kd=False))
+        hashes.append(runs.config_hash(spec))
+        results.append(dict(result, role="teacher", kd=False, techniques="", label="teacher"))
+    return teachers, hashes, results
 
+
+def variant_context(config, data, teachers, teacher_hashes):
+    """The variants.Context of a pipeline config."""
+    return variants.Context(
+        workdir=config.workdir, data=data, teachers=teachers, teacher_hashes=teacher_hashes,
+        student_train=config.student_train, kd=config.kd, batch_size=config.batch_size,
+        compression=config.compression, compress_epochs=config.compress_epochs,
+        compress_mode=config.compress_mode, compress_teacher=config.compress_teacher,
+        export_formats=tuple(config.export_formats), export_threads=tuple(config.export_threads),
+        latency_runs=config.latency_runs, num_calibration=config.num_calibration,
+        verbose=config.verbose)
+
+
+def student_variants(config):
+    """The variants the flags ask for: the plain student, then the chain."""
     kd_flags = {"both": (False, True), "on": (True,), "off": (False,)}[config.kd_mode]
-    for kd_on in kd_flags:
-        spec = {"role": "student", "model": config.student, "kwargs": config.student_kwargs,
-                "train": _spec(config.student_train), "augment": _spec(config.student_augment),
-                "data": data_spec,
-                "kd": _spec(config.kd) if kd_on else None,
-                "teachers": teacher_hashes if kd_on else None}
-        name = "student-kd" if kd_on else "student-baseline"
-        _, result = train_or_load(
-            config.workdir, name, spec,
-            lambda: models.build(config.student, shape, classes, **config.student_kwargs),
-            student_ds, config.student_train,
-            teacher=teachers if kd_on else None, kd=config.kd, verbose=config.verbose,
-            offline_data=offline, batch_size=config.batch_size)
-        rows.append(dict(result, role="student", kd=kd_on))
+    common = dict(student=config.student, student_kwargs=tuple(sorted(
+        config.student_kwargs.items())), augment=config.student_augment,
+                  seed=config.student_train.seed)
+    out = [variants.Variant(label="none", kd=k, **common) for k in kd_flags]
+    if config.techniques:
+        out += [variants.Variant(label="+".join(config.techniques),
+                                 techniques=tuple(config.techniques), kd=k, **common)
+                for k in kd_flags]
+    return out
+
+
+def prepare(config: PipelineConfig):
+    """Loads the data and validates every requested variant (technique chain,
+    layer names) before anything is trained.
+
+    Returns:
+      (Dataset, list of variants.Variant).
+
+    Raises:
+      ValueError: invalid configuration (or kd_keras.data.DataError).
+    """
+    data = data_lib.load_dataset(config.dataset, config.data_dir, config.manual_dir,
+                                 config.val_size, seed=0, limit_train=config.limit_train,
+                                 limit_test=config.limit_test)
+    todo = student_variants(config)
+    probe = variant_context(config, data, [], [])
+    for variant in todo:
+        variants.validate(probe, variant)
+    return data, todo
+
+
+def run(config: PipelineConfig, flags_used=None, prepared=None):
+    """Runs the whole pipeline and writes results.json / results.md.
+
+    Args:
+      config: the PipelineConfig.
+      flags_used: flag values recorded in results.json.
+      prepared: the output of :func:`prepare`, if already called.
+
+    Returns:
+      The results dict written to ``results.json``.
+    """
+    os.makedirs(config.workdir, exist_ok=True)
+    data, todo = prepared or prepare(config)
+    probe = variant_context(config, data, [], [])
+
+    teachers, teacher_hashes, rows = train_teachers(config, data)
+    if config.export_teacher and config.export_formats:
+        for teacher, row in zip(teachers, rows):
+            row["export"] = variants.measure(probe, teacher, (), row["run_dir"], data)
+    ctx = variant_context(config, data, teachers, teacher_hashes)
+    for variant in todo:
+        _, row = variants.train(ctx, variant)
+        rows.append(dict(row, role="student"))
 
     results = {"dataset": config.dataset, "models": rows, "flags": flags_used or {},
                "config": _spec(config)}

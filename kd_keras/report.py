@@ -6,24 +6,55 @@ from kd_keras import runs
 
 COLUMNS = (
     ("name", "run", "{}"),
-    ("model", "model", "{}"),
+    ("techniques", "techniques", "{}"),
     ("kd", "KD", "{}"),
-    ("test_accuracy", "test acc", "{:.4f}"),
+    ("test_accuracy", "Keras test acc", "{:.4f}"),
     ("params", "params", "{:,}"),
     ("train_time_s", "train s", "{:.1f}"),
-    ("epochs", "epochs", "{}"),
+    ("sparsity_overall", "zeros", "{:.1%}"),
+    ("format", "format", "{}"),
+    ("accuracy", "TFLite acc", "{:.4f}"),
+    ("file_bytes", "bytes", "{:,}"),
+    ("gzip_bytes", "gzip bytes", "{:,}"),
+    ("latency_us_median", "latency µs (median)", "{:.1f}"),
+    ("threads", "threads", "{}"),
 )
 
 
+def flatten(models):
+    """One table row per (model, exported format, thread count).
+
+    A model without exports gives one row with blank export cells.
+    """
+    rows = []
+    for model in models:
+        base = {k: v for k, v in model.items() if k not in ("export", "history")}
+        sparsity = model.get("sparsity") or {}
+        if "overall" in sparsity:
+            base["sparsity_overall"] = sparsity["overall"]
+        exports = model.get("export") or []
+        if not exports:
+            rows.append(base)
+        for e in exports:
+            rows.append(dict(base, **{k: e.get(k) for k in (
+                "format", "accuracy", "file_bytes", "gzip_bytes", "latency_us_median",
+                "threads")}))
+    return rows
+
+
 def markdown_table(rows, columns=COLUMNS):
-    """A GitHub markdown table of `rows` (dicts); missing cells are blank."""
+    """A GitHub markdown table of `rows` (dicts); missing cells are blank.
+
+    Columns that are blank in every row are left out.
+    """
+    columns = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
     lines = ["| " + " | ".join(title for _, title, _ in columns) + " |",
              "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
         cells = []
         for key, _, fmt in columns:
             value = row.get(key)
-            cells.append("" if value is None else fmt.format(value))
+            cells.append("" if value is None or value == "" else fmt.format(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -32,6 +63,6 @@ def write(workdir, results):
     """Writes results.json and results.md into `workdir` atomically."""
     runs.write_json(os.path.join(workdir, "results.json"), results)
     text = (f"# Results: {results.get('dataset', '')}\n\n"
-            + markdown_table(results["models"]) + "\n")
+            + markdown_table(flatten(results["models"])) + "\n")
     runs.write_text(os.path.join(workdir, "results.md"), text)
     return text

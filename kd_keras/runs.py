@@ -54,9 +54,30 @@ def load_result(directory):
     return read_json(path) if os.path.exists(path) else None
 
 
-def save_model(model, path):
-    """Saves a Keras model atomically (Keras wants a ``.keras`` suffix)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path[: -len(".keras")] + ".partial.keras"
-    model.save(tmp)
+MODEL_FILES = ("model.keras", "model.h5")
+
+
+def saved_model_path(directory):
+    """The model file a finished run saved, or None."""
+    for name in MODEL_FILES:
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def save_model(model, directory):
+    """Saves a run's model atomically; returns its path.
+
+    Quantization-aware (TF-MOT) models go to ``model.h5``: the ``.keras``
+    format does not restore their quantizer variables. Others go to
+    ``model.keras``.
+    """
+    os.makedirs(directory, exist_ok=True)
+    quantized = any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
+    stem, ext = ("model", ".h5") if quantized else ("model", ".keras")
+    tmp = os.path.join(directory, f"{stem}.partial{ext}")
+    path = os.path.join(directory, stem + ext)
+    model.save(tmp, **({"include_optimizer": False} if quantized else {}))
     os.replace(tmp, path)
+    return path

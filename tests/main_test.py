@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from kd_keras import data as data_lib
+from kd_keras import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CI sets KD_KERAS_REQUIRE_DATA=1 so that missing data fails instead of skipping.
@@ -28,28 +29,51 @@ def test_smoke_config_end_to_end_and_rerun_reuses(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.load(open(os.path.join(workdir, "results.json")))
     rows = {r["name"]: r for r in results["models"]}
-    assert set(rows) >= {"teacher0", "student-baseline", "student-kd"}
+    assert set(rows) == {"teacher0", "none-nokd-s0", "none-kd-s0", "prune+qat-nokd-s0",
+                         "prune+qat-kd-s0"}
     for row in rows.values():
         assert 0.0 <= row["test_accuracy"] <= 1.0 and row["params"] > 0
-        assert os.path.exists(os.path.join(row["run_dir"], "model.keras"))
+        assert runs.saved_model_path(row["run_dir"]) is not None
         assert any("tfevents" in f for _, _, fs in os.walk(row["run_dir"]) for f in fs)
-    assert rows["student-kd"]["kd"] and not rows["student-baseline"]["kd"]
+    assert rows["none-kd-s0"]["kd"] and not rows["none-nokd-s0"]["kd"]
+    # The compressed variants: pruned to ~50% in the pruned layers, QAT, int8 export.
+    for name in ("prune+qat-nokd-s0", "prune+qat-kd-s0"):
+        row = rows[name]
+        assert abs(row["sparsity"]["pruned_overall"] - 0.5) <= 0.01
+        assert row["qat_layers"]
+        formats = {e["format"]: e for e in row["export"]}
+        assert set(formats) == {"float32", "int8"}
+        assert "int8" in formats["int8"]["weight_dtypes"]
+    for row in rows.values():
+        for e in row.get("export", []):
+            assert e["file_bytes"] > 0 and e["latency_us_median"] > 0
+            assert 0.0 <= e["accuracy"] <= 1.0
     assert results["flags"]["limit_train"] == 512
     assert "| teacher0 |" in open(os.path.join(workdir, "results.md")).read()
     assert "--limit_train=512" in open(os.path.join(workdir, "flags.txt")).read()
-    assert "student-kd" in proc.stdout  # the table is printed
+    assert "| none-kd-s0 | none | True |" in proc.stdout  # the table is printed
 
     again = _main("--flagfile=kd_keras/configs/smoke.flags", f"--workdir={workdir}")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("Reusing finished run") >= 3
+    # Nothing is trained again: no Keras epoch lines, every run reused.
+    assert "- loss:" in proc.stdout and "- loss:" not in again.stdout
+    assert again.stderr.count("Reusing finished run") >= 7
     rerun = json.load(open(os.path.join(workdir, "results.json")))
     assert [r["test_accuracy"] for r in rerun["models"]] == \
         [r["test_accuracy"] for r in results["models"]]
 
 
-def test_invalid_flags_fail_before_training(tmp_path):
-    proc = _main("--flagfile=kd_keras/configs/smoke.flags", f"--workdir={tmp_path}",
-                 "--student_augment=rotate")
+@pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
+@pytest.mark.parametrize("flag, message", [
+    ("--student_augment=rotate", "allowed"),
+    ("--techniques=qat,prune", "qat must be last"),
+    ("--techniques=prune,prune", "repeats"),
+    ("--techniques=distill", "Unknown technique"),
+    ("--sparsity=1.0", "sparsity must be a number in [0, 1)"),
+    ("--compress_skip_layers=no_such_layer", "no_such_layer"),
+])
+def test_invalid_flags_fail_before_training(tmp_path, flag, message):
+    proc = _main("--flagfile=kd_keras/configs/smoke.flags", f"--workdir={tmp_path}", flag)
     assert proc.returncode != 0
-    assert "allowed" in proc.stderr
+    assert message in proc.stderr, proc.stderr[-2000:]
     assert not os.path.exists(os.path.join(tmp_path, "runs"))

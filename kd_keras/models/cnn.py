@@ -4,8 +4,9 @@ Three blocks of (conv 3x3 -> BN -> ReLU) with (16, 32, 64) x ``width`` channels,
 max-pooling between blocks, global average pooling and a dense classifier.
 ``cnn_dws`` keeps the first (full) convolution and replaces the others with a
 depthwise 3x3 followed by a pointwise 1x1 convolution, written as two layers
-(``DepthwiseConv2D`` + ``Conv2D``) because TF-MOT prunes, clusters and
-quantizes both.
+(``DepthwiseConv2D`` + ``Conv2D``) so that TF-MOT quantizes both and prunes
+and clusters the pointwise one (TF-MOT does not prune or cluster depthwise
+kernels).
 """
 
 from kd_keras.keras_compat import keras

@@ -1,0 +1,275 @@
+"""Student variants: one student, a technique chain, KD on or off, a seed.
+
+A variant is trained in up to two parts, each a cached run
+(``pipeline.train_or_load``):
+
+1. the *base* student — registry model or NAS result, optional augmentation,
+   optional bootstrap resample (bagging), with or without KD — for
+   ``student_train.epochs``;
+2. for a compression chain (``prune``, ``cluster``, ``qat`` in that order),
+   one fine-tuning stage per technique, starting from the trained base student
+   of the same seed and KD setting (``compress_mode='finetune'``, default), or
+   with the first technique applied from scratch (``'scratch'``, prune/qat).
+   With KD on, the teacher during a stage is the pipeline's teacher, or the
+   uncompressed trained student itself (``compress_teacher='student'``).
+
+Wrappers are stripped before a model is saved; the result records measured
+sparsity, unique values per clustered kernel and the TFLite export figures.
+"""
+
+import dataclasses
+import logging
+import os
+from typing import Optional
+
+import numpy as np
+
+from kd_keras import data as data_lib
+from kd_keras import models, runs, training
+from kd_keras.keras_compat import keras
+
+COMPRESS_MODES = ("finetune", "scratch")
+COMPRESS_TEACHERS = ("teacher", "student")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One student run.
+
+    Attributes:
+      label: the technique's name in tables ('none', 'prune50', 'dws', ...).
+      techniques: compression chain, e.g. ('prune', 'qat').
+      kd: distil from the teacher(s).
+      student: registry name or 'nas:PATH'.
+      student_kwargs: builder kwargs, as sorted (key, value) pairs.
+      augment: training augmentation of the base student.
+      seed: initialization and data-order seed.
+      bootstrap: >= 0 trains on a bootstrap resample drawn with this seed
+        (a bagging member); -1 uses the training split as is.
+      epochs: overrides the base student's epochs (None: the config's).
+      compression: overrides of CompressionConfig fields, as (key, value) pairs.
+    """
+
+    label: str = "none"
+    techniques: tuple = ()
+    kd: bool = False
+    student: str = "cnn"
+    student_kwargs: tuple = ()
+    augment: data_lib.AugmentConfig = data_lib.AugmentConfig()
+    seed: int = 0
+    bootstrap: int = -1
+    epochs: Optional[int] = None
+    compression: tuple = ()
+
+    @property
+    def name(self):
+        parts = [self.label, "kd" if self.kd else "nokd", f"s{self.seed}"]
+        if self.bootstrap >= 0:
+            parts.append(f"b{self.bootstrap}")
+        return "-".join(parts)
+
+
+@dataclasses.dataclass
+class Context:
+    """What every variant of one pipeline or study shares."""
+
+    workdir: str
+    data: data_lib.Dataset
+    teachers: list
+    teacher_hashes: list
+    student_train: training.TrainConfig
+    kd: training.KDConfig
+    batch_size: int = 128
+    compression: object = None  # compression.CompressionConfig
+    compress_epochs: int = 2
+    compress_mode: str = "finetune"
+    compress_teacher: str = "teacher"
+    export_formats: tuple = ("float32", "int8")
+    export_threads: tuple = (1,)
+    latency_runs: int = 200
+    num_calibration: int = 200
+    verbose: int = 2
+
+    def __post_init__(self):
+        if self.compress_mode not in COMPRESS_MODES:
+            raise ValueError(f"compress_mode must be one of {COMPRESS_MODES}, "
+                             f"got {self.compress_mode!r}.")
+        if self.compress_teacher not in COMPRESS_TEACHERS:
+            raise ValueError(f"compress_teacher must be one of {COMPRESS_TEACHERS}, "
+                             f"got {self.compress_teacher!r}.")
+        if self.compress_epochs < 1:
+            raise ValueError(f"compress_epochs must be >= 1, got {self.compress_epochs}.")
+        if self.compression is None:
+            from kd_keras import compression
+            self.compression = compression.CompressionConfig()
+
+
+def _spec(obj):
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def compression_config(ctx, variant):
+    return dataclasses.replace(ctx.compression, **dict(variant.compression))
+
+
+def validate(ctx, variant):
+    """Raises ValueError for a variant that cannot be trained, before training."""
+    from kd_keras import compression
+    cfg = compression_config(ctx, variant)
+    model = build_student(variant, ctx.data)
+    compression.validate_chain(variant.techniques, cfg, model=model)
+    if ctx.compress_mode == "scratch" and variant.techniques[:1] == ("cluster",):
+        raise ValueError("compress_mode='scratch' starts pruning or QAT on a fresh student; "
+                         "clustering needs trained weights: use compress_mode='finetune'.")
+
+
+def build_student(variant, data):
+    kwargs = dict(variant.student_kwargs)
+    if variant.student.startswith("nas:"):
+        import nas
+        return nas.load_student(variant.student[4:], data.input_shape, data.num_classes)
+    return models.build(variant.student, data.input_shape, data.num_classes, **kwargs)
+
+
+def bootstrap_dataset(data, seed):
+    """A copy of `data` whose training split is resampled with replacement."""
+    idx = np.random.default_rng(seed).integers(0, len(data.x_train), len(data.x_train))
+    return dataclasses.replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx])
+
+
+def load_model(path):
+    """Loads a saved student, compression wrappers' custom objects in scope."""
+    from export import load_model as export_load
+    from kd_keras import compression
+    with compression.quantize_scope():
+        return export_load(path)
+
+
+def _run_name(part, variant):
+    """Run directory prefix. Runs are identified by their spec's hash; names
+    leave out the variant's label so that equal runs (the base student of
+    'none' and of 'prune50', the prune stage of 'prune' and 'prune+qat') are
+    trained once."""
+    name = f"{part}-{'kd' if variant.kd else 'nokd'}-s{variant.seed}"
+    return name + (f"-b{variant.bootstrap}" if variant.bootstrap >= 0 else "")
+
+
+def _base_spec(ctx, variant, train_cfg):
+    return {"role": "student", "model": variant.student, "kwargs": dict(variant.student_kwargs),
+            "train": _spec(train_cfg), "augment": _spec(variant.augment),
+            "bootstrap": variant.bootstrap,
+            "data": {"dataset": ctx.data.name, "n_train": len(ctx.data.x_train),
+                     "n_test": len(ctx.data.x_test), "batch_size": ctx.batch_size},
+            "kd": _spec(ctx.kd) if variant.kd else None,
+            "teachers": ctx.teacher_hashes if variant.kd else None}
+
+
+def train(ctx: Context, variant: Variant):
+    """Trains (or loads) a variant and measures it.
+
+    Returns:
+      (stripped keras model, result dict): test accuracy, params, training
+      time of all parts, compression measurements, export rows.
+    """
+    from kd_keras import compression
+    from kd_keras.pipeline import train_or_load
+
+    data = ctx.data if variant.bootstrap < 0 else bootstrap_dataset(ctx.data, variant.bootstrap)
+    train_cfg = dataclasses.replace(ctx.student_train, seed=variant.seed,
+                                    epochs=variant.epochs or ctx.student_train.epochs)
+    datasets = data_lib.make_datasets(data, ctx.batch_size, variant.augment, seed=variant.seed)
+    offline = None if variant.augment.enabled else data
+    teacher = ctx.teachers if variant.kd else None
+    cfg = compression_config(ctx, variant)
+    chain = compression.validate_chain(variant.techniques, cfg)
+    steps = int(datasets["train"].cardinality())
+
+    spec = _base_spec(ctx, variant, train_cfg)
+    scratch = bool(ctx.compress_mode == "scratch" and chain)
+    keras.utils.set_random_seed(variant.seed)
+    if scratch:  # The first technique wraps the fresh student for the whole base run.
+        spec = dict(spec, scratch_stage=chain[0], compression=_spec(cfg))
+        first, callbacks = compression.apply_stage(build_student(variant, data), chain[0], cfg,
+                                                   steps, train_cfg.epochs)
+        build_fn = lambda: first  # noqa: E731
+    else:
+        callbacks = ()
+        build_fn = lambda: build_student(variant, data)  # noqa: E731
+    model, result = train_or_load(
+        ctx.workdir, _run_name("base", variant), spec, build_fn,
+        datasets, train_cfg, teacher=teacher, kd=ctx.kd, callbacks=callbacks,
+        verbose=ctx.verbose, postprocess=compression.strip, offline_data=offline,
+        batch_size=ctx.batch_size, load_fn=load_model)
+    total_time = result["train_time_s"]
+    parts = [result["run_dir"]]
+    done = chain[:1] if scratch else ()
+    for technique, previous in compression.stages(chain):
+        if technique in done:
+            continue
+        stage_spec = {"base": runs.config_hash(spec), "stage": technique,
+                      "previous": list(previous), "compression": _spec(cfg),
+                      "epochs": ctx.compress_epochs, "kd": variant.kd,
+                      "compress_teacher": ctx.compress_teacher if variant.kd else None,
+                      "lr": ctx.student_train.learning_rate}
+        stage_cfg = dataclasses.replace(train_cfg, epochs=ctx.compress_epochs, warmup_epochs=0,
+                                        learning_rate=train_cfg.learning_rate / 10)
+        stage_teacher = teacher
+        if variant.kd and ctx.compress_teacher == "student":
+            stage_teacher = keras.models.clone_model(model)
+            stage_teacher.set_weights(model.get_weights())
+        keras.utils.set_random_seed(variant.seed)
+        wrapped, stage_callbacks = compression.apply_stage(model, technique, cfg, steps,
+                                                           ctx.compress_epochs, previous)
+        model, stage_result = train_or_load(
+            ctx.workdir, _run_name("+".join(previous + (technique,)), variant),
+            dict(stage_spec, spec=spec),
+            lambda wrapped=wrapped: wrapped, datasets, stage_cfg, teacher=stage_teacher,
+            kd=ctx.kd, callbacks=stage_callbacks, verbose=ctx.verbose,
+            postprocess=compression.strip, offline_data=offline, batch_size=ctx.batch_size,
+            load_fn=load_model)
+        total_time += stage_result["train_time_s"]
+        parts.append(stage_result["run_dir"])
+        result = stage_result
+
+    row = {
+        "name": variant.name, "label": variant.label, "techniques": "+".join(chain) or "none",
+        "kd": variant.kd, "seed": variant.seed, "bootstrap": variant.bootstrap,
+        "model": model.name, "test_accuracy": result["test_accuracy"],
+        "params": result["params"], "train_time_s": round(total_time, 2),
+        "epochs": train_cfg.epochs, "run_dirs": parts, "run_dir": parts[-1],
+    }
+    row.update(measure(ctx, model, chain, parts[-1], data))
+    return model, row
+
+
+def measure(ctx, model, chain, run_dir, data):
+    """Compression figures and TFLite exports of a trained, stripped variant.
+
+    Cached in ``run_dir/measure.json``.
+    """
+    path = os.path.join(run_dir, "measure.json")
+    cached = runs.read_json(path) if os.path.exists(path) else None
+    key = {"formats": list(ctx.export_formats), "threads": list(ctx.export_threads),
+           "latency_runs": ctx.latency_runs}
+    if cached is not None and cached.get("key") == key:
+        return cached["figures"]
+    from kd_keras import compression
+    figures = {}
+    if "prune" in chain:
+        figures["sparsity"] = compression.sparsity_report(model)
+    if "cluster" in chain:
+        figures["unique_values"] = compression.unique_values_report(model)
+    if "qat" in chain:
+        figures["qat_layers"] = bool(compression.has_quantize_layers(model))
+    if ctx.export_formats:
+        import export
+        try:
+            figures["export"] = export.export_model(
+                model, os.path.join(run_dir, "tflite"), ctx.export_formats, data=ctx.data,
+                num_calibration=ctx.num_calibration, threads=ctx.export_threads,
+                latency_runs=ctx.latency_runs, name="student")
+        except export.ExportError as e:
+            logging.warning("Export of %s failed: %s", run_dir, e)
+            figures["export_error"] = str(e)
+    runs.write_json(path, {"key": key, "figures": figures})
+    return figures

@@ -1,0 +1,234 @@
+"""What a search leaves in its project directory, written from the oracle's trials.
+
+``write_outputs(tuner)`` writes, into ``<directory>/<project_name>/``:
+
+* ``trials.json`` and ``trials.csv``: one row per trial (failed ones too) with
+  its status, hyperparameters, validation accuracy, latency, bytes,
+  parameters, feasibility, score and whether it is on a front;
+* ``pareto.json``: the non-dominated trials, accuracy vs latency and accuracy
+  vs bytes;
+* ``accuracy_vs_latency.png``: every trial, feasible and not, with the front;
+* ``best_model.keras`` and ``best_hyperparameters.json``: the most accurate
+  feasible trial's trained model and what :func:`nas.load_student` needs to
+  rebuild it untrained.
+
+Everything is read from the oracle (trial metrics are reported to it, also by
+distributed workers), so the outputs are the same whether the search ran in
+one process, was resumed, or ran on a chief and workers.
+"""
+
+import csv
+import io
+import logging
+import os
+import shutil
+
+from kd_keras import runs
+from nas import pareto
+from nas.search_space import BEST_HPS_FILE
+from nas.tuner import METRICS, MODEL_FILE, Budget
+
+INT_METRICS = ("file_bytes", "gzip_bytes", "params", "tflite_params", "macs", "epochs")
+COLUMNS = ("trial_id", "status", "feasible", "score", "val_accuracy", "latency_us",
+           "latency_us_p90", "file_bytes", "gzip_bytes", "params", "tflite_params", "macs",
+           "epochs", "train_time_s", "violations", "on_latency_front", "on_bytes_front")
+
+
+def trial_rows(oracle):
+    """One dict per trial of `oracle`, in start order.
+
+    Returns:
+      list of dicts: trial_id, status, hyperparameters (dict), the METRICS
+      (None when the trial reported none), feasible (bool), violations (the
+      budgets it exceeded, '' when none) and message (failed trials).
+    """
+    rows = []
+    for trial_id in sorted(oracle.trials):
+        trial = oracle.trials[trial_id]
+        row = {"trial_id": trial.trial_id, "status": str(trial.status),
+               "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
+                                   if not k.startswith("tuner/")},
+               "hyperband": {k: v for k, v in trial.hyperparameters.values.items()
+                             if k.startswith("tuner/")}}
+        for name in METRICS:
+            value = (trial.metrics.get_last_value(name) if trial.metrics.exists(name)
+                     else None)
+            if value is not None:
+                value = int(round(value)) if name in INT_METRICS else float(value)
+            row[name] = value
+        row["feasible"] = bool(row["feasible"]) if row["feasible"] is not None else False
+        row["violations"] = ";".join(f"{f}+{row[f'over_{f}'] * 100:.0f}%"
+                                     for f, _ in Budget.LIMITS if row.get(f"over_{f}"))
+        lines = (trial.message or "").strip().splitlines()
+        row["message"] = lines[-1] if lines else None
+        rows.append(row)
+    return rows
+
+
+def best_feasible(rows):
+    """The most accurate completed feasible row (ties: lower latency), or None."""
+    candidates = [r for r in rows if r["status"] == "COMPLETED" and r["feasible"]
+                  and r["val_accuracy"] is not None]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda r: (r["val_accuracy"], -(r["latency_us"] or 0.0)))
+
+
+def _flat(row):
+    out = {c: row.get(c) for c in COLUMNS}
+    out.update({f"hp.{k}": v for k, v in sorted(row["hyperparameters"].items())})
+    out.update({f"hp.{k}": v for k, v in sorted(row["hyperband"].items())})
+    return out
+
+
+def csv_text(rows):
+    """The trials table as CSV: COLUMNS, then one ``hp.<name>`` column per hyperparameter."""
+    flat = [_flat(r) for r in rows]
+    hp_columns = sorted({k for f in flat for k in f if k.startswith("hp.")})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS) + hp_columns, restval="",
+                            lineterminator="\n")
+    writer.writeheader()
+    for f in flat:
+        writer.writerow({k: "" if v is None else v for k, v in f.items()})
+    return buffer.getvalue()
+
+
+def plot(rows, front_rows, path, budget=None):
+    """Accuracy vs latency: feasible, infeasible and front trials; budget line.
+
+    Args:
+      rows: all trial rows.
+      front_rows: the accuracy-vs-latency front.
+      path: PNG to write.
+      budget: optional :class:`nas.tuner.Budget`; its latency limit is drawn.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["latency_us"] is not None and r["val_accuracy"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for feasible, style in ((True, dict(c="tab:blue", label="feasible")),
+                            (False, dict(c="tab:gray", marker="x", label="over budget"))):
+        pts = [r for r in done if r["feasible"] == feasible]
+        if pts:
+            ax.scatter([r["latency_us"] for r in pts], [r["val_accuracy"] for r in pts],
+                       alpha=0.8, **style)
+    if front_rows:
+        ax.plot([r["latency_us"] for r in front_rows], [r["val_accuracy"] for r in front_rows],
+                "-o", color="tab:red", mfc="none", ms=10, drawstyle="steps-post",
+                label="non-dominated")
+    for r in done:
+        ax.annotate(r["trial_id"], (r["latency_us"], r["val_accuracy"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    if budget is not None and budget.max_latency_us:
+        ax.axvline(budget.max_latency_us, ls="--", color="tab:orange", label="latency budget")
+    ax.set_xlabel("float32 TFLite latency, median (µs)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"Architecture search: {len(done)} trials")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _copy_atomic(src, dst):
+    tmp = dst + ".partial"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def write_outputs(tuner):
+    """Writes the tables, fronts, plot and best model of a search.
+
+    Args:
+      tuner: a :class:`nas.tuner.StudentSearch` after (or during) ``search``;
+        not a distributed worker (its oracle lives in the chief).
+
+    Returns:
+      dict: rows, fronts ({name: rows}), best (row or None) and paths
+      ({name: path of each file written}).
+
+    Raises:
+      ValueError: `tuner` is a distributed worker (its oracle is remote).
+    """
+    if not hasattr(tuner.oracle, "trials"):
+        raise ValueError("write_outputs needs the oracle's trials: call it on the chief (or a "
+                         "single process), not on a distributed worker.")
+    project = tuner.project_dir
+    rows = trial_rows(tuner.oracle)
+    completed = [r for r in rows if r["status"] == "COMPLETED"]
+    fronts = pareto.fronts(completed)
+    on = {name: {r["trial_id"] for r in front} for name, front in fronts.items()}
+    for r in rows:
+        r["on_latency_front"] = r["trial_id"] in on["accuracy_vs_latency"]
+        r["on_bytes_front"] = r["trial_id"] in on["accuracy_vs_bytes"]
+    paths = {name: os.path.join(project, name) for name in
+             ("trials.json", "trials.csv", "pareto.json", "accuracy_vs_latency.png")}
+    budget = tuner.budget
+    runs.write_json(paths["trials.json"], {
+        "objective": "score = val_accuracy if feasible else val_accuracy - 1 - total overshoot",
+        "budget": {k: getattr(budget, k) for _, k in Budget.LIMITS},
+        "trials": rows})
+    runs.write_text(paths["trials.csv"], csv_text(rows))
+    runs.write_json(paths["pareto.json"], {name: [r["trial_id"] for r in front]
+                                           for name, front in fronts.items()})
+    plot(rows, fronts["accuracy_vs_latency"], paths["accuracy_vs_latency.png"], budget)
+    best = best_feasible(rows)
+    if best is not None:
+        model_src = os.path.join(project, f"trial_{best['trial_id']}", MODEL_FILE)
+        if os.path.exists(model_src):
+            paths["best_model.keras"] = os.path.join(project, "best_model.keras")
+            _copy_atomic(model_src, paths["best_model.keras"])
+        else:  # A worker on another machine trained it: its file is not here.
+            logging.warning("Trial %s's model is not at %s; best_model.keras not written "
+                            "(nas.load_student needs only %s).", best["trial_id"], model_src,
+                            BEST_HPS_FILE)
+        paths[BEST_HPS_FILE] = os.path.join(project, BEST_HPS_FILE)
+        runs.write_json(paths[BEST_HPS_FILE], {
+            "trial_id": best["trial_id"],
+            "values": best["hyperparameters"],
+            "search_space": tuner.hypermodel.get_config(),
+            "input_shape": list(tuner.hypermodel.input_shape),
+            "num_classes": tuner.hypermodel.num_classes,
+            "metrics": {k: best[k] for k in METRICS},
+            "trained_epochs": best["epochs"]})
+    return {"rows": rows, "fronts": fronts, "best": best, "paths": paths}
+
+
+def _fmt(row, keys):
+    cells = []
+    for k in keys:
+        v = row.get(k)
+        if isinstance(v, float):
+            v = f"{v:.4f}" if k in ("score", "val_accuracy") else f"{v:.1f}"
+        cells.append(str(v))
+    return "| " + " | ".join(cells) + " |"
+
+
+def summary_text(outputs, top=5):
+    """A markdown summary: the top trials by score, the fronts, the best model."""
+    keys = ("trial_id", "status", "feasible", "val_accuracy", "latency_us", "file_bytes",
+            "params", "score", "violations")
+    header = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys)
+    rows = outputs["rows"]
+    ranked = sorted((r for r in rows if r["score"] is not None), key=lambda r: -r["score"])
+    lines = [f"Top {min(top, len(ranked))} of {len(rows)} trials (by score):", header]
+    lines += [_fmt(r, keys) for r in ranked[:top]]
+    for name, front in outputs["fronts"].items():
+        lines += ["", f"Non-dominated, {name.replace('_', ' ')}:", header]
+        lines += [_fmt(r, keys) for r in front]
+    best = outputs["best"]
+    lines.append("")
+    if best is None:
+        lines.append("No feasible trial: no best_model.keras written (loosen the budget).")
+    else:
+        lines.append(f"Best feasible: trial {best['trial_id']} (val_accuracy "
+                     f"{best['val_accuracy']:.4f}, {best['latency_us']:.1f} us, "
+                     f"{best['file_bytes']} bytes, {best['params']} params): "
+                     f"{outputs['paths'].get('best_model.keras', 'model file not found')}, "
+                     f"architecture in {outputs['paths'][BEST_HPS_FILE]}")
+    return "\n".join(lines)

@@ -1,0 +1,350 @@
+"""The search: keras-tuner oracles driving our own trial loop, hardware-aware.
+
+keras-tuner's ``Tuner`` refuses ``tf_keras`` models when Keras 3 is installed,
+so :class:`StudentSearch` builds on ``keras_tuner.engine.base_tuner.BaseTuner``
+and keeps what keras-tuner is good at: the oracles (random search, Bayesian
+optimization, Hyperband), the project directory with resumption
+(``overwrite=False``: finished trials are never rerun, an interrupted one is
+rerun) and the chief/worker distributed mode (``KERASTUNER_*`` environment
+variables). Each trial (:meth:`StudentSearch.run_trial`):
+
+1. builds the candidate from its hyperparameters (``nas.search_space``);
+2. trains it with ``kd_keras.training.fit`` -- through the Distiller when a
+   teacher is given -- for the configured epochs, or for Hyperband for
+   ``tuner/epochs - tuner/initial_epoch`` epochs after loading the weights of
+   trial ``tuner/trial_id``;
+3. measures validation accuracy, saves ``trial_<id>/model.keras``, converts
+   the model to float32 TFLite (``trial_<id>/model.tflite``) and measures its
+   median single-example latency in LiteRT, its bytes and its parameters;
+4. applies the budget and returns the objective.
+
+Objective (``score``, maximized)::
+
+    score = val_accuracy                                 if within every budget
+    score = val_accuracy - 1 - sum_k max(0, x_k / B_k - 1)   otherwise
+
+where ``x_k`` is latency (median us), file bytes or Keras parameters and
+``B_k`` its budget. Every feasible trial therefore scores in [0, 1] and every
+infeasible one strictly below 0, so ranking by score ranks feasible trials by
+accuracy first; the relative overshoot tells the Bayesian oracle how far out
+of budget a point was. Infeasible trials are completed trials like any other:
+recorded, tabulated and plotted, never dropped.
+"""
+
+import dataclasses
+import logging
+import os
+
+import keras_tuner as kt
+from keras_tuner.engine import base_tuner
+
+from kd_keras import data as data_lib
+from kd_keras import runs, training
+from kd_keras.keras_compat import keras
+from nas import hardware
+
+ORACLES = ("random", "bayesian", "hyperband")
+OBJECTIVE = "score"
+MODEL_FILE = "model.keras"
+# Figures every completed trial reports to the oracle (all numbers).
+METRICS = ("score", "val_accuracy", "feasible", "latency_us", "latency_us_p90", "file_bytes",
+           "gzip_bytes", "params", "tflite_params", "macs", "epochs", "train_time_s",
+           "over_latency_us", "over_file_bytes", "over_params")
+
+
+def distributed_role(environ=None):
+    """'single', 'chief' or 'worker', from keras-tuner's environment variables.
+
+    keras-tuner runs distributed when ``KERASTUNER_ORACLE_IP`` is set (with
+    ``KERASTUNER_ORACLE_PORT`` and ``KERASTUNER_TUNER_ID``); the process whose
+    tuner id contains ``chief`` serves the oracle, the others run trials.
+    """
+    env = os.environ if environ is None else environ
+    if "KERASTUNER_ORACLE_IP" not in env:
+        return "single"
+    return "chief" if "chief" in env.get("KERASTUNER_TUNER_ID", "") else "worker"
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Hardware budget of a deployable student; 0 disables a limit.
+
+    Attributes:
+      max_latency_us: median single-example float32 TFLite latency in LiteRT.
+      max_bytes: float32 ``.tflite`` file size.
+      max_params: Keras parameter count (``model.count_params()``).
+    """
+
+    max_latency_us: float = 0.0
+    max_bytes: int = 0
+    max_params: int = 0
+
+    LIMITS = (("latency_us", "max_latency_us"), ("file_bytes", "max_bytes"),
+              ("params", "max_params"))
+
+    def __post_init__(self):
+        for _, attr in self.LIMITS:
+            value = getattr(self, attr)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{attr} must be a number >= 0 (0 = no limit), got {value!r}.")
+
+    def excess(self, figures):
+        """Relative overshoot per limited figure: max(0, value / limit - 1).
+
+        Args:
+          figures: dict holding latency_us, file_bytes and params.
+
+        Returns:
+          {figure name: overshoot}, one entry per enabled limit (0.0 = within).
+
+        Raises:
+          ValueError: a limited figure is missing from `figures`.
+        """
+        out = {}
+        for figure, attr in self.LIMITS:
+            limit = getattr(self, attr)
+            if not limit:
+                continue
+            if figure not in figures:
+                raise ValueError(f"{attr} is set but the trial reported no {figure!r} "
+                                 f"(got {sorted(figures)}).")
+            out[figure] = max(0.0, float(figures[figure]) / float(limit) - 1.0)
+        return out
+
+
+def objective(val_accuracy, excess):
+    """The score of a trial (see the module docstring).
+
+    Args:
+      val_accuracy: validation accuracy in [0, 1].
+      excess: what :meth:`Budget.excess` returned.
+
+    Returns:
+      `val_accuracy` when every overshoot is 0, else a value below 0.
+    """
+    over = sum(excess.values())
+    return float(val_accuracy) if over <= 0 else float(val_accuracy) - 1.0 - over
+
+
+def make_oracle(kind, max_trials=10, epochs=3, seed=0, hyperband_factor=3,
+                hyperband_iterations=1, num_initial_points=None):
+    """One of keras-tuner's oracles, maximizing ``score``.
+
+    Args:
+      kind: one of ORACLES.
+      max_trials: trials of 'random' and 'bayesian' (Hyperband's count follows
+        from `epochs`, `hyperband_factor` and `hyperband_iterations`).
+      epochs: Hyperband's ``max_epochs`` (ignored by the others).
+      seed: oracle seed.
+      hyperband_factor: Hyperband's reduction factor (>= 2).
+      hyperband_iterations: Hyperband iterations (>= 1).
+      num_initial_points: random trials before Bayesian optimization starts
+        modelling (default: keras-tuner's, 3 x the number of hyperparameters,
+        capped by max_trials).
+
+    Returns:
+      A ``keras_tuner.Oracle``.
+
+    Raises:
+      ValueError: unknown kind or an out-of-range count.
+    """
+    goal = kt.Objective(OBJECTIVE, direction="max")
+    if kind not in ORACLES:
+        raise ValueError(f"Unknown oracle {kind!r}; allowed: {ORACLES}.")
+    if kind == "hyperband":
+        if epochs < 1 or hyperband_factor < 2 or hyperband_iterations < 1:
+            raise ValueError(f"Hyperband needs epochs >= 1, hyperband_factor >= 2 and "
+                             f"hyperband_iterations >= 1; got {epochs}, {hyperband_factor}, "
+                             f"{hyperband_iterations}.")
+        return kt.oracles.HyperbandOracle(goal, max_epochs=int(epochs),
+                                          factor=int(hyperband_factor),
+                                          hyperband_iterations=int(hyperband_iterations),
+                                          seed=seed)
+    if max_trials < 1:
+        raise ValueError(f"max_trials must be >= 1, got {max_trials}.")
+    if kind == "random":
+        return kt.oracles.RandomSearchOracle(goal, max_trials=int(max_trials), seed=seed)
+    try:
+        return kt.oracles.BayesianOptimizationOracle(
+            goal, max_trials=int(max_trials), seed=seed,
+            num_initial_points=min(num_initial_points, max_trials) if num_initial_points
+            else None)
+    except ImportError as e:
+        raise ValueError(f"The 'bayesian' oracle needs scikit-learn and scipy ({e}); install "
+                         "them or use --oracle=random or hyperband.") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureConfig:
+    """How candidates are timed in LiteRT (see ``nas.hardware``)."""
+
+    num_runs: int = 50
+    warmup: int = 10
+    threads: int = 1
+
+    def __post_init__(self):
+        if self.num_runs < 1 or self.warmup < 0 or self.threads < 1:
+            raise ValueError(f"Need num_runs >= 1, warmup >= 0, threads >= 1; got "
+                             f"{self.num_runs}, {self.warmup}, {self.threads}.")
+
+
+class StudentSearch(base_tuner.BaseTuner):
+    """A keras-tuner tuner whose trials train, export and measure students.
+
+    Args:
+      hypermodel: a :class:`nas.search_space.StudentSpace`.
+      oracle: from :func:`make_oracle`.
+      data: a ``kd_keras.data.Dataset`` with a non-empty validation split.
+      train_config: ``kd_keras.training.TrainConfig`` of every trial (its
+        ``epochs`` is replaced by Hyperband's budget under Hyperband).
+      batch_size: training batch size.
+      augment: ``kd_keras.data.AugmentConfig`` of the training split.
+      budget: :class:`Budget`.
+      teacher: None (no distillation), a teacher ``keras.Model``, or a
+        zero-argument callable returning one, called once at the first trial
+        (a distributed worker thus loads the teacher only when it gets work).
+      kd: ``kd_keras.training.KDConfig`` (default ``KDConfig()``) when a
+        teacher is given.
+      measure: :class:`MeasureConfig`.
+      directory: keras-tuner's project directory.
+      project_name: keras-tuner's project name; outputs go to
+        ``directory/project_name``.
+      overwrite: start afresh instead of resuming an existing project.
+      verbose: Keras verbosity of each trial's training (0, 1 or 2).
+
+    Raises:
+      ValueError: a dataset without a validation split, or a bad argument.
+    """
+
+    def __init__(self, hypermodel, oracle, data, train_config, batch_size=64,
+                 augment=data_lib.AugmentConfig(), budget=Budget(), teacher=None, kd=None,
+                 measure=MeasureConfig(), directory=".", project_name="nas", overwrite=False,
+                 verbose=0):
+        if len(data.x_val) == 0:
+            raise ValueError(f"Dataset '{data.name}' has an empty validation split; the search "
+                             "ranks candidates by validation accuracy (set val_size > 0).")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
+        self.data = data
+        self.train_config = train_config
+        self.batch_size = int(batch_size)
+        self.augment = augment
+        self.budget = budget
+        self.kd = (kd or training.KDConfig()) if teacher is not None else None
+        self.measure = measure
+        self.fit_verbose = verbose
+        self._teacher = teacher
+        self._datasets = None
+        super().__init__(oracle, hypermodel, directory=directory, project_name=project_name,
+                         overwrite=overwrite)
+
+    # -- pieces --------------------------------------------------------------
+
+    @property
+    def datasets(self):
+        """The train / val / test tf.data pipelines (built once)."""
+        if self._datasets is None:
+            self._datasets = data_lib.make_datasets(self.data, self.batch_size, self.augment,
+                                                    seed=self.train_config.seed)
+        return self._datasets
+
+    def get_teacher(self):
+        """The teacher model (materialized on first use), or None without KD."""
+        if self._teacher is not None and not isinstance(self._teacher, keras.Model):
+            teacher = self._teacher()
+            if not isinstance(teacher, keras.Model):
+                raise ValueError(f"The teacher callable returned {type(teacher).__name__}, "
+                                 "not a keras.Model.")
+            self._teacher = teacher
+        return self._teacher
+
+    def trial_model_path(self, trial_id):
+        return os.path.join(self.get_trial_dir(trial_id), MODEL_FILE)
+
+    @staticmethod
+    def epochs_to_train(values, default_epochs):
+        """(epochs to train now, epochs done before, warm-start trial id or None).
+
+        Hyperband trials carry ``tuner/epochs`` (cumulative target),
+        ``tuner/initial_epoch`` and, when continuing a trial, ``tuner/trial_id``.
+        """
+        if "tuner/epochs" not in values:
+            return int(default_epochs), 0, None
+        target = int(values["tuner/epochs"])
+        parent = values.get("tuner/trial_id")
+        done = int(values.get("tuner/initial_epoch", 0)) if parent else 0
+        return max(1, target - done), done, parent
+
+    def _fit(self, model, train_config, trial_dir):
+        """Trains `model` in place; returns kd_keras.training.fit's dict."""
+        teacher = self.get_teacher()
+        # Without augmentation the teacher's logits are computed once per trial.
+        offline = self.data if teacher is not None and not self.augment.enabled else None
+        return training.fit(model, self.datasets, train_config, trial_dir, teacher=teacher,
+                            kd=self.kd, verbose=self.fit_verbose, offline_data=offline,
+                            batch_size=self.batch_size)
+
+    def _measure(self, model, trial_dir):
+        return hardware.measure_candidate(
+            model, self.measure.num_runs, self.measure.warmup, self.measure.threads,
+            tflite_path=os.path.join(trial_dir, "model.tflite"))
+
+    # -- keras-tuner ---------------------------------------------------------
+
+    def run_trial(self, trial, *args, **kwargs):
+        """Builds, trains, exports and measures one candidate.
+
+        Returns:
+          dict of float metrics (METRICS), ``score`` being the objective.
+        """
+        del args, kwargs  # Everything a trial needs is held by the tuner.
+        hp = trial.hyperparameters
+        trial_dir = self.get_trial_dir(trial.trial_id)
+        keras.utils.set_random_seed(self.train_config.seed)
+        model = self.hypermodel.build(hp)
+        epochs, done, parent = self.epochs_to_train(hp.values, self.train_config.epochs)
+        if parent is not None:
+            previous = keras.models.load_model(self.trial_model_path(parent), compile=False)
+            model.set_weights(previous.get_weights())
+        config = dataclasses.replace(self.train_config, epochs=epochs,
+                                     warmup_epochs=min(self.train_config.warmup_epochs,
+                                                       epochs - 1))
+        fit_out = self._fit(model, config, trial_dir)
+        val_accuracy = training.evaluate(model, self.datasets["val"])
+        self.save_model(trial.trial_id, model)
+        figures = self._measure(model, trial_dir)
+        figures["params"] = int(model.count_params())
+        excess = self.budget.excess(figures)
+        metrics = dict(figures, val_accuracy=val_accuracy, epochs=done + epochs,
+                       train_time_s=round(float(fit_out["train_time_s"]), 3),
+                       feasible=float(not any(excess.values())),
+                       score=objective(val_accuracy, excess))
+        for figure, _ in Budget.LIMITS:
+            metrics[f"over_{figure}"] = float(excess.get(figure, 0.0))
+        metrics = {k: float(v) for k, v in metrics.items()}
+        runs.write_json(os.path.join(trial_dir, "result.json"), {
+            "trial_id": trial.trial_id, "hyperparameters": dict(hp.values),
+            "metrics": metrics, "budget": dataclasses.asdict(self.budget),
+            "kd": dataclasses.asdict(self.kd) if self.kd else None,
+            "history": fit_out["history"]})
+        return metrics
+
+    def on_trial_end(self, trial):
+        if trial.status in (kt.engine.trial.TrialStatus.INVALID,
+                            kt.engine.trial.TrialStatus.FAILED):
+            logging.warning("Trial %s failed:\n%s", trial.trial_id, trial.message)
+        super().on_trial_end(trial)
+
+    def save_model(self, trial_id, model, step=0):
+        """Saves a trial's trained model atomically (temporary name, then rename)."""
+        del step
+        path = self.trial_model_path(trial_id)
+        partial = path[: -len(".keras")] + ".partial.keras"
+        model.save(partial)
+        os.replace(partial, path)
+
+    def load_model(self, trial):
+        """The trained model of a finished trial."""
+        return keras.models.load_model(self.trial_model_path(trial.trial_id), compile=False)

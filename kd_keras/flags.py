@@ -91,7 +91,47 @@ _LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 200, "Timed invocations per
 _NUM_CALIBRATION = flags.DEFINE_integer("num_calibration", 200,
                                         "Training images that calibrate int8.", lower_bound=1)
 
+_MODE = flags.DEFINE_enum("mode", "pipeline", ["pipeline", "study"],
+                          "pipeline: teacher + student variants; study: the orthogonality "
+                          "study (every technique x KD on/off x seeds).")
+_STUDY_TECHNIQUES = flags.DEFINE_list(
+    "study_techniques", ["none", "dws", "prune50", "prune75", "prune90", "qat", "cluster",
+                         "augment", "prune50+qat"],
+    "Study techniques (add 'nas' with --nas_student).")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Study seeds.")
+_NAS_STUDENT = flags.DEFINE_string("nas_student", None,
+                                   "NAS result (project dir) used by the 'nas' technique.")
+_BAG_MEMBERS = flags.DEFINE_integer("bagging_members", 4,
+                                    "Bagging baseline members (0 = off).", lower_bound=0)
+_BAG_EPOCHS = flags.DEFINE_integer("bagging_epochs", 0,
+                                   "Epochs per bagging member (0 = student epochs / members).",
+                                   lower_bound=0)
+_EXTRA_TEACHER = flags.DEFINE_list("extra_teacher_args", [],
+                                   "Builder kwargs of a second teacher for the teacher-ensemble "
+                                   "experiment (empty = off).")
+_EXTRA_TEACHER_EPOCHS = flags.DEFINE_integer("extra_teacher_epochs", 10,
+                                             "Epochs of the second teacher.", lower_bound=1)
+
 flags.mark_flag_as_required("workdir")
+
+
+def study_config(pipeline_cfg):
+    """The StudyConfig the flags describe."""
+    from kd_keras.study import runner
+    try:
+        seeds = tuple(int(s) for s in _SEEDS.value)
+    except ValueError as e:
+        raise flags.ValidationError(f"--seeds must be integers: {e}") from None
+    extra = parse_kwargs(_EXTRA_TEACHER.value, "extra_teacher_args") or None
+    return runner.StudyConfig(
+        pipeline=pipeline_cfg, techniques=tuple(_STUDY_TECHNIQUES.value), seeds=seeds,
+        nas_student=_NAS_STUDENT.value, bagging_members=_BAG_MEMBERS.value,
+        bagging_epochs=_BAG_EPOCHS.value, extra_teacher=extra,
+        extra_teacher_epochs=_EXTRA_TEACHER_EPOCHS.value)
+
+
+def mode():
+    return _MODE.value
 
 
 def compression_config():

@@ -13,6 +13,7 @@ from absl import app, flags, logging
 
 from kd_keras import flags as kd_flags
 from kd_keras import pipeline, report, runs
+from kd_keras.study import runner
 
 FLAGS = flags.FLAGS
 
@@ -20,13 +21,22 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    study = kd_flags.mode() == "study"
     try:  # Invalid combinations and missing data fail here, before any training.
         config = kd_flags.pipeline_config()
-        prepared = pipeline.prepare(config)
+        if study:
+            study_cfg = kd_flags.study_config(config)
+            runner.validate(study_cfg)
+        else:
+            prepared = pipeline.prepare(config)
     except ValueError as e:
         sys.exit(f"Invalid configuration: {e}")
     os.makedirs(config.workdir, exist_ok=True)
     runs.write_text(os.path.join(config.workdir, "flags.txt"), FLAGS.flags_into_string())
+    if study:
+        runner.run(study_cfg)
+        print(f"\nStudy report written to {os.path.join(config.workdir, 'report.md')}")
+        return
     module_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(kd_flags)}
     results = pipeline.run(config, flags_used=module_flags, prepared=prepared)
     print()

@@ -99,16 +99,16 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
 
     Returns:
       (model, result dict). The result holds test accuracy, parameters,
-      training time, history and the run directory.
+      training time, history, the run directory, and `reused` (True when the
+      run had finished before and was loaded).
     """
     directory = runs.run_dir(workdir, name, spec)
     model_path = runs.saved_model_path(directory)
     result = runs.load_result(directory)
     if result is not None and model_path is not None:
         logging.warning("Reusing finished run %s", directory)
-        if load_fn is not None:
-            return load_fn(model_path), result
-        return keras.models.load_model(model_path, compile=False), result
+        load = load_fn or (lambda path: keras.models.load_model(path, compile=False))
+        return load(model_path), dict(result, reused=True)
     runs.write_json(os.path.join(directory, "spec.json"), spec)
     keras.utils.set_random_seed(train_cfg.seed)
     model = build_fn()
@@ -128,7 +128,7 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
         "run_dir": directory,
     }
     runs.write_json(os.path.join(directory, "result.json"), result)
-    return model, result
+    return model, dict(result, reused=False)
 
 
 def train_teachers(config, data, verbose=None):

@@ -202,6 +202,7 @@ def train(ctx: Context, variant: Variant):
         batch_size=ctx.batch_size, load_fn=load_model)
     total_time = result["train_time_s"]
     parts = [result["run_dir"]]
+    reused = result["reused"]
     done = chain[:1] if scratch else ()
     for technique, previous in compression.stages(chain):
         if technique in done:
@@ -228,6 +229,7 @@ def train(ctx: Context, variant: Variant):
             postprocess=compression.strip, offline_data=offline, batch_size=ctx.batch_size,
             load_fn=load_model)
         total_time += stage_result["train_time_s"]
+        reused = reused and stage_result["reused"]
         parts.append(stage_result["run_dir"])
         result = stage_result
 
@@ -237,6 +239,7 @@ def train(ctx: Context, variant: Variant):
         "model": model.name, "test_accuracy": result["test_accuracy"],
         "params": result["params"], "train_time_s": round(total_time, 2),
         "epochs": train_cfg.epochs, "run_dirs": parts, "run_dir": parts[-1],
+        "reused": reused,
     }
     row.update(measure(ctx, model, chain, parts[-1], data))
     return model, row

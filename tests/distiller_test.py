@@ -159,8 +159,9 @@ def test_bad_arguments_raise_clear_errors(kwargs, match):
 
 
 def test_precomputed_teacher_logits_give_the_same_training():
-    from kd_keras import data as data_lib
     from conftest import tiny_dataset
+
+    from kd_keras import data as data_lib
 
     ds = tiny_dataset(32, shape=SHAPE, classes=5)
     teacher = _teacher()

@@ -1,0 +1,164 @@
+"""The study's report: results.json, report.md and plots, from the results dict."""
+
+import math
+import os
+
+from kd_keras import runs
+
+
+def _pct(x):
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def _ms(pair):
+    return "" if pair is None else f"{100 * pair[0]:.2f} ± {100 * pair[1]:.2f}"
+
+
+def _num(x, fmt="{:,.0f}"):
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def orthogonality_table(summary):
+    lines = [
+        "| technique | acc no KD (%) | acc KD (%) | KD gain Δ (pts) [95% CI] | Δ(T)/Δ(none) | "
+        "T+KD gain vs plain: measured / sum of parts (pts) | int8 TFLite acc no KD / KD (%) | "
+        "params | int8 gzip bytes | int8 latency µs |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, e in summary.items():
+        g = e["kd_gain"]
+        ci = "" if math.isnan(g["low"]) else f" [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]"
+        add = e.get("additivity")
+        add_txt = "" if add is None else \
+            f"{100 * add['measured']:+.2f} / {100 * add['expected']:+.2f}"
+        t8 = e["tflite_accuracy"]["int8"]
+        lines.append(
+            f"| {label} | {_ms(e['keras_accuracy']['nokd'])} | {_ms(e['keras_accuracy']['kd'])} "
+            f"| {100 * g['mean']:+.2f}{ci} | {_num(e['orthogonality_ratio'], '{:.2f}')} "
+            f"| {add_txt} | {_ms(t8['nokd'])} / {_ms(t8['kd'])} | {e['params']:,} "
+            f"| {_num(e.get('int8_gzip_bytes'))} "
+            f"| {_num(e.get('int8_latency_us_median'), '{:.1f}')} |")
+    return "\n".join(lines)
+
+
+def markdown(results):
+    seeds = results["seeds"]
+    parts = [f"# Orthogonality study: {results['dataset']}", ""]
+    for t in results.get("teacher", []):
+        parts.append(f"Teacher `{t['model']}`: test accuracy {100 * t['test_accuracy']:.2f}%, "
+                     f"{t['params']:,} parameters.")
+    parts += ["", f"Seeds: {seeds}. Accuracy is mean ± sample std over seeds on the full "
+              "test split. Δ(T) = acc(T+KD) − acc(T), paired by seed, with a 95% paired "
+              "t-interval (n − 1 degrees of freedom). Additivity compares the measured gain "
+              "of T+KD over the plain student with (gain of T) + (gain of KD).", "",
+              orthogonality_table(results["summary"]), ""]
+    var = results.get("variance")
+    if var:
+        parts += ["## Students disagree less with KD (the bagging view)", "",
+                  "| | top-1 disagreement between seeds | prediction variance |", "|---|---|---|",
+                  f"| no KD | {100 * var['nokd']['disagreement']:.2f}% | "
+                  f"{var['nokd']['prediction_variance']:.5f} |",
+                  f"| KD | {100 * var['kd']['disagreement']:.2f}% | "
+                  f"{var['kd']['prediction_variance']:.5f} |", ""]
+    bag = results.get("bagging")
+    if bag:
+        parts += ["## Bagging baseline", "",
+                  f"{bag['members']} students, each trained {bag['epochs_per_member']} epoch(s) "
+                  f"on a bootstrap resample (total {bag['total_epochs']} epochs, against "
+                  f"{bag['student_epochs']} for one student), probabilities averaged.", "",
+                  "| model | test acc (%) | params deployed |", "|---|---|---|",
+                  f"| one member (mean ± std) | {_ms(bag['member_accuracy'])} | "
+                  f"{bag['student_params']:,} |",
+                  f"| bag of {bag['members']} | {_pct(bag['bag_accuracy'])} | "
+                  f"{bag['bag_params']:,} |",
+                  f"| plain student (seed {seeds[0]}) | {_pct(bag['student_accuracy'])} | "
+                  f"{bag['student_params']:,} |",
+                  f"| KD student (seed {seeds[0]}) | {_pct(bag['kd_student_accuracy'])} | "
+                  f"{bag['student_params']:,} |", ""]
+    ens = results.get("teacher_ensemble")
+    if ens:
+        g = ens["gain"]
+        ci = "" if math.isnan(g["low"]) else f" [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]"
+        et = ens["extra_teacher"]
+        parts += ["## An ensemble of teachers as the teacher", "",
+                  f"Second teacher {et['kwargs']} ({et['epochs']} epochs): "
+                  f"{100 * et['test_accuracy']:.2f}%, {et['params']:,} parameters; ensemble "
+                  f"averages {ens['ensemble_mode']}.", "",
+                  f"KD from the teacher alone: {_ms(ens['kd_single_teacher'])}%; from the "
+                  f"ensemble: {_ms(ens['kd_teacher_ensemble'])}%; paired difference "
+                  f"{100 * g['mean']:+.2f} pts{ci}.", ""]
+    parts += ["## Plots", "", "![accuracy vs gzip bytes](acc_vs_gzip.png)",
+              "![accuracy vs latency](acc_vs_latency.png)", "![KD gain](kd_gain.png)", ""]
+    return "\n".join(parts)
+
+
+def plots(results, directory):
+    """Writes acc_vs_gzip.png, acc_vs_latency.png and kd_gain.png; returns paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = results["summary"]
+    paths = []
+    for key, name, xlabel in (("int8_gzip_bytes", "acc_vs_gzip.png", "int8 .tflite gzip bytes"),
+                              ("int8_latency_us_median", "acc_vs_latency.png",
+                               "int8 latency, median µs (1 thread)")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for kd, marker, color in (("nokd", "o", "tab:gray"), ("kd", "*", "tab:red")):
+            pts = [(e.get(key), e["keras_accuracy"][kd][0], label)
+                   for label, e in summary.items() if e.get(key)]
+            if not pts:
+                continue
+            ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], marker=marker,
+                       s=70, color=color, label="KD" if kd == "kd" else "no KD")
+            for x, y, label in pts:
+                ax.annotate(label, (x, 100 * y), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+            front = _front(pts)
+            ax.plot([p[0] for p in front], [100 * p[1] for p in front], color=color, lw=1,
+                    ls="--")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Accuracy vs cost (dashed: Pareto front)")
+        ax.legend()
+        fig.tight_layout()
+        path = os.path.join(directory, name)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = list(summary)
+    means = [100 * summary[t]["kd_gain"]["mean"] for t in labels]
+    lows = [100 * summary[t]["kd_gain"]["low"] for t in labels]
+    highs = [100 * summary[t]["kd_gain"]["high"] for t in labels]
+    err = [[m - lo if not math.isnan(lo) else 0 for m, lo in zip(means, lows)],
+           [hi - m if not math.isnan(hi) else 0 for m, hi in zip(means, highs)]]
+    ax.bar(labels, means, yerr=err, capsize=4, color="tab:blue")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylabel("KD gain Δ (accuracy points)")
+    ax.set_title("KD gain per technique, 95% paired t-interval")
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    path = os.path.join(directory, "kd_gain.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return paths + [path]
+
+
+def _front(points):
+    """Points not dominated in (lower cost, higher accuracy), by cost."""
+    front, best = [], -1.0
+    for p in sorted(points, key=lambda q: (q[0], -q[1])):
+        if p[1] > best:
+            front.append(p)
+            best = p[1]
+    return front
+
+
+def write(workdir, results):
+    """results.json, report.md and the plots into `workdir`."""
+    runs.write_json(os.path.join(workdir, "results.json"), results)
+    plots(results, workdir)
+    text = markdown(results)
+    runs.write_text(os.path.join(workdir, "report.md"), text)
+    return text

@@ -1,0 +1,120 @@
+"""The study: aggregation by hand, the smoke study end to end, kill and resume."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from scipy import stats as sp_stats
+
+from kd_keras import data as data_lib
+from kd_keras.study import runner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAVE_DATA = (not data_lib.missing_idx_files(data_lib.DEFAULT_MANUAL_DIR)
+             or os.environ.get("KD_KERAS_REQUIRE_DATA") == "1")
+
+
+def _row(label, kd, seed, acc):
+    return {"label": label, "kd": kd, "seed": seed, "test_accuracy": acc, "params": 100,
+            "export": [{"format": "int8", "threads": 1, "accuracy": acc - 0.001,
+                        "gzip_bytes": 1000 if label == "none" else 600,
+                        "latency_us_median": 10.0}]}
+
+
+def test_summary_by_hand_on_fixed_inputs():
+    acc = {("none", False): [0.80, 0.82, 0.81], ("none", True): [0.83, 0.84, 0.85],
+           ("prune", False): [0.78, 0.80, 0.79], ("prune", True): [0.80, 0.81, 0.83]}
+    rows = [_row(label, kd, s, a) for (label, kd), accs in acc.items()
+            for s, a in zip((0, 1, 2), accs)]
+    summary = runner.summarize(rows, (0, 1, 2))
+    # KD gain of 'none': d = [0.03, 0.02, 0.04] -> mean 0.03, sd 0.01.
+    g = summary["none"]["kd_gain"]
+    half = sp_stats.t.ppf(0.975, 2) * 0.01 / math.sqrt(3)
+    assert g["mean"] == pytest.approx(0.03)
+    assert (g["low"], g["high"]) == (pytest.approx(0.03 - half), pytest.approx(0.03 + half))
+    # 'prune': d = [0.02, 0.01, 0.04] -> mean 0.02333; ratio 0.02333 / 0.03.
+    gp = summary["prune"]["kd_gain"]["mean"]
+    assert gp == pytest.approx(0.07 / 3)
+    assert summary["prune"]["orthogonality_ratio"] == pytest.approx((0.07 / 3) / 0.03)
+    # Additivity: measured = prune+KD - none = [0, -0.01, 0.02] -> 0.00333;
+    # expected = (prune - none) + (KD - none) = [0.01, 0.0, 0.02] -> 0.01.
+    add = summary["prune"]["additivity"]
+    assert add["measured"] == pytest.approx(0.01 / 3)
+    assert add["expected"] == pytest.approx(0.01)
+    assert summary["none"]["keras_accuracy"]["kd"][0] == pytest.approx(0.84)
+    assert summary["none"]["tflite_accuracy"]["int8"]["kd"][0] == pytest.approx(0.839)
+    assert summary["prune"]["int8_gzip_bytes"] == 600
+
+
+def test_bad_study_config():
+    from kd_keras.pipeline import PipelineConfig
+    p = PipelineConfig(workdir="/tmp/x")
+    with pytest.raises(ValueError, match="Unknown study techniques"):
+        runner.StudyConfig(pipeline=p, techniques=("none", "nas"))
+    with pytest.raises(ValueError, match="'none'"):
+        runner.StudyConfig(pipeline=p, techniques=("qat",))
+    with pytest.raises(ValueError, match="bagging_members"):
+        runner.StudyConfig(pipeline=p, bagging_members=1)
+
+
+def _study(workdir):
+    return subprocess.Popen(
+        [sys.executable, "-m", "kd_keras.main", "--flagfile=kd_keras/configs/study_smoke.flags",
+         f"--workdir={workdir}"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finished(workdir):
+    root = os.path.join(workdir, "runs")
+    if not os.path.isdir(root):
+        return {}
+    return {d: os.path.getmtime(os.path.join(root, d, "result.json"))
+            for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "result.json"))}
+
+
+@pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
+def test_smoke_study_killed_midway_resumes_without_retraining(tmp_path):
+    workdir = str(tmp_path / "study")
+    proc = _study(workdir)
+    deadline = time.time() + 600
+    while len(_finished(workdir)) < 4 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the study ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _finished(workdir)
+    assert len(before) >= 4 and not os.path.exists(os.path.join(workdir, "report.md"))
+
+    again = _study(workdir)
+    out, err = again.communicate(timeout=900)
+    assert again.returncode == 0, err[-3000:]
+    after = _finished(workdir)
+    for run_dir, mtime in before.items():  # finished runs were not trained again
+        assert after[run_dir] == mtime
+    assert len(after) > len(before)
+    assert "cached" in out and "ETA" in out
+
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    for name in ("report.md", "acc_vs_gzip.png", "acc_vs_latency.png", "kd_gain.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0
+    # Aggregation agrees with a hand computation from the runs themselves.
+    acc = {(r["label"], r["kd"], r["seed"]): r["test_accuracy"] for r in results["runs"]}
+    for label in ("none", "prune50"):
+        d = [acc[(label, True, s)] - acc[(label, False, s)]
+             for s in (0, 1)]
+        gain = results["summary"][label]["kd_gain"]
+        assert gain["mean"] == pytest.approx(np.mean(d))
+        half = sp_stats.t.ppf(0.975, 1) * np.std(d, ddof=1) / math.sqrt(2)
+        assert gain["high"] == pytest.approx(np.mean(d) + half)
+    assert results["summary"]["prune50"]["int8_gzip_bytes"] > 0
+    assert set(results["variance"]) == {"nokd", "kd"}
+    assert results["bagging"]["members"] == 2
+    assert "kd_teacher_ensemble" in results["teacher_ensemble"]
+    text = open(os.path.join(workdir, "report.md")).read()
+    assert "| prune50 |" in text and "Bagging baseline" in text

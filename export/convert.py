@@ -20,11 +20,11 @@ the cause.
 
 import contextlib
 import os
-import tempfile
 
 import numpy as np
 
 from kd_keras import data as data_lib
+from kd_keras import runs
 from kd_keras.keras_compat import keras, tf
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -310,15 +310,5 @@ def save_tflite(content, path):
       ExportError: `content` is not a TFLite flatbuffer.
     """
     check_flatbuffer(content)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".tflite")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    runs.write_text(path, bytes(content))
     return len(content)

@@ -29,12 +29,12 @@ def write_json(path, obj):
 
 
 def write_text(path, text):
-    """Writes `text` to `path` atomically (temporary file, then rename)."""
+    """Writes `text` (str or bytes) to `path` atomically: temporary file, then rename."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:

@@ -241,14 +241,19 @@ def train(ctx: Context, variant: Variant):
         "epochs": train_cfg.epochs, "run_dirs": parts, "run_dir": parts[-1],
         "reused": reused,
     }
-    row.update(measure(ctx, model, chain, parts[-1], data))
+    fresh = build_student(variant, data)  # Layer names before any wrapping.
+    wrapped_layers = {t: compression.select_layers(fresh, t, cfg.skip_layers, cfg.include_layers)
+                      for t in ("prune", "cluster") if t in chain}
+    row.update(measure(ctx, model, chain, parts[-1], data, wrapped_layers))
     return model, row
 
 
-def measure(ctx, model, chain, run_dir, data):
+def measure(ctx, model, chain, run_dir, data, wrapped_layers=None):
     """Compression figures and TFLite exports of a trained, stripped variant.
 
-    Cached in ``run_dir/measure.json``.
+    Sparsity and unique values are summarized over the layers the chain
+    wrapped (`wrapped_layers`: {'prune': names, 'cluster': names}). Cached in
+    ``run_dir/measure.json``.
     """
     path = os.path.join(run_dir, "measure.json")
     cached = runs.read_json(path) if os.path.exists(path) else None
@@ -258,10 +263,12 @@ def measure(ctx, model, chain, run_dir, data):
         return cached["figures"]
     from kd_keras import compression
     figures = {}
+    wrapped_layers = wrapped_layers or {}
     if "prune" in chain:
-        figures["sparsity"] = compression.sparsity_report(model)
+        figures["sparsity"] = compression.sparsity_report(model, wrapped_layers.get("prune"))
     if "cluster" in chain:
-        figures["unique_values"] = compression.unique_values_report(model)
+        figures["unique_values"] = compression.unique_values_report(
+            model, wrapped_layers.get("cluster"))
     if "qat" in chain:
         figures["qat_layers"] = bool(compression.has_quantize_layers(model))
     if ctx.export_formats:

@@ -84,23 +84,31 @@ def sparsity_report(model, pruned_layers=None):
             "pruned_overall": p_zer / p_tot if p_tot else None}
 
 
-def unique_values_report(model):
+def unique_values_report(model, layers=None):
     """Number of distinct values in each kernel, and per output channel.
+
+    Args:
+      model: a (stripped) model.
+      layers: optional names of the clustered layers; the maxima are then
+        taken over their kernels only (the per-kernel table keeps them all).
 
     Returns:
       dict: ``layers`` {kernel: {"weights", "unique", "unique_per_channel"}}
       where ``unique_per_channel`` is the largest count over the kernel's last
       (output-channel) axis; ``max_unique`` and ``max_unique_per_channel`` over
-      all kernels.
+      all kernels, or over those of `layers` when given.
     """
-    layers = {}
+    table, selected = {}, []
     for name, attr, k in kernels(model):
         per_channel = max(np.unique(k[..., c]).size for c in range(k.shape[-1]))
-        layers[_key(name, attr)] = {"weights": int(k.size), "unique": int(np.unique(k).size),
-                                    "unique_per_channel": int(per_channel)}
-    return {"layers": layers,
-            "max_unique": max((v["unique"] for v in layers.values()), default=0),
-            "max_unique_per_channel": max((v["unique_per_channel"] for v in layers.values()),
+        entry = {"weights": int(k.size), "unique": int(np.unique(k).size),
+                 "unique_per_channel": int(per_channel)}
+        table[_key(name, attr)] = entry
+        if layers is None or name in layers:
+            selected.append(entry)
+    return {"layers": table,
+            "max_unique": max((v["unique"] for v in selected), default=0),
+            "max_unique_per_channel": max((v["unique_per_channel"] for v in selected),
                                           default=0)}
 
 

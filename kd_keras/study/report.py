@@ -51,6 +51,16 @@ def markdown(results):
               "t-interval (n − 1 degrees of freedom). Additivity compares the measured gain "
               "of T+KD over the plain student with (gain of T) + (gain of KD).", "",
               orthogonality_table(results["summary"]), ""]
+    measured = [(label, e) for label, e in results["summary"].items()
+                 if "pruned_sparsity" in e or "max_unique_values" in e or "qat_layers" in e]
+    if measured:
+        parts += ["## Compression, measured after stripping", "",
+                  "| technique | zeros in pruned kernels (%) | max unique values per clustered "
+                  "kernel | QAT layers present |", "|---|---|---|---|"]
+        for label, e in measured:
+            parts.append(f"| {label} | {_ms(e.get('pruned_sparsity'))} | "
+                         f"{_num(e.get('max_unique_values'))} | {e.get('qat_layers', '')} |")
+        parts.append("")
     var = results.get("variance")
     if var:
         parts += ["## Students disagree less with KD (the bagging view)", "",

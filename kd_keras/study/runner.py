@@ -300,6 +300,15 @@ def summarize(rows, seeds):
             "orthogonality_ratio": stats.orthogonality_ratio(gain["mean"], gain_none["mean"]),
             "params": by[(label, False, seeds[0])]["params"],
         }
+        measured = [by[(label, kd, s)] for s in seeds for kd in (False, True)]
+        pruned = [r["sparsity"]["pruned_overall"] for r in measured if r.get("sparsity")]
+        if pruned:
+            entry["pruned_sparsity"] = stats.mean_std(pruned)
+        unique = [r["unique_values"]["max_unique"] for r in measured if r.get("unique_values")]
+        if unique:
+            entry["max_unique_values"] = int(max(unique))
+        if any("qat_layers" in r for r in measured):
+            entry["qat_layers"] = all(r.get("qat_layers") for r in measured)
         if label != "none":
             entry["additivity"] = stats.additivity(acc("none", False), acc(label, False),
                                                    acc("none", True), acc(label, True))

@@ -154,14 +154,29 @@ def _run_name(part, variant):
     return name + (f"-b{variant.bootstrap}" if variant.bootstrap >= 0 else "")
 
 
+def _architecture_id(student):
+    """For a NAS student, a hash of its saved hyperparameters (the cache key
+    must change when the search result does)."""
+    if not student.startswith("nas:"):
+        return None
+    from nas.search_space import BEST_HPS_FILE
+    path = student[4:]
+    path = os.path.join(path, BEST_HPS_FILE) if os.path.isdir(path) else path
+    with open(path) as f:
+        return runs.config_hash(f.read())
+
+
 def _base_spec(ctx, variant, train_cfg):
-    return {"role": "student", "model": variant.student, "kwargs": dict(variant.student_kwargs),
+    spec = {"role": "student", "model": variant.student, "kwargs": dict(variant.student_kwargs),
             "train": _spec(train_cfg), "augment": _spec(variant.augment),
             "bootstrap": variant.bootstrap,
             "data": {"dataset": ctx.data.name, "n_train": len(ctx.data.x_train),
                      "n_test": len(ctx.data.x_test), "batch_size": ctx.batch_size},
             "kd": _spec(ctx.kd) if variant.kd else None,
             "teachers": ctx.teacher_hashes if variant.kd else None}
+    if variant.student.startswith("nas:"):
+        spec["architecture"] = _architecture_id(variant.student)
+    return spec
 
 
 def train(ctx: Context, variant: Variant):

@@ -220,7 +220,7 @@ def run(config: PipelineConfig, flags_used=None, prepared=None):
     teachers, teacher_hashes, rows = train_teachers(config, data)
     if config.export_teacher and config.export_formats:
         for teacher, row in zip(teachers, rows):
-            row["export"] = variants.measure(probe, teacher, (), row["run_dir"], data)
+            row.update(variants.measure(probe, teacher, (), row["run_dir"], data))
     ctx = variant_context(config, data, teachers, teacher_hashes)
     for variant in todo:
         _, row = variants.train(ctx, variant)

@@ -77,3 +77,17 @@ def test_invalid_flags_fail_before_training(tmp_path, flag, message):
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr[-2000:]
     assert not os.path.exists(os.path.join(tmp_path, "runs"))
+
+
+@pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
+def test_teacher_export_rows(tmp_path):
+    workdir = str(tmp_path / "work")
+    proc = _main("--flagfile=kd_keras/configs/smoke.flags", f"--workdir={workdir}",
+                 "--techniques=", "--kd=off", "--export_teacher", "--export_formats=float32",
+                 "--export_threads=1,2", "--latency_runs=10")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    teacher = json.load(open(os.path.join(workdir, "results.json")))["models"][0]
+    assert teacher["role"] == "teacher"
+    assert [(e["format"], e["threads"]) for e in teacher["export"]] == [("float32", 1),
+                                                                        ("float32", 2)]
+    assert "| teacher0 |" in proc.stdout and "| float32 |" in proc.stdout

@@ -23,7 +23,7 @@ def _check(width, convs_per_block):
 
 
 def _build(input_shape, num_classes, width, convs_per_block, dropout, weight_decay,
-           separable, name):
+           separable, name, bn_momentum=0.99):
     _check(width, convs_per_block)
     reg = keras.regularizers.l2(weight_decay) if weight_decay else None
     inputs = keras.Input(input_shape, name="image")
@@ -38,14 +38,14 @@ def _build(input_shape, num_classes, width, convs_per_block, dropout, weight_dec
                 x = layers.DepthwiseConv2D(3, padding="same", use_bias=False,
                                            depthwise_regularizer=reg,
                                            name=f"{prefix}_dw")(x)
-                x = layers.BatchNormalization(name=f"{prefix}_dw_bn")(x)
+                x = layers.BatchNormalization(momentum=bn_momentum, name=f"{prefix}_dw_bn")(x)
                 x = layers.ReLU(name=f"{prefix}_dw_relu")(x)
                 x = layers.Conv2D(filters, 1, use_bias=False, kernel_regularizer=reg,
                                   name=f"{prefix}_pw")(x)
             else:
                 x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
                                   kernel_regularizer=reg, name=f"{prefix}_conv")(x)
-            x = layers.BatchNormalization(name=f"{prefix}_bn")(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f"{prefix}_bn")(x)
             x = layers.ReLU(name=f"{prefix}_relu")(x)
         x = layers.Activation("linear", name=f"block{block}")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
@@ -56,7 +56,7 @@ def _build(input_shape, num_classes, width, convs_per_block, dropout, weight_dec
 
 
 def cnn(input_shape, num_classes, width=1.0, convs_per_block=1, dropout=0.0,
-        weight_decay=0.0, name=None):
+        weight_decay=0.0, bn_momentum=0.99, name=None):
     """Plain CNN student with a width multiplier.
 
     Args:
@@ -66,14 +66,18 @@ def cnn(input_shape, num_classes, width=1.0, convs_per_block=1, dropout=0.0,
       convs_per_block: 3x3 convolutions per block.
       dropout: dropout before the classifier.
       weight_decay: L2 on kernels.
+      bn_momentum: BatchNormalization momentum; 0.9 suits runs of only a few
+        hundred steps, whose moving statistics 0.99 leaves unsettled.
       name: model name; default ``cnn_{width}``.
     """
     return _build(input_shape, num_classes, width, convs_per_block, dropout,
-                  weight_decay, separable=False, name=name or f"cnn_{width:g}")
+                  weight_decay, separable=False, name=name or f"cnn_{width:g}",
+                  bn_momentum=bn_momentum)
 
 
 def cnn_dws(input_shape, num_classes, width=1.0, convs_per_block=1, dropout=0.0,
-            weight_decay=0.0, name=None):
+            weight_decay=0.0, bn_momentum=0.99, name=None):
     """Depthwise-separable CNN student; same arguments as :func:`cnn`."""
     return _build(input_shape, num_classes, width, convs_per_block, dropout,
-                  weight_decay, separable=True, name=name or f"cnn_dws_{width:g}")
+                  weight_decay, separable=True, name=name or f"cnn_dws_{width:g}",
+                  bn_momentum=bn_momentum)

@@ -63,7 +63,7 @@ def markdown(results):
         parts.append("")
     var = results.get("variance")
     if var:
-        parts += ["## Students disagree less with KD (the bagging view)", "",
+        parts += ["## Disagreement between seeds, without and with KD (the bagging view)", "",
                   "| | top-1 disagreement between seeds | prediction variance |", "|---|---|---|",
                   f"| no KD | {100 * var['nokd']['disagreement']:.2f}% | "
                   f"{var['nokd']['prediction_variance']:.5f} |",

@@ -96,7 +96,7 @@ def technique_variant(config, technique, seed, kd):
 
 
 def plan(config):
-    """Every main-grid variant, in training order (cheap techniques first)."""
+    """Every main-grid variant, in training order: seed by seed, technique by technique."""
     return [technique_variant(config, t, s, kd)
             for s in config.seeds for t in config.techniques for kd in (False, True)]
 

@@ -108,7 +108,8 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
     if result is not None and model_path is not None:
         logging.warning("Reusing finished run %s", directory)
         load = load_fn or (lambda path: keras.models.load_model(path, compile=False))
-        return load(model_path), dict(result, reused=True)
+        # run_dir is where the run is now (the workdir may have been moved).
+        return load(model_path), dict(result, run_dir=directory, reused=True)
     runs.write_json(os.path.join(directory, "spec.json"), spec)
     keras.utils.set_random_seed(train_cfg.seed)
     model = build_fn()

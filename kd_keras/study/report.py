@@ -40,12 +40,68 @@ def orthogonality_table(summary):
     return "\n".join(lines)
 
 
+def setup_line(p):
+    """One sentence on the student's budget and the KD settings (from the config)."""
+    if not p:
+        return ""
+    t, kd = p["student_train"], p["kd"]
+    return (f"Student `{p['student']}` {p['student_kwargs']}: {t['epochs']} epochs, "
+            f"{t['optimizer']} lr {t['learning_rate']:g}, batch {p['batch_size']}. KD: losses "
+            f"{list(kd['losses'])}, T = {kd['temperature']:g}, alpha = {kd['alpha']:g} "
+            f"(weight of the label loss). " + (
+                f"Compression: one fine-tuning stage of {p['compress_epochs']} epoch(s) at "
+                "lr/10 per technique, from the trained student of the same seed and KD setting."
+                if p.get("compress_mode", "finetune") == "finetune" else
+                "Compression: the first technique wraps the fresh student from the start."))
+
+
+def augmentation_section(summary):
+    """KD against explicit data augmentation, and both together (needs 'augment')."""
+    if "augment" not in summary or "none" not in summary:
+        return []
+    none, aug = summary["none"], summary["augment"]
+    add = aug["additivity"]
+    g_kd, g_aug = none["kd_gain"], aug["kd_gain"]
+    return ["## KD against explicit data augmentation", "",
+            "| student | no KD (%) | KD (%) | KD gain Δ (pts) |", "|---|---|---|---|",
+            f"| no augmentation | {_ms(none['keras_accuracy']['nokd'])} | "
+            f"{_ms(none['keras_accuracy']['kd'])} | {100 * g_kd['mean']:+.2f} |",
+            f"| augmentation | {_ms(aug['keras_accuracy']['nokd'])} | "
+            f"{_ms(aug['keras_accuracy']['kd'])} | {100 * g_aug['mean']:+.2f} |", "",
+            f"Both together against the plain student: measured {100 * add['measured']:+.2f} "
+            f"pts, sum of the separate effects {100 * add['expected']:+.2f} pts.", ""]
+
+
+def variance_section(var, n_seeds):
+    """Disagreement, prediction variance and what averaging the seeds adds."""
+    has_ens = "ensemble_accuracy" in var["nokd"]
+    head = "| | top-1 disagreement between seeds | prediction variance |"
+    rule = "|---|---|---|"
+    if has_ens:
+        head += f" one student (%) | ensemble of the {n_seeds} seeds (%) | ensemble gain (pts) |"
+        rule += "---|---|---|"
+    lines = ["## Disagreement between seeds, without and with KD (the bagging view)", "",
+             head, rule]
+    for kd, name in (("nokd", "no KD"), ("kd", "KD")):
+        v = var[kd]
+        row = (f"| {name} | {100 * v['disagreement']:.2f}% | "
+               f"{v['prediction_variance']:.5f} |")
+        if has_ens:
+            row += (f" {_ms(v['member_accuracy'])} | {_pct(v['ensemble_accuracy'])} | "
+                    f"{100 * v['ensemble_gain']:+.2f} |")
+        lines.append(row)
+    return lines + [""]
+
+
 def markdown(results):
     seeds = results["seeds"]
     parts = [f"# Orthogonality study: {results['dataset']}", ""]
     for t in results.get("teacher", []):
         parts.append(f"Teacher `{t['model']}`: test accuracy {100 * t['test_accuracy']:.2f}%, "
                      f"{t['params']:,} parameters.")
+    setup = setup_line(results.get("config", {}).get("pipeline"))
+    if setup:
+        parts += ["", setup]
     parts += ["", f"Seeds: {seeds}. Accuracy is mean ± sample std over seeds on the full "
               "test split. Δ(T) = acc(T+KD) − acc(T), paired by seed, with a 95% paired "
               "t-interval (n − 1 degrees of freedom). Additivity compares the measured gain "
@@ -61,14 +117,10 @@ def markdown(results):
             parts.append(f"| {label} | {_ms(e.get('pruned_sparsity'))} | "
                          f"{_num(e.get('max_unique_values'))} | {e.get('qat_layers', '')} |")
         parts.append("")
+    parts += augmentation_section(results["summary"])
     var = results.get("variance")
     if var:
-        parts += ["## Disagreement between seeds, without and with KD (the bagging view)", "",
-                  "| | top-1 disagreement between seeds | prediction variance |", "|---|---|---|",
-                  f"| no KD | {100 * var['nokd']['disagreement']:.2f}% | "
-                  f"{var['nokd']['prediction_variance']:.5f} |",
-                  f"| KD | {100 * var['kd']['disagreement']:.2f}% | "
-                  f"{var['kd']['prediction_variance']:.5f} |", ""]
+        parts += variance_section(var, len(seeds))
     bag = results.get("bagging")
     if bag:
         parts += ["## Bagging baseline", "",
@@ -83,7 +135,13 @@ def markdown(results):
                   f"| plain student (seed {seeds[0]}) | {_pct(bag['student_accuracy'])} | "
                   f"{bag['student_params']:,} |",
                   f"| KD student (seed {seeds[0]}) | {_pct(bag['kd_student_accuracy'])} | "
-                  f"{bag['student_params']:,} |", ""]
+                  f"{bag['student_params']:,} |"]
+        if "student_accuracy_seeds" in bag:
+            parts += [f"| plain student (mean ± std over seeds) | "
+                      f"{_ms(bag['student_accuracy_seeds'])} | {bag['student_params']:,} |",
+                      f"| KD student (mean ± std over seeds) | "
+                      f"{_ms(bag['kd_student_accuracy_seeds'])} | {bag['student_params']:,} |"]
+        parts.append("")
     ens = results.get("teacher_ensemble")
     if ens:
         g = ens["gain"]

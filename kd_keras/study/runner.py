@@ -183,7 +183,7 @@ def run(config: StudyConfig):
                                     if k != "pipeline"},
                           "pipeline": pipeline._spec(p)}}
     results["summary"] = summarize(rows, config.seeds)
-    results["variance"] = variance_view(probs, config.seeds)
+    results["variance"] = variance_view(probs, config.seeds, data.y_test)
 
     if bag:
         bag_rows, bag_probs = _train_all(ctx, bag, progress, keep_probs=lambda v: True)
@@ -225,13 +225,22 @@ def bagging_view(bag_rows, bag_probs, data, rows, config):
         "bag_params": sum(r["params"] for r in bag_rows),
         "student_accuracy": none_row["test_accuracy"],
         "kd_student_accuracy": kd_row["test_accuracy"],
+        "student_accuracy_seeds": stats.mean_std(
+            [single[f"none-nokd-s{s}"]["test_accuracy"] for s in config.seeds]),
+        "kd_student_accuracy_seeds": stats.mean_std(
+            [single[f"none-kd-s{s}"]["test_accuracy"] for s in config.seeds]),
         "student_params": kd_row["params"],
         "member_disagreement": stats.disagreement(members.argmax(-1)),
     }
 
 
-def variance_view(probs, seeds):
-    """How much students of different seeds disagree, without and with KD."""
+def variance_view(probs, seeds, labels=None):
+    """How much students of different seeds disagree, without and with KD.
+
+    With `labels`, also what averaging the seeds' probabilities adds: if KD
+    already does what an ensemble does, the ensemble of KD students gains less
+    over its members than the ensemble of plain students.
+    """
     if len(seeds) < 2:
         return None
     out = {}
@@ -239,6 +248,11 @@ def variance_view(probs, seeds):
         p = np.stack([probs[f"none-{kd}-s{s}"] for s in seeds])
         out[kd] = {"disagreement": stats.disagreement(p.argmax(-1)),
                    "prediction_variance": stats.prediction_variance(p)}
+        if labels is not None:
+            members = [_accuracy(m, labels) for m in p]
+            ensemble = _accuracy(p.mean(0), labels)
+            out[kd].update(member_accuracy=stats.mean_std(members), ensemble_accuracy=ensemble,
+                           ensemble_gain=ensemble - float(np.mean(members)))
     return out
 
 

@@ -82,9 +82,12 @@ def test_report_states_the_setup_and_the_augmentation_comparison():
     rows = [_row(label, kd, s, a) for (label, kd), accs in acc.items()
             for s, a in zip((0, 1), accs)]
     p = PipelineConfig(workdir="/tmp/x", kd=KDConfig(alpha=0.3, temperature=2.0))
-    results = {"dataset": "d", "seeds": [0, 1], "summary": runner.summarize(rows, (0, 1)),
+    summary = runner.summarize(rows, (0, 1))
+    results = {"dataset": "d", "seeds": [0, 1], "techniques": ["none", "augment"],
+               "summary": dict(sorted(summary.items())),  # as read back from results.json
                "config": {"pipeline": runner.pipeline._spec(p)}}
     text = report.markdown(results)
+    assert text.index("| none |") < text.index("| augment |")  # the study's order
     assert "T = 2, alpha = 0.3" in text
     assert "## KD against explicit data augmentation" in text
     # KD gain with augmentation: [0.04, 0.03] -> +3.50; both vs plain: [0.02, 0.01] -> +1.50;

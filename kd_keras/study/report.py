@@ -3,6 +3,8 @@
 import math
 import os
 
+import numpy as np
+
 from kd_keras import runs
 
 
@@ -16,6 +18,13 @@ def _ms(pair):
 
 def _num(x, fmt="{:,.0f}"):
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def ordered_summary(results):
+    """The summary in the study's technique order (results.json stores keys sorted)."""
+    summary = results["summary"]
+    order = [t for t in results.get("techniques", []) if t in summary]
+    return {t: summary[t] for t in order + sorted(set(summary) - set(order))}
 
 
 def orthogonality_table(summary):
@@ -106,8 +115,13 @@ def markdown(results):
               "test split. Δ(T) = acc(T+KD) − acc(T), paired by seed, with a 95% paired "
               "t-interval (n − 1 degrees of freedom). Additivity compares the measured gain "
               "of T+KD over the plain student with (gain of T) + (gain of KD).", "",
-              orthogonality_table(results["summary"]), ""]
-    measured = [(label, e) for label, e in results["summary"].items()
+              orthogonality_table(ordered_summary(results)), ""]
+    g_none = results["summary"].get("none", {}).get("kd_gain")
+    if g_none and not math.isnan(g_none["low"]) and g_none["low"] <= 0 <= g_none["high"]:
+        parts += ["Δ(none)'s interval contains 0, so the ratio Δ(T)/Δ(none) divides by a "
+                  "gain that is not distinguishable from 0: read the gains and their "
+                  "intervals, not the ratio.", ""]
+    measured = [(label, e) for label, e in ordered_summary(results).items()
                  if "pruned_sparsity" in e or "max_unique_values" in e or "qat_layers" in e]
     if measured:
         parts += ["## Compression, measured after stripping", "",
@@ -165,52 +179,92 @@ def plots(results, directory):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary = results["summary"]
+    summary = ordered_summary(results)
     paths = []
     for key, name, xlabel in (("int8_gzip_bytes", "acc_vs_gzip.png", "int8 .tflite gzip bytes"),
                               ("int8_latency_us_median", "acc_vs_latency.png",
                                "int8 latency, median µs (1 thread)")):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for kd, marker, color in (("nokd", "o", "tab:gray"), ("kd", "*", "tab:red")):
-            pts = [(e.get(key), e["keras_accuracy"][kd][0], label)
-                   for label, e in summary.items() if e.get(key)]
-            if not pts:
-                continue
-            ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], marker=marker,
-                       s=70, color=color, label="KD" if kd == "kd" else "no KD")
-            for x, y, label in pts:
-                ax.annotate(label, (x, 100 * y), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
-            front = _front(pts)
-            ax.plot([p[0] for p in front], [100 * p[1] for p in front], color=color, lw=1,
-                    ls="--")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title("Accuracy vs cost (dashed: Pareto front)")
-        ax.legend()
+        pts = {label: (e[key], 100 * e["keras_accuracy"]["nokd"][0],
+                       100 * e["keras_accuracy"]["kd"][0])
+               for label, e in summary.items() if e.get(key)}
+        if not pts:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+        best = max(max(a, b) for _, a, b in pts.values())
+        for ax, zoom in zip(axes, (False, True)):
+            _cost_panel(ax, pts, zoom)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("test accuracy (%, mean over seeds)")
+            if zoom:
+                ax.set_ylim(best - 4.0, best + 0.6)
+                ax.set_title("Zoom: within 4 points of the best")
+            else:
+                ax.set_title("All techniques (dashed: Pareto fronts)")
+        axes[0].legend(loc="lower right")
         fig.tight_layout()
         path = os.path.join(directory, name)
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
+    return paths + [_gain_plot(plt, summary, directory)]
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+
+def _cost_panel(ax, pts, zoom):
+    """One technique = a no-KD dot joined to its KD star; Pareto front of each."""
+    for label, (x, acc_nokd, acc_kd) in pts.items():
+        ax.plot([x, x], [acc_nokd, acc_kd], color="tab:red" if acc_kd >= acc_nokd
+                else "tab:gray", lw=1.2, alpha=0.7)
+        ax.annotate(label, (x, max(acc_nokd, acc_kd)), fontsize=7, xytext=(4, 2),
+                    textcoords="offset points", clip_on=True)
+    for i, (marker, color, name) in enumerate((("o", "tab:gray", "no KD"),
+                                               ("*", "tab:red", "KD"))):
+        xy = [(x, accs[i], label) for label, (x, *accs) in pts.items()]
+        ax.scatter([p[0] for p in xy], [p[1] for p in xy], marker=marker, s=70, color=color,
+                   label=name, zorder=3)
+        front = _front(xy)
+        ax.plot([p[0] for p in front], [p[1] for p in front], color=color, lw=1, ls="--")
+
+
+def _gain_plot(plt, summary, directory):
+    """Forest plot of the KD gain per technique with its 95% interval.
+
+    Intervals much wider than the typical one are clipped at the axis (an arrow
+    marks the clipped end); every interval is also written out in full.
+    """
     labels = list(summary)
-    means = [100 * summary[t]["kd_gain"]["mean"] for t in labels]
-    lows = [100 * summary[t]["kd_gain"]["low"] for t in labels]
-    highs = [100 * summary[t]["kd_gain"]["high"] for t in labels]
-    err = [[m - lo if not math.isnan(lo) else 0 for m, lo in zip(means, lows)],
-           [hi - m if not math.isnan(hi) else 0 for m, hi in zip(means, highs)]]
-    ax.bar(labels, means, yerr=err, capsize=4, color="tab:blue")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("KD gain Δ (accuracy points)")
+    g = [summary[t]["kd_gain"] for t in labels]
+    means = np.array([100 * x["mean"] for x in g])
+    lows = np.array([100 * x["low"] for x in g])
+    highs = np.array([100 * x["high"] for x in g])
+    half = (highs - lows) / 2
+    finite = half[np.isfinite(half)]
+    cap = max(3 * float(np.median(finite)), 1.0) if finite.size else 1.0
+    shown_low = np.where(np.isfinite(lows), np.maximum(lows, means - cap), means)
+    shown_high = np.where(np.isfinite(highs), np.minimum(highs, means + cap), means)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.6))
+    y = np.arange(len(labels))[::-1]
+    ax.errorbar(means, y, xerr=[means - shown_low, shown_high - means], fmt="o",
+                color="tab:blue", capsize=3)
+    for yi, lo, hi, slo, shi in zip(y, lows, highs, shown_low, shown_high):
+        if np.isfinite(lo) and lo < slo:
+            ax.annotate("", (slo - 0.05 * cap, yi), (slo, yi), arrowprops={"arrowstyle": "->"})
+        if np.isfinite(hi) and hi > shi:
+            ax.annotate("", (shi + 0.05 * cap, yi), (shi, yi), arrowprops={"arrowstyle": "->"})
+    ax.axvline(0, color="black", lw=0.8)
+    if "none" in summary:
+        ax.axvline(100 * summary["none"]["kd_gain"]["mean"], color="tab:blue", lw=0.8, ls=":",
+                   label="Δ(none)")
+        ax.legend(loc="lower right", fontsize=8)
+    texts = [f"{m:+.2f}" + ("" if not np.isfinite(lo) else f" [{lo:+.2f}, {hi:+.2f}]")
+             for m, lo, hi in zip(means, lows, highs)]
+    ax.set_yticks(y, [f"{t}   {txt}" for t, txt in zip(labels, texts)], fontsize=8)
+    ax.set_xlabel("KD gain Δ = acc(T+KD) − acc(T), accuracy points")
     ax.set_title("KD gain per technique, 95% paired t-interval")
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
     path = os.path.join(directory, "kd_gain.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return paths + [path]
+    return path
 
 
 def _front(points):

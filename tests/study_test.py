@@ -96,6 +96,19 @@ def test_report_states_the_setup_and_the_augmentation_comparison():
     assert "measured +1.50 pts, sum of the separate effects +0.50 pts" in text
 
 
+def test_progress_estimates_from_trained_runs_only(capsys):
+    progress = runner.Progress(total=4)
+    progress.step("a", 0.5, reused=True)
+    assert "ETA unknown" in capsys.readouterr().out
+    progress.step("b", 60.0, reused=False)
+    progress.step("c", 120.0, reused=False)
+    out = capsys.readouterr().out.splitlines()
+    # Two trained runs took 90 s on average; one run is left.
+    assert out[-1].startswith("[study] 3/4 c (120s); 1 left") and "ETA 1.5 min" in out[-1]
+    progress.step("d", 0.1, reused=True)
+    assert "0 left" in capsys.readouterr().out
+
+
 def test_bad_study_config():
     from kd_keras.pipeline import PipelineConfig
     p = PipelineConfig(workdir="/tmp/x")

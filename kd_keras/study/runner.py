@@ -114,11 +114,12 @@ class Progress:
             self.trained += 1
             self.trained_time += seconds
         left = self.total - self.done
-        eta = left * (self.trained_time / self.trained) if self.trained else 0.0
+        # Until a run has been trained here there is nothing to estimate from.
+        eta = (f"{left * self.trained_time / self.trained / 60:.1f} min" if self.trained
+               else "unknown until a run is trained" if left else "0.0 min")
         print(f"[study] {self.done}/{self.total} {name} "
               f"({'cached' if reused else f'{seconds:.0f}s'}); {left} left, "
-              f"elapsed {(time.time() - self.start) / 60:.1f} min, "
-              f"ETA {eta / 60:.1f} min", flush=True)
+              f"elapsed {(time.time() - self.start) / 60:.1f} min, ETA {eta}", flush=True)
 
 
 def _probabilities(model, data):

@@ -13,6 +13,15 @@ import os
 import tempfile
 
 
+def _read_umask():
+    mask = os.umask(0o022)  # The only way to read it is to set it; read once, at import.
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def config_hash(config, length=10):
     """A stable short hash of a JSON-serializable configuration."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()
@@ -34,6 +43,9 @@ def write_text(path, text):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
+        # mkstemp creates the file private (0600); give it the permissions a
+        # plain open() would have (0666 less the umask), so reports stay readable.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
         os.replace(tmp, path)

@@ -94,6 +94,14 @@ def test_report_states_the_setup_and_the_augmentation_comparison():
     # sum of parts: (aug - none) + (KD - none) = [-0.02 + 0.03, -0.02 + 0.02] -> +0.50.
     assert "| augmentation | 79.00 ± 1.41 | 82.50 ± 0.71 | +3.50 |" in text
     assert "measured +1.50 pts, sum of the separate effects +0.50 pts" in text
+    # Δ(none) = +2.5 pts but with 2 seeds its interval [-3.85, +8.85] contains 0.
+    assert "Δ(none)'s interval contains 0" in text
+    steady = [_row("none", kd, s, 0.80 + 0.001 * s + (0.03 if kd else 0.0))
+              for kd in (False, True) for s in (0, 1, 2)]
+    steady[-1]["test_accuracy"] += 0.001  # d = [0.03, 0.03, 0.031]: well away from 0
+    results.update(seeds=[0, 1, 2], techniques=["none"],
+                   summary=runner.summarize(steady, (0, 1, 2)))
+    assert "interval contains 0" not in report.markdown(results)
 
 
 def test_progress_estimates_from_trained_runs_only(capsys):

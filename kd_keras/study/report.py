@@ -83,27 +83,21 @@ def augmentation_section(summary):
 
 def variance_section(var, n_seeds):
     """Disagreement, prediction variance and what averaging the seeds adds."""
-    has_ens = "ensemble_accuracy" in var["nokd"]
-    head = "| | top-1 disagreement between seeds | prediction variance |"
-    rule = "|---|---|---|"
-    if has_ens:
-        head += f" one student (%) | ensemble of the {n_seeds} seeds (%) | ensemble gain (pts) |"
-        rule += "---|---|---|"
     lines = ["## Disagreement between seeds, without and with KD (the bagging view)", "",
-             head, rule]
+             "| | top-1 disagreement between seeds | prediction variance | one student (%) | "
+             f"ensemble of the {n_seeds} seeds (%) | ensemble gain (pts) |",
+             "|---|---|---|---|---|---|"]
     for kd, name in (("nokd", "no KD"), ("kd", "KD")):
         v = var[kd]
-        row = (f"| {name} | {100 * v['disagreement']:.2f}% | "
-               f"{v['prediction_variance']:.5f} |")
-        if has_ens:
-            row += (f" {_ms(v['member_accuracy'])} | {_pct(v['ensemble_accuracy'])} | "
-                    f"{100 * v['ensemble_gain']:+.2f} |")
-        lines.append(row)
+        lines.append(f"| {name} | {100 * v['disagreement']:.2f}% | "
+                     f"{v['prediction_variance']:.5f} | {_ms(v['member_accuracy'])} | "
+                     f"{_pct(v['ensemble_accuracy'])} | {100 * v['ensemble_gain']:+.2f} |")
     return lines + [""]
 
 
 def markdown(results):
     seeds = results["seeds"]
+    summary = ordered_summary(results)
     parts = [f"# Orthogonality study: {results['dataset']}", ""]
     for t in results.get("teacher", []):
         parts.append(f"Teacher `{t['model']}`: test accuracy {100 * t['test_accuracy']:.2f}%, "
@@ -115,13 +109,13 @@ def markdown(results):
               "test split. Δ(T) = acc(T+KD) − acc(T), paired by seed, with a 95% paired "
               "t-interval (n − 1 degrees of freedom). Additivity compares the measured gain "
               "of T+KD over the plain student with (gain of T) + (gain of KD).", "",
-              orthogonality_table(ordered_summary(results)), ""]
-    g_none = results["summary"].get("none", {}).get("kd_gain")
+              orthogonality_table(summary), ""]
+    g_none = summary.get("none", {}).get("kd_gain")
     if g_none and not math.isnan(g_none["low"]) and g_none["low"] <= 0 <= g_none["high"]:
         parts += ["Δ(none)'s interval contains 0, so the ratio Δ(T)/Δ(none) divides by a "
                   "gain that is not distinguishable from 0: read the gains and their "
                   "intervals, not the ratio.", ""]
-    measured = [(label, e) for label, e in ordered_summary(results).items()
+    measured = [(label, e) for label, e in summary.items()
                  if "pruned_sparsity" in e or "max_unique_values" in e or "qat_layers" in e]
     if measured:
         parts += ["## Compression, measured after stripping", "",
@@ -131,7 +125,7 @@ def markdown(results):
             parts.append(f"| {label} | {_ms(e.get('pruned_sparsity'))} | "
                          f"{_num(e.get('max_unique_values'))} | {e.get('qat_layers', '')} |")
         parts.append("")
-    parts += augmentation_section(results["summary"])
+    parts += augmentation_section(summary)
     var = results.get("variance")
     if var:
         parts += variance_section(var, len(seeds))
@@ -192,7 +186,7 @@ def plots(results, directory):
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
         best = max(max(a, b) for _, a, b in pts.values())
         for ax, zoom in zip(axes, (False, True)):
-            _cost_panel(ax, pts, zoom)
+            _cost_panel(ax, pts)
             ax.set_xlabel(xlabel)
             ax.set_ylabel("test accuracy (%, mean over seeds)")
             if zoom:
@@ -209,7 +203,7 @@ def plots(results, directory):
     return paths + [_gain_plot(plt, summary, directory)]
 
 
-def _cost_panel(ax, pts, zoom):
+def _cost_panel(ax, pts):
     """One technique = a no-KD dot joined to its KD star; Pareto front of each."""
     for label, (x, acc_nokd, acc_kd) in pts.items():
         ax.plot([x, x], [acc_nokd, acc_kd], color="tab:red" if acc_kd >= acc_nokd

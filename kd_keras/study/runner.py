@@ -235,12 +235,11 @@ def bagging_view(bag_rows, bag_probs, data, rows, config):
     }
 
 
-def variance_view(probs, seeds, labels=None):
-    """How much students of different seeds disagree, without and with KD.
-
-    With `labels`, also what averaging the seeds' probabilities adds: if KD
-    already does what an ensemble does, the ensemble of KD students gains less
-    over its members than the ensemble of plain students.
+def variance_view(probs, seeds, labels):
+    """How much students of different seeds disagree, without and with KD, and
+    what averaging the seeds' probabilities adds: if KD already does what an
+    ensemble does, the ensemble of KD students gains less over its members
+    than the ensemble of plain students.
     """
     if len(seeds) < 2:
         return None
@@ -249,11 +248,10 @@ def variance_view(probs, seeds, labels=None):
         p = np.stack([probs[f"none-{kd}-s{s}"] for s in seeds])
         out[kd] = {"disagreement": stats.disagreement(p.argmax(-1)),
                    "prediction_variance": stats.prediction_variance(p)}
-        if labels is not None:
-            members = [_accuracy(m, labels) for m in p]
-            ensemble = _accuracy(p.mean(0), labels)
-            out[kd].update(member_accuracy=stats.mean_std(members), ensemble_accuracy=ensemble,
-                           ensemble_gain=ensemble - float(np.mean(members)))
+        members = [_accuracy(m, labels) for m in p]
+        ensemble = _accuracy(p.mean(0), labels)
+        out[kd].update(member_accuracy=stats.mean_std(members), ensemble_accuracy=ensemble,
+                       ensemble_gain=ensemble - float(np.mean(members)))
     return out
 
 

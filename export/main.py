@@ -8,7 +8,7 @@ flags (``export_flags.txt``) into ``--out_dir``.
 Example::
 
     python -m export.main --model=/tmp/kd/runs/student-kd-*/model.keras \\
-        --quantization=float32,int8 --out_dir=/tmp/export --threads=1,2
+        --export_formats=float32,int8 --out_dir=/tmp/export --export_threads=1,2
 """
 
 import os
@@ -19,7 +19,7 @@ from absl import app, flags, logging
 import export
 from export import flags as export_flags
 from kd_keras import data as data_lib
-from kd_keras import runs
+from kd_keras import flag_groups, runs
 
 FLAGS = flags.FLAGS
 RESULTS_FILE = "export_results.json"
@@ -43,33 +43,45 @@ def results_table(rows):
     return "\n".join(lines)
 
 
+def parse_flags(argv):
+    """absl's flag parsing, with an invalid flag reported in one line."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"Invalid flag: {e}")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    out_dir = export_flags._OUT_DIR.value
-    model_path = export_flags._MODEL.value
+    f = export_flags
+    out_dir, model_path = f.OUT_DIR.value, f.MODEL.value
+    if not os.path.exists(model_path):
+        sys.exit(f"Invalid flag: --model={model_path} does not exist.")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        sys.exit(f"Invalid flag: --out_dir={out_dir} is a file; it must be a directory.")
     os.makedirs(out_dir, exist_ok=True)
     runs.write_text(os.path.join(out_dir, "export_flags.txt"), "".join(
-        flag.serialize() + "\n" for flag in FLAGS.get_key_flags_for_module(export_flags)))
+        flag.serialize() + "\n" for module in (export_flags, flag_groups)
+        for flag in FLAGS.get_key_flags_for_module(module)))
     data = None
-    if export_flags._DATASET.value != export_flags.NO_DATASET:
+    if f.DATA.dataset.value != f.NO_DATASET:
         try:
             data = data_lib.load_dataset(
-                export_flags._DATASET.value, data_dir=export_flags._DATA_DIR.value,
-                manual_dir=export_flags._MANUAL_DIR.value, val_size=0,
-                limit_test=export_flags._LIMIT_TEST.value)
+                f.DATA.dataset.value, data_dir=f.DATA.data_dir.value,
+                manual_dir=f.DATA.manual_dir.value, val_size=0,
+                limit_test=f.DATA.limit_test.value)
         except data_lib.DataError as e:
             sys.exit(f"Cannot load the dataset: {e}")
-    name = export_flags._NAME.value or os.path.splitext(
-        os.path.basename(model_path.rstrip("/")))[0]
+    name = f.NAME.value or os.path.splitext(os.path.basename(model_path.rstrip("/")))[0]
     try:
         rows = export.export_model(
-            model_path, out_dir, export_flags._QUANTIZATION.value, data=data,
-            num_calibration=export_flags._NUM_CALIBRATION.value,
-            threads=[int(t) for t in export_flags._THREADS.value],
-            latency_runs=export_flags._LATENCY_RUNS.value, name=name,
-            warmup=export_flags._WARMUP.value, xnnpack=export_flags._XNNPACK.value,
-            int8_io=export_flags._INT8_IO.value, batch_size=export_flags._BATCH.value,
+            model_path, out_dir, f.EXPORT.export_formats.value, data=data,
+            num_calibration=f.EXPORT.num_calibration.value,
+            threads=flag_groups.export_threads(f.EXPORT),
+            latency_runs=f.EXPORT.latency_runs.value, name=name,
+            warmup=f.EXPORT.latency_warmup.value, xnnpack=f.EXPORT.xnnpack.value,
+            int8_io=f.EXPORT.int8_io.value, batch_size=f.EVAL_BATCH.value,
             results_file=RESULTS_FILE)
     except export.ExportError as e:
         sys.exit(f"Export failed: {e}")
@@ -81,4 +93,4 @@ def main(argv):
 
 if __name__ == "__main__":
     logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

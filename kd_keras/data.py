@@ -26,6 +26,10 @@ from kd_keras.keras_compat import tf
 
 DEFAULT_MANUAL_DIR = "/usr/share/datasets/fashion-mnist"
 SUPPORTED_DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
+# (input shape, number of classes) of each supported dataset, known without
+# loading it, so configurations are validated before any data is read.
+DATASET_SHAPES = {"fashion_mnist": ((28, 28, 1), 10), "mnist": ((28, 28, 1), 10),
+                  "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100)}
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -112,6 +116,21 @@ class AugmentConfig:
                     f"Bad augmentation {item!r}; allowed: crop[=PADDING], flip, "
                     "cutout[=SIZE], none.") from None
         return cls(**kwargs)
+
+
+def placeholder(name):
+    """An empty Dataset with `name`'s shapes and class count, for validating
+    models and configurations before the data is loaded.
+
+    Raises:
+      DataError: `name` is not a supported dataset.
+    """
+    if name not in DATASET_SHAPES:
+        raise DataError(f"Unknown dataset '{name}'; supported: {SUPPORTED_DATASETS}.")
+    shape, classes = DATASET_SHAPES[name]
+    x = np.zeros((0,) + shape, np.uint8)
+    y = np.zeros((0,), np.int64)
+    return Dataset(name, x, y, x, y, x, y, num_classes=classes)
 
 
 # ----------------------------------------------------------------------------

@@ -4,6 +4,10 @@ Trains (or reuses) the teacher(s), trains the student without and with
 distillation, evaluates everything on the test split and writes
 ``results.json``, ``results.md``, the models, TensorBoard logs and the
 resolved flags (``flags.txt``) into ``--workdir``.
+
+Every invalid flag or combination ends the program with one line naming the
+flag, the value and what is allowed, before any data is loaded or model
+trained. One process at a time may use a workdir.
 """
 
 import os
@@ -11,39 +15,83 @@ import sys
 
 from absl import app, flags, logging
 
+from kd_keras import flag_groups, pipeline, runs
 from kd_keras import flags as kd_flags
-from kd_keras import pipeline, report, runs
+from kd_keras import pipeline_report as report
 from kd_keras.study import runner
 
 FLAGS = flags.FLAGS
 
 
+def parse_flags(argv):
+    """absl's flag parsing, with an invalid flag reported in one line."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"Invalid flag: {e}")
+
+
+def check_workdir(workdir):
+    """Raises ValueError when `workdir` cannot hold the results."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir={workdir} is a file; it must be a directory.")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--workdir={workdir} cannot be created: {e.strerror}.") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise ValueError(f"--workdir={workdir} is not writable.")
+
+
+def configure():
+    """The run's configuration from the flags, validated without data.
+
+    Returns:
+      (PipelineConfig, StudyConfig or None, the pipeline's variants or None).
+
+    Raises:
+      ValueError: naming the flag, the value and what is allowed.
+    """
+    config = kd_flags.pipeline_config()
+    if kd_flags.mode() == "study":
+        study_cfg, todo = kd_flags.study_config(config), None
+        runner.validate(study_cfg)
+    else:
+        study_cfg, todo = None, pipeline.validate(config)
+    check_workdir(config.workdir)
+    return config, study_cfg, todo
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    study = kd_flags.mode() == "study"
-    try:  # Invalid combinations and missing data fail here, before any training.
-        config = kd_flags.pipeline_config()
-        if study:
-            study_cfg = kd_flags.study_config(config)
-            runner.validate(study_cfg)
-        else:
-            prepared = pipeline.prepare(config)
+    try:  # Invalid flags and combinations fail here, before any data or training.
+        config, study_cfg, todo = configure()
     except ValueError as e:
         sys.exit(f"Invalid configuration: {e}")
-    os.makedirs(config.workdir, exist_ok=True)
-    runs.write_text(os.path.join(config.workdir, "flags.txt"), FLAGS.flags_into_string())
-    if study:
-        runner.run(study_cfg)
-        print(f"\nStudy report written to {os.path.join(config.workdir, 'report.md')}")
-        return
-    module_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(kd_flags)}
-    results = pipeline.run(config, flags_used=module_flags, prepared=prepared)
-    print()
-    print(report.markdown_table(report.flatten(results["models"])))
-    print(f"\nResults written to {os.path.join(config.workdir, 'results.md')}")
+    try:
+        lock = runs.WorkdirLock(config.workdir).__enter__()
+    except runs.WorkdirLockedError as e:
+        sys.exit(str(e))
+    try:
+        runs.write_text(os.path.join(config.workdir, "flags.txt"), FLAGS.flags_into_string())
+        if study_cfg is not None:
+            runner.run(study_cfg)
+            print(f"\nStudy report written to {os.path.join(config.workdir, 'report.md')}")
+            return
+        module_flags = {f.name: f.value for module in (kd_flags, flag_groups)
+                        for f in FLAGS.get_key_flags_for_module(module)}
+        prepared = pipeline.prepare(config, todo)
+        results = pipeline.run(config, flags_used=module_flags, prepared=prepared)
+        print()
+        print(report.markdown_table(report.flatten(results["models"])))
+        print(f"\nResults written to {os.path.join(config.workdir, 'results.md')}")
+    except ValueError as e:  # Data that is missing or not what was asked for.
+        sys.exit(f"Error: {e}")
+    finally:
+        lock.__exit__(None, None, None)
 
 
 if __name__ == "__main__":
     logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -7,13 +7,13 @@ trains only what is missing.
 """
 
 import dataclasses
-import logging
 import os
 from typing import Optional
 
+from kd_keras import compression, models, runs, training, variants
 from kd_keras import data as data_lib
-from kd_keras import models, report, runs, training, variants
-from kd_keras.keras_compat import keras
+from kd_keras import pipeline_report as report
+from kd_keras.distiller import Distiller
 
 KD_MODES = ("both", "on", "off")
 
@@ -64,79 +64,22 @@ class PipelineConfig:
                 f"got {self.teacher!r} and {self.student!r}.")
 
         if self.compression is None:
-            from kd_keras import compression
             self.compression = compression.CompressionConfig()
 
     def data_spec(self):
+        """The data settings that change what a run trains on (part of run keys)."""
         return {k: getattr(self, k) for k in
                 ("dataset", "val_size", "limit_train", "limit_test", "batch_size")}
-
-
-def _spec(obj):
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
-
-
-def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=None,
-                  kd=None, callbacks=(), verbose=1, postprocess=None, load_fn=None,
-                  **fit_kwargs):
-    """Trains a model as a cached run, or loads it if that run finished.
-
-    Args:
-      workdir: pipeline workdir.
-      name: short run name (e.g. 'teacher0', 'student-kd').
-      spec: JSON-able dict that fully determines the run (hashed).
-      build_fn: () -> fresh keras.Model.
-      datasets: dict of tf.data pipelines.
-      train_cfg: TrainConfig.
-      teacher, kd: for distillation.
-      callbacks: extra Keras callbacks.
-      verbose: Keras verbosity.
-      postprocess: optional fn(model) -> model applied after training and
-        before saving (e.g. stripping compression wrappers).
-      load_fn: loads a finished run's model from its path (default
-        ``keras.models.load_model`` without compiling).
-      **fit_kwargs: passed to ``training.fit`` (offline_data, batch_size).
-
-    Returns:
-      (model, result dict). The result holds test accuracy, parameters,
-      training time, history, the run directory, and `reused` (True when the
-      run had finished before and was loaded).
-    """
-    directory = runs.run_dir(workdir, name, spec)
-    model_path = runs.saved_model_path(directory)
-    result = runs.load_result(directory)
-    if result is not None and model_path is not None:
-        logging.warning("Reusing finished run %s", directory)
-        load = load_fn or (lambda path: keras.models.load_model(path, compile=False))
-        # run_dir is where the run is now (the workdir may have been moved).
-        return load(model_path), dict(result, run_dir=directory, reused=True)
-    runs.write_json(os.path.join(directory, "spec.json"), spec)
-    keras.utils.set_random_seed(train_cfg.seed)
-    model = build_fn()
-    fit_out = training.fit(model, datasets, train_cfg, directory, teacher=teacher, kd=kd,
-                           extra_callbacks=callbacks, verbose=verbose, **fit_kwargs)
-    if postprocess is not None:
-        model = postprocess(model)
-    runs.save_model(model, directory)
-    result = {
-        "name": name,
-        "model": model.name,
-        "test_accuracy": training.evaluate(model, datasets["test"]),
-        "params": int(model.count_params()),
-        "train_time_s": round(fit_out["train_time_s"], 2),
-        "epochs": len(next(iter(fit_out["history"].values()), [])),
-        "history": fit_out["history"],
-        "run_dir": directory,
-    }
-    runs.write_json(os.path.join(directory, "result.json"), result)
-    return model, dict(result, reused=False)
 
 
 def train_teachers(config, data, verbose=None):
     """Trains (or loads) the configured teacher(s).
 
     Returns:
-      (list of models, list of spec hashes, list of result dicts).
+      (list of models, list of their weights digests, list of result dicts).
+      Students distilled from them key their runs by the digests, so a
+      retrained teacher with other weights is never mixed with students of
+      the old one.
     """
     datasets = data_lib.make_datasets(data, config.batch_size, config.teacher_augment)
     teachers, hashes, results = [], [], []
@@ -144,21 +87,29 @@ def train_teachers(config, data, verbose=None):
         train_cfg = dataclasses.replace(config.teacher_train,
                                         seed=config.teacher_train.seed + i)
         spec = {"role": "teacher", "model": config.teacher, "kwargs": config.teacher_kwargs,
-                "train": _spec(train_cfg), "augment": _spec(config.teacher_augment),
+                "train": runs.spec_of(train_cfg),
+                "augment": runs.spec_of(config.teacher_augment),
                 "data": config.data_spec()}
-        model, result = train_or_load(
+        model, result = training.train_or_load(
             config.workdir, f"teacher{i}", spec,
             lambda: models.build(config.teacher, data.input_shape, data.num_classes,
                                  **config.teacher_kwargs),
             datasets, train_cfg, verbose=config.verbose if verbose is None else verbose)
         teachers.append(model)
-        hashes.append(runs.config_hash(spec))
+        hashes.append(result["weights_digest"])
         results.append(dict(result, role="teacher", kd=False, techniques="", label="teacher"))
     return teachers, hashes, results
 
 
 def variant_context(config, data, teachers, teacher_hashes):
-    """The variants.Context of a pipeline config."""
+    """The variants.Context of a pipeline config.
+
+    Args:
+      config: the PipelineConfig.
+      data: the loaded Dataset.
+      teachers: trained teacher models ([] to validate variants only).
+      teacher_hashes: their weights digests.
+    """
     return variants.Context(
         workdir=config.workdir, data=data, teachers=teachers, teacher_hashes=teacher_hashes,
         student_train=config.student_train, kd=config.kd, batch_size=config.batch_size,
@@ -170,7 +121,8 @@ def variant_context(config, data, teachers, teacher_hashes):
 
 
 def student_variants(config):
-    """The variants the flags ask for: the plain student, then the chain."""
+    """The variants the config asks for: the plain student, then the chain,
+    each without and/or with KD as `kd_mode` says."""
     kd_flags = {"both": (False, True), "on": (True,), "off": (False,)}[config.kd_mode]
     common = dict(student=config.student, student_kwargs=tuple(sorted(
         config.student_kwargs.items())), augment=config.student_augment,
@@ -183,9 +135,54 @@ def student_variants(config):
     return out
 
 
-def prepare(config: PipelineConfig):
-    """Loads the data and validates every requested variant (technique chain,
-    layer names) before anything is trained.
+def _build_checked(name, kwargs, flag, shape, classes):
+    try:
+        return models.build(name, shape, classes, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--{flag}={','.join(f'{k}={v}' for k, v in kwargs.items())} "
+                         f"does not build {name!r}: {e}") from None
+
+
+def validate(config: PipelineConfig, todo=None):
+    """Checks everything that can be checked without data, before any data is
+    loaded or model trained: the teacher and student build with their
+    arguments, the distillation losses find their layers, and every variant's
+    compression chain applies.
+
+    Args:
+      config: the PipelineConfig.
+      todo: the variants to check (default: :func:`student_variants`).
+
+    Returns:
+      The variants.
+
+    Raises:
+      ValueError: naming the flag, the value and what is wrong.
+    """
+    shapes = data_lib.placeholder(config.dataset)
+    shape, classes = shapes.input_shape, shapes.num_classes
+    teacher = _build_checked(config.teacher, config.teacher_kwargs, "teacher_args", shape,
+                             classes)
+    student = _build_checked(config.student, config.student_kwargs, "student_args", shape,
+                             classes)
+    todo = student_variants(config) if todo is None else todo
+    if any(v.kd for v in todo):
+        try:
+            Distiller(student, teacher, config.kd.build_losses(),
+                               list(config.kd.weights) or None, alpha=config.kd.alpha,
+                               temperature=config.kd.temperature,
+                               ensemble=config.kd.ensemble)
+        except ValueError as e:
+            raise ValueError(f"--kd_losses={','.join(config.kd.losses)}: {e}") from None
+    probe = variant_context(config, shapes, [], [])
+    for variant in todo:
+        variants.validate(probe, variant)
+    return todo
+
+
+def prepare(config: PipelineConfig, todo=None):
+    """Validates the configuration (:func:`validate`) unless `todo` (the
+    variants it returned) is given, then loads the data.
 
     Returns:
       (Dataset, list of variants.Variant).
@@ -193,13 +190,10 @@ def prepare(config: PipelineConfig):
     Raises:
       ValueError: invalid configuration (or kd_keras.data.DataError).
     """
+    todo = validate(config) if todo is None else todo
     data = data_lib.load_dataset(config.dataset, config.data_dir, config.manual_dir,
                                  config.val_size, seed=0, limit_train=config.limit_train,
                                  limit_test=config.limit_test)
-    todo = student_variants(config)
-    probe = variant_context(config, data, [], [])
-    for variant in todo:
-        variants.validate(probe, variant)
     return data, todo
 
 
@@ -221,13 +215,13 @@ def run(config: PipelineConfig, flags_used=None, prepared=None):
     teachers, teacher_hashes, rows = train_teachers(config, data)
     if config.export_teacher and config.export_formats:
         for teacher, row in zip(teachers, rows):
-            row.update(variants.measure(probe, teacher, (), row["run_dir"], data))
+            row.update(variants.measure_variant(probe, teacher, (), row["run_dir"], data))
     ctx = variant_context(config, data, teachers, teacher_hashes)
     for variant in todo:
         _, row = variants.train(ctx, variant)
         rows.append(dict(row, role="student"))
 
     results = {"dataset": config.dataset, "models": rows, "flags": flags_used or {},
-               "config": _spec(config)}
+               "config": runs.spec_of(config)}
     report.write(config.workdir, results)
     return results

@@ -7,10 +7,15 @@ finished and is never trained again; an interrupted run resumes from its
 and renamed, so a crash never leaves a half-written result behind.
 """
 
+import dataclasses
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+
+import numpy as np
 
 
 def _read_umask():
@@ -28,8 +33,33 @@ def config_hash(config, length=10):
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+def spec_of(obj):
+    """A dataclass as a dict (recursively); anything else unchanged. Run specs
+    are built from these so that their hash names every setting."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
 def run_dir(workdir, name, config):
+    """The directory of the run `name` whose full configuration is `config`."""
     return os.path.join(workdir, "runs", f"{name}-{config_hash(config)}")
+
+
+def weights_digest(model, length=16):
+    """A hash of a model's weight values (in order: shapes, dtypes and bytes).
+
+    It identifies a trained model independently of how it was saved (a
+    ``.keras`` file holds a save date, so file checksums differ for equal
+    weights). Runs that depend on a model (a student distilled from a
+    teacher, a compression stage fine-tuning its parent) put this digest in
+    their spec, so a retrained parent with other weights invalidates them.
+    """
+    h = hashlib.sha256()
+    for weight in model.weights:
+        value = np.ascontiguousarray(weight.numpy())
+        # Not the variable names: Keras numbers them per process.
+        h.update(f"{value.shape}:{value.dtype}".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()[:length]
 
 
 def write_json(path, obj):
@@ -93,3 +123,53 @@ def save_model(model, directory):
     model.save(tmp, **({"include_optimizer": False} if quantized else {}))
     os.replace(tmp, path)
     return path
+
+
+class WorkdirLockedError(RuntimeError):
+    """Another process holds the lock of a workdir."""
+
+
+class WorkdirLock:
+    """An exclusive advisory lock on a workdir (``<workdir>/.lock``).
+
+    Two processes training into one workdir would overwrite each other's runs;
+    the second one is refused with a clear message instead. The lock is
+    released when the process exits, however it exits (``flock``), so a killed
+    run never leaves a stale lock behind.
+
+        with runs.WorkdirLock(workdir):
+            ...train...
+
+    Raises:
+      WorkdirLockedError: on entry, when another process holds the lock.
+    """
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.path = os.path.join(workdir, ".lock")
+        self._fd = None
+
+    def __enter__(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                holder = open(self.path).read().strip() or "another process"
+                raise WorkdirLockedError(
+                    f"Workdir {self.workdir} is in use by {holder}; wait for it to finish or "
+                    "choose another --workdir.") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        return False

@@ -24,9 +24,12 @@ from typing import Optional
 
 import numpy as np
 
+import export
+import nas
+from kd_keras import compression, models, runs, training
 from kd_keras import data as data_lib
-from kd_keras import models, runs, training
 from kd_keras.keras_compat import keras
+from nas.search_space import BEST_HPS_FILE
 
 COMPRESS_MODES = ("finetune", "scratch")
 COMPRESS_TEACHERS = ("teacher", "student")
@@ -100,21 +103,16 @@ class Context:
         if self.compress_epochs < 1:
             raise ValueError(f"compress_epochs must be >= 1, got {self.compress_epochs}.")
         if self.compression is None:
-            from kd_keras import compression
             self.compression = compression.CompressionConfig()
 
 
-def _spec(obj):
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
-
-
 def compression_config(ctx, variant):
+    """The context's CompressionConfig with the variant's overrides."""
     return dataclasses.replace(ctx.compression, **dict(variant.compression))
 
 
 def validate(ctx, variant):
     """Raises ValueError for a variant that cannot be trained, before training."""
-    from kd_keras import compression
     cfg = compression_config(ctx, variant)
     model = build_student(variant, ctx.data)
     compression.validate_chain(variant.techniques, cfg, model=model)
@@ -124,9 +122,9 @@ def validate(ctx, variant):
 
 
 def build_student(variant, data):
+    """A fresh, untrained student of the variant for `data`'s shapes."""
     kwargs = dict(variant.student_kwargs)
     if variant.student.startswith("nas:"):
-        import nas
         return nas.load_student(variant.student[4:], data.input_shape, data.num_classes)
     return models.build(variant.student, data.input_shape, data.num_classes, **kwargs)
 
@@ -139,10 +137,8 @@ def bootstrap_dataset(data, seed):
 
 def load_model(path):
     """Loads a saved student, compression wrappers' custom objects in scope."""
-    from export import load_model as export_load
-    from kd_keras import compression
     with compression.quantize_scope():
-        return export_load(path)
+        return export.load_model(path)
 
 
 def _run_name(part, variant):
@@ -159,7 +155,6 @@ def _architecture_id(student):
     must change when the search result does)."""
     if not student.startswith("nas:"):
         return None
-    from nas.search_space import BEST_HPS_FILE
     path = student[4:]
     path = os.path.join(path, BEST_HPS_FILE) if os.path.isdir(path) else path
     with open(path) as f:
@@ -168,11 +163,11 @@ def _architecture_id(student):
 
 def _base_spec(ctx, variant, train_cfg):
     spec = {"role": "student", "model": variant.student, "kwargs": dict(variant.student_kwargs),
-            "train": _spec(train_cfg), "augment": _spec(variant.augment),
+            "train": runs.spec_of(train_cfg), "augment": runs.spec_of(variant.augment),
             "bootstrap": variant.bootstrap,
             "data": {"dataset": ctx.data.name, "n_train": len(ctx.data.x_train),
                      "n_test": len(ctx.data.x_test), "batch_size": ctx.batch_size},
-            "kd": _spec(ctx.kd) if variant.kd else None,
+            "kd": runs.spec_of(ctx.kd) if variant.kd else None,
             "teachers": ctx.teacher_hashes if variant.kd else None}
     if variant.student.startswith("nas:"):
         spec["architecture"] = _architecture_id(variant.student)
@@ -186,9 +181,6 @@ def train(ctx: Context, variant: Variant):
       (stripped keras model, result dict): test accuracy, params, training
       time of all parts, compression measurements, export rows.
     """
-    from kd_keras import compression
-    from kd_keras.pipeline import train_or_load
-
     data = ctx.data if variant.bootstrap < 0 else bootstrap_dataset(ctx.data, variant.bootstrap)
     train_cfg = dataclasses.replace(ctx.student_train, seed=variant.seed,
                                     epochs=variant.epochs or ctx.student_train.epochs)
@@ -203,14 +195,14 @@ def train(ctx: Context, variant: Variant):
     scratch = bool(ctx.compress_mode == "scratch" and chain)
     keras.utils.set_random_seed(variant.seed)
     if scratch:  # The first technique wraps the fresh student for the whole base run.
-        spec = dict(spec, scratch_stage=chain[0], compression=_spec(cfg))
+        spec = dict(spec, scratch_stage=chain[0], compression=runs.spec_of(cfg))
         first, callbacks = compression.apply_stage(build_student(variant, data), chain[0], cfg,
                                                    steps, train_cfg.epochs)
         build_fn = lambda: first  # noqa: E731
     else:
         callbacks = ()
         build_fn = lambda: build_student(variant, data)  # noqa: E731
-    model, result = train_or_load(
+    model, result = training.train_or_load(
         ctx.workdir, _run_name("base", variant), spec, build_fn,
         datasets, train_cfg, teacher=teacher, kd=ctx.kd, callbacks=callbacks,
         verbose=ctx.verbose, postprocess=compression.strip, offline_data=offline,
@@ -222,8 +214,10 @@ def train(ctx: Context, variant: Variant):
     for technique, previous in compression.stages(chain):
         if technique in done:
             continue
-        stage_spec = {"base": runs.config_hash(spec), "stage": technique,
-                      "previous": list(previous), "compression": _spec(cfg),
+        # The stage fine-tunes the model the previous part produced: its
+        # weights digest keys the stage, so a retrained parent retrains it.
+        stage_spec = {"parent": result["weights_digest"], "stage": technique,
+                      "previous": list(previous), "compression": runs.spec_of(cfg),
                       "epochs": ctx.compress_epochs, "kd": variant.kd,
                       "compress_teacher": ctx.compress_teacher if variant.kd else None,
                       "lr": ctx.student_train.learning_rate}
@@ -236,7 +230,7 @@ def train(ctx: Context, variant: Variant):
         keras.utils.set_random_seed(variant.seed)
         wrapped, stage_callbacks = compression.apply_stage(model, technique, cfg, steps,
                                                            ctx.compress_epochs, previous)
-        model, stage_result = train_or_load(
+        model, stage_result = training.train_or_load(
             ctx.workdir, _run_name("+".join(previous + (technique,)), variant),
             dict(stage_spec, spec=spec),
             lambda wrapped=wrapped: wrapped, datasets, stage_cfg, teacher=stage_teacher,
@@ -254,29 +248,33 @@ def train(ctx: Context, variant: Variant):
         "model": model.name, "test_accuracy": result["test_accuracy"],
         "params": result["params"], "train_time_s": round(total_time, 2),
         "epochs": train_cfg.epochs, "run_dirs": parts, "run_dir": parts[-1],
-        "reused": reused,
+        "reused": reused, "weights_digest": result["weights_digest"],
     }
     fresh = build_student(variant, data)  # Layer names before any wrapping.
     wrapped_layers = {t: compression.select_layers(fresh, t, cfg.skip_layers, cfg.include_layers)
                       for t in ("prune", "cluster") if t in chain}
-    row.update(measure(ctx, model, chain, parts[-1], data, wrapped_layers))
+    row.update(measure_variant(ctx, model, chain, parts[-1], data, wrapped_layers))
     return model, row
 
 
-def measure(ctx, model, chain, run_dir, data, wrapped_layers=None):
+def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None):
     """Compression figures and TFLite exports of a trained, stripped variant.
 
     Sparsity and unique values are summarized over the layers the chain
     wrapped (`wrapped_layers`: {'prune': names, 'cluster': names}). Cached in
-    ``run_dir/measure.json``.
+    ``run_dir/measure.json`` under a key holding the model's weights digest and
+    every export setting; a failed export is reported in the figures
+    (``export_error``) but never cached, so the next run tries again.
     """
     path = os.path.join(run_dir, "measure.json")
     cached = runs.read_json(path) if os.path.exists(path) else None
     key = {"formats": list(ctx.export_formats), "threads": list(ctx.export_threads),
-           "latency_runs": ctx.latency_runs}
+           "latency_runs": ctx.latency_runs, "num_calibration": ctx.num_calibration,
+           "weights": runs.weights_digest(model),
+           "data": {"dataset": ctx.data.name, "n_train": len(ctx.data.x_train),
+                    "n_test": len(ctx.data.x_test)}}
     if cached is not None and cached.get("key") == key:
         return cached["figures"]
-    from kd_keras import compression
     figures = {}
     wrapped_layers = wrapped_layers or {}
     if "prune" in chain:
@@ -287,7 +285,6 @@ def measure(ctx, model, chain, run_dir, data, wrapped_layers=None):
     if "qat" in chain:
         figures["qat_layers"] = bool(compression.has_quantize_layers(model))
     if ctx.export_formats:
-        import export
         try:
             figures["export"] = export.export_model(
                 model, os.path.join(run_dir, "tflite"), ctx.export_formats, data=ctx.data,
@@ -295,6 +292,8 @@ def measure(ctx, model, chain, run_dir, data, wrapped_layers=None):
                 latency_runs=ctx.latency_runs, name="student")
         except export.ExportError as e:
             logging.warning("Export of %s failed: %s", run_dir, e)
+            print(f"Export of {os.path.basename(run_dir)} failed: {e}", flush=True)
             figures["export_error"] = str(e)
+            return figures  # Not cached: the next run tries the export again.
     runs.write_json(path, {"key": key, "figures": figures})
     return figures

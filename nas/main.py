@@ -13,66 +13,51 @@ oracle (after training or loading the teacher) and writes the outputs when
 the search ends; workers run trials.
 """
 
-import ast
 import os
 import sys
 
 from absl import app, flags, logging
 
 from kd_keras import data as data_lib
-from kd_keras import runs, training
+from kd_keras import flag_groups, runs
 from nas import flags as nas_flags
-from nas import report, search_space, teacher, tuner
+from nas import search_report, search_space, teacher, tuner
 
 FLAGS = flags.FLAGS
 
 
-def _numbers(flag, kind):
+def parse_flags(argv):
+    """absl's flag parsing, with an invalid flag reported in one line."""
     try:
-        return [kind(v) for v in flag.value]
-    except ValueError:
-        raise ValueError(f"--{flag.name} must be a list of {kind.__name__}s, got "
-                         f"{flag.value}.") from None
-
-
-def _kwargs(flag):
-    out = {}
-    for item in flag.value:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--{flag.name}: expected k=v items, got {item!r}.")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+        return FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"Invalid flag: {e}")
 
 
 def _space(input_shape, num_classes):
     f = nas_flags
+    ints = lambda h: flag_groups.numbers(h.value, int, h.name)  # noqa: E731
     return search_space.StudentSpace(
-        input_shape, num_classes, min_stages=f._MIN_STAGES.value,
-        max_stages=f._MAX_STAGES.value, max_blocks=f._MAX_BLOCKS.value,
-        filters=_numbers(f._FILTERS, int), kernel_sizes=_numbers(f._KERNELS, int),
-        expansions=_numbers(f._EXPANSIONS, int), conv_types=f._CONV_TYPES.value,
-        downsampling=f._DOWNSAMPLING.value, head_units=_numbers(f._HEAD_UNITS, int),
-        dropouts=_numbers(f._DROPOUTS, float))
+        input_shape, num_classes, min_stages=f.MIN_STAGES.value,
+        max_stages=f.MAX_STAGES.value, max_blocks=f.MAX_BLOCKS.value,
+        filters=ints(f.FILTERS), kernel_sizes=ints(f.KERNELS),
+        expansions=ints(f.EXPANSIONS), conv_types=f.CONV_TYPES.value,
+        downsampling=f.DOWNSAMPLING.value, head_units=ints(f.HEAD_UNITS),
+        dropouts=flag_groups.numbers(f.DROPOUTS.value, float, "dropouts"))
 
 
 def _teacher_fn(data, project, verbose):
     """A zero-argument callable giving the teacher, or None without KD."""
     f = nas_flags
-    if not f._KD.value:
+    if not f.DISTILL.value:
         return None
-    if f._TEACHER_MODEL.value:
-        path = f._TEACHER_MODEL.value
+    if f.TEACHER_MODEL.value:
+        path = f.TEACHER_MODEL.value
         return lambda: teacher.load_teacher(path, data.input_shape, data.num_classes)
-    config = training.TrainConfig(
-        epochs=f._TEACHER_EPOCHS.value, optimizer=f._TEACHER_OPTIMIZER.value,
-        learning_rate=f._TEACHER_LR.value, warmup_epochs=f._TEACHER_WARMUP.value, seed=0)
-    kwargs = _kwargs(f._TEACHER_ARGS)
-    augment = data_lib.AugmentConfig.parse(f._TEACHER_AUGMENT.value)
-    name, batch = f._TEACHER.value, f._BATCH.value
+    config = flag_groups.train_config(f.TEACHER, "teacher", seed=0)
+    kwargs = flag_groups.parse_kwargs(f.TEACHER.teacher_args.value, "teacher_args")
+    augment = flag_groups.augment_config(f.TEACHER.teacher_augment)
+    name, batch = f.TEACHER.teacher.value, f.DATA.batch_size.value
 
     def make():
         model, result = teacher.train_or_load_teacher(
@@ -85,47 +70,75 @@ def _teacher_fn(data, project, verbose):
     return make
 
 
+def configure():
+    """Everything the flags describe that can be checked without data.
+
+    Returns:
+      dict of train_config, augment, budget, measure, oracle, kd.
+
+    Raises:
+      ValueError: naming the flag, the value and what is allowed.
+    """
+    f = nas_flags
+    epochs = f.STUDENT.student_epochs.value
+    train_config = flag_groups.train_config(f.STUDENT, "student", seed=f.SEED.value)
+    train_config = train_config.__class__(**dict(
+        vars(train_config), warmup_epochs=min(train_config.warmup_epochs, epochs - 1)))
+    out = dict(
+        train_config=train_config,
+        augment=flag_groups.augment_config(f.STUDENT.student_augment),
+        budget=tuner.Budget(f.BUDGET.max_latency_us.value, f.BUDGET.max_bytes.value,
+                            f.BUDGET.max_params.value),
+        measure=tuner.MeasureConfig(f.EXPORT.latency_runs.value, f.EXPORT.latency_warmup.value,
+                                    flag_groups.export_threads(f.EXPORT)[0]),
+        oracle=tuner.make_oracle(
+            f.ORACLE.value, f.MAX_TRIALS.value, epochs, f.SEED.value, f.HB_FACTOR.value,
+            f.HB_ITERATIONS.value, f.NUM_INITIAL.value or None),
+        kd=flag_groups.kd_config(f.KD))
+    flag_groups.train_config(f.TEACHER, "teacher")
+    flag_groups.parse_kwargs(f.TEACHER.teacher_args.value, "teacher_args")
+    flag_groups.augment_config(f.TEACHER.teacher_augment)
+    if f.DISTILL.value and f.TEACHER_MODEL.value and not os.path.exists(f.TEACHER_MODEL.value):
+        raise ValueError(f"--teacher_model={f.TEACHER_MODEL.value} does not exist.")
+    shapes = data_lib.placeholder(f.DATA.dataset.value)
+    _space(shapes.input_shape, shapes.num_classes)
+    return out
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     f = nas_flags
     role = tuner.distributed_role()
-    if role == "worker" and f._OVERWRITE.value:
-        sys.exit("--overwrite would delete the chief's project: pass it to the chief only.")
-    verbose = int(f._VERBOSE.value)
-    project = os.path.join(f._PROJECT_DIR.value, f._PROJECT_NAME.value)
+    if role == "worker" and f.OVERWRITE.value:
+        sys.exit("Invalid flag: --overwrite would delete the chief's project; pass it to the "
+                 "chief only.")
+    verbose = int(f.VERBOSE.value)
+    project = os.path.join(f.PROJECT_DIR.value, f.PROJECT_NAME.value)
     try:  # Everything that can be invalid is checked before any data or training.
-        train_config = training.TrainConfig(
-            epochs=f._EPOCHS.value, optimizer=f._OPTIMIZER.value, learning_rate=f._LR.value,
-            warmup_epochs=min(f._WARMUP.value, f._EPOCHS.value - 1), seed=f._SEED.value)
-        augment = data_lib.AugmentConfig.parse(f._AUGMENT.value)
-        budget = tuner.Budget(f._MAX_LATENCY.value, f._MAX_BYTES.value, f._MAX_PARAMS.value)
-        measure = tuner.MeasureConfig(f._LATENCY_RUNS.value, f._LATENCY_WARMUP.value,
-                                      f._LATENCY_THREADS.value)
-        oracle = tuner.make_oracle(
-            f._ORACLE.value, f._MAX_TRIALS.value, f._EPOCHS.value, f._SEED.value,
-            f._HB_FACTOR.value, f._HB_ITERATIONS.value, f._NUM_INITIAL.value or None)
-        kd = training.KDConfig(alpha=f._ALPHA.value, temperature=f._TEMPERATURE.value)
-        _kwargs(f._TEACHER_ARGS)
-        data_lib.AugmentConfig.parse(f._TEACHER_AUGMENT.value)
-        _space((1 << 16, 1 << 16, 1), 2)  # The lists' values; the depth is checked below.
+        cfg = configure()
     except ValueError as e:
         sys.exit(f"Invalid configuration: {e}")
 
-    data = data_lib.load_dataset(f._DATASET.value, f._DATA_DIR.value, f._MANUAL_DIR.value,
-                                 f._VAL_SIZE.value, seed=0, limit_train=f._LIMIT_TRAIN.value)
+    d = f.DATA
     try:
-        space = _space(data.input_shape, data.num_classes)
-    except ValueError as e:
-        sys.exit(f"Invalid search space: {e}")
+        data = data_lib.load_dataset(d.dataset.value, d.data_dir.value, d.manual_dir.value,
+                                     d.val_size.value, seed=0, limit_train=d.limit_train.value,
+                                     limit_test=d.limit_test.value)
+    except data_lib.DataError as e:
+        sys.exit(f"Cannot load the dataset: {e}")
     search = tuner.StudentSearch(
-        space, oracle, data, train_config, batch_size=f._BATCH.value, augment=augment,
-        budget=budget, teacher=_teacher_fn(data, project, verbose), kd=kd, measure=measure,
-        directory=f._PROJECT_DIR.value, project_name=f._PROJECT_NAME.value,
-        overwrite=f._OVERWRITE.value, verbose=2 if verbose == 2 else 0)
+        _space(data.input_shape, data.num_classes), cfg["oracle"], data, cfg["train_config"],
+        batch_size=d.batch_size.value, augment=cfg["augment"], budget=cfg["budget"],
+        teacher=_teacher_fn(data, project, verbose), kd=cfg["kd"], measure=cfg["measure"],
+        directory=f.PROJECT_DIR.value, project_name=f.PROJECT_NAME.value,
+        overwrite=f.OVERWRITE.value, verbose=2 if verbose == 2 else 0)
     if role != "worker":
         runs.write_text(os.path.join(project, "flags.txt"), FLAGS.flags_into_string())
-        search.get_teacher()  # Before serving or searching: workers then only load it.
+        try:
+            search.get_teacher()  # Before serving or searching: workers then only load it.
+        except ValueError as e:
+            sys.exit(f"Invalid teacher: {e}")
         remaining = search.remaining_trials
         print(f"Search ({role}) in {project}: "
               + (f"{remaining} new trials to go." if remaining is not None else "Hyperband."))
@@ -133,13 +146,16 @@ def main(argv):
     if role == "worker":
         print(f"Worker {os.environ.get('KERASTUNER_TUNER_ID')}: no trials left.")
         return
-    outputs = report.write_outputs(search)
+    outputs = search_report.write_outputs(search)
     print()
-    print(report.summary_text(outputs, f._TOP.value))
+    print(search_report.summary_text(outputs, f.TOP.value))
     print(f"\nTrials table: {outputs['paths']['trials.csv']}\n"
           f"Plot: {outputs['paths']['accuracy_vs_latency.png']}")
+    if not any(row.get("feasible") for row in outputs["rows"]):
+        sys.exit("No trial met the budget (--max_latency_us, --max_bytes, --max_params): "
+                 "relax the budget or widen the search space.")
 
 
 if __name__ == "__main__":
     logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -2,7 +2,7 @@
 
 Either a saved Keras model (``--teacher_model=PATH``, e.g. a pipeline run's
 ``runs/teacher0-<hash>/model.keras``), or a registry model trained once through
-``kd_keras.pipeline.train_or_load`` and cached under the search's project
+``kd_keras.training.train_or_load`` and cached under the search's project
 directory (``<project>/teacher/runs/teacher-<hash>/``): rerunning or resuming
 the search, or starting a distributed worker, reuses it.
 """
@@ -11,7 +11,7 @@ import dataclasses
 import os
 
 from kd_keras import data as data_lib
-from kd_keras import models, pipeline, training
+from kd_keras import models, training
 from kd_keras.keras_compat import keras
 
 
@@ -31,7 +31,11 @@ def load_teacher(path, input_shape, num_classes):
     """
     if not os.path.exists(path):
         raise ValueError(f"--teacher_model {path!r} does not exist.")
-    model = keras.models.load_model(path, compile=False)
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 — any failure to load means an unusable file.
+        raise ValueError(f"--teacher_model={path} cannot be loaded as a Keras model "
+                         f"({type(e).__name__}: {str(e)[:200]}).") from None
     got_in, got_out = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
     if got_in != tuple(input_shape) or got_out != (num_classes,):
         raise ValueError(f"Teacher {path!r} maps {got_in} -> {got_out}, but the data needs "
@@ -69,7 +73,7 @@ def train_or_load_teacher(data, workdir, name="resnet", kwargs=None,
             "data": {"dataset": data.name, "train": len(data.x_train), "val": len(data.x_val),
                      "test": len(data.x_test), "batch_size": batch_size}}
     datasets = data_lib.make_datasets(data, batch_size, augment, seed=train_config.seed)
-    return pipeline.train_or_load(
+    return training.train_or_load(
         workdir, "teacher", spec,
         lambda: models.build(name, data.input_shape, data.num_classes, **kwargs),
         datasets, train_config, verbose=verbose)

@@ -1,12 +1,190 @@
-"""BUILD (Python syntax) lists every module, entry point and test, and nothing else."""
+"""The import graph points one way and BUILD mirrors it.
+
+The module graph is read from the sources (every ``import``, top level or
+not); it must be acyclic, respect the layers (core <- export <- search <-
+orchestration), use no other module's private names and import first-party
+modules at top level only. BUILD must list a target per module, entry point
+and test, with exactly the dependencies the imports say, and no cycle.
+
+``python tests/build_test.py`` prints the BUILD file the imports imply.
+"""
 
 import ast
 import glob
 import os
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("kd_keras", "export", "nas")
 ENTRY_POINTS = {"kd_keras/main.py", "export/main.py", "nas/main.py"}
+# Import name -> pinned requirement.
+THIRD_PARTY = {
+    "absl": "absl-py", "ai_edge_litert": "ai-edge-litert", "keras_tuner": "keras-tuner",
+    "matplotlib": "matplotlib", "numpy": "numpy", "pytest": "pytest", "scipy": "scipy",
+    "sklearn": "scikit-learn", "tensorflow": "tensorflow", "tensorflow_datasets":
+    "tensorflow-datasets", "tensorflow_model_optimization": "tensorflow-model-optimization",
+    "tf_keras": "tf-keras", "tflite_micro": "tflite-micro", "tree": "dm-tree",
+}
+# Layers, lowest first; a module may import only from its own layer or below.
+ORCHESTRATION = {"kd_keras/pipeline.py", "kd_keras/variants.py", "kd_keras/flags.py",
+                 "kd_keras/main.py", "kd_keras/pipeline_report.py"}
+
+
+def layer(module):
+    """0 core, 1 export, 2 search, 3 orchestration (and entry points, tests, benches)."""
+    if module in ORCHESTRATION or module.startswith(("kd_keras/study/", "tests/", "bench/")):
+        return 3
+    if module.startswith("nas/"):
+        return 2
+    if module.startswith("export/"):
+        return 1
+    return 0
+
+
+def _sources(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern),
+                                                               recursive=True))
+
+
+def modules():
+    """Every first-party source file: the packages, tests and benches."""
+    out = []
+    for package in PACKAGES:
+        out += _sources(f"{package}/**/*.py")
+    return out + _sources("tests/*.py") + _sources("bench/*.py")
+
+
+def _resolve(name):
+    """A dotted first-party module name -> its file, or None."""
+    path = name.replace(".", "/")
+    for candidate in (path + ".py", path + "/__init__.py"):
+        if os.path.exists(os.path.join(ROOT, candidate)):
+            return candidate
+    return None
+
+
+def imports(module):
+    """(first-party files, third-party requirements, [(lineno, name, top_level)])
+    of one source file."""
+    tree = ast.parse(open(os.path.join(ROOT, module)).read(), module)
+    top_level = {id(node) for node in tree.body}
+    first, third, found = set(), set(), []
+
+    def add(name, node):
+        root = name.split(".")[0]
+        if root in PACKAGES:
+            target = _resolve(name)
+            assert target, f"{module}:{node.lineno}: cannot resolve {name}"
+            first.add(target)
+            found.append((node.lineno, name, id(node) in top_level))
+        elif root == "conftest":
+            first.add("tests/conftest.py")
+        elif root in THIRD_PARTY:
+            third.add(THIRD_PARTY[root])
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name, node)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                # `from pkg import sub` is the submodule when one exists.
+                sub = f"{node.module}.{alias.name}"
+                add(sub if _resolve(sub) else node.module, node)
+    first.discard(module)
+    return first, third, found
+
+
+def graph():
+    return {m: imports(m)[0] for m in modules()}
+
+
+def find_cycle(edges):
+    """A list of nodes forming a cycle in {node: deps}, or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(edges.get(node, ())):
+            if state.get(dep) == 1:
+                return stack[stack.index(dep):] + [dep]
+            if dep not in state:
+                cycle = visit(dep)
+                if cycle:
+                    return cycle
+        state[node] = 2
+        stack.pop()
+        return None
+
+    for node in sorted(edges):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def target_name(module):
+    stem = module[:-3].replace("/", "_")
+    return stem[:-len("__init__")] + "init" if stem.endswith("__init__") else stem
+
+
+def expected_build():
+    """{target name: {rule, srcs, deps}} as the imports imply."""
+    targets = {}
+    for module in modules():
+        first, third, _ = imports(module)
+        if module.startswith("tests/"):
+            if not module.endswith("_test.py"):
+                continue  # conftest is a dep of the tests, below.
+            rule = "py_test"
+        elif module in ENTRY_POINTS or module.startswith("bench/"):
+            rule = "py_binary"
+        else:
+            rule = "py_library"
+        deps = sorted(":" + target_name(m) for m in first if m != "tests/conftest.py")
+        if "tests/conftest.py" in first or rule == "py_test":
+            deps = sorted(set(deps) | {":tests_conftest"})
+        deps += [f"requirement:{r}" for r in sorted(third)]
+        targets[target_name(module)] = {"rule": rule, "srcs": [module], "deps": deps}
+    first, third, _ = imports("tests/conftest.py")
+    targets["tests_conftest"] = {
+        "rule": "py_library", "srcs": ["tests/conftest.py"],
+        "deps": sorted(":" + target_name(m) for m in first)
+        + [f"requirement:{r}" for r in sorted(third | {"pytest"})]}
+    return targets
+
+
+def render(targets):
+    """BUILD text for `targets`."""
+    lines = [
+        "# Bazel targets: a py_library per module, a py_binary per entry point and bench,",
+        "# a py_test per test file. Generated from the imports by",
+        "# `python tests/build_test.py > BUILD`; tests/build_test.py checks that it matches.",
+        'load("@rules_python//python:defs.bzl", "py_binary", "py_library", "py_test")',
+        'load("@pip//:requirements.bzl", "requirement")',
+        "",
+        'package(default_visibility = ["//visibility:public"])',
+    ]
+    for name in sorted(targets):
+        t = targets[name]
+        lines += ["", f"{t['rule']}(", f'    name = "{name}",',
+                  f'    srcs = ["{t["srcs"][0]}"],']
+        if t["rule"] == "py_binary":
+            lines.append(f'    main = "{t["srcs"][0]}",')
+        if t["rule"] == "py_test":
+            lines.append('    size = "medium",')
+        if t["deps"]:
+            lines.append("    deps = [")
+            for dep in t["deps"]:
+                if dep.startswith("requirement:"):
+                    lines.append(f'        requirement("{dep.split(":", 1)[1]}"),')
+                else:
+                    lines.append(f'        "{dep}",')
+            lines.append("    ],")
+        lines.append(")")
+    return "\n".join(lines) + "\n"
 
 
 def _value(node):
@@ -18,14 +196,16 @@ def _value(node):
     return ast.literal_eval(node)
 
 
-def _targets():
-    tree = ast.parse(open(os.path.join(ROOT, "BUILD")).read(), "BUILD")
+def build_targets(text=None):
+    """The targets BUILD (Python syntax) declares."""
+    text = text if text is not None else open(os.path.join(ROOT, "BUILD")).read()
     targets = {}
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(text, "BUILD")):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id.startswith("py_")):
             kwargs = {k.arg: _value(k.value) for k in node.keywords}
-            targets[kwargs["name"]] = dict(kwargs, rule=node.func.id)
+            targets[kwargs["name"]] = {"rule": node.func.id, "srcs": kwargs.get("srcs", []),
+                                       "deps": kwargs.get("deps", [])}
     return targets
 
 
@@ -38,42 +218,97 @@ def _requirements():
     return names
 
 
-def _sources(pattern):
-    return {os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern),
-                                                         recursive=True)}
+# ----------------------------------------------------------------------------
 
 
-def test_every_module_has_a_target():
-    targets = _targets()
-    listed = {s: t["rule"] for t in targets.values() for s in t.get("srcs", [])}
-    modules = set()
-    for package in PACKAGES:
-        modules |= _sources(f"{package}/**/*.py")
-    missing = sorted(m for m in modules if m not in listed)
-    assert not missing, f"modules missing from BUILD: {missing}"
-    for entry in ENTRY_POINTS & modules:
-        assert listed[entry] == "py_binary", f"{entry} must be a py_binary"
+def test_the_module_graph_has_no_cycle():
+    cycle = find_cycle(graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_every_test_file_has_a_py_test():
-    targets = _targets()
-    tests = {s for t in targets.values() if t["rule"] == "py_test" for s in t["srcs"]}
-    missing = sorted(_sources("tests/*_test.py") - tests)
-    assert not missing, f"test files missing from BUILD: {missing}"
+def test_find_cycle_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
-def test_listed_files_exist_and_deps_resolve():
-    targets = _targets()
+def test_imports_point_down_the_layers():
+    wrong = [f"{m} (layer {layer(m)}) imports {d} (layer {layer(d)})"
+             for m, deps in graph().items() for d in deps if layer(d) > layer(m)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_first_party_imports_are_at_top_level():
+    nested = [f"{m}:{line} imports {name} inside a function"
+              for m in modules() if m.split("/")[0] in PACKAGES
+              for line, name, top in imports(m)[2] if not top]
+    assert not nested, "\n".join(nested)
+
+
+def test_no_module_uses_another_modules_private_names():
+    wrong = []
+    for module in modules():
+        tree = ast.parse(open(os.path.join(ROOT, module)).read(), module)
+        aliases = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.split(".")[0] in PACKAGES:
+                    for alias in node.names:
+                        if alias.name.startswith("_"):
+                            wrong.append(f"{module}: from {node.module} import {alias.name}")
+                        aliases.add(alias.asname or alias.name)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] in PACKAGES:
+                        aliases.add(alias.asname or alias.name.split(".")[0])
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in aliases and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                wrong.append(f"{module}:{node.lineno}: {node.value.id}.{node.attr}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_build_matches_the_imports():
+    expected, actual = expected_build(), build_targets()
+    assert sorted(actual) == sorted(expected), (
+        f"missing: {sorted(set(expected) - set(actual))}, "
+        f"extra: {sorted(set(actual) - set(expected))}; regenerate: "
+        "python tests/build_test.py > BUILD")
+    for name, target in expected.items():
+        assert actual[name] == target, (
+            f"{name}: BUILD says {actual[name]}, the imports say {target}; regenerate: "
+            "python tests/build_test.py > BUILD")
+
+
+def test_build_has_no_cycle_and_its_deps_resolve():
+    targets = build_targets()
     requirements = _requirements()
+    edges = {n: {d[1:] for d in t["deps"] if d.startswith(":")} for n, t in targets.items()}
+    cycle = find_cycle(edges)
+    assert cycle is None, "BUILD cycle: " + " -> ".join(cycle)
     for name, target in targets.items():
-        for src in target.get("srcs", []):
+        for src in target["srcs"]:
             assert os.path.exists(os.path.join(ROOT, src)), f"{name}: {src} does not exist"
-        for dep in target.get("deps", []):
+        for dep in target["deps"]:
             if dep.startswith(":"):
                 assert dep[1:] in targets, f"{name}: unknown dep {dep}"
             else:
-                assert dep.startswith("requirement:"), \
-                    f"{name}: dep {dep} is neither ':target' nor requirement(...)"
-                package = dep.split(":", 1)[1].lower().replace("_", "-")
-                assert package in requirements, \
-                    f"{name}: {package} is not pinned in requirements.txt"
+                assert dep.split(":", 1)[1] in requirements, \
+                    f"{name}: {dep} is not pinned in requirements.txt"
+    for entry in ENTRY_POINTS:
+        assert targets[target_name(entry)]["rule"] == "py_binary"
+
+
+def test_the_build_checks_fail_on_a_cycle_and_an_undeclared_import():
+    text = render(expected_build())
+    targets = build_targets(text)
+    targets["kd_keras_runs"]["deps"].append(":kd_keras_pipeline")  # runs -> ... -> runs
+    edges = {n: {d[1:] for d in t["deps"] if d.startswith(":")} for n, t in targets.items()}
+    assert find_cycle(edges) is not None
+    targets = build_targets(text)
+    targets["kd_keras_pipeline"]["deps"].remove(":kd_keras_runs")
+    assert targets != expected_build()
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render(expected_build()))

@@ -298,8 +298,8 @@ def test_cli(tmp_path, model, flatbuffers):
     out_dir = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=REPO)
     command = [sys.executable, "-m", "export.main", f"--model={model_path}",
-               "--quantization=float32", f"--out_dir={out_dir}", "--dataset=none",
-               "--threads=1,2", "--latency_runs=3", "--warmup_runs=0"]
+               "--export_formats=float32", f"--out_dir={out_dir}", "--dataset=none",
+               "--export_threads=1,2", "--latency_runs=3", "--latency_warmup=0"]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env,
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -308,7 +308,7 @@ def test_cli(tmp_path, model, flatbuffers):
     assert [(r["format"], r["threads"]) for r in rows] == [("float32", 1), ("float32", 2)]
     assert os.path.getsize(out_dir / "student.float32.tflite") == rows[0]["file_bytes"]
     assert "| float32 | 2 |" in proc.stdout and "export_results.json" in proc.stdout
-    assert "--threads=1,2" in (out_dir / "export_flags.txt").read_text()
+    assert "--export_threads=1,2" in (out_dir / "export_flags.txt").read_text()
     # Converted from the saved file, the model computes what the in-memory one does.
     x = np.random.default_rng(0).random((4,) + SHAPE, dtype=np.float32)
     from_file, _ = measure_lib.predict(str(out_dir / "student.float32.tflite"), x)

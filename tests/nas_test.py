@@ -15,7 +15,8 @@ import nas
 from kd_keras import data as data_lib
 from kd_keras import models, training
 from kd_keras.keras_compat import keras
-from nas import pareto, report, search_space, tuner
+from nas import pareto, search_space, tuner
+from nas import search_report as report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE, CLASSES = (12, 12, 1), 10

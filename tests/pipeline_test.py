@@ -1,4 +1,4 @@
-"""pipeline.train_or_load: a cached run is found again, also after the workdir moved."""
+"""training.train_or_load: a cached run is found again, also after the workdir moved."""
 
 import os
 import shutil
@@ -6,14 +6,14 @@ import shutil
 from conftest import tiny_dataset
 
 from kd_keras import data as data_lib
-from kd_keras import models, pipeline, training
+from kd_keras import models, training
 
 
 def _train(workdir, datasets):
     cfg = training.TrainConfig(epochs=1, learning_rate=1e-3)
     spec = {"role": "student", "model": "cnn", "width": 0.25}
     build = lambda: models.build("cnn", (28, 28, 1), 10, width=0.25)  # noqa: E731
-    return pipeline.train_or_load(workdir, "student", spec, build, datasets, cfg, verbose=0)
+    return training.train_or_load(workdir, "student", spec, build, datasets, cfg, verbose=0)
 
 
 def test_moved_workdir_reuses_runs_and_reports_where_they_are_now(tmp_path):

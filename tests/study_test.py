@@ -13,6 +13,7 @@ import pytest
 from scipy import stats as sp_stats
 
 from kd_keras import data as data_lib
+from kd_keras import runs
 from kd_keras.study import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +86,7 @@ def test_report_states_the_setup_and_the_augmentation_comparison():
     summary = runner.summarize(rows, (0, 1))
     results = {"dataset": "d", "seeds": [0, 1], "techniques": ["none", "augment"],
                "summary": dict(sorted(summary.items())),  # as read back from results.json
-               "config": {"pipeline": runner.pipeline._spec(p)}}
+               "config": {"pipeline": runs.spec_of(p)}}
     text = report.markdown(results)
     assert text.index("| none |") < text.index("| augment |")  # the study's order
     assert "T = 2, alpha = 0.3" in text

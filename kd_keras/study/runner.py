@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 from kd_keras import data as data_lib
-from kd_keras import pipeline, variants
-from kd_keras.study import stats
+from kd_keras import pipeline, runs, variants
+from kd_keras.study import report, stats
 
 AUGMENT = data_lib.AugmentConfig(crop_padding=2, flip=True, cutout=8)
 
@@ -141,17 +141,20 @@ def _train_all(ctx, todo, progress, keep_probs):
 
 
 def validate(config):
-    """Loads the data and validates every run of the study; returns the Dataset.
+    """Validates every run of the study without loading data or training.
 
     Raises:
-      ValueError: an invalid technique chain, layer name or NAS path.
+      ValueError: an invalid technique chain, model argument, layer name or
+        NAS path.
     """
+    pipeline.validate(config.pipeline, todo=plan(config))
+
+
+def load_data(config):
+    """The study's Dataset."""
     p = config.pipeline
-    data, _ = pipeline.prepare(dataclasses.replace(p, techniques=()))
-    probe = pipeline.variant_context(p, data, [], [])
-    for v in plan(config):
-        variants.validate(probe, v)
-    return data
+    return data_lib.load_dataset(p.dataset, p.data_dir, p.manual_dir, p.val_size, seed=0,
+                                 limit_train=p.limit_train, limit_test=p.limit_test)
 
 
 def run(config: StudyConfig):
@@ -160,10 +163,9 @@ def run(config: StudyConfig):
     Returns:
       The results dict.
     """
-    from kd_keras.study import report
-
     p = config.pipeline
-    data = validate(config)  # Everything is validated before anything is trained.
+    validate(config)  # Everything is validated before anything is loaded or trained.
+    data = load_data(config)
     grid = plan(config)
 
     teachers, hashes, teacher_rows = pipeline.train_teachers(p, data)
@@ -182,7 +184,7 @@ def run(config: StudyConfig):
                "seeds": list(config.seeds), "techniques": list(config.techniques),
                "config": {"study": {k: v for k, v in dataclasses.asdict(config).items()
                                     if k != "pipeline"},
-                          "pipeline": pipeline._spec(p)}}
+                          "pipeline": runs.spec_of(p)}}
     results["summary"] = summarize(rows, config.seeds)
     results["variance"] = variance_view(probs, config.seeds, data.y_test)
 

@@ -1,0 +1,289 @@
+"""Flag groups shared by the entry points: one vocabulary, one set of defaults.
+
+``kd_keras.main``, ``nas.main`` and ``export.main`` define the flags they
+share through these functions, so a flag has one name, one default, one bound
+and one meaning everywhere. Each ``define_*_flags()`` defines its flags (once
+per process) and returns their holders; the ``*_from`` helpers turn holder
+values into plain config objects and raise ``ValueError`` naming the flag,
+the value and what is allowed. Only entry points (their ``flags.py`` and
+``main.py``) call these.
+
+    from kd_keras import flag_groups
+    DATA = flag_groups.define_data_flags()
+    ...
+    data_cfg = flag_groups.data_kwargs(DATA)
+"""
+
+import ast
+import types
+
+from absl import flags
+
+from kd_keras import data as data_lib
+from kd_keras import losses as losses_lib
+from kd_keras import models, training
+
+EXPORT_FORMATS = ("float32", "float16", "dynamic", "int8")
+NO_DATASET = "none"
+
+
+def _holders(**kwargs):
+    return types.SimpleNamespace(**kwargs)
+
+
+def _validate_list(name, check, allowed):
+    """Registers a parse-time validator: every item of list flag `name` passes `check`."""
+
+    def validate(value):
+        bad = [v for v in value or () if not check(v)]
+        if bad:
+            raise flags.ValidationError(f"{bad[0]!r} is not allowed; allowed: {allowed}.")
+        return True
+
+    flags.register_validator(name, validate)
+
+
+def _is_number(kind):
+    def check(value):
+        try:
+            kind(value)
+        except ValueError:
+            return False
+        return True
+
+    return check
+
+
+def _is_kwarg(item):
+    key, sep, _ = str(item).partition("=")
+    return bool(sep and key.isidentifier())
+
+
+def define_data_flags(allow_none=False):
+    """--dataset, --data_dir, --manual_dir, --val_size, --limit_train,
+    --limit_test, --batch_size.
+
+    Args:
+      allow_none: also accept ``--dataset=none`` (no data: the exporter then
+        measures sizes and latency only).
+    """
+    choices = list(data_lib.SUPPORTED_DATASETS) + ([NO_DATASET] if allow_none else [])
+    return _holders(
+        dataset=flags.DEFINE_enum(
+            "dataset", "fashion_mnist", choices,
+            "TFDS dataset." + (f" '{NO_DATASET}': no data (sizes and latency only)."
+                               if allow_none else "")),
+        data_dir=flags.DEFINE_string("data_dir", None,
+                                     "TFDS data dir (default ~/tensorflow_datasets)."),
+        manual_dir=flags.DEFINE_string("manual_dir", data_lib.DEFAULT_MANUAL_DIR,
+                                       "Directory of the Fashion-MNIST IDX .gz files."),
+        val_size=flags.DEFINE_integer("val_size", 5000,
+                                      "Validation examples carved from train.", lower_bound=0),
+        limit_train=flags.DEFINE_integer("limit_train", 0,
+                                         "Keep only N train examples (0 = all).",
+                                         lower_bound=0),
+        limit_test=flags.DEFINE_integer("limit_test", 0, "Keep only N test examples (0 = all).",
+                                        lower_bound=0),
+        batch_size=flags.DEFINE_integer("batch_size", 128, "Training batch size.",
+                                        lower_bound=1),
+    )
+
+
+def _define_train_flags(role, epochs, optimizer, lr, warmup, augment):
+    return dict(
+        epochs=flags.DEFINE_integer(f"{role}_epochs", epochs, f"{role} epochs.", lower_bound=1),
+        optimizer=flags.DEFINE_enum(f"{role}_optimizer", optimizer, list(training.OPTIMIZERS),
+                                    f"{role} optimizer."),
+        lr=flags.DEFINE_float(f"{role}_lr", lr, f"{role} peak learning rate.", lower_bound=0),
+        warmup=flags.DEFINE_integer(f"{role}_warmup", warmup, f"{role} warm-up epochs.",
+                                    lower_bound=0),
+        augment=_define_augment(f"{role}_augment", augment, f"{role} augmentation"),
+    )
+
+
+def _define_augment(name, default, what):
+    holder = flags.DEFINE_list(name, default,
+                               f"{what}: crop[=PADDING], flip, cutout[=SIZE], none.")
+
+    def validate(value):
+        try:
+            data_lib.AugmentConfig.parse(value)
+        except ValueError as e:
+            raise flags.ValidationError(str(e)) from None
+        return True
+
+    flags.register_validator(name, validate)
+    return holder
+
+
+def _define_kwargs(name, help_text):
+    holder = flags.DEFINE_list(name, [], help_text + " k=v,...")
+    _validate_list(name, _is_kwarg, "k=v items with an identifier as k")
+    return holder
+
+
+def define_teacher_flags():
+    """--teacher, --teacher_args and how the teacher trains (--teacher_epochs,
+    --teacher_optimizer, --teacher_lr, --teacher_warmup, --teacher_augment)."""
+    return _holders(
+        teacher=flags.DEFINE_enum("teacher", "resnet", sorted(models.REGISTRY),
+                                  "Teacher model (registry name)."),
+        teacher_args=_define_kwargs("teacher_args", "Teacher builder kwargs,"),
+        **{f"teacher_{k}": v for k, v in _define_train_flags(
+            "teacher", 30, "sgd", 0.1, 1, ["crop=2", "flip"]).items()},
+    )
+
+
+def define_student_flags(model=True):
+    """--student, --student_args (with `model`) and how the student trains
+    (--student_epochs, --student_optimizer, --student_lr, --student_warmup,
+    --student_augment).
+
+    Args:
+      model: define --student and --student_args too (the search builds its
+        students itself and needs only how they train).
+    """
+    holders = {f"student_{k}": v for k, v in _define_train_flags(
+        "student", 10, "adam", 3e-3, 0, []).items()}
+    if model:
+        holders["student"] = flags.DEFINE_enum("student", "cnn", sorted(models.REGISTRY),
+                                               "Student model (registry name).")
+        holders["student_args"] = _define_kwargs("student_args", "Student builder kwargs,")
+    return _holders(**holders)
+
+
+def define_kd_flags():
+    """--kd_losses, --kd_weights, --alpha, --temperature, --ensemble,
+    --teacher_layer, --student_layer."""
+    out = _holders(
+        kd_losses=flags.DEFINE_list("kd_losses", ["kd"],
+                                    f"Distillation losses, from {sorted(losses_lib.REGISTRY)}."),
+        kd_weights=flags.DEFINE_list("kd_weights", [], "One weight per distillation loss "
+                                     "(default: all 1)."),
+        alpha=flags.DEFINE_float("alpha", 0.1, "Weight of the label loss.", lower_bound=0,
+                                 upper_bound=1),
+        temperature=flags.DEFINE_float("temperature", 4.0, "KD temperature.", lower_bound=1e-3),
+        ensemble=flags.DEFINE_enum("ensemble", "logits", ["logits", "probs"],
+                                   "How an ensemble teacher is averaged."),
+        teacher_layer=flags.DEFINE_string("teacher_layer", "stage3",
+                                          "Teacher layer of feature losses."),
+        student_layer=flags.DEFINE_string("student_layer", "block3",
+                                          "Student layer of feature losses."),
+    )
+    _validate_list("kd_losses", lambda v: v in losses_lib.REGISTRY, sorted(losses_lib.REGISTRY))
+    _validate_list("kd_weights", _is_number(float), "numbers")
+    return out
+
+
+def define_export_flags():
+    """--export_formats, --export_threads, --latency_runs, --latency_warmup,
+    --num_calibration, --xnnpack, --int8_io."""
+    out = _holders(
+        export_formats=flags.DEFINE_list(
+            "export_formats", ["float32", "int8"],
+            f"TFLite formats to export, from {list(EXPORT_FORMATS)}; empty: no export."),
+        export_threads=flags.DEFINE_list("export_threads", ["1"],
+                                         "Interpreter thread counts latency is timed with."),
+        latency_runs=flags.DEFINE_integer("latency_runs", 200,
+                                          "Timed invocations per latency figure.",
+                                          lower_bound=1),
+        latency_warmup=flags.DEFINE_integer("latency_warmup", 10,
+                                            "Untimed invocations before timing.",
+                                            lower_bound=0),
+        num_calibration=flags.DEFINE_integer("num_calibration", 200,
+                                             "Training images that calibrate int8.",
+                                             lower_bound=1),
+        xnnpack=flags.DEFINE_bool("xnnpack", True, "Run LiteRT with the XNNPack delegate."),
+        int8_io=flags.DEFINE_bool("int8_io", False,
+                                  "int8 inputs and outputs for the int8 format."),
+    )
+    _validate_list("export_formats", lambda v: v in EXPORT_FORMATS, list(EXPORT_FORMATS))
+    _validate_list("export_threads", lambda v: str(v).strip().isdigit() and int(v) >= 1,
+                   "integers >= 1")
+    return out
+
+
+def define_budget_flags():
+    """--max_latency_us, --max_bytes, --max_params: hard device budgets."""
+    return _holders(
+        max_latency_us=flags.DEFINE_float("max_latency_us", 0.0,
+                                          "Budget: median float32 TFLite latency, us "
+                                          "(0 = none).", lower_bound=0),
+        max_bytes=flags.DEFINE_integer("max_bytes", 0, "Budget: .tflite bytes (0 = none).",
+                                       lower_bound=0),
+        max_params=flags.DEFINE_integer("max_params", 0,
+                                        "Budget: Keras parameters (0 = none).", lower_bound=0),
+    )
+
+
+# ----------------------------------------------------------------------------
+# Holder values -> plain configs. Each raises ValueError naming the flag.
+
+
+def parse_kwargs(items, flag_name):
+    """Parses ``["depth=10", "width=2"]`` into {'depth': 10, 'width': 2}.
+
+    Raises:
+      ValueError: an item that is not ``k=v``, naming the flag.
+    """
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--{flag_name}={','.join(items)}: expected k=v items, "
+                             f"got {item!r}.")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def numbers(items, kind, flag_name):
+    """``items`` converted by `kind` (int, float).
+
+    Raises:
+      ValueError: an item that is not a `kind`, naming the flag.
+    """
+    try:
+        return [kind(v) for v in items]
+    except ValueError:
+        raise ValueError(f"--{flag_name}={','.join(map(str, items))}: expected a list of "
+                         f"{kind.__name__}s.") from None
+
+
+def train_config(holders, role, seed=0, early_stopping=0):
+    """The TrainConfig of `role` ('teacher' or 'student') from its holders."""
+    get = lambda k: getattr(holders, f"{role}_{k}").value  # noqa: E731
+    try:
+        return training.TrainConfig(epochs=get("epochs"), optimizer=get("optimizer"),
+                                    learning_rate=get("lr"), warmup_epochs=get("warmup"),
+                                    early_stopping=early_stopping, seed=seed)
+    except ValueError as e:
+        raise ValueError(f"--{role}_*: {e}") from None
+
+
+def augment_config(holder):
+    """The AugmentConfig of an augmentation list flag."""
+    try:
+        return data_lib.AugmentConfig.parse(holder.value)
+    except ValueError as e:
+        raise ValueError(f"--{holder.name}: {e}") from None
+
+
+def kd_config(holders):
+    """The KDConfig of the distillation flags."""
+    weights = tuple(numbers(holders.kd_weights.value, float, "kd_weights"))
+    if weights and len(weights) != len(holders.kd_losses.value):
+        raise ValueError(f"--kd_weights={','.join(holders.kd_weights.value)}: one weight per "
+                         f"loss of --kd_losses={','.join(holders.kd_losses.value)} is needed.")
+    return training.KDConfig(
+        losses=tuple(holders.kd_losses.value), weights=weights,
+        alpha=holders.alpha.value, temperature=holders.temperature.value,
+        ensemble=holders.ensemble.value, teacher_layer=holders.teacher_layer.value,
+        student_layer=holders.student_layer.value)
+
+
+def export_threads(holders):
+    """The thread counts of --export_threads, as ints."""
+    return tuple(numbers(holders.export_threads.value, int, "export_threads"))

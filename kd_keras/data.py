@@ -17,6 +17,7 @@ training examples per class.
 import dataclasses
 import gzip
 import os
+import socket
 import struct
 from typing import Optional
 
@@ -292,6 +293,19 @@ def _as_numpy_splits(builder):
     return out
 
 
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+def _offline_reason(timeout=5.0):
+    """Why TFDS's download server is unreachable, or None when it is reachable."""
+    host = DOWNLOAD_HOST
+    try:
+        socket.create_connection(host, timeout=timeout).close()
+    except OSError as e:
+        return f"no connection to {host[0]}: {e}"
+    return None
+
+
 def prepare_builder(name, data_dir=None, manual_dir=DEFAULT_MANUAL_DIR,
                     verify_counts=True, download=True):
     """Returns a TFDS builder for `name` with its data prepared in `data_dir`.
@@ -321,6 +335,9 @@ def prepare_builder(name, data_dir=None, manual_dir=DEFAULT_MANUAL_DIR,
     if not download:
         raise DataError(_no_data_message(name, data_dir, manual_dir, FileNotFoundError(
             "download disabled")))
+    offline = _offline_reason()
+    if offline:  # TFDS would retry for minutes before giving up.
+        raise DataError(_no_data_message(name, data_dir, manual_dir, ConnectionError(offline)))
     try:
         builder.download_and_prepare()
     except Exception as e:  # noqa: BLE001 — any download failure gets the same advice.

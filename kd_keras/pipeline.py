@@ -173,7 +173,10 @@ def validate(config: PipelineConfig, todo=None):
                                temperature=config.kd.temperature,
                                ensemble=config.kd.ensemble)
         except ValueError as e:
-            raise ValueError(f"--kd_losses={','.join(config.kd.losses)}: {e}") from None
+            raise ValueError(
+                f"--kd_losses={','.join(config.kd.losses)} with "
+                f"--teacher_layer={config.kd.teacher_layer} "
+                f"--student_layer={config.kd.student_layer}: {e}") from None
     probe = variant_context(config, shapes, [], [])
     for variant in todo:
         variants.validate(probe, variant)

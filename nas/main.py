@@ -98,10 +98,10 @@ def configure():
     flag_groups.train_config(f.TEACHER, "teacher")
     flag_groups.parse_kwargs(f.TEACHER.teacher_args.value, "teacher_args")
     flag_groups.augment_config(f.TEACHER.teacher_augment)
-    if f.DISTILL.value and f.TEACHER_MODEL.value and not os.path.exists(f.TEACHER_MODEL.value):
-        raise ValueError(f"--teacher_model={f.TEACHER_MODEL.value} does not exist.")
     shapes = data_lib.placeholder(f.DATA.dataset.value)
     _space(shapes.input_shape, shapes.num_classes)
+    if f.DISTILL.value and f.TEACHER_MODEL.value:  # Loads it once: a bad file fails here.
+        teacher.load_teacher(f.TEACHER_MODEL.value, shapes.input_shape, shapes.num_classes)
     return out
 
 

@@ -30,7 +30,7 @@ def load_teacher(path, input_shape, num_classes):
       ValueError: the path is missing or the model's input/output shapes differ.
     """
     if not os.path.exists(path):
-        raise ValueError(f"--teacher_model {path!r} does not exist.")
+        raise ValueError(f"--teacher_model={path} does not exist.")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 — any failure to load means an unusable file.

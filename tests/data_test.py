@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import time
 
 import numpy as np
 import pytest
@@ -103,6 +104,19 @@ def test_no_data_names_both_ways(tmp_path):
     msg = str(e.value)
     assert "apt-get install dataset-fashion-mnist" in msg and "--manual_dir" in msg
     assert "download" in msg
+
+
+@pytest.mark.parametrize("name, manual", [("cifar10", None), ("fashion_mnist", "empty")])
+def test_offline_download_fails_in_seconds(tmp_path, monkeypatch, name, manual):
+    # A closed local port stands for an unreachable download server.
+    monkeypatch.setattr(data_lib, "DOWNLOAD_HOST", ("127.0.0.1", 9))
+    manual_dir = tmp_path / "empty"
+    manual_dir.mkdir()
+    start = time.time()
+    with pytest.raises(data_lib.DataError, match="no connection to 127.0.0.1"):
+        data_lib.prepare_builder(name, str(tmp_path / "tfds"),
+                                 str(manual_dir) if manual else None)
+    assert time.time() - start < 20
 
 
 def test_partial_manual_dir(tmp_path, idx_dir):

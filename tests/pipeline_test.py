@@ -1,4 +1,5 @@
-"""training.train_or_load: a cached run is found again, also after the workdir moved."""
+"""Cached runs: found again after the workdir moved, a corrupt one retrained, and
+a parent with other weights retrains its dependents."""
 
 import os
 import shutil
@@ -6,7 +7,8 @@ import shutil
 from conftest import tiny_dataset
 
 from kd_keras import data as data_lib
-from kd_keras import models, training
+from kd_keras import models, pipeline, runs, training, variants
+from kd_keras.keras_compat import keras
 
 
 def _train(workdir, datasets):
@@ -31,3 +33,57 @@ def test_moved_workdir_reuses_runs_and_reports_where_they_are_now(tmp_path):
     assert again["run_dir"].startswith(moved_dir) and os.path.isdir(again["run_dir"])
     for a, b in zip(model.get_weights(), reloaded.get_weights()):
         assert (a == b).all()
+
+
+def test_a_corrupt_cached_model_is_moved_aside_and_retrained(tmp_path, capsys):
+    datasets = data_lib.make_datasets(tiny_dataset(n=32), batch_size=16)
+    workdir = str(tmp_path / "work")
+    _, first = _train(workdir, datasets)
+    with open(os.path.join(first["run_dir"], "model.keras"), "wb") as f:
+        f.write(b"not a zip archive")
+    _, again = _train(workdir, datasets)
+    assert not again["reused"] and again["run_dir"] == first["run_dir"]
+    aside = [d for d in os.listdir(os.path.join(workdir, "runs")) if ".corrupt-" in d]
+    assert len(aside) == 1
+    out = capsys.readouterr().out
+    assert os.path.basename(first["run_dir"]) in out and "corrupt" in out
+
+
+def _variants(workdir, data):
+    config = pipeline.PipelineConfig(
+        workdir=workdir, dataset="tiny", batch_size=16, teacher="cnn",
+        teacher_kwargs={"width": 0.25}, teacher_train=training.TrainConfig(epochs=1),
+        teacher_augment=data_lib.AugmentConfig(), student="cnn",
+        student_kwargs={"width": 0.25}, student_train=training.TrainConfig(epochs=1),
+        kd_mode="on", techniques=("prune",), compress_epochs=1, export_formats=(), verbose=0)
+    teachers, digests, teacher_rows = pipeline.train_teachers(config, data)
+    ctx = pipeline.variant_context(config, data, teachers, digests)
+    rows = [variants.train(ctx, v)[1] for v in pipeline.student_variants(config)]
+    return teacher_rows[0], rows
+
+
+def test_a_parent_with_other_weights_retrains_its_dependents(tmp_path):
+    data = tiny_dataset(n=32)
+    workdir = str(tmp_path / "work")
+    teacher, rows = _variants(workdir, data)
+    assert [r["label"] for r in rows] == ["none", "prune"]
+    assert not any(r["reused"] for r in rows)
+    _, again = _variants(workdir, data)
+    assert all(r["reused"] for r in again)  # Unchanged: all reused.
+    assert [r["run_dirs"] for r in again] == [r["run_dirs"] for r in rows]
+
+    # The teacher's run now holds other weights (as a non-deterministic
+    # retrain would leave it): every student and stage distilled from it
+    # must be trained again, into new run directories.
+    path = os.path.join(teacher["run_dir"], "model.keras")
+    model = keras.models.load_model(path, compile=False)
+    model.set_weights([w + 0.01 for w in model.get_weights()])
+    model.save(path)
+    result = runs.read_json(os.path.join(teacher["run_dir"], "result.json"))
+    del result["weights_digest"]
+    runs.write_json(os.path.join(teacher["run_dir"], "result.json"), result)
+    new_teacher, retrained = _variants(workdir, data)
+    assert new_teacher["weights_digest"] != teacher["weights_digest"]
+    assert not any(r["reused"] for r in retrained)
+    for old, new in zip(rows, retrained):
+        assert not set(old["run_dirs"]) & set(new["run_dirs"])

@@ -2,10 +2,14 @@
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from kd_keras import runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_config_hash_ignores_key_order_and_sees_values():
@@ -31,3 +35,21 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
         runs.write_text(str(path), "half written \udcff")
     assert runs.read_json(str(path)) == {"done": 1}
     assert sorted(os.listdir(tmp_path)) == ["results.json"]
+
+
+def test_a_second_process_is_refused_a_locked_workdir_until_it_is_released(tmp_path):
+    workdir = str(tmp_path / "work")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from kd_keras import runs\n"
+         f"with runs.WorkdirLock({workdir!r}):\n    print('held', flush=True); time.sleep(60)"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(runs.WorkdirLockedError, match=f"process {holder.pid}"):
+            with runs.WorkdirLock(workdir):
+                pass
+    finally:
+        holder.kill()  # A killed holder leaves no stale lock behind.
+        holder.wait()
+    with runs.WorkdirLock(workdir):
+        pass

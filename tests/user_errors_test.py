@@ -1,0 +1,138 @@
+"""Every user error is one clear line, before any data is loaded or model trained.
+
+Each case runs an entry point's real flag parsing and `main` in one
+subprocess per entry point (absl flags are process-global), with the data
+loaders replaced by a function that fails loudly: a case passes only if the
+program exits non-zero with one line naming the flag and the value, and
+never reached the data.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kd_keras import runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+HARNESS = r"""
+import json, sys
+from absl import flags
+from kd_keras import data as data_lib
+
+def loaded(*args, **kwargs):
+    raise AssertionError("DATA WAS LOADED")
+
+data_lib.load_dataset = data_lib.prepare_builder = loaded
+module = __import__(sys.argv[1], fromlist=["main"])
+for name, argv in json.loads(sys.argv[2]):
+    flags.FLAGS.unparse_flags()
+    code, message = 0, ""
+    try:
+        module.parse_flags(["prog"] + argv)
+        module.main(["prog"])
+    except SystemExit as e:
+        code, message = (1, str(e.code)) if isinstance(e.code, str) else (e.code, "")
+    except BaseException as e:  # A traceback: the case fails.
+        code, message = 99, f"{type(e).__name__}: {e}"
+    print("CASE " + json.dumps({"name": name, "code": code, "message": message}), flush=True)
+"""
+
+
+def _run(module, cases):
+    proc = subprocess.run(
+        [sys.executable, "-c", HARNESS, module, json.dumps([(n, a) for n, a, _ in cases])],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+        timeout=300)
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("CASE "):
+            row = json.loads(line[5:])
+            results[row["name"]] = row
+    assert len(results) == len(cases), proc.stderr[-3000:]
+    return results
+
+
+def _check(results, cases):
+    for name, _, fragments in cases:
+        row = results[name]
+        message = row["message"]
+        assert row["code"] not in (0, 99), f"{name}: exit {row['code']}: {message}"
+        assert "DATA WAS LOADED" not in message, f"{name}: the data was loaded first"
+        assert "\n" not in message.strip(), f"{name}: not one line: {message!r}"
+        for fragment in fragments:
+            assert fragment in message, f"{name}: {fragment!r} not in {message!r}"
+
+
+@pytest.fixture
+def paths(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    corrupt = tmp_path / "teacher.keras"
+    corrupt.write_bytes(b"this is not a zip file")
+    return {"file": str(a_file), "work": str(tmp_path / "work"), "corrupt": str(corrupt),
+            "data": str(tmp_path / "tfds"), "locked": str(tmp_path / "locked")}
+
+
+def test_pipeline_and_study_errors(paths):
+    base = ["--flagfile=kd_keras/configs/smoke.flags", f"--workdir={paths['work']}",
+            f"--data_dir={paths['data']}"]
+    cases = [
+        ("student_args garbage", base + ["--student_args=garbage"],
+         ["--student_args", "garbage"]),
+        ("kd_weights not a number", base + ["--kd_weights=x"], ["--kd_weights", "x"]),
+        ("kd_weights count", base + ["--kd_weights=1,2"], ["--kd_weights=1,2", "one weight"]),
+        ("seeds not integers", base + ["--mode=study", "--seeds=a,b"], ["--seeds", "a"]),
+        ("seeds in pipeline mode", base + ["--seeds=1,2"], ["--seeds", "--mode=study"]),
+        ("teacher_args bad value", base + ["--teacher_args=depth=abc"],
+         ["--teacher_args=depth=abc", "resnet"]),
+        ("teacher_args unknown key", base + ["--teacher_args=foo=1"],
+         ["--teacher_args=foo=1", "foo"]),
+        ("workdir is a file", base + [f"--workdir={paths['file']}"],
+         ["--workdir", paths["file"], "file"]),
+        ("workdir not creatable", base + ["--workdir=/proc/kd_keras_work"],
+         ["--workdir=/proc/kd_keras_work"]),
+        ("hint on a missing layer", base + ["--kd_losses=hint", "--student_layer=nonexistent"],
+         ["--kd_losses=hint", "nonexistent"]),
+        ("export format int4", base + ["--export_formats=int4"], ["--export_formats", "int4"]),
+        ("export threads 0", base + ["--export_threads=0"], ["--export_threads", "0"]),
+        ("unknown technique", base + ["--techniques=prune,bogus"], ["--techniques", "bogus"]),
+        ("unknown study technique", base + ["--mode=study", "--study_techniques=none,bogus"],
+         ["--study_techniques", "bogus"]),
+        ("bad augmentation", base + ["--student_augment=blur"], ["--student_augment", "blur"]),
+        ("unknown dataset", base + ["--dataset=imagenet"], ["--dataset", "imagenet"]),
+        ("unknown loss", base + ["--kd_losses=kd,dkdx"], ["--kd_losses", "dkdx"]),
+        ("unknown flag", base + ["--studnet=cnn"], ["studnet"]),
+        ("workdir in use", base + [f"--workdir={paths['locked']}"],
+         [paths["locked"], "in use by process", "another --workdir"]),
+    ]
+    with runs.WorkdirLock(paths["locked"]):  # This process holds it; the harness is refused.
+        results = _run("kd_keras.main", cases)
+    _check(results, cases)
+
+
+def test_search_and_export_errors(paths):
+    base = ["--flagfile=kd_keras/configs/nas_smoke.flags", f"--project_dir={paths['work']}",
+            f"--data_dir={paths['data']}"]
+    cases = [
+        ("corrupt teacher model", base + [f"--teacher_model={paths['corrupt']}"],
+         ["--teacher_model", paths["corrupt"]]),
+        ("missing teacher model", base + ["--teacher_model=/nonexistent.keras"],
+         ["--teacher_model=/nonexistent.keras"]),
+        ("two thread counts", base + ["--export_threads=1,2"], ["--export_threads"]),
+        ("filters not integers", base + ["--filters=8,wide"], ["--filters", "wide"]),
+        ("teacher_args garbage", base + ["--teacher_args=oops"], ["--teacher_args", "oops"]),
+    ]
+    _check(_run("nas.main", cases), cases)
+    base = [f"--out_dir={paths['work']}", f"--data_dir={paths['data']}"]
+    cases = [
+        ("export format int4", base + [f"--model={paths['corrupt']}", "--export_formats=int4"],
+         ["--export_formats", "int4"]),
+        ("missing model", base + ["--model=/nonexistent.keras"], ["--model=/nonexistent.keras"]),
+        ("out_dir is a file", [f"--model={paths['corrupt']}", f"--out_dir={paths['file']}"],
+         ["--out_dir", paths["file"]]),
+    ]
+    _check(_run("export.main", cases), cases)

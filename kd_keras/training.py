@@ -219,7 +219,7 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
             print(f"Cached run {os.path.basename(directory)} is corrupt; moved to {aside}, "
                   "training it again.", flush=True)
         else:
-            logging.info("Reusing finished run %s", directory)
+            logging.warning("Reusing finished run %s", directory)
             digest = result.get("weights_digest") or runs.weights_digest(model)
             # run_dir is where the run is now (the workdir may have been moved).
             return model, dict(result, run_dir=directory, reused=True, weights_digest=digest)

@@ -14,6 +14,7 @@ from kd_keras import compression, models, runs, training, variants
 from kd_keras import data as data_lib
 from kd_keras import pipeline_report as report
 from kd_keras.distiller import Distiller
+from kd_keras.keras_compat import keras
 
 KD_MODES = ("both", "on", "off")
 
@@ -81,11 +82,14 @@ def train_teachers(config, data, verbose=None):
       retrained teacher with other weights is never mixed with students of
       the old one.
     """
-    datasets = data_lib.make_datasets(data, config.batch_size, config.teacher_augment)
     teachers, hashes, results = [], [], []
     for i in range(config.num_teachers):
         train_cfg = dataclasses.replace(config.teacher_train,
                                         seed=config.teacher_train.seed + i)
+        # Seeded before the pipeline is built: its shuffle depends on the global seed.
+        keras.utils.set_random_seed(train_cfg.seed)
+        datasets = data_lib.make_datasets(data, config.batch_size, config.teacher_augment,
+                                          seed=train_cfg.seed)
         spec = {"role": "teacher", "model": config.teacher, "kwargs": config.teacher_kwargs,
                 "train": runs.spec_of(train_cfg),
                 "augment": runs.spec_of(config.teacher_augment),

@@ -184,6 +184,9 @@ def train(ctx: Context, variant: Variant):
     data = ctx.data if variant.bootstrap < 0 else bootstrap_dataset(ctx.data, variant.bootstrap)
     train_cfg = dataclasses.replace(ctx.student_train, seed=variant.seed,
                                     epochs=variant.epochs or ctx.student_train.epochs)
+    # Seeded before any pipeline is built (tf.data's shuffle depends on the global
+    # seed): the KD and no-KD runs of one seed see the same batches.
+    keras.utils.set_random_seed(variant.seed)
     datasets = data_lib.make_datasets(data, ctx.batch_size, variant.augment, seed=variant.seed)
     offline = None if variant.augment.enabled else data
     teacher = ctx.teachers if variant.kd else None

@@ -72,6 +72,7 @@ def train_or_load_teacher(data, workdir, name="resnet", kwargs=None,
             "train": dataclasses.asdict(train_config), "augment": dataclasses.asdict(augment),
             "data": {"dataset": data.name, "train": len(data.x_train), "val": len(data.x_val),
                      "test": len(data.x_test), "batch_size": batch_size}}
+    keras.utils.set_random_seed(train_config.seed)  # Before the pipeline is built.
     datasets = data_lib.make_datasets(data, batch_size, augment, seed=train_config.seed)
     return training.train_or_load(
         workdir, "teacher", spec,

@@ -246,6 +246,7 @@ class StudentSearch(base_tuner.BaseTuner):
     def datasets(self):
         """The train / val / test tf.data pipelines (built once)."""
         if self._datasets is None:
+            keras.utils.set_random_seed(self.train_config.seed)  # Before the pipeline is built.
             self._datasets = data_lib.make_datasets(self.data, self.batch_size, self.augment,
                                                     seed=self.train_config.seed)
         return self._datasets

@@ -52,6 +52,7 @@ def parse_flags(argv):
 
 
 def main(argv):
+    """Exports and measures the model the flags name; prints the table."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     f = export_flags

@@ -228,6 +228,7 @@ def verify_fashion_mnist(y_train, y_test, counts=None):
 
 
 def missing_idx_files(directory):
+    """The Fashion-MNIST IDX file names absent from `directory`."""
     return [n for n in IDX_FILES.values()
             if not os.path.exists(os.path.join(directory, n))]
 

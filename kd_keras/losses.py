@@ -195,4 +195,5 @@ def get(identifier, **kwargs):
 
 
 def serialize(loss):
+    """A loss as a JSON-able {name, config} dict (the inverse of :func:`get`)."""
     return {"name": loss.name, "config": loss.get_config()}

@@ -63,6 +63,7 @@ def configure():
 
 
 def main(argv):
+    """Runs the pipeline or the study the flags describe."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:  # Invalid flags and combinations fail here, before any data or training.

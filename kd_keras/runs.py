@@ -86,6 +86,7 @@ def write_text(path, text):
 
 
 def read_json(path):
+    """The JSON value stored in `path`."""
     with open(path) as f:
         return json.load(f)
 

@@ -106,6 +106,7 @@ def configure():
 
 
 def main(argv):
+    """Runs (or resumes) the search the flags describe and writes its report."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     f = nas_flags

@@ -28,6 +28,7 @@ def ordered_summary(results):
 
 
 def orthogonality_table(summary):
+    """The Markdown table of KD gains per technique, with intervals and additivity."""
     lines = [
         "| technique | acc no KD (%) | acc KD (%) | KD gain Δ (pts) [95% CI] | Δ(T)/Δ(none) | "
         "T+KD gain vs plain: measured / sum of parts (pts) | int8 TFLite acc no KD / KD (%) | "
@@ -96,6 +97,7 @@ def variance_section(var, n_seeds):
 
 
 def markdown(results):
+    """The whole study report (Markdown) from the study's results dict."""
     seeds = results["seeds"]
     summary = ordered_summary(results)
     parts = [f"# Orthogonality study: {results['dataset']}", ""]

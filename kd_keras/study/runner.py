@@ -82,6 +82,7 @@ class StudyConfig:
 
 
 def technique_variant(config, technique, seed, kd):
+    """The Variant of one study cell: `technique` at `seed`, with or without KD."""
     p = config.pipeline
     fields = dict(TECHNIQUES.get(technique, {}))
     if technique == "nas":
@@ -199,6 +200,7 @@ def run(config: StudyConfig):
 
 
 def bagging_variants(config):
+    """The bagging baseline's members: bootstrap resamples of the plain student."""
     p = config.pipeline
     epochs = config.bagging_epochs or max(1, p.student_train.epochs // config.bagging_members)
     base = technique_variant(config, "none", config.seeds[0], False)
@@ -339,6 +341,7 @@ def summarize(rows, seeds):
 
 
 def describe_budget(config):
+    """One sentence saying the student and training budget every run shares."""
     p = config.pipeline
     return (f"student '{p.student}' {p.student_kwargs}, {p.student_train.epochs} epochs; "
             f"compression stages {p.compress_epochs} epoch(s) each at lr/10 from the trained "

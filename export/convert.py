@@ -23,16 +23,14 @@ import os
 
 import numpy as np
 
+from kd_keras import compression, runs
 from kd_keras import data as data_lib
-from kd_keras import runs
 from kd_keras.keras_compat import keras, tf
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 DEFAULT_NUM_CALIBRATION = 200
 TFLITE_IDENTIFIER = b"TFL3"  # Bytes 4..8 of every TFLite flatbuffer.
 
-_PRUNE_WRAPPERS = ("PruneLowMagnitude",)
-_CLUSTER_WRAPPERS = ("ClusterWeights", "ClusterWeightsMHA")
 _QAT_LAYERS = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
 
 
@@ -76,17 +74,12 @@ def strip_wrappers(model):
     Raises:
       ExportError: stripping failed (e.g. a subclassed model holding wrappers).
     """
-    names = _layer_class_names(model)
     try:
-        if names & set(_PRUNE_WRAPPERS):
-            model = _tfmot().sparsity.keras.strip_pruning(model)
-        if names & set(_CLUSTER_WRAPPERS):
-            model = _tfmot().clustering.keras.strip_clustering(model)
+        return compression.strip(model)
     except (ValueError, NotImplementedError, TypeError) as e:
         raise ExportError(
             f"Cannot strip pruning/clustering wrappers from model "
             f"'{getattr(model, 'name', model)}': {e}") from e
-    return model
 
 
 def _custom_object_scopes():

@@ -28,7 +28,7 @@ from kd_keras.compression.config import (
     TECHNIQUES,
     CompressionConfig,
 )
-from kd_keras.compression.measure import (
+from kd_keras.compression.figures import (
     has_quantize_layers,
     int8_tflite_converts,
     kernels,

@@ -107,7 +107,7 @@ class Distiller(keras.Model):
             raise ValueError("distillation_losses must name at least one loss.")
         built = []
         for item in distillation_losses:
-            kw = {"temperature": temperature} if item == losses_lib.LogitsKD.name else {}
+            kw = {"temperature": temperature} if item in losses_lib.LOGIT_LOSSES else {}
             built.append(losses_lib.get(item, **kw))
         if distillation_loss_weights is None:
             distillation_loss_weights = [1.0] * len(built)
@@ -197,14 +197,16 @@ class Distiller(keras.Model):
         return [[tf.stop_gradient(o) for o in _as_list(f(x, training=False))]
                 for f in self._teacher_features]
 
-    def distillation_loss(self, teacher_outs, student_outs):
-        """Weighted sum of the distillation losses for one batch."""
+    def distillation_loss(self, teacher_outs, student_outs, labels=None):
+        """Weighted sum of the distillation losses for one batch (`labels` go
+        to the losses that need them, e.g. DKD)."""
         total = 0.0
         for loss, w in zip(self.distillation_losses, self.distillation_loss_weights):
             ti = self._index(self._t_names, loss.teacher_layer)
             si = self._index(self._s_names, loss.student_layer)
+            extra = {"labels": labels} if getattr(loss, "needs_labels", False) else {}
             total += w * loss.compute([t[ti] for t in teacher_outs], student_outs[si],
-                                      self.ensemble)
+                                      self.ensemble, **extra)
         return total
 
     @property
@@ -243,7 +245,7 @@ class Distiller(keras.Model):
         with tf.GradientTape() as tape:
             student_outs = _as_list(self._student_features(x, training=True))
             student_loss = self._student_loss(y, student_outs[0], sample_weight)
-            distill_loss = self.distillation_loss(teacher_outs, student_outs)
+            distill_loss = self.distillation_loss(teacher_outs, student_outs, y)
             loss = self.alpha * student_loss + (1.0 - self.alpha) * distill_loss
             if self.student.losses:
                 loss += tf.add_n(self.student.losses)

@@ -154,7 +154,7 @@ def define_student_flags(model=True):
 
 def define_kd_flags():
     """--kd_losses, --kd_weights, --alpha, --temperature, --ensemble,
-    --teacher_layer, --student_layer."""
+    --teacher_layer, --student_layer, --dkd_alpha, --dkd_beta, --dist_beta, --dist_gamma."""
     out = _holders(
         kd_losses=flags.DEFINE_list("kd_losses", ["kd"],
                                     f"Distillation losses, from {sorted(losses_lib.REGISTRY)}."),
@@ -169,6 +169,14 @@ def define_kd_flags():
                                           "Teacher layer of feature losses."),
         student_layer=flags.DEFINE_string("student_layer", "block3",
                                           "Student layer of feature losses."),
+        dkd_alpha=flags.DEFINE_float("dkd_alpha", 1.0, "dkd: weight of target-class KD.",
+                                     lower_bound=0),
+        dkd_beta=flags.DEFINE_float("dkd_beta", 8.0, "dkd: weight of non-target-class KD.",
+                                    lower_bound=0),
+        dist_beta=flags.DEFINE_float("dist_beta", 1.0, "dist: weight of inter-class relations.",
+                                     lower_bound=0),
+        dist_gamma=flags.DEFINE_float("dist_gamma", 1.0,
+                                      "dist: weight of intra-class relations.", lower_bound=0),
     )
     _validate_list("kd_losses", lambda v: v in losses_lib.REGISTRY, sorted(losses_lib.REGISTRY))
     _validate_list("kd_weights", _is_number(float), "numbers")
@@ -281,7 +289,9 @@ def kd_config(holders):
         losses=tuple(holders.kd_losses.value), weights=weights,
         alpha=holders.alpha.value, temperature=holders.temperature.value,
         ensemble=holders.ensemble.value, teacher_layer=holders.teacher_layer.value,
-        student_layer=holders.student_layer.value)
+        student_layer=holders.student_layer.value, dkd_alpha=holders.dkd_alpha.value,
+        dkd_beta=holders.dkd_beta.value, dist_beta=holders.dist_beta.value,
+        dist_gamma=holders.dist_gamma.value)
 
 
 def export_threads(holders):

@@ -20,6 +20,24 @@ Conventions (the Distiller combines them as
 * ``attention`` (Zagoruyko & Komodakis 2017): ``Q = normalize(vec(mean_c
   f^2))`` per example, ``L = mean((Q_s - Q_t)^2)`` over batch and positions
   (the reference code's form; it uses a weight of 1000).
+* ``dkd`` (Decoupled KD, Zhao et al. 2022): with ``b = [p_gt, 1 - p_gt]`` the
+  binary target/non-target split of the softened distributions and ``p^nt``
+  the distribution over the non-target classes only,
+  ``L = T^2 * (alpha * KL(b_t || b_s) + beta * KL(p^nt_t || p^nt_s))``, batch
+  mean (the reference code's TCKD and NCKD, without its warm-up factor).
+  Needs the labels.
+* ``dist`` (DIST, Huang et al. 2022): with ``y = softmax(z / T)``,
+  ``L = T^2 * (beta * (1 - mean_i pearson(y_s[i, :], y_t[i, :]))
+  + gamma * (1 - mean_j pearson(y_s[:, j], y_t[:, j])))``: inter-class
+  relations per example plus intra-class relations per class over the batch.
+* ``lskd`` (logit standardization, Sun et al. 2024): ``kd`` on z-scored
+  logits, ``z' = (z - mean(z)) / (std(z) + 1e-7)`` per example with the
+  unbiased std (as ``torch.std`` in the reference code), for the student and
+  every teacher.
+
+Logit losses read the teachers' logits only, so they work with precomputed
+(cached) teacher logits; with an ensemble, the teachers' (standardized)
+logits are combined as ``ensemble`` says.
 
 For an ensemble teacher, feature losses are averaged over the teachers.
 """
@@ -28,9 +46,14 @@ from kd_keras.keras_compat import keras, tf
 
 
 class DistillationLoss:
-    """Base class. Subclasses implement ``compute`` and may override ``build``."""
+    """Base class. Subclasses implement ``compute`` and may override ``build``.
+
+    A loss that needs the labels sets ``needs_labels = True``; its ``compute``
+    then receives them as ``labels`` (integer class ids, shape (batch,)).
+    """
 
     name = "base"
+    needs_labels = False
 
     def __init__(self, teacher_layer=None, student_layer=None):
         self.teacher_layer = teacher_layer
@@ -56,6 +79,8 @@ class DistillationLoss:
           teacher_outputs: list, one tensor per teacher.
           student_output: the student's tensor.
           ensemble: 'logits' or 'probs' (used by logit losses).
+
+        A loss with ``needs_labels`` also takes ``labels=`` (class ids).
         """
         raise NotImplementedError
 
@@ -98,6 +123,106 @@ class LogitsKD(DistillationLoss):
 
     def get_config(self):
         return {"temperature": self.temperature}
+
+
+def _kl(p, log_q, axis=-1):
+    """KL(p || q) per example from probabilities p and log-probabilities log q."""
+    return tf.reduce_sum(p * (tf.math.log(tf.maximum(p, 1e-12)) - log_q), axis=axis)
+
+
+class DecoupledKD(DistillationLoss):
+    """DKD: target-class and non-target-class KD weighted separately."""
+
+    name = "dkd"
+    needs_labels = True
+
+    def __init__(self, temperature=4.0, alpha=1.0, beta=8.0):
+        for key, value in (("temperature", temperature), ("alpha", alpha), ("beta", beta)):
+            if not isinstance(value, (int, float)) or value < 0 or (
+                    key == "temperature" and value == 0):
+                bound = "> 0" if key == "temperature" else ">= 0"
+                raise ValueError(f"dkd {key} must be a number {bound}, got {value!r}.")
+        super().__init__()
+        self.temperature, self.alpha, self.beta = float(temperature), float(alpha), float(beta)
+
+    def compute(self, teacher_outputs, student_output, ensemble="logits", labels=None):
+        if labels is None:
+            raise ValueError("dkd needs the labels.")
+        t = self.temperature
+        classes = tf.shape(student_output)[-1]
+        gt = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), classes,
+                        dtype=student_output.dtype)
+        p_t = soft_targets(teacher_outputs, t, ensemble)
+        p_s = tf.nn.softmax(student_output / t)
+        # Target vs non-target: binary distributions.
+        pt_gt = tf.reduce_sum(p_t * gt, -1, keepdims=True)
+        ps_gt = tf.reduce_sum(p_s * gt, -1, keepdims=True)
+        b_t = tf.concat([pt_gt, 1.0 - pt_gt], -1)
+        b_s = tf.concat([ps_gt, 1.0 - ps_gt], -1)
+        tckd = _kl(b_t, tf.math.log(tf.maximum(b_s, 1e-12)))
+        # Among the non-target classes only (the reference masks the target
+        # logit with -1000 before the softmax; renormalizing is the same).
+        nt_t = p_t * (1.0 - gt)
+        nt_t = nt_t / tf.maximum(tf.reduce_sum(nt_t, -1, keepdims=True), 1e-12)
+        log_nt_s = tf.nn.log_softmax(student_output / t - 1000.0 * gt)
+        nckd = _kl(nt_t * (1.0 - gt), log_nt_s * (1.0 - gt))
+        return t * t * tf.reduce_mean(self.alpha * tckd + self.beta * nckd)
+
+    def get_config(self):
+        return {"temperature": self.temperature, "alpha": self.alpha, "beta": self.beta}
+
+
+def _pearson(a, b, axis):
+    a = a - tf.reduce_mean(a, axis, keepdims=True)
+    b = b - tf.reduce_mean(b, axis, keepdims=True)
+    num = tf.reduce_sum(a * b, axis)
+    return num / (tf.norm(a, axis=axis) * tf.norm(b, axis=axis) + 1e-8)
+
+
+class DIST(DistillationLoss):
+    """DIST: Pearson relations between softened predictions, inter and intra class."""
+
+    name = "dist"
+
+    def __init__(self, temperature=4.0, beta=1.0, gamma=1.0):
+        for key, value in (("temperature", temperature), ("beta", beta), ("gamma", gamma)):
+            if not isinstance(value, (int, float)) or value < 0 or (
+                    key == "temperature" and value == 0):
+                bound = "> 0" if key == "temperature" else ">= 0"
+                raise ValueError(f"dist {key} must be a number {bound}, got {value!r}.")
+        super().__init__()
+        self.temperature, self.beta, self.gamma = float(temperature), float(beta), float(gamma)
+
+    def compute(self, teacher_outputs, student_output, ensemble="logits", labels=None):
+        del labels
+        t = self.temperature
+        y_t = soft_targets(teacher_outputs, t, ensemble)
+        y_s = tf.nn.softmax(student_output / t)
+        inter = 1.0 - tf.reduce_mean(_pearson(y_s, y_t, axis=1))
+        intra = 1.0 - tf.reduce_mean(_pearson(y_s, y_t, axis=0))
+        return t * t * (self.beta * inter + self.gamma * intra)
+
+    def get_config(self):
+        return {"temperature": self.temperature, "beta": self.beta, "gamma": self.gamma}
+
+
+def standardize(logits):
+    """Per example z-score of logits, with the unbiased std, plus 1e-7."""
+    mean = tf.reduce_mean(logits, -1, keepdims=True)
+    n = tf.cast(tf.shape(logits)[-1], logits.dtype)
+    var = tf.reduce_sum(tf.square(logits - mean), -1, keepdims=True) / (n - 1.0)
+    return (logits - mean) / (tf.sqrt(var) + 1e-7)
+
+
+class StandardizedKD(LogitsKD):
+    """Logit-standardized KD: Hinton's KD on z-scored student and teacher logits."""
+
+    name = "lskd"
+
+    def compute(self, teacher_outputs, student_output, ensemble="logits", labels=None):
+        del labels
+        return super().compute([standardize(z) for z in teacher_outputs],
+                               standardize(student_output), ensemble)
 
 
 def _match_spatial(student, teacher):
@@ -171,7 +296,10 @@ class AttentionTransfer(DistillationLoss):
         return tf.add_n(losses) / len(losses)
 
 
-REGISTRY = {cls.name: cls for cls in (LogitsKD, HintLoss, AttentionTransfer)}
+REGISTRY = {cls.name: cls for cls in (LogitsKD, HintLoss, AttentionTransfer, DecoupledKD,
+                                      DIST, StandardizedKD)}
+# Losses that read the logits only and take a temperature.
+LOGIT_LOSSES = ("kd", "dkd", "dist", "lskd")
 
 
 def get(identifier, **kwargs):

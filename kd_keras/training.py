@@ -60,6 +60,10 @@ class KDConfig:
     ensemble: str = "logits"
     teacher_layer: str = "stage3"
     student_layer: str = "block3"
+    dkd_alpha: float = 1.0
+    dkd_beta: float = 8.0
+    dist_beta: float = 1.0
+    dist_gamma: float = 1.0
 
     def build_losses(self):
         """The distillation loss objects these settings name."""
@@ -67,6 +71,13 @@ class KDConfig:
         for name in self.losses:
             if name == "kd":
                 out.append(losses_lib.LogitsKD(self.temperature))
+            elif name == "lskd":
+                out.append(losses_lib.StandardizedKD(self.temperature))
+            elif name == "dkd":
+                out.append(losses_lib.DecoupledKD(self.temperature, self.dkd_alpha,
+                                                  self.dkd_beta))
+            elif name == "dist":
+                out.append(losses_lib.DIST(self.temperature, self.dist_beta, self.dist_gamma))
             else:
                 out.append(losses_lib.get(name, teacher_layer=self.teacher_layer,
                                           student_layer=self.student_layer))

@@ -158,20 +158,21 @@ def test_bad_arguments_raise_clear_errors(kwargs, match):
         Distiller(**args)
 
 
-def test_precomputed_teacher_logits_give_the_same_training():
+@pytest.mark.parametrize("loss, n_teachers", [("kd", 1), ("dkd", 1), ("dist", 2), ("lskd", 2)])
+def test_precomputed_teacher_logits_give_the_same_training(loss, n_teachers):
     from conftest import tiny_dataset
 
     from kd_keras import data as data_lib
 
     ds = tiny_dataset(32, shape=SHAPE, classes=5)
-    teacher = _teacher()
+    teacher = [_teacher() for _ in range(n_teachers)]
     runs = []
     for offline in (False, True):
         student = _student(seed=3)
-        d = _compiled(student, teacher)
+        d = _compiled(student, teacher, distillation_losses=loss)
         if offline:
             logits = d.precompute_teacher_logits(data_lib.preprocess(ds.x_train).numpy())
-            assert logits.shape == (32, 1, 5)
+            assert logits.shape == (32, n_teachers, 5)
             train = data_lib.make_datasets(ds, 8, seed=0, teacher_logits=logits)["train"]
         else:
             train = data_lib.make_datasets(ds, 8, seed=0)["train"]

@@ -2,8 +2,9 @@
 
 ``load_dataset`` returns the train / validation / test splits as numpy arrays
 (all four supported datasets fit in memory) and ``make_datasets`` turns them
-into shuffled, batched, cached and prefetched ``tf.data`` pipelines with the
-augmentations named in an :class:`AugmentConfig`.
+into batched and prefetched ``tf.data`` pipelines; the training one shuffles
+and augments (as named in an :class:`AugmentConfig`) as a pure function of
+the seed and the epoch.
 
 Fashion-MNIST has an offline path: when TFDS has not prepared it yet and cannot
 download it, it is prepared through TFDS from the four IDX ``.gz`` files in a
@@ -413,28 +414,46 @@ def preprocess(images):
 
 
 def augment_fn(config: AugmentConfig, seed: Optional[int] = None):
-    """Returns a per-example function (image float32 HWC, label) -> same."""
+    """Returns a per-example function (image float32 HWC, label[, key]) -> (image, label).
 
-    def fn(image, label):
+    With `key` (an int32/int64 tensor of shape [2]) the randomness is stateless:
+    a pure function of the key, so the same key gives the same augmentation in
+    any process. Without it, stateful random ops seeded by `seed` are used.
+    """
+
+    def fn(image, label, key=None):
+        keys = [None] * 3 if key is None else [
+            tf.random.experimental.stateless_fold_in(key, i) for i in range(3)]
         shape = tf.shape(image)
         if config.crop_padding:
             p = config.crop_padding
             padded = tf.pad(image, [[p, p], [p, p], [0, 0]])
-            image = tf.image.random_crop(padded, shape, seed=seed)
+            image = (tf.image.random_crop(padded, shape, seed=seed) if key is None else
+                     tf.image.stateless_random_crop(padded, shape, seed=keys[0]))
         if config.flip:
-            image = tf.image.random_flip_left_right(image, seed=seed)
+            image = (tf.image.random_flip_left_right(image, seed=seed) if key is None else
+                     tf.image.stateless_random_flip_left_right(image, seed=keys[1]))
         if config.cutout:
-            image = cutout(image, config.cutout, seed=seed)
+            image = cutout(image, config.cutout, seed=seed, key=keys[2])
         return image, label
 
     return fn
 
 
-def cutout(image, size, seed=None):
-    """Zeroes a `size` x `size` square centred at a random pixel (clipped)."""
+def cutout(image, size, seed=None, key=None):
+    """Zeroes a `size` x `size` square centred at a random pixel (clipped).
+
+    The centre is drawn statelessly from `key` (shape [2]) when given, else
+    with stateful ops seeded by `seed`.
+    """
     h, w = tf.shape(image)[0], tf.shape(image)[1]
-    cy = tf.random.uniform([], 0, h, dtype=tf.int32, seed=seed)
-    cx = tf.random.uniform([], 0, w, dtype=tf.int32, seed=seed)
+    if key is None:
+        cy = tf.random.uniform([], 0, h, dtype=tf.int32, seed=seed)
+        cx = tf.random.uniform([], 0, w, dtype=tf.int32, seed=seed)
+    else:
+        fold = tf.random.experimental.stateless_fold_in
+        cy = tf.random.stateless_uniform([], fold(key, 0), 0, h, dtype=tf.int32)
+        cx = tf.random.stateless_uniform([], fold(key, 1), 0, w, dtype=tf.int32)
     ys = tf.range(h)[:, None]
     xs = tf.range(w)[None, :]
     half = size // 2
@@ -443,51 +462,111 @@ def cutout(image, size, seed=None):
     return image * tf.cast(~inside, image.dtype)[:, :, None]
 
 
+def epoch_key(seed, epoch):
+    """The stateless random key (shape [2], int64) of one epoch of a seeded pipeline."""
+    return tf.random.experimental.stateless_fold_in(
+        tf.stack([tf.constant(seed, tf.int64), tf.constant(0, tf.int64)]),
+        tf.cast(epoch, tf.int64))
+
+
+def epoch_order(n, seed, epoch):
+    """The order (a permutation of range(n), int64) of the examples in one epoch.
+
+    A pure function of (n, seed, epoch): the same in every process, whichever
+    epoch the pipeline starts at.
+    """
+    key = tf.random.experimental.stateless_fold_in(epoch_key(seed, epoch), 0)
+    return tf.cast(tf.argsort(tf.random.stateless_uniform([n], key), stable=True), tf.int64)
+
+
 def make_datasets(data: Dataset, batch_size=128, augment=AugmentConfig(), seed=0,
-                  shuffle_buffer=None, teacher_logits=None):
+                  shuffle_buffer=None, teacher_logits=None, epochs=None, start_epoch=0):
     """Builds the train / val / test ``tf.data`` pipelines.
 
-    The train pipeline caches the preprocessed images, then shuffles (reshuffled
-    each epoch), augments, batches and prefetches. Validation and test are
-    cached, batched and prefetched, never shuffled or augmented.
+    The training data order and augmentation are a pure function of (`seed`,
+    epoch): epoch ``e`` visits the examples in the order ``epoch_order(n,
+    seed, e)`` and augments example ``i`` with the stateless key
+    ``fold_in(epoch_key(seed, e), i + 1)``. So the batches of epoch ``e`` are
+    the same in every process and whether the pipeline starts at epoch 0 or
+    at ``e`` (what resuming an interrupted training needs). Each epoch has
+    ``ceil(n / batch_size)`` batches, the last one possibly partial.
+    Validation and test are batched and prefetched, never shuffled or
+    augmented.
 
     Args:
       data: the Dataset.
       batch_size: examples per batch.
       augment: training augmentation.
-      seed: shuffling seed.
-      shuffle_buffer: default: the whole training split.
+      seed: seed of the data order and the augmentation.
+      shuffle_buffer: kept for compatibility; every epoch is a full
+        permutation of the training split.
       teacher_logits: optional array (N_train, teachers, classes) of
         precomputed teacher logits; the train pipeline then yields
         ``(x, {"label": y, "teacher_logits": t})`` for the Distiller. Not
         allowed with augmentation (the teacher must see the augmented image).
+      epochs: with it, 'train' holds epochs ``[start_epoch, epochs)`` one after
+        the other (for ``Model.fit(..., steps_per_epoch=...)``, which then
+        keeps one iterator across epochs). Without it, 'train' is epoch
+        `start_epoch` alone.
+      start_epoch: first epoch of 'train'.
 
     Returns:
-      dict with keys 'train', 'val' (None when the split is empty), 'test'.
+      dict with keys 'train', 'val' (None when the split is empty), 'test',
+      and 'train_epochs': a function (start_epoch, epochs) -> the train
+      pipeline of those epochs, which ``kd_keras.training.fit`` uses to start
+      or resume at any epoch.
+
+    Raises:
+      ValueError: augmentation with teacher logits, batch_size < 1, or
+        epochs / start_epoch out of range.
     """
+    del shuffle_buffer  # Each epoch is a full permutation.
     if teacher_logits is not None and augment.enabled:
         raise ValueError("Precomputed teacher logits need un-augmented training images; "
                          f"got augmentation {augment}.")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}.")
+    last = start_epoch + 1 if epochs is None else epochs
+    if not 0 <= start_epoch < last:
+        raise ValueError(f"Need 0 <= start_epoch < epochs; got start_epoch={start_epoch}, "
+                         f"epochs={epochs}.")
     autotune = tf.data.AUTOTUNE
 
     def base(x, y):
         return tf.data.Dataset.from_tensor_slices((x, y)).map(
             lambda a, b: (preprocess(a), b), num_parallel_calls=autotune).cache()
 
+    n = len(data.x_train)
+    images = tf.constant(data.x_train)
+    labels = tf.constant(data.y_train)
     if teacher_logits is not None:
-        train = tf.data.Dataset.from_tensor_slices(
-            (data.x_train, {"label": data.y_train, "teacher_logits": teacher_logits})).map(
-            lambda a, b: (preprocess(a), b), num_parallel_calls=autotune).cache()
-    else:
-        train = base(data.x_train, data.y_train)
-    train = train.shuffle(
-        shuffle_buffer or len(data.x_train), seed=seed, reshuffle_each_iteration=True)
-    if augment.enabled:
-        train = train.map(augment_fn(augment), num_parallel_calls=autotune)
-    train = train.batch(batch_size).prefetch(autotune)
+        labels = {"label": labels, "teacher_logits": tf.constant(teacher_logits)}
+    augment_one = augment_fn(augment) if augment.enabled else None
+
+    def one_epoch(epoch):
+        key = epoch_key(seed, epoch)
+
+        def example(i):
+            image = preprocess(tf.gather(images, i))
+            label = tf.nest.map_structure(lambda t: tf.gather(t, i), labels)
+            if augment_one is not None:
+                image, label = augment_one(
+                    image, label, tf.random.experimental.stateless_fold_in(key, i + 1))
+            return image, label
+
+        return tf.data.Dataset.from_tensor_slices(epoch_order(n, seed, epoch)).map(
+            example, num_parallel_calls=autotune).batch(batch_size)
+
+    def train_epochs(first, end):
+        if not 0 <= first < end:
+            raise ValueError(f"Need 0 <= start_epoch < epochs; got {first}, {end}.")
+        steps = -(-n // batch_size)
+        return (tf.data.Dataset.range(first, end).flat_map(one_epoch)
+                .apply(tf.data.experimental.assert_cardinality((end - first) * steps))
+                .prefetch(autotune))
+
     val = (base(data.x_val, data.y_val).batch(batch_size).prefetch(autotune)
            if len(data.x_val) else None)
     test = base(data.x_test, data.y_test).batch(batch_size).prefetch(autotune)
-    return {"train": train, "val": val, "test": test}
+    return {"train": train_epochs(start_epoch, last), "val": val, "test": test,
+            "train_epochs": train_epochs}

@@ -134,7 +134,7 @@ class Distiller(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
-        # Built now so callbacks that checkpoint (BackupAndRestore) see weights.
+        # Built now so that checkpoints and callbacks see the weights.
         self.build((None,) + tuple(student.input_shape[1:]))
 
     @property

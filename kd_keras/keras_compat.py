@@ -15,4 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-__all__ = ["keras", "tf"]
+DETERMINISTIC = os.environ.get("KD_KERAS_DETERMINISTIC", "1").strip().lower() not in (
+    "0", "false", "no", "off")
+
+keras.backend.experimental.enable_tf_random_generator()
+if DETERMINISTIC:
+    tf.config.experimental.enable_op_determinism()
+
+__all__ = ["keras", "tf", "DETERMINISTIC"]

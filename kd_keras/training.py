@@ -7,11 +7,13 @@ import os
 import shutil
 import time
 
+import numpy as np
+
 from kd_keras import data as data_lib
 from kd_keras import losses as losses_lib
 from kd_keras import runs
 from kd_keras.distiller import Distiller
-from kd_keras.keras_compat import keras
+from kd_keras.keras_compat import keras, tf
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -104,18 +106,167 @@ def compile_plain(model, optimizer="adam"):
     return model
 
 
+PROGRESS_FILE = "progress.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def random_generators(model):
+    """The ``tf.random.Generator`` of every random layer (dropout, ...) of `model`.
+
+    Keras keeps them out of the model's checkpoints; a resumed training needs
+    their state to draw the same dropout masks as an uninterrupted one.
+    """
+    generators = []
+    for layer in model._flatten_layers(include_self=False):  # noqa: SLF001 - nested too.
+        rng = getattr(layer, "_random_generator", None)
+        if rng is None or rng._rng_type != rng.RNG_STATEFUL:
+            continue
+        rng._maybe_init()
+        if rng._generator is not None:
+            generators.append(rng._generator)
+    return generators
+
+
+def training_state(model):
+    """A ``tf.train.Checkpoint`` of everything fit changes in `model`.
+
+    For a Distiller that is the student (with any compression wrappers and
+    their step counters), the distillation losses' learned parts and the
+    optimizer; the frozen teachers are left out. For a plain model, the model
+    and its optimizer. Both with the random layers' generator states.
+    """
+    if isinstance(model, Distiller):
+        return tf.train.Checkpoint(student=model.student, loss_layers=model.loss_layers,
+                                   optimizer=model.optimizer,
+                                   random=random_generators(model.student))
+    return tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                               random=random_generators(model))
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` whose state (patience count, best value and weights) can
+    be saved with a checkpoint and given back to a resumed training.
+
+    Args:
+      state: what :meth:`state` returned at the checkpoint resumed from, or None.
+      best_weights: the best weights saved with that checkpoint, or None.
+      **kwargs: passed to ``keras.callbacks.EarlyStopping``.
+    """
+
+    def __init__(self, *args, state=None, best_weights=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._resume = state
+        self._resume_weights = best_weights
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._resume:
+            self.wait = int(self._resume["wait"])
+            self.best = float(self._resume["best"])
+            self.best_epoch = int(self._resume["best_epoch"])
+            self.stopped_epoch = int(self._resume["stopped_epoch"])
+            self.best_weights = self._resume_weights
+
+    def state(self):
+        return {"wait": int(self.wait), "best": float(self.best),
+                "best_epoch": int(self.best_epoch), "stopped_epoch": int(self.stopped_epoch)}
+
+
+class Progress(keras.callbacks.Callback):
+    """Writes a resumable training state into `run_dir` after every epoch.
+
+    At each epoch end: a checkpoint of `checkpoint` to
+    ``run_dir/checkpoints/epoch-N`` (and the early-stopping best weights next
+    to it), then ``run_dir/progress.json`` is replaced atomically, then older
+    checkpoints are deleted. So progress.json always names a complete
+    checkpoint. At the end of training, the final weights (e.g. restored by
+    early stopping) are written the same way with ``finished: true``.
+
+    progress.json holds ``epochs_done``, ``history`` (per-epoch metrics of all
+    epochs so far), ``train_time_s`` (cumulative), ``checkpoint`` (prefix
+    relative to `run_dir`), ``early_stopping`` and ``finished``.
+
+    Must come after any callback whose epoch-end effects it should save
+    (early stopping).
+    """
+
+    def __init__(self, run_dir, checkpoint, progress=None, early_stopping=None):
+        super().__init__()
+        self.run_dir = run_dir
+        self.checkpoint = checkpoint
+        progress = progress or {}
+        self.history = {k: list(v) for k, v in progress.get("history", {}).items()}
+        self.prior_time = float(progress.get("train_time_s", 0.0))
+        self.epochs_done = int(progress.get("epochs_done", 0))
+        self.early_stopping = early_stopping
+        self.start = time.time()
+
+    @property
+    def train_time_s(self):
+        return self.prior_time + time.time() - self.start
+
+    def on_train_begin(self, logs=None):
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        self.epochs_done = epoch + 1
+        self.save(f"epoch-{epoch + 1}", finished=False)
+
+    def on_train_end(self, logs=None):
+        self.save(f"final-{self.epochs_done}", finished=True)
+
+    def save(self, name, finished):
+        directory = os.path.join(self.run_dir, CHECKPOINT_DIR)
+        prefix = self.checkpoint.write(os.path.join(directory, name))
+        es = self.early_stopping
+        best = None
+        if es is not None and es.best_weights is not None and not finished:
+            best = name + ".best.npz"
+            np.savez(os.path.join(directory, best), *es.best_weights)
+        runs.write_json(os.path.join(self.run_dir, PROGRESS_FILE), {
+            "epochs_done": self.epochs_done,
+            "history": self.history,
+            "train_time_s": self.train_time_s,
+            "checkpoint": os.path.relpath(prefix, self.run_dir),
+            "early_stopping": es.state() if es is not None else None,
+            "best_weights": best and os.path.join(CHECKPOINT_DIR, best),
+            "finished": finished,
+        })
+        for entry in os.listdir(directory):
+            if entry.split(".")[0] != name:
+                os.remove(os.path.join(directory, entry))
+
+
+def read_progress(run_dir):
+    """The progress.json of an interrupted or finished fit in `run_dir`, or None."""
+    path = os.path.join(run_dir, PROGRESS_FILE)
+    return runs.read_json(path) if os.path.exists(path) else None
+
+
 def fit(student, datasets, config: TrainConfig, run_dir, teacher=None,
         kd: KDConfig = None, extra_callbacks=(), verbose=1, offline_data=None,
         batch_size=128):
-    """Trains `student` in place, plainly or distilled from `teacher`.
+    """Trains `student` in place, plainly or distilled from `teacher`; resumable.
 
-    Checkpoints every epoch to ``run_dir/backup`` (an interrupted fit resumes
-    there) and logs to ``run_dir/tensorboard``.
+    After every epoch the training state (weights, optimizer, compression step
+    counters, random generators, early-stopping state) is checkpointed under
+    ``run_dir/checkpoints`` and described by ``run_dir/progress.json`` (see
+    :class:`Progress`). Called again on the same `run_dir` after being
+    killed, fit restores that state and continues at the next epoch with the
+    data of that epoch: with `datasets` from ``kd_keras.data.make_datasets``
+    (its 'train_epochs' entry) the result has the same weights as a training
+    that was never interrupted. TensorBoard logs go to ``run_dir/tensorboard``.
+    A fit that had finished is not trained again; its state is restored.
 
     Args:
       student: functional keras.Model producing logits (possibly wrapped by
         TF-MOT).
-      datasets: dict with 'train' and 'val' (may be None) tf.data pipelines.
+      datasets: dict with 'train' and 'val' (may be None) tf.data pipelines,
+        and optionally 'train_epochs', a function (start_epoch, epochs) -> the
+        train pipeline of those epochs. Without it 'train' is used as given
+        (one epoch per iteration) and a resumed run sees its data order.
       config: TrainConfig.
       run_dir: directory of this run.
       teacher: None for plain training, else a model or list of models.
@@ -126,42 +277,76 @@ def fit(student, datasets, config: TrainConfig, run_dir, teacher=None,
         pipeline was built from. With it, and when every distillation loss
         reads logits only, the teachers' logits are computed once and fed with
         the labels instead of running the teachers at every step (same loss,
-        fewer forward passes).
+        fewer forward passes, same batches).
       batch_size: batch size of the rebuilt train pipeline (with offline_data).
 
     Returns:
-      dict: history (per-epoch metrics), train_time_s.
+      dict: history (per-epoch metrics of all epochs, including those before
+      an interruption), train_time_s (cumulative over interruptions),
+      initial_epoch (the epoch this call started at).
     """
     keras.utils.set_random_seed(config.seed)
-    steps = int(datasets["train"].cardinality())
-    optimizer = make_optimizer(config, steps)
     if teacher is not None:
         kd = kd or KDConfig()
         model = Distiller(student, teacher, kd.build_losses(),
                           list(kd.weights) or None, alpha=kd.alpha,
                           temperature=kd.temperature, ensemble=kd.ensemble)
-        model.compile(optimizer=optimizer, metrics=["accuracy"])
         if offline_data is not None and not model.uses_features:
             logits = model.precompute_teacher_logits(
                 data_lib.preprocess(offline_data.x_train).numpy())
-            datasets = dict(datasets, train=data_lib.make_datasets(
-                offline_data, batch_size, seed=config.seed, teacher_logits=logits)["train"])
+            rebuilt = data_lib.make_datasets(offline_data, batch_size, seed=config.seed,
+                                             teacher_logits=logits)
+            datasets = dict(datasets, train=rebuilt["train"],
+                            train_epochs=rebuilt["train_epochs"])
     else:
-        model = compile_plain(student, optimizer)
+        model = student
+    train_epochs = datasets.get("train_epochs")
+    steps = int((train_epochs(0, 1) if train_epochs else datasets["train"]).cardinality())
+    optimizer = make_optimizer(config, steps)
+    if teacher is not None:
+        model.compile(optimizer=optimizer, metrics=["accuracy"])
+    else:
+        compile_plain(model, optimizer)
+
+    checkpoint = training_state(model)
+    progress = read_progress(run_dir)
+    initial_epoch = 0
+    best_weights = None
+    if progress is not None:
+        # Optimizer slots made now are restored now; made later, some are not.
+        model.optimizer.build(model.trainable_variables_for_update
+                              if isinstance(model, Distiller) else model.trainable_variables)
+        status = checkpoint.read(os.path.join(run_dir, progress["checkpoint"]))
+        status.assert_consumed()
+        initial_epoch = int(progress["epochs_done"])
+        if progress.get("best_weights"):
+            with np.load(os.path.join(run_dir, progress["best_weights"])) as f:
+                best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
+        if progress.get("finished") or initial_epoch >= config.epochs:
+            return {"history": progress["history"], "train_time_s": progress["train_time_s"],
+                    "initial_epoch": initial_epoch}
+
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), profile_batch=0),
         *extra_callbacks,
     ]
+    early_stopping = None
     if config.early_stopping and datasets.get("val") is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            "val_accuracy", patience=config.early_stopping, restore_best_weights=True))
-    start = time.time()
-    history = model.fit(datasets["train"], validation_data=datasets.get("val"),
-                        epochs=config.epochs, callbacks=callbacks, verbose=verbose)
-    elapsed = time.time() - start
-    return {"history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-            "train_time_s": elapsed}
+        early_stopping = ResumableEarlyStopping(
+            "val_accuracy", patience=config.early_stopping, restore_best_weights=True,
+            state=(progress or {}).get("early_stopping"), best_weights=best_weights)
+        callbacks.append(early_stopping)
+    tracker = Progress(run_dir, checkpoint, progress, early_stopping)
+    callbacks.append(tracker)  # Last: it saves what the others did at epoch end.
+    if train_epochs:
+        train, steps_per_epoch = train_epochs(initial_epoch, config.epochs), steps
+    else:
+        train, steps_per_epoch = datasets["train"], None
+    model.fit(train, validation_data=datasets.get("val"), epochs=config.epochs,
+              initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+              callbacks=callbacks, verbose=verbose)
+    return {"history": tracker.history, "train_time_s": tracker.train_time_s,
+            "initial_epoch": initial_epoch}
 
 
 def evaluate(model, dataset):

@@ -159,9 +159,10 @@ def test_pipelines_batch_and_augment():
 
 def test_cutout_zeroes_a_square():
     img = np.ones((10, 10, 1), np.float32)
-    out = data_lib.cutout(img, 4).numpy()
-    zeros = int((out == 0).sum())
-    assert 4 <= zeros <= 16  # a 4x4 square, clipped at the border
+    for kwargs in ({"key": [1, 2]}, {"seed": 3}):  # Stateless, or stateful seeded.
+        out = data_lib.cutout(img, 4, **kwargs).numpy()
+        zeros = int((out == 0).sum())
+        assert 4 <= zeros <= 16  # a 4x4 square, clipped at the border
 
 
 def test_augment_parse():

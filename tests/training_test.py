@@ -1,0 +1,195 @@
+"""training.fit: deterministic across processes, resumable after a kill, and the
+data order of each epoch a pure function of (seed, epoch).
+
+The killed trainings run in subprocesses (this file is also their script):
+they SIGKILL themselves at the second batch of epoch 2, after epoch 1's
+checkpoint, and the same training called again on the same run directory must
+end with the weights of an uninterrupted one.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import tiny_dataset
+
+from kd_keras import data as data_lib
+from kd_keras import models, training
+from kd_keras.keras_compat import keras
+
+EPOCHS = 3
+AUGMENT = data_lib.AugmentConfig(crop_padding=2, flip=True, cutout=6)
+
+
+class _KillAt(keras.callbacks.Callback):
+    """SIGKILLs this process before batch `batch` of epoch `epoch` (0-based)."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train(mode, run_dir, kill=False):
+    """Trains a tiny cnn (dropout on) for EPOCHS epochs; returns (weights, fit result).
+
+    Modes: 'plain', or 'kd-aug-prune': the Distiller, augmented data and
+    magnitude pruning of the classifier.
+    """
+    data = tiny_dataset(32)
+    augment = AUGMENT if mode != "plain" else data_lib.AugmentConfig()
+    datasets = data_lib.make_datasets(data, 16, augment, seed=3)
+    keras.utils.set_random_seed(1)
+    student = models.build("cnn", (28, 28, 1), 10, width=0.25, dropout=0.3)
+    callbacks = [_KillAt(1, 1)] if kill else []
+    if mode != "plain":
+        from kd_keras import compression
+        schedule = compression.pruning_schedule("polynomial", 0.5, 0, 4, 1)
+        student = compression.prune_model(student, ["logits"], schedule)
+        callbacks = compression.pruning_callbacks() + callbacks
+    teacher = None
+    if mode != "plain":
+        keras.utils.set_random_seed(2)
+        teacher = models.build("cnn", (28, 28, 1), 10, width=0.5)
+    config = training.TrainConfig(epochs=EPOCHS, seed=1)
+    out = training.fit(student, datasets, config, run_dir, teacher=teacher,
+                       extra_callbacks=callbacks, verbose=0)
+    return student.get_weights(), out
+
+
+def _subprocess(mode, run_dir, kill=False):
+    """Runs `train` in a fresh process; returns its weights (None when killed)."""
+    out = os.path.join(run_dir, "weights.npz")
+    proc = subprocess.run([sys.executable, __file__, mode, run_dir, out, str(int(kill))],
+                          capture_output=True, text=True, timeout=120)
+    if kill:
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+        return None
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(out) as f:
+        return [f[f"arr_{i}"] for i in range(len(f.files))]
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def plain_in_two_processes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plain")
+    return [_subprocess("plain", str(root / name)) for name in ("a", "b")]
+
+
+def test_two_processes_train_the_same_weights(plain_in_two_processes):
+    first, second = plain_in_two_processes
+    _assert_same(first, second)
+
+
+def _kill_and_resume(mode, run_dir):
+    _subprocess(mode, run_dir, kill=True)
+    progress = training.read_progress(run_dir)
+    assert progress["epochs_done"] == 1 and not progress["finished"]
+    assert os.listdir(os.path.join(run_dir, training.CHECKPOINT_DIR))  # Only epoch 1's.
+    resumed, out = train(mode, run_dir)
+    assert out["initial_epoch"] == 1
+    assert all(len(v) == EPOCHS for v in out["history"].values()) and out["history"]
+    assert out["history"]["loss"][0] == progress["history"]["loss"][0]
+    assert out["train_time_s"] > progress["train_time_s"]
+    return resumed, out
+
+
+def test_killed_and_resumed_ends_like_uninterrupted(tmp_path, plain_in_two_processes):
+    resumed, _ = _kill_and_resume("plain", str(tmp_path / "killed"))
+    _assert_same(resumed, plain_in_two_processes[0])
+
+
+def test_killed_and_resumed_distillation_with_augmentation_and_pruning(tmp_path):
+    run_dir = str(tmp_path / "killed")
+    resumed, out = _kill_and_resume("kd-aug-prune", run_dir)
+    whole, reference = train("kd-aug-prune", str(tmp_path / "whole"))
+    _assert_same(resumed, whole)
+    for key, values in reference["history"].items():
+        np.testing.assert_allclose(out["history"][key], values, rtol=1e-6)
+    # The pruning step counter went on from where it was: the target sparsity is reached.
+    kernel = [w for w in resumed if w.ndim == 2][0]
+    assert float((kernel == 0).mean()) == pytest.approx(0.5, abs=0.01)
+    # A finished run is restored, not trained again.
+    assert training.read_progress(run_dir)["finished"]
+    again, out2 = train("kd-aug-prune", run_dir)
+    assert out2["initial_epoch"] == EPOCHS and out2["history"] == out["history"]
+    _assert_same(again, resumed)
+
+
+def _epochs(pipeline, steps):
+    batches = [(x.numpy(), y) for x, y in pipeline]
+    return [batches[i:i + steps] for i in range(0, len(batches), steps)]
+
+
+def test_epoch_data_does_not_depend_on_the_start_epoch():
+    data = tiny_dataset(40)
+    steps = 3  # ceil(40 / 16), the last batch partial.
+    full = _epochs(data_lib.make_datasets(data, 16, AUGMENT, seed=5, epochs=3)["train"], steps)
+    assert len(full) == 3 and [len(b[0]) for b in full[0]] == [16, 16, 8]
+    late = _epochs(data_lib.make_datasets(data, 16, AUGMENT, seed=5, epochs=3,
+                                          start_epoch=2)["train"], steps)
+    assert len(late) == 1
+    for (x, y), (x2, y2) in zip(full[2], late[0]):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y.numpy(), y2.numpy())
+    # Epochs differ in order and augmentation; another seed gives other data.
+    assert not np.array_equal(full[0][0][1].numpy(), full[1][0][1].numpy())
+    other = _epochs(data_lib.make_datasets(data, 16, AUGMENT, seed=6, epochs=1)["train"], steps)
+    assert not np.array_equal(full[0][0][0], other[0][0][0])
+    # Every epoch visits every example once.
+    order = np.concatenate([y.numpy() for _, y in full[1]])
+    assert sorted(order.tolist()) == sorted(data.y_train.tolist())
+
+
+def test_fit_sees_a_new_order_every_epoch():
+    data = tiny_dataset(32)
+    datasets = data_lib.make_datasets(data, 16, seed=0)
+    seen = []
+
+    class Record(keras.Model):
+        def train_step(self, batch):
+            seen.append(batch[1])
+            return {}
+
+    inputs = keras.Input((28, 28, 1))
+    model = Record(inputs, keras.layers.Flatten()(inputs))
+    model.compile(run_eagerly=True)
+    model.fit(datasets["train_epochs"](0, 3), steps_per_epoch=2, epochs=3, verbose=0)
+    epochs = [np.concatenate([s.numpy() for s in seen[i:i + 2]]) for i in (0, 2, 4)]
+    assert all(sorted(e) == sorted(data.y_train) for e in epochs)
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+
+
+def test_teacher_logits_pipeline_has_the_plain_order():
+    data = tiny_dataset(40)
+    index = np.arange(40, dtype=np.float32)
+    logits = np.broadcast_to(index[:, None, None], (40, 1, 10)).copy()
+    plain = data_lib.make_datasets(data, 16, seed=2, epochs=2)["train"]
+    offline = data_lib.make_datasets(data, 16, seed=2, epochs=2, teacher_logits=logits)["train"]
+    flat = data.x_train.reshape(40, -1) / 255.0
+    for (x, y), (xo, yo) in zip(plain, offline):
+        np.testing.assert_array_equal(x.numpy(), xo.numpy())
+        np.testing.assert_array_equal(y.numpy(), yo["label"].numpy())
+        rows = yo["teacher_logits"].numpy()[:, 0, 0].astype(int)
+        np.testing.assert_allclose(flat[rows], x.numpy().reshape(len(rows), -1), rtol=1e-6)
+
+
+if __name__ == "__main__":
+    _mode, _run_dir, _out, _kill = sys.argv[1:]
+    _weights, _ = train(_mode, _run_dir, kill=_kill == "1")
+    np.savez(_out, *_weights)

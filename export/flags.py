@@ -12,6 +12,8 @@ _MODEL = flags.DEFINE_string(
     "model", None, "Saved Keras model to export: a .keras/.h5 file or a SavedModel directory.")
 _QUANTIZATION = flags.DEFINE_list(
     "quantization", list(QUANTIZATIONS), f"Formats to export, a subset of {QUANTIZATIONS}.")
+_SHOW_LOGS = flags.DEFINE_bool("show_logs", False, "Show TensorFlow's logs and library "
+                                "warnings on the console (default: --out_dir/log.txt).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Directory of the .tflite files and results.")
 _NAME = flags.DEFINE_string("name", None, "File name stem (default: the model file's stem).")
 _DATASET = flags.DEFINE_enum(

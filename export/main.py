@@ -18,8 +18,8 @@ from absl import app, flags, logging
 
 import export
 from export import flags as export_flags
+from kd_keras import console, runs
 from kd_keras import data as data_lib
-from kd_keras import runs
 
 FLAGS = flags.FLAGS
 RESULTS_FILE = "export_results.json"
@@ -49,6 +49,7 @@ def main(argv):
     out_dir = export_flags._OUT_DIR.value
     model_path = export_flags._MODEL.value
     os.makedirs(out_dir, exist_ok=True)
+    console.setup(out_dir, verbose=export_flags._SHOW_LOGS.value)
     runs.write_text(os.path.join(out_dir, "export_flags.txt"), "".join(
         flag.serialize() + "\n" for flag in FLAGS.get_key_flags_for_module(export_flags)))
     data = None

@@ -20,6 +20,8 @@ _LIMIT_TRAIN = flags.DEFINE_integer("limit_train", 0, "Keep only N train example
 _LIMIT_TEST = flags.DEFINE_integer("limit_test", 0, "Keep only N test examples (0 = all).",
                                    lower_bound=0)
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+_SHOW_LOGS = flags.DEFINE_bool("show_logs", False, "Show TensorFlow's logs and library "
+                                "warnings on the console (default: the workdir/log.txt).")
 _VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"],
                              "Keras verbosity: 1 = progress bars, 2 = a line per epoch.")
 

@@ -11,8 +11,8 @@ import sys
 
 from absl import app, flags, logging
 
+from kd_keras import console, pipeline, report, runs
 from kd_keras import flags as kd_flags
-from kd_keras import pipeline, report, runs
 from kd_keras.study import runner
 
 FLAGS = flags.FLAGS
@@ -21,6 +21,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    console.setup(FLAGS.workdir, verbose=FLAGS.show_logs)
     study = kd_flags.mode() == "study"
     try:  # Invalid combinations and missing data fail here, before any training.
         config = kd_flags.pipeline_config()

@@ -7,12 +7,11 @@ trains only what is missing.
 """
 
 import dataclasses
-import logging
 import os
 from typing import Optional
 
+from kd_keras import console, models, report, runs, training, variants
 from kd_keras import data as data_lib
-from kd_keras import models, report, runs, training, variants
 from kd_keras.keras_compat import keras
 
 KD_MODES = ("both", "on", "off")
@@ -106,11 +105,12 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
     model_path = runs.saved_model_path(directory)
     result = runs.load_result(directory)
     if result is not None and model_path is not None:
-        logging.warning("Reusing finished run %s", directory)
+        console.progress(f"reusing finished run {name} ({directory})")
         load = load_fn or (lambda path: keras.models.load_model(path, compile=False))
         # run_dir is where the run is now (the workdir may have been moved).
         return load(model_path), dict(result, run_dir=directory, reused=True)
     runs.write_json(os.path.join(directory, "spec.json"), spec)
+    console.progress(f"training {name}: {train_cfg.epochs} epoch(s)")
     keras.utils.set_random_seed(train_cfg.seed)
     model = build_fn()
     fit_out = training.fit(model, datasets, train_cfg, directory, teacher=teacher, kd=kd,
@@ -140,7 +140,9 @@ def train_teachers(config, data, verbose=None):
     """
     datasets = data_lib.make_datasets(data, config.batch_size, config.teacher_augment)
     teachers, hashes, results = [], [], []
+    total = config.num_teachers + len(student_variants(config))
     for i in range(config.num_teachers):
+        console.stage(i + 1, total, f"teacher{i} ({config.teacher})")
         train_cfg = dataclasses.replace(config.teacher_train,
                                         seed=config.teacher_train.seed + i)
         spec = {"role": "teacher", "model": config.teacher, "kwargs": config.teacher_kwargs,
@@ -223,7 +225,9 @@ def run(config: PipelineConfig, flags_used=None, prepared=None):
         for teacher, row in zip(teachers, rows):
             row.update(variants.measure(probe, teacher, (), row["run_dir"], data))
     ctx = variant_context(config, data, teachers, teacher_hashes)
-    for variant in todo:
+    for i, variant in enumerate(todo, start=config.num_teachers + 1):
+        console.stage(i, config.num_teachers + len(todo), f"student {variant.label}, "
+                      f"{'KD' if variant.kd else 'no KD'}")
         _, row = variants.train(ctx, variant)
         rows.append(dict(row, role="student"))
 

@@ -18,14 +18,13 @@ sparsity, unique values per clustered kernel and the TFLite export figures.
 """
 
 import dataclasses
-import logging
 import os
 from typing import Optional
 
 import numpy as np
 
+from kd_keras import console, models, runs, training
 from kd_keras import data as data_lib
-from kd_keras import models, runs, training
 from kd_keras.keras_compat import keras
 
 COMPRESS_MODES = ("finetune", "scratch")
@@ -288,13 +287,14 @@ def measure(ctx, model, chain, run_dir, data, wrapped_layers=None):
         figures["qat_layers"] = bool(compression.has_quantize_layers(model))
     if ctx.export_formats:
         import export
+        console.progress(f"exporting to TFLite: {', '.join(ctx.export_formats)}")
         try:
             figures["export"] = export.export_model(
                 model, os.path.join(run_dir, "tflite"), ctx.export_formats, data=ctx.data,
                 num_calibration=ctx.num_calibration, threads=ctx.export_threads,
                 latency_runs=ctx.latency_runs, name="student")
         except export.ExportError as e:
-            logging.warning("Export of %s failed: %s", run_dir, e)
+            console.progress(f"export of {run_dir} failed: {e}")
             figures["export_error"] = str(e)
     runs.write_json(path, {"key": key, "figures": figures})
     return figures

@@ -24,6 +24,8 @@ _HB_ITERATIONS = flags.DEFINE_integer("hyperband_iterations", 1, "Hyperband iter
                                       lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the oracle and of every trial's training.")
 _TOP = flags.DEFINE_integer("show_top", 5, "Trials printed at the end.", lower_bound=1)
+_SHOW_LOGS = flags.DEFINE_bool("show_logs", False, "Show TensorFlow's logs and library "
+                                "warnings on the console (default: the project/log.txt).")
 _VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"],
                              "0 = quiet; 1 = keras-tuner trial tables; 2 = also a line per "
                              "training epoch.")

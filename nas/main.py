@@ -19,8 +19,8 @@ import sys
 
 from absl import app, flags, logging
 
+from kd_keras import console, runs, training
 from kd_keras import data as data_lib
-from kd_keras import runs, training
 from nas import flags as nas_flags
 from nas import report, search_space, teacher, tuner
 
@@ -94,6 +94,7 @@ def main(argv):
         sys.exit("--overwrite would delete the chief's project: pass it to the chief only.")
     verbose = int(f._VERBOSE.value)
     project = os.path.join(f._PROJECT_DIR.value, f._PROJECT_NAME.value)
+    console.setup(project, verbose=f._SHOW_LOGS.value)
     try:  # Everything that can be invalid is checked before any data or training.
         train_config = training.TrainConfig(
             epochs=f._EPOCHS.value, optimizer=f._OPTIMIZER.value, learning_rate=f._LR.value,

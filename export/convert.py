@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from kd_keras import compression, runs
+from kd_keras import compression, console, runs
 from kd_keras import data as data_lib
 from kd_keras.keras_compat import keras, tf
 
@@ -248,7 +248,8 @@ def convert(model, quantization, representative_images=None,
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     try:
-        flatbuffer = converter.convert()
+        with console.capture_native_output():  # MLIR and quantizer chatter
+            flatbuffer = converter.convert()
     except Exception as e:  # noqa: BLE001 — the converter raises many error types.
         raise ExportError(
             f"TFLite conversion of model '{label}' to {quantization} failed "

@@ -20,6 +20,7 @@ EXPORT = flag_groups.define_export_flags()
 EVAL_BATCH = flags.DEFINE_integer("eval_batch_size", DEFAULT_BATCH_SIZE,
                                   "Examples per interpreter invocation when measuring "
                                   "accuracy.", lower_bound=1)
+CONSOLE = flag_groups.define_console_flags()
 
 flags.mark_flags_as_required(["model", "out_dir"])
 flags.register_validator("export_formats", bool,

@@ -18,8 +18,8 @@ from absl import app, flags, logging
 
 import export
 from export import flags as export_flags
+from kd_keras import console, flag_groups, runs
 from kd_keras import data as data_lib
-from kd_keras import flag_groups, runs
 
 FLAGS = flags.FLAGS
 RESULTS_FILE = "export_results.json"
@@ -62,6 +62,7 @@ def main(argv):
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         sys.exit(f"Invalid flag: --out_dir={out_dir} is a file; it must be a directory.")
     os.makedirs(out_dir, exist_ok=True)
+    console.setup(out_dir, verbose=f.CONSOLE.show_logs.value)
     runs.write_text(os.path.join(out_dir, "export_flags.txt"), "".join(
         flag.serialize() + "\n" for module in (export_flags, flag_groups)
         for flag in FLAGS.get_key_flags_for_module(module)))

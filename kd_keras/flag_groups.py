@@ -224,6 +224,14 @@ def define_budget_flags():
     )
 
 
+def define_console_flags():
+    """--show_logs: TensorFlow's logs and library warnings on the console
+    (by default they go to log.txt in the output directory)."""
+    return _holders(show_logs=flags.DEFINE_bool(
+        "show_logs", False, "Show TensorFlow's logs and library warnings on the console "
+        "(default: log.txt in the workdir / output directory)."))
+
+
 # ----------------------------------------------------------------------------
 # Holder values -> plain configs. Each raises ValueError naming the flag.
 

@@ -5,15 +5,48 @@ TF-MOT wraps only Keras 2 models, so the project uses Keras 2 through the
 the same package, so models built here are the ones TF-MOT and the TFLite
 converter expect. Every other module does ``from kd_keras.keras_compat import
 keras``.
+
+What TensorFlow's C++ side writes to stderr while it is imported and probes
+for GPUs (oneDNN and CUDA notices, some printed before its log level applies)
+is captured into
+``import_log``; ``kd_keras.console.setup`` copies it into the run's log. If
+the import fails, the captured text goes back to stderr.
+
+Training is deterministic by default: op determinism is on, and layers draw
+randomness from ``tf.random.Generator`` state that checkpoints can save.
+``KD_KERAS_DETERMINISTIC=0`` turns op determinism off.
 """
 
 import os
+import sys
+import tempfile
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+
+def _import_capturing_stderr():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+            import tf_keras as keras
+            tf.config.list_physical_devices("GPU")  # The CUDA probe's "failed call to cuInit".
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        return tf, keras, captured.read().decode(errors="replace")
+
+
+tf, keras, import_log = _import_capturing_stderr()
 
 DETERMINISTIC = os.environ.get("KD_KERAS_DETERMINISTIC", "1").strip().lower() not in (
     "0", "false", "no", "off")
@@ -22,4 +55,4 @@ keras.backend.experimental.enable_tf_random_generator()
 if DETERMINISTIC:
     tf.config.experimental.enable_op_determinism()
 
-__all__ = ["keras", "tf", "DETERMINISTIC"]
+__all__ = ["keras", "tf", "import_log", "DETERMINISTIC"]

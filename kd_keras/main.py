@@ -15,7 +15,7 @@ import sys
 
 from absl import app, flags, logging
 
-from kd_keras import flag_groups, pipeline, runs
+from kd_keras import console, flag_groups, pipeline, runs
 from kd_keras import flags as kd_flags
 from kd_keras import pipeline_report as report
 from kd_keras.study import runner
@@ -74,6 +74,7 @@ def main(argv):
         lock = runs.WorkdirLock(config.workdir).__enter__()
     except runs.WorkdirLockedError as e:
         sys.exit(str(e))
+    console.setup(config.workdir, verbose=kd_flags.CONSOLE.show_logs.value)
     try:
         runs.write_text(os.path.join(config.workdir, "flags.txt"), FLAGS.flags_into_string())
         if study_cfg is not None:

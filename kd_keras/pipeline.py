@@ -10,7 +10,7 @@ import dataclasses
 import os
 from typing import Optional
 
-from kd_keras import compression, models, runs, training, variants
+from kd_keras import compression, console, models, runs, training, variants
 from kd_keras import data as data_lib
 from kd_keras import pipeline_report as report
 from kd_keras.distiller import Distiller
@@ -83,7 +83,9 @@ def train_teachers(config, data, verbose=None):
       the old one.
     """
     teachers, hashes, results = [], [], []
+    total = config.num_teachers + len(student_variants(config))
     for i in range(config.num_teachers):
+        console.stage(i + 1, total, f"teacher{i} ({config.teacher})")
         train_cfg = dataclasses.replace(config.teacher_train,
                                         seed=config.teacher_train.seed + i)
         # Seeded before the pipeline is built: its shuffle depends on the global seed.
@@ -224,7 +226,9 @@ def run(config: PipelineConfig, flags_used=None, prepared=None):
         for teacher, row in zip(teachers, rows):
             row.update(variants.measure_variant(probe, teacher, (), row["run_dir"], data))
     ctx = variant_context(config, data, teachers, teacher_hashes)
-    for variant in todo:
+    for i, variant in enumerate(todo, start=config.num_teachers + 1):
+        console.stage(i, config.num_teachers + len(todo), f"student {variant.label}, "
+                      f"{'KD' if variant.kd else 'no KD'}")
         _, row = variants.train(ctx, variant)
         rows.append(dict(row, role="student"))
 

@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 
+from kd_keras import console, runs
 from kd_keras import data as data_lib
 from kd_keras import losses as losses_lib
-from kd_keras import runs
 from kd_keras.distiller import Distiller
 from kd_keras.keras_compat import keras, tf
 
@@ -87,6 +87,7 @@ class KDConfig:
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch):
+    """The optimizer of `config` with its warm-up + cosine schedule over the run."""
     total = config.epochs * steps_per_epoch
     warmup = config.warmup_epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -99,7 +100,27 @@ def make_optimizer(config: TrainConfig, steps_per_epoch):
     return keras.optimizers.Adam(schedule)
 
 
+def even_batches(dataset):
+    """Pads every odd-sized batch of `dataset` to an even size.
+
+    Under oneDNN (TensorFlow's default on x86 CPUs), the gradients of a 1x1
+    convolution with stride 2 (the resnet teacher's projection shortcuts)
+    corrupt the heap when the batch size is odd: the process aborts or
+    segfaults, intermittently. An odd batch gets a copy of its first example
+    appended (labels and teacher logits alike), so no example is lost and the
+    number of steps per epoch does not change.
+    """
+
+    def pad(*batch):
+        batch = batch if len(batch) > 1 else batch[0]
+        n = tf.shape(tf.nest.flatten(batch)[0])[0]
+        return tf.nest.map_structure(lambda t: tf.concat([t, t[: n % 2]], 0), batch)
+
+    return dataset.map(pad)
+
+
 def compile_plain(model, optimizer="adam"):
+    """Compiles `model` (logits) with sparse cross-entropy and accuracy; returns it."""
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -259,6 +280,8 @@ def fit(student, datasets, config: TrainConfig, run_dir, teacher=None,
     (its 'train_epochs' entry) the result has the same weights as a training
     that was never interrupted. TensorBoard logs go to ``run_dir/tensorboard``.
     A fit that had finished is not trained again; its state is restored.
+    Training batches of odd size are padded by one example (see
+    :func:`even_batches`).
 
     Args:
       student: functional keras.Model producing logits (possibly wrapped by
@@ -342,7 +365,7 @@ def fit(student, datasets, config: TrainConfig, run_dir, teacher=None,
         train, steps_per_epoch = train_epochs(initial_epoch, config.epochs), steps
     else:
         train, steps_per_epoch = datasets["train"], None
-    model.fit(train, validation_data=datasets.get("val"), epochs=config.epochs,
+    model.fit(even_batches(train), validation_data=datasets.get("val"), epochs=config.epochs,
               initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
               callbacks=callbacks, verbose=verbose)
     return {"history": tracker.history, "train_time_s": tracker.train_time_s,
@@ -412,14 +435,16 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
             shutil.move(directory, aside)
             logging.warning("Cached run %s could not be loaded (%s); moved it to %s and "
                             "training it again.", directory, e, aside)
-            print(f"Cached run {os.path.basename(directory)} is corrupt; moved to {aside}, "
-                  "training it again.", flush=True)
+            console.progress(f"cached run {os.path.basename(directory)} is corrupt; moved to "
+                             f"{aside}, training it again")
         else:
-            logging.warning("Reusing finished run %s", directory)
+            logging.info("Reusing finished run %s", directory)
+            console.progress(f"reusing finished run {name} ({directory})")
             digest = result.get("weights_digest") or runs.weights_digest(model)
             # run_dir is where the run is now (the workdir may have been moved).
             return model, dict(result, run_dir=directory, reused=True, weights_digest=digest)
     runs.write_json(os.path.join(directory, "spec.json"), spec)
+    console.progress(f"training {name}: {train_cfg.epochs} epoch(s)")
     keras.utils.set_random_seed(train_cfg.seed)
     model = build_fn()
     fit_out = fit(model, datasets, train_cfg, directory, teacher=teacher, kd=kd,

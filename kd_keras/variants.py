@@ -18,7 +18,6 @@ sparsity, unique values per clustered kernel and the TFLite export figures.
 """
 
 import dataclasses
-import logging
 import os
 from typing import Optional
 
@@ -26,7 +25,7 @@ import numpy as np
 
 import export
 import nas
-from kd_keras import compression, models, runs, training
+from kd_keras import compression, console, models, runs, training
 from kd_keras import data as data_lib
 from kd_keras.keras_compat import keras
 from nas.search_space import BEST_HPS_FILE
@@ -288,14 +287,14 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None):
     if "qat" in chain:
         figures["qat_layers"] = bool(compression.has_quantize_layers(model))
     if ctx.export_formats:
+        console.progress(f"exporting to TFLite: {', '.join(ctx.export_formats)}")
         try:
             figures["export"] = export.export_model(
                 model, os.path.join(run_dir, "tflite"), ctx.export_formats, data=ctx.data,
                 num_calibration=ctx.num_calibration, threads=ctx.export_threads,
                 latency_runs=ctx.latency_runs, name="student")
         except export.ExportError as e:
-            logging.warning("Export of %s failed: %s", run_dir, e)
-            print(f"Export of {os.path.basename(run_dir)} failed: {e}", flush=True)
+            console.progress(f"export of {os.path.basename(run_dir)} failed: {e}")
             figures["export_error"] = str(e)
             return figures  # Not cached: the next run tries the export again.
     runs.write_json(path, {"key": key, "figures": figures})

@@ -41,6 +41,7 @@ TEACHER = flag_groups.define_teacher_flags()
 KD = flag_groups.define_kd_flags()
 EXPORT = flag_groups.define_export_flags()
 BUDGET = flag_groups.define_budget_flags()
+CONSOLE = flag_groups.define_console_flags()
 
 # -- distillation in the loop ---------------------------------------------------------
 DISTILL = flags.DEFINE_bool("distill", True, "Distill every candidate from the teacher.")

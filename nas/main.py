@@ -18,8 +18,8 @@ import sys
 
 from absl import app, flags, logging
 
+from kd_keras import console, flag_groups, runs
 from kd_keras import data as data_lib
-from kd_keras import flag_groups, runs
 from nas import flags as nas_flags
 from nas import search_report, search_space, teacher, tuner
 
@@ -120,6 +120,7 @@ def main(argv):
         cfg = configure()
     except ValueError as e:
         sys.exit(f"Invalid configuration: {e}")
+    console.setup(project, verbose=f.CONSOLE.show_logs.value)
 
     d = f.DATA
     try:

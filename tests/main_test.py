@@ -57,7 +57,7 @@ def test_smoke_config_end_to_end_and_rerun_reuses(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     # Nothing is trained again: no Keras epoch lines, every run reused.
     assert "- loss:" in proc.stdout and "- loss:" not in again.stdout
-    assert again.stderr.count("Reusing finished run") >= 7
+    assert again.stdout.count("reusing finished run") >= 7
     rerun = json.load(open(os.path.join(workdir, "results.json")))
     assert [r["test_accuracy"] for r in rerun["models"]] == \
         [r["test_accuracy"] for r in results["models"]]

@@ -1,0 +1,112 @@
+"""A quiet console: what the run does on screen, library chatter in a log file.
+
+``setup(workdir)`` sends TensorFlow's C++ logs, Python warnings and the
+absl / TensorFlow / tf_keras Python loggers to ``<workdir>/log.txt``; the
+console keeps Python's own error output (tracebacks, ``sys.exit`` messages),
+what the program prints, Keras epoch lines, and the lines of :func:`stage`
+and :func:`progress`. ``setup(workdir, verbose=True)`` leaves everything on
+the console.
+
+The C++ lines TensorFlow writes while it is imported (before any flag is
+parsed) are captured by ``kd_keras.keras_compat`` and always copied into
+``log.txt``; with ``verbose=True`` they are printed too.
+"""
+
+import contextlib
+import faulthandler
+import logging
+import os
+import sys
+import time
+
+from kd_keras import keras_compat
+
+LOG_NAME = "log.txt"
+_log_path = None  # The log setup() redirected into; None: nothing redirected.
+
+
+def setup(workdir, verbose=False):
+    """Routes library chatter into ``<workdir>/log.txt`` (created; appended).
+
+    Call once, early in an entry point's ``main``, after the flags are parsed.
+
+    Args:
+      workdir: directory of the log (created if missing).
+      verbose: if True, nothing is redirected: logs and warnings stay on the
+        console (the log still gets TensorFlow's import-time lines).
+
+    Returns:
+      The path of the log file.
+    """
+    global _log_path
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, LOG_NAME)
+    with open(path, "a") as f:
+        f.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
+        f.write(keras_compat.import_log)
+    if verbose:
+        sys.stderr.write(keras_compat.import_log)
+        return path
+    sys.stdout.flush()
+    sys.stderr.flush()
+    console_fd = os.dup(2)
+    log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log_fd, 2)  # Native writes and handlers bound to the old stderr.
+    os.close(log_fd)
+    # Python's own error output keeps the console.
+    sys.stderr = os.fdopen(console_fd, "w", buffering=1)
+    if faulthandler.is_enabled():
+        faulthandler.enable(sys.stderr)
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    if not root.handlers:  # Otherwise logging's last resort writes to sys.stderr.
+        root.addHandler(logging.StreamHandler(sys.__stderr__))
+    _log_path = path
+    return path
+
+
+def log_path():
+    """The log file :func:`setup` redirected into, or None."""
+    return _log_path
+
+
+@contextlib.contextmanager
+def capture_native_output(log_path=None):
+    """Redirects file descriptors 1 and 2 into `log_path` while the block runs.
+
+    For C++ code that prints directly (the TFLite converter). Python
+    exceptions raised in the block propagate unchanged.
+
+    Args:
+      log_path: file appended to; default: the log of :func:`setup`. When
+        that is None too (no setup, or verbose), nothing is redirected.
+    """
+    path = log_path or _log_path
+    if path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, log_fd):
+            os.close(fd)
+
+
+def stage(index, total, text):
+    """Prints ``[index/total] text`` and flushes."""
+    print(f"[{index}/{total}] {text}", flush=True)
+
+
+def progress(text):
+    """Prints ``  ... text`` (a step of the current stage) and flushes."""
+    print(f"  ... {text}", flush=True)

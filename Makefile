@@ -30,6 +30,7 @@ quickstart: setup
 	$(PY) -m kd_keras.main --flagfile=kd_keras/configs/quickstart.flags --workdir=$(WORKDIR)
 
 lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
 test: setup lint

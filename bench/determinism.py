@@ -50,22 +50,36 @@ def measure(images, batch_size, repeats):
             times.append(time.perf_counter() - self.start)
 
     steps = int(datasets["train_epochs"](0, 1).cardinality())
-    model.fit(datasets["train"], epochs=repeats + 1, steps_per_epoch=steps, verbose=0,
-              callbacks=[Timer()])
+    model.fit(
+        datasets["train"], epochs=repeats + 1, steps_per_epoch=steps, verbose=0, callbacks=[Timer()]
+    )
     from tensorflow.python.framework import config
-    return {"epoch_s": statistics.median(times[1:]),
-            "deterministic": bool(config.is_op_determinism_enabled())}
+
+    return {
+        "epoch_s": statistics.median(times[1:]),
+        "deterministic": bool(config.is_op_determinism_enabled()),
+    }
 
 
 def _run(deterministic, args):
     env = dict(os.environ, KD_KERAS_DETERMINISTIC="1" if deterministic else "0")
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--images", str(args.images),
-           "--batch_size", str(args.batch_size), "--repeats", str(args.repeats)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        "--images",
+        str(args.images),
+        "--batch_size",
+        str(args.batch_size),
+        "--repeats",
+        str(args.repeats),
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     if result["deterministic"] != deterministic:
-        raise RuntimeError(f"Child ran with determinism {result['deterministic']}, "
-                           f"expected {deterministic}.")
+        raise RuntimeError(
+            f"Child ran with determinism {result['deterministic']}, expected {deterministic}."
+        )
     return result["epoch_s"]
 
 
@@ -81,9 +95,11 @@ def main():
         return
     on = _run(True, args)
     off = _run(False, args)
-    print(f"cnn width 0.25, {args.images} images, batch {args.batch_size}: "
-          f"epoch {on:.3f} s with op determinism, {off:.3f} s without; "
-          f"ratio on/off {on / off:.3f}")
+    print(
+        f"cnn width 0.25, {args.images} images, batch {args.batch_size}: "
+        f"epoch {on:.3f} s with op determinism, {off:.3f} s without; "
+        f"ratio on/off {on / off:.3f}"
+    )
 
 
 if __name__ == "__main__":

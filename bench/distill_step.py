@@ -63,8 +63,10 @@ def main():
     t_kd = _median_time(lambda: distiller.fit(ds, epochs=1, verbose=0), args.repeats)
     t_teacher = _median_time(forward_pass, args.repeats)
 
-    print(f"images/epoch={args.images} batch={args.batch_size} "
-          f"teacher_params={teacher.count_params():,} student_params={student.count_params():,}")
+    print(
+        f"images/epoch={args.images} batch={args.batch_size} "
+        f"teacher_params={teacher.count_params():,} student_params={student.count_params():,}"
+    )
     print(f"plain student epoch   {t_plain:8.3f} s  ({args.images / t_plain:8.0f} img/s)")
     print(f"Distiller epoch       {t_kd:8.3f} s  ({args.images / t_kd:8.0f} img/s)")
     print(f"teacher forward only  {t_teacher:8.3f} s")

@@ -16,8 +16,9 @@ from export import convert as convert_lib
 from export import measure as measure_lib
 from kd_keras import models
 
-_MODELS = flags.DEFINE_list("models", ["cnn:0.25", "cnn:1", "cnn_dws:1"],
-                            "name:width items of the model registry.")
+_MODELS = flags.DEFINE_list(
+    "models", ["cnn:0.25", "cnn:1", "cnn_dws:1"], "name:width items of the model registry."
+)
 _RUNS = flags.DEFINE_integer("runs", 200, "Timed invocations.", lower_bound=1)
 _THREADS = flags.DEFINE_integer("threads", 1, "Interpreter threads.", lower_bound=1)
 _XNNPACK = flags.DEFINE_bool("xnnpack", True, "XNNPack delegate.")
@@ -29,10 +30,10 @@ def bench(name, width, runs, threads, xnnpack):
     images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1)).astype(np.uint8)
     out = {}
     for fmt in convert_lib.QUANTIZATIONS:
-        content = convert_lib.convert(model, fmt, representative_images=images,
-                                      num_calibration=64)
-        out[fmt] = measure_lib.measure(content, num_runs=runs, warmup=runs // 10,
-                                       threads=threads, xnnpack=xnnpack)
+        content = convert_lib.convert(model, fmt, representative_images=images, num_calibration=64)
+        out[fmt] = measure_lib.measure(
+            content, num_runs=runs, warmup=runs // 10, threads=threads, xnnpack=xnnpack
+        )
     return out
 
 
@@ -45,11 +46,13 @@ def main(argv):
         results = bench(name, float(width or 1), _RUNS.value, _THREADS.value, _XNNPACK.value)
         base = results["float32"]
         for fmt, r in results.items():
-            print(f"| {item} | {fmt} | {r['file_bytes']} | "
-                  f"{r['file_bytes'] / base['file_bytes']:.3f} | "
-                  f"{r['gzip_bytes'] / base['gzip_bytes']:.3f} | {r['macs']} | "
-                  f"{r['latency_us_median']:.1f} | "
-                  f"{r['latency_us_median'] / base['latency_us_median']:.3f} |")
+            print(
+                f"| {item} | {fmt} | {r['file_bytes']} | "
+                f"{r['file_bytes'] / base['file_bytes']:.3f} | "
+                f"{r['gzip_bytes'] / base['gzip_bytes']:.3f} | {r['macs']} | "
+                f"{r['latency_us_median']:.1f} | "
+                f"{r['latency_us_median'] / base['latency_us_median']:.3f} |"
+            )
 
 
 if __name__ == "__main__":

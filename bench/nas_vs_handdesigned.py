@@ -42,19 +42,36 @@ def main():
     for w in args.widths.split(","):
         # BatchNorm momentum 0.9, as in the search space: a 126-step run leaves
         # 0.99's moving statistics unsettled and the model at chance.
-        candidates.append((f"cnn width {w}", lambda w=float(w): models.build(
-            "cnn", data.input_shape, data.num_classes, width=w, bn_momentum=0.9)))
+        candidates.append(
+            (
+                f"cnn width {w}",
+                lambda w=float(w): models.build(
+                    "cnn", data.input_shape, data.num_classes, width=w, bn_momentum=0.9
+                ),
+            )
+        )
     print("| student | val acc | float32 latency µs (median) | bytes | params |")
     print("|---|---|---|---|---|")
     for name, build in candidates:
         keras.utils.set_random_seed(0)
         model = build()
-        training.fit(model, datasets, config, f"/tmp/nas_vs_hand/{name}", teacher=teacher,
-                     kd=training.KDConfig(), verbose=0, offline_data=data)
+        training.fit(
+            model,
+            datasets,
+            config,
+            f"/tmp/nas_vs_hand/{name}",
+            teacher=teacher,
+            kd=training.KDConfig(),
+            verbose=0,
+            offline_data=data,
+        )
         acc = training.evaluate(model, datasets["val"])
         fig = hardware.measure_candidate(model, num_runs=50, warmup=10, threads=1)
-        print(f"| {name} | {acc:.4f} | {fig['latency_us']:.1f} | {fig['file_bytes']:,} | "
-              f"{model.count_params():,} |", flush=True)
+        print(
+            f"| {name} | {acc:.4f} | {fig['latency_us']:.1f} | {fig['file_bytes']:,} | "
+            f"{model.count_params():,} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

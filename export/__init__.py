@@ -23,16 +23,33 @@ from export.measure import DEFAULT_BATCH_SIZE, DEFAULT_NUM_RUNS, DEFAULT_WARMUP
 from kd_keras import runs
 
 # The submodules keep their names: export.convert.convert(), export.measure.measure().
-__all__ = ["ExportError", "QUANTIZATIONS", "export_model", "load_model", "save_tflite",
-           "strip_wrappers"]
+__all__ = [
+    "ExportError",
+    "QUANTIZATIONS",
+    "export_model",
+    "load_model",
+    "save_tflite",
+    "strip_wrappers",
+]
 
 RESULTS_SUFFIX = ".export.json"
 
 
-def export_model(model, out_dir, formats=QUANTIZATIONS, data=None,
-                 num_calibration=DEFAULT_NUM_CALIBRATION, threads=(1,),
-                 latency_runs=DEFAULT_NUM_RUNS, name=None, warmup=DEFAULT_WARMUP,
-                 xnnpack=True, int8_io=False, batch_size=DEFAULT_BATCH_SIZE, results_file=None):
+def export_model(
+    model,
+    out_dir,
+    formats=QUANTIZATIONS,
+    data=None,
+    num_calibration=DEFAULT_NUM_CALIBRATION,
+    threads=(1,),
+    latency_runs=DEFAULT_NUM_RUNS,
+    name=None,
+    warmup=DEFAULT_WARMUP,
+    xnnpack=True,
+    int8_io=False,
+    batch_size=DEFAULT_BATCH_SIZE,
+    results_file=None,
+):
     """Converts, saves and measures a model in several TFLite formats.
 
     Args:
@@ -67,8 +84,7 @@ def export_model(model, out_dir, formats=QUANTIZATIONS, data=None,
     formats = list(formats)
     unknown = [f for f in formats if f not in QUANTIZATIONS]
     if unknown or not formats:
-        raise ExportError(f"formats must be a non-empty subset of {QUANTIZATIONS}, "
-                          f"got {formats}.")
+        raise ExportError(f"formats must be a non-empty subset of {QUANTIZATIONS}, got {formats}.")
     threads = [int(t) for t in threads]
     if not threads or min(threads) < 1:
         raise ExportError(f"threads must be a non-empty list of counts >= 1, got {threads}.")
@@ -86,23 +102,35 @@ def export_model(model, out_dir, formats=QUANTIZATIONS, data=None,
     x_train = data.x_train if data is not None else None
     rows = []
     for fmt in formats:
-        content = convert_lib.convert(source, fmt, representative_images=x_train,
-                                      num_calibration=num_calibration,
-                                      int8_io=int8_io and fmt == "int8")
+        content = convert_lib.convert(
+            source,
+            fmt,
+            representative_images=x_train,
+            num_calibration=num_calibration,
+            int8_io=int8_io and fmt == "int8",
+        )
         path = os.path.join(out_dir, f"{name}.{fmt}.tflite")
         save_tflite(content, path)
         accuracy_fields = None
         for count in threads:
             with_data = data is not None and accuracy_fields is None
-            figures = measure_lib.measure(path, x_test=data.x_test if with_data else None,
-                              y_test=data.y_test if with_data else None,
-                              keras_model=keras_model if with_data else None,
-                              num_runs=latency_runs, warmup=warmup, threads=count,
-                              xnnpack=xnnpack, batch_size=batch_size)
+            figures = measure_lib.measure(
+                path,
+                x_test=data.x_test if with_data else None,
+                y_test=data.y_test if with_data else None,
+                keras_model=keras_model if with_data else None,
+                num_runs=latency_runs,
+                warmup=warmup,
+                threads=count,
+                xnnpack=xnnpack,
+                batch_size=batch_size,
+            )
             if with_data:  # Accuracy does not depend on threads: measured once.
-                accuracy_fields = {k: v for k, v in figures.items()
-                                   if k.startswith(("accuracy", "num_test", "keras_",
-                                                    "batched_"))}
+                accuracy_fields = {
+                    k: v
+                    for k, v in figures.items()
+                    if k.startswith(("accuracy", "num_test", "keras_", "batched_"))
+                }
             elif accuracy_fields:
                 figures.update(accuracy_fields)
             rows.append({"name": name, "format": fmt, "path": path, **figures})
@@ -120,5 +148,4 @@ def _add_ratios(rows):
             continue
         row["bytes_vs_float32"] = round(row["file_bytes"] / base["file_bytes"], 4)
         row["gzip_bytes_vs_float32"] = round(row["gzip_bytes"] / base["gzip_bytes"], 4)
-        row["latency_vs_float32"] = round(
-            row["latency_us_median"] / base["latency_us_median"], 4)
+        row["latency_vs_float32"] = round(row["latency_us_median"] / base["latency_us_median"], 4)

@@ -40,6 +40,7 @@ class ExportError(ValueError):
 
 def _tfmot():
     import tensorflow_model_optimization as tfmot  # Heavy; only when needed.
+
     return tfmot
 
 
@@ -53,8 +54,7 @@ def _layer_class_names(model):
 
 def is_qat_model(model):
     """True if `model` holds TF-MOT quantization-aware-training layers."""
-    return isinstance(model, keras.Model) and bool(
-        _layer_class_names(model) & set(_QAT_LAYERS))
+    return isinstance(model, keras.Model) and bool(_layer_class_names(model) & set(_QAT_LAYERS))
 
 
 def strip_wrappers(model):
@@ -79,13 +79,17 @@ def strip_wrappers(model):
     except (ValueError, NotImplementedError, TypeError) as e:
         raise ExportError(
             f"Cannot strip pruning/clustering wrappers from model "
-            f"'{getattr(model, 'name', model)}': {e}") from e
+            f"'{getattr(model, 'name', model)}': {e}"
+        ) from e
 
 
 def _custom_object_scopes():
     tfmot = _tfmot()
-    return (tfmot.quantization.keras.quantize_scope(), tfmot.sparsity.keras.prune_scope(),
-            tfmot.clustering.keras.cluster_scope())
+    return (
+        tfmot.quantization.keras.quantize_scope(),
+        tfmot.sparsity.keras.prune_scope(),
+        tfmot.clustering.keras.cluster_scope(),
+    )
 
 
 def load_model(path):
@@ -116,7 +120,8 @@ def load_model(path):
     except Exception as e:  # noqa: BLE001 — Keras raises many types for a bad file.
         raise ExportError(
             f"Cannot load {path} as a Keras model ({type(e).__name__}: "
-            f"{_short(e)}). Expected a .keras/.h5 file or a SavedModel directory.") from e
+            f"{_short(e)}). Expected a .keras/.h5 file or a SavedModel directory."
+        ) from e
     if not isinstance(model, keras.Model):
         raise ExportError(f"{path} loaded as {type(model).__name__}, not a keras.Model.")
     return model
@@ -124,8 +129,11 @@ def load_model(path):
 
 def is_plain_saved_model(path):
     """True for a SavedModel directory that Keras did not write (no keras_metadata.pb)."""
-    return (os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
-            and not os.path.exists(os.path.join(path, "keras_metadata.pb")))
+    return (
+        os.path.isdir(path)
+        and os.path.exists(os.path.join(path, "saved_model.pb"))
+        and not os.path.exists(os.path.join(path, "keras_metadata.pb"))
+    )
 
 
 def _short(error, limit=600):
@@ -133,7 +141,7 @@ def _short(error, limit=600):
     text = str(error).strip()
     if len(text) <= limit:
         return text
-    return text[: limit // 2] + " [...] " + text[-limit // 2:]
+    return text[: limit // 2] + " [...] " + text[-limit // 2 :]
 
 
 def representative_dataset(images, num_calibration=DEFAULT_NUM_CALIBRATION, seed=0):
@@ -157,7 +165,8 @@ def representative_dataset(images, num_calibration=DEFAULT_NUM_CALIBRATION, seed
     if images.ndim != 4 or len(images) == 0:
         raise ExportError(
             f"representative_images must be a non-empty (N, H, W, C) array, got shape "
-            f"{images.shape}.")
+            f"{images.shape}."
+        )
     if num_calibration < 1:
         raise ExportError(f"num_calibration must be >= 1, got {num_calibration}.")
     rng = np.random.default_rng(seed)
@@ -181,11 +190,18 @@ def _check_input_shape(model, images, name):
     if None not in expected and tuple(np.shape(images)[1:]) != expected:
         raise ExportError(
             f"Representative images of shape {np.shape(images)[1:]} do not fit model "
-            f"'{name}' whose input shape is {expected}.")
+            f"'{name}' whose input shape is {expected}."
+        )
 
 
-def convert(model, quantization, representative_images=None,
-            num_calibration=DEFAULT_NUM_CALIBRATION, int8_io=False, seed=0):
+def convert(
+    model,
+    quantization,
+    representative_images=None,
+    num_calibration=DEFAULT_NUM_CALIBRATION,
+    int8_io=False,
+    seed=0,
+):
     """Converts a Keras model to a TFLite flatbuffer.
 
     Args:
@@ -221,12 +237,13 @@ def convert(model, quantization, representative_images=None,
         if quantization == "int8" and representative_images is not None:
             _check_input_shape(keras_model, representative_images, label)
         converter = _converter(
-            lambda: tf.lite.TFLiteConverter.from_keras_model(keras_model), label, quantization)
+            lambda: tf.lite.TFLiteConverter.from_keras_model(keras_model), label, quantization
+        )
     else:
         qat = False
         converter = _converter(
-            lambda: tf.lite.TFLiteConverter.from_saved_model(saved_model_dir), label,
-            quantization)
+            lambda: tf.lite.TFLiteConverter.from_saved_model(saved_model_dir), label, quantization
+        )
 
     if quantization == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -237,13 +254,15 @@ def convert(model, quantization, representative_images=None,
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if representative_images is not None:
             converter.representative_dataset = representative_dataset(
-                representative_images, num_calibration, seed)
+                representative_images, num_calibration, seed
+            )
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         elif not qat:
             raise ExportError(
                 f"int8 export of model '{label}' needs representative_images (uint8 "
                 "training images) for calibration; only a quantization-aware-trained "
-                "model converts to int8 without them.")
+                "model converts to int8 without them."
+            )
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
@@ -253,7 +272,8 @@ def convert(model, quantization, representative_images=None,
     except Exception as e:  # noqa: BLE001 — the converter raises many error types.
         raise ExportError(
             f"TFLite conversion of model '{label}' to {quantization} failed "
-            f"({type(e).__name__}): {_short(e)}") from e
+            f"({type(e).__name__}): {_short(e)}"
+        ) from e
     return bytes(flatbuffer)
 
 
@@ -278,7 +298,8 @@ def _converter(make, label, quantization):
     except Exception as e:  # noqa: BLE001
         raise ExportError(
             f"Cannot build a TFLite converter for model '{label}' ({quantization}): "
-            f"{type(e).__name__}: {_short(e)}") from e
+            f"{type(e).__name__}: {_short(e)}"
+        ) from e
 
 
 def check_flatbuffer(content, source="<bytes>"):
@@ -287,7 +308,8 @@ def check_flatbuffer(content, source="<bytes>"):
         raise ExportError(
             f"{source} is not a TFLite model: expected the file identifier "
             f"{TFLITE_IDENTIFIER!r} at byte 4, got {bytes(content[4:8])!r} "
-            f"({len(content)} bytes in all).")
+            f"({len(content)} bytes in all)."
+        )
 
 
 def save_tflite(content, path):

@@ -12,16 +12,21 @@ from kd_keras import flag_groups
 NO_DATASET = flag_groups.NO_DATASET
 
 MODEL = flags.DEFINE_string(
-    "model", None, "Saved Keras model to export: a .keras/.h5 file or a SavedModel directory.")
+    "model", None, "Saved Keras model to export: a .keras/.h5 file or a SavedModel directory."
+)
 OUT_DIR = flags.DEFINE_string("out_dir", None, "Directory of the .tflite files and results.")
 NAME = flags.DEFINE_string("name", None, "File name stem (default: the model file's stem).")
 DATA = flag_groups.define_data_flags(allow_none=True)
 EXPORT = flag_groups.define_export_flags()
-EVAL_BATCH = flags.DEFINE_integer("eval_batch_size", DEFAULT_BATCH_SIZE,
-                                  "Examples per interpreter invocation when measuring "
-                                  "accuracy.", lower_bound=1)
+EVAL_BATCH = flags.DEFINE_integer(
+    "eval_batch_size",
+    DEFAULT_BATCH_SIZE,
+    "Examples per interpreter invocation when measuring accuracy.",
+    lower_bound=1,
+)
 CONSOLE = flag_groups.define_console_flags()
 
 flags.mark_flags_as_required(["model", "out_dir"])
-flags.register_validator("export_formats", bool,
-                         message="--export_formats: name at least one format to export.")
+flags.register_validator(
+    "export_formats", bool, message="--export_formats: name at least one format to export."
+)

@@ -24,21 +24,32 @@ from kd_keras import data as data_lib
 FLAGS = flags.FLAGS
 RESULTS_FILE = "export_results.json"
 
-COLUMNS = (("format", "format", "{}"), ("threads", "thr", "{}"), ("file_bytes", "bytes", "{}"),
-           ("gzip_bytes", "gzip", "{}"), ("nonzero_params", "nonzero", "{}"),
-           ("macs", "MACs", "{}"), ("latency_us_median", "med us", "{:.1f}"),
-           ("latency_us_p90", "p90 us", "{:.1f}"), ("accuracy", "acc", "{:.4f}"),
-           ("keras_agreement", "agree", "{:.4f}"), ("bytes_vs_float32", "bytes/f32", "{:.3f}"),
-           ("latency_vs_float32", "lat/f32", "{:.3f}"))
+COLUMNS = (
+    ("format", "format", "{}"),
+    ("threads", "thr", "{}"),
+    ("file_bytes", "bytes", "{}"),
+    ("gzip_bytes", "gzip", "{}"),
+    ("nonzero_params", "nonzero", "{}"),
+    ("macs", "MACs", "{}"),
+    ("latency_us_median", "med us", "{:.1f}"),
+    ("latency_us_p90", "p90 us", "{:.1f}"),
+    ("accuracy", "acc", "{:.4f}"),
+    ("keras_agreement", "agree", "{:.4f}"),
+    ("bytes_vs_float32", "bytes/f32", "{:.3f}"),
+    ("latency_vs_float32", "lat/f32", "{:.3f}"),
+)
 
 
 def results_table(rows):
     """A Markdown table of export rows (missing figures print as '-')."""
-    lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
-             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines = [
+        "| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
     for row in rows:
-        cells = [fmt.format(row[key]) if row.get(key) is not None else "-"
-                 for key, _, fmt in COLUMNS]
+        cells = [
+            fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in COLUMNS
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -63,28 +74,43 @@ def main(argv):
         sys.exit(f"Invalid flag: --out_dir={out_dir} is a file; it must be a directory.")
     os.makedirs(out_dir, exist_ok=True)
     console.setup(out_dir, verbose=f.CONSOLE.show_logs.value)
-    runs.write_text(os.path.join(out_dir, "export_flags.txt"), "".join(
-        flag.serialize() + "\n" for module in (export_flags, flag_groups)
-        for flag in FLAGS.get_key_flags_for_module(module)))
+    runs.write_text(
+        os.path.join(out_dir, "export_flags.txt"),
+        "".join(
+            flag.serialize() + "\n"
+            for module in (export_flags, flag_groups)
+            for flag in FLAGS.get_key_flags_for_module(module)
+        ),
+    )
     data = None
     if f.DATA.dataset.value != f.NO_DATASET:
         try:
             data = data_lib.load_dataset(
-                f.DATA.dataset.value, data_dir=f.DATA.data_dir.value,
-                manual_dir=f.DATA.manual_dir.value, val_size=0,
-                limit_test=f.DATA.limit_test.value)
+                f.DATA.dataset.value,
+                data_dir=f.DATA.data_dir.value,
+                manual_dir=f.DATA.manual_dir.value,
+                val_size=0,
+                limit_test=f.DATA.limit_test.value,
+            )
         except data_lib.DataError as e:
             sys.exit(f"Cannot load the dataset: {e}")
     name = f.NAME.value or os.path.splitext(os.path.basename(model_path.rstrip("/")))[0]
     try:
         rows = export.export_model(
-            model_path, out_dir, f.EXPORT.export_formats.value, data=data,
+            model_path,
+            out_dir,
+            f.EXPORT.export_formats.value,
+            data=data,
             num_calibration=f.EXPORT.num_calibration.value,
             threads=flag_groups.export_threads(f.EXPORT),
-            latency_runs=f.EXPORT.latency_runs.value, name=name,
-            warmup=f.EXPORT.latency_warmup.value, xnnpack=f.EXPORT.xnnpack.value,
-            int8_io=f.EXPORT.int8_io.value, batch_size=f.EVAL_BATCH.value,
-            results_file=RESULTS_FILE)
+            latency_runs=f.EXPORT.latency_runs.value,
+            name=name,
+            warmup=f.EXPORT.latency_warmup.value,
+            xnnpack=f.EXPORT.xnnpack.value,
+            int8_io=f.EXPORT.int8_io.value,
+            batch_size=f.EVAL_BATCH.value,
+            results_file=RESULTS_FILE,
+        )
     except export.ExportError as e:
         sys.exit(f"Export failed: {e}")
     results_path = os.path.join(out_dir, RESULTS_FILE)

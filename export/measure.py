@@ -46,10 +46,8 @@ DEFAULT_BATCH_SIZE = 256
 
 _CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 # Operand position of the filter and the bias in each op with weights.
-_FILTER_INPUT = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1,
-                 "TRANSPOSE_CONV": 1}
-_BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2,
-               "TRANSPOSE_CONV": 3}
+_FILTER_INPUT = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1}
+_BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
 
 
 # ----------------------------------------------------------------------------
@@ -90,14 +88,15 @@ def make_interpreter(content, threads=1, xnnpack=True, source="<bytes>"):
     """
     if int(threads) < 1:
         raise ExportError(f"threads must be >= 1, got {threads}.")
-    resolver = (OpResolverType.AUTO if xnnpack
-                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        return Interpreter(model_content=content, num_threads=int(threads),
-                           experimental_op_resolver_type=resolver)
+        return Interpreter(
+            model_content=content, num_threads=int(threads), experimental_op_resolver_type=resolver
+        )
     except (ValueError, RuntimeError) as e:
-        raise ExportError(f"LiteRT cannot load {source} (corrupted or unsupported "
-                          f"TFLite model): {e}") from e
+        raise ExportError(
+            f"LiteRT cannot load {source} (corrupted or unsupported TFLite model): {e}"
+        ) from e
 
 
 def _allocate(interpreter, source):
@@ -110,8 +109,10 @@ def _allocate(interpreter, source):
 def _single_io(interpreter, source):
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
-        raise ExportError(f"{source} has {len(inputs)} inputs and {len(outputs)} outputs; "
-                          "accuracy and latency need exactly one of each.")
+        raise ExportError(
+            f"{source} has {len(inputs)} inputs and {len(outputs)} outputs; "
+            "accuracy and latency need exactly one of each."
+        )
     return inputs[0], outputs[0]
 
 
@@ -274,11 +275,12 @@ def predict(tflite_path_or_bytes, x, batch_size=DEFAULT_BATCH_SIZE, threads=1, x
     outputs = []
     try:
         for start in range(0, len(x), batch):
-            chunk = x[start:start + batch]
+            chunk = x[start : start + batch]
             count = len(chunk)
             if count < batch:  # Pad the last batch rather than re-allocating.
-                chunk = np.concatenate([chunk, np.zeros((batch - count,) + chunk.shape[1:],
-                                                        chunk.dtype)])
+                chunk = np.concatenate(
+                    [chunk, np.zeros((batch - count,) + chunk.shape[1:], chunk.dtype)]
+                )
             interpreter.set_tensor(inp["index"], _quantize(chunk, inp))
             interpreter.invoke()
             outputs.append(_dequantize(interpreter.get_tensor(out["index"]), out)[:count])
@@ -287,8 +289,15 @@ def predict(tflite_path_or_bytes, x, batch_size=DEFAULT_BATCH_SIZE, threads=1, x
     return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32), batched
 
 
-def latency(tflite_path_or_bytes, example=None, num_runs=DEFAULT_NUM_RUNS, warmup=DEFAULT_WARMUP,
-            threads=1, xnnpack=True, seed=0):
+def latency(
+    tflite_path_or_bytes,
+    example=None,
+    num_runs=DEFAULT_NUM_RUNS,
+    warmup=DEFAULT_WARMUP,
+    threads=1,
+    xnnpack=True,
+    seed=0,
+):
     """Times single-example invocations in the LiteRT interpreter.
 
     The input is set once; only ``invoke()`` is timed (``perf_counter_ns``).
@@ -336,8 +345,7 @@ def latency(tflite_path_or_bytes, example=None, num_runs=DEFAULT_NUM_RUNS, warmu
             times.append((time.perf_counter_ns() - start) / 1000.0)
     except (ValueError, RuntimeError) as e:
         raise ExportError(f"Running {source} in LiteRT failed: {e}") from e
-    delegated = sum(op["op_name"] == "DELEGATE"
-                    for op in interpreter._get_ops_details())  # pylint: disable=protected-access
+    delegated = sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())  # pylint: disable=protected-access
     return {
         "latency_us_median": round(statistics.median(times), 2),
         "latency_us_p90": round(float(np.percentile(times, 90)), 2),
@@ -374,8 +382,15 @@ def parse_benchmark_output(text):
     return found
 
 
-def run_benchmark_model(tflite_path, num_runs=DEFAULT_NUM_RUNS, warmup=DEFAULT_WARMUP,
-                        threads=1, xnnpack=True, binary="benchmark_model", timeout=600):
+def run_benchmark_model(
+    tflite_path,
+    num_runs=DEFAULT_NUM_RUNS,
+    warmup=DEFAULT_WARMUP,
+    threads=1,
+    xnnpack=True,
+    binary="benchmark_model",
+    timeout=600,
+):
     """Runs TFLite's ``benchmark_model`` on a ``.tflite`` file, if installed.
 
     Args:
@@ -393,13 +408,17 @@ def run_benchmark_model(tflite_path, num_runs=DEFAULT_NUM_RUNS, warmup=DEFAULT_W
     executable = shutil.which(binary)
     if executable is None:
         return None
-    command = [executable, f"--graph={tflite_path}", f"--num_runs={int(num_runs)}",
-               f"--warmup_runs={int(warmup)}", f"--num_threads={int(threads)}",
-               f"--use_xnnpack={'true' if xnnpack else 'false'}"]
+    command = [
+        executable,
+        f"--graph={tflite_path}",
+        f"--num_runs={int(num_runs)}",
+        f"--warmup_runs={int(warmup)}",
+        f"--num_threads={int(threads)}",
+        f"--use_xnnpack={'true' if xnnpack else 'false'}",
+    ]
     result = {"command": " ".join(command)}
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         result["error"] = f"{type(e).__name__}: {e}"
         return result
@@ -414,8 +433,15 @@ def run_benchmark_model(tflite_path, num_runs=DEFAULT_NUM_RUNS, warmup=DEFAULT_W
 # Everything
 
 
-def accuracy(tflite_path_or_bytes, x_test, y_test, keras_model=None,
-             batch_size=DEFAULT_BATCH_SIZE, threads=1, xnnpack=True):
+def accuracy(
+    tflite_path_or_bytes,
+    x_test,
+    y_test,
+    keras_model=None,
+    batch_size=DEFAULT_BATCH_SIZE,
+    threads=1,
+    xnnpack=True,
+):
     """Top-1 accuracy through the interpreter, and agreement with Keras.
 
     Args:
@@ -435,14 +461,19 @@ def accuracy(tflite_path_or_bytes, x_test, y_test, keras_model=None,
     """
     y_test = np.asarray(y_test).reshape(-1)
     if len(x_test) != len(y_test) or len(y_test) == 0:
-        raise ExportError(f"x_test and y_test must be non-empty and of equal length, got "
-                          f"{len(x_test)} and {len(y_test)}.")
+        raise ExportError(
+            f"x_test and y_test must be non-empty and of equal length, got "
+            f"{len(x_test)} and {len(y_test)}."
+        )
     x = _as_model_input(x_test)
     outputs, batched = predict(tflite_path_or_bytes, x, batch_size, threads, xnnpack)
     outputs = outputs.reshape(len(x), -1)
     predicted = outputs.argmax(-1)
-    result = {"accuracy": round(float(np.mean(predicted == y_test)), 6),
-              "num_test": int(len(y_test)), "batched_inference": batched}
+    result = {
+        "accuracy": round(float(np.mean(predicted == y_test)), 6),
+        "num_test": int(len(y_test)),
+        "batched_inference": batched,
+    }
     if keras_model is not None:
         reference = np.asarray(keras_model.predict(x, batch_size=batch_size, verbose=0))
         reference = reference.reshape(len(x), -1).astype(np.float32)
@@ -452,9 +483,18 @@ def accuracy(tflite_path_or_bytes, x_test, y_test, keras_model=None,
     return result
 
 
-def measure(tflite_path_or_bytes, x_test=None, y_test=None, keras_model=None,
-            num_runs=DEFAULT_NUM_RUNS, warmup=DEFAULT_WARMUP, threads=1, xnnpack=True,
-            batch_size=DEFAULT_BATCH_SIZE, benchmark_binary="benchmark_model"):
+def measure(
+    tflite_path_or_bytes,
+    x_test=None,
+    y_test=None,
+    keras_model=None,
+    num_runs=DEFAULT_NUM_RUNS,
+    warmup=DEFAULT_WARMUP,
+    threads=1,
+    xnnpack=True,
+    batch_size=DEFAULT_BATCH_SIZE,
+    benchmark_binary="benchmark_model",
+):
     """Measures one ``.tflite`` model: size, weights, MACs, latency, accuracy.
 
     Args:
@@ -493,18 +533,19 @@ def measure(tflite_path_or_bytes, x_test=None, y_test=None, keras_model=None,
     example = None if x_test is None or len(x_test) == 0 else x_test[0]
     result.update(latency(content, example, num_runs, warmup, threads, xnnpack))
     if x_test is not None:
-        result.update(accuracy(content, x_test, y_test, keras_model, batch_size, threads,
-                               xnnpack))
+        result.update(accuracy(content, x_test, y_test, keras_model, batch_size, threads, xnnpack))
     if shutil.which(benchmark_binary) is None:
         result["benchmark_model"] = None
     elif source != "<bytes>":
-        result["benchmark_model"] = run_benchmark_model(source, num_runs, warmup, threads,
-                                                        xnnpack, benchmark_binary)
+        result["benchmark_model"] = run_benchmark_model(
+            source, num_runs, warmup, threads, xnnpack, benchmark_binary
+        )
     else:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.tflite")
             with open(path, "wb") as f:
                 f.write(content)
-            result["benchmark_model"] = run_benchmark_model(path, num_runs, warmup, threads,
-                                                            xnnpack, benchmark_binary)
+            result["benchmark_model"] = run_benchmark_model(
+                path, num_runs, warmup, threads, xnnpack, benchmark_binary
+            )
     return result

@@ -30,8 +30,12 @@ DEFAULT_MANUAL_DIR = "/usr/share/datasets/fashion-mnist"
 SUPPORTED_DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
 # (input shape, number of classes) of each supported dataset, known without
 # loading it, so configurations are validated before any data is read.
-DATASET_SHAPES = {"fashion_mnist": ((28, 28, 1), 10), "mnist": ((28, 28, 1), 10),
-                  "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100)}
+DATASET_SHAPES = {
+    "fashion_mnist": ((28, 28, 1), 10),
+    "mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10),
+    "cifar100": ((32, 32, 3), 100),
+}
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -40,8 +44,14 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
 FASHION_MNIST_COUNTS = {"train": 60000, "test": 10000, "train_per_class": 6000}
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32,
-               0x0D: np.float32, 0x0E: np.float64}
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.int16,
+    0x0C: np.int32,
+    0x0D: np.float32,
+    0x0E: np.float64,
+}
 
 
 class DataError(ValueError):
@@ -116,7 +126,8 @@ class AugmentConfig:
             except ValueError:
                 raise ValueError(
                     f"Bad augmentation {item!r}; allowed: crop[=PADDING], flip, "
-                    "cutout[=SIZE], none.") from None
+                    "cutout[=SIZE], none."
+                ) from None
         return cls(**kwargs)
 
 
@@ -167,7 +178,8 @@ def read_idx(path):
         raise DataError(
             f"{path} is not an IDX file: bad magic number {raw[:4].hex()} "
             "(expected 0x0000 then a type code in "
-            f"{sorted(hex(c) for c in _IDX_DTYPES)} and a dimension count).")
+            f"{sorted(hex(c) for c in _IDX_DTYPES)} and a dimension count)."
+        )
     header_len = 4 + 4 * ndim
     if len(raw) < header_len:
         raise DataError(f"{path} is truncated inside its header.")
@@ -178,9 +190,13 @@ def read_idx(path):
     if body != expected:
         raise DataError(
             f"{path} declares shape {shape} ({expected} data bytes) but holds "
-            f"{body} data bytes: the file is {'truncated' if body < expected else 'too long'}.")
-    return np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(shape).astype(
-        dtype.newbyteorder("="))
+            f"{body} data bytes: the file is {'truncated' if body < expected else 'too long'}."
+        )
+    return (
+        np.frombuffer(raw, dtype=dtype, offset=header_len)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def read_idx_split(directory, split):
@@ -198,15 +214,17 @@ def read_idx_split(directory, split):
     if images.ndim != 3 or labels.ndim != 1:
         raise DataError(
             f"{split} split in {directory}: expected images of rank 3 and labels of "
-            f"rank 1, got shapes {images.shape} and {labels.shape}.")
+            f"rank 1, got shapes {images.shape} and {labels.shape}."
+        )
     if images.shape[0] != labels.shape[0]:
         raise DataError(
-            f"{split} split in {directory}: {images.shape[0]} images but "
-            f"{labels.shape[0]} labels.")
+            f"{split} split in {directory}: {images.shape[0]} images but {labels.shape[0]} labels."
+        )
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise DataError(
             f"{split} labels in {directory} must lie in [0, 9], got "
-            f"[{labels.min()}, {labels.max()}].")
+            f"[{labels.min()}, {labels.max()}]."
+        )
     return images[..., None].astype(np.uint8), labels.astype(np.int64)
 
 
@@ -220,18 +238,19 @@ def verify_fashion_mnist(y_train, y_test, counts=None):
     if len(y_train) != counts["train"] or len(y_test) != counts["test"]:
         raise DataError(
             f"Fashion-MNIST must have {counts['train']} train and {counts['test']} "
-            f"test examples; found {len(y_train)} and {len(y_test)}.")
+            f"test examples; found {len(y_train)} and {len(y_test)}."
+        )
     per_class = np.bincount(y_train, minlength=10)
     if not np.all(per_class == counts["train_per_class"]):
         raise DataError(
             f"Fashion-MNIST train must hold {counts['train_per_class']} examples per "
-            f"class; found {per_class.tolist()}.")
+            f"class; found {per_class.tolist()}."
+        )
 
 
 def missing_idx_files(directory):
     """The Fashion-MNIST IDX file names absent from `directory`."""
-    return [n for n in IDX_FILES.values()
-            if not os.path.exists(os.path.join(directory, n))]
+    return [n for n in IDX_FILES.values() if not os.path.exists(os.path.join(directory, n))]
 
 
 # ----------------------------------------------------------------------------
@@ -255,10 +274,8 @@ def _local_fashion_mnist_builder(data_dir, manual_dir, verify_counts=True):
             if verify_counts:
                 verify_fashion_mnist(train[1], test[1])
             return [
-                tfds.core.SplitGenerator(name=tfds.Split.TRAIN,
-                                         gen_kwargs=dict(arrays=train)),
-                tfds.core.SplitGenerator(name=tfds.Split.TEST,
-                                         gen_kwargs=dict(arrays=test)),
+                tfds.core.SplitGenerator(name=tfds.Split.TRAIN, gen_kwargs=dict(arrays=train)),
+                tfds.core.SplitGenerator(name=tfds.Split.TEST, gen_kwargs=dict(arrays=test)),
             ]
 
         def _generate_examples(self, arrays):
@@ -270,23 +287,29 @@ def _local_fashion_mnist_builder(data_dir, manual_dir, verify_counts=True):
 
 
 def _no_data_message(name, data_dir, manual_dir, cause):
-    msg = (f"Dataset '{name}' is not prepared in {data_dir} and could not be "
-           f"downloaded ({type(cause).__name__}: {cause}).")
+    msg = (
+        f"Dataset '{name}' is not prepared in {data_dir} and could not be "
+        f"downloaded ({type(cause).__name__}: {cause})."
+    )
     if name == "fashion_mnist":
         msg += (
             " Two ways to get it: (1) offline, install the IDX files with "
             "`apt-get install dataset-fashion-mnist` (they land in "
             f"{DEFAULT_MANUAL_DIR}) or pass --manual_dir=DIR naming a directory "
             f"holding {sorted(IDX_FILES.values())}; (2) online, let "
-            "tensorflow-datasets download it into --data_dir.")
+            "tensorflow-datasets download it into --data_dir."
+        )
     else:
-        msg += (" It needs internet access for tensorflow-datasets to download it, "
-                "or a --data_dir where it is already prepared.")
+        msg += (
+            " It needs internet access for tensorflow-datasets to download it, "
+            "or a --data_dir where it is already prepared."
+        )
     return msg
 
 
 def _as_numpy_splits(builder):
     import tensorflow_datasets as tfds
+
     out = {}
     for split in ("train", "test"):
         ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
@@ -308,8 +331,9 @@ def _offline_reason(timeout=5.0):
     return None
 
 
-def prepare_builder(name, data_dir=None, manual_dir=DEFAULT_MANUAL_DIR,
-                    verify_counts=True, download=True):
+def prepare_builder(
+    name, data_dir=None, manual_dir=DEFAULT_MANUAL_DIR, verify_counts=True, download=True
+):
     """Returns a TFDS builder for `name` with its data prepared in `data_dir`.
 
     For ``fashion_mnist``, already prepared data is used first, then the IDX
@@ -320,6 +344,7 @@ def prepare_builder(name, data_dir=None, manual_dir=DEFAULT_MANUAL_DIR,
       DataError: the dataset is unknown, malformed, or not obtainable.
     """
     import tensorflow_datasets as tfds
+
     if name not in SUPPORTED_DATASETS:
         raise DataError(f"Unknown dataset '{name}'; supported: {SUPPORTED_DATASETS}.")
     data_dir = os.path.expanduser(data_dir or "~/tensorflow_datasets")
@@ -335,8 +360,9 @@ def prepare_builder(name, data_dir=None, manual_dir=DEFAULT_MANUAL_DIR,
         if len(missing) < len(IDX_FILES):
             raise DataError(f"{manual_dir} lacks {missing}; it needs all four IDX files.")
     if not download:
-        raise DataError(_no_data_message(name, data_dir, manual_dir, FileNotFoundError(
-            "download disabled")))
+        raise DataError(
+            _no_data_message(name, data_dir, manual_dir, FileNotFoundError("download disabled"))
+        )
     offline = _offline_reason()
     if offline:  # TFDS would retry for minutes before giving up.
         raise DataError(_no_data_message(name, data_dir, manual_dir, ConnectionError(offline)))
@@ -351,8 +377,8 @@ def split_validation(x, y, val_size, seed=0):
     """Carves a class-stratified validation set of `val_size` out of (x, y)."""
     if not 0 <= val_size < len(x):
         raise DataError(
-            f"val_size must lie in [0, {len(x)}) for {len(x)} training examples; "
-            f"got {val_size}.")
+            f"val_size must lie in [0, {len(x)}) for {len(x)} training examples; got {val_size}."
+        )
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
     if val_size == 0:
@@ -369,9 +395,16 @@ def split_validation(x, y, val_size, seed=0):
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 
-def load_dataset(name="fashion_mnist", data_dir=None, manual_dir=DEFAULT_MANUAL_DIR,
-                 val_size=5000, seed=0, verify_counts=True, limit_train=0,
-                 limit_test=0):
+def load_dataset(
+    name="fashion_mnist",
+    data_dir=None,
+    manual_dir=DEFAULT_MANUAL_DIR,
+    val_size=5000,
+    seed=0,
+    verify_counts=True,
+    limit_train=0,
+    limit_test=0,
+):
     """Loads a dataset into memory with a validation split carved from train.
 
     Args:
@@ -400,8 +433,17 @@ def load_dataset(name="fashion_mnist", data_dir=None, manual_dir=DEFAULT_MANUAL_
     if limit_test:
         x_test, y_test = x_test[:limit_test], y_test[:limit_test]
     label = builder.info.features["label"]
-    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test,
-                   num_classes=label.num_classes, class_names=tuple(label.names))
+    return Dataset(
+        name,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        num_classes=label.num_classes,
+        class_names=tuple(label.names),
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -422,17 +464,26 @@ def augment_fn(config: AugmentConfig, seed: Optional[int] = None):
     """
 
     def fn(image, label, key=None):
-        keys = [None] * 3 if key is None else [
-            tf.random.experimental.stateless_fold_in(key, i) for i in range(3)]
+        keys = (
+            [None] * 3
+            if key is None
+            else [tf.random.experimental.stateless_fold_in(key, i) for i in range(3)]
+        )
         shape = tf.shape(image)
         if config.crop_padding:
             p = config.crop_padding
             padded = tf.pad(image, [[p, p], [p, p], [0, 0]])
-            image = (tf.image.random_crop(padded, shape, seed=seed) if key is None else
-                     tf.image.stateless_random_crop(padded, shape, seed=keys[0]))
+            image = (
+                tf.image.random_crop(padded, shape, seed=seed)
+                if key is None
+                else tf.image.stateless_random_crop(padded, shape, seed=keys[0])
+            )
         if config.flip:
-            image = (tf.image.random_flip_left_right(image, seed=seed) if key is None else
-                     tf.image.stateless_random_flip_left_right(image, seed=keys[1]))
+            image = (
+                tf.image.random_flip_left_right(image, seed=seed)
+                if key is None
+                else tf.image.stateless_random_flip_left_right(image, seed=keys[1])
+            )
         if config.cutout:
             image = cutout(image, config.cutout, seed=seed, key=keys[2])
         return image, label
@@ -457,16 +508,17 @@ def cutout(image, size, seed=None, key=None):
     ys = tf.range(h)[:, None]
     xs = tf.range(w)[None, :]
     half = size // 2
-    inside = ((ys >= cy - half) & (ys < cy - half + size)
-              & (xs >= cx - half) & (xs < cx - half + size))
+    inside = (
+        (ys >= cy - half) & (ys < cy - half + size) & (xs >= cx - half) & (xs < cx - half + size)
+    )
     return image * tf.cast(~inside, image.dtype)[:, :, None]
 
 
 def epoch_key(seed, epoch):
     """The stateless random key (shape [2], int64) of one epoch of a seeded pipeline."""
     return tf.random.experimental.stateless_fold_in(
-        tf.stack([tf.constant(seed, tf.int64), tf.constant(0, tf.int64)]),
-        tf.cast(epoch, tf.int64))
+        tf.stack([tf.constant(seed, tf.int64), tf.constant(0, tf.int64)]), tf.cast(epoch, tf.int64)
+    )
 
 
 def epoch_order(n, seed, epoch):
@@ -479,8 +531,16 @@ def epoch_order(n, seed, epoch):
     return tf.cast(tf.argsort(tf.random.stateless_uniform([n], key), stable=True), tf.int64)
 
 
-def make_datasets(data: Dataset, batch_size=128, augment=AugmentConfig(), seed=0,
-                  shuffle_buffer=None, teacher_logits=None, epochs=None, start_epoch=0):
+def make_datasets(
+    data: Dataset,
+    batch_size=128,
+    augment=AugmentConfig(),
+    seed=0,
+    shuffle_buffer=None,
+    teacher_logits=None,
+    epochs=None,
+    start_epoch=0,
+):
     """Builds the train / val / test ``tf.data`` pipelines.
 
     The training data order and augmentation are a pure function of (`seed`,
@@ -522,19 +582,25 @@ def make_datasets(data: Dataset, batch_size=128, augment=AugmentConfig(), seed=0
     """
     del shuffle_buffer  # Each epoch is a full permutation.
     if teacher_logits is not None and augment.enabled:
-        raise ValueError("Precomputed teacher logits need un-augmented training images; "
-                         f"got augmentation {augment}.")
+        raise ValueError(
+            "Precomputed teacher logits need un-augmented training images; "
+            f"got augmentation {augment}."
+        )
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}.")
     last = start_epoch + 1 if epochs is None else epochs
     if not 0 <= start_epoch < last:
-        raise ValueError(f"Need 0 <= start_epoch < epochs; got start_epoch={start_epoch}, "
-                         f"epochs={epochs}.")
+        raise ValueError(
+            f"Need 0 <= start_epoch < epochs; got start_epoch={start_epoch}, epochs={epochs}."
+        )
     autotune = tf.data.AUTOTUNE
 
     def base(x, y):
-        return tf.data.Dataset.from_tensor_slices((x, y)).map(
-            lambda a, b: (preprocess(a), b), num_parallel_calls=autotune).cache()
+        return (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .map(lambda a, b: (preprocess(a), b), num_parallel_calls=autotune)
+            .cache()
+        )
 
     n = len(data.x_train)
     images = tf.constant(data.x_train)
@@ -551,22 +617,36 @@ def make_datasets(data: Dataset, batch_size=128, augment=AugmentConfig(), seed=0
             label = tf.nest.map_structure(lambda t: tf.gather(t, i), labels)
             if augment_one is not None:
                 image, label = augment_one(
-                    image, label, tf.random.experimental.stateless_fold_in(key, i + 1))
+                    image, label, tf.random.experimental.stateless_fold_in(key, i + 1)
+                )
             return image, label
 
-        return tf.data.Dataset.from_tensor_slices(epoch_order(n, seed, epoch)).map(
-            example, num_parallel_calls=autotune).batch(batch_size)
+        return (
+            tf.data.Dataset.from_tensor_slices(epoch_order(n, seed, epoch))
+            .map(example, num_parallel_calls=autotune)
+            .batch(batch_size)
+        )
 
     def train_epochs(first, end):
         if not 0 <= first < end:
             raise ValueError(f"Need 0 <= start_epoch < epochs; got {first}, {end}.")
         steps = -(-n // batch_size)
-        return (tf.data.Dataset.range(first, end).flat_map(one_epoch)
-                .apply(tf.data.experimental.assert_cardinality((end - first) * steps))
-                .prefetch(autotune))
+        return (
+            tf.data.Dataset.range(first, end)
+            .flat_map(one_epoch)
+            .apply(tf.data.experimental.assert_cardinality((end - first) * steps))
+            .prefetch(autotune)
+        )
 
-    val = (base(data.x_val, data.y_val).batch(batch_size).prefetch(autotune)
-           if len(data.x_val) else None)
+    val = (
+        base(data.x_val, data.y_val).batch(batch_size).prefetch(autotune)
+        if len(data.x_val)
+        else None
+    )
     test = base(data.x_test, data.y_test).batch(batch_size).prefetch(autotune)
-    return {"train": train_epochs(start_epoch, last), "val": val, "test": test,
-            "train_epochs": train_epochs}
+    return {
+        "train": train_epochs(start_epoch, last),
+        "val": val,
+        "test": test,
+        "train_epochs": train_epochs,
+    }

@@ -37,7 +37,8 @@ def find_layer(model, name):
             return layer
     raise ValueError(
         f"Model '{model.name}' has no layer named '{name}'; its layers are "
-        f"{[l.name for l in model.layers]}.")
+        f"{[l.name for l in model.layers]}."
+    )
 
 
 def _single_io(model, role):
@@ -46,7 +47,8 @@ def _single_io(model, role):
     if len(model.inputs or []) != 1 or len(model.outputs or []) != 1:
         raise ValueError(
             f"The {role} '{model.name}' must be a built functional model with one "
-            "input and one output (logits).")
+            "input and one output (logits)."
+        )
 
 
 def check_compatible(teachers, student):
@@ -61,11 +63,13 @@ def check_compatible(teachers, student):
         if t_in != s_in:
             raise ValueError(
                 f"Teacher '{teacher.name}' takes inputs of shape {t_in} but the "
-                f"student '{student.name}' takes {s_in}; they must match.")
+                f"student '{student.name}' takes {s_in}; they must match."
+            )
         if t_out != s_out:
             raise ValueError(
                 f"Teacher '{teacher.name}' outputs shape {t_out} but the student "
-                f"'{student.name}' outputs {s_out}: the number of classes must match.")
+                f"'{student.name}' outputs {s_out}: the number of classes must match."
+            )
 
 
 class Distiller(keras.Model):
@@ -89,9 +93,18 @@ class Distiller(keras.Model):
       ValueError: incompatible teacher/student, or an argument out of range.
     """
 
-    def __init__(self, student, teacher, distillation_losses="kd",
-                 distillation_loss_weights=None, alpha=0.1, temperature=4.0,
-                 ensemble="logits", name="distiller", **kwargs):
+    def __init__(
+        self,
+        student,
+        teacher,
+        distillation_losses="kd",
+        distillation_loss_weights=None,
+        alpha=0.1,
+        temperature=4.0,
+        ensemble="logits",
+        name="distiller",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
         if not teachers:
@@ -114,7 +127,8 @@ class Distiller(keras.Model):
         if len(distillation_loss_weights) != len(built):
             raise ValueError(
                 f"{len(distillation_loss_weights)} distillation_loss_weights for "
-                f"{len(built)} distillation_losses; give one weight per loss.")
+                f"{len(built)} distillation_losses; give one weight per loss."
+            )
 
         self.student = student
         self.teachers = teachers
@@ -130,7 +144,8 @@ class Distiller(keras.Model):
         # checkpoints; they are not part of the student.
         self.loss_layers = [a for loss in built for a in getattr(loss, "adapters", [])]
         self.student_loss_fn = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction=keras.losses.Reduction.NONE)
+            from_logits=True, reduction=keras.losses.Reduction.NONE
+        )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
@@ -144,8 +159,13 @@ class Distiller(keras.Model):
 
     def _build_extractors(self):
         """One model per network returning [logits, feature_1, ...]."""
-        layer_names = lambda attr: sorted({getattr(l, attr) for l in self.distillation_losses  # noqa: E731
-                                           if getattr(l, attr) is not None})
+        layer_names = lambda attr: sorted(
+            {
+                getattr(l, attr)
+                for l in self.distillation_losses  # noqa: E731
+                if getattr(l, attr) is not None
+            }
+        )
         self._t_names = layer_names("teacher_layer")
         self._s_names = layer_names("student_layer")
 
@@ -175,13 +195,13 @@ class Distiller(keras.Model):
             raise ValueError(
                 "Distiller.compile takes no `loss`: the student loss is sparse "
                 "categorical cross-entropy on logits and the distillation losses "
-                "are given to the constructor.")
+                "are given to the constructor."
+            )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
     @property
     def metrics(self):
-        metrics = [self.loss_tracker, self.student_loss_tracker,
-                   self.distillation_loss_tracker]
+        metrics = [self.loss_tracker, self.student_loss_tracker, self.distillation_loss_tracker]
         if self.compiled_metrics is not None:
             metrics += self.compiled_metrics.metrics
         return metrics
@@ -194,8 +214,10 @@ class Distiller(keras.Model):
 
     def teacher_outputs(self, x):
         """Per teacher, [logits, features...]; no gradient, inference mode."""
-        return [[tf.stop_gradient(o) for o in _as_list(f(x, training=False))]
-                for f in self._teacher_features]
+        return [
+            [tf.stop_gradient(o) for o in _as_list(f(x, training=False))]
+            for f in self._teacher_features
+        ]
 
     def distillation_loss(self, teacher_outs, student_outs, labels=None):
         """Weighted sum of the distillation losses for one batch (`labels` go
@@ -205,8 +227,9 @@ class Distiller(keras.Model):
             ti = self._index(self._t_names, loss.teacher_layer)
             si = self._index(self._s_names, loss.student_layer)
             extra = {"labels": labels} if getattr(loss, "needs_labels", False) else {}
-            total += w * loss.compute([t[ti] for t in teacher_outs], student_outs[si],
-                                      self.ensemble, **extra)
+            total += w * loss.compute(
+                [t[ti] for t in teacher_outs], student_outs[si], self.ensemble, **extra
+            )
         return total
 
     @property
@@ -235,8 +258,10 @@ class Distiller(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if isinstance(y, dict):  # Labels with precomputed teacher logits.
             if self.uses_features:
-                raise ValueError("Precomputed teacher logits cannot feed feature losses "
-                                 f"({self._t_names}); pass plain labels.")
+                raise ValueError(
+                    "Precomputed teacher logits cannot feed feature losses "
+                    f"({self._t_names}); pass plain labels."
+                )
             cached = y["teacher_logits"]
             y = y["label"]
             teacher_outs = [[cached[:, i]] for i in range(len(self.teachers))]
@@ -267,8 +292,7 @@ class Distiller(keras.Model):
         self.loss_tracker.update_state(student_loss)
         self.student_loss_tracker.update_state(student_loss)
         self.compiled_metrics.update_state(y, logits, sample_weight)
-        return {m.name: m.result() for m in self.metrics
-                if m is not self.distillation_loss_tracker}
+        return {m.name: m.result() for m in self.metrics if m is not self.distillation_loss_tracker}
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -290,9 +314,12 @@ class Distiller(keras.Model):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         config["student"] = keras.saving.deserialize_keras_object(
-            config["student"], custom_objects=custom_objects)
-        config["teacher"] = [keras.saving.deserialize_keras_object(t, custom_objects=custom_objects)
-                             for t in config["teacher"]]
+            config["student"], custom_objects=custom_objects
+        )
+        config["teacher"] = [
+            keras.saving.deserialize_keras_object(t, custom_objects=custom_objects)
+            for t in config["teacher"]
+        ]
         return cls(**config)
 
 

@@ -70,40 +70,49 @@ def define_data_flags(allow_none=False):
     choices = list(data_lib.SUPPORTED_DATASETS) + ([NO_DATASET] if allow_none else [])
     return _holders(
         dataset=flags.DEFINE_enum(
-            "dataset", "fashion_mnist", choices,
-            "TFDS dataset." + (f" '{NO_DATASET}': no data (sizes and latency only)."
-                               if allow_none else "")),
-        data_dir=flags.DEFINE_string("data_dir", None,
-                                     "TFDS data dir (default ~/tensorflow_datasets)."),
-        manual_dir=flags.DEFINE_string("manual_dir", data_lib.DEFAULT_MANUAL_DIR,
-                                       "Directory of the Fashion-MNIST IDX .gz files."),
-        val_size=flags.DEFINE_integer("val_size", 5000,
-                                      "Validation examples carved from train.", lower_bound=0),
-        limit_train=flags.DEFINE_integer("limit_train", 0,
-                                         "Keep only N train examples (0 = all).",
-                                         lower_bound=0),
-        limit_test=flags.DEFINE_integer("limit_test", 0, "Keep only N test examples (0 = all).",
-                                        lower_bound=0),
-        batch_size=flags.DEFINE_integer("batch_size", 128, "Training batch size.",
-                                        lower_bound=1),
+            "dataset",
+            "fashion_mnist",
+            choices,
+            "TFDS dataset."
+            + (f" '{NO_DATASET}': no data (sizes and latency only)." if allow_none else ""),
+        ),
+        data_dir=flags.DEFINE_string(
+            "data_dir", None, "TFDS data dir (default ~/tensorflow_datasets)."
+        ),
+        manual_dir=flags.DEFINE_string(
+            "manual_dir",
+            data_lib.DEFAULT_MANUAL_DIR,
+            "Directory of the Fashion-MNIST IDX .gz files.",
+        ),
+        val_size=flags.DEFINE_integer(
+            "val_size", 5000, "Validation examples carved from train.", lower_bound=0
+        ),
+        limit_train=flags.DEFINE_integer(
+            "limit_train", 0, "Keep only N train examples (0 = all).", lower_bound=0
+        ),
+        limit_test=flags.DEFINE_integer(
+            "limit_test", 0, "Keep only N test examples (0 = all).", lower_bound=0
+        ),
+        batch_size=flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1),
     )
 
 
 def _define_train_flags(role, epochs, optimizer, lr, warmup, augment):
     return dict(
         epochs=flags.DEFINE_integer(f"{role}_epochs", epochs, f"{role} epochs.", lower_bound=1),
-        optimizer=flags.DEFINE_enum(f"{role}_optimizer", optimizer, list(training.OPTIMIZERS),
-                                    f"{role} optimizer."),
+        optimizer=flags.DEFINE_enum(
+            f"{role}_optimizer", optimizer, list(training.OPTIMIZERS), f"{role} optimizer."
+        ),
         lr=flags.DEFINE_float(f"{role}_lr", lr, f"{role} peak learning rate.", lower_bound=0),
-        warmup=flags.DEFINE_integer(f"{role}_warmup", warmup, f"{role} warm-up epochs.",
-                                    lower_bound=0),
+        warmup=flags.DEFINE_integer(
+            f"{role}_warmup", warmup, f"{role} warm-up epochs.", lower_bound=0
+        ),
         augment=_define_augment(f"{role}_augment", augment, f"{role} augmentation"),
     )
 
 
 def _define_augment(name, default, what):
-    holder = flags.DEFINE_list(name, default,
-                               f"{what}: crop[=PADDING], flip, cutout[=SIZE], none.")
+    holder = flags.DEFINE_list(name, default, f"{what}: crop[=PADDING], flip, cutout[=SIZE], none.")
 
     def validate(value):
         try:
@@ -126,11 +135,16 @@ def define_teacher_flags():
     """--teacher, --teacher_args and how the teacher trains (--teacher_epochs,
     --teacher_optimizer, --teacher_lr, --teacher_warmup, --teacher_augment)."""
     return _holders(
-        teacher=flags.DEFINE_enum("teacher", "resnet", sorted(models.REGISTRY),
-                                  "Teacher model (registry name)."),
+        teacher=flags.DEFINE_enum(
+            "teacher", "resnet", sorted(models.REGISTRY), "Teacher model (registry name)."
+        ),
         teacher_args=_define_kwargs("teacher_args", "Teacher builder kwargs,"),
-        **{f"teacher_{k}": v for k, v in _define_train_flags(
-            "teacher", 30, "sgd", 0.1, 1, ["crop=2", "flip"]).items()},
+        **{
+            f"teacher_{k}": v
+            for k, v in _define_train_flags(
+                "teacher", 30, "sgd", 0.1, 1, ["crop=2", "flip"]
+            ).items()
+        },
     )
 
 
@@ -143,11 +157,14 @@ def define_student_flags(model=True):
       model: define --student and --student_args too (the search builds its
         students itself and needs only how they train).
     """
-    holders = {f"student_{k}": v for k, v in _define_train_flags(
-        "student", 10, "adam", 3e-3, 0, []).items()}
+    holders = {
+        f"student_{k}": v
+        for k, v in _define_train_flags("student", 10, "adam", 3e-3, 0, []).items()
+    }
     if model:
-        holders["student"] = flags.DEFINE_enum("student", "cnn", sorted(models.REGISTRY),
-                                               "Student model (registry name).")
+        holders["student"] = flags.DEFINE_enum(
+            "student", "cnn", sorted(models.REGISTRY), "Student model (registry name)."
+        )
         holders["student_args"] = _define_kwargs("student_args", "Student builder kwargs,")
     return _holders(**holders)
 
@@ -156,27 +173,37 @@ def define_kd_flags():
     """--kd_losses, --kd_weights, --alpha, --temperature, --ensemble,
     --teacher_layer, --student_layer, --dkd_alpha, --dkd_beta, --dist_beta, --dist_gamma."""
     out = _holders(
-        kd_losses=flags.DEFINE_list("kd_losses", ["kd"],
-                                    f"Distillation losses, from {sorted(losses_lib.REGISTRY)}."),
-        kd_weights=flags.DEFINE_list("kd_weights", [], "One weight per distillation loss "
-                                     "(default: all 1)."),
-        alpha=flags.DEFINE_float("alpha", 0.1, "Weight of the label loss.", lower_bound=0,
-                                 upper_bound=1),
+        kd_losses=flags.DEFINE_list(
+            "kd_losses", ["kd"], f"Distillation losses, from {sorted(losses_lib.REGISTRY)}."
+        ),
+        kd_weights=flags.DEFINE_list(
+            "kd_weights", [], "One weight per distillation loss (default: all 1)."
+        ),
+        alpha=flags.DEFINE_float(
+            "alpha", 0.1, "Weight of the label loss.", lower_bound=0, upper_bound=1
+        ),
         temperature=flags.DEFINE_float("temperature", 4.0, "KD temperature.", lower_bound=1e-3),
-        ensemble=flags.DEFINE_enum("ensemble", "logits", ["logits", "probs"],
-                                   "How an ensemble teacher is averaged."),
-        teacher_layer=flags.DEFINE_string("teacher_layer", "stage3",
-                                          "Teacher layer of feature losses."),
-        student_layer=flags.DEFINE_string("student_layer", "block3",
-                                          "Student layer of feature losses."),
-        dkd_alpha=flags.DEFINE_float("dkd_alpha", 1.0, "dkd: weight of target-class KD.",
-                                     lower_bound=0),
-        dkd_beta=flags.DEFINE_float("dkd_beta", 8.0, "dkd: weight of non-target-class KD.",
-                                    lower_bound=0),
-        dist_beta=flags.DEFINE_float("dist_beta", 1.0, "dist: weight of inter-class relations.",
-                                     lower_bound=0),
-        dist_gamma=flags.DEFINE_float("dist_gamma", 1.0,
-                                      "dist: weight of intra-class relations.", lower_bound=0),
+        ensemble=flags.DEFINE_enum(
+            "ensemble", "logits", ["logits", "probs"], "How an ensemble teacher is averaged."
+        ),
+        teacher_layer=flags.DEFINE_string(
+            "teacher_layer", "stage3", "Teacher layer of feature losses."
+        ),
+        student_layer=flags.DEFINE_string(
+            "student_layer", "block3", "Student layer of feature losses."
+        ),
+        dkd_alpha=flags.DEFINE_float(
+            "dkd_alpha", 1.0, "dkd: weight of target-class KD.", lower_bound=0
+        ),
+        dkd_beta=flags.DEFINE_float(
+            "dkd_beta", 8.0, "dkd: weight of non-target-class KD.", lower_bound=0
+        ),
+        dist_beta=flags.DEFINE_float(
+            "dist_beta", 1.0, "dist: weight of inter-class relations.", lower_bound=0
+        ),
+        dist_gamma=flags.DEFINE_float(
+            "dist_gamma", 1.0, "dist: weight of intra-class relations.", lower_bound=0
+        ),
     )
     _validate_list("kd_losses", lambda v: v in losses_lib.REGISTRY, sorted(losses_lib.REGISTRY))
     _validate_list("kd_weights", _is_number(float), "numbers")
@@ -188,48 +215,61 @@ def define_export_flags():
     --num_calibration, --xnnpack, --int8_io."""
     out = _holders(
         export_formats=flags.DEFINE_list(
-            "export_formats", ["float32", "int8"],
-            f"TFLite formats to export, from {list(EXPORT_FORMATS)}; empty: no export."),
-        export_threads=flags.DEFINE_list("export_threads", ["1"],
-                                         "Interpreter thread counts latency is timed with."),
-        latency_runs=flags.DEFINE_integer("latency_runs", 200,
-                                          "Timed invocations per latency figure.",
-                                          lower_bound=1),
-        latency_warmup=flags.DEFINE_integer("latency_warmup", 10,
-                                            "Untimed invocations before timing.",
-                                            lower_bound=0),
-        num_calibration=flags.DEFINE_integer("num_calibration", 200,
-                                             "Training images that calibrate int8.",
-                                             lower_bound=1),
+            "export_formats",
+            ["float32", "int8"],
+            f"TFLite formats to export, from {list(EXPORT_FORMATS)}; empty: no export.",
+        ),
+        export_threads=flags.DEFINE_list(
+            "export_threads", ["1"], "Interpreter thread counts latency is timed with."
+        ),
+        latency_runs=flags.DEFINE_integer(
+            "latency_runs", 200, "Timed invocations per latency figure.", lower_bound=1
+        ),
+        latency_warmup=flags.DEFINE_integer(
+            "latency_warmup", 10, "Untimed invocations before timing.", lower_bound=0
+        ),
+        num_calibration=flags.DEFINE_integer(
+            "num_calibration", 200, "Training images that calibrate int8.", lower_bound=1
+        ),
         xnnpack=flags.DEFINE_bool("xnnpack", True, "Run LiteRT with the XNNPack delegate."),
-        int8_io=flags.DEFINE_bool("int8_io", False,
-                                  "int8 inputs and outputs for the int8 format."),
+        int8_io=flags.DEFINE_bool("int8_io", False, "int8 inputs and outputs for the int8 format."),
     )
     _validate_list("export_formats", lambda v: v in EXPORT_FORMATS, list(EXPORT_FORMATS))
-    _validate_list("export_threads", lambda v: str(v).strip().isdigit() and int(v) >= 1,
-                   "integers >= 1")
+    _validate_list(
+        "export_threads", lambda v: str(v).strip().isdigit() and int(v) >= 1, "integers >= 1"
+    )
     return out
 
 
 def define_budget_flags():
     """--max_latency_us, --max_bytes, --max_params: hard device budgets."""
     return _holders(
-        max_latency_us=flags.DEFINE_float("max_latency_us", 0.0,
-                                          "Budget: median float32 TFLite latency, us "
-                                          "(0 = none).", lower_bound=0),
-        max_bytes=flags.DEFINE_integer("max_bytes", 0, "Budget: .tflite bytes (0 = none).",
-                                       lower_bound=0),
-        max_params=flags.DEFINE_integer("max_params", 0,
-                                        "Budget: Keras parameters (0 = none).", lower_bound=0),
+        max_latency_us=flags.DEFINE_float(
+            "max_latency_us",
+            0.0,
+            "Budget: median float32 TFLite latency, us (0 = none).",
+            lower_bound=0,
+        ),
+        max_bytes=flags.DEFINE_integer(
+            "max_bytes", 0, "Budget: .tflite bytes (0 = none).", lower_bound=0
+        ),
+        max_params=flags.DEFINE_integer(
+            "max_params", 0, "Budget: Keras parameters (0 = none).", lower_bound=0
+        ),
     )
 
 
 def define_console_flags():
     """--show_logs: TensorFlow's logs and library warnings on the console
     (by default they go to log.txt in the output directory)."""
-    return _holders(show_logs=flags.DEFINE_bool(
-        "show_logs", False, "Show TensorFlow's logs and library warnings on the console "
-        "(default: log.txt in the workdir / output directory)."))
+    return _holders(
+        show_logs=flags.DEFINE_bool(
+            "show_logs",
+            False,
+            "Show TensorFlow's logs and library warnings on the console "
+            "(default: log.txt in the workdir / output directory).",
+        )
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -246,8 +286,7 @@ def parse_kwargs(items, flag_name):
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
-            raise ValueError(f"--{flag_name}={','.join(items)}: expected k=v items, "
-                             f"got {item!r}.")
+            raise ValueError(f"--{flag_name}={','.join(items)}: expected k=v items, got {item!r}.")
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -264,17 +303,23 @@ def numbers(items, kind, flag_name):
     try:
         return [kind(v) for v in items]
     except ValueError:
-        raise ValueError(f"--{flag_name}={','.join(map(str, items))}: expected a list of "
-                         f"{kind.__name__}s.") from None
+        raise ValueError(
+            f"--{flag_name}={','.join(map(str, items))}: expected a list of {kind.__name__}s."
+        ) from None
 
 
 def train_config(holders, role, seed=0, early_stopping=0):
     """The TrainConfig of `role` ('teacher' or 'student') from its holders."""
     get = lambda k: getattr(holders, f"{role}_{k}").value  # noqa: E731
     try:
-        return training.TrainConfig(epochs=get("epochs"), optimizer=get("optimizer"),
-                                    learning_rate=get("lr"), warmup_epochs=get("warmup"),
-                                    early_stopping=early_stopping, seed=seed)
+        return training.TrainConfig(
+            epochs=get("epochs"),
+            optimizer=get("optimizer"),
+            learning_rate=get("lr"),
+            warmup_epochs=get("warmup"),
+            early_stopping=early_stopping,
+            seed=seed,
+        )
     except ValueError as e:
         raise ValueError(f"--{role}_*: {e}") from None
 
@@ -291,15 +336,23 @@ def kd_config(holders):
     """The KDConfig of the distillation flags."""
     weights = tuple(numbers(holders.kd_weights.value, float, "kd_weights"))
     if weights and len(weights) != len(holders.kd_losses.value):
-        raise ValueError(f"--kd_weights={','.join(holders.kd_weights.value)}: one weight per "
-                         f"loss of --kd_losses={','.join(holders.kd_losses.value)} is needed.")
+        raise ValueError(
+            f"--kd_weights={','.join(holders.kd_weights.value)}: one weight per "
+            f"loss of --kd_losses={','.join(holders.kd_losses.value)} is needed."
+        )
     return training.KDConfig(
-        losses=tuple(holders.kd_losses.value), weights=weights,
-        alpha=holders.alpha.value, temperature=holders.temperature.value,
-        ensemble=holders.ensemble.value, teacher_layer=holders.teacher_layer.value,
-        student_layer=holders.student_layer.value, dkd_alpha=holders.dkd_alpha.value,
-        dkd_beta=holders.dkd_beta.value, dist_beta=holders.dist_beta.value,
-        dist_gamma=holders.dist_gamma.value)
+        losses=tuple(holders.kd_losses.value),
+        weights=weights,
+        alpha=holders.alpha.value,
+        temperature=holders.temperature.value,
+        ensemble=holders.ensemble.value,
+        teacher_layer=holders.teacher_layer.value,
+        student_layer=holders.student_layer.value,
+        dkd_alpha=holders.dkd_alpha.value,
+        dkd_beta=holders.dkd_beta.value,
+        dist_beta=holders.dist_beta.value,
+        dist_gamma=holders.dist_gamma.value,
+    )
 
 
 def export_threads(holders):

@@ -10,80 +10,118 @@ from kd_keras import compression, flag_groups, pipeline
 from kd_keras.study import runner
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (cache, models, results).")
-_VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"],
-                             "Keras verbosity: 1 = progress bars, 2 = a line per epoch.")
+_VERBOSE = flags.DEFINE_enum(
+    "verbose", "1", ["0", "1", "2"], "Keras verbosity: 1 = progress bars, 2 = a line per epoch."
+)
 DATA = flag_groups.define_data_flags()
 TEACHER = flag_groups.define_teacher_flags()
-_NUM_TEACHERS = flags.DEFINE_integer("num_teachers", 1, "Teachers in the ensemble.",
-                                     lower_bound=1)
+_NUM_TEACHERS = flags.DEFINE_integer("num_teachers", 1, "Teachers in the ensemble.", lower_bound=1)
 STUDENT = flag_groups.define_student_flags()
 KD = flag_groups.define_kd_flags()
 EXPORT = flag_groups.define_export_flags()
 CONSOLE = flag_groups.define_console_flags()
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the student runs (teachers use their own).")
-_EARLY = flags.DEFINE_integer("early_stopping", 0, "Patience on val accuracy (0 = off).",
-                              lower_bound=0)
+_EARLY = flags.DEFINE_integer(
+    "early_stopping", 0, "Patience on val accuracy (0 = off).", lower_bound=0
+)
 
-_KD = flags.DEFINE_enum("kd", "both", list(pipeline.KD_MODES),
-                        "Train the student without KD, with KD, or both.")
+_KD = flags.DEFINE_enum(
+    "kd", "both", list(pipeline.KD_MODES), "Train the student without KD, with KD, or both."
+)
 _TECHNIQUES = flags.DEFINE_list(
-    "techniques", [], "Compression chain applied to the student, in order: prune, cluster, qat "
-    "(e.g. prune,qat). Trained besides the plain student, with KD as --kd says.")
+    "techniques",
+    [],
+    "Compression chain applied to the student, in order: prune, cluster, qat "
+    "(e.g. prune,qat). Trained besides the plain student, with KD as --kd says.",
+)
 _SPARSITY = flags.DEFINE_float("sparsity", 0.5, "Pruning target sparsity in [0, 1).")
-_SCHEDULE = flags.DEFINE_enum("pruning_schedule", "polynomial", ["polynomial", "constant"],
-                              "Pruning schedule.")
-_STRUCTURE = flags.DEFINE_enum("pruning_structure", "unstructured", ["unstructured", "2:4"],
-                               "Unstructured or 2:4 structured pruning.")
-_SKIP = flags.DEFINE_list("compress_skip_layers", None,
-                          "Layers left unpruned/unclustered (default: first conv and "
-                          "classifier for pruning, first conv for clustering).")
+_SCHEDULE = flags.DEFINE_enum(
+    "pruning_schedule", "polynomial", ["polynomial", "constant"], "Pruning schedule."
+)
+_STRUCTURE = flags.DEFINE_enum(
+    "pruning_structure",
+    "unstructured",
+    ["unstructured", "2:4"],
+    "Unstructured or 2:4 structured pruning.",
+)
+_SKIP = flags.DEFINE_list(
+    "compress_skip_layers",
+    None,
+    "Layers left unpruned/unclustered (default: first conv and "
+    "classifier for pruning, first conv for clustering).",
+)
 _CLUSTERS = flags.DEFINE_integer("clusters", 16, "Weight clusters per kernel.")
-_CLUSTER_INIT = flags.DEFINE_enum("cluster_init", "kmeans++",
-                                  ["kmeans++", "linear", "density-based", "random"],
-                                  "Centroid initialization.")
-_COMPRESS_EPOCHS = flags.DEFINE_integer("compress_epochs", 2,
-                                        "Fine-tuning epochs per compression stage.",
-                                        lower_bound=1)
+_CLUSTER_INIT = flags.DEFINE_enum(
+    "cluster_init",
+    "kmeans++",
+    ["kmeans++", "linear", "density-based", "random"],
+    "Centroid initialization.",
+)
+_COMPRESS_EPOCHS = flags.DEFINE_integer(
+    "compress_epochs", 2, "Fine-tuning epochs per compression stage.", lower_bound=1
+)
 _COMPRESS_MODE = flags.DEFINE_enum(
-    "compress_mode", "finetune", ["finetune", "scratch"],
+    "compress_mode",
+    "finetune",
+    ["finetune", "scratch"],
     "finetune: each technique fine-tunes the trained student; scratch: the first technique "
-    "(prune or qat) wraps the fresh student for its whole training.")
+    "(prune or qat) wraps the fresh student for its whole training.",
+)
 _COMPRESS_TEACHER = flags.DEFINE_enum(
-    "compress_teacher", "teacher", ["teacher", "student"],
+    "compress_teacher",
+    "teacher",
+    ["teacher", "student"],
     "With KD, who teaches during compression fine-tuning: the teacher, or the uncompressed "
-    "trained student itself.")
+    "trained student itself.",
+)
 _EXPORT_TEACHER = flags.DEFINE_bool("export_teacher", False, "Export the teacher(s) too.")
-_MODE = flags.DEFINE_enum("mode", "pipeline", ["pipeline", "study"],
-                          "pipeline: teacher + student variants; study: the orthogonality "
-                          "study (every technique x KD on/off x seeds).")
+_MODE = flags.DEFINE_enum(
+    "mode",
+    "pipeline",
+    ["pipeline", "study"],
+    "pipeline: teacher + student variants; study: the orthogonality "
+    "study (every technique x KD on/off x seeds).",
+)
 _STUDY_TECHNIQUES = flags.DEFINE_list(
-    "study_techniques", ["none", "dws", "prune50", "prune75", "prune90", "qat", "cluster",
-                         "augment", "prune50+qat"],
-    "Study techniques (add 'nas' with --nas_student).")
+    "study_techniques",
+    ["none", "dws", "prune50", "prune75", "prune90", "qat", "cluster", "augment", "prune50+qat"],
+    "Study techniques (add 'nas' with --nas_student).",
+)
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Study seeds.")
-_NAS_STUDENT = flags.DEFINE_string("nas_student", None,
-                                   "NAS result (project dir) used by the 'nas' technique.")
-_BAG_MEMBERS = flags.DEFINE_integer("bagging_members", 4,
-                                    "Bagging baseline members (0 = off).", lower_bound=0)
-_BAG_EPOCHS = flags.DEFINE_integer("bagging_epochs", 0,
-                                   "Epochs per bagging member (0 = student epochs / members).",
-                                   lower_bound=0)
-_EXTRA_TEACHER = flags.DEFINE_list("extra_teacher_args", [],
-                                   "Builder kwargs of a second teacher for the teacher-ensemble "
-                                   "experiment (empty = off).")
-_EXTRA_TEACHER_EPOCHS = flags.DEFINE_integer("extra_teacher_epochs", 10,
-                                             "Epochs of the second teacher.", lower_bound=1)
+_NAS_STUDENT = flags.DEFINE_string(
+    "nas_student", None, "NAS result (project dir) used by the 'nas' technique."
+)
+_BAG_MEMBERS = flags.DEFINE_integer(
+    "bagging_members", 4, "Bagging baseline members (0 = off).", lower_bound=0
+)
+_BAG_EPOCHS = flags.DEFINE_integer(
+    "bagging_epochs", 0, "Epochs per bagging member (0 = student epochs / members).", lower_bound=0
+)
+_EXTRA_TEACHER = flags.DEFINE_list(
+    "extra_teacher_args",
+    [],
+    "Builder kwargs of a second teacher for the teacher-ensemble experiment (empty = off).",
+)
+_EXTRA_TEACHER_EPOCHS = flags.DEFINE_integer(
+    "extra_teacher_epochs", 10, "Epochs of the second teacher.", lower_bound=1
+)
 
 flags.mark_flag_as_required("workdir")
 flags.register_validator(
-    "seeds", lambda v: all(str(s).lstrip("-").isdigit() for s in v) and len(v) > 0,
-    message="--seeds must be a non-empty list of integers.")
+    "seeds",
+    lambda v: all(str(s).lstrip("-").isdigit() for s in v) and len(v) > 0,
+    message="--seeds must be a non-empty list of integers.",
+)
 flags.register_validator(
-    "techniques", lambda v: all(t in compression.TECHNIQUES for t in v),
-    message=f"--techniques items must be in {list(compression.TECHNIQUES)}.")
+    "techniques",
+    lambda v: all(t in compression.TECHNIQUES for t in v),
+    message=f"--techniques items must be in {list(compression.TECHNIQUES)}.",
+)
 flags.register_validator(
-    "study_techniques", lambda v: all(t in set(runner.TECHNIQUES) | {"nas"} for t in v),
-    message=f"--study_techniques items must be in {list(runner.TECHNIQUES) + ['nas']}.")
+    "study_techniques",
+    lambda v: all(t in set(runner.TECHNIQUES) | {"nas"} for t in v),
+    message=f"--study_techniques items must be in {list(runner.TECHNIQUES) + ['nas']}.",
+)
 
 
 def mode():
@@ -105,18 +143,27 @@ def study_config(pipeline_cfg):
     seeds = tuple(flag_groups.numbers(_SEEDS.value, int, "seeds"))
     extra = flag_groups.parse_kwargs(_EXTRA_TEACHER.value, "extra_teacher_args") or None
     return runner.StudyConfig(
-        pipeline=pipeline_cfg, techniques=tuple(_STUDY_TECHNIQUES.value), seeds=seeds,
-        nas_student=_NAS_STUDENT.value, bagging_members=_BAG_MEMBERS.value,
-        bagging_epochs=_BAG_EPOCHS.value, extra_teacher=extra,
-        extra_teacher_epochs=_EXTRA_TEACHER_EPOCHS.value)
+        pipeline=pipeline_cfg,
+        techniques=tuple(_STUDY_TECHNIQUES.value),
+        seeds=seeds,
+        nas_student=_NAS_STUDENT.value,
+        bagging_members=_BAG_MEMBERS.value,
+        bagging_epochs=_BAG_EPOCHS.value,
+        extra_teacher=extra,
+        extra_teacher_epochs=_EXTRA_TEACHER_EPOCHS.value,
+    )
 
 
 def compression_config():
     """The CompressionConfig the flags describe (validated on construction)."""
     return compression.CompressionConfig(
-        sparsity=_SPARSITY.value, pruning_schedule=_SCHEDULE.value,
-        pruning_structure=_STRUCTURE.value, skip_layers=_SKIP.value, clusters=_CLUSTERS.value,
-        cluster_init=_CLUSTER_INIT.value)
+        sparsity=_SPARSITY.value,
+        pruning_schedule=_SCHEDULE.value,
+        pruning_structure=_STRUCTURE.value,
+        skip_layers=_SKIP.value,
+        clusters=_CLUSTERS.value,
+        cluster_init=_CLUSTER_INIT.value,
+    )
 
 
 def pipeline_config():
@@ -126,33 +173,54 @@ def pipeline_config():
       ValueError: an invalid value or combination, naming the flag.
     """
     if _MODE.value == "pipeline":
-        for name in ("seeds", "study_techniques", "nas_student", "bagging_members",
-                     "bagging_epochs", "extra_teacher_args", "extra_teacher_epochs"):
+        for name in (
+            "seeds",
+            "study_techniques",
+            "nas_student",
+            "bagging_members",
+            "bagging_epochs",
+            "extra_teacher_args",
+            "extra_teacher_epochs",
+        ):
             if flags.FLAGS[name].present:
-                raise ValueError(f"--{name} is a study setting; it needs --mode=study "
-                                 "(the pipeline trains one --seed).")
+                raise ValueError(
+                    f"--{name} is a study setting; it needs --mode=study "
+                    "(the pipeline trains one --seed)."
+                )
     d = DATA
     return pipeline.PipelineConfig(
-        workdir=_WORKDIR.value, dataset=d.dataset.value, data_dir=d.data_dir.value,
-        manual_dir=d.manual_dir.value, val_size=d.val_size.value,
-        limit_train=d.limit_train.value, limit_test=d.limit_test.value,
+        workdir=_WORKDIR.value,
+        dataset=d.dataset.value,
+        data_dir=d.data_dir.value,
+        manual_dir=d.manual_dir.value,
+        val_size=d.val_size.value,
+        limit_train=d.limit_train.value,
+        limit_test=d.limit_test.value,
         batch_size=d.batch_size.value,
         teacher=TEACHER.teacher.value,
         teacher_kwargs=flag_groups.parse_kwargs(TEACHER.teacher_args.value, "teacher_args"),
-        teacher_train=flag_groups.train_config(TEACHER, "teacher", seed=0,
-                                               early_stopping=_EARLY.value),
+        teacher_train=flag_groups.train_config(
+            TEACHER, "teacher", seed=0, early_stopping=_EARLY.value
+        ),
         teacher_augment=flag_groups.augment_config(TEACHER.teacher_augment),
         num_teachers=_NUM_TEACHERS.value,
         student=STUDENT.student.value,
         student_kwargs=flag_groups.parse_kwargs(STUDENT.student_args.value, "student_args"),
-        student_train=flag_groups.train_config(STUDENT, "student", seed=_SEED.value,
-                                               early_stopping=_EARLY.value),
+        student_train=flag_groups.train_config(
+            STUDENT, "student", seed=_SEED.value, early_stopping=_EARLY.value
+        ),
         student_augment=flag_groups.augment_config(STUDENT.student_augment),
         kd=flag_groups.kd_config(KD),
-        kd_mode=_KD.value, techniques=tuple(_TECHNIQUES.value),
-        compression=compression_config(), compress_epochs=_COMPRESS_EPOCHS.value,
-        compress_mode=_COMPRESS_MODE.value, compress_teacher=_COMPRESS_TEACHER.value,
+        kd_mode=_KD.value,
+        techniques=tuple(_TECHNIQUES.value),
+        compression=compression_config(),
+        compress_epochs=_COMPRESS_EPOCHS.value,
+        compress_mode=_COMPRESS_MODE.value,
+        compress_teacher=_COMPRESS_TEACHER.value,
         export_formats=tuple(EXPORT.export_formats.value),
         export_threads=flag_groups.export_threads(EXPORT),
-        export_teacher=_EXPORT_TEACHER.value, latency_runs=EXPORT.latency_runs.value,
-        num_calibration=EXPORT.num_calibration.value, verbose=int(_VERBOSE.value))
+        export_teacher=_EXPORT_TEACHER.value,
+        latency_runs=EXPORT.latency_runs.value,
+        num_calibration=EXPORT.num_calibration.value,
+        verbose=int(_VERBOSE.value),
+    )

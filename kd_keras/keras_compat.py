@@ -33,6 +33,7 @@ def _import_capturing_stderr():
         try:
             import tensorflow as tf
             import tf_keras as keras
+
             tf.config.list_physical_devices("GPU")  # The CUDA probe's "failed call to cuInit".
         except BaseException:
             os.dup2(saved, 2)
@@ -49,7 +50,11 @@ def _import_capturing_stderr():
 tf, keras, import_log = _import_capturing_stderr()
 
 DETERMINISTIC = os.environ.get("KD_KERAS_DETERMINISTIC", "1").strip().lower() not in (
-    "0", "false", "no", "off")
+    "0",
+    "false",
+    "no",
+    "off",
+)
 
 keras.backend.experimental.enable_tf_random_generator()
 if DETERMINISTIC:

@@ -97,8 +97,9 @@ def soft_targets(teacher_logits, temperature, ensemble="logits"):
     if ensemble == "logits":
         return tf.nn.softmax(tf.add_n(teacher_logits) / len(teacher_logits) / temperature)
     if ensemble == "probs":
-        return tf.add_n([tf.nn.softmax(z / temperature) for z in teacher_logits]
-                        ) / len(teacher_logits)
+        return tf.add_n([tf.nn.softmax(z / temperature) for z in teacher_logits]) / len(
+            teacher_logits
+        )
     raise ValueError(f"ensemble must be 'logits' or 'probs', got {ensemble!r}.")
 
 
@@ -138,8 +139,11 @@ class DecoupledKD(DistillationLoss):
 
     def __init__(self, temperature=4.0, alpha=1.0, beta=8.0):
         for key, value in (("temperature", temperature), ("alpha", alpha), ("beta", beta)):
-            if not isinstance(value, (int, float)) or value < 0 or (
-                    key == "temperature" and value == 0):
+            if (
+                not isinstance(value, (int, float))
+                or value < 0
+                or (key == "temperature" and value == 0)
+            ):
                 bound = "> 0" if key == "temperature" else ">= 0"
                 raise ValueError(f"dkd {key} must be a number {bound}, got {value!r}.")
         super().__init__()
@@ -150,8 +154,9 @@ class DecoupledKD(DistillationLoss):
             raise ValueError("dkd needs the labels.")
         t = self.temperature
         classes = tf.shape(student_output)[-1]
-        gt = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), classes,
-                        dtype=student_output.dtype)
+        gt = tf.one_hot(
+            tf.cast(tf.reshape(labels, [-1]), tf.int32), classes, dtype=student_output.dtype
+        )
         p_t = soft_targets(teacher_outputs, t, ensemble)
         p_s = tf.nn.softmax(student_output / t)
         # Target vs non-target: binary distributions.
@@ -186,8 +191,11 @@ class DIST(DistillationLoss):
 
     def __init__(self, temperature=4.0, beta=1.0, gamma=1.0):
         for key, value in (("temperature", temperature), ("beta", beta), ("gamma", gamma)):
-            if not isinstance(value, (int, float)) or value < 0 or (
-                    key == "temperature" and value == 0):
+            if (
+                not isinstance(value, (int, float))
+                or value < 0
+                or (key == "temperature" and value == 0)
+            ):
                 bound = "> 0" if key == "temperature" else ">= 0"
                 raise ValueError(f"dist {key} must be a number {bound}, got {value!r}.")
         super().__init__()
@@ -221,8 +229,9 @@ class StandardizedKD(LogitsKD):
 
     def compute(self, teacher_outputs, student_output, ensemble="logits", labels=None):
         del labels
-        return super().compute([standardize(z) for z in teacher_outputs],
-                               standardize(student_output), ensemble)
+        return super().compute(
+            [standardize(z) for z in teacher_outputs], standardize(student_output), ensemble
+        )
 
 
 def _match_spatial(student, teacher):
@@ -236,7 +245,8 @@ def _check_feature_shapes(name, shapes):
         if len(s) != 3:
             raise ValueError(
                 f"'{name}' needs feature maps of shape (H, W, C); got a layer output "
-                f"of shape {s}. Name a convolutional layer.")
+                f"of shape {s}. Name a convolutional layer."
+            )
 
 
 class HintLoss(DistillationLoss):
@@ -296,8 +306,10 @@ class AttentionTransfer(DistillationLoss):
         return tf.add_n(losses) / len(losses)
 
 
-REGISTRY = {cls.name: cls for cls in (LogitsKD, HintLoss, AttentionTransfer, DecoupledKD,
-                                      DIST, StandardizedKD)}
+REGISTRY = {
+    cls.name: cls
+    for cls in (LogitsKD, HintLoss, AttentionTransfer, DecoupledKD, DIST, StandardizedKD)
+}
 # Losses that read the logits only and take a temperature.
 LOGIT_LOSSES = ("kd", "dkd", "dist", "lskd")
 
@@ -315,11 +327,13 @@ def get(identifier, **kwargs):
     if isinstance(identifier, str):
         if identifier not in REGISTRY:
             raise ValueError(
-                f"Unknown distillation loss '{identifier}'; known: {sorted(REGISTRY)}.")
+                f"Unknown distillation loss '{identifier}'; known: {sorted(REGISTRY)}."
+            )
         return REGISTRY[identifier](**kwargs)
     raise ValueError(
         f"A distillation loss is a name ({sorted(REGISTRY)}), a config dict or a "
-        f"DistillationLoss; got {type(identifier).__name__}.")
+        f"DistillationLoss; got {type(identifier).__name__}."
+    )
 
 
 def serialize(loss):

@@ -81,8 +81,11 @@ def main(argv):
             runner.run(study_cfg)
             print(f"\nStudy report written to {os.path.join(config.workdir, 'report.md')}")
             return
-        module_flags = {f.name: f.value for module in (kd_flags, flag_groups)
-                        for f in FLAGS.get_key_flags_for_module(module)}
+        module_flags = {
+            f.name: f.value
+            for module in (kd_flags, flag_groups)
+            for f in FLAGS.get_key_flags_for_module(module)
+        }
         prepared = pipeline.prepare(config, todo)
         results = pipeline.run(config, flags_used=module_flags, prepared=prepared)
         print()

@@ -62,15 +62,18 @@ class PipelineConfig:
         if self.teacher not in models.REGISTRY or self.student not in models.REGISTRY:
             raise ValueError(
                 f"teacher and student must be registered models {sorted(models.REGISTRY)}; "
-                f"got {self.teacher!r} and {self.student!r}.")
+                f"got {self.teacher!r} and {self.student!r}."
+            )
 
         if self.compression is None:
             self.compression = compression.CompressionConfig()
 
     def data_spec(self):
         """The data settings that change what a run trains on (part of run keys)."""
-        return {k: getattr(self, k) for k in
-                ("dataset", "val_size", "limit_train", "limit_test", "batch_size")}
+        return {
+            k: getattr(self, k)
+            for k in ("dataset", "val_size", "limit_train", "limit_test", "batch_size")
+        }
 
 
 def train_teachers(config, data, verbose=None):
@@ -86,21 +89,31 @@ def train_teachers(config, data, verbose=None):
     total = config.num_teachers + len(student_variants(config))
     for i in range(config.num_teachers):
         console.stage(i + 1, total, f"teacher{i} ({config.teacher})")
-        train_cfg = dataclasses.replace(config.teacher_train,
-                                        seed=config.teacher_train.seed + i)
+        train_cfg = dataclasses.replace(config.teacher_train, seed=config.teacher_train.seed + i)
         # Seeded before the pipeline is built: its shuffle depends on the global seed.
         keras.utils.set_random_seed(train_cfg.seed)
-        datasets = data_lib.make_datasets(data, config.batch_size, config.teacher_augment,
-                                          seed=train_cfg.seed)
-        spec = {"role": "teacher", "model": config.teacher, "kwargs": config.teacher_kwargs,
-                "train": runs.spec_of(train_cfg),
-                "augment": runs.spec_of(config.teacher_augment),
-                "data": config.data_spec()}
+        datasets = data_lib.make_datasets(
+            data, config.batch_size, config.teacher_augment, seed=train_cfg.seed
+        )
+        spec = {
+            "role": "teacher",
+            "model": config.teacher,
+            "kwargs": config.teacher_kwargs,
+            "train": runs.spec_of(train_cfg),
+            "augment": runs.spec_of(config.teacher_augment),
+            "data": config.data_spec(),
+        }
         model, result = training.train_or_load(
-            config.workdir, f"teacher{i}", spec,
-            lambda: models.build(config.teacher, data.input_shape, data.num_classes,
-                                 **config.teacher_kwargs),
-            datasets, train_cfg, verbose=config.verbose if verbose is None else verbose)
+            config.workdir,
+            f"teacher{i}",
+            spec,
+            lambda: models.build(
+                config.teacher, data.input_shape, data.num_classes, **config.teacher_kwargs
+            ),
+            datasets,
+            train_cfg,
+            verbose=config.verbose if verbose is None else verbose,
+        )
         teachers.append(model)
         hashes.append(result["weights_digest"])
         results.append(dict(result, role="teacher", kd=False, techniques="", label="teacher"))
@@ -117,27 +130,46 @@ def variant_context(config, data, teachers, teacher_hashes):
       teacher_hashes: their weights digests.
     """
     return variants.Context(
-        workdir=config.workdir, data=data, teachers=teachers, teacher_hashes=teacher_hashes,
-        student_train=config.student_train, kd=config.kd, batch_size=config.batch_size,
-        compression=config.compression, compress_epochs=config.compress_epochs,
-        compress_mode=config.compress_mode, compress_teacher=config.compress_teacher,
-        export_formats=tuple(config.export_formats), export_threads=tuple(config.export_threads),
-        latency_runs=config.latency_runs, num_calibration=config.num_calibration,
-        verbose=config.verbose)
+        workdir=config.workdir,
+        data=data,
+        teachers=teachers,
+        teacher_hashes=teacher_hashes,
+        student_train=config.student_train,
+        kd=config.kd,
+        batch_size=config.batch_size,
+        compression=config.compression,
+        compress_epochs=config.compress_epochs,
+        compress_mode=config.compress_mode,
+        compress_teacher=config.compress_teacher,
+        export_formats=tuple(config.export_formats),
+        export_threads=tuple(config.export_threads),
+        latency_runs=config.latency_runs,
+        num_calibration=config.num_calibration,
+        verbose=config.verbose,
+    )
 
 
 def student_variants(config):
     """The variants the config asks for: the plain student, then the chain,
     each without and/or with KD as `kd_mode` says."""
     kd_flags = {"both": (False, True), "on": (True,), "off": (False,)}[config.kd_mode]
-    common = dict(student=config.student, student_kwargs=tuple(sorted(
-        config.student_kwargs.items())), augment=config.student_augment,
-                  seed=config.student_train.seed)
+    common = dict(
+        student=config.student,
+        student_kwargs=tuple(sorted(config.student_kwargs.items())),
+        augment=config.student_augment,
+        seed=config.student_train.seed,
+    )
     out = [variants.Variant(label="none", kd=k, **common) for k in kd_flags]
     if config.techniques:
-        out += [variants.Variant(label="+".join(config.techniques),
-                                 techniques=tuple(config.techniques), kd=k, **common)
-                for k in kd_flags]
+        out += [
+            variants.Variant(
+                label="+".join(config.techniques),
+                techniques=tuple(config.techniques),
+                kd=k,
+                **common,
+            )
+            for k in kd_flags
+        ]
     return out
 
 
@@ -145,8 +177,10 @@ def _build_checked(name, kwargs, flag, shape, classes):
     try:
         return models.build(name, shape, classes, **kwargs)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"--{flag}={','.join(f'{k}={v}' for k, v in kwargs.items())} "
-                         f"does not build {name!r}: {e}") from None
+        raise ValueError(
+            f"--{flag}={','.join(f'{k}={v}' for k, v in kwargs.items())} "
+            f"does not build {name!r}: {e}"
+        ) from None
 
 
 def validate(config: PipelineConfig, todo=None):
@@ -167,22 +201,26 @@ def validate(config: PipelineConfig, todo=None):
     """
     shapes = data_lib.placeholder(config.dataset)
     shape, classes = shapes.input_shape, shapes.num_classes
-    teacher = _build_checked(config.teacher, config.teacher_kwargs, "teacher_args", shape,
-                             classes)
-    student = _build_checked(config.student, config.student_kwargs, "student_args", shape,
-                             classes)
+    teacher = _build_checked(config.teacher, config.teacher_kwargs, "teacher_args", shape, classes)
+    student = _build_checked(config.student, config.student_kwargs, "student_args", shape, classes)
     todo = student_variants(config) if todo is None else todo
     if any(v.kd for v in todo):
         try:
-            Distiller(student, teacher, config.kd.build_losses(),
-                               list(config.kd.weights) or None, alpha=config.kd.alpha,
-                               temperature=config.kd.temperature,
-                               ensemble=config.kd.ensemble)
+            Distiller(
+                student,
+                teacher,
+                config.kd.build_losses(),
+                list(config.kd.weights) or None,
+                alpha=config.kd.alpha,
+                temperature=config.kd.temperature,
+                ensemble=config.kd.ensemble,
+            )
         except ValueError as e:
             raise ValueError(
                 f"--kd_losses={','.join(config.kd.losses)} with "
                 f"--teacher_layer={config.kd.teacher_layer} "
-                f"--student_layer={config.kd.student_layer}: {e}") from None
+                f"--student_layer={config.kd.student_layer}: {e}"
+            ) from None
     probe = variant_context(config, shapes, [], [])
     for variant in todo:
         variants.validate(probe, variant)
@@ -200,9 +238,15 @@ def prepare(config: PipelineConfig, todo=None):
       ValueError: invalid configuration (or kd_keras.data.DataError).
     """
     todo = validate(config) if todo is None else todo
-    data = data_lib.load_dataset(config.dataset, config.data_dir, config.manual_dir,
-                                 config.val_size, seed=0, limit_train=config.limit_train,
-                                 limit_test=config.limit_test)
+    data = data_lib.load_dataset(
+        config.dataset,
+        config.data_dir,
+        config.manual_dir,
+        config.val_size,
+        seed=0,
+        limit_train=config.limit_train,
+        limit_test=config.limit_test,
+    )
     return data, todo
 
 
@@ -227,12 +271,19 @@ def run(config: PipelineConfig, flags_used=None, prepared=None):
             row.update(variants.measure_variant(probe, teacher, (), row["run_dir"], data))
     ctx = variant_context(config, data, teachers, teacher_hashes)
     for i, variant in enumerate(todo, start=config.num_teachers + 1):
-        console.stage(i, config.num_teachers + len(todo), f"student {variant.label}, "
-                      f"{'KD' if variant.kd else 'no KD'}")
+        console.stage(
+            i,
+            config.num_teachers + len(todo),
+            f"student {variant.label}, {'KD' if variant.kd else 'no KD'}",
+        )
         _, row = variants.train(ctx, variant)
         rows.append(dict(row, role="student"))
 
-    results = {"dataset": config.dataset, "models": rows, "flags": flags_used or {},
-               "config": runs.spec_of(config)}
+    results = {
+        "dataset": config.dataset,
+        "models": rows,
+        "flags": flags_used or {},
+        "config": runs.spec_of(config),
+    }
     report.write(config.workdir, results)
     return results

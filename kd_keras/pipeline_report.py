@@ -36,9 +36,22 @@ def flatten(models):
         if not exports:
             rows.append(base)
         for e in exports:
-            rows.append(dict(base, **{k: e.get(k) for k in (
-                "format", "accuracy", "file_bytes", "gzip_bytes", "latency_us_median",
-                "threads")}))
+            rows.append(
+                dict(
+                    base,
+                    **{
+                        k: e.get(k)
+                        for k in (
+                            "format",
+                            "accuracy",
+                            "file_bytes",
+                            "gzip_bytes",
+                            "latency_us_median",
+                            "threads",
+                        )
+                    },
+                )
+            )
     return rows
 
 
@@ -48,8 +61,10 @@ def markdown_table(rows, columns=COLUMNS):
     Columns that are blank in every row are left out.
     """
     columns = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
-    lines = ["| " + " | ".join(title for _, title, _ in columns) + " |",
-             "|" + "|".join("---" for _ in columns) + "|"]
+    lines = [
+        "| " + " | ".join(title for _, title, _ in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
     for row in rows:
         cells = []
         for key, _, fmt in columns:
@@ -62,7 +77,10 @@ def markdown_table(rows, columns=COLUMNS):
 def write(workdir, results):
     """Writes results.json and results.md into `workdir` atomically."""
     runs.write_json(os.path.join(workdir, "results.json"), results)
-    text = (f"# Results: {results.get('dataset', '')}\n\n"
-            + markdown_table(flatten(results["models"])) + "\n")
+    text = (
+        f"# Results: {results.get('dataset', '')}\n\n"
+        + markdown_table(flatten(results["models"]))
+        + "\n"
+    )
     runs.write_text(os.path.join(workdir, "results.md"), text)
     return text

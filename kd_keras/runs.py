@@ -162,7 +162,8 @@ class WorkdirLock:
                 holder = open(self.path).read().strip() or "another process"
                 raise WorkdirLockedError(
                     f"Workdir {self.workdir} is in use by {holder}; wait for it to finish or "
-                    "choose another --workdir.") from None
+                    "choose another --workdir."
+                ) from None
             raise
         os.ftruncate(fd, 0)
         os.write(fd, f"process {os.getpid()}\n".encode())

@@ -48,7 +48,8 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(
-                f"warmup_epochs must lie in [0, epochs={self.epochs}), got {self.warmup_epochs}.")
+                f"warmup_epochs must lie in [0, epochs={self.epochs}), got {self.warmup_epochs}."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,13 +77,15 @@ class KDConfig:
             elif name == "lskd":
                 out.append(losses_lib.StandardizedKD(self.temperature))
             elif name == "dkd":
-                out.append(losses_lib.DecoupledKD(self.temperature, self.dkd_alpha,
-                                                  self.dkd_beta))
+                out.append(losses_lib.DecoupledKD(self.temperature, self.dkd_alpha, self.dkd_beta))
             elif name == "dist":
                 out.append(losses_lib.DIST(self.temperature, self.dist_beta, self.dist_gamma))
             else:
-                out.append(losses_lib.get(name, teacher_layer=self.teacher_layer,
-                                          student_layer=self.student_layer))
+                out.append(
+                    losses_lib.get(
+                        name, teacher_layer=self.teacher_layer, student_layer=self.student_layer
+                    )
+                )
         return out
 
 
@@ -94,7 +97,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch):
         initial_learning_rate=0.0 if warmup else config.learning_rate,
         decay_steps=total - warmup,
         warmup_target=config.learning_rate if warmup else None,
-        warmup_steps=warmup)
+        warmup_steps=warmup,
+    )
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
     return keras.optimizers.Adam(schedule)
@@ -121,9 +125,11 @@ def even_batches(dataset):
 
 def compile_plain(model, optimizer="adam"):
     """Compiles `model` (logits) with sparse cross-entropy and accuracy; returns it."""
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -157,11 +163,15 @@ def training_state(model):
     and its optimizer. Both with the random layers' generator states.
     """
     if isinstance(model, Distiller):
-        return tf.train.Checkpoint(student=model.student, loss_layers=model.loss_layers,
-                                   optimizer=model.optimizer,
-                                   random=random_generators(model.student))
-    return tf.train.Checkpoint(model=model, optimizer=model.optimizer,
-                               random=random_generators(model))
+        return tf.train.Checkpoint(
+            student=model.student,
+            loss_layers=model.loss_layers,
+            optimizer=model.optimizer,
+            random=random_generators(model.student),
+        )
+    return tf.train.Checkpoint(
+        model=model, optimizer=model.optimizer, random=random_generators(model)
+    )
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -189,8 +199,12 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best_weights = self._resume_weights
 
     def state(self):
-        return {"wait": int(self.wait), "best": float(self.best),
-                "best_epoch": int(self.best_epoch), "stopped_epoch": int(self.stopped_epoch)}
+        return {
+            "wait": int(self.wait),
+            "best": float(self.best),
+            "best_epoch": int(self.best_epoch),
+            "stopped_epoch": int(self.stopped_epoch),
+        }
 
 
 class Progress(keras.callbacks.Callback):
@@ -246,15 +260,18 @@ class Progress(keras.callbacks.Callback):
         if es is not None and es.best_weights is not None and not finished:
             best = name + ".best.npz"
             np.savez(os.path.join(directory, best), *es.best_weights)
-        runs.write_json(os.path.join(self.run_dir, PROGRESS_FILE), {
-            "epochs_done": self.epochs_done,
-            "history": self.history,
-            "train_time_s": self.train_time_s,
-            "checkpoint": os.path.relpath(prefix, self.run_dir),
-            "early_stopping": es.state() if es is not None else None,
-            "best_weights": best and os.path.join(CHECKPOINT_DIR, best),
-            "finished": finished,
-        })
+        runs.write_json(
+            os.path.join(self.run_dir, PROGRESS_FILE),
+            {
+                "epochs_done": self.epochs_done,
+                "history": self.history,
+                "train_time_s": self.train_time_s,
+                "checkpoint": os.path.relpath(prefix, self.run_dir),
+                "early_stopping": es.state() if es is not None else None,
+                "best_weights": best and os.path.join(CHECKPOINT_DIR, best),
+                "finished": finished,
+            },
+        )
         for entry in os.listdir(directory):
             if entry.split(".")[0] != name:
                 os.remove(os.path.join(directory, entry))
@@ -266,9 +283,18 @@ def read_progress(run_dir):
     return runs.read_json(path) if os.path.exists(path) else None
 
 
-def fit(student, datasets, config: TrainConfig, run_dir, teacher=None,
-        kd: KDConfig = None, extra_callbacks=(), verbose=1, offline_data=None,
-        batch_size=128):
+def fit(
+    student,
+    datasets,
+    config: TrainConfig,
+    run_dir,
+    teacher=None,
+    kd: KDConfig = None,
+    extra_callbacks=(),
+    verbose=1,
+    offline_data=None,
+    batch_size=128,
+):
     """Trains `student` in place, plainly or distilled from `teacher`; resumable.
 
     After every epoch the training state (weights, optimizer, compression step
@@ -311,16 +337,23 @@ def fit(student, datasets, config: TrainConfig, run_dir, teacher=None,
     keras.utils.set_random_seed(config.seed)
     if teacher is not None:
         kd = kd or KDConfig()
-        model = Distiller(student, teacher, kd.build_losses(),
-                          list(kd.weights) or None, alpha=kd.alpha,
-                          temperature=kd.temperature, ensemble=kd.ensemble)
+        model = Distiller(
+            student,
+            teacher,
+            kd.build_losses(),
+            list(kd.weights) or None,
+            alpha=kd.alpha,
+            temperature=kd.temperature,
+            ensemble=kd.ensemble,
+        )
         if offline_data is not None and not model.uses_features:
             logits = model.precompute_teacher_logits(
-                data_lib.preprocess(offline_data.x_train).numpy())
-            rebuilt = data_lib.make_datasets(offline_data, batch_size, seed=config.seed,
-                                             teacher_logits=logits)
-            datasets = dict(datasets, train=rebuilt["train"],
-                            train_epochs=rebuilt["train_epochs"])
+                data_lib.preprocess(offline_data.x_train).numpy()
+            )
+            rebuilt = data_lib.make_datasets(
+                offline_data, batch_size, seed=config.seed, teacher_logits=logits
+            )
+            datasets = dict(datasets, train=rebuilt["train"], train_epochs=rebuilt["train_epochs"])
     else:
         model = student
     train_epochs = datasets.get("train_epochs")
@@ -337,8 +370,11 @@ def fit(student, datasets, config: TrainConfig, run_dir, teacher=None,
     best_weights = None
     if progress is not None:
         # Optimizer slots made now are restored now; made later, some are not.
-        model.optimizer.build(model.trainable_variables_for_update
-                              if isinstance(model, Distiller) else model.trainable_variables)
+        model.optimizer.build(
+            model.trainable_variables_for_update
+            if isinstance(model, Distiller)
+            else model.trainable_variables
+        )
         status = checkpoint.read(os.path.join(run_dir, progress["checkpoint"]))
         status.assert_consumed()
         initial_epoch = int(progress["epochs_done"])
@@ -346,8 +382,11 @@ def fit(student, datasets, config: TrainConfig, run_dir, teacher=None,
             with np.load(os.path.join(run_dir, progress["best_weights"])) as f:
                 best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
         if progress.get("finished") or initial_epoch >= config.epochs:
-            return {"history": progress["history"], "train_time_s": progress["train_time_s"],
-                    "initial_epoch": initial_epoch}
+            return {
+                "history": progress["history"],
+                "train_time_s": progress["train_time_s"],
+                "initial_epoch": initial_epoch,
+            }
 
     callbacks = [
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), profile_batch=0),
@@ -356,8 +395,12 @@ def fit(student, datasets, config: TrainConfig, run_dir, teacher=None,
     early_stopping = None
     if config.early_stopping and datasets.get("val") is not None:
         early_stopping = ResumableEarlyStopping(
-            "val_accuracy", patience=config.early_stopping, restore_best_weights=True,
-            state=(progress or {}).get("early_stopping"), best_weights=best_weights)
+            "val_accuracy",
+            patience=config.early_stopping,
+            restore_best_weights=True,
+            state=(progress or {}).get("early_stopping"),
+            best_weights=best_weights,
+        )
         callbacks.append(early_stopping)
     tracker = Progress(run_dir, checkpoint, progress, early_stopping)
     callbacks.append(tracker)  # Last: it saves what the others did at epoch end.
@@ -365,11 +408,20 @@ def fit(student, datasets, config: TrainConfig, run_dir, teacher=None,
         train, steps_per_epoch = train_epochs(initial_epoch, config.epochs), steps
     else:
         train, steps_per_epoch = datasets["train"], None
-    model.fit(even_batches(train), validation_data=datasets.get("val"), epochs=config.epochs,
-              initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-              callbacks=callbacks, verbose=verbose)
-    return {"history": tracker.history, "train_time_s": tracker.train_time_s,
-            "initial_epoch": initial_epoch}
+    model.fit(
+        even_batches(train),
+        validation_data=datasets.get("val"),
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    return {
+        "history": tracker.history,
+        "train_time_s": tracker.train_time_s,
+        "initial_epoch": initial_epoch,
+    }
 
 
 def evaluate(model, dataset):
@@ -390,9 +442,21 @@ def _load_finished(directory, model_path, load_fn):
         raise CorruptRunError(f"{model_path}: {type(e).__name__}: {str(e)[:200]}") from e
 
 
-def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=None,
-                  kd=None, callbacks=(), verbose=1, postprocess=None, load_fn=None,
-                  **fit_kwargs):
+def train_or_load(
+    workdir,
+    name,
+    spec,
+    build_fn,
+    datasets,
+    train_cfg,
+    teacher=None,
+    kd=None,
+    callbacks=(),
+    verbose=1,
+    postprocess=None,
+    load_fn=None,
+    **fit_kwargs,
+):
     """Trains a model as a cached run, or loads it if that run finished.
 
     The run lives in ``runs.run_dir(workdir, name, spec)``. A finished run
@@ -433,10 +497,16 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
         except CorruptRunError as e:
             aside = f"{directory}.corrupt-{int(time.time())}"
             shutil.move(directory, aside)
-            logging.warning("Cached run %s could not be loaded (%s); moved it to %s and "
-                            "training it again.", directory, e, aside)
-            console.progress(f"cached run {os.path.basename(directory)} is corrupt; moved to "
-                             f"{aside}, training it again")
+            logging.warning(
+                "Cached run %s could not be loaded (%s); moved it to %s and training it again.",
+                directory,
+                e,
+                aside,
+            )
+            console.progress(
+                f"cached run {os.path.basename(directory)} is corrupt; moved to "
+                f"{aside}, training it again"
+            )
         else:
             logging.info("Reusing finished run %s", directory)
             console.progress(f"reusing finished run {name} ({directory})")
@@ -447,8 +517,17 @@ def train_or_load(workdir, name, spec, build_fn, datasets, train_cfg, teacher=No
     console.progress(f"training {name}: {train_cfg.epochs} epoch(s)")
     keras.utils.set_random_seed(train_cfg.seed)
     model = build_fn()
-    fit_out = fit(model, datasets, train_cfg, directory, teacher=teacher, kd=kd,
-                  extra_callbacks=callbacks, verbose=verbose, **fit_kwargs)
+    fit_out = fit(
+        model,
+        datasets,
+        train_cfg,
+        directory,
+        teacher=teacher,
+        kd=kd,
+        extra_callbacks=callbacks,
+        verbose=verbose,
+        **fit_kwargs,
+    )
     if postprocess is not None:
         model = postprocess(model)
     runs.save_model(model, directory)

@@ -94,11 +94,14 @@ class Context:
 
     def __post_init__(self):
         if self.compress_mode not in COMPRESS_MODES:
-            raise ValueError(f"compress_mode must be one of {COMPRESS_MODES}, "
-                             f"got {self.compress_mode!r}.")
+            raise ValueError(
+                f"compress_mode must be one of {COMPRESS_MODES}, got {self.compress_mode!r}."
+            )
         if self.compress_teacher not in COMPRESS_TEACHERS:
-            raise ValueError(f"compress_teacher must be one of {COMPRESS_TEACHERS}, "
-                             f"got {self.compress_teacher!r}.")
+            raise ValueError(
+                f"compress_teacher must be one of {COMPRESS_TEACHERS}, "
+                f"got {self.compress_teacher!r}."
+            )
         if self.compress_epochs < 1:
             raise ValueError(f"compress_epochs must be >= 1, got {self.compress_epochs}.")
         if self.compression is None:
@@ -116,8 +119,10 @@ def validate(ctx, variant):
     model = build_student(variant, ctx.data)
     compression.validate_chain(variant.techniques, cfg, model=model)
     if ctx.compress_mode == "scratch" and variant.techniques[:1] == ("cluster",):
-        raise ValueError("compress_mode='scratch' starts pruning or QAT on a fresh student; "
-                         "clustering needs trained weights: use compress_mode='finetune'.")
+        raise ValueError(
+            "compress_mode='scratch' starts pruning or QAT on a fresh student; "
+            "clustering needs trained weights: use compress_mode='finetune'."
+        )
 
 
 def build_student(variant, data):
@@ -161,13 +166,22 @@ def _architecture_id(student):
 
 
 def _base_spec(ctx, variant, train_cfg):
-    spec = {"role": "student", "model": variant.student, "kwargs": dict(variant.student_kwargs),
-            "train": runs.spec_of(train_cfg), "augment": runs.spec_of(variant.augment),
-            "bootstrap": variant.bootstrap,
-            "data": {"dataset": ctx.data.name, "n_train": len(ctx.data.x_train),
-                     "n_test": len(ctx.data.x_test), "batch_size": ctx.batch_size},
-            "kd": runs.spec_of(ctx.kd) if variant.kd else None,
-            "teachers": ctx.teacher_hashes if variant.kd else None}
+    spec = {
+        "role": "student",
+        "model": variant.student,
+        "kwargs": dict(variant.student_kwargs),
+        "train": runs.spec_of(train_cfg),
+        "augment": runs.spec_of(variant.augment),
+        "bootstrap": variant.bootstrap,
+        "data": {
+            "dataset": ctx.data.name,
+            "n_train": len(ctx.data.x_train),
+            "n_test": len(ctx.data.x_test),
+            "batch_size": ctx.batch_size,
+        },
+        "kd": runs.spec_of(ctx.kd) if variant.kd else None,
+        "teachers": ctx.teacher_hashes if variant.kd else None,
+    }
     if variant.student.startswith("nas:"):
         spec["architecture"] = _architecture_id(variant.student)
     return spec
@@ -181,8 +195,9 @@ def train(ctx: Context, variant: Variant):
       time of all parts, compression measurements, export rows.
     """
     data = ctx.data if variant.bootstrap < 0 else bootstrap_dataset(ctx.data, variant.bootstrap)
-    train_cfg = dataclasses.replace(ctx.student_train, seed=variant.seed,
-                                    epochs=variant.epochs or ctx.student_train.epochs)
+    train_cfg = dataclasses.replace(
+        ctx.student_train, seed=variant.seed, epochs=variant.epochs or ctx.student_train.epochs
+    )
     # Seeded before any pipeline is built (tf.data's shuffle depends on the global
     # seed): the KD and no-KD runs of one seed see the same batches.
     keras.utils.set_random_seed(variant.seed)
@@ -198,17 +213,29 @@ def train(ctx: Context, variant: Variant):
     keras.utils.set_random_seed(variant.seed)
     if scratch:  # The first technique wraps the fresh student for the whole base run.
         spec = dict(spec, scratch_stage=chain[0], compression=runs.spec_of(cfg))
-        first, callbacks = compression.apply_stage(build_student(variant, data), chain[0], cfg,
-                                                   steps, train_cfg.epochs)
+        first, callbacks = compression.apply_stage(
+            build_student(variant, data), chain[0], cfg, steps, train_cfg.epochs
+        )
         build_fn = lambda: first  # noqa: E731
     else:
         callbacks = ()
         build_fn = lambda: build_student(variant, data)  # noqa: E731
     model, result = training.train_or_load(
-        ctx.workdir, _run_name("base", variant), spec, build_fn,
-        datasets, train_cfg, teacher=teacher, kd=ctx.kd, callbacks=callbacks,
-        verbose=ctx.verbose, postprocess=compression.strip, offline_data=offline,
-        batch_size=ctx.batch_size, load_fn=load_model)
+        ctx.workdir,
+        _run_name("base", variant),
+        spec,
+        build_fn,
+        datasets,
+        train_cfg,
+        teacher=teacher,
+        kd=ctx.kd,
+        callbacks=callbacks,
+        verbose=ctx.verbose,
+        postprocess=compression.strip,
+        offline_data=offline,
+        batch_size=ctx.batch_size,
+        load_fn=load_model,
+    )
     total_time = result["train_time_s"]
     parts = [result["run_dir"]]
     reused = result["reused"]
@@ -218,43 +245,74 @@ def train(ctx: Context, variant: Variant):
             continue
         # The stage fine-tunes the model the previous part produced: its
         # weights digest keys the stage, so a retrained parent retrains it.
-        stage_spec = {"parent": result["weights_digest"], "stage": technique,
-                      "previous": list(previous), "compression": runs.spec_of(cfg),
-                      "epochs": ctx.compress_epochs, "kd": variant.kd,
-                      "compress_teacher": ctx.compress_teacher if variant.kd else None,
-                      "lr": ctx.student_train.learning_rate}
-        stage_cfg = dataclasses.replace(train_cfg, epochs=ctx.compress_epochs, warmup_epochs=0,
-                                        learning_rate=train_cfg.learning_rate / 10)
+        stage_spec = {
+            "parent": result["weights_digest"],
+            "stage": technique,
+            "previous": list(previous),
+            "compression": runs.spec_of(cfg),
+            "epochs": ctx.compress_epochs,
+            "kd": variant.kd,
+            "compress_teacher": ctx.compress_teacher if variant.kd else None,
+            "lr": ctx.student_train.learning_rate,
+        }
+        stage_cfg = dataclasses.replace(
+            train_cfg,
+            epochs=ctx.compress_epochs,
+            warmup_epochs=0,
+            learning_rate=train_cfg.learning_rate / 10,
+        )
         stage_teacher = teacher
         if variant.kd and ctx.compress_teacher == "student":
             stage_teacher = keras.models.clone_model(model)
             stage_teacher.set_weights(model.get_weights())
         keras.utils.set_random_seed(variant.seed)
-        wrapped, stage_callbacks = compression.apply_stage(model, technique, cfg, steps,
-                                                           ctx.compress_epochs, previous)
+        wrapped, stage_callbacks = compression.apply_stage(
+            model, technique, cfg, steps, ctx.compress_epochs, previous
+        )
         model, stage_result = training.train_or_load(
-            ctx.workdir, _run_name("+".join(previous + (technique,)), variant),
+            ctx.workdir,
+            _run_name("+".join(previous + (technique,)), variant),
             dict(stage_spec, spec=spec),
-            lambda wrapped=wrapped: wrapped, datasets, stage_cfg, teacher=stage_teacher,
-            kd=ctx.kd, callbacks=stage_callbacks, verbose=ctx.verbose,
-            postprocess=compression.strip, offline_data=offline, batch_size=ctx.batch_size,
-            load_fn=load_model)
+            lambda wrapped=wrapped: wrapped,
+            datasets,
+            stage_cfg,
+            teacher=stage_teacher,
+            kd=ctx.kd,
+            callbacks=stage_callbacks,
+            verbose=ctx.verbose,
+            postprocess=compression.strip,
+            offline_data=offline,
+            batch_size=ctx.batch_size,
+            load_fn=load_model,
+        )
         total_time += stage_result["train_time_s"]
         reused = reused and stage_result["reused"]
         parts.append(stage_result["run_dir"])
         result = stage_result
 
     row = {
-        "name": variant.name, "label": variant.label, "techniques": "+".join(chain) or "none",
-        "kd": variant.kd, "seed": variant.seed, "bootstrap": variant.bootstrap,
-        "model": model.name, "test_accuracy": result["test_accuracy"],
-        "params": result["params"], "train_time_s": round(total_time, 2),
-        "epochs": train_cfg.epochs, "run_dirs": parts, "run_dir": parts[-1],
-        "reused": reused, "weights_digest": result["weights_digest"],
+        "name": variant.name,
+        "label": variant.label,
+        "techniques": "+".join(chain) or "none",
+        "kd": variant.kd,
+        "seed": variant.seed,
+        "bootstrap": variant.bootstrap,
+        "model": model.name,
+        "test_accuracy": result["test_accuracy"],
+        "params": result["params"],
+        "train_time_s": round(total_time, 2),
+        "epochs": train_cfg.epochs,
+        "run_dirs": parts,
+        "run_dir": parts[-1],
+        "reused": reused,
+        "weights_digest": result["weights_digest"],
     }
     fresh = build_student(variant, data)  # Layer names before any wrapping.
-    wrapped_layers = {t: compression.select_layers(fresh, t, cfg.skip_layers, cfg.include_layers)
-                      for t in ("prune", "cluster") if t in chain}
+    wrapped_layers = {
+        t: compression.select_layers(fresh, t, cfg.skip_layers, cfg.include_layers)
+        for t in ("prune", "cluster")
+        if t in chain
+    }
     row.update(measure_variant(ctx, model, chain, parts[-1], data, wrapped_layers))
     return model, row
 
@@ -270,11 +328,18 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None):
     """
     path = os.path.join(run_dir, "measure.json")
     cached = runs.read_json(path) if os.path.exists(path) else None
-    key = {"formats": list(ctx.export_formats), "threads": list(ctx.export_threads),
-           "latency_runs": ctx.latency_runs, "num_calibration": ctx.num_calibration,
-           "weights": runs.weights_digest(model),
-           "data": {"dataset": ctx.data.name, "n_train": len(ctx.data.x_train),
-                    "n_test": len(ctx.data.x_test)}}
+    key = {
+        "formats": list(ctx.export_formats),
+        "threads": list(ctx.export_threads),
+        "latency_runs": ctx.latency_runs,
+        "num_calibration": ctx.num_calibration,
+        "weights": runs.weights_digest(model),
+        "data": {
+            "dataset": ctx.data.name,
+            "n_train": len(ctx.data.x_train),
+            "n_test": len(ctx.data.x_test),
+        },
+    }
     if cached is not None and cached.get("key") == key:
         return cached["figures"]
     figures = {}
@@ -283,16 +348,23 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None):
         figures["sparsity"] = compression.sparsity_report(model, wrapped_layers.get("prune"))
     if "cluster" in chain:
         figures["unique_values"] = compression.unique_values_report(
-            model, wrapped_layers.get("cluster"))
+            model, wrapped_layers.get("cluster")
+        )
     if "qat" in chain:
         figures["qat_layers"] = bool(compression.has_quantize_layers(model))
     if ctx.export_formats:
         console.progress(f"exporting to TFLite: {', '.join(ctx.export_formats)}")
         try:
             figures["export"] = export.export_model(
-                model, os.path.join(run_dir, "tflite"), ctx.export_formats, data=ctx.data,
-                num_calibration=ctx.num_calibration, threads=ctx.export_threads,
-                latency_runs=ctx.latency_runs, name="student")
+                model,
+                os.path.join(run_dir, "tflite"),
+                ctx.export_formats,
+                data=ctx.data,
+                num_calibration=ctx.num_calibration,
+                threads=ctx.export_threads,
+                latency_runs=ctx.latency_runs,
+                name="student",
+            )
         except export.ExportError as e:
             console.progress(f"export of {os.path.basename(run_dir)} failed: {e}")
             figures["export_error"] = str(e)

@@ -14,25 +14,31 @@ from nas import search_space, tuner
 
 # -- project ------------------------------------------------------------------
 PROJECT_DIR = flags.DEFINE_string("project_dir", None, "keras-tuner project directory.")
-PROJECT_NAME = flags.DEFINE_string("project_name", "nas",
-                                   "Project name; outputs go to project_dir/project_name.")
-OVERWRITE = flags.DEFINE_bool("overwrite", False,
-                              "Delete the project and start afresh (default: resume it).")
+PROJECT_NAME = flags.DEFINE_string(
+    "project_name", "nas", "Project name; outputs go to project_dir/project_name."
+)
+OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Delete the project and start afresh (default: resume it)."
+)
 ORACLE = flags.DEFINE_enum("oracle", "random", list(tuner.ORACLES), "keras-tuner oracle.")
-MAX_TRIALS = flags.DEFINE_integer("max_trials", 20, "Trials of random / bayesian.",
-                                  lower_bound=1)
-NUM_INITIAL = flags.DEFINE_integer("num_initial_points", 0,
-                                   "Random trials before Bayesian modelling (0 = default).",
-                                   lower_bound=0)
-HB_FACTOR = flags.DEFINE_integer("hyperband_factor", 3, "Hyperband reduction factor.",
-                                 lower_bound=2)
-HB_ITERATIONS = flags.DEFINE_integer("hyperband_iterations", 1, "Hyperband iterations.",
-                                     lower_bound=1)
+MAX_TRIALS = flags.DEFINE_integer("max_trials", 20, "Trials of random / bayesian.", lower_bound=1)
+NUM_INITIAL = flags.DEFINE_integer(
+    "num_initial_points", 0, "Random trials before Bayesian modelling (0 = default).", lower_bound=0
+)
+HB_FACTOR = flags.DEFINE_integer(
+    "hyperband_factor", 3, "Hyperband reduction factor.", lower_bound=2
+)
+HB_ITERATIONS = flags.DEFINE_integer(
+    "hyperband_iterations", 1, "Hyperband iterations.", lower_bound=1
+)
 SEED = flags.DEFINE_integer("seed", 0, "Seed of the oracle and of every trial's training.")
 TOP = flags.DEFINE_integer("show_top", 5, "Trials printed at the end.", lower_bound=1)
-VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"],
-                            "0 = quiet; 1 = keras-tuner trial tables; 2 = also a line per "
-                            "training epoch.")
+VERBOSE = flags.DEFINE_enum(
+    "verbose",
+    "1",
+    ["0", "1", "2"],
+    "0 = quiet; 1 = keras-tuner trial tables; 2 = also a line per training epoch.",
+)
 
 # -- shared groups ----------------------------------------------------------------
 DATA = flag_groups.define_data_flags()
@@ -45,30 +51,46 @@ CONSOLE = flag_groups.define_console_flags()
 
 # -- distillation in the loop ---------------------------------------------------------
 DISTILL = flags.DEFINE_bool("distill", True, "Distill every candidate from the teacher.")
-TEACHER_MODEL = flags.DEFINE_string("teacher_model", None,
-                                    "Saved teacher (.keras/.h5); if unset, --teacher is "
-                                    "trained once and cached in the project.")
+TEACHER_MODEL = flags.DEFINE_string(
+    "teacher_model",
+    None,
+    "Saved teacher (.keras/.h5); if unset, --teacher is trained once and cached in the project.",
+)
 
 # -- search space ---------------------------------------------------------------
 MIN_STAGES = flags.DEFINE_integer("min_stages", 2, "Fewest stages.", lower_bound=1)
 MAX_STAGES = flags.DEFINE_integer("max_stages", 4, "Most stages.", lower_bound=1)
 MAX_BLOCKS = flags.DEFINE_integer("max_blocks", 2, "Most blocks per stage.", lower_bound=1)
-FILTERS = flags.DEFINE_list("filters", ["8", "16", "24", "32", "48", "64"],
-                            "Channel counts a stage picks from.")
+FILTERS = flags.DEFINE_list(
+    "filters", ["8", "16", "24", "32", "48", "64"], "Channel counts a stage picks from."
+)
 KERNELS = flags.DEFINE_list("kernel_sizes", ["3", "5"], "Kernel sizes (odd).")
-EXPANSIONS = flags.DEFINE_list("expansions", ["1", "2", "4"],
-                               "Expansion ratios of separable blocks.")
-CONV_TYPES = flags.DEFINE_list("conv_types", list(search_space.CONV_TYPES),
-                               f"Block types, a subset of {search_space.CONV_TYPES}.")
-DOWNSAMPLING = flags.DEFINE_list("downsampling", list(search_space.DOWNSAMPLING),
-                                 f"Downsampling, a subset of {search_space.DOWNSAMPLING}.")
-HEAD_UNITS = flags.DEFINE_list("head_units", ["0", "32", "64", "128"],
-                               "Hidden Dense widths before the logits (0 = none).")
+EXPANSIONS = flags.DEFINE_list(
+    "expansions", ["1", "2", "4"], "Expansion ratios of separable blocks."
+)
+CONV_TYPES = flags.DEFINE_list(
+    "conv_types",
+    list(search_space.CONV_TYPES),
+    f"Block types, a subset of {search_space.CONV_TYPES}.",
+)
+DOWNSAMPLING = flags.DEFINE_list(
+    "downsampling",
+    list(search_space.DOWNSAMPLING),
+    f"Downsampling, a subset of {search_space.DOWNSAMPLING}.",
+)
+HEAD_UNITS = flags.DEFINE_list(
+    "head_units", ["0", "32", "64", "128"], "Hidden Dense widths before the logits (0 = none)."
+)
 DROPOUTS = flags.DEFINE_list("dropouts", ["0.0", "0.1", "0.25"], "Dropout rates.")
 
 flags.mark_flag_as_required("project_dir")
-flags.register_validator("export_threads", lambda v: len(v) == 1,
-                         message="--export_threads: the search times one thread count.")
-flags.register_validator("val_size", lambda v: v >= 1,
-                         message="--val_size: the search ranks candidates on validation "
-                                 "examples; it must be >= 1.")
+flags.register_validator(
+    "export_threads",
+    lambda v: len(v) == 1,
+    message="--export_threads: the search times one thread count.",
+)
+flags.register_validator(
+    "val_size",
+    lambda v: v >= 1,
+    message="--val_size: the search ranks candidates on validation examples; it must be >= 1.",
+)

@@ -38,12 +38,19 @@ def _space(input_shape, num_classes):
     f = nas_flags
     ints = lambda h: flag_groups.numbers(h.value, int, h.name)  # noqa: E731
     return search_space.StudentSpace(
-        input_shape, num_classes, min_stages=f.MIN_STAGES.value,
-        max_stages=f.MAX_STAGES.value, max_blocks=f.MAX_BLOCKS.value,
-        filters=ints(f.FILTERS), kernel_sizes=ints(f.KERNELS),
-        expansions=ints(f.EXPANSIONS), conv_types=f.CONV_TYPES.value,
-        downsampling=f.DOWNSAMPLING.value, head_units=ints(f.HEAD_UNITS),
-        dropouts=flag_groups.numbers(f.DROPOUTS.value, float, "dropouts"))
+        input_shape,
+        num_classes,
+        min_stages=f.MIN_STAGES.value,
+        max_stages=f.MAX_STAGES.value,
+        max_blocks=f.MAX_BLOCKS.value,
+        filters=ints(f.FILTERS),
+        kernel_sizes=ints(f.KERNELS),
+        expansions=ints(f.EXPANSIONS),
+        conv_types=f.CONV_TYPES.value,
+        downsampling=f.DOWNSAMPLING.value,
+        head_units=ints(f.HEAD_UNITS),
+        dropouts=flag_groups.numbers(f.DROPOUTS.value, float, "dropouts"),
+    )
 
 
 def _teacher_fn(data, project, verbose):
@@ -61,10 +68,19 @@ def _teacher_fn(data, project, verbose):
 
     def make():
         model, result = teacher.train_or_load_teacher(
-            data, os.path.join(project, "teacher"), name, kwargs, config, augment, batch,
-            verbose=2 if verbose else 0)
-        print(f"Teacher {name} {kwargs}: test accuracy {result['test_accuracy']:.4f}, "
-              f"{result['params']} params ({result['run_dir']})")
+            data,
+            os.path.join(project, "teacher"),
+            name,
+            kwargs,
+            config,
+            augment,
+            batch,
+            verbose=2 if verbose else 0,
+        )
+        print(
+            f"Teacher {name} {kwargs}: test accuracy {result['test_accuracy']:.4f}, "
+            f"{result['params']} params ({result['run_dir']})"
+        )
         return model
 
     return make
@@ -82,19 +98,31 @@ def configure():
     f = nas_flags
     epochs = f.STUDENT.student_epochs.value
     train_config = flag_groups.train_config(f.STUDENT, "student", seed=f.SEED.value)
-    train_config = train_config.__class__(**dict(
-        vars(train_config), warmup_epochs=min(train_config.warmup_epochs, epochs - 1)))
+    train_config = train_config.__class__(
+        **dict(vars(train_config), warmup_epochs=min(train_config.warmup_epochs, epochs - 1))
+    )
     out = dict(
         train_config=train_config,
         augment=flag_groups.augment_config(f.STUDENT.student_augment),
-        budget=tuner.Budget(f.BUDGET.max_latency_us.value, f.BUDGET.max_bytes.value,
-                            f.BUDGET.max_params.value),
-        measure=tuner.MeasureConfig(f.EXPORT.latency_runs.value, f.EXPORT.latency_warmup.value,
-                                    flag_groups.export_threads(f.EXPORT)[0]),
+        budget=tuner.Budget(
+            f.BUDGET.max_latency_us.value, f.BUDGET.max_bytes.value, f.BUDGET.max_params.value
+        ),
+        measure=tuner.MeasureConfig(
+            f.EXPORT.latency_runs.value,
+            f.EXPORT.latency_warmup.value,
+            flag_groups.export_threads(f.EXPORT)[0],
+        ),
         oracle=tuner.make_oracle(
-            f.ORACLE.value, f.MAX_TRIALS.value, epochs, f.SEED.value, f.HB_FACTOR.value,
-            f.HB_ITERATIONS.value, f.NUM_INITIAL.value or None),
-        kd=flag_groups.kd_config(f.KD))
+            f.ORACLE.value,
+            f.MAX_TRIALS.value,
+            epochs,
+            f.SEED.value,
+            f.HB_FACTOR.value,
+            f.HB_ITERATIONS.value,
+            f.NUM_INITIAL.value or None,
+        ),
+        kd=flag_groups.kd_config(f.KD),
+    )
     flag_groups.train_config(f.TEACHER, "teacher")
     flag_groups.parse_kwargs(f.TEACHER.teacher_args.value, "teacher_args")
     flag_groups.augment_config(f.TEACHER.teacher_augment)
@@ -112,8 +140,9 @@ def main(argv):
     f = nas_flags
     role = tuner.distributed_role()
     if role == "worker" and f.OVERWRITE.value:
-        sys.exit("Invalid flag: --overwrite would delete the chief's project; pass it to the "
-                 "chief only.")
+        sys.exit(
+            "Invalid flag: --overwrite would delete the chief's project; pass it to the chief only."
+        )
     verbose = int(f.VERBOSE.value)
     project = os.path.join(f.PROJECT_DIR.value, f.PROJECT_NAME.value)
     try:  # Everything that can be invalid is checked before any data or training.
@@ -124,17 +153,33 @@ def main(argv):
 
     d = f.DATA
     try:
-        data = data_lib.load_dataset(d.dataset.value, d.data_dir.value, d.manual_dir.value,
-                                     d.val_size.value, seed=0, limit_train=d.limit_train.value,
-                                     limit_test=d.limit_test.value)
+        data = data_lib.load_dataset(
+            d.dataset.value,
+            d.data_dir.value,
+            d.manual_dir.value,
+            d.val_size.value,
+            seed=0,
+            limit_train=d.limit_train.value,
+            limit_test=d.limit_test.value,
+        )
     except data_lib.DataError as e:
         sys.exit(f"Cannot load the dataset: {e}")
     search = tuner.StudentSearch(
-        _space(data.input_shape, data.num_classes), cfg["oracle"], data, cfg["train_config"],
-        batch_size=d.batch_size.value, augment=cfg["augment"], budget=cfg["budget"],
-        teacher=_teacher_fn(data, project, verbose), kd=cfg["kd"], measure=cfg["measure"],
-        directory=f.PROJECT_DIR.value, project_name=f.PROJECT_NAME.value,
-        overwrite=f.OVERWRITE.value, verbose=2 if verbose == 2 else 0)
+        _space(data.input_shape, data.num_classes),
+        cfg["oracle"],
+        data,
+        cfg["train_config"],
+        batch_size=d.batch_size.value,
+        augment=cfg["augment"],
+        budget=cfg["budget"],
+        teacher=_teacher_fn(data, project, verbose),
+        kd=cfg["kd"],
+        measure=cfg["measure"],
+        directory=f.PROJECT_DIR.value,
+        project_name=f.PROJECT_NAME.value,
+        overwrite=f.OVERWRITE.value,
+        verbose=2 if verbose == 2 else 0,
+    )
     if role != "worker":
         runs.write_text(os.path.join(project, "flags.txt"), FLAGS.flags_into_string())
         try:
@@ -142,8 +187,10 @@ def main(argv):
         except ValueError as e:
             sys.exit(f"Invalid teacher: {e}")
         remaining = search.remaining_trials
-        print(f"Search ({role}) in {project}: "
-              + (f"{remaining} new trials to go." if remaining is not None else "Hyperband."))
+        print(
+            f"Search ({role}) in {project}: "
+            + (f"{remaining} new trials to go." if remaining is not None else "Hyperband.")
+        )
     search.search(verbose=min(verbose, 1))
     if role == "worker":
         print(f"Worker {os.environ.get('KERASTUNER_TUNER_ID')}: no trials left.")
@@ -151,11 +198,15 @@ def main(argv):
     outputs = search_report.write_outputs(search)
     print()
     print(search_report.summary_text(outputs, f.TOP.value))
-    print(f"\nTrials table: {outputs['paths']['trials.csv']}\n"
-          f"Plot: {outputs['paths']['accuracy_vs_latency.png']}")
+    print(
+        f"\nTrials table: {outputs['paths']['trials.csv']}\n"
+        f"Plot: {outputs['paths']['accuracy_vs_latency.png']}"
+    )
     if not any(row.get("feasible") for row in outputs["rows"]):
-        sys.exit("No trial met the budget (--max_latency_us, --max_bytes, --max_params): "
-                 "relax the budget or widen the search space.")
+        sys.exit(
+            "No trial met the budget (--max_latency_us, --max_bytes, --max_params): "
+            "relax the budget or widen the search space."
+        )
 
 
 if __name__ == "__main__":

@@ -46,12 +46,17 @@ def non_dominated(points, maximize):
     """
     for p in points:
         if len(p) != len(maximize):
-            raise ValueError(f"Every point needs {len(maximize)} coordinates (one per entry of "
-                             f"maximize={list(maximize)}); got {list(p)}.")
+            raise ValueError(
+                f"Every point needs {len(maximize)} coordinates (one per entry of "
+                f"maximize={list(maximize)}); got {list(p)}."
+            )
         if any(isinstance(v, float) and math.isnan(v) for v in p):
             raise ValueError(f"Points must not hold NaN; got {list(p)}.")
-    return [i for i, p in enumerate(points)
-            if not any(dominates(q, p, maximize) for j, q in enumerate(points) if j != i)]
+    return [
+        i
+        for i, p in enumerate(points)
+        if not any(dominates(q, p, maximize) for j, q in enumerate(points) if j != i)
+    ]
 
 
 def front(rows, accuracy_key="val_accuracy", cost_key="latency_us"):

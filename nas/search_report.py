@@ -29,9 +29,25 @@ from nas.search_space import BEST_HPS_FILE
 from nas.tuner import METRICS, MODEL_FILE, Budget
 
 INT_METRICS = ("file_bytes", "gzip_bytes", "params", "tflite_params", "macs", "epochs")
-COLUMNS = ("trial_id", "status", "feasible", "score", "val_accuracy", "latency_us",
-           "latency_us_p90", "file_bytes", "gzip_bytes", "params", "tflite_params", "macs",
-           "epochs", "train_time_s", "violations", "on_latency_front", "on_bytes_front")
+COLUMNS = (
+    "trial_id",
+    "status",
+    "feasible",
+    "score",
+    "val_accuracy",
+    "latency_us",
+    "latency_us_p90",
+    "file_bytes",
+    "gzip_bytes",
+    "params",
+    "tflite_params",
+    "macs",
+    "epochs",
+    "train_time_s",
+    "violations",
+    "on_latency_front",
+    "on_bytes_front",
+)
 
 
 def trial_rows(oracle):
@@ -45,20 +61,25 @@ def trial_rows(oracle):
     rows = []
     for trial_id in sorted(oracle.trials):
         trial = oracle.trials[trial_id]
-        row = {"trial_id": trial.trial_id, "status": str(trial.status),
-               "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
-                                   if not k.startswith("tuner/")},
-               "hyperband": {k: v for k, v in trial.hyperparameters.values.items()
-                             if k.startswith("tuner/")}}
+        row = {
+            "trial_id": trial.trial_id,
+            "status": str(trial.status),
+            "hyperparameters": {
+                k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")
+            },
+            "hyperband": {
+                k: v for k, v in trial.hyperparameters.values.items() if k.startswith("tuner/")
+            },
+        }
         for name in METRICS:
-            value = (trial.metrics.get_last_value(name) if trial.metrics.exists(name)
-                     else None)
+            value = trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
             if value is not None:
                 value = int(round(value)) if name in INT_METRICS else float(value)
             row[name] = value
         row["feasible"] = bool(row["feasible"]) if row["feasible"] is not None else False
-        row["violations"] = ";".join(f"{f}+{row[f'over_{f}'] * 100:.0f}%"
-                                     for f, _ in Budget.LIMITS if row.get(f"over_{f}"))
+        row["violations"] = ";".join(
+            f"{f}+{row[f'over_{f}'] * 100:.0f}%" for f, _ in Budget.LIMITS if row.get(f"over_{f}")
+        )
         lines = (trial.message or "").strip().splitlines()
         row["message"] = lines[-1] if lines else None
         rows.append(row)
@@ -67,8 +88,11 @@ def trial_rows(oracle):
 
 def best_feasible(rows):
     """The most accurate completed feasible row (ties: lower latency), or None."""
-    candidates = [r for r in rows if r["status"] == "COMPLETED" and r["feasible"]
-                  and r["val_accuracy"] is not None]
+    candidates = [
+        r
+        for r in rows
+        if r["status"] == "COMPLETED" and r["feasible"] and r["val_accuracy"] is not None
+    ]
     if not candidates:
         return None
     return max(candidates, key=lambda r: (r["val_accuracy"], -(r["latency_us"] or 0.0)))
@@ -86,8 +110,9 @@ def csv_text(rows):
     flat = [_flat(r) for r in rows]
     hp_columns = sorted({k for f in flat for k in f if k.startswith("hp.")})
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS) + hp_columns, restval="",
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(COLUMNS) + hp_columns, restval="", lineterminator="\n"
+    )
     writer.writeheader()
     for f in flat:
         writer.writerow({k: "" if v is None else v for k, v in f.items()})
@@ -104,24 +129,40 @@ def plot(rows, front_rows, path, budget=None):
       budget: optional :class:`nas.tuner.Budget`; its latency limit is drawn.
     """
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     done = [r for r in rows if r["latency_us"] is not None and r["val_accuracy"] is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for feasible, style in ((True, dict(c="tab:blue", label="feasible")),
-                            (False, dict(c="tab:gray", marker="x", label="over budget"))):
+    for feasible, style in (
+        (True, dict(c="tab:blue", label="feasible")),
+        (False, dict(c="tab:gray", marker="x", label="over budget")),
+    ):
         pts = [r for r in done if r["feasible"] == feasible]
         if pts:
-            ax.scatter([r["latency_us"] for r in pts], [r["val_accuracy"] for r in pts],
-                       alpha=0.8, **style)
+            ax.scatter(
+                [r["latency_us"] for r in pts], [r["val_accuracy"] for r in pts], alpha=0.8, **style
+            )
     if front_rows:
-        ax.plot([r["latency_us"] for r in front_rows], [r["val_accuracy"] for r in front_rows],
-                "-o", color="tab:red", mfc="none", ms=10, drawstyle="steps-post",
-                label="non-dominated")
+        ax.plot(
+            [r["latency_us"] for r in front_rows],
+            [r["val_accuracy"] for r in front_rows],
+            "-o",
+            color="tab:red",
+            mfc="none",
+            ms=10,
+            drawstyle="steps-post",
+            label="non-dominated",
+        )
     for r in done:
-        ax.annotate(r["trial_id"], (r["latency_us"], r["val_accuracy"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+        ax.annotate(
+            r["trial_id"],
+            (r["latency_us"], r["val_accuracy"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     if budget is not None and budget.max_latency_us:
         ax.axvline(budget.max_latency_us, ls="--", color="tab:orange", label="latency budget")
     ax.set_xlabel("float32 TFLite latency, median (µs)")
@@ -156,8 +197,10 @@ def write_outputs(tuner):
       ValueError: `tuner` is a distributed worker (its oracle is remote).
     """
     if not hasattr(tuner.oracle, "trials"):
-        raise ValueError("write_outputs needs the oracle's trials: call it on the chief (or a "
-                         "single process), not on a distributed worker.")
+        raise ValueError(
+            "write_outputs needs the oracle's trials: call it on the chief (or a "
+            "single process), not on a distributed worker."
+        )
     project = tuner.project_dir
     rows = trial_rows(tuner.oracle)
     completed = [r for r in rows if r["status"] == "COMPLETED"]
@@ -166,16 +209,24 @@ def write_outputs(tuner):
     for r in rows:
         r["on_latency_front"] = r["trial_id"] in on["accuracy_vs_latency"]
         r["on_bytes_front"] = r["trial_id"] in on["accuracy_vs_bytes"]
-    paths = {name: os.path.join(project, name) for name in
-             ("trials.json", "trials.csv", "pareto.json", "accuracy_vs_latency.png")}
+    paths = {
+        name: os.path.join(project, name)
+        for name in ("trials.json", "trials.csv", "pareto.json", "accuracy_vs_latency.png")
+    }
     budget = tuner.budget
-    runs.write_json(paths["trials.json"], {
-        "objective": "score = val_accuracy if feasible else val_accuracy - 1 - total overshoot",
-        "budget": {k: getattr(budget, k) for _, k in Budget.LIMITS},
-        "trials": rows})
+    runs.write_json(
+        paths["trials.json"],
+        {
+            "objective": "score = val_accuracy if feasible else val_accuracy - 1 - total overshoot",
+            "budget": {k: getattr(budget, k) for _, k in Budget.LIMITS},
+            "trials": rows,
+        },
+    )
     runs.write_text(paths["trials.csv"], csv_text(rows))
-    runs.write_json(paths["pareto.json"], {name: [r["trial_id"] for r in front]
-                                           for name, front in fronts.items()})
+    runs.write_json(
+        paths["pareto.json"],
+        {name: [r["trial_id"] for r in front] for name, front in fronts.items()},
+    )
     plot(rows, fronts["accuracy_vs_latency"], paths["accuracy_vs_latency.png"], budget)
     best = best_feasible(rows)
     if best is not None:
@@ -184,18 +235,26 @@ def write_outputs(tuner):
             paths["best_model.keras"] = os.path.join(project, "best_model.keras")
             _copy_atomic(model_src, paths["best_model.keras"])
         else:  # A worker on another machine trained it: its file is not here.
-            logging.warning("Trial %s's model is not at %s; best_model.keras not written "
-                            "(nas.load_student needs only %s).", best["trial_id"], model_src,
-                            BEST_HPS_FILE)
+            logging.warning(
+                "Trial %s's model is not at %s; best_model.keras not written "
+                "(nas.load_student needs only %s).",
+                best["trial_id"],
+                model_src,
+                BEST_HPS_FILE,
+            )
         paths[BEST_HPS_FILE] = os.path.join(project, BEST_HPS_FILE)
-        runs.write_json(paths[BEST_HPS_FILE], {
-            "trial_id": best["trial_id"],
-            "values": best["hyperparameters"],
-            "search_space": tuner.hypermodel.get_config(),
-            "input_shape": list(tuner.hypermodel.input_shape),
-            "num_classes": tuner.hypermodel.num_classes,
-            "metrics": {k: best[k] for k in METRICS},
-            "trained_epochs": best["epochs"]})
+        runs.write_json(
+            paths[BEST_HPS_FILE],
+            {
+                "trial_id": best["trial_id"],
+                "values": best["hyperparameters"],
+                "search_space": tuner.hypermodel.get_config(),
+                "input_shape": list(tuner.hypermodel.input_shape),
+                "num_classes": tuner.hypermodel.num_classes,
+                "metrics": {k: best[k] for k in METRICS},
+                "trained_epochs": best["epochs"],
+            },
+        )
     return {"rows": rows, "fronts": fronts, "best": best, "paths": paths}
 
 
@@ -211,8 +270,17 @@ def _fmt(row, keys):
 
 def summary_text(outputs, top=5):
     """A markdown summary: the top trials by score, the fronts, the best model."""
-    keys = ("trial_id", "status", "feasible", "val_accuracy", "latency_us", "file_bytes",
-            "params", "score", "violations")
+    keys = (
+        "trial_id",
+        "status",
+        "feasible",
+        "val_accuracy",
+        "latency_us",
+        "file_bytes",
+        "params",
+        "score",
+        "violations",
+    )
     header = "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys)
     rows = outputs["rows"]
     ranked = sorted((r for r in rows if r["score"] is not None), key=lambda r: -r["score"])
@@ -226,9 +294,11 @@ def summary_text(outputs, top=5):
     if best is None:
         lines.append("No feasible trial: no best_model.keras written (loosen the budget).")
     else:
-        lines.append(f"Best feasible: trial {best['trial_id']} (val_accuracy "
-                     f"{best['val_accuracy']:.4f}, {best['latency_us']:.1f} us, "
-                     f"{best['file_bytes']} bytes, {best['params']} params): "
-                     f"{outputs['paths'].get('best_model.keras', 'model file not found')}, "
-                     f"architecture in {outputs['paths'][BEST_HPS_FILE]}")
+        lines.append(
+            f"Best feasible: trial {best['trial_id']} (val_accuracy "
+            f"{best['val_accuracy']:.4f}, {best['latency_us']:.1f} us, "
+            f"{best['file_bytes']} bytes, {best['params']} params): "
+            f"{outputs['paths'].get('best_model.keras', 'model file not found')}, "
+            f"architecture in {outputs['paths'][BEST_HPS_FILE]}"
+        )
     return "\n".join(lines)

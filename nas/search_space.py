@@ -41,8 +41,17 @@ layers = keras.layers
 
 CONV_TYPES = ("standard", "separable")
 DOWNSAMPLING = ("maxpool", "strided")
-ALLOWED_LAYERS = ("InputLayer", "Conv2D", "DepthwiseConv2D", "BatchNormalization", "ReLU",
-                  "MaxPooling2D", "GlobalAveragePooling2D", "Dense", "Dropout")
+ALLOWED_LAYERS = (
+    "InputLayer",
+    "Conv2D",
+    "DepthwiseConv2D",
+    "BatchNormalization",
+    "ReLU",
+    "MaxPooling2D",
+    "GlobalAveragePooling2D",
+    "Dense",
+    "Dropout",
+)
 BEST_HPS_FILE = "best_hyperparameters.json"
 # Trials train for a few hundred steps: with Keras' default momentum (0.99) the
 # moving statistics are still far from the batch statistics then, and the
@@ -50,9 +59,17 @@ BEST_HPS_FILE = "best_hyperparameters.json"
 BN_MOMENTUM = 0.9
 
 _DEFAULTS = dict(
-    min_stages=2, max_stages=4, max_blocks=2, filters=(8, 16, 24, 32, 48, 64),
-    kernel_sizes=(3, 5), expansions=(1, 2, 4), conv_types=CONV_TYPES,
-    downsampling=DOWNSAMPLING, head_units=(0, 32, 64, 128), dropouts=(0.0, 0.1, 0.25))
+    min_stages=2,
+    max_stages=4,
+    max_blocks=2,
+    filters=(8, 16, 24, 32, 48, 64),
+    kernel_sizes=(3, 5),
+    expansions=(1, 2, 4),
+    conv_types=CONV_TYPES,
+    downsampling=DOWNSAMPLING,
+    head_units=(0, 32, 64, 128),
+    dropouts=(0.0, 0.1, 0.25),
+)
 
 
 def _tuple(name, value, kind):
@@ -91,26 +108,42 @@ class StudentSpace(kt.HyperModel):
       ValueError: an argument outside what is allowed (the message names it).
     """
 
-    def __init__(self, input_shape, num_classes, min_stages=2, max_stages=4, max_blocks=2,
-                 filters=_DEFAULTS["filters"], kernel_sizes=_DEFAULTS["kernel_sizes"],
-                 expansions=_DEFAULTS["expansions"], conv_types=CONV_TYPES,
-                 downsampling=DOWNSAMPLING, head_units=_DEFAULTS["head_units"],
-                 dropouts=_DEFAULTS["dropouts"], name="student_space"):
+    def __init__(
+        self,
+        input_shape,
+        num_classes,
+        min_stages=2,
+        max_stages=4,
+        max_blocks=2,
+        filters=_DEFAULTS["filters"],
+        kernel_sizes=_DEFAULTS["kernel_sizes"],
+        expansions=_DEFAULTS["expansions"],
+        conv_types=CONV_TYPES,
+        downsampling=DOWNSAMPLING,
+        head_units=_DEFAULTS["head_units"],
+        dropouts=_DEFAULTS["dropouts"],
+        name="student_space",
+    ):
         super().__init__(name=name)
         if len(tuple(input_shape)) != 3 or min(input_shape) < 1:
-            raise ValueError(f"input_shape must be (H, W, C) of positive sizes, got "
-                             f"{input_shape!r}.")
+            raise ValueError(
+                f"input_shape must be (H, W, C) of positive sizes, got {input_shape!r}."
+            )
         if int(num_classes) < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
         self.input_shape = tuple(int(d) for d in input_shape)
         self.num_classes = int(num_classes)
         if not 1 <= int(min_stages) <= int(max_stages):
-            raise ValueError(f"Need 1 <= min_stages <= max_stages, got min_stages={min_stages}, "
-                             f"max_stages={max_stages}.")
+            raise ValueError(
+                f"Need 1 <= min_stages <= max_stages, got min_stages={min_stages}, "
+                f"max_stages={max_stages}."
+            )
         limit = min(self.input_shape[:2]).bit_length()  # floor(log2(min(H, W))) + 1
         if int(max_stages) > limit:
-            raise ValueError(f"max_stages={max_stages} halves a {self.input_shape[:2]} input "
-                             f"below 1 pixel; at most {limit} stages fit.")
+            raise ValueError(
+                f"max_stages={max_stages} halves a {self.input_shape[:2]} input "
+                f"below 1 pixel; at most {limit} stages fit."
+            )
         if int(max_blocks) < 1:
             raise ValueError(f"max_blocks must be >= 1, got {max_blocks}.")
         self.min_stages, self.max_stages = int(min_stages), int(max_stages)
@@ -127,16 +160,14 @@ class StudentSpace(kt.HyperModel):
             ("kernel_sizes", self.kernel_sizes, lambda v: v >= 1 and v % 2 == 1, "odd and >= 1"),
             ("expansions", self.expansions, lambda v: v >= 1, ">= 1"),
             ("conv_types", self.conv_types, lambda v: v in CONV_TYPES, f"in {CONV_TYPES}"),
-            ("downsampling", self.downsampling, lambda v: v in DOWNSAMPLING,
-             f"in {DOWNSAMPLING}"),
+            ("downsampling", self.downsampling, lambda v: v in DOWNSAMPLING, f"in {DOWNSAMPLING}"),
             ("head_units", self.head_units, lambda v: v >= 0, ">= 0"),
             ("dropouts", self.dropouts, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
         ]
         for arg, values, ok, allowed in checks:
             bad = [v for v in values if not ok(v)]
             if bad:
-                raise ValueError(f"{arg} must each be {allowed}; got {list(values)} "
-                                 f"(bad: {bad}).")
+                raise ValueError(f"{arg} must each be {allowed}; got {list(values)} (bad: {bad}).")
 
     # -- keras-tuner ---------------------------------------------------------
 
@@ -184,8 +215,9 @@ class StudentSpace(kt.HyperModel):
                 if conv == "standard" or (s == 1 and b == 1):
                     x = _conv_bn_relu(x, filters, kernel, stride, prefix, s if last else None)
                 else:
-                    x = _separable(x, filters, kernel, stride, expansion, prefix,
-                                   s if last else None)
+                    x = _separable(
+                        x, filters, kernel, stride, expansion, prefix, s if last else None
+                    )
         x = layers.GlobalAveragePooling2D(name="gap")(x)
         if head:
             x = layers.Dense(head, name="head")(x)
@@ -199,11 +231,18 @@ class StudentSpace(kt.HyperModel):
 
     def get_config(self):
         """The constructor arguments except input_shape and num_classes."""
-        return dict(min_stages=self.min_stages, max_stages=self.max_stages,
-                    max_blocks=self.max_blocks, filters=list(self.filters),
-                    kernel_sizes=list(self.kernel_sizes), expansions=list(self.expansions),
-                    conv_types=list(self.conv_types), downsampling=list(self.downsampling),
-                    head_units=list(self.head_units), dropouts=list(self.dropouts))
+        return dict(
+            min_stages=self.min_stages,
+            max_stages=self.max_stages,
+            max_blocks=self.max_blocks,
+            filters=list(self.filters),
+            kernel_sizes=list(self.kernel_sizes),
+            expansions=list(self.expansions),
+            conv_types=list(self.conv_types),
+            downsampling=list(self.downsampling),
+            head_units=list(self.head_units),
+            dropouts=list(self.dropouts),
+        )
 
     @classmethod
     def from_config(cls, config, input_shape, num_classes):
@@ -216,20 +255,23 @@ def _relu_name(stage):
 
 
 def _conv_bn_relu(x, filters, kernel, stride, prefix, stage_end):
-    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
-                      name=f"{prefix}_conv")(x)
+    x = layers.Conv2D(
+        filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}_conv"
+    )(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn")(x)
     return layers.ReLU(name=_relu_name(stage_end) or f"{prefix}_relu")(x)
 
 
 def _separable(x, filters, kernel, stride, expansion, prefix, stage_end):
     if expansion > 1:
-        x = layers.Conv2D(int(x.shape[-1]) * expansion, 1, use_bias=False,
-                          name=f"{prefix}_expand")(x)
+        x = layers.Conv2D(int(x.shape[-1]) * expansion, 1, use_bias=False, name=f"{prefix}_expand")(
+            x
+        )
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_expand_bn")(x)
         x = layers.ReLU(name=f"{prefix}_expand_relu")(x)
-    x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False,
-                               name=f"{prefix}_dw")(x)
+    x = layers.DepthwiseConv2D(
+        kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}_dw"
+    )(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_dw_bn")(x)
     x = layers.ReLU(name=f"{prefix}_dw_relu")(x)
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{prefix}_pw")(x)
@@ -269,13 +311,16 @@ def load_student(path, input_shape, num_classes):
         raise ValueError(
             f"No {BEST_HPS_FILE} at {path!r}: pass a finished search's project directory "
             "(<project_dir>/<project_name>) or the JSON file itself. A search without a "
-            "feasible trial writes none.")
+            "feasible trial writes none."
+        )
     try:
         with open(file) as f:
             saved = json.load(f)
         values, space = saved["values"], saved["search_space"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{file} is not a best-hyperparameters file written by nas "
-                         f"(needs 'values' and 'search_space'): {e}") from None
+        raise ValueError(
+            f"{file} is not a best-hyperparameters file written by nas "
+            f"(needs 'values' and 'search_space'): {e}"
+        ) from None
     hypermodel = StudentSpace.from_config(space, input_shape, num_classes)
     return hypermodel.build(hyperparameters_from_values(values))

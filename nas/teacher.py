@@ -34,18 +34,29 @@ def load_teacher(path, input_shape, num_classes):
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 — any failure to load means an unusable file.
-        raise ValueError(f"--teacher_model={path} cannot be loaded as a Keras model "
-                         f"({type(e).__name__}: {str(e)[:200]}).") from None
+        raise ValueError(
+            f"--teacher_model={path} cannot be loaded as a Keras model "
+            f"({type(e).__name__}: {str(e)[:200]})."
+        ) from None
     got_in, got_out = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
     if got_in != tuple(input_shape) or got_out != (num_classes,):
-        raise ValueError(f"Teacher {path!r} maps {got_in} -> {got_out}, but the data needs "
-                         f"{tuple(input_shape)} -> ({num_classes},).")
+        raise ValueError(
+            f"Teacher {path!r} maps {got_in} -> {got_out}, but the data needs "
+            f"{tuple(input_shape)} -> ({num_classes},)."
+        )
     return model
 
 
-def train_or_load_teacher(data, workdir, name="resnet", kwargs=None,
-                          train_config=None, augment=data_lib.AugmentConfig(), batch_size=128,
-                          verbose=2):
+def train_or_load_teacher(
+    data,
+    workdir,
+    name="resnet",
+    kwargs=None,
+    train_config=None,
+    augment=data_lib.AugmentConfig(),
+    batch_size=128,
+    verbose=2,
+):
     """Trains a registry teacher once (cached in `workdir`) or loads it.
 
     Args:
@@ -68,13 +79,28 @@ def train_or_load_teacher(data, workdir, name="resnet", kwargs=None,
     if name not in models.REGISTRY:
         raise ValueError(f"Unknown teacher {name!r}; registered: {sorted(models.REGISTRY)}.")
     train_config = train_config or training.TrainConfig()
-    spec = {"role": "teacher", "model": name, "kwargs": kwargs,
-            "train": dataclasses.asdict(train_config), "augment": dataclasses.asdict(augment),
-            "data": {"dataset": data.name, "train": len(data.x_train), "val": len(data.x_val),
-                     "test": len(data.x_test), "batch_size": batch_size}}
+    spec = {
+        "role": "teacher",
+        "model": name,
+        "kwargs": kwargs,
+        "train": dataclasses.asdict(train_config),
+        "augment": dataclasses.asdict(augment),
+        "data": {
+            "dataset": data.name,
+            "train": len(data.x_train),
+            "val": len(data.x_val),
+            "test": len(data.x_test),
+            "batch_size": batch_size,
+        },
+    }
     keras.utils.set_random_seed(train_config.seed)  # Before the pipeline is built.
     datasets = data_lib.make_datasets(data, batch_size, augment, seed=train_config.seed)
     return training.train_or_load(
-        workdir, "teacher", spec,
+        workdir,
+        "teacher",
+        spec,
         lambda: models.build(name, data.input_shape, data.num_classes, **kwargs),
-        datasets, train_config, verbose=verbose)
+        datasets,
+        train_config,
+        verbose=verbose,
+    )

@@ -47,9 +47,23 @@ ORACLES = ("random", "bayesian", "hyperband")
 OBJECTIVE = "score"
 MODEL_FILE = "model.keras"
 # Figures every completed trial reports to the oracle (all numbers).
-METRICS = ("score", "val_accuracy", "feasible", "latency_us", "latency_us_p90", "file_bytes",
-           "gzip_bytes", "params", "tflite_params", "macs", "epochs", "train_time_s",
-           "over_latency_us", "over_file_bytes", "over_params")
+METRICS = (
+    "score",
+    "val_accuracy",
+    "feasible",
+    "latency_us",
+    "latency_us_p90",
+    "file_bytes",
+    "gzip_bytes",
+    "params",
+    "tflite_params",
+    "macs",
+    "epochs",
+    "train_time_s",
+    "over_latency_us",
+    "over_file_bytes",
+    "over_params",
+)
 
 
 def distributed_role(environ=None):
@@ -79,8 +93,11 @@ class Budget:
     max_bytes: int = 0
     max_params: int = 0
 
-    LIMITS = (("latency_us", "max_latency_us"), ("file_bytes", "max_bytes"),
-              ("params", "max_params"))
+    LIMITS = (
+        ("latency_us", "max_latency_us"),
+        ("file_bytes", "max_bytes"),
+        ("params", "max_params"),
+    )
 
     def __post_init__(self):
         for _, attr in self.LIMITS:
@@ -106,8 +123,9 @@ class Budget:
             if not limit:
                 continue
             if figure not in figures:
-                raise ValueError(f"{attr} is set but the trial reported no {figure!r} "
-                                 f"(got {sorted(figures)}).")
+                raise ValueError(
+                    f"{attr} is set but the trial reported no {figure!r} (got {sorted(figures)})."
+                )
             out[figure] = max(0.0, float(figures[figure]) / float(limit) - 1.0)
         return out
 
@@ -126,8 +144,15 @@ def objective(val_accuracy, excess):
     return float(val_accuracy) if over <= 0 else float(val_accuracy) - 1.0 - over
 
 
-def make_oracle(kind, max_trials=10, epochs=3, seed=0, hyperband_factor=3,
-                hyperband_iterations=1, num_initial_points=None):
+def make_oracle(
+    kind,
+    max_trials=10,
+    epochs=3,
+    seed=0,
+    hyperband_factor=3,
+    hyperband_iterations=1,
+    num_initial_points=None,
+):
     """One of keras-tuner's oracles, maximizing ``score``.
 
     Args:
@@ -153,25 +178,34 @@ def make_oracle(kind, max_trials=10, epochs=3, seed=0, hyperband_factor=3,
         raise ValueError(f"Unknown oracle {kind!r}; allowed: {ORACLES}.")
     if kind == "hyperband":
         if epochs < 1 or hyperband_factor < 2 or hyperband_iterations < 1:
-            raise ValueError(f"Hyperband needs epochs >= 1, hyperband_factor >= 2 and "
-                             f"hyperband_iterations >= 1; got {epochs}, {hyperband_factor}, "
-                             f"{hyperband_iterations}.")
-        return kt.oracles.HyperbandOracle(goal, max_epochs=int(epochs),
-                                          factor=int(hyperband_factor),
-                                          hyperband_iterations=int(hyperband_iterations),
-                                          seed=seed)
+            raise ValueError(
+                f"Hyperband needs epochs >= 1, hyperband_factor >= 2 and "
+                f"hyperband_iterations >= 1; got {epochs}, {hyperband_factor}, "
+                f"{hyperband_iterations}."
+            )
+        return kt.oracles.HyperbandOracle(
+            goal,
+            max_epochs=int(epochs),
+            factor=int(hyperband_factor),
+            hyperband_iterations=int(hyperband_iterations),
+            seed=seed,
+        )
     if max_trials < 1:
         raise ValueError(f"max_trials must be >= 1, got {max_trials}.")
     if kind == "random":
         return kt.oracles.RandomSearchOracle(goal, max_trials=int(max_trials), seed=seed)
     try:
         return kt.oracles.BayesianOptimizationOracle(
-            goal, max_trials=int(max_trials), seed=seed,
-            num_initial_points=min(num_initial_points, max_trials) if num_initial_points
-            else None)
+            goal,
+            max_trials=int(max_trials),
+            seed=seed,
+            num_initial_points=min(num_initial_points, max_trials) if num_initial_points else None,
+        )
     except ImportError as e:
-        raise ValueError(f"The 'bayesian' oracle needs scikit-learn and scipy ({e}); install "
-                         "them or use --oracle=random or hyperband.") from e
+        raise ValueError(
+            f"The 'bayesian' oracle needs scikit-learn and scipy ({e}); install "
+            "them or use --oracle=random or hyperband."
+        ) from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,8 +218,10 @@ class MeasureConfig:
 
     def __post_init__(self):
         if self.num_runs < 1 or self.warmup < 0 or self.threads < 1:
-            raise ValueError(f"Need num_runs >= 1, warmup >= 0, threads >= 1; got "
-                             f"{self.num_runs}, {self.warmup}, {self.threads}.")
+            raise ValueError(
+                f"Need num_runs >= 1, warmup >= 0, threads >= 1; got "
+                f"{self.num_runs}, {self.warmup}, {self.threads}."
+            )
 
 
 class StudentSearch(base_tuner.BaseTuner):
@@ -216,13 +252,28 @@ class StudentSearch(base_tuner.BaseTuner):
       ValueError: a dataset without a validation split, or a bad argument.
     """
 
-    def __init__(self, hypermodel, oracle, data, train_config, batch_size=64,
-                 augment=data_lib.AugmentConfig(), budget=Budget(), teacher=None, kd=None,
-                 measure=MeasureConfig(), directory=".", project_name="nas", overwrite=False,
-                 verbose=0):
+    def __init__(
+        self,
+        hypermodel,
+        oracle,
+        data,
+        train_config,
+        batch_size=64,
+        augment=data_lib.AugmentConfig(),
+        budget=Budget(),
+        teacher=None,
+        kd=None,
+        measure=MeasureConfig(),
+        directory=".",
+        project_name="nas",
+        overwrite=False,
+        verbose=0,
+    ):
         if len(data.x_val) == 0:
-            raise ValueError(f"Dataset '{data.name}' has an empty validation split; the search "
-                             "ranks candidates by validation accuracy (set val_size > 0).")
+            raise ValueError(
+                f"Dataset '{data.name}' has an empty validation split; the search "
+                "ranks candidates by validation accuracy (set val_size > 0)."
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if verbose not in (0, 1, 2):
@@ -237,8 +288,9 @@ class StudentSearch(base_tuner.BaseTuner):
         self.fit_verbose = verbose
         self._teacher = teacher
         self._datasets = None
-        super().__init__(oracle, hypermodel, directory=directory, project_name=project_name,
-                         overwrite=overwrite)
+        super().__init__(
+            oracle, hypermodel, directory=directory, project_name=project_name, overwrite=overwrite
+        )
 
     # -- pieces --------------------------------------------------------------
 
@@ -247,8 +299,9 @@ class StudentSearch(base_tuner.BaseTuner):
         """The train / val / test tf.data pipelines (built once)."""
         if self._datasets is None:
             keras.utils.set_random_seed(self.train_config.seed)  # Before the pipeline is built.
-            self._datasets = data_lib.make_datasets(self.data, self.batch_size, self.augment,
-                                                    seed=self.train_config.seed)
+            self._datasets = data_lib.make_datasets(
+                self.data, self.batch_size, self.augment, seed=self.train_config.seed
+            )
         return self._datasets
 
     def get_teacher(self):
@@ -256,8 +309,9 @@ class StudentSearch(base_tuner.BaseTuner):
         if self._teacher is not None and not isinstance(self._teacher, keras.Model):
             teacher = self._teacher()
             if not isinstance(teacher, keras.Model):
-                raise ValueError(f"The teacher callable returned {type(teacher).__name__}, "
-                                 "not a keras.Model.")
+                raise ValueError(
+                    f"The teacher callable returned {type(teacher).__name__}, not a keras.Model."
+                )
             self._teacher = teacher
         return self._teacher
 
@@ -283,14 +337,26 @@ class StudentSearch(base_tuner.BaseTuner):
         teacher = self.get_teacher()
         # Without augmentation the teacher's logits are computed once per trial.
         offline = self.data if teacher is not None and not self.augment.enabled else None
-        return training.fit(model, self.datasets, train_config, trial_dir, teacher=teacher,
-                            kd=self.kd, verbose=self.fit_verbose, offline_data=offline,
-                            batch_size=self.batch_size)
+        return training.fit(
+            model,
+            self.datasets,
+            train_config,
+            trial_dir,
+            teacher=teacher,
+            kd=self.kd,
+            verbose=self.fit_verbose,
+            offline_data=offline,
+            batch_size=self.batch_size,
+        )
 
     def _measure(self, model, trial_dir):
         return hardware.measure_candidate(
-            model, self.measure.num_runs, self.measure.warmup, self.measure.threads,
-            tflite_path=os.path.join(trial_dir, "model.tflite"))
+            model,
+            self.measure.num_runs,
+            self.measure.warmup,
+            self.measure.threads,
+            tflite_path=os.path.join(trial_dir, "model.tflite"),
+        )
 
     # -- keras-tuner ---------------------------------------------------------
 
@@ -309,32 +375,46 @@ class StudentSearch(base_tuner.BaseTuner):
         if parent is not None:
             previous = keras.models.load_model(self.trial_model_path(parent), compile=False)
             model.set_weights(previous.get_weights())
-        config = dataclasses.replace(self.train_config, epochs=epochs,
-                                     warmup_epochs=min(self.train_config.warmup_epochs,
-                                                       epochs - 1))
+        config = dataclasses.replace(
+            self.train_config,
+            epochs=epochs,
+            warmup_epochs=min(self.train_config.warmup_epochs, epochs - 1),
+        )
         fit_out = self._fit(model, config, trial_dir)
         val_accuracy = training.evaluate(model, self.datasets["val"])
         self.save_model(trial.trial_id, model)
         figures = self._measure(model, trial_dir)
         figures["params"] = int(model.count_params())
         excess = self.budget.excess(figures)
-        metrics = dict(figures, val_accuracy=val_accuracy, epochs=done + epochs,
-                       train_time_s=round(float(fit_out["train_time_s"]), 3),
-                       feasible=float(not any(excess.values())),
-                       score=objective(val_accuracy, excess))
+        metrics = dict(
+            figures,
+            val_accuracy=val_accuracy,
+            epochs=done + epochs,
+            train_time_s=round(float(fit_out["train_time_s"]), 3),
+            feasible=float(not any(excess.values())),
+            score=objective(val_accuracy, excess),
+        )
         for figure, _ in Budget.LIMITS:
             metrics[f"over_{figure}"] = float(excess.get(figure, 0.0))
         metrics = {k: float(v) for k, v in metrics.items()}
-        runs.write_json(os.path.join(trial_dir, "result.json"), {
-            "trial_id": trial.trial_id, "hyperparameters": dict(hp.values),
-            "metrics": metrics, "budget": dataclasses.asdict(self.budget),
-            "kd": dataclasses.asdict(self.kd) if self.kd else None,
-            "history": fit_out["history"]})
+        runs.write_json(
+            os.path.join(trial_dir, "result.json"),
+            {
+                "trial_id": trial.trial_id,
+                "hyperparameters": dict(hp.values),
+                "metrics": metrics,
+                "budget": dataclasses.asdict(self.budget),
+                "kd": dataclasses.asdict(self.kd) if self.kd else None,
+                "history": fit_out["history"],
+            },
+        )
         return metrics
 
     def on_trial_end(self, trial):
-        if trial.status in (kt.engine.trial.TrialStatus.INVALID,
-                            kt.engine.trial.TrialStatus.FAILED):
+        if trial.status in (
+            kt.engine.trial.TrialStatus.INVALID,
+            kt.engine.trial.TrialStatus.FAILED,
+        ):
             logging.warning("Trial %s failed:\n%s", trial.trial_id, trial.message)
         super().on_trial_end(trial)
 

@@ -19,15 +19,29 @@ PACKAGES = ("kd_keras", "export", "nas")
 ENTRY_POINTS = {"kd_keras/main.py", "export/main.py", "nas/main.py"}
 # Import name -> pinned requirement.
 THIRD_PARTY = {
-    "absl": "absl-py", "ai_edge_litert": "ai-edge-litert", "keras_tuner": "keras-tuner",
-    "matplotlib": "matplotlib", "numpy": "numpy", "pytest": "pytest", "scipy": "scipy",
-    "sklearn": "scikit-learn", "tensorflow": "tensorflow", "tensorflow_datasets":
-    "tensorflow-datasets", "tensorflow_model_optimization": "tensorflow-model-optimization",
-    "tf_keras": "tf-keras", "tflite_micro": "tflite-micro", "tree": "dm-tree",
+    "absl": "absl-py",
+    "ai_edge_litert": "ai-edge-litert",
+    "keras_tuner": "keras-tuner",
+    "matplotlib": "matplotlib",
+    "numpy": "numpy",
+    "pytest": "pytest",
+    "scipy": "scipy",
+    "sklearn": "scikit-learn",
+    "tensorflow": "tensorflow",
+    "tensorflow_datasets": "tensorflow-datasets",
+    "tensorflow_model_optimization": "tensorflow-model-optimization",
+    "tf_keras": "tf-keras",
+    "tflite_micro": "tflite-micro",
+    "tree": "dm-tree",
 }
 # Layers, lowest first; a module may import only from its own layer or below.
-ORCHESTRATION = {"kd_keras/pipeline.py", "kd_keras/variants.py", "kd_keras/flags.py",
-                 "kd_keras/main.py", "kd_keras/pipeline_report.py"}
+ORCHESTRATION = {
+    "kd_keras/pipeline.py",
+    "kd_keras/variants.py",
+    "kd_keras/flags.py",
+    "kd_keras/main.py",
+    "kd_keras/pipeline_report.py",
+}
 
 
 def layer(module):
@@ -42,8 +56,9 @@ def layer(module):
 
 
 def _sources(pattern):
-    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern),
-                                                               recursive=True))
+    return sorted(
+        os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern), recursive=True)
+    )
 
 
 def modules():
@@ -108,7 +123,7 @@ def find_cycle(edges):
         stack.append(node)
         for dep in sorted(edges.get(node, ())):
             if state.get(dep) == 1:
-                return stack[stack.index(dep):] + [dep]
+                return stack[stack.index(dep) :] + [dep]
             if dep not in state:
                 cycle = visit(dep)
                 if cycle:
@@ -127,7 +142,7 @@ def find_cycle(edges):
 
 def target_name(module):
     stem = module[:-3].replace("/", "_")
-    return stem[:-len("__init__")] + "init" if stem.endswith("__init__") else stem
+    return stem[: -len("__init__")] + "init" if stem.endswith("__init__") else stem
 
 
 def expected_build():
@@ -150,9 +165,11 @@ def expected_build():
         targets[target_name(module)] = {"rule": rule, "srcs": [module], "deps": deps}
     first, third, _ = imports("tests/conftest.py")
     targets["tests_conftest"] = {
-        "rule": "py_library", "srcs": ["tests/conftest.py"],
+        "rule": "py_library",
+        "srcs": ["tests/conftest.py"],
         "deps": sorted(":" + target_name(m) for m in first)
-        + [f"requirement:{r}" for r in sorted(third | {"pytest"})]}
+        + [f"requirement:{r}" for r in sorted(third | {"pytest"})],
+    }
     return targets
 
 
@@ -169,8 +186,7 @@ def render(targets):
     ]
     for name in sorted(targets):
         t = targets[name]
-        lines += ["", f"{t['rule']}(", f'    name = "{name}",',
-                  f'    srcs = ["{t["srcs"][0]}"],']
+        lines += ["", f"{t['rule']}(", f'    name = "{name}",', f'    srcs = ["{t["srcs"][0]}"],']
         if t["rule"] == "py_binary":
             lines.append(f'    main = "{t["srcs"][0]}",')
         if t["rule"] == "py_test":
@@ -201,11 +217,17 @@ def build_targets(text=None):
     text = text if text is not None else open(os.path.join(ROOT, "BUILD")).read()
     targets = {}
     for node in ast.walk(ast.parse(text, "BUILD")):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id.startswith("py_")):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id.startswith("py_")
+        ):
             kwargs = {k.arg: _value(k.value) for k in node.keywords}
-            targets[kwargs["name"]] = {"rule": node.func.id, "srcs": kwargs.get("srcs", []),
-                                       "deps": kwargs.get("deps", [])}
+            targets[kwargs["name"]] = {
+                "rule": node.func.id,
+                "srcs": kwargs.get("srcs", []),
+                "deps": kwargs.get("deps", []),
+            }
     return targets
 
 
@@ -232,15 +254,23 @@ def test_find_cycle_finds_one():
 
 
 def test_imports_point_down_the_layers():
-    wrong = [f"{m} (layer {layer(m)}) imports {d} (layer {layer(d)})"
-             for m, deps in graph().items() for d in deps if layer(d) > layer(m)]
+    wrong = [
+        f"{m} (layer {layer(m)}) imports {d} (layer {layer(d)})"
+        for m, deps in graph().items()
+        for d in deps
+        if layer(d) > layer(m)
+    ]
     assert not wrong, "\n".join(wrong)
 
 
 def test_first_party_imports_are_at_top_level():
-    nested = [f"{m}:{line} imports {name} inside a function"
-              for m in modules() if m.split("/")[0] in PACKAGES
-              for line, name, top in imports(m)[2] if not top]
+    nested = [
+        f"{m}:{line} imports {name} inside a function"
+        for m in modules()
+        if m.split("/")[0] in PACKAGES
+        for line, name, top in imports(m)[2]
+        if not top
+    ]
     assert not nested, "\n".join(nested)
 
 
@@ -261,9 +291,13 @@ def test_no_module_uses_another_modules_private_names():
                     if alias.name.split(".")[0] in PACKAGES:
                         aliases.add(alias.asname or alias.name.split(".")[0])
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                    and node.value.id in aliases and node.attr.startswith("_")
-                    and not node.attr.startswith("__")):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 wrong.append(f"{module}:{node.lineno}: {node.value.id}.{node.attr}")
     assert not wrong, "\n".join(wrong)
 
@@ -273,11 +307,13 @@ def test_build_matches_the_imports():
     assert sorted(actual) == sorted(expected), (
         f"missing: {sorted(set(expected) - set(actual))}, "
         f"extra: {sorted(set(actual) - set(expected))}; regenerate: "
-        "python tests/build_test.py > BUILD")
+        "python tests/build_test.py > BUILD"
+    )
     for name, target in expected.items():
         assert actual[name] == target, (
             f"{name}: BUILD says {actual[name]}, the imports say {target}; regenerate: "
-            "python tests/build_test.py > BUILD")
+            "python tests/build_test.py > BUILD"
+        )
 
 
 def test_build_has_no_cycle_and_its_deps_resolve():
@@ -293,8 +329,9 @@ def test_build_has_no_cycle_and_its_deps_resolve():
             if dep.startswith(":"):
                 assert dep[1:] in targets, f"{name}: unknown dep {dep}"
             else:
-                assert dep.split(":", 1)[1] in requirements, \
+                assert dep.split(":", 1)[1] in requirements, (
                     f"{name}: {dep} is not pinned in requirements.txt"
+                )
     for entry in ENTRY_POINTS:
         assert targets[target_name(entry)]["rule"] == "py_binary"
 

@@ -41,15 +41,22 @@ def _datasets():
 
 def _fit(model, callbacks, kd, run_dir):
     """One epoch of the pipeline's training, distilled when `kd`."""
-    training.fit(model, _datasets(), training.TrainConfig(epochs=1), str(run_dir),
-                 teacher=_teacher() if kd else None,
-                 kd=training.KDConfig() if kd else None,
-                 extra_callbacks=callbacks, verbose=0)
+    training.fit(
+        model,
+        _datasets(),
+        training.TrainConfig(epochs=1),
+        str(run_dir),
+        teacher=_teacher() if kd else None,
+        kd=training.KDConfig() if kd else None,
+        extra_callbacks=callbacks,
+        verbose=0,
+    )
 
 
 def _run_stage(model, technique, config, kd, run_dir, previous=(), log_dir=None):
-    wrapped, callbacks = compression.apply_stage(model, technique, config, STEPS, 1,
-                                                 previous=previous, log_dir=log_dir)
+    wrapped, callbacks = compression.apply_stage(
+        model, technique, config, STEPS, 1, previous=previous, log_dir=log_dir
+    )
     _fit(wrapped, callbacks, kd, run_dir / technique)
     return wrapped, compression.strip(wrapped)
 
@@ -64,20 +71,23 @@ def _nonzeros_per_group_of_4(kernel):
 # ----------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"sparsity": 1.0}, "sparsity must be a number in [0, 1)"),
-    ({"sparsity": -0.1}, "got -0.1"),
-    ({"pruning_schedule": "cubic"}, "'cubic'"),
-    ({"pruning_structure": "4:8"}, "('unstructured', '2:4')"),
-    ({"pruning_structure": "2:4", "sparsity": 0.8}, "sparsity must be 0.5"),
-    ({"initial_sparsity": 0.6, "sparsity": 0.5}, "initial_sparsity"),
-    ({"prune_begin_fraction": 0.5, "prune_end_fraction": 0.5}, "prune_end_fraction"),
-    ({"pruning_frequency": 0}, "pruning_frequency"),
-    ({"clusters": 1}, "clusters must be an integer >= 2, got 1"),
-    ({"cluster_init": "kmeans"}, "'kmeans++', 'linear', 'density-based', 'random'"),
-    ({"skip_layers": ["a"], "include_layers": ["b"]}, "not both"),
-    ({"skip_layers": ["a", "a"]}, "twice"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"sparsity": 1.0}, "sparsity must be a number in [0, 1)"),
+        ({"sparsity": -0.1}, "got -0.1"),
+        ({"pruning_schedule": "cubic"}, "'cubic'"),
+        ({"pruning_structure": "4:8"}, "('unstructured', '2:4')"),
+        ({"pruning_structure": "2:4", "sparsity": 0.8}, "sparsity must be 0.5"),
+        ({"initial_sparsity": 0.6, "sparsity": 0.5}, "initial_sparsity"),
+        ({"prune_begin_fraction": 0.5, "prune_end_fraction": 0.5}, "prune_end_fraction"),
+        ({"pruning_frequency": 0}, "pruning_frequency"),
+        ({"clusters": 1}, "clusters must be an integer >= 2, got 1"),
+        ({"cluster_init": "kmeans"}, "'kmeans++', 'linear', 'density-based', 'random'"),
+        ({"skip_layers": ["a"], "include_layers": ["b"]}, "not both"),
+        ({"skip_layers": ["a", "a"]}, "twice"),
+    ],
+)
 def test_config_rejects_bad_values(kwargs, fragment):
     with pytest.raises(ValueError) as e:
         compression.CompressionConfig(**kwargs)
@@ -85,8 +95,9 @@ def test_config_rejects_bad_values(kwargs, fragment):
 
 
 def test_config_round_trips_through_json():
-    config = compression.CompressionConfig(sparsity=0.8, skip_layers="b1c1_conv,logits",
-                                           cluster_init="linear")
+    config = compression.CompressionConfig(
+        sparsity=0.8, skip_layers="b1c1_conv,logits", cluster_init="linear"
+    )
     assert config.skip_layers == ("b1c1_conv", "logits")
     again = compression.CompressionConfig.from_config(json.loads(json.dumps(config.get_config())))
     assert again == config
@@ -95,16 +106,20 @@ def test_config_round_trips_through_json():
 def test_cluster_inits_match_tfmot():
     assert tuple(compression.CENTROID_INIT) == compression.CLUSTER_INITS
     assert set(compression.CENTROID_INIT.values()) == set(
-        tfmot.clustering.keras.CentroidInitialization)
+        tfmot.clustering.keras.CentroidInitialization
+    )
 
 
-@pytest.mark.parametrize("chain, fragment", [
-    ("prune,distill", "Unknown technique 'distill'"),
-    ("prune,prune", "repeats ['prune']"),
-    ("qat,prune", "qat must be last"),
-    ("cluster,qat,prune", "qat must be last"),
-    ("cluster,prune", "out of order; use ['prune', 'cluster']"),
-])
+@pytest.mark.parametrize(
+    "chain, fragment",
+    [
+        ("prune,distill", "Unknown technique 'distill'"),
+        ("prune,prune", "repeats ['prune']"),
+        ("qat,prune", "qat must be last"),
+        ("cluster,qat,prune", "qat must be last"),
+        ("cluster,prune", "out of order; use ['prune', 'cluster']"),
+    ],
+)
 def test_validate_chain_rejects_bad_chains(chain, fragment):
     with pytest.raises(ValueError) as e:
         compression.validate_chain(chain, compression.CompressionConfig())
@@ -113,14 +128,17 @@ def test_validate_chain_rejects_bad_chains(chain, fragment):
 
 def test_validate_chain_resolves_layer_names_before_training():
     student = _student()
-    assert compression.validate_chain(" Prune, qat ", compression.CompressionConfig(),
-                                      model=student) == ("prune", "qat")
+    assert compression.validate_chain(
+        " Prune, qat ", compression.CompressionConfig(), model=student
+    ) == ("prune", "qat")
     with pytest.raises(ValueError, match="'nope', which is not a layer"):
-        compression.validate_chain("prune", compression.CompressionConfig(skip_layers=["nope"]),
-                                   model=student)
+        compression.validate_chain(
+            "prune", compression.CompressionConfig(skip_layers=["nope"]), model=student
+        )
     with pytest.raises(ValueError, match="b1c1_bn.*BatchNormalization.*cannot cluster"):
         compression.validate_chain(
-            "cluster", compression.CompressionConfig(include_layers=["b1c1_bn"]), model=student)
+            "cluster", compression.CompressionConfig(include_layers=["b1c1_bn"]), model=student
+        )
     with pytest.raises(ValueError, match="must be a CompressionConfig"):
         compression.validate_chain("prune", {"sparsity": 0.5})
 
@@ -138,17 +156,21 @@ def test_apply_stage_rejects_bad_stages_before_wrapping():
 
 def test_stages_name_what_came_before():
     assert compression.stages("prune,cluster,qat") == [
-        ("prune", ()), ("cluster", ("prune",)), ("qat", ("prune", "cluster"))]
-    assert [compression.scheme_after(p) for p in [(), ("prune",), ("cluster",),
-                                                  ("prune", "cluster")]] == [
-        "default", "prune_preserve", "cluster_preserve", "prune_cluster_preserve"]
+        ("prune", ()),
+        ("cluster", ("prune",)),
+        ("qat", ("prune", "cluster")),
+    ]
+    assert [
+        compression.scheme_after(p) for p in [(), ("prune",), ("cluster",), ("prune", "cluster")]
+    ] == ["default", "prune_preserve", "cluster_preserve", "prune_cluster_preserve"]
 
 
 # ----------------------------------------------------------- layer selection
 
 
-@pytest.mark.parametrize("name, first", [("cnn", "b1c1_conv"), ("cnn_dws", "b1c1_conv"),
-                                         ("resnet", "stem_conv")])
+@pytest.mark.parametrize(
+    "name, first", [("cnn", "b1c1_conv"), ("cnn_dws", "b1c1_conv"), ("resnet", "stem_conv")]
+)
 def test_default_layer_selection(name, first):
     student = _student(name)
     pruned = compression.select_layers(student, "prune")
@@ -157,10 +179,10 @@ def test_default_layer_selection(name, first):
     assert first not in clustered and "logits" in clustered
     assert set(clustered) - set(pruned) == {"logits"}
     # Depthwise kernels are neither pruned nor clustered by TF-MOT.
-    assert not any(isinstance(student.get_layer(n), keras.layers.DepthwiseConv2D)
-                   for n in clustered)
-    assert pruned and all(type(student.get_layer(n)) in (keras.layers.Conv2D,)
-                          for n in pruned)
+    assert not any(
+        isinstance(student.get_layer(n), keras.layers.DepthwiseConv2D) for n in clustered
+    )
+    assert pruned and all(type(student.get_layer(n)) in (keras.layers.Conv2D,) for n in pruned)
 
 
 def test_include_layers_selects_exactly_those():
@@ -195,8 +217,7 @@ def test_pruning_reaches_target_sparsity(kd, tmp_path):
     wrapped, stripped = _run_stage(student, "prune", config, kd, tmp_path, log_dir=str(log_dir))
     assert list(log_dir.rglob("events.out.tfevents.*"))  # PruningSummaries wrote
     # Every wrapper counted each optimizer step once, inside the Distiller too.
-    assert [int(w.pruning_step.numpy()) for w in compression.prune_wrappers(wrapped)] == [
-        STEPS] * 2
+    assert [int(w.pruning_step.numpy()) for w in compression.prune_wrappers(wrapped)] == [STEPS] * 2
     report = compression.sparsity_report(stripped, compression.select_layers(student, "prune"))
     assert abs(report["pruned_overall"] - 0.75) <= 0.01
     for layer, entry in report["layers"].items():
@@ -229,8 +250,11 @@ def test_qat_wraps_every_kernel_layer(kd, tmp_path):
     assert not compression.has_quantize_layers(student)
     wrapped, stripped = _run_stage(student, "qat", compression.CompressionConfig(), kd, tmp_path)
     assert compression.has_quantize_layers(stripped)
-    quantized = {l.layer.name for l in stripped.layers
-                 if isinstance(l, tfmot.quantization.keras.QuantizeWrapper)}
+    quantized = {
+        l.layer.name
+        for l in stripped.layers
+        if isinstance(l, tfmot.quantization.keras.QuantizeWrapper)
+    }
     assert {"b1c1_conv", "b2c1_conv", "b3c1_conv", "logits"} <= quantized
     # The fake-quant ranges were learned from the data, not left at init.
     ranges = [v.numpy() for v in stripped.weights if v.name.endswith("output_max:0")]
@@ -245,6 +269,7 @@ def test_tfmot_callback_reaches_wrappers_inside_the_distiller(tmp_path):
     wrapped, _ = compression.apply_stage(_student(), "prune", config, STEPS, 1)
     distiller = Distiller(wrapped, _teacher())
     from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
     stock = pruning_wrapper.collect_prunable_layers(distiller)
     ours = compression.prune_wrappers(distiller)
     assert {id(w) for w in stock} == {id(w) for w in ours} and len(ours) == 2
@@ -252,8 +277,13 @@ def test_tfmot_callback_reaches_wrappers_inside_the_distiller(tmp_path):
     # TF-MOT's own callback then prunes through the Distiller as well.
     distiller.compile("adam")
     x = np.random.default_rng(0).random((N,) + SHAPE).astype("float32")
-    distiller.fit(x, np.zeros(N, "int64"), batch_size=BATCH, verbose=0,
-                  callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    distiller.fit(
+        x,
+        np.zeros(N, "int64"),
+        batch_size=BATCH,
+        verbose=0,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+    )
     assert abs(compression.sparsity_report(wrapped)["pruned_overall"] - 0.5) <= 0.01
 
 
@@ -261,8 +291,9 @@ def test_update_pruning_step_fails_without_wrappers():
     model = training.compile_plain(_student())
     x = np.zeros((BATCH,) + SHAPE, "float32")
     with pytest.raises(ValueError, match="found no pruning wrapper"):
-        model.fit(x, np.zeros(BATCH, "int64"), verbose=0,
-                  callbacks=[compression.UpdatePruningStep()])
+        model.fit(
+            x, np.zeros(BATCH, "int64"), verbose=0, callbacks=[compression.UpdatePruningStep()]
+        )
 
 
 # ------------------------------------------------------------------ chains
@@ -270,8 +301,9 @@ def test_update_pruning_step_fails_without_wrappers():
 
 def test_prune_then_pqat_keeps_sparsity_and_converts_to_int8(tmp_path):
     student = _student()
-    config = compression.CompressionConfig(sparsity=0.5, pruning_schedule="constant",
-                                           pruning_frequency=1)
+    config = compression.CompressionConfig(
+        sparsity=0.5, pruning_schedule="constant", pruning_frequency=1
+    )
     pruned_layers = compression.select_layers(student, "prune")
     model = student
     for technique, previous in compression.stages("prune,qat"):
@@ -313,20 +345,25 @@ def test_2_4_prune_cluster_pcqat_chain_with_kd(tmp_path):
 # --------------------------------------------------------- other students
 
 
-@pytest.mark.parametrize("name, width, lone_bns", [
-    ("cnn_dws", 0.25, []),
-    ("resnet", 0.5, ["s2b1_bn1", "s3b1_bn1", "head_bn"]),  # BN after an Add
-    ("resnet", 1, ["s1b1_bn1", "s2b1_bn1", "s3b1_bn1", "head_bn"]),  # stem feeds BN and Add
-])
+@pytest.mark.parametrize(
+    "name, width, lone_bns",
+    [
+        ("cnn_dws", 0.25, []),
+        ("resnet", 0.5, ["s2b1_bn1", "s3b1_bn1", "head_bn"]),  # BN after an Add
+        ("resnet", 1, ["s1b1_bn1", "s2b1_bn1", "s3b1_bn1", "head_bn"]),  # stem feeds BN and Add
+    ],
+)
 def test_other_students_quantize(name, width, lone_bns):
     student = _student(name, width=width)
     lone = compression.standalone_batch_norms(student)
     assert lone == lone_bns
-    qat, callbacks = compression.apply_stage(student, "qat", compression.CompressionConfig(),
-                                             STEPS, 1)
+    qat, callbacks = compression.apply_stage(
+        student, "qat", compression.CompressionConfig(), STEPS, 1
+    )
     assert callbacks == [] and compression.has_quantize_layers(qat)
-    wrapped = {l.layer.name for l in qat.layers
-               if isinstance(l, tfmot.quantization.keras.QuantizeWrapper)}
+    wrapped = {
+        l.layer.name for l in qat.layers if isinstance(l, tfmot.quantization.keras.QuantizeWrapper)
+    }
     assert set(compression.select_layers(student, "cluster")) <= wrapped
     assert set(lone) <= wrapped
     x = np.random.default_rng(0).random((2,) + SHAPE).astype("float32")

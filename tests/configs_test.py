@@ -58,9 +58,14 @@ def test_every_config_says_how_to_run_it_and_how_long_it_takes():
 
 
 def test_pipeline_and_study_configs_parse_and_build():
-    proc = subprocess.run([sys.executable, "-c", CHECK, *MAIN_CONFIGS], cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK, *MAIN_CONFIGS],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for path in MAIN_CONFIGS:
         assert f"OK {path}" in proc.stdout
@@ -69,7 +74,12 @@ def test_pipeline_and_study_configs_parse_and_build():
 def test_the_check_fails_on_a_bad_config(tmp_path):
     bad = tmp_path / "bad.flags"
     bad.write_text(f"--flagfile={MAIN_CONFIGS[0]}\n--mode=study\n--study_techniques=none,bogus\n")
-    proc = subprocess.run([sys.executable, "-c", CHECK, str(bad)], cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK, str(bad)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and f"OK {bad}" not in proc.stdout

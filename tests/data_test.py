@@ -80,8 +80,13 @@ def test_fashion_mnist_counts_are_verified():
 
 def test_prepares_through_tfds_from_manual_dir(tmp_path, idx_dir):
     arrays = write_idx_dir(idx_dir, n_train=40, n_test=20, seed=3)
-    ds = data_lib.load_dataset("fashion_mnist", data_dir=str(tmp_path / "tfds"),
-                               manual_dir=idx_dir, val_size=10, verify_counts=False)
+    ds = data_lib.load_dataset(
+        "fashion_mnist",
+        data_dir=str(tmp_path / "tfds"),
+        manual_dir=idx_dir,
+        val_size=10,
+        verify_counts=False,
+    )
     assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (30, 10, 20)
     assert ds.num_classes == 10 and ds.class_names[0] == "T-shirt/top"
     assert ds.input_shape == (28, 28, 1)
@@ -99,8 +104,9 @@ def test_manual_dir_with_wrong_counts_fails_verification(tmp_path, idx_dir):
 
 def test_no_data_names_both_ways(tmp_path):
     with pytest.raises(data_lib.DataError) as e:
-        data_lib.prepare_builder("fashion_mnist", str(tmp_path / "tfds"),
-                                 str(tmp_path / "none"), download=False)
+        data_lib.prepare_builder(
+            "fashion_mnist", str(tmp_path / "tfds"), str(tmp_path / "none"), download=False
+        )
     msg = str(e.value)
     assert "apt-get install dataset-fashion-mnist" in msg and "--manual_dir" in msg
     assert "download" in msg
@@ -114,8 +120,7 @@ def test_offline_download_fails_in_seconds(tmp_path, monkeypatch, name, manual):
     manual_dir.mkdir()
     start = time.time()
     with pytest.raises(data_lib.DataError, match="no connection to 127.0.0.1"):
-        data_lib.prepare_builder(name, str(tmp_path / "tfds"),
-                                 str(manual_dir) if manual else None)
+        data_lib.prepare_builder(name, str(tmp_path / "tfds"), str(manual_dir) if manual else None)
     assert time.time() - start < 20
 
 
@@ -143,18 +148,21 @@ def test_split_validation_is_stratified_and_disjoint():
 
 def test_pipelines_batch_and_augment():
     ds = tiny_dataset(64)
-    pipes = data_lib.make_datasets(ds, batch_size=16,
-                                   augment=data_lib.AugmentConfig(crop_padding=2, flip=True,
-                                                                  cutout=6))
+    pipes = data_lib.make_datasets(
+        ds, batch_size=16, augment=data_lib.AugmentConfig(crop_padding=2, flip=True, cutout=6)
+    )
     xb, yb = next(iter(pipes["train"]))
     assert xb.shape == (16, 28, 28, 1) and float(xb.numpy().max()) <= 1.0
     assert sum(int(b[0].shape[0]) for b in pipes["test"]) == 32
     # Augmentation changes the images; evaluation pipelines never do.
     plain = data_lib.make_datasets(ds, batch_size=64)
-    assert not np.allclose(sorted(xb.numpy().sum((1, 2, 3))),
-                           sorted(next(iter(plain["train"]))[0].numpy().sum((1, 2, 3)))[:16])
-    np.testing.assert_allclose(next(iter(pipes["test"]))[0].numpy(), ds.x_test[:16] / 255.0,
-                               rtol=1e-6)
+    assert not np.allclose(
+        sorted(xb.numpy().sum((1, 2, 3))),
+        sorted(next(iter(plain["train"]))[0].numpy().sum((1, 2, 3)))[:16],
+    )
+    np.testing.assert_allclose(
+        next(iter(pipes["test"]))[0].numpy(), ds.x_test[:16] / 255.0, rtol=1e-6
+    )
 
 
 def test_cutout_zeroes_a_square():

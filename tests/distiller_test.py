@@ -80,6 +80,7 @@ def test_ensemble_teacher_averages_members():
     mean_logits = (t1(x, training=False) + t2(x, training=False)) / 2
     # The ensemble's soft target is softmax of the averaged logits.
     from kd_keras import losses
+
     want = losses.LogitsKD(1.0).compute([mean_logits], s)
     got = d.distillation_loss(d.teacher_outputs(x), [s])
     np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
@@ -91,8 +92,9 @@ def test_test_step_evaluates_the_student():
     x, y = _data()
     d = _compiled(student, teacher)
     logs = d.evaluate(x, y, verbose=0, return_dict=True)
-    student.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                    metrics=["accuracy"])
+    student.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     ref = student.evaluate(x, y, verbose=0, return_dict=True)
     assert logs["accuracy"] == pytest.approx(ref["accuracy"])
     assert logs["student_loss"] == pytest.approx(ref["loss"], rel=1e-5)
@@ -105,21 +107,37 @@ def test_callbacks_and_student_save_reload(tmp_path):
     x, y = _data()
     d = _compiled(student, teacher)
     ckpt = str(tmp_path / "ckpt" / "w.{epoch}.weights.h5")
-    history = d.fit(x, y, batch_size=16, epochs=3, validation_data=(x, y), verbose=0,
-                    callbacks=[keras.callbacks.ModelCheckpoint(ckpt, save_weights_only=True),
-                               keras.callbacks.TensorBoard(str(tmp_path / "tb")),
-                               keras.callbacks.EarlyStopping("val_accuracy", patience=5),
-                               keras.callbacks.BackupAndRestore(str(tmp_path / "bk"))])
-    assert set(history.history) >= {"loss", "student_loss", "distillation_loss", "accuracy",
-                                    "val_loss", "val_accuracy"}
+    history = d.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=3,
+        validation_data=(x, y),
+        verbose=0,
+        callbacks=[
+            keras.callbacks.ModelCheckpoint(ckpt, save_weights_only=True),
+            keras.callbacks.TensorBoard(str(tmp_path / "tb")),
+            keras.callbacks.EarlyStopping("val_accuracy", patience=5),
+            keras.callbacks.BackupAndRestore(str(tmp_path / "bk")),
+        ],
+    )
+    assert set(history.history) >= {
+        "loss",
+        "student_loss",
+        "distillation_loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+    }
     assert (tmp_path / "ckpt" / "w.3.weights.h5").exists()
     assert any((tmp_path / "tb").rglob("*tfevents*"))
     path = str(tmp_path / "student.keras")
     d.student.save(path)
     reloaded = keras.models.load_model(path)
     assert not isinstance(reloaded, Distiller)
-    np.testing.assert_allclose(reloaded.predict(x, verbose=0), student.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        reloaded.predict(x, verbose=0), student.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_works_under_a_distribution_strategy():
@@ -134,23 +152,36 @@ def test_works_under_a_distribution_strategy():
 
 
 def test_config_round_trip():
-    d = Distiller(_student(), _teacher(), ["kd", "attention"], [1.0, 50.0], alpha=0.2,
-                  temperature=3.0, ensemble="probs")
+    d = Distiller(
+        _student(),
+        _teacher(),
+        ["kd", "attention"],
+        [1.0, 50.0],
+        alpha=0.2,
+        temperature=3.0,
+        ensemble="probs",
+    )
     clone = Distiller.from_config(d.get_config())
     assert clone.alpha == 0.2 and clone.temperature == 3.0 and clone.ensemble == "probs"
     assert [l.name for l in clone.distillation_losses] == ["kd", "attention"]
     assert clone.distillation_loss_weights == [1.0, 50.0]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(teacher=models.build("cnn", (16, 16, 1), 5)), "inputs of shape"),
-    (dict(teacher=models.build("cnn", SHAPE, 7)), "number of classes"),
-    (dict(teacher=[]), "non-empty"),
-    (dict(alpha=1.5), "alpha"),
-    (dict(ensemble="vote"), "ensemble"),
-    (dict(distillation_losses=["kd", "hint"], distillation_loss_weights=[1.0]), "one weight"),
-    (dict(distillation_losses=["hint"], teacher=models.build("cnn", SHAPE, 5)), "no layer named"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(teacher=models.build("cnn", (16, 16, 1), 5)), "inputs of shape"),
+        (dict(teacher=models.build("cnn", SHAPE, 7)), "number of classes"),
+        (dict(teacher=[]), "non-empty"),
+        (dict(alpha=1.5), "alpha"),
+        (dict(ensemble="vote"), "ensemble"),
+        (dict(distillation_losses=["kd", "hint"], distillation_loss_weights=[1.0]), "one weight"),
+        (
+            dict(distillation_losses=["hint"], teacher=models.build("cnn", SHAPE, 5)),
+            "no layer named",
+        ),
+    ],
+)
 def test_bad_arguments_raise_clear_errors(kwargs, match):
     args = dict(student=_student(), teacher=_teacher())
     args.update(kwargs)
@@ -181,5 +212,6 @@ def test_precomputed_teacher_logits_give_the_same_training(loss, n_teachers):
     for a, b in zip(*runs):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="un-augmented"):
-        data_lib.make_datasets(ds, 8, augment=data_lib.AugmentConfig(flip=True),
-                               teacher_logits=logits)
+        data_lib.make_datasets(
+            ds, 8, augment=data_lib.AugmentConfig(flip=True), teacher_logits=logits
+        )

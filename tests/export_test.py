@@ -32,7 +32,7 @@ def synthetic_dataset(n_train=64, n_test=32, seed=0):
         y = rng.integers(0, 10, count)
         x = rng.integers(0, 120, (count,) + SHAPE)
         for i, label in enumerate(y):
-            x[i, 2 * label + 4: 2 * label + 6] += 120
+            x[i, 2 * label + 4 : 2 * label + 6] += 120
         return x.astype(np.uint8), y.astype(np.int64)
 
     (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
@@ -44,8 +44,13 @@ def tiny_model(seed=0, data=None):
     model = models.build("cnn", SHAPE, 10, width=0.25)
     if data is not None:
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(np.asarray(data_lib.preprocess(data.x_train)), data.y_train, epochs=1,
-                  batch_size=16, verbose=0)
+        model.fit(
+            np.asarray(data_lib.preprocess(data.x_train)),
+            data.y_train,
+            epochs=1,
+            batch_size=16,
+            verbose=0,
+        )
     return model
 
 
@@ -71,7 +76,8 @@ def flatbuffers(model, data):
     def get(quantization):
         if quantization not in cache:
             cache[quantization] = convert_lib.convert(
-                model, quantization, representative_images=data.x_train, num_calibration=16)
+                model, quantization, representative_images=data.x_train, num_calibration=16
+            )
         return cache[quantization]
 
     return get
@@ -93,14 +99,17 @@ def weight_dtypes(content):
 # Conversion
 
 
-@pytest.mark.parametrize("quantization, filter_dtypes, weight_dtypes_", [
-    ("float32", ({"float32"}, {"float32"}), {"float32"}),
-    # Filters are the float32 outputs of DEQUANTIZE ops fed by float16 constants.
-    ("float16", ({"float32"}, {"float32"}), {"float16"}),
-    # Dynamic range quantizes only tensors of >= 1024 elements: the last conv here.
-    ("dynamic", ({"float32", "int8"}, {"float32"}), {"float32", "int8"}),
-    ("int8", ({"int8"}, {"int8"}), {"int8", "int32"}),  # int32 biases.
-])
+@pytest.mark.parametrize(
+    "quantization, filter_dtypes, weight_dtypes_",
+    [
+        ("float32", ({"float32"}, {"float32"}), {"float32"}),
+        # Filters are the float32 outputs of DEQUANTIZE ops fed by float16 constants.
+        ("float16", ({"float32"}, {"float32"}), {"float16"}),
+        # Dynamic range quantizes only tensors of >= 1024 elements: the last conv here.
+        ("dynamic", ({"float32", "int8"}, {"float32"}), {"float32", "int8"}),
+        ("int8", ({"int8"}, {"int8"}), {"int8", "int32"}),  # int32 biases.
+    ],
+)
 def test_convert_formats(flatbuffers, quantization, filter_dtypes, weight_dtypes_):
     content = flatbuffers(quantization)
     assert content[4:8] == b"TFL3"
@@ -115,8 +124,9 @@ def test_convert_formats(flatbuffers, quantization, filter_dtypes, weight_dtypes
 
 
 def test_int8_io_quantizes_inputs_correctly(model, data, flatbuffers):
-    content = convert_lib.convert(model, "int8", representative_images=data.x_train,
-                                  num_calibration=16, int8_io=True)
+    content = convert_lib.convert(
+        model, "int8", representative_images=data.x_train, num_calibration=16, int8_io=True
+    )
     interpreter = measure_lib.make_interpreter(content)
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     out_detail = interpreter.get_output_details()[0]
@@ -133,6 +143,7 @@ def test_int8_io_quantizes_inputs_correctly(model, data, flatbuffers):
 
 def test_qat_model_converts_to_int8_without_data(model):
     import tensorflow_model_optimization as tfmot
+
     qat = tfmot.quantization.keras.quantize_model(model)
     assert convert_lib.is_qat_model(qat) and not convert_lib.is_qat_model(model)
     content = convert_lib.convert(qat, "int8")
@@ -145,22 +156,33 @@ def test_strip_wrappers_is_identity_on_plain_models(model):
 
 def test_pruned_model_compresses(data, flatbuffers):
     import tensorflow_model_optimization as tfmot
+
     sparsity = tfmot.sparsity.keras
     pruned = sparsity.prune_low_magnitude(
-        tiny_model(seed=1), pruning_schedule=sparsity.ConstantSparsity(0.8, 0, frequency=1))
+        tiny_model(seed=1), pruning_schedule=sparsity.ConstantSparsity(0.8, 0, frequency=1)
+    )
     pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    pruned.fit(np.asarray(data_lib.preprocess(data.x_train[:32])), data.y_train[:32],
-               batch_size=16, epochs=1, verbose=0, callbacks=[sparsity.UpdatePruningStep()])
+    pruned.fit(
+        np.asarray(data_lib.preprocess(data.x_train[:32])),
+        data.y_train[:32],
+        batch_size=16,
+        epochs=1,
+        verbose=0,
+        callbacks=[sparsity.UpdatePruningStep()],
+    )
     # The wrapped model goes straight in: convert() must strip the wrappers.
     sparse_content = convert_lib.convert(pruned, "float32")
-    sparse, dense_stats = (measure_lib.measure(c, num_runs=2, warmup=0)
-                           for c in (sparse_content, flatbuffers("float32")))
+    sparse, dense_stats = (
+        measure_lib.measure(c, num_runs=2, warmup=0)
+        for c in (sparse_content, flatbuffers("float32"))
+    )
     assert sparse["ops"] == dense_stats["ops"]  # No mask or pruning ops left.
     assert sparse["nonzero_params"] < 0.35 * sparse["params"]
     assert dense_stats["nonzero_params"] > 0.95 * dense_stats["params"]
     assert sparse["gzip_bytes"] < 0.7 * dense_stats["gzip_bytes"]
-    assert abs(sparse["file_bytes"] - dense_stats["file_bytes"]) < 0.05 * dense_stats[
-        "file_bytes"]  # Without gzip, zeros cost as much as any weight.
+    assert (
+        abs(sparse["file_bytes"] - dense_stats["file_bytes"]) < 0.05 * dense_stats["file_bytes"]
+    )  # Without gzip, zeros cost as much as any weight.
 
 
 def test_conversion_errors_name_the_problem(tmp_path, model):
@@ -197,8 +219,9 @@ def test_float32_matches_keras(model, data, flatbuffers):
     predicted = keras_logits(model, data.x_test).argmax(-1)
     # Labels equal to Keras' prediction on even examples only: accuracy 0.5.
     labels = np.where(np.arange(len(predicted)) % 2 == 0, predicted, (predicted + 1) % 10)
-    result = measure_lib.measure(content, data.x_test, labels, keras_model=model, num_runs=3,
-                            warmup=1, batch_size=5)  # 32 = 6 x 5 + 2: a padded last batch.
+    result = measure_lib.measure(
+        content, data.x_test, labels, keras_model=model, num_runs=3, warmup=1, batch_size=5
+    )  # 32 = 6 x 5 + 2: a padded last batch.
     assert result["batched_inference"] is True
     assert result["keras_agreement"] == 1.0
     assert result["accuracy"] == result["keras_accuracy"] == 0.5
@@ -218,16 +241,14 @@ def test_measure_counts_weights_and_macs(model, flatbuffers):
     assert result["macs"] == macs
     assert result["file_bytes"] == len(flatbuffers("float32"))
     assert 0 < result["gzip_bytes"] < result["file_bytes"]
-    assert 0 < result["latency_us_min"] <= result["latency_us_median"] <= result[
-        "latency_us_p90"]
+    assert 0 < result["latency_us_min"] <= result["latency_us_median"] <= result["latency_us_p90"]
     assert result["latency_runs"] == 5 and "accuracy" not in result
     assert result["benchmark_model"] is None  # No binary on PATH here.
 
 
 def test_xnnpack_switch(flatbuffers):
     on = measure_lib.latency(flatbuffers("int8"), num_runs=2, warmup=0, xnnpack=True)
-    off = measure_lib.latency(flatbuffers("int8"), num_runs=2, warmup=0, xnnpack=False,
-                              threads=2)
+    off = measure_lib.latency(flatbuffers("int8"), num_runs=2, warmup=0, xnnpack=False, threads=2)
     assert on["delegated_nodes"] >= 1 and off["delegated_nodes"] == 0
     assert (on["xnnpack"], off["xnnpack"], off["threads"]) == (True, False, 2)
 
@@ -250,9 +271,11 @@ def test_corrupted_and_missing_tflite(tmp_path, flatbuffers):
 def test_benchmark_model_output_is_parsed(tmp_path, monkeypatch, flatbuffers):
     tool = tmp_path / "bin" / "benchmark_model"
     tool.parent.mkdir()
-    tool.write_text("#!/bin/sh\necho \"args: $*\" >&2\n"
-                    "echo 'Inference timings in us: Init: 812, First inference: 95, "
-                    "Warmup (avg): 40.5, Inference (avg): 33.25'\n")
+    tool.write_text(
+        '#!/bin/sh\necho "args: $*" >&2\n'
+        "echo 'Inference timings in us: Init: 812, First inference: 95, "
+        "Warmup (avg): 40.5, Inference (avg): 33.25'\n"
+    )
     tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", str(tool.parent), prepend=os.pathsep)
     path = tmp_path / "m.tflite"
@@ -275,11 +298,23 @@ def test_export_model_rows(tmp_path, monkeypatch, model, data, flatbuffers):
         return flatbuffers(quantization)
 
     monkeypatch.setattr(convert_lib, "convert", fake_convert)  # Conversion is tested above.
-    rows = export.export_model(model, str(tmp_path), ["float32", "int8"], data=data,
-                               threads=(1, 2), latency_runs=3, warmup=0, name="tiny")
+    rows = export.export_model(
+        model,
+        str(tmp_path),
+        ["float32", "int8"],
+        data=data,
+        threads=(1, 2),
+        latency_runs=3,
+        warmup=0,
+        name="tiny",
+    )
     assert calls == [("float32", True), ("int8", True)]
     assert [(r["format"], r["threads"]) for r in rows] == [
-        ("float32", 1), ("float32", 2), ("int8", 1), ("int8", 2)]
+        ("float32", 1),
+        ("float32", 2),
+        ("int8", 1),
+        ("int8", 2),
+    ]
     for row in rows:
         assert os.path.getsize(row["path"]) == row["file_bytes"]
         assert row["path"].endswith(f"tiny.{row['format']}.tflite")
@@ -297,11 +332,21 @@ def test_cli(tmp_path, model, flatbuffers):
     model.save(model_path)
     out_dir = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=REPO)
-    command = [sys.executable, "-m", "export.main", f"--model={model_path}",
-               "--export_formats=float32", f"--out_dir={out_dir}", "--dataset=none",
-               "--export_threads=1,2", "--latency_runs=3", "--latency_warmup=0"]
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env,
-                          timeout=300, check=False)
+    command = [
+        sys.executable,
+        "-m",
+        "export.main",
+        f"--model={model_path}",
+        "--export_formats=float32",
+        f"--out_dir={out_dir}",
+        "--dataset=none",
+        "--export_threads=1,2",
+        "--latency_runs=3",
+        "--latency_warmup=0",
+    ]
+    proc = subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(out_dir / "export_results.json") as f:
         rows = json.load(f)

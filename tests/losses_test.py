@@ -65,7 +65,7 @@ def test_attention_transfer_matches_hand_computation():
     t = RNG.normal(size=(2, 4, 4, 8)).astype("float32")
 
     def at(f):
-        a = (f ** 2).mean(-1).reshape(len(f), -1)
+        a = (f**2).mean(-1).reshape(len(f), -1)
         return a / np.linalg.norm(a, axis=1, keepdims=True)
 
     want = np.mean((at(s) - at(t)) ** 2)
@@ -79,12 +79,15 @@ def test_feature_losses_resize_student_maps():
     assert float(losses.AttentionTransfer().compute([t], s)) < 1e-6
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda: losses.LogitsKD(0), "temperature"),
-    (lambda: losses.get("nope"), "Unknown distillation loss"),
-    (lambda: losses.get(3), "distillation loss is a name"),
-    (lambda: losses.HintLoss().build([(10,)], (4, 4, 3)), r"\(H, W, C\)"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda: losses.LogitsKD(0), "temperature"),
+        (lambda: losses.get("nope"), "Unknown distillation loss"),
+        (lambda: losses.get(3), "distillation loss is a name"),
+        (lambda: losses.HintLoss().build([(10,)], (4, 4, 3)), r"\(H, W, C\)"),
+    ],
+)
 def test_bad_arguments_raise_clear_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
@@ -127,10 +130,12 @@ def test_dkd_with_beta_1_and_alpha_1_is_not_kd_but_decomposes_it():
     t = 2.0
     kd = losses.LogitsKD(t).compute([T_LOGITS[0][:1]], S_LOGITS[:1])
     p_gt = np_softmax(T_LOGITS[0][:1] / t)[0, LABELS[0]]
-    tckd = losses.DecoupledKD(t, 1.0, 0.0).compute([T_LOGITS[0][:1]], S_LOGITS[:1],
-                                                   labels=LABELS[:1])
-    nckd = losses.DecoupledKD(t, 0.0, 1.0).compute([T_LOGITS[0][:1]], S_LOGITS[:1],
-                                                   labels=LABELS[:1])
+    tckd = losses.DecoupledKD(t, 1.0, 0.0).compute(
+        [T_LOGITS[0][:1]], S_LOGITS[:1], labels=LABELS[:1]
+    )
+    nckd = losses.DecoupledKD(t, 0.0, 1.0).compute(
+        [T_LOGITS[0][:1]], S_LOGITS[:1], labels=LABELS[:1]
+    )
     np.testing.assert_allclose(float(kd), float(tckd) + (1 - p_gt) * float(nckd), rtol=1e-4)
 
 
@@ -160,8 +165,9 @@ def test_lskd_matches_hand_computation(t):
     np.testing.assert_allclose(float(got), want, rtol=1e-4)
     # Invariant to a per-example shift and scale of the logits; KD is not.
     moved = 3.0 * S_LOGITS + 5.0
-    np.testing.assert_allclose(float(losses.StandardizedKD(t).compute([T_LOGITS[0]], moved)),
-                               want, rtol=1e-4)
+    np.testing.assert_allclose(
+        float(losses.StandardizedKD(t).compute([T_LOGITS[0]], moved)), want, rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize("mode", ["logits", "probs"])
@@ -178,7 +184,10 @@ def test_new_logit_losses_average_an_ensemble_as_asked(name, mode):
 
 
 def test_new_loss_config_round_trip():
-    for loss in (losses.DecoupledKD(2.0, 0.5, 4.0), losses.DIST(3.0, 2.0, 0.5),
-                 losses.StandardizedKD(2.0)):
+    for loss in (
+        losses.DecoupledKD(2.0, 0.5, 4.0),
+        losses.DIST(3.0, 2.0, 0.5),
+        losses.StandardizedKD(2.0),
+    ):
         again = losses.get(losses.serialize(loss))
         assert type(again) is type(loss) and again.get_config() == loss.get_config()

@@ -12,14 +12,22 @@ from kd_keras import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CI sets KD_KERAS_REQUIRE_DATA=1 so that missing data fails instead of skipping.
-HAVE_DATA = (not data_lib.missing_idx_files(data_lib.DEFAULT_MANUAL_DIR)
-             or os.environ.get("KD_KERAS_REQUIRE_DATA") == "1")
+HAVE_DATA = (
+    not data_lib.missing_idx_files(data_lib.DEFAULT_MANUAL_DIR)
+    or os.environ.get("KD_KERAS_REQUIRE_DATA") == "1"
+)
 
 
 def _main(*args):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "kd_keras.main", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "kd_keras.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
@@ -29,8 +37,13 @@ def test_smoke_config_end_to_end_and_rerun_reuses(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.load(open(os.path.join(workdir, "results.json")))
     rows = {r["name"]: r for r in results["models"]}
-    assert set(rows) == {"teacher0", "none-nokd-s0", "none-kd-s0", "prune+qat-nokd-s0",
-                         "prune+qat-kd-s0"}
+    assert set(rows) == {
+        "teacher0",
+        "none-nokd-s0",
+        "none-kd-s0",
+        "prune+qat-nokd-s0",
+        "prune+qat-kd-s0",
+    }
     for row in rows.values():
         assert 0.0 <= row["test_accuracy"] <= 1.0 and row["params"] > 0
         assert runs.saved_model_path(row["run_dir"]) is not None
@@ -59,19 +72,29 @@ def test_smoke_config_end_to_end_and_rerun_reuses(tmp_path):
     assert "- loss:" in proc.stdout and "- loss:" not in again.stdout
     assert again.stdout.count("reusing finished run") >= 7
     rerun = json.load(open(os.path.join(workdir, "results.json")))
-    assert [r["test_accuracy"] for r in rerun["models"]] == \
-        [r["test_accuracy"] for r in results["models"]]
+    assert [r["test_accuracy"] for r in rerun["models"]] == [
+        r["test_accuracy"] for r in results["models"]
+    ]
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
 def test_teacher_export_rows(tmp_path):
     workdir = str(tmp_path / "work")
-    proc = _main("--flagfile=kd_keras/configs/smoke.flags", f"--workdir={workdir}",
-                 "--techniques=", "--kd=off", "--export_teacher", "--export_formats=float32",
-                 "--export_threads=1,2", "--latency_runs=10")
+    proc = _main(
+        "--flagfile=kd_keras/configs/smoke.flags",
+        f"--workdir={workdir}",
+        "--techniques=",
+        "--kd=off",
+        "--export_teacher",
+        "--export_formats=float32",
+        "--export_threads=1,2",
+        "--latency_runs=10",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     teacher = json.load(open(os.path.join(workdir, "results.json")))["models"][0]
     assert teacher["role"] == "teacher"
-    assert [(e["format"], e["threads"]) for e in teacher["export"]] == [("float32", 1),
-                                                                        ("float32", 2)]
+    assert [(e["format"], e["threads"]) for e in teacher["export"]] == [
+        ("float32", 1),
+        ("float32", 2),
+    ]
     assert "| teacher0 |" in proc.stdout and "| float32 |" in proc.stdout

@@ -36,12 +36,15 @@ def test_feature_layers_are_named():
     assert student.get_layer("block3").output.shape[1:3] == (7, 7)
 
 
-@pytest.mark.parametrize("name, kwargs, match", [
-    ("nope", {}, "Unknown model"),
-    ("resnet", {"depth": 12}, "6n"),
-    ("cnn", {"width": 0}, "width"),
-    ("resnet", {"stem_stride": 3}, "stem_stride"),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, match",
+    [
+        ("nope", {}, "Unknown model"),
+        ("resnet", {"depth": 12}, "6n"),
+        ("cnn", {"width": 0}, "width"),
+        ("resnet", {"stem_stride": 3}, "stem_stride"),
+    ],
+)
 def test_bad_arguments(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         models.build(name, (28, 28, 1), 10, **kwargs)

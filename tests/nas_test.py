@@ -21,23 +21,37 @@ from nas import search_report as report
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE, CLASSES = (12, 12, 1), 10
 MAX_PARAMS = 4000
-HAVE_DATA = (not data_lib.missing_idx_files(data_lib.DEFAULT_MANUAL_DIR)
-             or os.environ.get("KD_KERAS_REQUIRE_DATA") == "1")
+HAVE_DATA = (
+    not data_lib.missing_idx_files(data_lib.DEFAULT_MANUAL_DIR)
+    or os.environ.get("KD_KERAS_REQUIRE_DATA") == "1"
+)
 
 
 def _space(**kw):
     """A small space with very thin (4) and wide (48) stages: both sides of MAX_PARAMS."""
-    args = dict(max_stages=3, max_blocks=1, filters=(4, 48), kernel_sizes=(3,),
-                expansions=(1, 2), head_units=(0,), dropouts=(0.0,))
+    args = dict(
+        max_stages=3,
+        max_blocks=1,
+        filters=(4, 48),
+        kernel_sizes=(3,),
+        expansions=(1, 2),
+        head_units=(0,),
+        dropouts=(0.0,),
+    )
     args.update(kw)
     return search_space.StudentSpace(SHAPE, CLASSES, **args)
 
 
 def _tuner(directory, oracle, cls=tuner.StudentSearch, **kw):
-    args = dict(data=tiny_dataset(64, SHAPE, CLASSES), train_config=training.TrainConfig(epochs=1),
-                batch_size=32, budget=tuner.Budget(max_latency_us=1e7, max_params=MAX_PARAMS),
-                measure=tuner.MeasureConfig(num_runs=5, warmup=1),
-                directory=str(directory), project_name="p")
+    args = dict(
+        data=tiny_dataset(64, SHAPE, CLASSES),
+        train_config=training.TrainConfig(epochs=1),
+        batch_size=32,
+        budget=tuner.Budget(max_latency_us=1e7, max_params=MAX_PARAMS),
+        measure=tuner.MeasureConfig(num_runs=5, warmup=1),
+        directory=str(directory),
+        project_name="p",
+    )
     args.update(kw)
     return cls(_space(), oracle, **args)
 
@@ -51,8 +65,7 @@ def searched(tmp_path_factory):
     directory = tmp_path_factory.mktemp("search")
     keras.utils.set_random_seed(0)
     teacher = models.build("cnn", SHAPE, CLASSES, width=0.25)
-    search = _tuner(directory, tuner.make_oracle("random", max_trials=3, seed=3),
-                    teacher=teacher)
+    search = _tuner(directory, tuner.make_oracle("random", max_trials=3, seed=3), teacher=teacher)
     search.search(verbose=0)
     return search, report.write_outputs(search)
 
@@ -98,8 +111,9 @@ def test_tables_plot_and_fronts_are_written(searched):
         assert saved_fronts[name] == [r["trial_id"] for r in front]
         points = {r["trial_id"]: (r[acc], r[cost]) for r in rows}
         for r in rows:
-            dominated = any(pareto.dominates(p, points[r["trial_id"]], (True, False))
-                            for p in points.values())
+            dominated = any(
+                pareto.dominates(p, points[r["trial_id"]], (True, False)) for p in points.values()
+            )
             assert (r in front) == (not dominated), (name, r["trial_id"])
 
 
@@ -110,16 +124,16 @@ def test_load_student_rebuilds_the_best_architecture_untrained(searched):
     assert [type(l).__name__ for l in fresh.layers] == [type(l).__name__ for l in trained.layers]
     assert [l.name for l in fresh.layers] == [l.name for l in trained.layers]
     assert fresh.count_params() == trained.count_params() == outputs["best"]["params"]
-    assert not all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(),
-                                                         trained.get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), trained.get_weights()))
     training.compile_plain(fresh)
     before = fresh.get_layer("logits").get_weights()[0].copy()
     x = np.random.default_rng(0).random((8,) + SHAPE, dtype=np.float32)
     loss = fresh.train_on_batch(x, np.arange(8) % CLASSES)[0]
     assert np.isfinite(loss)
     assert not np.array_equal(before, fresh.get_layer("logits").get_weights()[0])
-    other = nas.load_student(os.path.join(search.project_dir, search_space.BEST_HPS_FILE),
-                             (16, 16, 3), 4)
+    other = nas.load_student(
+        os.path.join(search.project_dir, search_space.BEST_HPS_FILE), (16, 16, 3), 4
+    )
     assert other.output_shape == (None, 4) and other.input_shape == (None, 16, 16, 3)
     with pytest.raises(ValueError, match="best_hyperparameters.json"):
         nas.load_student(os.path.join(search.project_dir, "trial_0"), SHAPE, CLASSES)
@@ -143,14 +157,21 @@ class StubSearch(tuner.StudentSearch):
         if self.interrupt_at == len(self.calls):
             raise KeyboardInterrupt
         self.fits = getattr(self, "fits", []) + [
-            (self.values, train_config.epochs, [w.copy() for w in model.get_weights()])]
+            (self.values, train_config.epochs, [w.copy() for w in model.get_weights()])
+        ]
         model.set_weights([w + 0.01 * len(self.calls) for w in model.get_weights()])
         return {"history": {}, "train_time_s": 0.0}
 
     def _measure(self, model, trial_dir):
         n = model.count_params()
-        return {"latency_us": n / 100.0, "latency_us_p90": n / 90.0, "file_bytes": 4 * n,
-                "gzip_bytes": 4 * n, "tflite_params": n, "macs": n}
+        return {
+            "latency_us": n / 100.0,
+            "latency_us_p90": n / 90.0,
+            "file_bytes": 4 * n,
+            "gzip_bytes": 4 * n,
+            "tflite_params": n,
+            "macs": n,
+        }
 
 
 def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
@@ -212,8 +233,10 @@ def _random_points(space, count, seed):
     hp = kt.HyperParameters()
     space.build(hp)  # Registers every hyperparameter, conditional ones included.
     rng = np.random.default_rng(seed)
-    return [{p.name: p.random_sample(int(rng.integers(1 << 30))) for p in hp.space}
-            for _ in range(count)]
+    return [
+        {p.name: p.random_sample(int(rng.integers(1 << 30))) for p in hp.space}
+        for _ in range(count)
+    ]
 
 
 def _check_structure(model, values):
@@ -227,10 +250,16 @@ def _check_structure(model, values):
 
 def test_random_and_extreme_space_points_build_from_allowed_layers():
     space = search_space.StudentSpace(SHAPE, CLASSES)  # Default ranges, 4 stages on 12x12.
-    widest = {"stages": 4, "conv": "separable", "expansion": 4, "kernel_size": 5,
-              "downsample": "strided", "head_units": 128, "dropout": 0.25,
-              **{f"stage{i}_{k}": v for i in range(1, 5)
-                 for k, v in (("filters", 64), ("blocks", 2))}}
+    widest = {
+        "stages": 4,
+        "conv": "separable",
+        "expansion": 4,
+        "kernel_size": 5,
+        "downsample": "strided",
+        "head_units": 128,
+        "dropout": 0.25,
+        **{f"stage{i}_{k}": v for i in range(1, 5) for k, v in (("filters", 64), ("blocks", 2))},
+    }
     for values in [widest] + _random_points(space, 8, seed=0):
         _check_structure(space.build(search_space.hyperparameters_from_values(values)), values)
 
@@ -243,15 +272,35 @@ def test_space_points_convert_to_tflite_and_match_keras():
     # conversion takes seconds per dozen layers.
     space = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3, head_units=(0, 16))
     designed = [
-        {"stages": 2, "conv": "separable", "expansion": 4, "kernel_size": 5,
-         "downsample": "strided", "head_units": 16, "dropout": 0.25, "stage1_filters": 8,
-         "stage1_blocks": 1, "stage2_filters": 16, "stage2_blocks": 2},
-        {"stages": 3, "conv": "standard", "kernel_size": 3, "downsample": "maxpool",
-         "head_units": 0, "dropout": 0.0, "stage1_filters": 8, "stage1_blocks": 1,
-         "stage2_filters": 8, "stage2_blocks": 1, "stage3_filters": 16, "stage3_blocks": 1},
+        {
+            "stages": 2,
+            "conv": "separable",
+            "expansion": 4,
+            "kernel_size": 5,
+            "downsample": "strided",
+            "head_units": 16,
+            "dropout": 0.25,
+            "stage1_filters": 8,
+            "stage1_blocks": 1,
+            "stage2_filters": 16,
+            "stage2_blocks": 2,
+        },
+        {
+            "stages": 3,
+            "conv": "standard",
+            "kernel_size": 3,
+            "downsample": "maxpool",
+            "head_units": 0,
+            "dropout": 0.0,
+            "stage1_filters": 8,
+            "stage1_blocks": 1,
+            "stage2_filters": 8,
+            "stage2_blocks": 1,
+            "stage3_filters": 16,
+            "stage3_blocks": 1,
+        },
     ]
-    small = search_space.StudentSpace(SHAPE, CLASSES, max_stages=2, max_blocks=1,
-                                      filters=(8, 16))
+    small = search_space.StudentSpace(SHAPE, CLASSES, max_stages=2, max_blocks=1, filters=(8, 16))
     x = np.random.default_rng(0).random((2,) + SHAPE, dtype=np.float32)
     cases = [(space, v) for v in designed] + [(small, v) for v in _random_points(small, 2, 1)]
     for hypermodel, values in cases:
@@ -265,9 +314,19 @@ def test_space_points_convert_to_tflite_and_match_keras():
 def test_separable_point_is_accepted_by_tf_mot():
     import tensorflow_model_optimization as tfmot
 
-    values = {"stages": 2, "conv": "separable", "expansion": 2, "kernel_size": 3,
-              "downsample": "strided", "head_units": 16, "dropout": 0.1,
-              "stage1_filters": 8, "stage1_blocks": 2, "stage2_filters": 16, "stage2_blocks": 1}
+    values = {
+        "stages": 2,
+        "conv": "separable",
+        "expansion": 2,
+        "kernel_size": 3,
+        "downsample": "strided",
+        "head_units": 16,
+        "dropout": 0.1,
+        "stage1_filters": 8,
+        "stage1_blocks": 2,
+        "stage2_filters": 16,
+        "stage2_blocks": 1,
+    }
     space = search_space.StudentSpace(SHAPE, CLASSES, head_units=(0, 16))
     model = space.build(search_space.hyperparameters_from_values(values))
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model)
@@ -276,15 +335,18 @@ def test_separable_point_is_accepted_by_tf_mot():
     assert quantized.output_shape == (None, CLASSES)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(max_stages=5), "max_stages"),  # 12x12 halves to 1 pixel after 4 stages.
-    (dict(min_stages=3, max_stages=2), "min_stages"),
-    (dict(conv_types=("standard", "fancy")), "conv_types"),
-    (dict(kernel_sizes=(4,)), "kernel_sizes"),
-    (dict(dropouts=(1.0,)), "dropouts"),
-    (dict(filters=()), "filters"),
-    (dict(num_classes=1), "num_classes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(max_stages=5), "max_stages"),  # 12x12 halves to 1 pixel after 4 stages.
+        (dict(min_stages=3, max_stages=2), "min_stages"),
+        (dict(conv_types=("standard", "fancy")), "conv_types"),
+        (dict(kernel_sizes=(4,)), "kernel_sizes"),
+        (dict(dropouts=(1.0,)), "dropouts"),
+        (dict(filters=()), "filters"),
+        (dict(num_classes=1), "num_classes"),
+    ],
+)
 def test_space_rejects_bad_arguments(kwargs, match):
     args = dict(input_shape=SHAPE, num_classes=CLASSES)
     args.update(kwargs)
@@ -312,8 +374,9 @@ def test_objective_puts_every_infeasible_trial_below_every_feasible_one():
 def test_non_dominated_keeps_exactly_the_front():
     points = [(0.9, 100), (0.8, 50), (0.85, 120), (0.9, 100), (0.7, 50)]
     assert pareto.non_dominated(points, (True, False)) == [0, 1, 3]
-    rows = [{"trial_id": str(i), "val_accuracy": a, "latency_us": c}
-            for i, (a, c) in enumerate(points)] + [{"trial_id": "x", "val_accuracy": None}]
+    rows = [
+        {"trial_id": str(i), "val_accuracy": a, "latency_us": c} for i, (a, c) in enumerate(points)
+    ] + [{"trial_id": "x", "val_accuracy": None}]
     assert [r["trial_id"] for r in pareto.front(rows)] == ["1", "0", "3"]
     with pytest.raises(ValueError, match="coordinates"):
         pareto.non_dominated([(1, 2, 3)], (True, False))
@@ -321,8 +384,9 @@ def test_non_dominated_keeps_exactly_the_front():
 
 def test_oracles_and_distributed_role():
     assert isinstance(tuner.make_oracle("hyperband", epochs=3), kt.oracles.HyperbandOracle)
-    assert isinstance(tuner.make_oracle("bayesian", max_trials=4),
-                      kt.oracles.BayesianOptimizationOracle)
+    assert isinstance(
+        tuner.make_oracle("bayesian", max_trials=4), kt.oracles.BayesianOptimizationOracle
+    )
     with pytest.raises(ValueError, match="allowed"):
         tuner.make_oracle("grid")
     assert tuner.distributed_role({}) == "single"
@@ -339,16 +403,27 @@ def test_oracles_and_distributed_role():
 def test_smoke_flagfile_end_to_end(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run(
-        [sys.executable, "-m", "nas.main", "--flagfile=kd_keras/configs/nas_smoke.flags",
-         f"--project_dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "nas.main",
+            "--flagfile=kd_keras/configs/nas_smoke.flags",
+            f"--project_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     project = os.path.join(tmp_path, "smoke")
     rows = list(csv.DictReader(open(os.path.join(project, "trials.csv"))))
     assert len(rows) == 3 and all(r["status"] == "COMPLETED" for r in rows)
     assert "Non-dominated, accuracy vs latency" in proc.stdout
     assert os.path.exists(os.path.join(project, "best_model.keras")) == any(
-        r["feasible"] == "True" for r in rows)
+        r["feasible"] == "True" for r in rows
+    )
     assert "--max_params=4000" in open(os.path.join(project, "flags.txt")).read()
 
 

@@ -36,8 +36,14 @@ def test_odd_batches_train_without_native_crash():
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # the crash needs oneDNN on (the default)
     codes = []
     for _ in range(RUNS):
-        proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", SCRIPT],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         codes.append(proc.returncode)
         assert "trained" in proc.stdout or proc.returncode != 0, proc.stderr[-2000:]
     assert codes == [0] * RUNS, f"exit codes {codes} (negative: killed by a signal)"

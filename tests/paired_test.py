@@ -22,12 +22,19 @@ BATCHES = 3
 
 def _study(workdir):
     p = pipeline.PipelineConfig(
-        workdir=workdir, dataset="fashion_mnist", batch_size=8, teacher="cnn",
-        teacher_kwargs={"width": 0.25}, teacher_train=training.TrainConfig(epochs=1),
-        student="cnn", student_kwargs={"width": 0.25},
-        student_train=training.TrainConfig(epochs=1), export_formats=(), verbose=0)
-    return runner.StudyConfig(pipeline=p, techniques=("none",), seeds=(0, 1, 2),
-                              bagging_members=0)
+        workdir=workdir,
+        dataset="fashion_mnist",
+        batch_size=8,
+        teacher="cnn",
+        teacher_kwargs={"width": 0.25},
+        teacher_train=training.TrainConfig(epochs=1),
+        student="cnn",
+        student_kwargs={"width": 0.25},
+        student_train=training.TrainConfig(epochs=1),
+        export_formats=(),
+        verbose=0,
+    )
+    return runner.StudyConfig(pipeline=p, techniques=("none",), seeds=(0, 1, 2), bagging_members=0)
 
 
 def _record(monkeypatch):
@@ -72,8 +79,7 @@ def test_kd_and_no_kd_runs_of_a_seed_see_the_same_batches(tmp_path, monkeypatch)
     os.makedirs(os.path.join(second, "runs"))
     for name in os.listdir(os.path.join(first, "runs")):
         if name.startswith("teacher"):
-            shutil.copytree(os.path.join(first, "runs", name),
-                            os.path.join(second, "runs", name))
+            shutil.copytree(os.path.join(first, "runs", name), os.path.join(second, "runs", name))
     seen.clear()
     runner.run(_study(second))
     _check_pairs(seen, study, teacher_trained=False)

@@ -51,11 +51,22 @@ def test_a_corrupt_cached_model_is_moved_aside_and_retrained(tmp_path, capsys):
 
 def _variants(workdir, data):
     config = pipeline.PipelineConfig(
-        workdir=workdir, dataset="tiny", batch_size=16, teacher="cnn",
-        teacher_kwargs={"width": 0.25}, teacher_train=training.TrainConfig(epochs=1),
-        teacher_augment=data_lib.AugmentConfig(), student="cnn",
-        student_kwargs={"width": 0.25}, student_train=training.TrainConfig(epochs=1),
-        kd_mode="on", techniques=("prune",), compress_epochs=1, export_formats=(), verbose=0)
+        workdir=workdir,
+        dataset="tiny",
+        batch_size=16,
+        teacher="cnn",
+        teacher_kwargs={"width": 0.25},
+        teacher_train=training.TrainConfig(epochs=1),
+        teacher_augment=data_lib.AugmentConfig(),
+        student="cnn",
+        student_kwargs={"width": 0.25},
+        student_train=training.TrainConfig(epochs=1),
+        kd_mode="on",
+        techniques=("prune",),
+        compress_epochs=1,
+        export_formats=(),
+        verbose=0,
+    )
     teachers, digests, teacher_rows = pipeline.train_teachers(config, data)
     ctx = pipeline.variant_context(config, data, teachers, digests)
     rows = [variants.train(ctx, v)[1] for v in pipeline.student_variants(config)]

@@ -40,9 +40,17 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
 def test_a_second_process_is_refused_a_locked_workdir_until_it_is_released(tmp_path):
     workdir = str(tmp_path / "work")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from kd_keras import runs\n"
-         f"with runs.WorkdirLock({workdir!r}):\n    print('held', flush=True); time.sleep(60)"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from kd_keras import runs\n"
+            f"with runs.WorkdirLock({workdir!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(runs.WorkdirLockedError, match=f"process {holder.pid}"):

@@ -17,22 +17,41 @@ from kd_keras import runs
 from kd_keras.study import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HAVE_DATA = (not data_lib.missing_idx_files(data_lib.DEFAULT_MANUAL_DIR)
-             or os.environ.get("KD_KERAS_REQUIRE_DATA") == "1")
+HAVE_DATA = (
+    not data_lib.missing_idx_files(data_lib.DEFAULT_MANUAL_DIR)
+    or os.environ.get("KD_KERAS_REQUIRE_DATA") == "1"
+)
 
 
 def _row(label, kd, seed, acc):
-    return {"label": label, "kd": kd, "seed": seed, "test_accuracy": acc, "params": 100,
-            "export": [{"format": "int8", "threads": 1, "accuracy": acc - 0.001,
-                        "gzip_bytes": 1000 if label == "none" else 600,
-                        "latency_us_median": 10.0}]}
+    return {
+        "label": label,
+        "kd": kd,
+        "seed": seed,
+        "test_accuracy": acc,
+        "params": 100,
+        "export": [
+            {
+                "format": "int8",
+                "threads": 1,
+                "accuracy": acc - 0.001,
+                "gzip_bytes": 1000 if label == "none" else 600,
+                "latency_us_median": 10.0,
+            }
+        ],
+    }
 
 
 def test_summary_by_hand_on_fixed_inputs():
-    acc = {("none", False): [0.80, 0.82, 0.81], ("none", True): [0.83, 0.84, 0.85],
-           ("prune", False): [0.78, 0.80, 0.79], ("prune", True): [0.80, 0.81, 0.83]}
-    rows = [_row(label, kd, s, a) for (label, kd), accs in acc.items()
-            for s, a in zip((0, 1, 2), accs)]
+    acc = {
+        ("none", False): [0.80, 0.82, 0.81],
+        ("none", True): [0.83, 0.84, 0.85],
+        ("prune", False): [0.78, 0.80, 0.79],
+        ("prune", True): [0.80, 0.81, 0.83],
+    }
+    rows = [
+        _row(label, kd, s, a) for (label, kd), accs in acc.items() for s, a in zip((0, 1, 2), accs)
+    ]
     summary = runner.summarize(rows, (0, 1, 2))
     # KD gain of 'none': d = [0.03, 0.02, 0.04] -> mean 0.03, sd 0.01.
     g = summary["none"]["kd_gain"]
@@ -71,22 +90,32 @@ def test_variance_view_by_hand():
     assert kd["ensemble_accuracy"] == 1.0 and kd["ensemble_gain"] == 0.0
     # Per example and class: var of two values a, b (ddof=1) is (a - b)^2 / 2.
     diff = probs["none-nokd-s0"] - probs["none-nokd-s1"]
-    assert nokd["prediction_variance"] == pytest.approx(float(np.mean(diff ** 2 / 2)))
+    assert nokd["prediction_variance"] == pytest.approx(float(np.mean(diff**2 / 2)))
 
 
 def test_report_states_the_setup_and_the_augmentation_comparison():
     from kd_keras.pipeline import PipelineConfig
     from kd_keras.study import report
     from kd_keras.training import KDConfig
-    acc = {("none", False): [0.80, 0.82], ("none", True): [0.83, 0.84],
-           ("augment", False): [0.78, 0.80], ("augment", True): [0.82, 0.83]}
-    rows = [_row(label, kd, s, a) for (label, kd), accs in acc.items()
-            for s, a in zip((0, 1), accs)]
+
+    acc = {
+        ("none", False): [0.80, 0.82],
+        ("none", True): [0.83, 0.84],
+        ("augment", False): [0.78, 0.80],
+        ("augment", True): [0.82, 0.83],
+    }
+    rows = [
+        _row(label, kd, s, a) for (label, kd), accs in acc.items() for s, a in zip((0, 1), accs)
+    ]
     p = PipelineConfig(workdir="/tmp/x", kd=KDConfig(alpha=0.3, temperature=2.0))
     summary = runner.summarize(rows, (0, 1))
-    results = {"dataset": "d", "seeds": [0, 1], "techniques": ["none", "augment"],
-               "summary": dict(sorted(summary.items())),  # as read back from results.json
-               "config": {"pipeline": runs.spec_of(p)}}
+    results = {
+        "dataset": "d",
+        "seeds": [0, 1],
+        "techniques": ["none", "augment"],
+        "summary": dict(sorted(summary.items())),  # as read back from results.json
+        "config": {"pipeline": runs.spec_of(p)},
+    }
     text = report.markdown(results)
     assert text.index("| none |") < text.index("| augment |")  # the study's order
     assert "T = 2, alpha = 0.3" in text
@@ -97,11 +126,15 @@ def test_report_states_the_setup_and_the_augmentation_comparison():
     assert "measured +1.50 pts, sum of the separate effects +0.50 pts" in text
     # Δ(none) = +2.5 pts but with 2 seeds its interval [-3.85, +8.85] contains 0.
     assert "Δ(none)'s interval contains 0" in text
-    steady = [_row("none", kd, s, 0.80 + 0.001 * s + (0.03 if kd else 0.0))
-              for kd in (False, True) for s in (0, 1, 2)]
+    steady = [
+        _row("none", kd, s, 0.80 + 0.001 * s + (0.03 if kd else 0.0))
+        for kd in (False, True)
+        for s in (0, 1, 2)
+    ]
     steady[-1]["test_accuracy"] += 0.001  # d = [0.03, 0.03, 0.031]: well away from 0
-    results.update(seeds=[0, 1, 2], techniques=["none"],
-                   summary=runner.summarize(steady, (0, 1, 2)))
+    results.update(
+        seeds=[0, 1, 2], techniques=["none"], summary=runner.summarize(steady, (0, 1, 2))
+    )
     assert "interval contains 0" not in report.markdown(results)
 
 
@@ -120,6 +153,7 @@ def test_progress_estimates_from_trained_runs_only(capsys):
 
 def test_bad_study_config():
     from kd_keras.pipeline import PipelineConfig
+
     p = PipelineConfig(workdir="/tmp/x")
     with pytest.raises(ValueError, match="Unknown study techniques"):
         runner.StudyConfig(pipeline=p, techniques=("none", "nas"))
@@ -131,17 +165,30 @@ def test_bad_study_config():
 
 def _study(workdir):
     return subprocess.Popen(
-        [sys.executable, "-m", "kd_keras.main", "--flagfile=kd_keras/configs/study_smoke.flags",
-         f"--workdir={workdir}"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "kd_keras.main",
+            "--flagfile=kd_keras/configs/study_smoke.flags",
+            f"--workdir={workdir}",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finished(workdir):
     root = os.path.join(workdir, "runs")
     if not os.path.isdir(root):
         return {}
-    return {d: os.path.getmtime(os.path.join(root, d, "result.json"))
-            for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "result.json"))}
+    return {
+        d: os.path.getmtime(os.path.join(root, d, "result.json"))
+        for d in os.listdir(root)
+        if os.path.exists(os.path.join(root, d, "result.json"))
+    }
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
@@ -172,8 +219,7 @@ def test_smoke_study_killed_midway_resumes_without_retraining(tmp_path):
     # Aggregation agrees with a hand computation from the runs themselves.
     acc = {(r["label"], r["kd"], r["seed"]): r["test_accuracy"] for r in results["runs"]}
     for label in ("none", "prune50"):
-        d = [acc[(label, True, s)] - acc[(label, False, s)]
-             for s in (0, 1)]
+        d = [acc[(label, True, s)] - acc[(label, False, s)] for s in (0, 1)]
         gain = results["summary"][label]["kd_gain"]
         assert gain["mean"] == pytest.approx(np.mean(d))
         half = sp_stats.t.ppf(0.975, 1) * np.std(d, ddof=1) / math.sqrt(2)

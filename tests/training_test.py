@@ -53,6 +53,7 @@ def train(mode, run_dir, kill=False):
     callbacks = [_KillAt(1, 1)] if kill else []
     if mode != "plain":
         from kd_keras import compression
+
         schedule = compression.pruning_schedule("polynomial", 0.5, 0, 4, 1)
         student = compression.prune_model(student, ["logits"], schedule)
         callbacks = compression.pruning_callbacks() + callbacks
@@ -61,16 +62,21 @@ def train(mode, run_dir, kill=False):
         keras.utils.set_random_seed(2)
         teacher = models.build("cnn", (28, 28, 1), 10, width=0.5)
     config = training.TrainConfig(epochs=EPOCHS, seed=1)
-    out = training.fit(student, datasets, config, run_dir, teacher=teacher,
-                       extra_callbacks=callbacks, verbose=0)
+    out = training.fit(
+        student, datasets, config, run_dir, teacher=teacher, extra_callbacks=callbacks, verbose=0
+    )
     return student.get_weights(), out
 
 
 def _subprocess(mode, run_dir, kill=False):
     """Runs `train` in a fresh process; returns its weights (None when killed)."""
     out = os.path.join(run_dir, "weights.npz")
-    proc = subprocess.run([sys.executable, __file__, mode, run_dir, out, str(int(kill))],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, __file__, mode, run_dir, out, str(int(kill))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if kill:
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
         return None
@@ -133,7 +139,7 @@ def test_killed_and_resumed_distillation_with_augmentation_and_pruning(tmp_path)
 
 def _epochs(pipeline, steps):
     batches = [(x.numpy(), y) for x, y in pipeline]
-    return [batches[i:i + steps] for i in range(0, len(batches), steps)]
+    return [batches[i : i + steps] for i in range(0, len(batches), steps)]
 
 
 def test_epoch_data_does_not_depend_on_the_start_epoch():
@@ -141,8 +147,9 @@ def test_epoch_data_does_not_depend_on_the_start_epoch():
     steps = 3  # ceil(40 / 16), the last batch partial.
     full = _epochs(data_lib.make_datasets(data, 16, AUGMENT, seed=5, epochs=3)["train"], steps)
     assert len(full) == 3 and [len(b[0]) for b in full[0]] == [16, 16, 8]
-    late = _epochs(data_lib.make_datasets(data, 16, AUGMENT, seed=5, epochs=3,
-                                          start_epoch=2)["train"], steps)
+    late = _epochs(
+        data_lib.make_datasets(data, 16, AUGMENT, seed=5, epochs=3, start_epoch=2)["train"], steps
+    )
     assert len(late) == 1
     for (x, y), (x2, y2) in zip(full[2], late[0]):
         np.testing.assert_array_equal(x, x2)
@@ -170,7 +177,7 @@ def test_fit_sees_a_new_order_every_epoch():
     model = Record(inputs, keras.layers.Flatten()(inputs))
     model.compile(run_eagerly=True)
     model.fit(datasets["train_epochs"](0, 3), steps_per_epoch=2, epochs=3, verbose=0)
-    epochs = [np.concatenate([s.numpy() for s in seen[i:i + 2]]) for i in (0, 2, 4)]
+    epochs = [np.concatenate([s.numpy() for s in seen[i : i + 2]]) for i in (0, 2, 4)]
     assert all(sorted(e) == sorted(data.y_train) for e in epochs)
     assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
 

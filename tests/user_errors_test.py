@@ -45,8 +45,12 @@ for name, argv in json.loads(sys.argv[2]):
 def _run(module, cases):
     proc = subprocess.run(
         [sys.executable, "-c", HARNESS, module, json.dumps([(n, a) for n, a, _ in cases])],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-        timeout=300)
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     results = {}
     for line in proc.stdout.splitlines():
         if line.startswith("CASE "):
@@ -73,46 +77,77 @@ def paths(tmp_path):
     a_file.write_text("not a directory")
     corrupt = tmp_path / "teacher.keras"
     corrupt.write_bytes(b"this is not a zip file")
-    return {"file": str(a_file), "work": str(tmp_path / "work"), "corrupt": str(corrupt),
-            "data": str(tmp_path / "tfds"), "locked": str(tmp_path / "locked")}
+    return {
+        "file": str(a_file),
+        "work": str(tmp_path / "work"),
+        "corrupt": str(corrupt),
+        "data": str(tmp_path / "tfds"),
+        "locked": str(tmp_path / "locked"),
+    }
 
 
 def test_pipeline_and_study_errors(paths):
-    base = ["--flagfile=kd_keras/configs/smoke.flags", f"--workdir={paths['work']}",
-            f"--data_dir={paths['data']}"]
+    base = [
+        "--flagfile=kd_keras/configs/smoke.flags",
+        f"--workdir={paths['work']}",
+        f"--data_dir={paths['data']}",
+    ]
     cases = [
-        ("student_args garbage", base + ["--student_args=garbage"],
-         ["--student_args", "garbage"]),
+        ("student_args garbage", base + ["--student_args=garbage"], ["--student_args", "garbage"]),
         ("kd_weights not a number", base + ["--kd_weights=x"], ["--kd_weights", "x"]),
         ("kd_weights count", base + ["--kd_weights=1,2"], ["--kd_weights=1,2", "one weight"]),
         ("seeds not integers", base + ["--mode=study", "--seeds=a,b"], ["--seeds", "a"]),
         ("seeds in pipeline mode", base + ["--seeds=1,2"], ["--seeds", "--mode=study"]),
-        ("teacher_args bad value", base + ["--teacher_args=depth=abc"],
-         ["--teacher_args=depth=abc", "resnet"]),
-        ("teacher_args unknown key", base + ["--teacher_args=foo=1"],
-         ["--teacher_args=foo=1", "foo"]),
-        ("workdir is a file", base + [f"--workdir={paths['file']}"],
-         ["--workdir", paths["file"], "file"]),
-        ("workdir not creatable", base + ["--workdir=/proc/kd_keras_work"],
-         ["--workdir=/proc/kd_keras_work"]),
-        ("hint on a missing layer", base + ["--kd_losses=hint", "--student_layer=nonexistent"],
-         ["--kd_losses=hint", "nonexistent"]),
+        (
+            "teacher_args bad value",
+            base + ["--teacher_args=depth=abc"],
+            ["--teacher_args=depth=abc", "resnet"],
+        ),
+        (
+            "teacher_args unknown key",
+            base + ["--teacher_args=foo=1"],
+            ["--teacher_args=foo=1", "foo"],
+        ),
+        (
+            "workdir is a file",
+            base + [f"--workdir={paths['file']}"],
+            ["--workdir", paths["file"], "file"],
+        ),
+        (
+            "workdir not creatable",
+            base + ["--workdir=/proc/kd_keras_work"],
+            ["--workdir=/proc/kd_keras_work"],
+        ),
+        (
+            "hint on a missing layer",
+            base + ["--kd_losses=hint", "--student_layer=nonexistent"],
+            ["--kd_losses=hint", "nonexistent"],
+        ),
         ("export format int4", base + ["--export_formats=int4"], ["--export_formats", "int4"]),
         ("export threads 0", base + ["--export_threads=0"], ["--export_threads", "0"]),
         ("unknown technique", base + ["--techniques=prune,bogus"], ["--techniques", "bogus"]),
         ("qat before prune", base + ["--techniques=qat,prune"], ["qat must be last"]),
         ("repeated technique", base + ["--techniques=prune,prune"], ["repeats"]),
         ("sparsity 1", base + ["--sparsity=1.0"], ["sparsity must be a number in [0, 1)"]),
-        ("skip a missing layer", base + ["--compress_skip_layers=no_such_layer"],
-         ["no_such_layer"]),
-        ("unknown study technique", base + ["--mode=study", "--study_techniques=none,bogus"],
-         ["--study_techniques", "bogus"]),
+        (
+            "skip a missing layer",
+            base + ["--compress_skip_layers=no_such_layer"],
+            ["no_such_layer"],
+        ),
+        (
+            "unknown study technique",
+            base + ["--mode=study", "--study_techniques=none,bogus"],
+            ["--study_techniques", "bogus"],
+        ),
         ("bad augmentation", base + ["--student_augment=blur"], ["--student_augment", "blur"]),
         ("unknown dataset", base + ["--dataset=imagenet"], ["--dataset", "imagenet"]),
         ("unknown loss", base + ["--kd_losses=kd,dkdx"], ["--kd_losses", "dkdx"]),
         ("unknown flag", base + ["--studnet=cnn"], ["studnet"]),
-        ("workdir in use", base + [f"--workdir={paths['locked']}"],
-         [paths["locked"], "in use by process", "another --workdir"]),
+        (
+            "workdir in use",
+            base + [f"--workdir={paths['locked']}"],
+            [paths["locked"], "in use by process", "another --workdir"],
+        ),
     ]
     with runs.WorkdirLock(paths["locked"]):  # This process holds it; the harness is refused.
         results = _run("kd_keras.main", cases)
@@ -120,13 +155,22 @@ def test_pipeline_and_study_errors(paths):
 
 
 def test_search_and_export_errors(paths):
-    base = ["--flagfile=kd_keras/configs/nas_smoke.flags", f"--project_dir={paths['work']}",
-            f"--data_dir={paths['data']}"]
+    base = [
+        "--flagfile=kd_keras/configs/nas_smoke.flags",
+        f"--project_dir={paths['work']}",
+        f"--data_dir={paths['data']}",
+    ]
     cases = [
-        ("corrupt teacher model", base + [f"--teacher_model={paths['corrupt']}"],
-         ["--teacher_model", paths["corrupt"]]),
-        ("missing teacher model", base + ["--teacher_model=/nonexistent.keras"],
-         ["--teacher_model=/nonexistent.keras"]),
+        (
+            "corrupt teacher model",
+            base + [f"--teacher_model={paths['corrupt']}"],
+            ["--teacher_model", paths["corrupt"]],
+        ),
+        (
+            "missing teacher model",
+            base + ["--teacher_model=/nonexistent.keras"],
+            ["--teacher_model=/nonexistent.keras"],
+        ),
         ("two thread counts", base + ["--export_threads=1,2"], ["--export_threads"]),
         ("filters not integers", base + ["--filters=8,wide"], ["--filters", "wide"]),
         ("teacher_args garbage", base + ["--teacher_args=oops"], ["--teacher_args", "oops"]),
@@ -134,10 +178,16 @@ def test_search_and_export_errors(paths):
     _check(_run("nas.main", cases), cases)
     base = [f"--out_dir={paths['work']}", f"--data_dir={paths['data']}"]
     cases = [
-        ("export format int4", base + [f"--model={paths['corrupt']}", "--export_formats=int4"],
-         ["--export_formats", "int4"]),
+        (
+            "export format int4",
+            base + [f"--model={paths['corrupt']}", "--export_formats=int4"],
+            ["--export_formats", "int4"],
+        ),
         ("missing model", base + ["--model=/nonexistent.keras"], ["--model=/nonexistent.keras"]),
-        ("out_dir is a file", [f"--model={paths['corrupt']}", f"--out_dir={paths['file']}"],
-         ["--out_dir", paths["file"]]),
+        (
+            "out_dir is a file",
+            [f"--model={paths['corrupt']}", f"--out_dir={paths['file']}"],
+            ["--out_dir", paths["file"]],
+        ),
     ]
     _check(_run("export.main", cases), cases)

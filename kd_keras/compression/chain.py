@@ -61,23 +61,26 @@ def validate_chain(techniques, config, model=None):
         raise ValueError(f"config must be a CompressionConfig, got {type(config).__name__}.")
     for t in chain:
         if t not in TECHNIQUES:
-            raise ValueError(f"Unknown technique '{t}' in chain {list(chain)}; allowed "
-                             f"techniques are {list(TECHNIQUES)}.")
+            raise ValueError(
+                f"Unknown technique '{t}' in chain {list(chain)}; allowed "
+                f"techniques are {list(TECHNIQUES)}."
+            )
     repeated = sorted({t for t in chain if chain.count(t) > 1})
     if repeated:
-        raise ValueError(f"Chain {list(chain)} repeats {repeated}; each technique may appear "
-                         "once.")
+        raise ValueError(f"Chain {list(chain)} repeats {repeated}; each technique may appear once.")
     if "qat" in chain and chain[-1] != "qat":
         raise ValueError(
-            f"Chain {list(chain)} puts 'qat' before {list(chain[chain.index('qat') + 1:])}; "
+            f"Chain {list(chain)} puts 'qat' before {list(chain[chain.index('qat') + 1 :])}; "
             "qat must be last: pruning or clustering a fake-quantized model is not supported "
-            "by TF-MOT, and the QAT model is what gets exported.")
+            "by TF-MOT, and the QAT model is what gets exported."
+        )
     order = [t for t in TECHNIQUES if t in chain]
     if list(chain) != order:
         raise ValueError(
             f"Chain {list(chain)} is out of order; use {order}: prune before cluster "
             "(sparsity-preserving clustering keeps the zeros, while pruning a clustered model "
-            "would add a value to every kernel), and qat last.")
+            "would add a value to every kernel), and qat last."
+        )
     if model is not None:
         for t in ("prune", "cluster"):
             if t in chain:
@@ -119,17 +122,20 @@ def apply_stage(model, technique, config, steps_per_epoch, epochs, previous=(), 
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
     if technique == "prune":
-        names = selection.select_layers(model, "prune", config.skip_layers,
-                                        config.include_layers)
+        names = selection.select_layers(model, "prune", config.skip_layers, config.include_layers)
         schedule = prune_lib.schedule_for_stage(config, steps_per_epoch * epochs)
         wrapped = prune_lib.prune_model(model, names, schedule, config.pruning_structure)
         return wrapped, prune_lib.pruning_callbacks(log_dir)
     if technique == "cluster":
-        names = selection.select_layers(model, "cluster", config.skip_layers,
-                                        config.include_layers)
-        wrapped = cluster_lib.cluster_model(model, names, config.clusters, config.cluster_init,
-                                      config.cluster_per_channel,
-                                      preserve_sparsity="prune" in previous)
+        names = selection.select_layers(model, "cluster", config.skip_layers, config.include_layers)
+        wrapped = cluster_lib.cluster_model(
+            model,
+            names,
+            config.clusters,
+            config.cluster_init,
+            config.cluster_per_channel,
+            preserve_sparsity="prune" in previous,
+        )
         return wrapped, []
     wrapped = quantize_lib.quantize_model(model, quantize_lib.scheme_after(previous))
     return wrapped, []
@@ -157,5 +163,6 @@ def strip(model):
 
 
 def _has_cqat_variables(model):
-    return any("cluster_centroids_tf" in v.name or "pulling_indices_tf" in v.name
-               for v in model.weights)
+    return any(
+        "cluster_centroids_tf" in v.name or "pulling_indices_tf" in v.name for v in model.weights
+    )

@@ -29,8 +29,9 @@ CENTROID_INIT = {
 }
 
 
-def cluster_model(model, layer_names, clusters=16, init="kmeans++", per_channel=False,
-            preserve_sparsity=False):
+def cluster_model(
+    model, layer_names, clusters=16, init="kmeans++", per_channel=False, preserve_sparsity=False
+):
     """Wraps `layer_names` of a copy of `model` in TF-MOT's ``ClusterWeights``.
 
     Args:
@@ -62,8 +63,12 @@ def cluster_model(model, layer_names, clusters=16, init="kmeans++", per_channel=
     def wrap(layer):
         if layer.name in names:
             return tfmot.clustering.keras.cluster_weights(
-                layer, number_of_clusters=clusters, cluster_centroids_init=CENTROID_INIT[init],
-                preserve_sparsity=bool(preserve_sparsity), cluster_per_channel=bool(per_channel))
+                layer,
+                number_of_clusters=clusters,
+                cluster_centroids_init=CENTROID_INIT[init],
+                preserve_sparsity=bool(preserve_sparsity),
+                cluster_per_channel=bool(per_channel),
+            )
         return layer
 
     copy = wrappers.fresh_copy(model)

@@ -26,7 +26,8 @@ def _as_names(value, field):
     except TypeError:
         raise ValueError(
             f"{field} must be None, a comma-separated string or a sequence of layer "
-            f"names, got {value!r}.") from None
+            f"names, got {value!r}."
+        ) from None
     if any(not n for n in names):
         raise ValueError(f"{field} contains an empty layer name: {value!r}.")
     if len(set(names)) != len(names):
@@ -99,42 +100,58 @@ class CompressionConfig:
         if self.skip_layers is not None and self.include_layers is not None:
             raise ValueError(
                 f"Give skip_layers or include_layers, not both; got skip_layers="
-                f"{self.skip_layers} and include_layers={self.include_layers}.")
+                f"{self.skip_layers} and include_layers={self.include_layers}."
+            )
         if not _is_number(self.sparsity) or not 0.0 <= self.sparsity < 1.0:
             raise ValueError(f"sparsity must be a number in [0, 1), got {self.sparsity!r}.")
         if self.pruning_schedule not in PRUNING_SCHEDULES:
-            raise ValueError(f"pruning_schedule must be one of {PRUNING_SCHEDULES}, "
-                             f"got {self.pruning_schedule!r}.")
+            raise ValueError(
+                f"pruning_schedule must be one of {PRUNING_SCHEDULES}, "
+                f"got {self.pruning_schedule!r}."
+            )
         if not _is_number(self.initial_sparsity) or not (
-                0.0 <= self.initial_sparsity <= self.sparsity):
-            raise ValueError(f"initial_sparsity must be a number in [0, sparsity={self.sparsity}]"
-                             f", got {self.initial_sparsity!r}.")
+            0.0 <= self.initial_sparsity <= self.sparsity
+        ):
+            raise ValueError(
+                f"initial_sparsity must be a number in [0, sparsity={self.sparsity}]"
+                f", got {self.initial_sparsity!r}."
+            )
         if self.pruning_structure not in PRUNING_STRUCTURES:
-            raise ValueError(f"pruning_structure must be one of {PRUNING_STRUCTURES}, "
-                             f"got {self.pruning_structure!r}.")
+            raise ValueError(
+                f"pruning_structure must be one of {PRUNING_STRUCTURES}, "
+                f"got {self.pruning_structure!r}."
+            )
         if self.pruning_structure == "2:4" and self.sparsity != 0.5:
             raise ValueError(
                 f"pruning_structure='2:4' zeroes exactly two of every four weights, so "
-                f"sparsity must be 0.5; got sparsity={self.sparsity}.")
+                f"sparsity must be 0.5; got sparsity={self.sparsity}."
+            )
         if not _is_number(self.prune_begin_fraction) or not 0.0 <= self.prune_begin_fraction < 1:
-            raise ValueError(f"prune_begin_fraction must be a number in [0, 1), "
-                             f"got {self.prune_begin_fraction!r}.")
+            raise ValueError(
+                f"prune_begin_fraction must be a number in [0, 1), "
+                f"got {self.prune_begin_fraction!r}."
+            )
         if not _is_number(self.prune_end_fraction) or not (
-                self.prune_begin_fraction < self.prune_end_fraction <= 1.0):
+            self.prune_begin_fraction < self.prune_end_fraction <= 1.0
+        ):
             raise ValueError(
                 f"prune_end_fraction must be a number in (prune_begin_fraction="
-                f"{self.prune_begin_fraction}, 1], got {self.prune_end_fraction!r}.")
+                f"{self.prune_begin_fraction}, 1], got {self.prune_end_fraction!r}."
+            )
         if not _is_int(self.pruning_frequency) or self.pruning_frequency < 1:
             raise ValueError(
-                f"pruning_frequency must be an integer >= 1, got {self.pruning_frequency!r}.")
+                f"pruning_frequency must be an integer >= 1, got {self.pruning_frequency!r}."
+            )
         if not _is_int(self.clusters) or self.clusters < 2:
             raise ValueError(f"clusters must be an integer >= 2, got {self.clusters!r}.")
         if self.cluster_init not in CLUSTER_INITS:
-            raise ValueError(f"cluster_init must be one of {CLUSTER_INITS}, "
-                             f"got {self.cluster_init!r}.")
+            raise ValueError(
+                f"cluster_init must be one of {CLUSTER_INITS}, got {self.cluster_init!r}."
+            )
         if not isinstance(self.cluster_per_channel, bool):
             raise ValueError(
-                f"cluster_per_channel must be a bool, got {self.cluster_per_channel!r}.")
+                f"cluster_per_channel must be a bool, got {self.cluster_per_channel!r}."
+            )
 
     def get_config(self):
         """A JSON-able dict; ``CompressionConfig.from_config(c.get_config()) == c``."""

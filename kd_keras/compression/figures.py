@@ -20,8 +20,7 @@ from kd_keras.compression.chain import strip
 from kd_keras.keras_compat import tf
 
 KERNEL_ATTRS = ("kernel", "depthwise_kernel", "pointwise_kernel")
-_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV",
-               "CONV_3D")
+_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D")
 _NO_COMPUTE_OPS = ("QUANTIZE", "DEQUANTIZE")
 
 
@@ -74,14 +73,22 @@ def sparsity_report(model, pruned_layers=None):
     for name, attr, k in kernels(model):
         n, z = int(k.size), int(np.count_nonzero(k == 0))
         pruned = (name in pruned_layers) if pruned_layers is not None else z > 0
-        layers[_key(name, attr)] = {"weights": n, "zeros": z, "sparsity": z / n,
-                                    "pruned": bool(pruned)}
+        layers[_key(name, attr)] = {
+            "weights": n,
+            "zeros": z,
+            "sparsity": z / n,
+            "pruned": bool(pruned),
+        }
         tot, zer = tot + n, zer + z
         if pruned:
             p_tot, p_zer = p_tot + n, p_zer + z
-    return {"layers": layers, "weights": tot, "zeros": zer,
-            "overall": zer / tot if tot else 0.0,
-            "pruned_overall": p_zer / p_tot if p_tot else None}
+    return {
+        "layers": layers,
+        "weights": tot,
+        "zeros": zer,
+        "overall": zer / tot if tot else 0.0,
+        "pruned_overall": p_zer / p_tot if p_tot else None,
+    }
 
 
 def unique_values_report(model, layers=None):
@@ -101,21 +108,28 @@ def unique_values_report(model, layers=None):
     table, selected = {}, []
     for name, attr, k in kernels(model):
         per_channel = max(np.unique(k[..., c]).size for c in range(k.shape[-1]))
-        entry = {"weights": int(k.size), "unique": int(np.unique(k).size),
-                 "unique_per_channel": int(per_channel)}
+        entry = {
+            "weights": int(k.size),
+            "unique": int(np.unique(k).size),
+            "unique_per_channel": int(per_channel),
+        }
         table[_key(name, attr)] = entry
         if layers is None or name in layers:
             selected.append(entry)
-    return {"layers": table,
-            "max_unique": max((v["unique"] for v in selected), default=0),
-            "max_unique_per_channel": max((v["unique_per_channel"] for v in selected),
-                                          default=0)}
+    return {
+        "layers": table,
+        "max_unique": max((v["unique"] for v in selected), default=0),
+        "max_unique_per_channel": max((v["unique_per_channel"] for v in selected), default=0),
+    }
 
 
 def has_quantize_layers(model):
     """True when `model` (or a model nested in it) holds TF-MOT quantization layers."""
-    return bool(wrappers.find_layers(
-        model, (quantize_wrapper.QuantizeWrapper, quantize_layer.QuantizeLayer)))
+    return bool(
+        wrappers.find_layers(
+            model, (quantize_wrapper.QuantizeWrapper, quantize_layer.QuantizeLayer)
+        )
+    )
 
 
 def int8_tflite_converts(model):
@@ -137,8 +151,15 @@ def int8_tflite_converts(model):
       them, and at least one), ``float_ops`` (sorted names of the ops that
       compute in float32, QUANTIZE / DEQUANTIZE excluded).
     """
-    result = {"converts": False, "error": None, "bytes": 0, "weight_ops": 0,
-              "int8_weight_ops": 0, "int8": False, "float_ops": []}
+    result = {
+        "converts": False,
+        "error": None,
+        "bytes": 0,
+        "weight_ops": 0,
+        "int8_weight_ops": 0,
+        "int8": False,
+        "float_ops": [],
+    }
     try:
         converter = tf.lite.TFLiteConverter.from_keras_model(strip(model))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -155,11 +176,12 @@ def int8_tflite_converts(model):
             result["weight_ops"] += 1
             if dtype[ins[0]] == np.int8 and dtype[ins[1]] == np.int8:
                 result["int8_weight_ops"] += 1
-        if op["op_name"] not in _NO_COMPUTE_OPS and any(
-                dtype[i] == np.float32 for i in ins):
+        if op["op_name"] not in _NO_COMPUTE_OPS and any(dtype[i] == np.float32 for i in ins):
             float_ops.add(op["op_name"])
-    result.update(converts=True, bytes=len(flatbuffer), float_ops=sorted(float_ops),
-                  int8=result["weight_ops"] > 0
-                  and result["int8_weight_ops"] == result["weight_ops"])
+    result.update(
+        converts=True,
+        bytes=len(flatbuffer),
+        float_ops=sorted(float_ops),
+        int8=result["weight_ops"] > 0 and result["int8_weight_ops"] == result["weight_ops"],
+    )
     return result
-

@@ -50,12 +50,19 @@ def pruning_schedule(kind, sparsity, begin_step, end_step, frequency, initial_sp
     """
     if kind == "polynomial":
         return tfmot.sparsity.keras.PolynomialDecay(
-            initial_sparsity=float(initial_sparsity), final_sparsity=float(sparsity),
-            begin_step=int(begin_step), end_step=int(end_step), frequency=int(frequency))
+            initial_sparsity=float(initial_sparsity),
+            final_sparsity=float(sparsity),
+            begin_step=int(begin_step),
+            end_step=int(end_step),
+            frequency=int(frequency),
+        )
     if kind == "constant":
         return tfmot.sparsity.keras.ConstantSparsity(
-            float(sparsity), begin_step=int(begin_step), end_step=int(end_step),
-            frequency=int(frequency))
+            float(sparsity),
+            begin_step=int(begin_step),
+            end_step=int(end_step),
+            frequency=int(frequency),
+        )
     raise ValueError(f"kind must be 'polynomial' or 'constant', got {kind!r}.")
 
 
@@ -91,8 +98,9 @@ def stage_steps(config, total_steps):
 def schedule_for_stage(config, total_steps):
     """The TF-MOT schedule of a pruning stage of `total_steps` steps (see stage_steps)."""
     begin, end, frequency = stage_steps(config, total_steps)
-    return pruning_schedule(config.pruning_schedule, config.sparsity, begin, end, frequency,
-                            config.initial_sparsity)
+    return pruning_schedule(
+        config.pruning_schedule, config.sparsity, begin, end, frequency, config.initial_sparsity
+    )
 
 
 def prune_model(model, layer_names, schedule, structure="unstructured"):
@@ -127,7 +135,8 @@ def prune_model(model, layer_names, schedule, structure="unstructured"):
     def wrap(layer):
         if layer.name in names:
             return tfmot.sparsity.keras.prune_low_magnitude(
-                layer, pruning_schedule=schedule, sparsity_m_by_n=m_by_n)
+                layer, pruning_schedule=schedule, sparsity_m_by_n=m_by_n
+            )
         return layer
 
     copy = wrappers.fresh_copy(model)
@@ -160,7 +169,8 @@ class UpdatePruningStep(tfmot.sparsity.keras.UpdatePruningStep):
         if not self.prunable_layers:
             raise ValueError(
                 f"UpdatePruningStep found no pruning wrapper in model '{root.name}': "
-                "nothing would be pruned. Pass the model returned by prune_model().")
+                "nothing would be pruned. Pass the model returned by prune_model()."
+            )
         fresh = [l for l in self.prunable_layers if int(K.get_value(l.pruning_step)) == -1]
         K.batch_set_value([(l.pruning_step, 0) for l in fresh])
 

@@ -70,8 +70,11 @@ class OutputQuantizeConfig(qkeras.QuantizeConfig):
         pass
 
     def get_output_quantizers(self, layer):
-        return [qkeras.quantizers.MovingAverageQuantizer(
-            num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+        return [
+            qkeras.quantizers.MovingAverageQuantizer(
+                num_bits=8, per_axis=False, symmetric=False, narrow_range=False
+            )
+        ]
 
     def get_config(self):
         return {}
@@ -144,8 +147,10 @@ def standalone_batch_norms(model):
     """
     config = model.get_config()
     layers = {l["name"]: l for l in config["layers"]}
-    sources = {name: [inbound[0] for node in l["inbound_nodes"] for inbound in node]
-               for name, l in layers.items()}
+    sources = {
+        name: [inbound[0] for node in l["inbound_nodes"] for inbound in node]
+        for name, l in layers.items()
+    }
     consumers = {}  # TF-MOT pairs a BN only with a layer that feeds nothing else
     for srcs in list(sources.values()) + [[o[0] for o in config["output_layers"]]]:
         for src in srcs:
@@ -155,9 +160,12 @@ def standalone_batch_norms(model):
         if layer["class_name"] != "BatchNormalization":
             continue
         source = layers.get(sources[name][0]) if len(sources[name]) == 1 else None
-        paired = (source is not None and source["class_name"] in _BN_PARTNERS
-                  and source["config"].get("activation") == "linear"
-                  and consumers.get(source["name"]) == 1)
+        paired = (
+            source is not None
+            and source["class_name"] in _BN_PARTNERS
+            and source["config"].get("activation") == "linear"
+            and consumers.get(source["name"]) == 1
+        )
         if not paired:
             names.append(name)
     return names
@@ -189,11 +197,13 @@ def quantize_model(model, scheme_name="default"):
         return layer
 
     annotated = qkeras.quantize_annotate_model(
-        keras.models.clone_model(plain, clone_function=annotate))
+        keras.models.clone_model(plain, clone_function=annotate)
+    )
     with quantize_scope():
         try:
             return qkeras.quantize_apply(annotated, quant_scheme)
         except (RuntimeError, ValueError) as e:
             raise ValueError(
                 f"Model '{model.name}' cannot be quantized with the '{scheme_name}' 8-bit "
-                f"scheme: {e}") from e
+                f"scheme: {e}"
+            ) from e

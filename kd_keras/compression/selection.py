@@ -21,8 +21,13 @@ layers = keras.layers
 # Exact classes whose kernel TF-MOT both prunes (PruneRegistry) and clusters
 # (ClusteringRegistry). Exact, because DepthwiseConv2D and friends subclass the
 # convolution base class but are not wrapped by either registry.
-CONV_TYPES = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.SeparableConv1D,
-              layers.SeparableConv2D)
+CONV_TYPES = (
+    layers.Conv1D,
+    layers.Conv2D,
+    layers.Conv3D,
+    layers.SeparableConv1D,
+    layers.SeparableConv2D,
+)
 KERNEL_TYPES = CONV_TYPES + (layers.Conv2DTranspose, layers.Conv3DTranspose, layers.Dense)
 DEFAULT_SKIPS = {"prune": ("first_conv", "classifier"), "cluster": ("first_conv",)}
 
@@ -84,13 +89,15 @@ def select_layers(model, technique, skip_layers=None, include_layers=None):
             if name not in all_names:
                 raise ValueError(
                     f"{field} names '{name}', which is not a layer of model '{model.name}'; "
-                    f"its {technique}-able layers are {candidates}.")
+                    f"its {technique}-able layers are {candidates}."
+                )
             if field == "include_layers" and name not in candidates:
                 raise ValueError(
                     f"include_layers names '{name}' "
                     f"({type(model.get_layer(name)).__name__}), which TF-MOT cannot "
                     f"{technique}; the {technique}-able layers of '{model.name}' are "
-                    f"{candidates}.")
+                    f"{candidates}."
+                )
     if include_layers is not None:
         chosen = [n for n in candidates if n in include_layers]
     else:
@@ -100,5 +107,6 @@ def select_layers(model, technique, skip_layers=None, include_layers=None):
         raise ValueError(
             f"No layer of model '{model.name}' is left to {technique}: its {technique}-able "
             f"layers are {candidates}, skip_layers={skip_layers}, "
-            f"include_layers={include_layers}.")
+            f"include_layers={include_layers}."
+        )
     return chosen

@@ -60,11 +60,11 @@ def wrapper_kinds(model):
 def check_plain(model, what):
     """Raises ValueError unless `model` is a functional model without TF-MOT wrappers."""
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
-        raise ValueError(
-            f"{what} needs a functional keras.Model, got {type(model).__name__}.")
+        raise ValueError(f"{what} needs a functional keras.Model, got {type(model).__name__}.")
     kinds = wrapper_kinds(model)
     if kinds:
         raise ValueError(
             f"{what} needs a model without TF-MOT wrappers, but '{model.name}' holds "
             f"{kinds} wrappers; call kd_keras.compression.strip(model) after the "
-            "previous stage first.")
+            "previous stage first."
+        )

@@ -22,8 +22,17 @@ def _check(width, convs_per_block):
         raise ValueError(f"convs_per_block must be >= 1, got {convs_per_block}.")
 
 
-def _build(input_shape, num_classes, width, convs_per_block, dropout, weight_decay,
-           separable, name, bn_momentum=0.99):
+def _build(
+    input_shape,
+    num_classes,
+    width,
+    convs_per_block,
+    dropout,
+    weight_decay,
+    separable,
+    name,
+    bn_momentum=0.99,
+):
     _check(width, convs_per_block)
     reg = keras.regularizers.l2(weight_decay) if weight_decay else None
     inputs = keras.Input(input_shape, name="image")
@@ -35,16 +44,27 @@ def _build(input_shape, num_classes, width, convs_per_block, dropout, weight_dec
         for i in range(convs_per_block):
             prefix = f"b{block}c{i + 1}"
             if separable and not (block == 1 and i == 0):
-                x = layers.DepthwiseConv2D(3, padding="same", use_bias=False,
-                                           depthwise_regularizer=reg,
-                                           name=f"{prefix}_dw")(x)
+                x = layers.DepthwiseConv2D(
+                    3,
+                    padding="same",
+                    use_bias=False,
+                    depthwise_regularizer=reg,
+                    name=f"{prefix}_dw",
+                )(x)
                 x = layers.BatchNormalization(momentum=bn_momentum, name=f"{prefix}_dw_bn")(x)
                 x = layers.ReLU(name=f"{prefix}_dw_relu")(x)
-                x = layers.Conv2D(filters, 1, use_bias=False, kernel_regularizer=reg,
-                                  name=f"{prefix}_pw")(x)
+                x = layers.Conv2D(
+                    filters, 1, use_bias=False, kernel_regularizer=reg, name=f"{prefix}_pw"
+                )(x)
             else:
-                x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                                  kernel_regularizer=reg, name=f"{prefix}_conv")(x)
+                x = layers.Conv2D(
+                    filters,
+                    3,
+                    padding="same",
+                    use_bias=False,
+                    kernel_regularizer=reg,
+                    name=f"{prefix}_conv",
+                )(x)
             x = layers.BatchNormalization(momentum=bn_momentum, name=f"{prefix}_bn")(x)
             x = layers.ReLU(name=f"{prefix}_relu")(x)
         x = layers.Activation("linear", name=f"block{block}")(x)
@@ -55,8 +75,16 @@ def _build(input_shape, num_classes, width, convs_per_block, dropout, weight_dec
     return keras.Model(inputs, outputs, name=name)
 
 
-def cnn(input_shape, num_classes, width=1.0, convs_per_block=1, dropout=0.0,
-        weight_decay=0.0, bn_momentum=0.99, name=None):
+def cnn(
+    input_shape,
+    num_classes,
+    width=1.0,
+    convs_per_block=1,
+    dropout=0.0,
+    weight_decay=0.0,
+    bn_momentum=0.99,
+    name=None,
+):
     """Plain CNN student with a width multiplier.
 
     Args:
@@ -70,14 +98,38 @@ def cnn(input_shape, num_classes, width=1.0, convs_per_block=1, dropout=0.0,
         hundred steps, whose moving statistics 0.99 leaves unsettled.
       name: model name; default ``cnn_{width}``.
     """
-    return _build(input_shape, num_classes, width, convs_per_block, dropout,
-                  weight_decay, separable=False, name=name or f"cnn_{width:g}",
-                  bn_momentum=bn_momentum)
+    return _build(
+        input_shape,
+        num_classes,
+        width,
+        convs_per_block,
+        dropout,
+        weight_decay,
+        separable=False,
+        name=name or f"cnn_{width:g}",
+        bn_momentum=bn_momentum,
+    )
 
 
-def cnn_dws(input_shape, num_classes, width=1.0, convs_per_block=1, dropout=0.0,
-            weight_decay=0.0, bn_momentum=0.99, name=None):
+def cnn_dws(
+    input_shape,
+    num_classes,
+    width=1.0,
+    convs_per_block=1,
+    dropout=0.0,
+    weight_decay=0.0,
+    bn_momentum=0.99,
+    name=None,
+):
     """Depthwise-separable CNN student; same arguments as :func:`cnn`."""
-    return _build(input_shape, num_classes, width, convs_per_block, dropout,
-                  weight_decay, separable=True, name=name or f"cnn_dws_{width:g}",
-                  bn_momentum=bn_momentum)
+    return _build(
+        input_shape,
+        num_classes,
+        width,
+        convs_per_block,
+        dropout,
+        weight_decay,
+        separable=True,
+        name=name or f"cnn_dws_{width:g}",
+        bn_momentum=bn_momentum,
+    )

@@ -16,21 +16,38 @@ def _block(x, filters, stride, weight_decay, name):
     pre = layers.BatchNormalization(name=f"{name}_bn1")(x)
     pre = layers.ReLU(name=f"{name}_relu1")(pre)
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False,
-                                 kernel_regularizer=reg, name=f"{name}_proj")(pre)
+        shortcut = layers.Conv2D(
+            filters, 1, strides=stride, use_bias=False, kernel_regularizer=reg, name=f"{name}_proj"
+        )(pre)
     else:
         shortcut = x
-    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
-                      kernel_regularizer=reg, name=f"{name}_conv1")(pre)
+    y = layers.Conv2D(
+        filters,
+        3,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        kernel_regularizer=reg,
+        name=f"{name}_conv1",
+    )(pre)
     y = layers.BatchNormalization(name=f"{name}_bn2")(y)
     y = layers.ReLU(name=f"{name}_relu2")(y)
-    y = layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                      kernel_regularizer=reg, name=f"{name}_conv2")(y)
+    y = layers.Conv2D(
+        filters, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"{name}_conv2"
+    )(y)
     return layers.Add(name=f"{name}_add")([shortcut, y])
 
 
-def resnet(input_shape, num_classes, depth=10, width=1, stem_stride=1,
-           weight_decay=5e-4, dropout=0.0, name=None):
+def resnet(
+    input_shape,
+    num_classes,
+    depth=10,
+    width=1,
+    stem_stride=1,
+    weight_decay=5e-4,
+    dropout=0.0,
+    name=None,
+):
     """Builds a pre-activation (wide) ResNet.
 
     Args:
@@ -56,8 +73,15 @@ def resnet(input_shape, num_classes, depth=10, width=1, stem_stride=1,
     n = (depth - 4) // 6
     reg = keras.regularizers.l2(weight_decay) if weight_decay else None
     inputs = keras.Input(input_shape, name="image")
-    x = layers.Conv2D(16, 3, strides=stem_stride, padding="same", use_bias=False,
-                      kernel_regularizer=reg, name="stem_conv")(inputs)
+    x = layers.Conv2D(
+        16,
+        3,
+        strides=stem_stride,
+        padding="same",
+        use_bias=False,
+        kernel_regularizer=reg,
+        name="stem_conv",
+    )(inputs)
     for stage, base in enumerate((16, 32, 64), start=1):
         filters = max(8, int(round(base * width)))
         for b in range(n):

@@ -33,20 +33,23 @@ def orthogonality_table(summary):
         "| technique | acc no KD (%) | acc KD (%) | KD gain Δ (pts) [95% CI] | Δ(T)/Δ(none) | "
         "T+KD gain vs plain: measured / sum of parts (pts) | int8 TFLite acc no KD / KD (%) | "
         "params | int8 gzip bytes | int8 latency µs |",
-        "|---|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for label, e in summary.items():
         g = e["kd_gain"]
         ci = "" if math.isnan(g["low"]) else f" [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]"
         add = e.get("additivity")
-        add_txt = "" if add is None else \
-            f"{100 * add['measured']:+.2f} / {100 * add['expected']:+.2f}"
+        add_txt = (
+            "" if add is None else f"{100 * add['measured']:+.2f} / {100 * add['expected']:+.2f}"
+        )
         t8 = e["tflite_accuracy"]["int8"]
         lines.append(
             f"| {label} | {_ms(e['keras_accuracy']['nokd'])} | {_ms(e['keras_accuracy']['kd'])} "
             f"| {100 * g['mean']:+.2f}{ci} | {_num(e['orthogonality_ratio'], '{:.2f}')} "
             f"| {add_txt} | {_ms(t8['nokd'])} / {_ms(t8['kd'])} | {e['params']:,} "
             f"| {_num(e.get('int8_gzip_bytes'))} "
-            f"| {_num(e.get('int8_latency_us_median'), '{:.1f}')} |")
+            f"| {_num(e.get('int8_latency_us_median'), '{:.1f}')} |"
+        )
     return "\n".join(lines)
 
 
@@ -55,14 +58,18 @@ def setup_line(p):
     if not p:
         return ""
     t, kd = p["student_train"], p["kd"]
-    return (f"Student `{p['student']}` {p['student_kwargs']}: {t['epochs']} epochs, "
-            f"{t['optimizer']} lr {t['learning_rate']:g}, batch {p['batch_size']}. KD: losses "
-            f"{list(kd['losses'])}, T = {kd['temperature']:g}, alpha = {kd['alpha']:g} "
-            f"(weight of the label loss). " + (
-                f"Compression: one fine-tuning stage of {p['compress_epochs']} epoch(s) at "
-                "lr/10 per technique, from the trained student of the same seed and KD setting."
-                if p.get("compress_mode", "finetune") == "finetune" else
-                "Compression: the first technique wraps the fresh student from the start."))
+    return (
+        f"Student `{p['student']}` {p['student_kwargs']}: {t['epochs']} epochs, "
+        f"{t['optimizer']} lr {t['learning_rate']:g}, batch {p['batch_size']}. KD: losses "
+        f"{list(kd['losses'])}, T = {kd['temperature']:g}, alpha = {kd['alpha']:g} "
+        f"(weight of the label loss). "
+        + (
+            f"Compression: one fine-tuning stage of {p['compress_epochs']} epoch(s) at "
+            "lr/10 per technique, from the trained student of the same seed and KD setting."
+            if p.get("compress_mode", "finetune") == "finetune"
+            else "Compression: the first technique wraps the fresh student from the start."
+        )
+    )
 
 
 def augmentation_section(summary):
@@ -72,27 +79,38 @@ def augmentation_section(summary):
     none, aug = summary["none"], summary["augment"]
     add = aug["additivity"]
     g_kd, g_aug = none["kd_gain"], aug["kd_gain"]
-    return ["## KD against explicit data augmentation", "",
-            "| student | no KD (%) | KD (%) | KD gain Δ (pts) |", "|---|---|---|---|",
-            f"| no augmentation | {_ms(none['keras_accuracy']['nokd'])} | "
-            f"{_ms(none['keras_accuracy']['kd'])} | {100 * g_kd['mean']:+.2f} |",
-            f"| augmentation | {_ms(aug['keras_accuracy']['nokd'])} | "
-            f"{_ms(aug['keras_accuracy']['kd'])} | {100 * g_aug['mean']:+.2f} |", "",
-            f"Both together against the plain student: measured {100 * add['measured']:+.2f} "
-            f"pts, sum of the separate effects {100 * add['expected']:+.2f} pts.", ""]
+    return [
+        "## KD against explicit data augmentation",
+        "",
+        "| student | no KD (%) | KD (%) | KD gain Δ (pts) |",
+        "|---|---|---|---|",
+        f"| no augmentation | {_ms(none['keras_accuracy']['nokd'])} | "
+        f"{_ms(none['keras_accuracy']['kd'])} | {100 * g_kd['mean']:+.2f} |",
+        f"| augmentation | {_ms(aug['keras_accuracy']['nokd'])} | "
+        f"{_ms(aug['keras_accuracy']['kd'])} | {100 * g_aug['mean']:+.2f} |",
+        "",
+        f"Both together against the plain student: measured {100 * add['measured']:+.2f} "
+        f"pts, sum of the separate effects {100 * add['expected']:+.2f} pts.",
+        "",
+    ]
 
 
 def variance_section(var, n_seeds):
     """Disagreement, prediction variance and what averaging the seeds adds."""
-    lines = ["## Disagreement between seeds, without and with KD (the bagging view)", "",
-             "| | top-1 disagreement between seeds | prediction variance | one student (%) | "
-             f"ensemble of the {n_seeds} seeds (%) | ensemble gain (pts) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## Disagreement between seeds, without and with KD (the bagging view)",
+        "",
+        "| | top-1 disagreement between seeds | prediction variance | one student (%) | "
+        f"ensemble of the {n_seeds} seeds (%) | ensemble gain (pts) |",
+        "|---|---|---|---|---|---|",
+    ]
     for kd, name in (("nokd", "no KD"), ("kd", "KD")):
         v = var[kd]
-        lines.append(f"| {name} | {100 * v['disagreement']:.2f}% | "
-                     f"{v['prediction_variance']:.5f} | {_ms(v['member_accuracy'])} | "
-                     f"{_pct(v['ensemble_accuracy'])} | {100 * v['ensemble_gain']:+.2f} |")
+        lines.append(
+            f"| {name} | {100 * v['disagreement']:.2f}% | "
+            f"{v['prediction_variance']:.5f} | {_ms(v['member_accuracy'])} | "
+            f"{_pct(v['ensemble_accuracy'])} | {100 * v['ensemble_gain']:+.2f} |"
+        )
     return lines + [""]
 
 
@@ -102,30 +120,49 @@ def markdown(results):
     summary = ordered_summary(results)
     parts = [f"# Orthogonality study: {results['dataset']}", ""]
     for t in results.get("teacher", []):
-        parts.append(f"Teacher `{t['model']}`: test accuracy {100 * t['test_accuracy']:.2f}%, "
-                     f"{t['params']:,} parameters.")
+        parts.append(
+            f"Teacher `{t['model']}`: test accuracy {100 * t['test_accuracy']:.2f}%, "
+            f"{t['params']:,} parameters."
+        )
     setup = setup_line(results.get("config", {}).get("pipeline"))
     if setup:
         parts += ["", setup]
-    parts += ["", f"Seeds: {seeds}. Accuracy is mean ± sample std over seeds on the full "
-              "test split. Δ(T) = acc(T+KD) − acc(T), paired by seed, with a 95% paired "
-              "t-interval (n − 1 degrees of freedom). Additivity compares the measured gain "
-              "of T+KD over the plain student with (gain of T) + (gain of KD).", "",
-              orthogonality_table(summary), ""]
+    parts += [
+        "",
+        f"Seeds: {seeds}. Accuracy is mean ± sample std over seeds on the full "
+        "test split. Δ(T) = acc(T+KD) − acc(T), paired by seed, with a 95% paired "
+        "t-interval (n − 1 degrees of freedom). Additivity compares the measured gain "
+        "of T+KD over the plain student with (gain of T) + (gain of KD).",
+        "",
+        orthogonality_table(summary),
+        "",
+    ]
     g_none = summary.get("none", {}).get("kd_gain")
     if g_none and not math.isnan(g_none["low"]) and g_none["low"] <= 0 <= g_none["high"]:
-        parts += ["Δ(none)'s interval contains 0, so the ratio Δ(T)/Δ(none) divides by a "
-                  "gain that is not distinguishable from 0: read the gains and their "
-                  "intervals, not the ratio.", ""]
-    measured = [(label, e) for label, e in summary.items()
-                 if "pruned_sparsity" in e or "max_unique_values" in e or "qat_layers" in e]
+        parts += [
+            "Δ(none)'s interval contains 0, so the ratio Δ(T)/Δ(none) divides by a "
+            "gain that is not distinguishable from 0: read the gains and their "
+            "intervals, not the ratio.",
+            "",
+        ]
+    measured = [
+        (label, e)
+        for label, e in summary.items()
+        if "pruned_sparsity" in e or "max_unique_values" in e or "qat_layers" in e
+    ]
     if measured:
-        parts += ["## Compression, measured after stripping", "",
-                  "| technique | zeros in pruned kernels (%) | max unique values per clustered "
-                  "kernel | QAT layers present |", "|---|---|---|---|"]
+        parts += [
+            "## Compression, measured after stripping",
+            "",
+            "| technique | zeros in pruned kernels (%) | max unique values per clustered "
+            "kernel | QAT layers present |",
+            "|---|---|---|---|",
+        ]
         for label, e in measured:
-            parts.append(f"| {label} | {_ms(e.get('pruned_sparsity'))} | "
-                         f"{_num(e.get('max_unique_values'))} | {e.get('qat_layers', '')} |")
+            parts.append(
+                f"| {label} | {_ms(e.get('pruned_sparsity'))} | "
+                f"{_num(e.get('max_unique_values'))} | {e.get('qat_layers', '')} |"
+            )
         parts.append("")
     parts += augmentation_section(summary)
     var = results.get("variance")
@@ -133,56 +170,81 @@ def markdown(results):
         parts += variance_section(var, len(seeds))
     bag = results.get("bagging")
     if bag:
-        parts += ["## Bagging baseline", "",
-                  f"{bag['members']} students, each trained {bag['epochs_per_member']} epoch(s) "
-                  f"on a bootstrap resample (total {bag['total_epochs']} epochs, against "
-                  f"{bag['student_epochs']} for one student), probabilities averaged.", "",
-                  "| model | test acc (%) | params deployed |", "|---|---|---|",
-                  f"| one member (mean ± std) | {_ms(bag['member_accuracy'])} | "
-                  f"{bag['student_params']:,} |",
-                  f"| bag of {bag['members']} | {_pct(bag['bag_accuracy'])} | "
-                  f"{bag['bag_params']:,} |",
-                  f"| plain student (seed {seeds[0]}) | {_pct(bag['student_accuracy'])} | "
-                  f"{bag['student_params']:,} |",
-                  f"| KD student (seed {seeds[0]}) | {_pct(bag['kd_student_accuracy'])} | "
-                  f"{bag['student_params']:,} |"]
+        parts += [
+            "## Bagging baseline",
+            "",
+            f"{bag['members']} students, each trained {bag['epochs_per_member']} epoch(s) "
+            f"on a bootstrap resample (total {bag['total_epochs']} epochs, against "
+            f"{bag['student_epochs']} for one student), probabilities averaged.",
+            "",
+            "| model | test acc (%) | params deployed |",
+            "|---|---|---|",
+            f"| one member (mean ± std) | {_ms(bag['member_accuracy'])} | "
+            f"{bag['student_params']:,} |",
+            f"| bag of {bag['members']} | {_pct(bag['bag_accuracy'])} | {bag['bag_params']:,} |",
+            f"| plain student (seed {seeds[0]}) | {_pct(bag['student_accuracy'])} | "
+            f"{bag['student_params']:,} |",
+            f"| KD student (seed {seeds[0]}) | {_pct(bag['kd_student_accuracy'])} | "
+            f"{bag['student_params']:,} |",
+        ]
         if "student_accuracy_seeds" in bag:
-            parts += [f"| plain student (mean ± std over seeds) | "
-                      f"{_ms(bag['student_accuracy_seeds'])} | {bag['student_params']:,} |",
-                      f"| KD student (mean ± std over seeds) | "
-                      f"{_ms(bag['kd_student_accuracy_seeds'])} | {bag['student_params']:,} |"]
+            parts += [
+                f"| plain student (mean ± std over seeds) | "
+                f"{_ms(bag['student_accuracy_seeds'])} | {bag['student_params']:,} |",
+                f"| KD student (mean ± std over seeds) | "
+                f"{_ms(bag['kd_student_accuracy_seeds'])} | {bag['student_params']:,} |",
+            ]
         parts.append("")
     ens = results.get("teacher_ensemble")
     if ens:
         g = ens["gain"]
         ci = "" if math.isnan(g["low"]) else f" [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]"
         et = ens["extra_teacher"]
-        parts += ["## An ensemble of teachers as the teacher", "",
-                  f"Second teacher {et['kwargs']} ({et['epochs']} epochs): "
-                  f"{100 * et['test_accuracy']:.2f}%, {et['params']:,} parameters; ensemble "
-                  f"averages {ens['ensemble_mode']}.", "",
-                  f"KD from the teacher alone: {_ms(ens['kd_single_teacher'])}%; from the "
-                  f"ensemble: {_ms(ens['kd_teacher_ensemble'])}%; paired difference "
-                  f"{100 * g['mean']:+.2f} pts{ci}.", ""]
-    parts += ["## Plots", "", "![accuracy vs gzip bytes](acc_vs_gzip.png)",
-              "![accuracy vs latency](acc_vs_latency.png)", "![KD gain](kd_gain.png)", ""]
+        parts += [
+            "## An ensemble of teachers as the teacher",
+            "",
+            f"Second teacher {et['kwargs']} ({et['epochs']} epochs): "
+            f"{100 * et['test_accuracy']:.2f}%, {et['params']:,} parameters; ensemble "
+            f"averages {ens['ensemble_mode']}.",
+            "",
+            f"KD from the teacher alone: {_ms(ens['kd_single_teacher'])}%; from the "
+            f"ensemble: {_ms(ens['kd_teacher_ensemble'])}%; paired difference "
+            f"{100 * g['mean']:+.2f} pts{ci}.",
+            "",
+        ]
+    parts += [
+        "## Plots",
+        "",
+        "![accuracy vs gzip bytes](acc_vs_gzip.png)",
+        "![accuracy vs latency](acc_vs_latency.png)",
+        "![KD gain](kd_gain.png)",
+        "",
+    ]
     return "\n".join(parts)
 
 
 def plots(results, directory):
     """Writes acc_vs_gzip.png, acc_vs_latency.png and kd_gain.png; returns paths."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     summary = ordered_summary(results)
     paths = []
-    for key, name, xlabel in (("int8_gzip_bytes", "acc_vs_gzip.png", "int8 .tflite gzip bytes"),
-                              ("int8_latency_us_median", "acc_vs_latency.png",
-                               "int8 latency, median µs (1 thread)")):
-        pts = {label: (e[key], 100 * e["keras_accuracy"]["nokd"][0],
-                       100 * e["keras_accuracy"]["kd"][0])
-               for label, e in summary.items() if e.get(key)}
+    for key, name, xlabel in (
+        ("int8_gzip_bytes", "acc_vs_gzip.png", "int8 .tflite gzip bytes"),
+        ("int8_latency_us_median", "acc_vs_latency.png", "int8 latency, median µs (1 thread)"),
+    ):
+        pts = {
+            label: (
+                e[key],
+                100 * e["keras_accuracy"]["nokd"][0],
+                100 * e["keras_accuracy"]["kd"][0],
+            )
+            for label, e in summary.items()
+            if e.get(key)
+        }
         if not pts:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -208,15 +270,32 @@ def plots(results, directory):
 def _cost_panel(ax, pts):
     """One technique = a no-KD dot joined to its KD star; Pareto front of each."""
     for label, (x, acc_nokd, acc_kd) in pts.items():
-        ax.plot([x, x], [acc_nokd, acc_kd], color="tab:red" if acc_kd >= acc_nokd
-                else "tab:gray", lw=1.2, alpha=0.7)
-        ax.annotate(label, (x, max(acc_nokd, acc_kd)), fontsize=7, xytext=(4, 2),
-                    textcoords="offset points", clip_on=True)
-    for i, (marker, color, name) in enumerate((("o", "tab:gray", "no KD"),
-                                               ("*", "tab:red", "KD"))):
+        ax.plot(
+            [x, x],
+            [acc_nokd, acc_kd],
+            color="tab:red" if acc_kd >= acc_nokd else "tab:gray",
+            lw=1.2,
+            alpha=0.7,
+        )
+        ax.annotate(
+            label,
+            (x, max(acc_nokd, acc_kd)),
+            fontsize=7,
+            xytext=(4, 2),
+            textcoords="offset points",
+            clip_on=True,
+        )
+    for i, (marker, color, name) in enumerate((("o", "tab:gray", "no KD"), ("*", "tab:red", "KD"))):
         xy = [(x, accs[i], label) for label, (x, *accs) in pts.items()]
-        ax.scatter([p[0] for p in xy], [p[1] for p in xy], marker=marker, s=70, color=color,
-                   label=name, zorder=3)
+        ax.scatter(
+            [p[0] for p in xy],
+            [p[1] for p in xy],
+            marker=marker,
+            s=70,
+            color=color,
+            label=name,
+            zorder=3,
+        )
         front = _front(xy)
         ax.plot([p[0] for p in front], [p[1] for p in front], color=color, lw=1, ls="--")
 
@@ -239,8 +318,9 @@ def _gain_plot(plt, summary, directory):
     shown_high = np.where(np.isfinite(highs), np.minimum(highs, means + cap), means)
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.6))
     y = np.arange(len(labels))[::-1]
-    ax.errorbar(means, y, xerr=[means - shown_low, shown_high - means], fmt="o",
-                color="tab:blue", capsize=3)
+    ax.errorbar(
+        means, y, xerr=[means - shown_low, shown_high - means], fmt="o", color="tab:blue", capsize=3
+    )
     for yi, lo, hi, slo, shi in zip(y, lows, highs, shown_low, shown_high):
         if np.isfinite(lo) and lo < slo:
             ax.annotate("", (slo - 0.05 * cap, yi), (slo, yi), arrowprops={"arrowstyle": "->"})
@@ -248,11 +328,18 @@ def _gain_plot(plt, summary, directory):
             ax.annotate("", (shi + 0.05 * cap, yi), (shi, yi), arrowprops={"arrowstyle": "->"})
     ax.axvline(0, color="black", lw=0.8)
     if "none" in summary:
-        ax.axvline(100 * summary["none"]["kd_gain"]["mean"], color="tab:blue", lw=0.8, ls=":",
-                   label="Δ(none)")
+        ax.axvline(
+            100 * summary["none"]["kd_gain"]["mean"],
+            color="tab:blue",
+            lw=0.8,
+            ls=":",
+            label="Δ(none)",
+        )
         ax.legend(loc="lower right", fontsize=8)
-    texts = [f"{m:+.2f}" + ("" if not np.isfinite(lo) else f" [{lo:+.2f}, {hi:+.2f}]")
-             for m, lo, hi in zip(means, lows, highs)]
+    texts = [
+        f"{m:+.2f}" + ("" if not np.isfinite(lo) else f" [{lo:+.2f}, {hi:+.2f}]")
+        for m, lo, hi in zip(means, lows, highs)
+    ]
     ax.set_yticks(y, [f"{t}   {txt}" for t, txt in zip(labels, texts)], fontsize=8)
     ax.set_xlabel("KD gain Δ = acc(T+KD) − acc(T), accuracy points")
     ax.set_title("KD gain per technique, 95% paired t-interval")

@@ -69,16 +69,20 @@ class StudyConfig:
         known = set(TECHNIQUES) | ({"nas"} if self.nas_student else set())
         unknown = [t for t in self.techniques if t not in known]
         if unknown:
-            raise ValueError(f"Unknown study techniques {unknown}; allowed: {sorted(known)} "
-                             "('nas' needs --nas_student).")
+            raise ValueError(
+                f"Unknown study techniques {unknown}; allowed: {sorted(known)} "
+                "('nas' needs --nas_student)."
+            )
         if "none" not in self.techniques:
-            raise ValueError("The study needs the 'none' technique: every gain is measured "
-                             "against it.")
+            raise ValueError(
+                "The study needs the 'none' technique: every gain is measured against it."
+            )
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}.")
         if self.bagging_members == 1 or self.bagging_members < 0:
-            raise ValueError(f"bagging_members must be 0 (off) or >= 2, "
-                             f"got {self.bagging_members}.")
+            raise ValueError(
+                f"bagging_members must be 0 (off) or >= 2, got {self.bagging_members}."
+            )
 
 
 def technique_variant(config, technique, seed, kd):
@@ -91,15 +95,25 @@ def technique_variant(config, technique, seed, kd):
     kwargs = () if student != p.student else tuple(sorted(p.student_kwargs.items()))
     if student == "cnn_dws":
         kwargs = tuple(sorted(p.student_kwargs.items()))
-    return variants.Variant(label=technique, kd=kd, student=student, student_kwargs=kwargs,
-                            seed=seed, augment=fields.pop("augment", p.student_augment),
-                            **fields)
+    return variants.Variant(
+        label=technique,
+        kd=kd,
+        student=student,
+        student_kwargs=kwargs,
+        seed=seed,
+        augment=fields.pop("augment", p.student_augment),
+        **fields,
+    )
 
 
 def plan(config):
     """Every main-grid variant, in training order: seed by seed, technique by technique."""
-    return [technique_variant(config, t, s, kd)
-            for s in config.seeds for t in config.techniques for kd in (False, True)]
+    return [
+        technique_variant(config, t, s, kd)
+        for s in config.seeds
+        for t in config.techniques
+        for kd in (False, True)
+    ]
 
 
 class Progress:
@@ -116,11 +130,19 @@ class Progress:
             self.trained_time += seconds
         left = self.total - self.done
         # Until a run has been trained here there is nothing to estimate from.
-        eta = (f"{left * self.trained_time / self.trained / 60:.1f} min" if self.trained
-               else "unknown until a run is trained" if left else "0.0 min")
-        print(f"[study] {self.done}/{self.total} {name} "
-              f"({'cached' if reused else f'{seconds:.0f}s'}); {left} left, "
-              f"elapsed {(time.time() - self.start) / 60:.1f} min, ETA {eta}", flush=True)
+        eta = (
+            f"{left * self.trained_time / self.trained / 60:.1f} min"
+            if self.trained
+            else "unknown until a run is trained"
+            if left
+            else "0.0 min"
+        )
+        print(
+            f"[study] {self.done}/{self.total} {name} "
+            f"({'cached' if reused else f'{seconds:.0f}s'}); {left} left, "
+            f"elapsed {(time.time() - self.start) / 60:.1f} min, ETA {eta}",
+            flush=True,
+        )
 
 
 def _probabilities(model, data):
@@ -154,8 +176,15 @@ def validate(config):
 def load_data(config):
     """The study's Dataset."""
     p = config.pipeline
-    return data_lib.load_dataset(p.dataset, p.data_dir, p.manual_dir, p.val_size, seed=0,
-                                 limit_train=p.limit_train, limit_test=p.limit_test)
+    return data_lib.load_dataset(
+        p.dataset,
+        p.data_dir,
+        p.manual_dir,
+        p.val_size,
+        seed=0,
+        limit_train=p.limit_train,
+        limit_test=p.limit_test,
+    )
 
 
 def run(config: StudyConfig):
@@ -172,20 +201,34 @@ def run(config: StudyConfig):
     teachers, hashes, teacher_rows = pipeline.train_teachers(p, data)
     ctx = pipeline.variant_context(p, data, teachers, hashes)
     bag = bagging_variants(config) if config.bagging_members else []
-    extra = [dataclasses.replace(technique_variant(config, "none", s, True), label="ens-teacher")
-             for s in config.seeds] if config.extra_teacher else []
+    extra = (
+        [
+            dataclasses.replace(technique_variant(config, "none", s, True), label="ens-teacher")
+            for s in config.seeds
+        ]
+        if config.extra_teacher
+        else []
+    )
     progress = Progress(len(grid) + len(bag) + len(extra) + (1 if extra else 0))
-    print(f"[study] {len(config.techniques)} techniques x {len(config.seeds)} seeds x KD on/off"
-          f" = {len(grid)} runs, + {len(bag)} bagging members, + {len(extra)} ensemble-teacher "
-          f"runs; {describe_budget(config)}", flush=True)
-    rows, probs = _train_all(ctx, grid, progress,
-                             keep_probs=lambda v: v.label == "none")
+    print(
+        f"[study] {len(config.techniques)} techniques x {len(config.seeds)} seeds x KD on/off"
+        f" = {len(grid)} runs, + {len(bag)} bagging members, + {len(extra)} ensemble-teacher "
+        f"runs; {describe_budget(config)}",
+        flush=True,
+    )
+    rows, probs = _train_all(ctx, grid, progress, keep_probs=lambda v: v.label == "none")
 
-    results = {"dataset": p.dataset, "teacher": teacher_rows, "runs": rows,
-               "seeds": list(config.seeds), "techniques": list(config.techniques),
-               "config": {"study": {k: v for k, v in dataclasses.asdict(config).items()
-                                    if k != "pipeline"},
-                          "pipeline": runs.spec_of(p)}}
+    results = {
+        "dataset": p.dataset,
+        "teacher": teacher_rows,
+        "runs": rows,
+        "seeds": list(config.seeds),
+        "techniques": list(config.techniques),
+        "config": {
+            "study": {k: v for k, v in dataclasses.asdict(config).items() if k != "pipeline"},
+            "pipeline": runs.spec_of(p),
+        },
+    }
     results["summary"] = summarize(rows, config.seeds)
     results["variance"] = variance_view(probs, config.seeds, data.y_test)
 
@@ -193,8 +236,9 @@ def run(config: StudyConfig):
         bag_rows, bag_probs = _train_all(ctx, bag, progress, keep_probs=lambda v: True)
         results["bagging"] = bagging_view(bag_rows, bag_probs, data, rows, config)
     if extra:
-        results["teacher_ensemble"] = teacher_ensemble_view(config, data, teachers, hashes,
-                                                            extra, rows, progress)
+        results["teacher_ensemble"] = teacher_ensemble_view(
+            config, data, teachers, hashes, extra, rows, progress
+        )
     report.write(p.workdir, results)
     return results
 
@@ -204,8 +248,10 @@ def bagging_variants(config):
     p = config.pipeline
     epochs = config.bagging_epochs or max(1, p.student_train.epochs // config.bagging_members)
     base = technique_variant(config, "none", config.seeds[0], False)
-    return [dataclasses.replace(base, label="bag", bootstrap=b, epochs=epochs)
-            for b in range(config.bagging_members)]
+    return [
+        dataclasses.replace(base, label="bag", bootstrap=b, epochs=epochs)
+        for b in range(config.bagging_members)
+    ]
 
 
 def _accuracy(probs, labels):
@@ -231,9 +277,11 @@ def bagging_view(bag_rows, bag_probs, data, rows, config):
         "student_accuracy": none_row["test_accuracy"],
         "kd_student_accuracy": kd_row["test_accuracy"],
         "student_accuracy_seeds": stats.mean_std(
-            [single[f"none-nokd-s{s}"]["test_accuracy"] for s in config.seeds]),
+            [single[f"none-nokd-s{s}"]["test_accuracy"] for s in config.seeds]
+        ),
         "kd_student_accuracy_seeds": stats.mean_std(
-            [single[f"none-kd-s{s}"]["test_accuracy"] for s in config.seeds]),
+            [single[f"none-kd-s{s}"]["test_accuracy"] for s in config.seeds]
+        ),
         "student_params": kd_row["params"],
         "member_disagreement": stats.disagreement(members.argmax(-1)),
     }
@@ -250,12 +298,17 @@ def variance_view(probs, seeds, labels):
     out = {}
     for kd in ("nokd", "kd"):
         p = np.stack([probs[f"none-{kd}-s{s}"] for s in seeds])
-        out[kd] = {"disagreement": stats.disagreement(p.argmax(-1)),
-                   "prediction_variance": stats.prediction_variance(p)}
+        out[kd] = {
+            "disagreement": stats.disagreement(p.argmax(-1)),
+            "prediction_variance": stats.prediction_variance(p),
+        }
         members = [_accuracy(m, labels) for m in p]
         ensemble = _accuracy(p.mean(0), labels)
-        out[kd].update(member_accuracy=stats.mean_std(members), ensemble_accuracy=ensemble,
-                       ensemble_gain=ensemble - float(np.mean(members)))
+        out[kd].update(
+            member_accuracy=stats.mean_std(members),
+            ensemble_accuracy=ensemble,
+            ensemble_gain=ensemble - float(np.mean(members)),
+        )
     return out
 
 
@@ -263,9 +316,12 @@ def teacher_ensemble_view(config, data, teachers, hashes, extra, rows, progress)
     """KD from [teacher, extra teacher] against KD from the teacher alone."""
     p = config.pipeline
     extra_cfg = dataclasses.replace(
-        p, teacher_kwargs=dict(config.extra_teacher),
-        teacher_train=dataclasses.replace(p.teacher_train, epochs=config.extra_teacher_epochs,
-                                          seed=p.teacher_train.seed + 1))
+        p,
+        teacher_kwargs=dict(config.extra_teacher),
+        teacher_train=dataclasses.replace(
+            p.teacher_train, epochs=config.extra_teacher_epochs, seed=p.teacher_train.seed + 1
+        ),
+    )
     start = time.time()
     second, second_hash, second_rows = pipeline.train_teachers(extra_cfg, data)
     progress.step("extra-teacher", time.time() - start, reused=second_rows[0]["reused"])
@@ -277,9 +333,12 @@ def teacher_ensemble_view(config, data, teachers, hashes, extra, rows, progress)
     acc_ens = [r["test_accuracy"] for r in ens_rows]
     return {
         "teachers": [r["test_accuracy"] for r in (second_rows)],
-        "extra_teacher": {"kwargs": config.extra_teacher, "epochs": config.extra_teacher_epochs,
-                          "test_accuracy": second_rows[0]["test_accuracy"],
-                          "params": second_rows[0]["params"]},
+        "extra_teacher": {
+            "kwargs": config.extra_teacher,
+            "epochs": config.extra_teacher_epochs,
+            "test_accuracy": second_rows[0]["test_accuracy"],
+            "params": second_rows[0]["params"],
+        },
         "ensemble_mode": p.kd.ensemble,
         "kd_single_teacher": stats.mean_std(acc_single),
         "kd_teacher_ensemble": stats.mean_std(acc_ens),
@@ -309,10 +368,14 @@ def summarize(rows, seeds):
     for label in labels:
         gain = stats.paired_interval(acc(label, True), acc(label, False))
         entry = {
-            "keras_accuracy": {"nokd": stats.mean_std(acc(label, False)),
-                               "kd": stats.mean_std(acc(label, True))},
-            "tflite_accuracy": {fmt: {"nokd": tfl(label, False, fmt), "kd": tfl(label, True, fmt)}
-                                for fmt in ("float32", "int8")},
+            "keras_accuracy": {
+                "nokd": stats.mean_std(acc(label, False)),
+                "kd": stats.mean_std(acc(label, True)),
+            },
+            "tflite_accuracy": {
+                fmt: {"nokd": tfl(label, False, fmt), "kd": tfl(label, True, fmt)}
+                for fmt in ("float32", "int8")
+            },
             "kd_gain": gain,
             "orthogonality_ratio": stats.orthogonality_ratio(gain["mean"], gain_none["mean"]),
             "params": by[(label, False, seeds[0])]["params"],
@@ -327,12 +390,16 @@ def summarize(rows, seeds):
         if any("qat_layers" in r for r in measured):
             entry["qat_layers"] = all(r.get("qat_layers") for r in measured)
         if label != "none":
-            entry["additivity"] = stats.additivity(acc("none", False), acc(label, False),
-                                                   acc("none", True), acc(label, True))
+            entry["additivity"] = stats.additivity(
+                acc("none", False), acc(label, False), acc("none", True), acc(label, True)
+            )
         for fmt in ("float32", "int8"):
             for key in ("file_bytes", "gzip_bytes", "latency_us_median"):
-                vals = [_export_figure(by[(label, kd, s)], fmt, key)
-                        for s in seeds for kd in (False, True)]
+                vals = [
+                    _export_figure(by[(label, kd, s)], fmt, key)
+                    for s in seeds
+                    for kd in (False, True)
+                ]
                 vals = [v for v in vals if v is not None]
                 if vals:
                     entry[f"{fmt}_{key}"] = float(np.median(vals))
@@ -343,6 +410,8 @@ def summarize(rows, seeds):
 def describe_budget(config):
     """One sentence saying the student and training budget every run shares."""
     p = config.pipeline
-    return (f"student '{p.student}' {p.student_kwargs}, {p.student_train.epochs} epochs; "
-            f"compression stages {p.compress_epochs} epoch(s) each at lr/10 from the trained "
-            f"student of the same seed and KD setting")
+    return (
+        f"student '{p.student}' {p.student_kwargs}, {p.student_train.epochs} epochs; "
+        f"compression stages {p.compress_epochs} epoch(s) each at lr/10 from the trained "
+        f"student of the same seed and KD setting"
+    )

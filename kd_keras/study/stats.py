@@ -39,7 +39,8 @@ def paired_interval(a, b, confidence=0.95):
     if a.shape != b.shape or a.size == 0:
         raise ValueError(
             f"paired_interval needs two non-empty sequences of equal length; got "
-            f"{a.size} and {b.size} values.")
+            f"{a.size} and {b.size} values."
+        )
     d = a - b
     n = d.size
     mean = float(d.mean())

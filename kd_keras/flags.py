@@ -6,7 +6,7 @@ The flags shared with ``nas.main`` and ``export.main`` come from
 
 from absl import flags
 
-from kd_keras import compression, flag_groups, pipeline
+from kd_keras import compression, flag_groups, kd_selection, pipeline
 from kd_keras.study import runner
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (cache, models, results).")
@@ -27,6 +27,22 @@ _EARLY = flags.DEFINE_integer(
 
 _KD = flags.DEFINE_enum(
     "kd", "both", list(pipeline.KD_MODES), "Train the student without KD, with KD, or both."
+)
+_KD_SELECT = flags.DEFINE_bool(
+    "kd_select",
+    False,
+    "Choose the KD loss, temperature and alpha on the validation split (short runs over "
+    "the grid below) and train the KD students with the winner.",
+)
+_KD_SELECT_LOSSES = flags.DEFINE_list("kd_select_losses", ["kd"], "Losses the selection tries.")
+_KD_SELECT_TEMPERATURES = flags.DEFINE_list(
+    "kd_select_temperatures", ["1", "2", "4"], "Temperatures the selection tries."
+)
+_KD_SELECT_ALPHAS = flags.DEFINE_list(
+    "kd_select_alphas", ["0.1", "0.5"], "Label-loss weights the selection tries."
+)
+_KD_SELECT_EPOCHS = flags.DEFINE_integer(
+    "kd_select_epochs", 0, "Epochs per selection run (0 = --student_epochs).", lower_bound=0
 )
 _TECHNIQUES = flags.DEFINE_list(
     "techniques",
@@ -154,6 +170,20 @@ def study_config(pipeline_cfg):
     )
 
 
+def kd_select_config():
+    """The SelectionConfig of --kd_select_*, or None without --kd_select."""
+    if not _KD_SELECT.value:
+        return None
+    return kd_selection.SelectionConfig(
+        losses=tuple(_KD_SELECT_LOSSES.value),
+        temperatures=tuple(
+            flag_groups.numbers(_KD_SELECT_TEMPERATURES.value, float, "kd_select_temperatures")
+        ),
+        alphas=tuple(flag_groups.numbers(_KD_SELECT_ALPHAS.value, float, "kd_select_alphas")),
+        epochs=_KD_SELECT_EPOCHS.value,
+    )
+
+
 def compression_config():
     """The CompressionConfig the flags describe (validated on construction)."""
     return compression.CompressionConfig(
@@ -212,6 +242,7 @@ def pipeline_config():
         student_augment=flag_groups.augment_config(STUDENT.student_augment),
         kd=flag_groups.kd_config(KD),
         kd_mode=_KD.value,
+        kd_select=kd_select_config(),
         techniques=tuple(_TECHNIQUES.value),
         compression=compression_config(),
         compress_epochs=_COMPRESS_EPOCHS.value,

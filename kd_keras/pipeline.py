@@ -10,7 +10,7 @@ import dataclasses
 import os
 from typing import Optional
 
-from kd_keras import compression, console, models, runs, training, variants
+from kd_keras import compression, console, kd_selection, models, runs, training, variants
 from kd_keras import data as data_lib
 from kd_keras import pipeline_report as report
 from kd_keras.distiller import Distiller
@@ -42,6 +42,7 @@ class PipelineConfig:
     student_augment: data_lib.AugmentConfig = data_lib.AugmentConfig()
     kd: training.KDConfig = training.KDConfig()
     kd_mode: str = "both"
+    kd_select: object = None  # kd_keras.kd_selection.SelectionConfig; None = use `kd` as is
     techniques: tuple = ()
     compression: object = None  # kd_keras.compression.CompressionConfig; None = defaults
     compress_epochs: int = 2
@@ -270,6 +271,19 @@ def run(config: PipelineConfig, flags_used=None, prepared=None):
         for teacher, row in zip(teachers, rows):
             row.update(variants.measure_variant(probe, teacher, (), row["run_dir"], data))
     ctx = variant_context(config, data, teachers, teacher_hashes)
+    selection = None
+    if config.kd_select is not None and any(v.kd for v in todo):
+        console.stage(
+            config.num_teachers,
+            config.num_teachers + len(todo),
+            f"choosing the KD setting on validation: {config.kd_select.size} settings",
+        )
+        plain = dataclasses.replace(todo[0], kd=False, techniques=(), label="none")
+        chosen, selection = kd_selection.select(ctx, plain, config.student_train, config.kd_select)
+        console.progress(
+            "chosen: {loss}, T={temperature:g}, alpha={alpha:g}".format(**selection["chosen"])
+        )
+        ctx = dataclasses.replace(ctx, kd=chosen)
     for i, variant in enumerate(todo, start=config.num_teachers + 1):
         console.stage(
             i,
@@ -285,5 +299,7 @@ def run(config: PipelineConfig, flags_used=None, prepared=None):
         "flags": flags_used or {},
         "config": runs.spec_of(config),
     }
+    if selection is not None:
+        results["kd_selection"] = selection
     report.write(config.workdir, results)
     return results

@@ -2,7 +2,7 @@
 
 import os
 
-from kd_keras import runs
+from kd_keras import kd_selection, runs
 
 COLUMNS = (
     ("name", "run", "{}"),
@@ -82,5 +82,7 @@ def write(workdir, results):
         + markdown_table(flatten(results["models"]))
         + "\n"
     )
+    if results.get("kd_selection"):
+        text += "\n" + kd_selection.markdown(results["kd_selection"]) + "\n"
     runs.write_text(os.path.join(workdir, "results.md"), text)
     return text

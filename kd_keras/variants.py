@@ -165,7 +165,8 @@ def _architecture_id(student):
         return runs.config_hash(f.read())
 
 
-def _base_spec(ctx, variant, train_cfg):
+def base_spec(ctx, variant, train_cfg):
+    """The run spec of a variant's base student: everything its training reads."""
     spec = {
         "role": "student",
         "model": variant.student,
@@ -208,7 +209,7 @@ def train(ctx: Context, variant: Variant):
     chain = compression.validate_chain(variant.techniques, cfg)
     steps = int(datasets["train"].cardinality())
 
-    spec = _base_spec(ctx, variant, train_cfg)
+    spec = base_spec(ctx, variant, train_cfg)
     scratch = bool(ctx.compress_mode == "scratch" and chain)
     keras.utils.set_random_seed(variant.seed)
     if scratch:  # The first technique wraps the fresh student for the whole base run.

@@ -41,6 +41,7 @@ ORCHESTRATION = {
     "kd_keras/flags.py",
     "kd_keras/main.py",
     "kd_keras/pipeline_report.py",
+    "kd_keras/kd_selection.py",
 }
 
 

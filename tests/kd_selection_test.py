@@ -1,0 +1,70 @@
+"""--kd_select: the KD setting is chosen on validation and used by the KD students."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+from conftest import tiny_dataset
+
+from kd_keras import data as data_lib
+from kd_keras import kd_selection, pipeline, runs, training
+from kd_keras.keras_compat import keras
+
+
+def _config(workdir, grid):
+    return pipeline.PipelineConfig(
+        workdir=workdir,
+        dataset="fashion_mnist",
+        batch_size=16,
+        teacher="cnn",
+        teacher_kwargs={"width": 0.25},
+        teacher_train=training.TrainConfig(epochs=1),
+        student="cnn",
+        student_kwargs={"width": 0.25},
+        student_train=training.TrainConfig(epochs=1),
+        kd_mode="both",
+        kd_select=grid,
+        export_formats=(),
+        verbose=0,
+    )
+
+
+def test_selection_scores_on_validation_and_the_kd_student_uses_the_winner(tmp_path):
+    data = tiny_dataset(n=64)
+    grid = kd_selection.SelectionConfig(losses=("kd", "dkd"), temperatures=(2.0,), alphas=(0.5,))
+    workdir = str(tmp_path / "work")
+    config = _config(workdir, grid)
+    results = pipeline.run(config, prepared=(data, pipeline.validate(config)))
+    selection = results["kd_selection"]
+    assert [(r["loss"], r["temperature"], r["alpha"]) for r in selection["table"]] == [
+        ("kd", 2.0, 0.5),
+        ("dkd", 2.0, 0.5),
+    ]
+    best = max(selection["table"], key=lambda r: r["val_accuracy"])
+    assert selection["chosen"]["loss"] == best["loss"]
+    # Each point's score is its model's accuracy on the validation split.
+    x_val = data_lib.preprocess(data.x_val).numpy()
+    for path in glob.glob(os.path.join(workdir, "runs", "select-*")):
+        result = runs.read_json(os.path.join(path, "result.json"))
+        model = keras.models.load_model(os.path.join(path, "model.keras"), compile=False)
+        val_acc = float(np.mean(np.argmax(model.predict(x_val, verbose=0), -1) == data.y_val))
+        assert result["test_accuracy"] == pytest.approx(val_acc, abs=1e-6)
+    # The KD student trained with the chosen loss.
+    kd_row = next(r for r in results["models"] if r.get("kd") is True)
+    spec = runs.read_json(os.path.join(kd_row["run_dir"], "spec.json"))
+    assert spec["kd"]["losses"] == [selection["chosen"]["loss"]]
+    assert spec["kd"]["temperature"] == 2.0 and spec["kd"]["alpha"] == 0.5
+    assert "chosen" in open(os.path.join(workdir, "results.md")).read()
+
+    # A rerun trains nothing: the oracle and every point are cached.
+    again = pipeline.run(config, prepared=(data, pipeline.validate(config)))
+    assert again["kd_selection"] == selection
+    assert all(r["reused"] for r in again["models"])
+
+
+def test_a_bad_grid_is_one_clear_error():
+    with pytest.raises(ValueError, match="--kd_select_losses=hint"):
+        kd_selection.SelectionConfig(losses=("hint",))
+    with pytest.raises(ValueError, match="--kd_select_alphas"):
+        kd_selection.SelectionConfig(alphas=(1.5,))

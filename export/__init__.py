@@ -7,6 +7,11 @@ model to every requested format (:func:`export.convert.convert`), saves
 the same for a saved model from the command line.
 """
 
+# isort: off
+from kd_keras import keras_compat  # noqa: F401  TensorFlow is imported there first, quietly.
+
+# isort: on
+
 import os
 
 from export import convert as convert_lib

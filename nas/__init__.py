@@ -10,6 +10,11 @@ The pipeline uses a search's result as a student through :func:`load_student`,
 which rebuilds the best feasible architecture untrained.
 """
 
+# isort: off
+from kd_keras import keras_compat  # noqa: F401  TensorFlow is imported there first, quietly.
+
+# isort: on
+
 from nas.search_space import StudentSpace, load_student
 
 __all__ = ["StudentSpace", "load_student"]

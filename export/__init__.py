@@ -2,8 +2,11 @@
 
 ``export_model`` is what the pipeline calls for each student: it converts the
 model to every requested format (:func:`export.convert.convert`), saves
-``<name>.<format>.tflite`` and measures each file in the LiteRT interpreter
-(:func:`export.measure.measure`), once per thread count. ``python -m export.main`` does
+``<name>.<format>.tflite``, measures each file in the LiteRT interpreter
+(:func:`export.measure.measure`), times all formats together with the latency
+protocol of :mod:`export.latency` once per thread count, runs int8 files on
+TensorFlow Lite Micro (:mod:`export.micro`) and writes a model card beside
+each file (:mod:`export.card`). ``python -m export.main`` does
 the same for a saved model from the command line.
 """
 
@@ -13,9 +16,12 @@ from kd_keras import keras_compat  # noqa: F401  TensorFlow is imported there fi
 # isort: on
 
 import os
+import sys
 
+from export import card as card_lib
 from export import convert as convert_lib
 from export import measure as measure_lib
+from export import micro as micro_lib
 from export.convert import (
     DEFAULT_NUM_CALIBRATION,
     QUANTIZATIONS,
@@ -24,7 +30,7 @@ from export.convert import (
     save_tflite,
     strip_wrappers,
 )
-from export.measure import DEFAULT_BATCH_SIZE, DEFAULT_NUM_RUNS, DEFAULT_WARMUP
+from export.measure import DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUNS, DEFAULT_NUM_RUNS, DEFAULT_WARMUP
 from kd_keras import runs
 
 # The submodules keep their names: export.convert.convert(), export.measure.measure().
@@ -54,8 +60,23 @@ def export_model(
     int8_io=False,
     batch_size=DEFAULT_BATCH_SIZE,
     results_file=None,
+    class_names=None,
+    command=None,
+    max_latency_runs=DEFAULT_MAX_RUNS,
+    tflm=True,
 ):
-    """Converts, saves and measures a model in several TFLite formats.
+    """Converts, saves and measures a model in several TFLite formats, with model cards.
+
+    All formats are timed together, interleaved, in one timing process per
+    thread count (:func:`export.measure.latency_together`). int8 files are
+    also run on TensorFlow Lite Micro (:func:`export.micro.micro`: arena
+    bytes, op support, accuracy). Beside every ``<name>.<format>.tflite`` go
+    ``<name>.<format>.card.json`` and ``.card.md`` (:mod:`export.card`), and
+    ``<name>.labels.txt`` when class names are known.
+
+    A quantization-aware-trained model converts to int8 whatever the format
+    asked for, so only its int8 file is made; every row then carries
+    ``formats_skipped`` (the other formats requested).
 
     Args:
       model: a ``keras.Model`` (wrappers are stripped) or a saved model path.
@@ -66,25 +87,30 @@ def export_model(
         only (int8 then works for QAT models only).
       num_calibration: training images used to calibrate int8.
       threads: interpreter thread counts; latency is measured for each.
-      latency_runs: timed single-example invocations per measurement.
+      latency_runs: timed rounds before the latency stopping rule is checked.
       name: file name stem; defaults to the model's name (or the file stem).
-      warmup: untimed invocations before timing.
+      warmup: untimed rounds before timing.
       xnnpack: XNNPack delegate on or off.
       int8_io: int8 inputs and outputs for the int8 format.
       batch_size: examples per invocation when measuring accuracy.
       results_file: file name (in `out_dir`) of the JSON list of rows;
         default ``<name>.export.json``.
+      class_names: class name per output index; default ``data.class_names``.
+      command: the command recorded in the cards; default ``sys.argv``.
+      max_latency_runs: cap on timed rounds.
+      tflm: run int8 files on TFLM.
 
     Returns:
       One dict per (format, thread count), in that order: name, format, path,
-      the figures of :func:`export.measure.measure`, and, when float32 is
-      among the formats, bytes_vs_float32 / gzip_bytes_vs_float32 /
+      card (JSON card path), the figures of :func:`export.measure.measure`
+      and of the latency protocol, for int8 the TFLM figures, and, when
+      float32 is among the formats, bytes_vs_float32 / gzip_bytes_vs_float32 /
       latency_vs_float32 (this row's figure over float32's at the same thread
       count). The list is also written to `results_file` in `out_dir`.
 
     Raises:
-      ExportError: unknown format, empty thread list, or a failed
-        conversion or measurement.
+      ExportError: unknown format, empty thread list, a QAT model without
+        int8 among the formats, or a failed conversion or measurement.
     """
     formats = list(formats)
     unknown = [f for f in formats if f not in QUANTIZATIONS]
@@ -104,8 +130,20 @@ def export_model(
     if keras_model is not None:
         source = keras_model = strip_wrappers(keras_model)
         name = name or keras_model.name
+    skipped = []
+    if keras_model is not None and convert_lib.is_qat_model(keras_model):
+        if "int8" not in formats:
+            raise ExportError(
+                f"Model '{name}' is quantization-aware-trained: it exports as int8 only, "
+                f"and int8 is not among the formats {formats}."
+            )
+        skipped = [f for f in formats if f != "int8"]
+        formats = ["int8"]
+    if class_names is None and data is not None:
+        class_names = getattr(data, "class_names", ())
+    class_names = list(class_names or ())
     x_train = data.x_train if data is not None else None
-    rows = []
+    paths, static = {}, {}
     for fmt in formats:
         content = convert_lib.convert(
             source,
@@ -114,31 +152,57 @@ def export_model(
             num_calibration=num_calibration,
             int8_io=int8_io and fmt == "int8",
         )
-        path = os.path.join(out_dir, f"{name}.{fmt}.tflite")
-        save_tflite(content, path)
-        accuracy_fields = None
-        for count in threads:
-            with_data = data is not None and accuracy_fields is None
-            figures = measure_lib.measure(
-                path,
-                x_test=data.x_test if with_data else None,
-                y_test=data.y_test if with_data else None,
-                keras_model=keras_model if with_data else None,
-                num_runs=latency_runs,
-                warmup=warmup,
-                threads=count,
-                xnnpack=xnnpack,
-                batch_size=batch_size,
+        paths[fmt] = os.path.join(out_dir, f"{name}.{fmt}.tflite")
+        save_tflite(content, paths[fmt])
+        static[fmt] = measure_lib.measure(
+            paths[fmt],
+            x_test=data.x_test if data is not None else None,
+            y_test=data.y_test if data is not None else None,
+            keras_model=keras_model if data is not None else None,
+            threads=threads[0],
+            xnnpack=xnnpack,
+            batch_size=batch_size,
+            timing=False,
+        )
+        if fmt == "int8" and tflm:
+            static[fmt].update(
+                micro_lib.micro(
+                    content,
+                    data.x_test if data is not None else None,
+                    data.y_test if data is not None else None,
+                )
             )
-            if with_data:  # Accuracy does not depend on threads: measured once.
-                accuracy_fields = {
-                    k: v
-                    for k, v in figures.items()
-                    if k.startswith(("accuracy", "num_test", "keras_", "batched_"))
-                }
-            elif accuracy_fields:
-                figures.update(accuracy_fields)
-            rows.append({"name": name, "format": fmt, "path": path, **figures})
+    example = data.x_test[0] if data is not None and len(data.x_test) else None
+    timed = {
+        count: measure_lib.latency_together(
+            paths,
+            example,
+            num_runs=latency_runs,
+            warmup=warmup,
+            threads=count,
+            xnnpack=xnnpack,
+            max_runs=max_latency_runs,
+        )
+        for count in threads
+    }
+    rows = []
+    for fmt in formats:
+        rows.append([])
+        for count in threads:
+            row = {"name": name, "format": fmt, "path": paths[fmt], **static[fmt]}
+            row.update(timed[count][fmt])
+            if skipped:
+                row["formats_skipped"] = skipped
+            rows[-1].append(row)
+    if class_names:
+        card_lib.write_labels(out_dir, name, class_names)
+    for file_rows in rows:
+        json_path, _ = card_lib.write_card(
+            file_rows, class_names, sys.argv if command is None else command
+        )
+        for row in file_rows:
+            row["card"] = json_path
+    rows = [row for file_rows in rows for row in file_rows]
     _add_ratios(rows)
     runs.write_json(os.path.join(out_dir, results_file or name + RESULTS_SUFFIX), rows)
     return rows

@@ -328,3 +328,29 @@ def save_tflite(content, path):
     check_flatbuffer(content)
     runs.write_text(path, bytes(content))
     return len(content)
+
+
+def identity_model(input_shape, dtype=np.float32):
+    """A one-op (RESHAPE) ``.tflite`` model whose input is (1, *input_shape).
+
+    Timed beside a model with the same input, it measures the interpreter's
+    fixed per-call cost (see :mod:`export.latency`).
+
+    Args:
+      input_shape: the input shape without the batch dimension.
+      dtype: the input dtype (float32, or int8 for int8-I/O models).
+
+    Returns:
+      The flatbuffer bytes.
+    """
+    shape = [1] + [int(d) for d in input_shape]
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.as_dtype(np.dtype(dtype)))])
+    def flatten(x):
+        return tf.reshape(x, [1, -1])
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [flatten.get_concrete_function()], flatten
+    )
+    with console.capture_native_output():
+        return bytes(converter.convert())

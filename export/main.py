@@ -1,9 +1,12 @@
 """Entry point: ``python -m export.main --model=PATH --out_dir=DIR``.
 
 Converts a saved Keras model to the requested TFLite formats, measures each
-file (bytes, gzip bytes, weights, MACs, latency, accuracy) and prints a table.
-Writes ``<name>.<format>.tflite``, ``export_results.json`` and the resolved
-flags (``export_flags.txt``) into ``--out_dir``.
+file (bytes, gzip bytes, weights, MACs, latency, accuracy; TFLM arena and
+accuracy for int8) and prints a table. Writes ``<name>.<format>.tflite`` with
+its model card (``.card.json``, ``.card.md``), ``<name>.labels.txt``,
+``export_results.json`` and the resolved flags (``export_flags.txt``) into
+``--out_dir``. A quantization-aware-trained model exports as int8 only; the
+command says so.
 
 Example::
 
@@ -33,6 +36,10 @@ COLUMNS = (
     ("macs", "MACs", "{}"),
     ("latency_us_median", "med us", "{:.1f}"),
     ("latency_us_p90", "p90 us", "{:.1f}"),
+    ("latency_cv", "CV", "{:.3f}"),
+    ("latency_us_net_median", "net us", "{:.1f}"),
+    ("arena_bytes", "arena", "{}"),
+    ("tflm_accuracy", "TFLM acc", "{:.4f}"),
     ("accuracy", "acc", "{:.4f}"),
     ("keras_agreement", "agree", "{:.4f}"),
     ("bytes_vs_float32", "bytes/f32", "{:.3f}"),
@@ -114,6 +121,15 @@ def main(argv):
     except export.ExportError as e:
         sys.exit(f"Export failed: {e}")
     results_path = os.path.join(out_dir, RESULTS_FILE)
+    skipped = rows[0].get("formats_skipped") if rows else None
+    if skipped:
+        print(
+            f"{model_path} is a quantization-aware-trained model: exported as int8 only "
+            f"({', '.join(skipped)} not made; a QAT model converts to int8 whatever the format)."
+        )
+    for row in rows:
+        if row.get("tflm_runs") is False and row["threads"] == rows[0]["threads"]:
+            print(f"{row['format']} does not run on TFLite Micro: {row['tflm_error']}")
     print()
     print(results_table(rows))
     print(f"\nResults written to {results_path}")

@@ -16,9 +16,12 @@ Everything is read from the flatbuffer or measured in the LiteRT interpreter
   these counts are below Keras' ``count_params``.
 * ``macs``: multiply-accumulates of one example in CONV_2D, DEPTHWISE_CONV_2D,
   FULLY_CONNECTED and TRANSPOSE_CONV, from the filter and output shapes.
-* latency of single-example invocations (median, p90, mean, std, min in
-  microseconds) after warm-up runs, with ``threads`` interpreter threads and
-  the XNNPack delegate on (default) or off.
+* latency of single-example invocations with the protocol of
+  :mod:`export.latency` (its own process, interleaved with an identity model
+  that gives the per-call overhead, runs added until the median's 95% CI is
+  within 2%): median, p10/p90, IQR, CV, net of overhead, in microseconds,
+  with ``threads`` interpreter threads and the XNNPack delegate on (default)
+  or off.
 * ``accuracy`` on (x_test, y_test) through the interpreter, batched when the
   input's batch dimension is dynamic, and the top-1 agreement with the Keras
   model when one is given.
@@ -29,18 +32,19 @@ import gzip
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import tempfile
-import time
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from export.convert import ExportError, check_flatbuffer
+from export import latency as latency_lib
+from export.convert import ExportError, check_flatbuffer, identity_model
 from kd_keras import data as data_lib
+from kd_keras import runs
 
-DEFAULT_NUM_RUNS = 200
+DEFAULT_NUM_RUNS = 200  # Timed rounds before the stopping rule is checked.
+DEFAULT_MAX_RUNS = latency_lib.DEFAULT_MAX_RUNS
 DEFAULT_WARMUP = 20
 DEFAULT_BATCH_SIZE = 256
 
@@ -209,14 +213,10 @@ def _op_macs(interpreter, name, op):
 
 def _quantize(x, detail):
     """Float input -> the input tensor's dtype (quantized when it is integer)."""
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind not in "iu":
-        return x.astype(dtype)
-    scale, zero_point = detail["quantization"]
-    if not scale:
-        raise ExportError(f"Integer input tensor {detail['name']!r} has no quantization scale.")
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+    try:
+        return latency_lib.quantize_input(x, detail)
+    except ValueError as e:
+        raise ExportError(str(e)) from e
 
 
 def _dequantize(y, detail):
@@ -289,6 +289,78 @@ def predict(tflite_path_or_bytes, x, batch_size=DEFAULT_BATCH_SIZE, threads=1, x
     return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32), batched
 
 
+def _example_input(example, shape, seed=0):
+    """One preprocessed float32 input of `shape` (no batch dim): `example` or random."""
+    if example is None:
+        return np.random.default_rng(seed).random(shape, dtype=np.float32)
+    return _as_model_input(np.asarray(example)[None])[0]
+
+
+def latency_together(
+    models,
+    example=None,
+    num_runs=DEFAULT_NUM_RUNS,
+    warmup=DEFAULT_WARMUP,
+    threads=1,
+    xnnpack=True,
+    seed=0,
+    max_runs=DEFAULT_MAX_RUNS,
+):
+    """Times several models interleaved in a timing process (:mod:`export.latency`).
+
+    An identity model with the first model's input shape and dtype is timed in
+    the same rounds, giving the per-call overhead and net figures.
+
+    Args:
+      models: {name: .tflite path or flatbuffer bytes}; all with the same input shape.
+      example: one input (H, W, C) as uint8 or preprocessed float; random
+        values in [0, 1) when None.
+      num_runs: timed rounds before the stopping rule is first checked.
+      warmup: untimed rounds first.
+      threads: interpreter threads.
+      xnnpack: use the XNNPack delegate.
+      seed: seed of the random example.
+      max_runs: cap on timed rounds.
+
+    Returns:
+      {name: figures of :func:`export.latency.measure_files`}.
+
+    Raises:
+      ExportError: bad arguments, a model that does not load, or a failed timing run.
+    """
+    if num_runs < 1 or warmup < 0:
+        raise ExportError(f"num_runs must be >= 1 and warmup >= 0, got {num_runs}, {warmup}.")
+    if int(threads) < 1:
+        raise ExportError(f"threads must be >= 1, got {threads}.")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, shape, dtype = {}, None, None
+        for name, model in models.items():
+            content, source = read_tflite(model)
+            interpreter = make_interpreter(content, xnnpack=False, source=source)
+            inp, _ = _single_io(interpreter, source)
+            if shape is None:
+                shape, dtype = [int(d) for d in inp["shape"][1:]], np.dtype(inp["dtype"])
+            if source == "<bytes>":
+                source = os.path.join(tmp, f"{len(paths)}.tflite")
+                runs.write_text(source, content)
+            paths[name] = source
+        identity = os.path.join(tmp, "identity.tflite")
+        runs.write_text(identity, identity_model(shape, dtype))
+        try:
+            return latency_lib.measure_files(
+                paths,
+                _example_input(example, shape, seed),
+                identity_path=identity,
+                threads=threads,
+                xnnpack=xnnpack,
+                warmup=warmup,
+                min_runs=num_runs,
+                max_runs=max_runs,
+            )
+        except latency_lib.LatencyError as e:
+            raise ExportError(f"Timing {', '.join(models)} failed: {e}") from e
+
+
 def latency(
     tflite_path_or_bytes,
     example=None,
@@ -297,67 +369,26 @@ def latency(
     threads=1,
     xnnpack=True,
     seed=0,
+    max_runs=DEFAULT_MAX_RUNS,
 ):
-    """Times single-example invocations in the LiteRT interpreter.
+    """Times single-example invocations of one model with the latency protocol.
 
-    The input is set once; only ``invoke()`` is timed (``perf_counter_ns``).
-
-    Args:
-      tflite_path_or_bytes: ``.tflite`` path or flatbuffer bytes.
-      example: one input (H, W, C) as uint8 or preprocessed float; random
-        values in [0, 1) when None.
-      num_runs: timed invocations (>= 1).
-      warmup: untimed invocations first.
-      threads: interpreter threads.
-      xnnpack: use the XNNPack delegate.
-      seed: seed of the random example.
+    See :func:`latency_together` (this is it with one model) and
+    :mod:`export.latency` for the protocol.
 
     Returns:
-      dict of latency_us_{median,p90,mean,std,min}, latency_runs, warmup_runs,
-      threads, xnnpack, delegated_nodes (DELEGATE nodes in the executed graph:
-      > 0 when XNNPack took over ops).
+      dict of latency_us_{median,p10,p90,iqr,mean,std,min}, latency_cv,
+      latency_us_ci95, latency_runs (timed rounds used), latency_converged,
+      overhead_us_median, latency_us_net_median, warmup_runs, threads,
+      xnnpack, delegated_nodes (DELEGATE nodes in the executed graph: > 0
+      when XNNPack took over ops).
 
     Raises:
       ExportError: bad arguments or a model that does not run.
     """
-    if num_runs < 1 or warmup < 0:
-        raise ExportError(f"num_runs must be >= 1 and warmup >= 0, got {num_runs}, {warmup}.")
-    content, source = read_tflite(tflite_path_or_bytes)
-    interpreter = make_interpreter(content, threads, xnnpack, source)
-    inp, _ = _single_io(interpreter, source)
-    shape = [1] + [int(d) for d in inp["shape"][1:]]
-    if list(inp["shape"]) != shape:
-        interpreter.resize_tensor_input(inp["index"], shape)
-    _allocate(interpreter, source)
-    inp, _ = _single_io(interpreter, source)
-    if example is None:
-        batch = np.random.default_rng(seed).random(shape, dtype=np.float32)
-    else:
-        batch = _as_model_input(np.asarray(example)[None])
-    interpreter.set_tensor(inp["index"], _quantize(batch, inp))
-    times = []
-    try:
-        for _ in range(int(warmup)):
-            interpreter.invoke()
-        for _ in range(int(num_runs)):
-            start = time.perf_counter_ns()
-            interpreter.invoke()
-            times.append((time.perf_counter_ns() - start) / 1000.0)
-    except (ValueError, RuntimeError) as e:
-        raise ExportError(f"Running {source} in LiteRT failed: {e}") from e
-    delegated = sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())  # pylint: disable=protected-access
-    return {
-        "latency_us_median": round(statistics.median(times), 2),
-        "latency_us_p90": round(float(np.percentile(times, 90)), 2),
-        "latency_us_mean": round(statistics.fmean(times), 2),
-        "latency_us_std": round(statistics.pstdev(times), 2),
-        "latency_us_min": round(min(times), 2),
-        "latency_runs": int(num_runs),
-        "warmup_runs": int(warmup),
-        "threads": int(threads),
-        "xnnpack": bool(xnnpack),
-        "delegated_nodes": int(delegated),
-    }
+    return latency_together(
+        {"model": tflite_path_or_bytes}, example, num_runs, warmup, threads, xnnpack, seed, max_runs
+    )["model"]
 
 
 # ----------------------------------------------------------------------------
@@ -494,6 +525,7 @@ def measure(
     xnnpack=True,
     batch_size=DEFAULT_BATCH_SIZE,
     benchmark_binary="benchmark_model",
+    timing=True,
 ):
     """Measures one ``.tflite`` model: size, weights, MACs, latency, accuracy.
 
@@ -503,13 +535,16 @@ def measure(
         accuracy is measured and latency uses a random input.
       y_test: integer labels for `x_test`.
       keras_model: optional Keras model to compare top-1 predictions with.
-      num_runs: timed single-example invocations.
+      num_runs: timed single-example rounds before the latency protocol's
+        stopping rule is first checked.
       warmup: untimed invocations before timing.
       threads: interpreter threads.
       xnnpack: XNNPack delegate on (True) or off.
       batch_size: examples per invocation for accuracy.
       benchmark_binary: TFLite ``benchmark_model`` executable, run when found
         on PATH (needs a file: bytes are written to a temporary one).
+      timing: False skips latency and benchmark_model (the exporter times
+        all formats together with :func:`latency_together`).
 
     Returns:
       A flat dict of numbers: file_bytes, gzip_bytes, params, nonzero_params,
@@ -531,9 +566,12 @@ def measure(
     result["input_dtype"] = np.dtype(inp["dtype"]).name
     result["output_dtype"] = np.dtype(out["dtype"]).name
     example = None if x_test is None or len(x_test) == 0 else x_test[0]
-    result.update(latency(content, example, num_runs, warmup, threads, xnnpack))
+    if timing:
+        result.update(latency(content, example, num_runs, warmup, threads, xnnpack))
     if x_test is not None:
         result.update(accuracy(content, x_test, y_test, keras_model, batch_size, threads, xnnpack))
+    if not timing:
+        return result
     if shutil.which(benchmark_binary) is None:
         result["benchmark_model"] = None
     elif source != "<bytes>":

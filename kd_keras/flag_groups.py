@@ -223,7 +223,11 @@ def define_export_flags():
             "export_threads", ["1"], "Interpreter thread counts latency is timed with."
         ),
         latency_runs=flags.DEFINE_integer(
-            "latency_runs", 200, "Timed invocations per latency figure.", lower_bound=1
+            "latency_runs",
+            200,
+            "Timed rounds before the latency protocol checks its stopping rule (the "
+            "median's 95% CI within 2%; at most 5000 rounds).",
+            lower_bound=1,
         ),
         latency_warmup=flags.DEFINE_integer(
             "latency_warmup", 10, "Untimed invocations before timing.", lower_bound=0

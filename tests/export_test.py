@@ -4,6 +4,7 @@ One tiny CNN (width 0.25, ~1.7k weights) trained for one epoch on synthetic
 images is converted once per format (module fixtures) and reused.
 """
 
+import dataclasses
 import json
 import os
 import stat
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import export
+from export import card as card_lib
 from export import convert as convert_lib
 from export import measure as measure_lib
 from kd_keras import data as data_lib
@@ -242,7 +244,8 @@ def test_measure_counts_weights_and_macs(model, flatbuffers):
     assert result["file_bytes"] == len(flatbuffers("float32"))
     assert 0 < result["gzip_bytes"] < result["file_bytes"]
     assert 0 < result["latency_us_min"] <= result["latency_us_median"] <= result["latency_us_p90"]
-    assert result["latency_runs"] == 5 and "accuracy" not in result
+    assert result["latency_runs"] >= 5 and "accuracy" not in result
+    assert result["overhead_us_median"] < result["latency_us_median"]
     assert result["benchmark_model"] is None  # No binary on PATH here.
 
 
@@ -359,3 +362,48 @@ def test_cli(tmp_path, model, flatbuffers):
     from_file, _ = measure_lib.predict(str(out_dir / "student.float32.tflite"), x)
     from_memory, _ = measure_lib.predict(flatbuffers("float32"), x)
     np.testing.assert_allclose(from_file, from_memory, atol=1e-5)
+
+
+def test_model_card_and_labels(tmp_path, monkeypatch, model, data, flatbuffers):
+    monkeypatch.setattr(convert_lib, "convert", lambda m, q, **kwargs: flatbuffers(q))
+    names = tuple(f"class-{i}" for i in range(10))
+    named = dataclasses.replace(data, class_names=names)
+    rows = export.export_model(
+        model, str(tmp_path), ["float32", "int8"], data=named, latency_runs=3, warmup=0,
+        name="tiny", command=["prog", "--flag=1"],
+    )  # fmt: skip
+    assert (tmp_path / "tiny.labels.txt").read_text().splitlines() == list(names)
+    cards = {}
+    for row in rows:
+        with open(row["card"]) as f:
+            cards[row["format"]] = json.load(f)
+        assert row["card"] == str(tmp_path / f"tiny.{row['format']}.card.json")
+        assert os.path.exists(row["card"].replace(".json", ".md"))
+    for card in cards.values():
+        assert tuple(card) == card_lib.CARD_FIELDS
+        assert card["class_labels"] == list(names) and card["labels_file"] == "tiny.labels.txt"
+        assert card["input"]["shape"] == [1, 28, 28, 1] and card["command"] == "prog --flag=1"
+        assert card["file_bytes"] == os.path.getsize(tmp_path / card["file"])
+        assert card["ops"]["CONV_2D"] == 3 and card["gzip_bytes"] < card["file_bytes"]
+        latency = card["latency"][0]
+        assert latency["threads"] == 1 and latency["latency_us_p10"] <= latency["latency_us_p90"]
+        assert latency["overhead_us_median"] is not None
+        assert card["accuracy"]["keras"] is not None and card["accuracy"]["tflite"] is not None
+        assert "not available" in card["litert_peak_memory"]
+    assert cards["float32"]["arena_bytes"] is None and cards["float32"]["accuracy"]["tflm"] is None
+    assert cards["int8"]["arena_bytes"] > 0 and cards["int8"]["tflm"]["tflm_runs"] is True
+    assert cards["int8"]["accuracy"]["tflm"] is not None
+
+
+def test_qat_model_exports_int8_only(tmp_path, model):
+    import tensorflow_model_optimization as tfmot
+
+    qat = tfmot.quantization.keras.quantize_model(model)
+    rows = export.export_model(
+        qat, str(tmp_path), ["float32", "float16", "int8"], latency_runs=3, warmup=0, name="q"
+    )
+    assert [r["format"] for r in rows] == ["int8"]
+    assert rows[0]["formats_skipped"] == ["float32", "float16"]
+    assert not (tmp_path / "q.float32.tflite").exists()
+    with pytest.raises(export.ExportError, match="int8 only"):
+        export.export_model(qat, str(tmp_path), ["float32"], name="q")

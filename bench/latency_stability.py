@@ -1,0 +1,107 @@
+"""Does the latency protocol hold still? Five back-to-back measurements of the same files.
+
+    PYTHONPATH=. python bench/latency_stability.py
+
+Builds the fashion_mnist.flags student (``cnn``, 28x28x1, 10 classes, 24k
+weights; untrained: latency does not depend on the weights' values),
+converts it to float32 and int8 (int8 calibrated on random images), then runs
+:func:`export.measure.latency_together` five times in a row on the two files
+(each a fresh timing process; both formats interleaved with the identity
+model). Prints the five medians per format, max/min of the medians, the
+per-call overhead, and one cross-check of the int8 file against
+``litert-benchmark`` (ai_edge_litert's own benchmark tool; its figures are
+printed to 0.01 ms, and its mean is recovered from its throughput). Goal: max/min
+within 1.05 on a quiet machine. About 30 s on a 2-core CPU.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from absl import app, flags
+
+from export import convert as convert_lib
+from export import measure as measure_lib
+from kd_keras import models
+
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Back-to-back measurements.", lower_bound=2)
+_THREADS = flags.DEFINE_integer("threads", 1, "Interpreter threads.", lower_bound=1)
+_MIN_RUNS = flags.DEFINE_integer("min_runs", 200, "Rounds before the stopping rule.")
+FORMATS = ("float32", "int8")
+
+
+def litert_benchmark(path, runs=2000, warmup=200, threads=1):
+    """litert-benchmark's figures for one file (None when the tool is absent)."""
+    tool = shutil.which("litert-benchmark") or os.path.join(
+        os.path.dirname(sys.executable), "litert-benchmark"
+    )
+    if not os.path.exists(tool):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        subprocess.run(
+            [tool, f"--model={path}", f"--num_runs={runs}", f"--warmup_runs={warmup}",
+             f"--num_threads={threads}", f"--result_json={out}"],
+            capture_output=True, check=True, timeout=600,
+        )  # fmt: skip
+        with open(out) as f:
+            result = json.load(f)
+    input_bytes = 28 * 28 * 1 * 4  # float32 input of the student.
+    mean_us = input_bytes / (1024 * 1024) / result["throughput_mb_s"] * 1e6
+    return {"median_ms": result["latency"]["median_ms"], "mean_us_from_throughput": mean_us}
+
+
+def _join(values, fmt="{:.2f}"):
+    return ", ".join(fmt.format(v) for v in values)
+
+
+def main(argv):
+    del argv
+    model = models.build("cnn", (28, 28, 1), 10)
+    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1)).astype(np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for fmt in FORMATS:
+            paths[fmt] = os.path.join(tmp, f"student.{fmt}.tflite")
+            content = convert_lib.convert(
+                model, fmt, representative_images=images, num_calibration=64
+            )
+            with open(paths[fmt], "wb") as f:
+                f.write(content)
+        results = [
+            measure_lib.latency_together(paths, num_runs=_MIN_RUNS.value, threads=_THREADS.value)
+            for _ in range(_REPEATS.value)
+        ]
+        print(f"student cnn ({model.count_params()} params), threads={_THREADS.value}")
+        print("| format | medians us | max/min | runs | CV | overhead us (medians) |")
+        print("|---|---|---|---|---|---|")
+        for fmt in FORMATS:
+            rows = [r[fmt] for r in results]
+            medians = [r["latency_us_median"] for r in rows]
+            print(
+                f"| {fmt} | {_join(medians)} | {max(medians) / min(medians):.3f} | "
+                f"{_join([r['latency_runs'] for r in rows], '{}')} | "
+                f"{_join([r['latency_cv'] for r in rows])} | "
+                f"{_join([r['overhead_us_median'] for r in rows])} |"
+            )
+        for fmt in FORMATS:
+            ours = results[-1][fmt]
+            theirs = litert_benchmark(paths[fmt], threads=_THREADS.value)
+            print(
+                f"cross-check {fmt}: protocol median {ours['latency_us_median']:.2f} us "
+                f"(mean {ours['latency_us_mean']:.2f}); litert-benchmark "
+                + (
+                    "absent"
+                    if theirs is None
+                    else f"median {theirs['median_ms']:.2f} ms, mean "
+                    f"{theirs['mean_us_from_throughput']:.2f} us (from its throughput)"
+                )
+            )
+
+
+if __name__ == "__main__":
+    app.run(main)

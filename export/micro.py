@@ -1,0 +1,166 @@
+"""A ``.tflite`` model on TensorFlow Lite Micro: arena bytes, op support, accuracy.
+
+TFLM (the ``tflite-micro`` package) runs the model with its reference kernels
+and its recording allocator. The package's Python API has no structured
+accessor for the allocator's figures: ``print_allocations()`` writes them to
+the native stderr. They are captured at the file-descriptor level and parsed
+line by line (``[RecordingMicroAllocator] Arena allocation total N bytes``
+and the per-kind ``'<kind>' used N bytes ...`` lines); a missing total is an
+error, never a silent zero. The total is the smallest arena the interpreter
+accepts for the model (tests check that one 16-byte step less fails).
+
+A model that converts but needs an op TFLM does not register fails at
+allocation with ``Didn't find op for builtin opcode 'OP'``; that is reported
+as ``tflm_runs: False`` with the op named, not raised.
+"""
+
+import os
+import re
+import tempfile
+
+import numpy as np
+from tflite_micro import runtime
+
+from export.convert import ExportError
+from kd_keras import console
+from kd_keras import data as data_lib
+
+DEFAULT_ARENA_LIMIT = 64 * 1024 * 1024  # Host-side arena for measuring; the figure is what is used.
+
+_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
+_HEAD = re.compile(r"Arena allocation head (\d+) bytes")
+_TAIL = re.compile(r"Arena allocation tail (\d+) bytes")
+_KIND = re.compile(r"'([^']+)' used (\d+) bytes with alignment overhead \(requested (\d+) bytes")
+_MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'")
+_CUSTOM_OP = re.compile(r"Didn't find op for custom opcode '([^']+)'")
+
+
+def parse_allocations(text):
+    """Figures of ``print_allocations()`` output.
+
+    Returns:
+      dict: arena_bytes (total), arena_head_bytes, arena_tail_bytes and
+      arena_kinds ({kind: used bytes}).
+
+    Raises:
+      ExportError: the text holds no arena total.
+    """
+    total = _TOTAL.search(text)
+    if total is None:
+        raise ExportError(f"TFLM printed no arena total; its output was: {text.strip()[-500:]!r}")
+    head, tail = _HEAD.search(text), _TAIL.search(text)
+    return {
+        "arena_bytes": int(total.group(1)),
+        "arena_head_bytes": int(head.group(1)) if head else None,
+        "arena_tail_bytes": int(tail.group(1)) if tail else None,
+        "arena_kinds": {m.group(1): int(m.group(2)) for m in _KIND.finditer(text)},
+    }
+
+
+def missing_ops(text):
+    """Op names TFLM reported it has no kernel for, in order of appearance."""
+    found = _MISSING_OP.findall(text) + _CUSTOM_OP.findall(text)
+    return list(dict.fromkeys(found))
+
+
+def _captured(fn):
+    """(fn's result or the exception it raised, native stdout+stderr text)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = os.path.join(tmp, "tflm.txt")
+        outcome = None
+        with console.capture_native_output(log):
+            try:
+                outcome = fn()
+            except (RuntimeError, ValueError) as e:
+                outcome = e
+        with open(log, errors="replace") as f:
+            return outcome, f.read()
+
+
+def _set_input(interpreter, x):
+    """Sets one example (float, preprocessed) as TFLM input 0, quantizing if needed."""
+    detail = interpreter.get_input_details(0)
+    dtype = np.dtype(detail["dtype"])
+    x = np.asarray(x, np.float32).reshape([int(d) for d in detail["shape"]])
+    if dtype.kind in "iu":
+        params = detail["quantization_parameters"]
+        scale, zero_point = float(params["scales"][0]), int(params["zero_points"][0])
+        info = np.iinfo(dtype)
+        x = np.clip(np.round(x / scale + zero_point), info.min, info.max)
+    interpreter.set_input(x.astype(dtype), 0)
+
+
+def _get_output(interpreter):
+    detail = interpreter.get_output_details(0)
+    y = np.asarray(interpreter.get_output(0))
+    if np.dtype(detail["dtype"]).kind in "iu":
+        params = detail["quantization_parameters"]
+        scale, zero_point = float(params["scales"][0]), int(params["zero_points"][0])
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
+def micro(content, x_test=None, y_test=None, arena_limit=DEFAULT_ARENA_LIMIT):
+    """Runs a flatbuffer on TFLM: arena bytes, op support, and test accuracy.
+
+    Args:
+      content: ``.tflite`` flatbuffer bytes.
+      x_test: uint8 images (preprocessed with kd_keras.data.preprocess) or
+        preprocessed floats; None: arena only (one invocation on zeros).
+      y_test: integer labels for `x_test`.
+      arena_limit: the arena the measuring interpreter is given (bytes).
+
+    Returns:
+      dict: tflm_runs (bool); when True arena_bytes, arena_head_bytes,
+      arena_tail_bytes, arena_kinds and, with data, tflm_accuracy and
+      tflm_num_test; when False tflm_missing_ops (op names, possibly empty)
+      and tflm_error (TFLM's own message).
+    """
+
+    def build():
+        interpreter = runtime.Interpreter.from_bytes(bytes(content), arena_size=int(arena_limit))
+        shape = [int(d) for d in interpreter.get_input_details(0)["shape"]]
+        _set_input(interpreter, np.zeros(shape, np.float32))
+        interpreter.invoke()
+        interpreter.print_allocations()
+        return interpreter
+
+    interpreter, text = _captured(build)
+    if isinstance(interpreter, Exception):
+        ops = missing_ops(text)
+        reason = f"TFLM has no kernel for {', '.join(ops)}" if ops else str(interpreter)
+        return {
+            "tflm_runs": False,
+            "tflm_missing_ops": ops,
+            "tflm_error": f"{reason}. {text.strip()[-300:]}".strip(),
+        }
+    result = {"tflm_runs": True, **parse_allocations(text)}
+    if x_test is not None:
+        result.update(micro_accuracy(interpreter, x_test, y_test))
+    return result
+
+
+def micro_accuracy(interpreter, x_test, y_test):
+    """Top-1 accuracy of a TFLM interpreter on (x_test, y_test), one example per call.
+
+    Raises:
+      ExportError: mismatched or empty data, or a failed invocation.
+    """
+    y_test = np.asarray(y_test).reshape(-1)
+    if len(x_test) != len(y_test) or len(y_test) == 0:
+        raise ExportError(
+            f"x_test and y_test must be non-empty and of equal length, got "
+            f"{len(x_test)} and {len(y_test)}."
+        )
+    x = np.asarray(x_test)
+    if np.issubdtype(x.dtype, np.integer):
+        x = np.asarray(data_lib.preprocess(x), np.float32)
+    correct = 0
+    try:
+        for image, label in zip(x, y_test):
+            _set_input(interpreter, image[None])
+            interpreter.invoke()
+            correct += int(np.argmax(_get_output(interpreter)) == int(label))
+    except RuntimeError as e:
+        raise ExportError(f"TFLM invocation failed: {e}") from e
+    return {"tflm_accuracy": round(correct / len(y_test), 6), "tflm_num_test": len(y_test)}

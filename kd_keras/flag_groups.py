@@ -246,7 +246,7 @@ def define_export_flags():
 
 
 def define_budget_flags():
-    """--max_latency_us, --max_bytes, --max_params: hard device budgets."""
+    """--max_latency_us, --max_bytes, --max_params, --max_arena_bytes: hard budgets."""
     return _holders(
         max_latency_us=flags.DEFINE_float(
             "max_latency_us",
@@ -259,6 +259,12 @@ def define_budget_flags():
         ),
         max_params=flags.DEFINE_integer(
             "max_params", 0, "Budget: Keras parameters (0 = none).", lower_bound=0
+        ),
+        max_arena_bytes=flags.DEFINE_integer(
+            "max_arena_bytes",
+            0,
+            "Budget: TensorFlow Lite Micro tensor-arena bytes of the int8 file (0 = none).",
+            lower_bound=0,
         ),
     )
 

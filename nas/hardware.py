@@ -9,10 +9,14 @@ the Keras model.
 
 from export import convert as convert_lib
 from export import measure as measure_lib
+from export import micro as micro_lib
 
 
-def measure_candidate(model, num_runs=50, warmup=10, threads=1, tflite_path=None):
-    """Converts `model` to float32 TFLite and measures it.
+def measure_candidate(
+    model, num_runs=50, warmup=10, threads=1, tflite_path=None, calibration_images=None
+):
+    """Converts `model` to float32 TFLite and measures it; with
+    `calibration_images`, also its int8 file's TensorFlow Lite Micro arena.
 
     Args:
       model: a functional ``keras.Model``.
@@ -20,12 +24,16 @@ def measure_candidate(model, num_runs=50, warmup=10, threads=1, tflite_path=None
       warmup: untimed invocations before timing.
       threads: LiteRT interpreter threads.
       tflite_path: if given, the flatbuffer is also written there.
+      calibration_images: training images (uint8) that calibrate the int8
+        conversion whose tensor arena TFLM measures; None: no arena figure.
 
     Returns:
       dict of numbers: latency_us (median of the timed runs), latency_us_p90,
       file_bytes, gzip_bytes, tflite_params (weights in the flatbuffer, with
       BatchNormalization folded in) and macs (multiply-accumulates of one
-      example).
+      example); with `calibration_images` also arena_bytes (TFLM's tensor
+      arena of the int8 file; 0 when the model does not run on TFLM, with
+      tflm_runs 0.0).
 
     Raises:
       export.convert.ExportError: the converter or the interpreter failed.
@@ -34,7 +42,7 @@ def measure_candidate(model, num_runs=50, warmup=10, threads=1, tflite_path=None
     if tflite_path:
         convert_lib.save_tflite(content, tflite_path)
     figures = measure_lib.measure(content, num_runs=num_runs, warmup=warmup, threads=threads)
-    return {
+    out = {
         "latency_us": float(figures["latency_us_median"]),
         "latency_us_p90": float(figures["latency_us_p90"]),
         "file_bytes": int(figures["file_bytes"]),
@@ -42,3 +50,9 @@ def measure_candidate(model, num_runs=50, warmup=10, threads=1, tflite_path=None
         "tflite_params": int(figures["params"]),
         "macs": int(figures["macs"]),
     }
+    if calibration_images is not None:
+        int8 = convert_lib.convert(model, "int8", representative_images=calibration_images)
+        tflm = micro_lib.micro(int8)
+        out["tflm_runs"] = float(bool(tflm["tflm_runs"]))
+        out["arena_bytes"] = int(tflm.get("arena_bytes") or 0)
+    return out

@@ -105,7 +105,10 @@ def configure():
         train_config=train_config,
         augment=flag_groups.augment_config(f.STUDENT.student_augment),
         budget=tuner.Budget(
-            f.BUDGET.max_latency_us.value, f.BUDGET.max_bytes.value, f.BUDGET.max_params.value
+            f.BUDGET.max_latency_us.value,
+            f.BUDGET.max_bytes.value,
+            f.BUDGET.max_params.value,
+            f.BUDGET.max_arena_bytes.value,
         ),
         measure=tuner.MeasureConfig(
             f.EXPORT.latency_runs.value,
@@ -204,8 +207,8 @@ def main(argv):
     )
     if not any(row.get("feasible") for row in outputs["rows"]):
         sys.exit(
-            "No trial met the budget (--max_latency_us, --max_bytes, --max_params): "
-            "relax the budget or widen the search space."
+            "No trial met the budget (--max_latency_us, --max_bytes, --max_params, "
+            "--max_arena_bytes): relax the budget or widen the search space."
         )
 
 

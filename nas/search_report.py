@@ -28,7 +28,15 @@ from nas import pareto
 from nas.search_space import BEST_HPS_FILE
 from nas.tuner import METRICS, MODEL_FILE, Budget
 
-INT_METRICS = ("file_bytes", "gzip_bytes", "params", "tflite_params", "macs", "epochs")
+INT_METRICS = (
+    "file_bytes",
+    "gzip_bytes",
+    "params",
+    "tflite_params",
+    "macs",
+    "epochs",
+    "arena_bytes",
+)
 COLUMNS = (
     "trial_id",
     "status",
@@ -42,6 +50,7 @@ COLUMNS = (
     "params",
     "tflite_params",
     "macs",
+    "arena_bytes",
     "epochs",
     "train_time_s",
     "violations",
@@ -277,6 +286,7 @@ def summary_text(outputs, top=5):
         "val_accuracy",
         "latency_us",
         "file_bytes",
+        "arena_bytes",
         "params",
         "score",
         "violations",

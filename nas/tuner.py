@@ -60,10 +60,16 @@ METRICS = (
     "macs",
     "epochs",
     "train_time_s",
+    "arena_bytes",
     "over_latency_us",
     "over_file_bytes",
     "over_params",
+    "over_arena_bytes",
 )
+
+
+# Training images that calibrate each candidate's int8 file (its TFLM arena).
+CALIBRATION_IMAGES = 64
 
 
 def distributed_role(environ=None):
@@ -87,16 +93,20 @@ class Budget:
       max_latency_us: median single-example float32 TFLite latency in LiteRT.
       max_bytes: float32 ``.tflite`` file size.
       max_params: Keras parameter count (``model.count_params()``).
+      max_arena_bytes: tensor-arena bytes TensorFlow Lite Micro allocates for
+        the int8 file (a model TFLM cannot run is over any arena budget).
     """
 
     max_latency_us: float = 0.0
     max_bytes: int = 0
     max_params: int = 0
+    max_arena_bytes: int = 0
 
     LIMITS = (
         ("latency_us", "max_latency_us"),
         ("file_bytes", "max_bytes"),
         ("params", "max_params"),
+        ("arena_bytes", "max_arena_bytes"),
     )
 
     def __post_init__(self):
@@ -126,6 +136,9 @@ class Budget:
                 raise ValueError(
                     f"{attr} is set but the trial reported no {figure!r} (got {sorted(figures)})."
                 )
+            if figure == "arena_bytes" and figures.get("tflm_runs") == 0.0:
+                out[figure] = 1.0  # Does not run on TFLM: out of budget.
+                continue
             out[figure] = max(0.0, float(figures[figure]) / float(limit) - 1.0)
         return out
 
@@ -356,6 +369,7 @@ class StudentSearch(base_tuner.BaseTuner):
             self.measure.warmup,
             self.measure.threads,
             tflite_path=os.path.join(trial_dir, "model.tflite"),
+            calibration_images=self.data.x_train[:CALIBRATION_IMAGES],
         )
 
     # -- keras-tuner ---------------------------------------------------------

@@ -80,6 +80,7 @@ def test_search_records_every_trial_and_applies_the_budget(searched):
         over = max(0.0, r["params"] / MAX_PARAMS - 1.0)
         assert r["over_params"] == pytest.approx(over)
         assert r["over_latency_us"] == 0.0  # A limit that is set but not binding.
+        assert r["arena_bytes"] > 0  # TFLM's arena of the candidate's int8 file.
         expected = r["val_accuracy"] if r["feasible"] else r["val_accuracy"] - 1.0 - over
         assert r["score"] == pytest.approx(expected)
         assert (r["score"] >= 0) == r["feasible"]
@@ -369,6 +370,12 @@ def test_objective_puts_every_infeasible_trial_below_every_feasible_one():
         tuner.Budget(max_bytes=-1)
     with pytest.raises(ValueError, match="latency_us"):
         budget.excess({"file_bytes": 1})
+    arena = tuner.Budget(max_arena_bytes=20000)
+    assert arena.excess({"arena_bytes": 30000, "tflm_runs": 1.0}) == {
+        "arena_bytes": pytest.approx(0.5)
+    }
+    # A model TFLM cannot run is out of any arena budget.
+    assert arena.excess({"arena_bytes": 0, "tflm_runs": 0.0}) == {"arena_bytes": 1.0}
 
 
 def test_non_dominated_keeps_exactly_the_front():

@@ -311,9 +311,10 @@ def _foreign(path, fmt):
         obj = tf.saved_model.load(path)
     except Exception as e:  # noqa: BLE001
         raise _unreadable(path, "SavedModel", e) from None
-    params = sum(int(np.prod(v.shape)) for v in getattr(obj, "variables", ())) or None
     serve = getattr(obj, "serve", None)
     signature = obj.signatures.get("serving_default")
+    variables = getattr(obj, "variables", None) or (signature.variables if signature else ())
+    params = sum(int(np.prod(v.shape)) for v in variables) or None
     if signature is None and serve is None:
         raise ValueError(f"teacher {path} has neither a 'serve' endpoint nor 'serving_default'.")
     args, kwargs = signature.structured_input_signature if signature is not None else ((), {})

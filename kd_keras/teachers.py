@@ -262,9 +262,16 @@ def _mismatch(path, t_in, t_classes, input_shape, num_classes):
     )
 
 
+def _fits(t_in, input_shape):
+    """True when a declared input shape (None: any size) accepts `input_shape`."""
+    return len(t_in) == len(input_shape) and all(
+        d is None or d == want for d, want in zip(t_in, input_shape)
+    )
+
+
 def _check_output(path, t_in, t_out, input_shape, num_classes):
     t_in, t_out = tuple(t_in), tuple(t_out)
-    if len(t_out) != 1 or t_in != tuple(input_shape) or t_out[0] != num_classes:
+    if len(t_out) != 1 or not _fits(t_in, input_shape) or t_out[0] != num_classes:
         classes = t_out[0] if len(t_out) == 1 else f"outputs of shape {t_out}, not"
         raise _mismatch(path, t_in, classes, input_shape, num_classes)
 
@@ -341,9 +348,7 @@ def _check_input(path, t_in, input_shape, num_classes, fn, sample_images):
     """A foreign teacher's declared input shape against the data's (before running it)."""
     if t_in is None or all(d is None for d in t_in):
         return
-    if len(t_in) != len(input_shape) or any(
-        d is not None and d != want for d, want in zip(t_in, input_shape)
-    ):
+    if not _fits(t_in, input_shape):
         try:
             classes = int(np.asarray(fn(tf.zeros((1,) + tuple(d or 1 for d in t_in)))).shape[-1])
         except Exception:  # noqa: BLE001 — only for the message.

@@ -27,7 +27,8 @@ def find_layer(model, name):
     """Finds `name` in `model`, also under a TF-MOT wrapper's prefixed name.
 
     Raises:
-      ValueError: no such layer, listing the model's layer names.
+      ValueError: no such layer, listing the model's layer names, or saying
+        that the model wraps an opaque foreign model (``kd_keras.teachers``).
     """
     for layer in model.layers:
         if layer.name == name:
@@ -35,6 +36,13 @@ def find_layer(model, name):
     for layer in model.layers:  # prune_low_magnitude_X, quant_X, cluster_X
         if layer.name.endswith("_" + name) and hasattr(layer, "layer"):
             return layer
+    opaque = [l for l in model.layers if getattr(l, "opaque", False)]
+    if opaque:  # kd_keras.teachers.ForeignModel: a Keras 3 model or a SavedModel.
+        raise ValueError(
+            f"Model '{model.name}' runs a model loaded from {opaque[0].source} as one opaque "
+            f"layer, so its layer '{name}' cannot be read: feature losses (hint, attention) "
+            "need a tf_keras teacher; logit losses (kd, dkd, dist) work with any teacher."
+        )
     raise ValueError(
         f"Model '{model.name}' has no layer named '{name}'; its layers are "
         f"{[l.name for l in model.layers]}."

@@ -21,7 +21,7 @@ from absl import flags
 
 from kd_keras import data as data_lib
 from kd_keras import losses as losses_lib
-from kd_keras import models, training
+from kd_keras import models, teachers, training
 
 EXPORT_FORMATS = ("float32", "float16", "dynamic", "int8")
 NO_DATASET = "none"
@@ -133,11 +133,29 @@ def _define_kwargs(name, help_text):
 
 def define_teacher_flags():
     """--teacher, --teacher_args and how the teacher trains (--teacher_epochs,
-    --teacher_optimizer, --teacher_lr, --teacher_warmup, --teacher_augment)."""
+    --teacher_optimizer, --teacher_lr, --teacher_warmup, --teacher_augment).
+
+    --teacher is a registry name (trained) or one or more comma-separated
+    paths of saved models (loaded, never trained; see ``kd_keras.teachers``).
+    """
+    teacher = flags.DEFINE_string(
+        "teacher",
+        "resnet",
+        f"Teacher: a registry name {sorted(models.REGISTRY)} (trained), or the path of a "
+        "saved model (.keras or .h5 file, SavedModel directory; several comma-separated "
+        "paths: an ensemble), loaded and never retrained.",
+    )
+
+    def validate(value):
+        try:
+            teachers.parse_teacher(value)
+        except ValueError as e:
+            raise flags.ValidationError(str(e)) from None
+        return True
+
+    flags.register_validator("teacher", validate)
     return _holders(
-        teacher=flags.DEFINE_enum(
-            "teacher", "resnet", sorted(models.REGISTRY), "Teacher model (registry name)."
-        ),
+        teacher=teacher,
         teacher_args=_define_kwargs("teacher_args", "Teacher builder kwargs,"),
         **{
             f"teacher_{k}": v

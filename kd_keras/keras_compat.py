@@ -4,7 +4,8 @@ TF-MOT wraps only Keras 2 models, so the project uses Keras 2 through the
 ``tf_keras`` package. ``TF_USE_LEGACY_KERAS=1`` makes ``tf.keras`` resolve to
 the same package, so models built here are the ones TF-MOT and the TFLite
 converter expect. Every other module does ``from kd_keras.keras_compat import
-keras``.
+keras``; :func:`keras3` gives Keras 3 itself, used only to load a teacher Keras
+3 saved (``kd_keras.teachers``).
 
 What TensorFlow's C++ side writes to stderr while it is imported and probes
 for GPUs (oneDNN and CUDA notices, some printed before its log level applies)
@@ -60,4 +61,23 @@ keras.backend.experimental.enable_tf_random_generator()
 if DETERMINISTIC:
     tf.config.experimental.enable_op_determinism()
 
-__all__ = ["keras", "tf", "import_log", "DETERMINISTIC"]
+
+def keras3():
+    """The Keras 3 package (``import keras``), imported on first use.
+
+    ``tf_keras`` cannot load what Keras 3 saves; a teacher saved by Keras 3
+    is loaded by Keras 3 itself and run frozen (``kd_keras.teachers``).
+
+    Raises:
+      ValueError: Keras 3 is not installed.
+    """
+    try:
+        import keras as keras_3
+    except ImportError as e:
+        raise ValueError(f"loading a Keras 3 model needs the keras package ({e}).") from None
+    if not keras_3.__version__.startswith("3."):
+        raise ValueError(f"loading a Keras 3 model needs Keras 3; found {keras_3.__version__}.")
+    return keras_3
+
+
+__all__ = ["keras", "tf", "import_log", "DETERMINISTIC", "keras3"]

@@ -13,6 +13,7 @@ from typing import Optional
 from kd_keras import compression, console, kd_selection, models, runs, training, variants
 from kd_keras import data as data_lib
 from kd_keras import pipeline_report as report
+from kd_keras import teachers as teachers_lib
 from kd_keras.distiller import Distiller
 from kd_keras.keras_compat import keras
 
@@ -31,7 +32,7 @@ class PipelineConfig:
     limit_train: int = 0
     limit_test: int = 0
     batch_size: int = 128
-    teacher: str = "resnet"
+    teacher: str = "resnet"  # A registry name, or comma-separated paths of saved models.
     teacher_kwargs: dict = dataclasses.field(default_factory=dict)
     teacher_train: training.TrainConfig = training.TrainConfig()
     teacher_augment: data_lib.AugmentConfig = data_lib.AugmentConfig()
@@ -60,14 +61,29 @@ class PipelineConfig:
             raise ValueError(f"kd_mode must be one of {KD_MODES}, got {self.kd_mode!r}.")
         if self.num_teachers < 1:
             raise ValueError(f"num_teachers must be >= 1, got {self.num_teachers}.")
-        if self.teacher not in models.REGISTRY or self.student not in models.REGISTRY:
+        if self.student not in models.REGISTRY:
             raise ValueError(
-                f"teacher and student must be registered models {sorted(models.REGISTRY)}; "
-                f"got {self.teacher!r} and {self.student!r}."
+                f"student must be a registered model {sorted(models.REGISTRY)}; "
+                f"got {self.student!r}."
             )
+        try:
+            _, paths = teachers_lib.parse_teacher(self.teacher)
+        except ValueError as e:
+            raise ValueError(f"--teacher={self.teacher}: {e}") from None
+        if paths:  # One teacher per path; they are loaded, never trained.
+            if self.num_teachers not in (1, len(paths)):
+                raise ValueError(
+                    f"--num_teachers={self.num_teachers} with --teacher={self.teacher}: "
+                    f"the ensemble is the {len(paths)} teacher path(s) given."
+                )
+            self.num_teachers = len(paths)
 
         if self.compression is None:
             self.compression = compression.CompressionConfig()
+
+    def teacher_paths(self):
+        """The saved teachers' paths, or [] for a registry teacher."""
+        return teachers_lib.parse_teacher(self.teacher)[1]
 
     def data_spec(self):
         """The data settings that change what a run trains on (part of run keys)."""
@@ -80,12 +96,18 @@ class PipelineConfig:
 def train_teachers(config, data, verbose=None):
     """Trains (or loads) the configured teacher(s).
 
+    A teacher given by path (:meth:`PipelineConfig.teacher_paths`) is loaded
+    (``kd_keras.teachers.load_teacher``), never trained, and evaluated once
+    on the test split (the evaluation is cached by its file digest).
+
     Returns:
       (list of models, list of their weights digests, list of result dicts).
       Students distilled from them key their runs by the digests, so a
       retrained teacher with other weights is never mixed with students of
       the old one.
     """
+    if config.teacher_paths():
+        return load_teachers(config, data)
     teachers, hashes, results = [], [], []
     total = config.num_teachers + len(student_variants(config))
     for i in range(config.num_teachers):
@@ -118,6 +140,73 @@ def train_teachers(config, data, verbose=None):
         teachers.append(model)
         hashes.append(result["weights_digest"])
         results.append(dict(result, role="teacher", kd=False, techniques="", label="teacher"))
+    return teachers, hashes, results
+
+
+def load_checked(path, config, input_shape, num_classes, sample_images=None):
+    """``kd_keras.teachers.load_teacher`` with errors naming the --teacher flag."""
+    try:
+        return teachers_lib.load_teacher(path, input_shape, num_classes, sample_images)
+    except ValueError as e:
+        raise ValueError(f"--teacher={config.teacher}: {e}") from None
+
+
+def load_teachers(config, data):
+    """Loads the teachers given by path and evaluates each on the test split.
+
+    Returns:
+      As :func:`train_teachers`; the digests are the files' sha256
+      (``kd_keras.teachers.file_digest``) and each row says where the teacher
+      came from (source, teacher_format, softmax).
+    """
+    datasets = data_lib.make_datasets(data, config.batch_size)
+    samples = next(iter(datasets["test"]))[0]  # Probes a foreign model for probabilities.
+    teachers, hashes, results = [], [], []
+    paths = config.teacher_paths()
+    total = len(paths) + len(student_variants(config))
+    for i, path in enumerate(paths):
+        console.stage(i + 1, total, f"teacher{i} (loaded from {path})")
+        model, loaded = load_checked(path, config, data.input_shape, data.num_classes, samples)
+        spec = {
+            "role": "teacher",
+            "source": "path",
+            "digest": loaded["digest"],
+            "softmax": loaded["softmax"],
+            "data": config.data_spec(),
+        }
+        directory = runs.run_dir(config.workdir, f"teacher{i}", spec)
+        result = runs.load_result(directory)
+        reused = result is not None
+        if not reused:
+            console.progress(f"evaluating teacher{i} ({loaded['format']}) on the test split")
+            runs.write_json(os.path.join(directory, "spec.json"), spec)
+            result = {
+                "name": f"teacher{i}",
+                "model": model.name,
+                "source": loaded["path"],
+                "teacher_format": loaded["format"],
+                "softmax": loaded["softmax"],
+                "layers_readable": loaded["layers_readable"],
+                "test_accuracy": training.evaluate(model, datasets["test"]),
+                "params": loaded["params"],
+                "weights_digest": loaded["digest"],
+            }
+            runs.write_json(os.path.join(directory, "result.json"), result)
+        if loaded["softmax"] != "no":
+            console.progress(f"teacher{i} ends in softmax: distilling from its {loaded['softmax']}")
+        teachers.append(model)
+        hashes.append(loaded["digest"])
+        results.append(
+            dict(
+                result,
+                run_dir=directory,
+                reused=reused,
+                role="teacher",
+                kd=False,
+                techniques="",
+                label="teacher",
+            )
+        )
     return teachers, hashes, results
 
 
@@ -187,7 +276,8 @@ def _build_checked(name, kwargs, flag, shape, classes):
 def validate(config: PipelineConfig, todo=None):
     """Checks everything that can be checked without data, before any data is
     loaded or model trained: the teacher and student build with their
-    arguments, the distillation losses find their layers, and every variant's
+    arguments (a teacher given by path loads and fits the data's shapes),
+    the distillation losses find their layers, and every variant's
     compression chain applies.
 
     Args:
@@ -202,7 +292,13 @@ def validate(config: PipelineConfig, todo=None):
     """
     shapes = data_lib.placeholder(config.dataset)
     shape, classes = shapes.input_shape, shapes.num_classes
-    teacher = _build_checked(config.teacher, config.teacher_kwargs, "teacher_args", shape, classes)
+    paths = config.teacher_paths()
+    if paths:  # Loaded and checked against the data's shapes; --teacher_args do not apply.
+        teacher = [load_checked(p, config, shape, classes)[0] for p in paths]
+    else:
+        teacher = _build_checked(
+            config.teacher, config.teacher_kwargs, "teacher_args", shape, classes
+        )
     student = _build_checked(config.student, config.student_kwargs, "student_args", shape, classes)
     todo = student_variants(config) if todo is None else todo
     if any(v.kd for v in todo):

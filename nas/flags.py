@@ -54,7 +54,8 @@ DISTILL = flags.DEFINE_bool("distill", True, "Distill every candidate from the t
 TEACHER_MODEL = flags.DEFINE_string(
     "teacher_model",
     None,
-    "Saved teacher (.keras/.h5); if unset, --teacher is trained once and cached in the project.",
+    "Saved teacher (.keras/.h5 of tf_keras or Keras 3, or a SavedModel directory); if unset, "
+    "--teacher (a registry name, trained once and cached in the project, or one path) is used.",
 )
 
 # -- search space ---------------------------------------------------------------

@@ -20,6 +20,7 @@ from absl import app, flags, logging
 
 from kd_keras import console, flag_groups, runs
 from kd_keras import data as data_lib
+from kd_keras import teachers as teachers_lib
 from nas import flags as nas_flags
 from nas import search_report, search_space, teacher, tuner
 
@@ -53,14 +54,32 @@ def _space(input_shape, num_classes):
     )
 
 
+def _teacher_path():
+    """(path, flag naming it) of a saved teacher, or (None, None) for a registry one.
+
+    Raises:
+      ValueError: --teacher names several paths (the search distils from one).
+    """
+    f = nas_flags
+    if f.TEACHER_MODEL.value:
+        return f.TEACHER_MODEL.value, "teacher_model"
+    _, paths = teachers_lib.parse_teacher(f.TEACHER.teacher.value)
+    if len(paths) > 1:
+        raise ValueError(
+            f"--teacher={f.TEACHER.teacher.value}: the search distils from one teacher; "
+            "give one path."
+        )
+    return (paths[0], "teacher") if paths else (None, None)
+
+
 def _teacher_fn(data, project, verbose):
     """A zero-argument callable giving the teacher, or None without KD."""
     f = nas_flags
     if not f.DISTILL.value:
         return None
-    if f.TEACHER_MODEL.value:
-        path = f.TEACHER_MODEL.value
-        return lambda: teacher.load_teacher(path, data.input_shape, data.num_classes)
+    path, flag = _teacher_path()
+    if path:
+        return lambda: teacher.load_teacher(path, data.input_shape, data.num_classes, flag)
     config = flag_groups.train_config(f.TEACHER, "teacher", seed=0)
     kwargs = flag_groups.parse_kwargs(f.TEACHER.teacher_args.value, "teacher_args")
     augment = flag_groups.augment_config(f.TEACHER.teacher_augment)
@@ -131,8 +150,9 @@ def configure():
     flag_groups.augment_config(f.TEACHER.teacher_augment)
     shapes = data_lib.placeholder(f.DATA.dataset.value)
     _space(shapes.input_shape, shapes.num_classes)
-    if f.DISTILL.value and f.TEACHER_MODEL.value:  # Loads it once: a bad file fails here.
-        teacher.load_teacher(f.TEACHER_MODEL.value, shapes.input_shape, shapes.num_classes)
+    path, flag = _teacher_path()
+    if f.DISTILL.value and path:  # Loads it once: a bad file fails here.
+        teacher.load_teacher(path, shapes.input_shape, shapes.num_classes, flag)
     return out
 
 

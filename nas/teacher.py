@@ -1,49 +1,42 @@
 """The teacher a search distills every candidate from.
 
-Either a saved Keras model (``--teacher_model=PATH``, e.g. a pipeline run's
-``runs/teacher0-<hash>/model.keras``), or a registry model trained once through
-``kd_keras.training.train_or_load`` and cached under the search's project
-directory (``<project>/teacher/runs/teacher-<hash>/``): rerunning or resuming
-the search, or starting a distributed worker, reuses it.
+Either a saved model (``--teacher_model=PATH`` or ``--teacher=PATH``: a
+``.keras`` / ``.h5`` file of tf_keras or Keras 3, or a SavedModel directory,
+e.g. a pipeline run's ``runs/teacher0-<hash>/model.keras``), or a registry
+model trained once through ``kd_keras.training.train_or_load`` and cached
+under the search's project directory (``<project>/teacher/runs/teacher-<hash>/``):
+rerunning or resuming the search, or starting a distributed worker, reuses it.
 """
 
 import dataclasses
-import os
 
 from kd_keras import data as data_lib
-from kd_keras import models, training
+from kd_keras import models, teachers, training
 from kd_keras.keras_compat import keras
 
 
-def load_teacher(path, input_shape, num_classes):
-    """Loads a saved teacher and checks it fits the data.
+def load_teacher(path, input_shape, num_classes, flag="teacher_model"):
+    """Loads a saved teacher (``kd_keras.teachers.load_teacher``) and checks it fits the data.
 
     Args:
-      path: a ``.keras`` / ``.h5`` file or a Keras SavedModel directory.
+      path: a ``.keras`` / ``.h5`` file (tf_keras or Keras 3) or a SavedModel
+        directory (tf_keras, or Keras 3's ``model.export()``).
       input_shape: (H, W, C) the teacher must accept.
       num_classes: logits it must produce.
+      flag: the flag that named `path`, for messages.
 
     Returns:
-      The ``keras.Model``.
+      The frozen ``keras.Model`` giving logits (a model ending in softmax
+      gives its pre-softmax tensor or the log of its probabilities).
 
     Raises:
-      ValueError: the path is missing or the model's input/output shapes differ.
+      ValueError: naming the flag: the path is missing or unreadable, or the
+        model's input shape or class count differs from the data's.
     """
-    if not os.path.exists(path):
-        raise ValueError(f"--teacher_model={path} does not exist.")
     try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 — any failure to load means an unusable file.
-        raise ValueError(
-            f"--teacher_model={path} cannot be loaded as a Keras model "
-            f"({type(e).__name__}: {str(e)[:200]})."
-        ) from None
-    got_in, got_out = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
-    if got_in != tuple(input_shape) or got_out != (num_classes,):
-        raise ValueError(
-            f"Teacher {path!r} maps {got_in} -> {got_out}, but the data needs "
-            f"{tuple(input_shape)} -> ({num_classes},)."
-        )
+        model, _ = teachers.load_teacher(path, input_shape, num_classes)
+    except ValueError as e:
+        raise ValueError(f"--{flag}={path}: {e}") from None
     return model
 
 

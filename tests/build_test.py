@@ -21,6 +21,7 @@ ENTRY_POINTS = {"kd_keras/main.py", "export/main.py", "nas/main.py"}
 THIRD_PARTY = {
     "absl": "absl-py",
     "ai_edge_litert": "ai-edge-litert",
+    "keras": "keras",
     "keras_tuner": "keras-tuner",
     "matplotlib": "matplotlib",
     "numpy": "numpy",

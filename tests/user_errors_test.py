@@ -71,6 +71,31 @@ def _check(results, cases):
             assert fragment in message, f"{name}: {fragment!r} not in {message!r}"
 
 
+def _save_teachers(directory):
+    """Teachers of the wrong input shape, the wrong class count, and a Keras 3
+    one (opaque to feature losses), saved by a subprocess (keeps this one light)."""
+    code = (
+        "import sys\n"
+        "from kd_keras.keras_compat import keras, keras3\n"
+        "def model(k, shape, classes):\n"
+        "    i = k.Input(shape)\n"
+        "    return k.Model(i, k.layers.Dense(classes)(k.layers.Flatten()(i)))\n"
+        "d = sys.argv[1]\n"
+        "model(keras, (32, 32, 3), 10).save(d + '/rgb32.keras')\n"
+        "model(keras, (28, 28, 1), 100).save(d + '/classes100.h5')\n"
+        "model(keras3(), (28, 28, 1), 10).save(d + '/keras3.keras')\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(directory)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return {n: str(directory / n) for n in ("rgb32.keras", "classes100.h5", "keras3.keras")}
+
+
 @pytest.fixture
 def paths(tmp_path):
     a_file = tmp_path / "a_file"
@@ -84,6 +109,53 @@ def paths(tmp_path):
         "data": str(tmp_path / "tfds"),
         "locked": str(tmp_path / "locked"),
     }
+
+
+def test_teacher_path_errors(paths, tmp_path):
+    saved = _save_teachers(tmp_path)
+    base = [
+        "--flagfile=kd_keras/configs/smoke.flags",
+        f"--workdir={paths['work']}",
+        f"--data_dir={paths['data']}",
+    ]
+    cases = [
+        (
+            "teacher path missing",
+            base + ["--teacher=/no/such/teacher.keras"],
+            ["--teacher=/no/such/teacher.keras", "does not exist"],
+        ),
+        (
+            "teacher neither name nor path",
+            base + ["--teacher=resnet50"],
+            ["--teacher=resnet50", "neither a registered model", "path"],
+        ),
+        (
+            "teacher input shape",
+            base + [f"--teacher={saved['rgb32.keras']}"],
+            ["--teacher=", "(32, 32, 3)", "(28, 28, 1)"],
+        ),
+        (
+            "teacher class count",
+            base + [f"--teacher={saved['classes100.h5']}"],
+            ["--teacher=", "gives 100 classes", "10 classes"],
+        ),
+        (
+            "corrupt teacher file",
+            base + [f"--teacher={paths['corrupt']}"],
+            [f"--teacher={paths['corrupt']}", "not a .keras archive"],
+        ),
+        (
+            "feature loss on a Keras 3 teacher",
+            base + [f"--teacher={saved['keras3.keras']}", "--kd_losses=hint"],
+            ["--kd_losses=hint", "opaque", "tf_keras teacher"],
+        ),
+        (
+            "num_teachers against paths",
+            base + [f"--teacher={saved['keras3.keras']}", "--num_teachers=3"],
+            ["--num_teachers=3", "1 teacher path"],
+        ),
+    ]
+    _check(_run("kd_keras.main", cases), cases)
 
 
 def test_pipeline_and_study_errors(paths):

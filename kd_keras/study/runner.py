@@ -168,8 +168,14 @@ def validate(config):
 
     Raises:
       ValueError: an invalid technique chain, model argument, layer name or
-        NAS path.
+        NAS path, or a second teacher to train beside a teacher given by path.
     """
+    if config.extra_teacher and config.pipeline.teacher_paths():
+        raise ValueError(
+            "--extra_teacher_args builds a second registry teacher, but "
+            f"--teacher={config.pipeline.teacher} is a saved model; give the ensemble as "
+            "comma-separated --teacher paths."
+        )
     pipeline.validate(config.pipeline, todo=plan(config))
 
 

@@ -1,0 +1,216 @@
+"""Teachers a user already has: every saved format loads as a logits model.
+
+The test saves small teachers itself (tf_keras ``.keras`` and ``.h5``, Keras 3
+``.keras``, a Keras 3 ``model.export()`` SavedModel, models ending in
+softmax) and checks that the loaded teacher gives the original logits (or
+log-probabilities), that shape mismatches name both sides, that feature
+losses refuse an opaque teacher, and that ``kd_keras.main`` distils from
+teachers given by path.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kd_keras import data as data_lib
+from kd_keras import losses, runs, teachers
+from kd_keras.distiller import Distiller
+from kd_keras.keras_compat import keras, keras3, tf
+from nas import teacher as nas_teacher
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAVE_DATA = (
+    not data_lib.missing_idx_files(data_lib.DEFAULT_MANUAL_DIR)
+    or os.environ.get("KD_KERAS_REQUIRE_DATA") == "1"
+)
+SHAPE, CLASSES = (28, 28, 1), 10
+
+
+def tf_keras_model(softmax=False, shape=SHAPE, classes=CLASSES, seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, activation="softmax" if softmax else None)(x)
+    return keras.Model(inputs, outputs)
+
+
+def keras3_model(softmax=False, shape=SHAPE, classes=CLASSES, seed=1):
+    k3 = keras3()
+    k3.utils.set_random_seed(seed)
+    inputs = k3.Input(shape)
+    x = k3.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
+    x = k3.layers.GlobalAveragePooling2D()(x)
+    outputs = k3.layers.Dense(classes, activation="softmax" if softmax else None)(x)
+    return k3.Model(inputs, outputs)
+
+
+def images(n=16, seed=0):
+    return np.random.default_rng(seed).random((n,) + SHAPE, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """{name: (path, expected logits on images())} for every supported format."""
+    d = tmp_path_factory.mktemp("teachers")
+    x = images()
+    out = {}
+    plain = tf_keras_model()
+    plain.save(d / "tf_keras.keras")
+    plain.save(d / "tf_keras.h5")
+    out["tf_keras.keras"] = (str(d / "tf_keras.keras"), plain.predict(x, verbose=0))
+    out["tf_keras.h5"] = (str(d / "tf_keras.h5"), plain.predict(x, verbose=0))
+    probs = tf_keras_model(softmax=True, seed=2)
+    probs.save(d / "softmax.keras")
+    out["softmax.keras"] = (str(d / "softmax.keras"), np.log(probs.predict(x, verbose=0)))
+    k3 = keras3_model()
+    k3.save(d / "keras3.keras")
+    out["keras3.keras"] = (str(d / "keras3.keras"), np.asarray(k3(x, training=False)))
+    k3.export(str(d / "keras3_export"), verbose=False)
+    out["keras3_export"] = (str(d / "keras3_export"), np.asarray(k3(x, training=False)))
+    k3_probs = keras3_model(softmax=True, seed=3)
+    k3_probs.export(str(d / "keras3_softmax_export"), verbose=False)
+    out["keras3_softmax_export"] = (
+        str(d / "keras3_softmax_export"),
+        np.log(np.asarray(k3_probs(x, training=False))),
+    )
+    return out
+
+
+EXPECTED = {  # name: (format, softmax, layers readable)
+    "tf_keras.keras": ("tf_keras", "no", True),
+    "tf_keras.h5": ("tf_keras", "no", True),
+    "softmax.keras": ("tf_keras", "pre-softmax tensor", True),
+    "keras3.keras": ("keras3", "no", False),
+    "keras3_export": ("saved_model", "no", False),
+    "keras3_softmax_export": ("saved_model", "log of probabilities", False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_format_loads_as_the_original_logits(saved, name):
+    path, expected = saved[name]
+    model, report = teachers.load_teacher(path, SHAPE, CLASSES)
+    assert isinstance(model, keras.Model) and not model.trainable
+    assert tuple(model.input_shape[1:]) == SHAPE and tuple(model.output_shape[1:]) == (CLASSES,)
+    got = model.predict(images(), verbose=0)
+    if EXPECTED[name][1] == "pre-softmax tensor":  # Logits up to a constant per row.
+        got = tf.nn.log_softmax(got).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert (report["format"], report["softmax"], report["layers_readable"]) == EXPECTED[name]
+    assert report["digest"] == teachers.file_digest(path) and report["params"] > 0
+
+
+def test_a_foreign_teacher_distils_and_stays_frozen(saved):
+    teacher, _ = teachers.load_teacher(saved["keras3.keras"][0], SHAPE, CLASSES)
+    before = teacher.predict(images(), verbose=0)
+    student = tf_keras_model(seed=5)
+    distiller = Distiller(student, teacher, "kd", alpha=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+    student_before = student.get_weights()[0].copy()
+    distiller.fit(images(), np.arange(16) % CLASSES, batch_size=8, epochs=1, verbose=0)
+    assert not np.allclose(student.get_weights()[0], student_before)
+    np.testing.assert_array_equal(teacher.predict(images(), verbose=0), before)
+
+
+def test_feature_losses_refuse_an_opaque_teacher(saved):
+    teacher, _ = teachers.load_teacher(saved["keras3_export"][0], SHAPE, CLASSES)
+    with pytest.raises(ValueError, match="opaque layer.*feature losses"):
+        Distiller(tf_keras_model(seed=5), teacher, losses.HintLoss("conv", "conv"))
+    # A tf_keras teacher keeps its layers: the same loss finds them.
+    readable, _ = teachers.load_teacher(saved["tf_keras.keras"][0], SHAPE, CLASSES)
+    Distiller(tf_keras_model(seed=5), readable, losses.HintLoss("conv", "conv"))
+
+
+@pytest.mark.parametrize("name", ["tf_keras.h5", "keras3.keras", "keras3_export"])
+def test_a_shape_or_class_mismatch_names_both(saved, name):
+    path = saved[name][0]
+    with pytest.raises(ValueError) as e:
+        teachers.load_teacher(path, (32, 32, 3), CLASSES)
+    assert "(28, 28, 1)" in str(e.value) and "(32, 32, 3)" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        teachers.load_teacher(path, SHAPE, 7)
+    assert "gives 10 classes" in str(e.value) and "7 classes" in str(e.value)
+    with pytest.raises(ValueError, match="--teacher_model="):
+        nas_teacher.load_teacher(path, SHAPE, 7)
+
+
+def test_parse_teacher_and_file_digest(saved, tmp_path):
+    assert teachers.parse_teacher("resnet") == ("resnet", [])
+    paths = [saved["keras3.keras"][0], saved["keras3_export"][0]]
+    assert teachers.parse_teacher(",".join(paths)) == (None, paths)
+    with pytest.raises(ValueError, match="does not exist"):
+        teachers.parse_teacher("/no/such/teacher.keras")
+    with pytest.raises(ValueError, match="neither a registered model"):
+        teachers.parse_teacher("resnet50")
+    with pytest.raises(ValueError, match="not a .keras archive"):
+        (tmp_path / "bad.keras").write_bytes(b"not a zip")
+        teachers.load_teacher(str(tmp_path / "bad.keras"), SHAPE, CLASSES)
+    # A directory's digest covers every file: one changed byte changes it.
+    copy = tmp_path / "export"
+    subprocess.run(["cp", "-r", saved["keras3_export"][0], str(copy)], check=True)
+    digest = teachers.file_digest(str(copy))
+    assert digest == teachers.file_digest(saved["keras3_export"][0])
+    (copy / "fingerprint.pb").write_bytes(b"changed")
+    assert teachers.file_digest(str(copy)) != digest
+
+
+def _main(workdir, teacher):
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kd_keras.main",
+            "--flagfile=kd_keras/configs/smoke.flags",
+            f"--teacher={teacher}",
+            "--techniques=",
+            "--export_formats=",
+            f"--workdir={workdir}",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _check_distilled(workdir, proc, paths):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["name"]: r for r in json.load(open(os.path.join(workdir, "results.json")))["models"]}
+    digests = [teachers.file_digest(p) for p in paths]
+    for i, (path, digest) in enumerate(zip(paths, digests)):
+        row = rows[f"teacher{i}"]
+        assert row["role"] == "teacher" and row["source"] == os.path.abspath(path)
+        assert 0.0 <= row["test_accuracy"] <= 1.0 and row["weights_digest"] == digest
+        assert runs.saved_model_path(row["run_dir"]) is None  # Loaded, never trained.
+    assert "training teacher" not in proc.stdout
+    kd = rows["none-kd-s0"]
+    assert kd["kd"] and 0.0 <= kd["test_accuracy"] <= 1.0
+    # Students key their runs by the teachers' file digests.
+    assert runs.read_json(os.path.join(kd["run_dir"], "spec.json"))["teachers"] == digests
+    return rows
+
+
+@pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
+def test_main_distils_from_a_keras3_file(saved, tmp_path):
+    path = saved["keras3.keras"][0]
+    proc = _main(tmp_path / "work", path)
+    rows = _check_distilled(str(tmp_path / "work"), proc, [path])
+    assert rows["teacher0"]["teacher_format"] == "keras3"
+
+
+@pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
+def test_main_distils_from_an_ensemble_of_every_format(saved, tmp_path):
+    names = ["tf_keras.keras", "tf_keras.h5", "softmax.keras", "keras3_softmax_export"]
+    paths = [saved[n][0] for n in names]
+    proc = _main(tmp_path / "work", ",".join(paths))
+    rows = _check_distilled(str(tmp_path / "work"), proc, paths)
+    assert [rows[f"teacher{i}"]["softmax"] for i in range(len(paths))] == [
+        EXPECTED[n][1] for n in names
+    ]
+    assert "ends in softmax" in proc.stdout

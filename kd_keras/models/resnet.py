@@ -11,9 +11,9 @@ from kd_keras.keras_compat import keras
 layers = keras.layers
 
 
-def _block(x, filters, stride, weight_decay, name):
+def _block(x, filters, stride, weight_decay, name, bn_momentum=0.99):
     reg = keras.regularizers.l2(weight_decay) if weight_decay else None
-    pre = layers.BatchNormalization(name=f"{name}_bn1")(x)
+    pre = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn1")(x)
     pre = layers.ReLU(name=f"{name}_relu1")(pre)
     if stride != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(
@@ -30,7 +30,7 @@ def _block(x, filters, stride, weight_decay, name):
         kernel_regularizer=reg,
         name=f"{name}_conv1",
     )(pre)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn2")(y)
     y = layers.ReLU(name=f"{name}_relu2")(y)
     y = layers.Conv2D(
         filters, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"{name}_conv2"
@@ -46,6 +46,7 @@ def resnet(
     stem_stride=1,
     weight_decay=5e-4,
     dropout=0.0,
+    bn_momentum=0.99,
     name=None,
 ):
     """Builds a pre-activation (wide) ResNet.
@@ -59,6 +60,8 @@ def resnet(
         resolution (4x fewer multiply-adds), which suits 28x28 inputs.
       weight_decay: L2 on convolution and dense kernels; 0 disables it.
       dropout: dropout rate before the classifier.
+      bn_momentum: BatchNormalization momentum; 0.9 suits runs of only a few
+        hundred steps, whose moving statistics 0.99 leaves unsettled.
       name: model name; default ``resnet{depth}_{width}``.
 
     Raises:
@@ -86,9 +89,11 @@ def resnet(
         filters = max(8, int(round(base * width)))
         for b in range(n):
             stride = 2 if (stage > 1 and b == 0) else 1
-            x = _block(x, filters, stride, weight_decay, name=f"s{stage}b{b + 1}")
+            x = _block(
+                x, filters, stride, weight_decay, name=f"s{stage}b{b + 1}", bn_momentum=bn_momentum
+            )
         x = layers.Activation("linear", name=f"stage{stage}")(x)
-    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name="head_bn")(x)
     x = layers.ReLU(name="head_relu")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:

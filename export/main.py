@@ -61,12 +61,8 @@ def results_table(rows):
     return "\n".join(lines)
 
 
-def parse_flags(argv):
-    """absl's flag parsing, with an invalid flag reported in one line."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(f"Invalid flag: {e}")
+# absl's flag parsing, an invalid flag reported in one line.
+parse_flags = flag_groups.parse_flags
 
 
 def main(argv):

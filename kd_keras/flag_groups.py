@@ -15,6 +15,7 @@ the value and what is allowed. Only entry points (their ``flags.py`` and
 """
 
 import ast
+import sys
 import types
 
 from absl import flags
@@ -285,6 +286,16 @@ def define_budget_flags():
             lower_bound=0,
         ),
     )
+
+
+def parse_flags(argv):
+    """absl's flag parsing for an entry point (``app.run(main,
+    flags_parser=parse_flags)``): an invalid flag ends the program with one
+    line naming it, its value and what is allowed."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"Invalid flag: {e}")
 
 
 def define_console_flags():

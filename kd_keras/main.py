@@ -23,12 +23,8 @@ from kd_keras.study import runner
 FLAGS = flags.FLAGS
 
 
-def parse_flags(argv):
-    """absl's flag parsing, with an invalid flag reported in one line."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(f"Invalid flag: {e}")
+# absl's flag parsing, an invalid flag reported in one line.
+parse_flags = flag_groups.parse_flags
 
 
 def check_workdir(workdir):

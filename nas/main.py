@@ -27,12 +27,8 @@ from nas import search_report, search_space, teacher, tuner
 FLAGS = flags.FLAGS
 
 
-def parse_flags(argv):
-    """absl's flag parsing, with an invalid flag reported in one line."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(f"Invalid flag: {e}")
+# absl's flag parsing, an invalid flag reported in one line.
+parse_flags = flag_groups.parse_flags
 
 
 def _space(input_shape, num_classes):

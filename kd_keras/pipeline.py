@@ -263,7 +263,8 @@ def student_variants(config):
     return out
 
 
-def _build_checked(name, kwargs, flag, shape, classes):
+def build_checked(name, kwargs, flag, shape, classes):
+    """Builds registry model `name`; a failure is a ValueError naming `--flag`."""
     try:
         return models.build(name, shape, classes, **kwargs)
     except (TypeError, ValueError) as e:
@@ -296,10 +297,10 @@ def validate(config: PipelineConfig, todo=None):
     if paths:  # Loaded and checked against the data's shapes; --teacher_args do not apply.
         teacher = [load_checked(p, config, shape, classes)[0] for p in paths]
     else:
-        teacher = _build_checked(
+        teacher = build_checked(
             config.teacher, config.teacher_kwargs, "teacher_args", shape, classes
         )
-    student = _build_checked(config.student, config.student_kwargs, "student_args", shape, classes)
+    student = build_checked(config.student, config.student_kwargs, "student_args", shape, classes)
     todo = student_variants(config) if todo is None else todo
     if any(v.kd for v in todo):
         try:

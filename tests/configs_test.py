@@ -20,30 +20,21 @@ CHECK = r"""
 import sys
 from absl import flags
 from kd_keras import flags as kd_flags
-from kd_keras import models
+from kd_keras import pipeline
 from kd_keras.study import runner
 
-SHAPES = {"fashion_mnist": ((28, 28, 1), 10), "mnist": ((28, 28, 1), 10),
-          "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100)}
 for path in sys.argv[1:]:
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["check", f"--flagfile={path}", "--workdir=/nonexistent/never_written"])
     cfg = kd_flags.pipeline_config()
-    shape, classes = SHAPES[cfg.dataset]
-    models.build(cfg.teacher, shape, classes, **cfg.teacher_kwargs)
+    # What the entry point checks before any data: models build (a teacher
+    # given by path loads), losses find their layers, every variant applies.
     if kd_flags.mode() == "study":
         study = kd_flags.study_config(cfg)
-        for v in runner.plan(study):
-            if not v.student.startswith("nas:"):
-                models.build(v.student, shape, classes, **dict(v.student_kwargs))
-        if study.nas_student:
-            import nas
-            nas.load_student(study.nas_student, shape, classes)
-        if study.extra_teacher:
-            models.build(cfg.teacher, shape, classes, **study.extra_teacher)
+        runner.validate(study)
         print(f"OK {path}: study, {len(runner.plan(study))} runs")
     else:
-        models.build(cfg.student, shape, classes, **cfg.student_kwargs)
+        pipeline.validate(cfg)
         print(f"OK {path}: pipeline")
 """
 

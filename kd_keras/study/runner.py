@@ -177,6 +177,15 @@ def validate(config):
             "comma-separated --teacher paths."
         )
     pipeline.validate(config.pipeline, todo=plan(config))
+    if config.extra_teacher:
+        shapes = data_lib.placeholder(config.pipeline.dataset)
+        pipeline.build_checked(
+            config.pipeline.teacher,
+            config.extra_teacher,
+            "extra_teacher_args",
+            shapes.input_shape,
+            shapes.num_classes,
+        )
 
 
 def load_data(config):

@@ -1,14 +1,14 @@
 """Cost of augmented distillation with and without the teacher cache, same process.
 
     python bench/kd_cache.py [--images 8192] [--batch_size 128] [--views 4]
-                             [--augment crop=2,flip,mixup=0.2] [--repeats 3]
+                             [--augment crop=2,flip,mixup=0.2] [--repeats 5]
 
 Times one epoch of (a) plain augmented student training, (b) distillation
 with the teacher online on the augmented batches, (c) distillation through
 the teacher cache (``kd_keras.teacher_cache``, K = --views views, built once
 before timing; its build time is printed apart), and prints (c)/(a) and
 (b)/(a). The three are timed in interleaved rounds (one epoch each per
-round, after a warm-up round) and the medians are compared, so drift of a
+round, in a rotating order, after a warm-up round) and the medians are compared, so drift of a
 shared machine hits them alike. Also times iterating one epoch of the input
 pipeline with crop/flip/cutout augmentation vectorized over batches (what
 ``make_datasets`` does) against the same augmentation mapped per example
@@ -41,14 +41,16 @@ def _timed(fn, *args):
 
 
 def _rounds(fns, repeats):
-    """Interleaved rounds, the first one a warm-up; the median time of each fn."""
+    """Interleaved rounds, the first one a warm-up, the order rotated each round;
+    the median time of each fn."""
     times = {name: [] for name in fns}
+    names = list(fns)
     for r in range(repeats + 1):
-        for name, fn in fns.items():
-            t = _timed(fn, r)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t = _timed(fns[name], r)
             if r:
                 times[name].append(t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: statistics.median(ts) for name, ts in times.items()}, times
 
 
 def _per_example_pipeline(data, config, batch_size, seed, epoch):
@@ -75,7 +77,7 @@ def main():
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--augment", default="crop=2,flip,mixup=0.2")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     augment = data_lib.AugmentConfig.parse(args.augment.split(","))
@@ -108,7 +110,7 @@ def main():
             training.even_batches(pipelines["train_epochs"](r, r + 1)), epochs=1, verbose=0
         )
 
-    t = _rounds(
+    t, t_all = _rounds(
         {
             "plain": epoch(plain, pipes),
             "online": epoch(online, pipes),
@@ -120,7 +122,7 @@ def main():
     basic = data_lib.AugmentConfig(crop_padding=2, flip=True, cutout=8)
     batched = data_lib.make_datasets(data, args.batch_size, basic, seed=0)["train_epochs"]
     drain = lambda ds: sum(1 for _ in ds)  # noqa: E731
-    p = _rounds(
+    p, _ = _rounds(
         {
             "batched": lambda r: drain(batched(r, r + 1)),
             "per_example": lambda r: drain(
@@ -135,9 +137,10 @@ def main():
         f"views={args.views} teacher_params={teacher.count_params():,} "
         f"student_params={plain.count_params():,}"
     )
-    print(f"(a) plain augmented epoch          {t['plain']:8.3f} s")
-    print(f"(b) online KD augmented epoch      {t['online']:8.3f} s")
-    print(f"(c) cached KD augmented epoch      {t['cached']:8.3f} s")
+    spread = lambda k: f"[{min(t_all[k]):.3f} .. {max(t_all[k]):.3f}]"  # noqa: E731
+    print(f"(a) plain augmented epoch          {t['plain']:8.3f} s  {spread('plain')}")
+    print(f"(b) online KD augmented epoch      {t['online']:8.3f} s  {spread('online')}")
+    print(f"(c) cached KD augmented epoch      {t['cached']:8.3f} s  {spread('cached')}")
     print(f"    cache build (once, {args.views} views)    {t_build:8.3f} s")
     print(f"ratio (c)/(a) cached KD / plain    {t['cached'] / t['plain']:6.2f}x")
     print(f"ratio (b)/(a) online KD / plain    {t['online'] / t['plain']:6.2f}x")

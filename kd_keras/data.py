@@ -86,25 +86,45 @@ class AugmentConfig:
         original size; 0 disables random cropping.
       flip: random horizontal flip.
       cutout: side of a square zeroed at a random position; 0 disables it.
+      mixup: alpha of mixup (Zhang et al. 2018): each batch is blended with
+        a permutation of itself, ``lam * x + (1 - lam) * x[perm]`` with
+        ``lam ~ Beta(alpha, alpha)``; 0 disables it.
+      cutmix: alpha of CutMix (Yun et al. 2019): a box of each image, of
+        area ``1 - lam``, is replaced by its partner's; 0 disables it. With
+        both mixup and cutmix, each batch uses one of them, with equal odds.
+
+    With mixup or cutmix the training labels are soft: float32 (batch,
+    classes), ``lam * onehot(y) + (1 - lam) * onehot(y[perm])`` (see
+    :func:`mix_batch`).
     """
 
     crop_padding: int = 0
     flip: bool = False
     cutout: int = 0
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def __post_init__(self):
         if self.crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}.")
         if self.cutout < 0:
             raise ValueError(f"cutout must be >= 0, got {self.cutout}.")
+        for name in ("mixup", "cutmix"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} alpha must be >= 0, got {getattr(self, name)}.")
 
     @property
     def enabled(self):
-        return bool(self.crop_padding or self.flip or self.cutout)
+        return bool(self.crop_padding or self.flip or self.cutout or self.mixes)
+
+    @property
+    def mixes(self):
+        """True when batches are mixed (mixup or cutmix): labels are soft."""
+        return bool(self.mixup or self.cutmix)
 
     @classmethod
     def parse(cls, items):
-        """Parses ``["crop=2", "flip", "cutout=8"]`` (a flag's list value).
+        """Parses ``["crop=2", "flip", "cutout=8", "mixup=0.2"]`` (a flag's list value).
 
         Raises:
           ValueError: an unknown item or a malformed value.
@@ -119,6 +139,10 @@ class AugmentConfig:
                     kwargs["flip"] = True
                 elif key == "cutout":
                     kwargs["cutout"] = int(value or 8)
+                elif key in ("mixup", "cutmix"):
+                    kwargs[key] = float(value or (0.2 if key == "mixup" else 1.0))
+                    if not kwargs[key] > 0:
+                        raise ValueError
                 elif key in ("", "none"):
                     continue
                 else:
@@ -126,7 +150,7 @@ class AugmentConfig:
             except ValueError:
                 raise ValueError(
                     f"Bad augmentation {item!r}; allowed: crop[=PADDING], flip, "
-                    "cutout[=SIZE], none."
+                    "cutout[=SIZE], mixup[=ALPHA>0], cutmix[=ALPHA>0], none."
                 ) from None
         return cls(**kwargs)
 
@@ -458,6 +482,10 @@ def preprocess(images):
 def augment_fn(config: AugmentConfig, seed: Optional[int] = None):
     """Returns a per-example function (image float32 HWC, label[, key]) -> (image, label).
 
+    The training pipeline augments whole batches (:func:`augment_batch`); this
+    per-example form remains for single images and as the reference the
+    vectorized one is benchmarked against (``bench/kd_cache.py``).
+
     With `key` (an int32/int64 tensor of shape [2]) the randomness is stateless:
     a pure function of the key, so the same key gives the same augmentation in
     any process. Without it, stateful random ops seeded by `seed` are used.
@@ -531,6 +559,209 @@ def epoch_order(n, seed, epoch):
     return tf.cast(tf.argsort(tf.random.stateless_uniform([n], key), stable=True), tf.int64)
 
 
+MIX_NONE, MIX_MIXUP, MIX_CUTMIX = 0, 1, 2
+# The parameters of one epoch's views, one entry per training example (indexed
+# by example id). Per example: crop offsets, flip, cutout centre. Per batch
+# (the same for every example of a batch): mixing mode, lambda and CutMix box;
+# `partner` is the position, within its batch, of the example mixed into it.
+VIEW_KEYS = (
+    "dy",
+    "dx",
+    "flip",
+    "cy",
+    "cx",
+    "partner",
+    "mode",
+    "lam",
+    "box_y0",
+    "box_y1",
+    "box_x0",
+    "box_x1",
+)
+
+
+def epoch_views(config: AugmentConfig, n, image_shape, seed, epoch, batch_size):
+    """The order and the augmentation parameters of one epoch, drawn at once.
+
+    A pure function of its arguments (stateless random ops keyed by
+    ``epoch_key(seed, epoch)``), so every process, and a training resumed at
+    `epoch`, draws the same views. Position ``p`` of the epoch holds example
+    ``order[p]``; batch ``b`` is positions ``[b * batch_size, (b + 1) *
+    batch_size)``; each batch draws its mixing mode, lambda ~ Beta(alpha,
+    alpha), CutMix box and a partner permutation of its positions.
+
+    Args:
+      config: the augmentation.
+      n: training examples.
+      image_shape: (H, W, C).
+      seed: seed of the pipeline.
+      epoch: epoch (int or int64 scalar tensor).
+      batch_size: examples per batch (mixing pairs examples of one batch).
+
+    Returns:
+      dict: 'order' (n,) int64 and each of VIEW_KEYS, (n,) tensors indexed by
+      example id (int32, lam float32).
+    """
+    h, w = int(image_shape[0]), int(image_shape[1])
+    fold = tf.random.experimental.stateless_fold_in
+    aug = fold(epoch_key(seed, epoch), 1)  # 0 is the order's key.
+    key = lambda tag: fold(aug, tag)  # noqa: E731
+    order = epoch_order(n, seed, epoch)
+
+    def ints(tag, high, size=n):
+        return tf.random.stateless_uniform([size], key(tag), 0, high, dtype=tf.int32)
+
+    zeros = tf.zeros([n], tf.int32)
+    p = config.crop_padding
+    views = {
+        "dy": ints(0, 2 * p + 1) if p else zeros,
+        "dx": ints(1, 2 * p + 1) if p else zeros,
+        "flip": ints(2, 2) if config.flip else zeros,
+        "cy": ints(3, h) if config.cutout else zeros,
+        "cx": ints(4, w) if config.cutout else zeros,
+    }
+    steps = -(-n // batch_size)
+    if config.mixup and config.cutmix:
+        mode = tf.where(ints(5, 2, steps) == 0, MIX_MIXUP, MIX_CUTMIX)
+    else:
+        mode = tf.fill([steps], MIX_MIXUP if config.mixup else MIX_CUTMIX if config.cutmix else 0)
+    alpha = tf.where(mode == MIX_MIXUP, config.mixup or 1.0, config.cutmix or 1.0)
+    g1 = tf.random.stateless_gamma([steps], key(6), alpha)
+    g2 = tf.random.stateless_gamma([steps], key(7), alpha)
+    lam = g1 / tf.maximum(g1 + g2, 1e-12)
+    # CutMix: a box of side sqrt(1 - lam) times the image's, clipped at the
+    # border; lambda becomes the share of the image left outside it.
+    ratio = tf.sqrt(1.0 - lam)
+    ch = tf.cast(h * ratio, tf.int32) // 2
+    cw = tf.cast(w * ratio, tf.int32) // 2
+    by, bx = ints(8, h, steps), ints(9, w, steps)
+    y0, y1 = tf.clip_by_value(by - ch, 0, h), tf.clip_by_value(by + ch, 0, h)
+    x0, x1 = tf.clip_by_value(bx - cw, 0, w), tf.clip_by_value(bx + cw, 0, w)
+    lam = tf.where(
+        mode == MIX_CUTMIX, 1.0 - tf.cast((y1 - y0) * (x1 - x0), tf.float32) / (h * w), lam
+    )
+    lam = tf.where(mode == MIX_NONE, 1.0, lam)
+    # Partners: sorting (batch, uniform) permutes the positions within each batch.
+    batch_of = tf.range(n, dtype=tf.int32) // batch_size
+    u = tf.random.stateless_uniform([n], key(10), dtype=tf.float64)
+    partner = tf.cast(tf.argsort(tf.cast(batch_of, tf.float64) + u, stable=True), tf.int32)
+    per_position = {
+        "partner": partner - batch_of * batch_size,
+        **{
+            k: tf.gather(v, batch_of)
+            for k, v in (
+                ("mode", mode),
+                ("lam", lam),
+                ("box_y0", y0),
+                ("box_y1", y1),
+                ("box_x0", x0),
+                ("box_x1", x1),
+            )
+        },
+    }
+    position_of = tf.argsort(order)  # example id -> its position this epoch
+    views.update({k: tf.gather(v, position_of) for k, v in per_position.items()})
+    return dict(views, order=order)
+
+
+def augment_batch(config: AugmentConfig, images, views):
+    """Crops, flips and cuts out a batch with the given per-example parameters.
+
+    Vectorized over the batch (one gather per axis, one select, one mask)
+    rather than mapped per example.
+
+    Args:
+      config: which augmentations are on.
+      images: float32 (B, H, W, C).
+      views: dict of VIEW_KEYS tensors (B,) for these examples.
+
+    Returns:
+      The augmented images, float32 (B, H, W, C).
+    """
+    shape = tf.shape(images)
+    h, w = shape[1], shape[2]
+    if config.crop_padding:
+        p = config.crop_padding
+        padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]])
+        rows = views["dy"][:, None] + tf.range(h)[None, :]
+        cols = views["dx"][:, None] + tf.range(w)[None, :]
+        images = tf.gather(padded, rows, axis=1, batch_dims=1)
+        images = tf.gather(images, cols, axis=2, batch_dims=1)
+    if config.flip:
+        flip = tf.reshape(views["flip"] > 0, [-1, 1, 1, 1])
+        images = tf.where(flip, tf.reverse(images, [2]), images)
+    if config.cutout:
+        size, half = config.cutout, config.cutout // 2
+        ys = tf.range(h)[None, :, None]
+        xs = tf.range(w)[None, None, :]
+        cy = views["cy"][:, None, None] - half
+        cx = views["cx"][:, None, None] - half
+        inside = (ys >= cy) & (ys < cy + size) & (xs >= cx) & (xs < cx + size)
+        images = images * tf.cast(~inside, images.dtype)[..., None]
+    return images
+
+
+def mix_batch(images, soft_labels, views):
+    """Mixup or CutMix of one batch with its partners, as `views` say.
+
+    The labels are mixed with the same lambda as the images, so that the
+    cross-entropy with them is ``lam * CE(y) + (1 - lam) * CE(y_partner)``.
+
+    Args:
+      images: float32 (B, H, W, C).
+      soft_labels: float32 (B, classes) (one-hot).
+      views: dict of VIEW_KEYS tensors (B,); mode, lambda and box are read
+        from the first example (they are per batch).
+
+    Returns:
+      (images, labels) mixed.
+    """
+    perm = views["partner"]
+    mode, lam = views["mode"][0], views["lam"][0]
+    other = tf.gather(images, perm)
+    h, w = tf.shape(images)[1], tf.shape(images)[2]
+    ys = tf.range(h)[:, None]
+    xs = tf.range(w)[None, :]
+    box = (
+        (ys >= views["box_y0"][0])
+        & (ys < views["box_y1"][0])
+        & (xs >= views["box_x0"][0])
+        & (xs < views["box_x1"][0])
+    )
+    cut = tf.where(box[None, :, :, None], other, images)
+    blend = lam * images + (1.0 - lam) * other
+    images = tf.where(mode == MIX_CUTMIX, cut, tf.where(mode == MIX_MIXUP, blend, images))
+    labels = lam * soft_labels + (1.0 - lam) * tf.gather(soft_labels, perm)
+    return images, labels
+
+
+def view_batch(config: AugmentConfig, images, labels, ids, views, num_classes):
+    """One training batch: examples `ids` of `images` (uint8, all of them),
+    augmented and mixed with their view parameters.
+
+    Args:
+      config: the augmentation.
+      images: uint8 (N, H, W, C) tensor of the training split.
+      labels: int64 (N,) tensor.
+      ids: (B,) example ids of this batch, in batch order.
+      views: dict of VIEW_KEYS tensors (N,) indexed by example id.
+      num_classes: classes (for the soft labels of a mixing config).
+
+    Returns:
+      (images float32 (B, H, W, C), labels: int64 (B,), or float32 (B,
+      classes) when `config` mixes).
+    """
+    x = preprocess(tf.gather(images, ids))
+    y = tf.gather(labels, ids)
+    if not config.enabled:
+        return x, y
+    v = {k: tf.gather(views[k], ids) for k in VIEW_KEYS}
+    x = augment_batch(config, x, v)
+    if config.mixes:
+        x, y = mix_batch(x, tf.one_hot(y, num_classes, dtype=tf.float32), v)
+    return x, y
+
+
 def make_datasets(
     data: Dataset,
     batch_size=128,
@@ -540,18 +771,21 @@ def make_datasets(
     teacher_logits=None,
     epochs=None,
     start_epoch=0,
+    replay=None,
 ):
     """Builds the train / val / test ``tf.data`` pipelines.
 
     The training data order and augmentation are a pure function of (`seed`,
-    epoch): epoch ``e`` visits the examples in the order ``epoch_order(n,
-    seed, e)`` and augments example ``i`` with the stateless key
-    ``fold_in(epoch_key(seed, e), i + 1)``. So the batches of epoch ``e`` are
-    the same in every process and whether the pipeline starts at epoch 0 or
-    at ``e`` (what resuming an interrupted training needs). Each epoch has
-    ``ceil(n / batch_size)`` batches, the last one possibly partial.
-    Validation and test are batched and prefetched, never shuffled or
-    augmented.
+    epoch): epoch ``e`` draws ``epoch_views(augment, n, shape, seed, e,
+    batch_size)`` (its order and every example's crop, flip, cutout and
+    mixing parameters) and builds each batch with :func:`view_batch`
+    (vectorized over the batch). So the batches of epoch ``e`` are the same
+    in every process and whether the pipeline starts at epoch 0 or at ``e``
+    (what resuming an interrupted training needs). Each epoch has
+    ``ceil(n / batch_size)`` batches, the last one possibly partial. With
+    mixup or cutmix the training labels are soft (float32, (batch,
+    classes)). Validation and test are batched and prefetched, never
+    shuffled or augmented; their labels stay sparse.
 
     Args:
       data: the Dataset.
@@ -563,18 +797,26 @@ def make_datasets(
       teacher_logits: optional array (N_train, teachers, classes) of
         precomputed teacher logits; the train pipeline then yields
         ``(x, {"label": y, "teacher_logits": t})`` for the Distiller. Not
-        allowed with augmentation (the teacher must see the augmented image).
+        allowed with augmentation (the teacher must see the augmented image;
+        see `replay`).
       epochs: with it, 'train' holds epochs ``[start_epoch, epochs)`` one after
         the other (for ``Model.fit(..., steps_per_epoch=...)``, which then
         keeps one iterator across epochs). Without it, 'train' is epoch
         `start_epoch` alone.
       start_epoch: first epoch of 'train'.
+      replay: optional stored views (``kd_keras.teacher_cache``): a dict of
+        arrays with a leading axis of K views, 'order' and VIEW_KEYS as
+        ``epoch_views`` gives them, and optionally 'teacher_logits' (K, N,
+        teachers, classes). Epoch ``e`` then replays view ``e mod K`` instead
+        of drawing new parameters, with the stored teacher logits as above.
 
     Returns:
       dict with keys 'train', 'val' (None when the split is empty), 'test',
-      and 'train_epochs': a function (start_epoch, epochs) -> the train
-      pipeline of those epochs, which ``kd_keras.training.fit`` uses to start
-      or resume at any epoch.
+      'train_epochs': a function (start_epoch, epochs) -> the train pipeline
+      of those epochs, which ``kd_keras.training.fit`` uses to start or
+      resume at any epoch, and 'recipe': the arguments the train pipeline
+      was built from (data, batch_size, augment, seed), from which fit
+      builds a teacher cache.
 
     Raises:
       ValueError: augmentation with teacher logits, batch_size < 1, or
@@ -605,26 +847,33 @@ def make_datasets(
     n = len(data.x_train)
     images = tf.constant(data.x_train)
     labels = tf.constant(data.y_train)
-    if teacher_logits is not None:
-        labels = {"label": labels, "teacher_logits": tf.constant(teacher_logits)}
-    augment_one = augment_fn(augment) if augment.enabled else None
+    stored = None
+    if replay is not None:
+        stored = {k: tf.constant(v) for k, v in replay.items()}
+        if "teacher_logits" in stored:
+            stored["teacher_logits"] = tf.cast(stored["teacher_logits"], tf.float32)
+    elif teacher_logits is not None:
+        stored = {"teacher_logits": tf.constant(teacher_logits)[None]}
 
     def one_epoch(epoch):
-        key = epoch_key(seed, epoch)
+        if replay is not None:
+            k = tf.shape(stored["order"], out_type=tf.int64)[0]
+            views = {key: tf.gather(v, epoch % k) for key, v in stored.items()}
+        else:
+            views = epoch_views(augment, n, data.input_shape, seed, epoch, batch_size)
+            if stored is not None:
+                views["teacher_logits"] = stored["teacher_logits"][0]
 
-        def example(i):
-            image = preprocess(tf.gather(images, i))
-            label = tf.nest.map_structure(lambda t: tf.gather(t, i), labels)
-            if augment_one is not None:
-                image, label = augment_one(
-                    image, label, tf.random.experimental.stateless_fold_in(key, i + 1)
-                )
-            return image, label
+        def batch(ids):
+            x, y = view_batch(augment, images, labels, ids, views, data.num_classes)
+            if "teacher_logits" in views:
+                y = {"label": y, "teacher_logits": tf.gather(views["teacher_logits"], ids)}
+            return x, y
 
         return (
-            tf.data.Dataset.from_tensor_slices(epoch_order(n, seed, epoch))
-            .map(example, num_parallel_calls=autotune)
+            tf.data.Dataset.from_tensor_slices(views["order"])
             .batch(batch_size)
+            .map(batch, num_parallel_calls=autotune)
         )
 
     def train_epochs(first, end):
@@ -649,4 +898,5 @@ def make_datasets(
         "val": val,
         "test": test,
         "train_epochs": train_epochs,
+        "recipe": {"data": data, "batch_size": batch_size, "augment": augment, "seed": seed},
     }

@@ -11,6 +11,11 @@ Loss per batch (see ``kd_keras.losses`` for each ``L_k``)::
     loss = alpha * CE(y, student(x)) + (1 - alpha) * sum_k w_k * L_k
            + the student's own regularization losses
 
+``y`` may be integer labels or the soft labels of a mixed (mixup / cutmix)
+batch: CE is then ``lam * CE(y_a) + (1 - lam) * CE(y_b)``, and losses that
+need class ids (DKD) and the accuracy metric get the dominant class. The
+teacher sees exactly the (augmented, mixed) batch ``x`` the student sees.
+
 The teacher runs with ``training=False`` outside the gradient tape and is never
 updated; gradients flow to the student and to the losses' learned parts
 (FitNets adapters) only. ``test_step`` evaluates the student alone, so
@@ -151,9 +156,6 @@ class Distiller(keras.Model):
         # Keeps the losses' learned parts (FitNets adapters) tracked for
         # checkpoints; they are not part of the student.
         self.loss_layers = [a for loss in built for a in getattr(loss, "adapters", [])]
-        self.student_loss_fn = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction=keras.losses.Reduction.NONE
-        )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
@@ -215,7 +217,7 @@ class Distiller(keras.Model):
         return metrics
 
     def _student_loss(self, y, logits, sample_weight):
-        per_example = self.student_loss_fn(y, logits)
+        per_example = losses_lib.label_crossentropy(y, logits)
         if sample_weight is not None:
             per_example *= tf.cast(sample_weight, per_example.dtype)
         return tf.reduce_mean(per_example)
@@ -278,7 +280,8 @@ class Distiller(keras.Model):
         with tf.GradientTape() as tape:
             student_outs = _as_list(self._student_features(x, training=True))
             student_loss = self._student_loss(y, student_outs[0], sample_weight)
-            distill_loss = self.distillation_loss(teacher_outs, student_outs, y)
+            hard = losses_lib.hard_labels(y, student_outs[0])
+            distill_loss = self.distillation_loss(teacher_outs, student_outs, hard)
             loss = self.alpha * student_loss + (1.0 - self.alpha) * distill_loss
             if self.student.losses:
                 loss += tf.add_n(self.student.losses)
@@ -290,7 +293,7 @@ class Distiller(keras.Model):
         self.loss_tracker.update_state(loss)
         self.student_loss_tracker.update_state(student_loss)
         self.distillation_loss_tracker.update_state(distill_loss)
-        self.compiled_metrics.update_state(y, student_outs[0], sample_weight)
+        self.compiled_metrics.update_state(hard, student_outs[0], sample_weight)
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):

@@ -113,7 +113,12 @@ def _define_train_flags(role, epochs, optimizer, lr, warmup, augment):
 
 
 def _define_augment(name, default, what):
-    holder = flags.DEFINE_list(name, default, f"{what}: crop[=PADDING], flip, cutout[=SIZE], none.")
+    holder = flags.DEFINE_list(
+        name,
+        default,
+        f"{what}: crop[=PADDING], flip, cutout[=SIZE], mixup[=ALPHA], cutmix[=ALPHA], none "
+        "(mixup and cutmix mix each batch with itself, labels too).",
+    )
 
     def validate(value):
         try:
@@ -190,7 +195,8 @@ def define_student_flags(model=True):
 
 def define_kd_flags():
     """--kd_losses, --kd_weights, --alpha, --temperature, --ensemble,
-    --teacher_layer, --student_layer, --dkd_alpha, --dkd_beta, --dist_beta, --dist_gamma."""
+    --teacher_layer, --student_layer, --dkd_alpha, --dkd_beta, --dist_beta, --dist_gamma,
+    --teacher_cache_views."""
     out = _holders(
         kd_losses=flags.DEFINE_list(
             "kd_losses", ["kd"], f"Distillation losses, from {sorted(losses_lib.REGISTRY)}."
@@ -222,6 +228,14 @@ def define_kd_flags():
         ),
         dist_gamma=flags.DEFINE_float(
             "dist_gamma", 1.0, "dist: weight of intra-class relations.", lower_bound=0
+        ),
+        teacher_cache_views=flags.DEFINE_integer(
+            "teacher_cache_views",
+            0,
+            "K > 0: with student augmentation, the teachers' logits on K augmented views "
+            "of every example are computed once and cached (keyed by teacher, data, "
+            "augmentation and K); epoch e replays view e mod K. 0: teachers run online.",
+            lower_bound=0,
         ),
     )
     _validate_list("kd_losses", lambda v: v in losses_lib.REGISTRY, sorted(losses_lib.REGISTRY))
@@ -391,6 +405,7 @@ def kd_config(holders):
         dkd_beta=holders.dkd_beta.value,
         dist_beta=holders.dist_beta.value,
         dist_gamma=holders.dist_gamma.value,
+        teacher_cache_views=holders.teacher_cache_views.value,
     )
 
 

@@ -40,9 +40,54 @@ Logit losses read the teachers' logits only, so they work with precomputed
 logits are combined as ``ensemble`` says.
 
 For an ensemble teacher, feature losses are averaged over the teachers.
+
+Labels are integer class ids or, for mixed batches (mixup / cutmix, see
+``kd_keras.data.mix_batch``), soft float32 (batch, classes) rows
+``lam * onehot(y_a) + (1 - lam) * onehot(y_b)``. :func:`label_crossentropy`
+takes both (for soft labels it is ``lam * CE(y_a) + (1 - lam) * CE(y_b)``);
+losses that need class ids (DKD) and accuracy get :func:`hard_labels`: the
+dominant class of a soft row (``y_a`` when ``lam > 0.5``).
 """
 
 from kd_keras.keras_compat import keras, tf
+
+
+def is_soft(labels, logits):
+    """True when `labels` are soft (float rows of as many classes as `logits`)."""
+    return (
+        labels.dtype.is_floating
+        and labels.shape.rank == logits.shape.rank
+        and labels.shape[-1] is not None
+        and labels.shape[-1] == logits.shape[-1]
+        and labels.shape[-1] > 1
+    )
+
+
+def label_crossentropy(labels, logits):
+    """Per-example cross-entropy of `logits` with integer or soft labels."""
+    if is_soft(labels, logits):
+        return keras.losses.categorical_crossentropy(labels, logits, from_logits=True)
+    return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+
+def hard_labels(labels, logits):
+    """Integer class ids: `labels` themselves, or the dominant class of soft ones."""
+    return tf.argmax(labels, axis=-1) if is_soft(labels, logits) else labels
+
+
+class LabelCrossentropy(keras.losses.Loss):
+    """Cross-entropy on logits with integer or soft labels (batch mean)."""
+
+    def __init__(self, name="label_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return label_crossentropy(y_true, y_pred)
+
+
+def label_accuracy(y_true, y_pred):
+    """Top-1 accuracy against integer labels or the dominant class of soft ones."""
+    return keras.metrics.sparse_categorical_accuracy(hard_labels(y_true, y_pred), y_pred)
 
 
 class DistillationLoss:

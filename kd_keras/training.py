@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from kd_keras import console, runs
+from kd_keras import console, runs, teacher_cache
 from kd_keras import data as data_lib
 from kd_keras import losses as losses_lib
 from kd_keras.distiller import Distiller
@@ -54,7 +54,13 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class KDConfig:
-    """Distillation settings (see :class:`kd_keras.Distiller`)."""
+    """Distillation settings (see :class:`kd_keras.Distiller`).
+
+    ``teacher_cache_views``: K > 0 distills an augmented training through a
+    teacher cache of K views per example (``kd_keras.teacher_cache``): the
+    teachers run once per view, not at every step; epoch ``e`` replays view
+    ``e mod K``. 0 runs the teachers online.
+    """
 
     losses: tuple = ("kd",)
     weights: tuple = ()
@@ -67,6 +73,13 @@ class KDConfig:
     dkd_beta: float = 8.0
     dist_beta: float = 1.0
     dist_gamma: float = 1.0
+    teacher_cache_views: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.teacher_cache_views, int) or self.teacher_cache_views < 0:
+            raise ValueError(
+                f"teacher_cache_views must be an integer >= 0, got {self.teacher_cache_views!r}."
+            )
 
     def build_losses(self):
         """The distillation loss objects these settings name."""
@@ -124,11 +137,16 @@ def even_batches(dataset):
 
 
 def compile_plain(model, optimizer="adam"):
-    """Compiles `model` (logits) with sparse cross-entropy and accuracy; returns it."""
+    """Compiles `model` (logits) with cross-entropy and accuracy; returns it.
+
+    Both take integer labels or the soft labels of mixed batches (see
+    ``kd_keras.losses.label_crossentropy``); accuracy is then measured
+    against the dominant class.
+    """
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        loss=losses_lib.LabelCrossentropy(),
+        metrics=[keras.metrics.MeanMetricWrapper(losses_lib.label_accuracy, name="accuracy")],
     )
     return model
 
@@ -294,6 +312,7 @@ def fit(
     verbose=1,
     offline_data=None,
     batch_size=128,
+    teacher_cache_dir=None,
 ):
     """Trains `student` in place, plainly or distilled from `teacher`; resumable.
 
@@ -328,6 +347,12 @@ def fit(
         the labels instead of running the teachers at every step (same loss,
         fewer forward passes, same batches).
       batch_size: batch size of the rebuilt train pipeline (with offline_data).
+      teacher_cache_dir: where the teacher cache of ``kd.teacher_cache_views``
+        > 0 is kept (default: ``teacher_cache`` beside `run_dir`, so the runs
+        of one workdir share it). The cache needs `datasets` from
+        ``make_datasets`` (their 'recipe'); with augmentation the training
+        replays its views (see ``kd_keras.teacher_cache``), without it the
+        teachers' logits are computed once in memory as with `offline_data`.
 
     Returns:
       dict: history (per-epoch metrics of all epochs, including those before
@@ -346,7 +371,42 @@ def fit(
             temperature=kd.temperature,
             ensemble=kd.ensemble,
         )
-        if offline_data is not None and not model.uses_features:
+        recipe = datasets.get("recipe")
+        if kd.teacher_cache_views:
+            if model.uses_features:
+                raise ValueError(
+                    f"teacher_cache_views={kd.teacher_cache_views} caches logits only; the "
+                    f"distillation losses {list(kd.losses)} read features. Use logit losses "
+                    f"{list(losses_lib.LOGIT_LOSSES)} or teacher_cache_views=0."
+                )
+            if recipe is None:
+                raise ValueError(
+                    "teacher_cache_views needs `datasets` from kd_keras.data.make_datasets "
+                    "(their 'recipe' entry)."
+                )
+            if not recipe["augment"].enabled:
+                offline_data, batch_size = recipe["data"], recipe["batch_size"]
+        if kd.teacher_cache_views and recipe["augment"].enabled:
+            replay, path, reused = teacher_cache.load_or_build(
+                teacher_cache_dir
+                or os.path.join(os.path.dirname(os.path.abspath(run_dir)), "teacher_cache"),
+                model.teachers,
+                recipe["data"],
+                recipe["augment"],
+                recipe["batch_size"],
+                recipe["seed"],
+                kd.teacher_cache_views,
+            )
+            logging.info("Teacher cache %s (%s)", path, "reused" if reused else "computed")
+            rebuilt = data_lib.make_datasets(
+                recipe["data"],
+                recipe["batch_size"],
+                recipe["augment"],
+                seed=recipe["seed"],
+                replay=replay,
+            )
+            datasets = dict(datasets, train=rebuilt["train"], train_epochs=rebuilt["train_epochs"])
+        elif offline_data is not None and not model.uses_features:
             logits = model.precompute_teacher_logits(
                 data_lib.preprocess(offline_data.x_train).numpy()
             )

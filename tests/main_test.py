@@ -55,8 +55,10 @@ def test_smoke_config_end_to_end_and_rerun_reuses(tmp_path):
         assert abs(row["sparsity"]["pruned_overall"] - 0.5) <= 0.01
         assert row["qat_layers"]
         formats = {e["format"]: e for e in row["export"]}
-        assert set(formats) == {"float32", "int8"}
+        # A QAT model exports as int8 only, and says which formats it skipped.
+        assert set(formats) == {"int8"} and "float32" in formats["int8"]["formats_skipped"]
         assert "int8" in formats["int8"]["weight_dtypes"]
+        assert formats["int8"]["arena_bytes"] > 0 and formats["int8"]["tflm_runs"]
     for row in rows.values():
         for e in row.get("export", []):
             assert e["file_bytes"] > 0 and e["latency_us_median"] > 0

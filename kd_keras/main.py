@@ -86,6 +86,10 @@ def main(argv):
         results = pipeline.run(config, flags_used=module_flags, prepared=prepared)
         print()
         print(report.markdown_table(report.flatten(results["models"])))
+        gains = report.kd_gains(results["models"])
+        if gains:
+            print()
+            print(report.gains_markdown(gains))
         print(f"\nResults written to {os.path.join(config.workdir, 'results.md')}")
     except ValueError as e:  # Data that is missing or not what was asked for.
         sys.exit(f"Error: {e}")

@@ -74,6 +74,45 @@ def markdown_table(rows, columns=COLUMNS):
     return "\n".join(lines)
 
 
+def kd_gains(models):
+    """Per technique chain, the KD student's test accuracy minus the plain one's.
+
+    Returns:
+      list of dicts: techniques, no_kd, kd (Keras test accuracies) and
+      gain_pts (percentage points), for every chain trained both ways.
+    """
+    by_key = {}
+    for m in models:
+        if m.get("role") == "student":
+            by_key[(m.get("techniques"), m.get("seed"), bool(m.get("kd")))] = m
+    out = []
+    for (techniques, seed, kd), m in by_key.items():
+        plain = by_key.get((techniques, seed, False))
+        if kd and plain is not None:
+            out.append(
+                {
+                    "techniques": techniques,
+                    "no_kd": plain["test_accuracy"],
+                    "kd": m["test_accuracy"],
+                    "gain_pts": round(100 * (m["test_accuracy"] - plain["test_accuracy"]), 2),
+                }
+            )
+    return out
+
+
+def gains_markdown(gains):
+    """What KD added per technique chain, as a Markdown table."""
+    lines = [
+        "| techniques | test acc no KD | test acc KD | KD gain (pts) |",
+        "|---|---|---|---|",
+    ]
+    for g in gains:
+        lines.append(
+            f"| {g['techniques']} | {g['no_kd']:.4f} | {g['kd']:.4f} | {g['gain_pts']:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def write(workdir, results):
     """Writes results.json and results.md into `workdir` atomically."""
     runs.write_json(os.path.join(workdir, "results.json"), results)
@@ -82,6 +121,9 @@ def write(workdir, results):
         + markdown_table(flatten(results["models"]))
         + "\n"
     )
+    gains = kd_gains(results["models"])
+    if gains:
+        text += "\n" + gains_markdown(gains) + "\n"
     if results.get("kd_selection"):
         text += "\n" + kd_selection.markdown(results["kd_selection"]) + "\n"
     runs.write_text(os.path.join(workdir, "results.md"), text)

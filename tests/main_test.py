@@ -67,6 +67,7 @@ def test_smoke_config_end_to_end_and_rerun_reuses(tmp_path):
     assert "| teacher0 |" in open(os.path.join(workdir, "results.md")).read()
     assert "--limit_train=512" in open(os.path.join(workdir, "flags.txt")).read()
     assert "| none-kd-s0 | none | True |" in proc.stdout  # the table is printed
+    assert "KD gain (pts)" in proc.stdout
 
     again = _main("--flagfile=kd_keras/configs/smoke.flags", f"--workdir={workdir}")
     assert again.returncode == 0, again.stderr[-3000:]

@@ -5,7 +5,8 @@ model to every requested format (:func:`export.convert.convert`), saves
 ``<name>.<format>.tflite``, measures each file in the LiteRT interpreter
 (:func:`export.measure.measure`), times all formats together with the latency
 protocol of :mod:`export.latency` once per thread count, runs int8 files on
-TensorFlow Lite Micro (:mod:`export.micro`) and writes a model card beside
+TensorFlow Lite Micro (:mod:`export.micro`), profiles each file's ops
+(:mod:`export.profile`, a cost-model estimate) and writes a model card beside
 each file (:mod:`export.card`). ``python -m export.main`` does
 the same for a saved model from the command line.
 """
@@ -22,6 +23,7 @@ from export import card as card_lib
 from export import convert as convert_lib
 from export import measure as measure_lib
 from export import micro as micro_lib
+from export import profile as profile_lib
 from export.convert import (
     DEFAULT_NUM_CALIBRATION,
     QUANTIZATIONS,
@@ -71,6 +73,7 @@ def export_model(
     thread count (:func:`export.measure.latency_together`). int8 files are
     also run on TensorFlow Lite Micro (:func:`export.micro.micro`: arena
     bytes, op support, accuracy). Beside every ``<name>.<format>.tflite`` go
+    ``<name>.<format>.profile.json`` (per-op cost estimate, :mod:`export.profile`),
     ``<name>.<format>.card.json`` and ``.card.md`` (:mod:`export.card`), and
     ``<name>.labels.txt`` when class names are known.
 
@@ -102,8 +105,9 @@ def export_model(
 
     Returns:
       One dict per (format, thread count), in that order: name, format, path,
-      card (JSON card path), the figures of :func:`export.measure.measure`
-      and of the latency protocol, for int8 the TFLM figures, and, when
+      card (JSON card path), profile (profile JSON path), the figures of
+      :func:`export.measure.measure` and of the latency protocol, for int8 the
+      TFLM figures, and, when
       float32 is among the formats, bytes_vs_float32 / gzip_bytes_vs_float32 /
       latency_vs_float32 (this row's figure over float32's at the same thread
       count). The list is also written to `results_file` in `out_dir`.
@@ -164,6 +168,7 @@ def export_model(
             batch_size=batch_size,
             timing=False,
         )
+        static[fmt]["profile"], _ = profile_lib.write_profile(paths[fmt])
         if fmt == "int8" and tflm:
             static[fmt].update(
                 micro_lib.micro(

@@ -3,7 +3,9 @@
 ``write_card`` writes ``<name>.<format>.card.json`` and ``.card.md`` from the
 rows :func:`export.export_model` measured for one file (one row per thread
 count), and ``write_labels`` writes ``<name>.labels.txt`` (one class name per
-line, line i = class i, as TFLite's tooling expects).
+line, line i = class i, as TFLite's tooling expects). The card carries the
+per-op-type table of the file's ``.profile.json`` (:mod:`export.profile`, a
+cost-model estimate, labelled as such).
 """
 
 import json
@@ -12,6 +14,7 @@ import os
 import numpy as np
 
 from export import measure as measure_lib
+from export import profile as profile_lib
 from kd_keras import runs
 
 PREPROCESSING = (
@@ -46,6 +49,7 @@ CARD_FIELDS = (
     "labels_file",
     "class_labels",
     "ops",
+    "profile",
     "file_bytes",
     "gzip_bytes",
     "arena_bytes",
@@ -101,6 +105,7 @@ def card(rows, class_names=(), command=()):
         "labels_file": f"{name}.labels.txt" if class_names else None,
         "class_labels": list(class_names),
         "ops": first.get("ops"),
+        "profile": _profile_summary(first.get("profile")),
         "file_bytes": first["file_bytes"],
         "gzip_bytes": first["gzip_bytes"],
         "arena_bytes": first.get("arena_bytes"),
@@ -115,6 +120,16 @@ def card(rows, class_names=(), command=()):
         },
         "command": " ".join(command),
     }
+
+
+def _profile_summary(path):
+    """The per-op-type part of the profile JSON at `path` (None without one)."""
+    if not path:
+        return None
+    with open(path) as f:
+        result = json.load(f)
+    keys = ("kind", "basis", "total_macs", "total_bytes", "by_type")
+    return {"file": os.path.basename(path), **{k: result[k] for k in keys}}
 
 
 def markdown(model_card):
@@ -165,6 +180,11 @@ def markdown(model_card):
             )
             + " |"
         )
+    if c["profile"]:
+        net_us = c["latency"][0]["latency_us_net_median"] if c["latency"] else None
+        lines += ["", "## Where the time goes", ""]
+        lines += profile_lib.markdown_table(c["profile"], net_us)
+        lines += ["", f"Per-op figures: `{c['profile']['file']}`."]
     lines += ["", f"Made by: `{c['command']}`", ""]
     return "\n".join(lines)
 

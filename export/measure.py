@@ -172,8 +172,7 @@ def model_stats(content, source="<bytes>"):
     for op in ops:
         name = op["op_name"]
         histogram[name] = histogram.get(name, 0) + 1
-        if name in _CONV_OPS:
-            macs += _op_macs(interpreter, name, op)
+        macs += op_macs(interpreter, op)
     return {
         "params": params,
         "nonzero_params": nonzero,
@@ -188,8 +187,20 @@ def _shape(interpreter, index):
     return [int(d) for d in interpreter._get_tensor_details(index, 0)["shape"]]  # noqa: SLF001
 
 
-def _op_macs(interpreter, name, op):
-    """MACs of one conv-like op for one example (batch dimension divided out)."""
+def op_macs(interpreter, op):
+    """Multiply-accumulates of one op for one example (batch dimension divided out).
+
+    Args:
+      interpreter: an allocated interpreter without delegates.
+      op: one entry of its ops details (``op_name``, ``inputs``, ``outputs``).
+
+    Returns:
+      The MACs of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and
+      TRANSPOSE_CONV from their filter and output shapes; 0 for other ops.
+    """
+    name = op["op_name"]
+    if name not in _CONV_OPS:
+        return 0
     filter_shape = _shape(interpreter, int(op["inputs"][_FILTER_INPUT[name]]))
     out_shape = _shape(interpreter, int(op["outputs"][0]))
     if name == "FULLY_CONNECTED":

@@ -379,12 +379,24 @@ def test_model_card_and_labels(tmp_path, monkeypatch, model, data, flatbuffers):
             cards[row["format"]] = json.load(f)
         assert row["card"] == str(tmp_path / f"tiny.{row['format']}.card.json")
         assert os.path.exists(row["card"].replace(".json", ".md"))
+        assert row["profile"] == str(tmp_path / f"tiny.{row['format']}.profile.json")
     for card in cards.values():
         assert tuple(card) == card_lib.CARD_FIELDS
         assert card["class_labels"] == list(names) and card["labels_file"] == "tiny.labels.txt"
         assert card["input"]["shape"] == [1, 28, 28, 1] and card["command"] == "prog --flag=1"
         assert card["file_bytes"] == os.path.getsize(tmp_path / card["file"])
         assert card["ops"]["CONV_2D"] == 3 and card["gzip_bytes"] < card["file_bytes"]
+        profile = card["profile"]
+        assert (
+            profile["kind"] == "estimate"
+            and profile["file"] == f"tiny.{card['format']}.profile.json"
+        )
+        assert {e["op_type"]: e["count"] for e in profile["by_type"]} == card["ops"]
+        assert profile["total_macs"] == rows[0]["macs"]
+        assert (
+            "## Where the time goes"
+            in (tmp_path / card["file"]).with_suffix(".card.md").read_text()
+        )
         latency = card["latency"][0]
         assert latency["threads"] == 1 and latency["latency_us_p10"] <= latency["latency_us_p90"]
         assert latency["overhead_us_median"] is not None

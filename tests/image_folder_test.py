@@ -1,6 +1,9 @@
 """--dataset=dir:PATH: an image folder the test writes, read, split and resized."""
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -78,3 +81,41 @@ def test_test_fraction_bounds():
         data_lib.split_test(x, y, 1.0)
     assert len(data_lib.split_test(x, y, 0.01)[2]) == 1
     assert len(data_lib.split_test(x, y, 0.99)[2]) == 9
+
+
+def test_folder_end_to_end_through_main(tmp_path, folder):
+    """smoke.flags on a folder: the pipeline trains, and its class names reach
+    results.json, results.md and the exported labels files."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    workdir = tmp_path / "work"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kd_keras.main",
+            "--flagfile=kd_keras/configs/smoke.flags",
+            f"--dataset=dir:{folder}",
+            "--image_size=10,10",
+            "--teacher=cnn",
+            "--teacher_args=width=0.25",
+            "--techniques=",
+            "--export_formats=float32",
+            "--val_size=6",
+            "--limit_test=0",
+            f"--workdir={workdir}",
+        ],
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=root),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["class_names"] == ["cat", "dog", "eel"]
+    assert "Classes (3): cat, dog, eel" in (workdir / "results.md").read_text()
+    assert results["config"]["image_size"] == [10, 10]
+    labels = sorted(workdir.glob("runs/*/tflite/*.labels.txt"))
+    assert len(labels) == 2  # the student without and with KD
+    for path in labels:
+        assert path.read_text().split() == ["cat", "dog", "eel"]

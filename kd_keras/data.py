@@ -1,7 +1,9 @@
 """Datasets through tensorflow-datasets, and the tf.data pipelines around them.
 
 ``load_dataset`` returns the train / validation / test splits as numpy arrays
-(all four supported datasets fit in memory) and ``make_datasets`` turns them
+(in memory: streaming is not done yet) of one of the four registered
+datasets, any other TFDS image-classification dataset, or an image folder
+(``dir:PATH``, see :mod:`kd_keras.image_folder`), and ``make_datasets`` turns them
 into batched and prefetched ``tf.data`` pipelines; the training one shuffles
 and augments (as named in an :class:`AugmentConfig`) as a pure function of
 the seed and the epoch.
@@ -24,10 +26,14 @@ from typing import Optional
 
 import numpy as np
 
+from kd_keras import image_folder
 from kd_keras.keras_compat import tf
 
 DEFAULT_MANUAL_DIR = "/usr/share/datasets/fashion-mnist"
 SUPPORTED_DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
+# `--dataset=dir:PATH`: a folder with one sub-folder per class.
+FOLDER_PREFIX = "dir:"
+DEFAULT_TEST_FRACTION = 0.2
 # (input shape, number of classes) of each supported dataset, known without
 # loading it, so configurations are validated before any data is read.
 DATASET_SHAPES = {
@@ -155,17 +161,108 @@ class AugmentConfig:
         return cls(**kwargs)
 
 
-def placeholder(name):
+def is_folder(name):
+    """True for a ``dir:PATH`` dataset name."""
+    return name.startswith(FOLDER_PREFIX)
+
+
+def folder_path(name):
+    """The PATH of a ``dir:PATH`` dataset name (``~`` expanded)."""
+    return os.path.expanduser(name[len(FOLDER_PREFIX) :])
+
+
+def folder_shape(path):
+    """(input shape, classes) of an image folder from its listing and one image.
+
+    Raises:
+      DataError: a missing or empty folder, fewer than 2 classes, or an
+        unreadable first image.
+    """
+    try:
+        return image_folder.shape(path)
+    except image_folder.FolderError as e:
+        raise DataError(str(e)) from None
+
+
+def _tfds_builder(name, data_dir):
+    """The TFDS builder of an image-classification dataset `name` (not prepared
+    necessarily), checked to have an ``image`` and a ``label`` feature.
+
+    Raises:
+      DataError: not a TFDS dataset, or not image classification.
+    """
+    import tensorflow_datasets as tfds
+
+    data_dir = os.path.expanduser(data_dir or "~/tensorflow_datasets")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # noqa: BLE001 — TFDS raises several kinds for unknown names.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"'{name}' is neither a registered dataset {SUPPORTED_DATASETS}, a "
+            f"{FOLDER_PREFIX}PATH image folder, nor a TFDS dataset ({first})."
+        ) from None
+    features = builder.info.features
+    keys = set(features.keys()) if hasattr(features, "keys") else set()
+    if not {"image", "label"} <= keys or not hasattr(features["label"], "num_classes"):
+        raise DataError(
+            f"TFDS dataset '{name}' is not image classification: it needs an 'image' and a "
+            f"class 'label' feature; it has {sorted(keys)}."
+        )
+    return builder
+
+
+def _tfds_shape(name, data_dir):
+    """(image shape, classes) of a TFDS dataset that is prepared in `data_dir`
+    or can be downloaded.
+
+    Raises:
+      DataError: unknown, not image classification, or neither prepared nor
+        downloadable.
+    """
+    builder = _tfds_builder(name, data_dir)
+    if not builder.is_prepared():
+        offline = _offline_reason()
+        if offline:
+            raise DataError(
+                f"TFDS dataset '{name}' is not prepared in {builder.data_dir_root} and cannot "
+                f"be downloaded ({offline}); prepare it there first "
+                f"(`tfds build {name} --data_dir=DIR`, then --data_dir=DIR)."
+            )
+    features = builder.info.features
+    return tuple(features["image"].shape), int(features["label"].num_classes)
+
+
+def placeholder(name, data_dir=None, image_size=None):
     """An empty Dataset with `name`'s shapes and class count, for validating
     models and configurations before the data is loaded.
 
+    For the four registered datasets the shapes are known; for ``dir:PATH``
+    only the folder listing and one image are read; for another TFDS name,
+    its builder's info.
+
+    Args:
+      name: a registered dataset, another TFDS image-classification dataset,
+        or ``dir:PATH``.
+      data_dir: TFDS data directory (default ``~/tensorflow_datasets``).
+      image_size: (height, width) the images will be resized to, or None.
+
     Raises:
-      DataError: `name` is not a supported dataset.
+      DataError: the dataset cannot be found or is not image classification.
     """
-    if name not in DATASET_SHAPES:
-        raise DataError(f"Unknown dataset '{name}'; supported: {SUPPORTED_DATASETS}.")
-    shape, classes = DATASET_SHAPES[name]
-    x = np.zeros((0,) + shape, np.uint8)
+    if is_folder(name):
+        shape, classes = folder_shape(folder_path(name))
+    elif name in DATASET_SHAPES:
+        shape, classes = DATASET_SHAPES[name]
+    else:
+        shape, classes = _tfds_shape(name, data_dir)
+    if image_size:
+        shape = tuple(image_size) + tuple(shape[2:])
+    if shape[0] is None or shape[1] is None:
+        raise DataError(
+            f"Dataset '{name}' has images of varying size; give --image_size=HEIGHT,WIDTH."
+        )
+    x = np.zeros((0,) + tuple(shape), np.uint8)
     y = np.zeros((0,), np.int64)
     return Dataset(name, x, y, x, y, x, y, num_classes=classes)
 
@@ -331,15 +428,27 @@ def _no_data_message(name, data_dir, manual_dir, cause):
     return msg
 
 
-def _as_numpy_splits(builder):
+def _as_numpy(builder, split, image_size=None):
+    """One split of a prepared builder as (uint8 images, int64 labels), resized
+    to `image_size` when given (images of varying size need it)."""
     import tensorflow_datasets as tfds
 
-    out = {}
-    for split in ("train", "test"):
+    if image_size is None:
         ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
         x, y = tfds.as_numpy(ds)
-        out[split] = (x.astype(np.uint8), y.astype(np.int64))
-    return out
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    def resize(image, label):
+        out = tf.image.resize(image, image_size, method="bilinear", antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8), label
+
+    ds = builder.as_dataset(split=split, as_supervised=True).map(resize).batch(1024)
+    batches = list(tfds.as_numpy(ds))
+    xs, ys = [b[0] for b in batches], [b[1] for b in batches]
+    shape = (0,) + tuple(image_size) + tuple(builder.info.features["image"].shape[2:])
+    x = np.concatenate(xs) if xs else np.zeros(shape, np.uint8)
+    y = np.concatenate(ys) if ys else np.zeros((0,), np.int64)
+    return x.astype(np.uint8), y.astype(np.int64)
 
 
 DOWNLOAD_HOST = ("storage.googleapis.com", 443)
@@ -361,18 +470,15 @@ def prepare_builder(
     """Returns a TFDS builder for `name` with its data prepared in `data_dir`.
 
     For ``fashion_mnist``, already prepared data is used first, then the IDX
-    files in `manual_dir`, then a download. For the others, TFDS's usual
-    download-and-prepare.
+    files in `manual_dir`, then a download. For the others (any TFDS
+    image-classification dataset), TFDS's usual download-and-prepare.
 
     Raises:
-      DataError: the dataset is unknown, malformed, or not obtainable.
+      DataError: the dataset is unknown, not image classification, malformed,
+        or not obtainable.
     """
-    import tensorflow_datasets as tfds
-
-    if name not in SUPPORTED_DATASETS:
-        raise DataError(f"Unknown dataset '{name}'; supported: {SUPPORTED_DATASETS}.")
     data_dir = os.path.expanduser(data_dir or "~/tensorflow_datasets")
-    builder = tfds.builder(name, data_dir=data_dir)
+    builder = _tfds_builder(name, data_dir)
     if builder.is_prepared():
         return builder
     if name == "fashion_mnist" and manual_dir and os.path.isdir(manual_dir):
@@ -419,6 +525,22 @@ def split_validation(x, y, val_size, seed=0):
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 
+def split_test(x, y, fraction, seed=0):
+    """Splits (x, y) into (x, y, x_test, y_test): a class-stratified test set
+    of ``round(fraction * N)`` examples (at least 1, at most N - 1),
+    deterministic for `seed`.
+
+    Raises:
+      DataError: `fraction` outside (0, 1), or fewer than 2 examples.
+    """
+    if not 0 < fraction < 1:
+        raise DataError(f"test_fraction must lie in (0, 1); got {fraction}.")
+    if len(x) < 2:
+        raise DataError(f"{len(x)} example(s) cannot be split into train and test.")
+    size = min(max(1, int(round(fraction * len(x)))), len(x) - 1)
+    return split_validation(x, y, size, seed)
+
+
 def load_dataset(
     name="fashion_mnist",
     data_dir=None,
@@ -428,35 +550,75 @@ def load_dataset(
     verify_counts=True,
     limit_train=0,
     limit_test=0,
+    test_fraction=DEFAULT_TEST_FRACTION,
+    image_size=None,
+    train_split="train",
+    test_split="test",
+    val_split=None,
 ):
     """Loads a dataset into memory with a validation split carved from train.
 
     Args:
-      name: one of SUPPORTED_DATASETS.
+      name: one of SUPPORTED_DATASETS, another TFDS image-classification
+        dataset (``image`` and ``label`` features), or ``dir:PATH``, a folder
+        with one sub-folder per class (:mod:`kd_keras.image_folder`).
       data_dir: TFDS data directory (default ``~/tensorflow_datasets``).
       manual_dir: directory of the four Fashion-MNIST IDX ``.gz`` files.
-      val_size: validation examples taken (stratified) from the train split.
-      seed: seed of the train/validation partition.
+      val_size: validation examples taken (stratified) from the train split;
+        ignored when `val_split` is given.
+      seed: seed of the train/validation (and, for a folder, test) partition.
       verify_counts: check Fashion-MNIST's published split sizes and balance.
       limit_train: if > 0, keep only this many training examples (after the
         validation split), for quick runs.
       limit_test: if > 0, keep only this many test examples.
+      test_fraction: for a folder, the share of its images (stratified by
+        class) held out for test.
+      image_size: (height, width) to resize every image to, or None.
+      train_split, test_split: TFDS split strings (e.g. ``train[:90%]``).
+      val_split: a TFDS split string for validation (a dataset's own
+        validation split), or None to carve `val_size` out of train.
 
     Returns:
-      A :class:`Dataset`.
+      A :class:`Dataset`. Its name is `name`, with ``@HxW`` appended when
+      resized (run keys then tell the sizes apart).
+
+    Raises:
+      DataError: the dataset is missing, malformed, or not obtainable.
     """
-    builder = prepare_builder(name, data_dir, manual_dir, verify_counts)
-    splits = _as_numpy_splits(builder)
-    x_train, y_train = splits["train"]
-    x_test, y_test = splits["test"]
-    if name == "fashion_mnist" and verify_counts:
-        verify_fashion_mnist(y_train, y_test)
-    x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_size, seed)
+    image_size = tuple(image_size) if image_size else None
+    if is_folder(name):
+        try:
+            x, y, class_names = image_folder.read(folder_path(name), image_size)
+        except image_folder.FolderError as e:
+            raise DataError(str(e)) from None
+        x_train, y_train, x_test, y_test = split_test(x, y, test_fraction, seed)
+        num_classes = len(class_names)
+    else:
+        builder = prepare_builder(name, data_dir, manual_dir, verify_counts)
+        x_train, y_train = _as_numpy(builder, train_split, image_size)
+        x_test, y_test = _as_numpy(builder, test_split, image_size)
+        if (
+            name == "fashion_mnist"
+            and verify_counts
+            and (train_split, test_split)
+            == (
+                "train",
+                "test",
+            )
+        ):
+            verify_fashion_mnist(y_train, y_test)
+        label = builder.info.features["label"]
+        num_classes, class_names = label.num_classes, tuple(label.names)
+    if val_split and not is_folder(name):
+        x_val, y_val = _as_numpy(builder, val_split, image_size)
+    else:
+        x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_size, seed)
     if limit_train:
         x_train, y_train = x_train[:limit_train], y_train[:limit_train]
     if limit_test:
         x_test, y_test = x_test[:limit_test], y_test[:limit_test]
-    label = builder.info.features["label"]
+    if image_size:
+        name = f"{name}@{image_size[0]}x{image_size[1]}"
     return Dataset(
         name,
         x_train,
@@ -465,8 +627,8 @@ def load_dataset(
         y_val,
         x_test,
         y_test,
-        num_classes=label.num_classes,
-        class_names=tuple(label.names),
+        num_classes=num_classes,
+        class_names=class_names,
     )
 
 

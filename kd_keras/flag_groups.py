@@ -15,6 +15,7 @@ the value and what is allowed. Only entry points (their ``flags.py`` and
 """
 
 import ast
+import re
 import sys
 import types
 
@@ -26,6 +27,8 @@ from kd_keras import models, teachers, training
 
 EXPORT_FORMATS = ("float32", "float16", "dynamic", "int8")
 NO_DATASET = "none"
+# A TFDS name: `name`, `name/config`, `name:version`, `name/config:version`.
+DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[\w.-]+)?(:[\d.*]+)?$")
 
 
 def _holders(**kwargs):
@@ -60,6 +63,28 @@ def _is_kwarg(item):
     return bool(sep and key.isidentifier())
 
 
+def _check_dataset(allow_none):
+    def check(value):
+        if value == NO_DATASET and allow_none:
+            return True
+        if data_lib.is_folder(value):
+            if not value[len(data_lib.FOLDER_PREFIX) :].strip():
+                raise flags.ValidationError(
+                    f"{value!r}: give the folder, --dataset={data_lib.FOLDER_PREFIX}PATH."
+                )
+            return True
+        if not DATASET_NAME.match(value or ""):
+            raise flags.ValidationError(
+                f"{value!r} is not a dataset; allowed: {', '.join(data_lib.SUPPORTED_DATASETS)}, "
+                f"another TFDS image-classification dataset name, or "
+                f"{data_lib.FOLDER_PREFIX}PATH (a folder with one sub-folder per class)"
+                + (f", or '{NO_DATASET}'." if allow_none else ".")
+            )
+        return True
+
+    return check
+
+
 def define_data_flags(allow_none=False):
     """--dataset, --data_dir, --manual_dir, --val_size, --limit_train,
     --limit_test, --batch_size.
@@ -68,13 +93,13 @@ def define_data_flags(allow_none=False):
       allow_none: also accept ``--dataset=none`` (no data: the exporter then
         measures sizes and latency only).
     """
-    choices = list(data_lib.SUPPORTED_DATASETS) + ([NO_DATASET] if allow_none else [])
-    return _holders(
-        dataset=flags.DEFINE_enum(
+    holders = _holders(
+        dataset=flags.DEFINE_string(
             "dataset",
             "fashion_mnist",
-            choices,
-            "TFDS dataset."
+            f"{', '.join(data_lib.SUPPORTED_DATASETS)}, another TFDS image-classification "
+            f"dataset (features 'image' and 'label'), or {data_lib.FOLDER_PREFIX}PATH: a "
+            "folder with one sub-folder per class (PNG/JPEG/BMP/GIF)."
             + (f" '{NO_DATASET}': no data (sizes and latency only)." if allow_none else ""),
         ),
         data_dir=flags.DEFINE_string(
@@ -96,6 +121,69 @@ def define_data_flags(allow_none=False):
         ),
         batch_size=flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1),
     )
+    flags.register_validator("dataset", _check_dataset(allow_none))
+    return holders
+
+
+def define_source_flags():
+    """--test_fraction, --image_size, --train_split, --test_split, --val_split:
+    how a user's dataset (an image folder or any TFDS dataset) is split and sized."""
+    holders = _holders(
+        test_fraction=flags.DEFINE_float(
+            "test_fraction",
+            data_lib.DEFAULT_TEST_FRACTION,
+            f"--dataset={data_lib.FOLDER_PREFIX}PATH: share of each class held out for test.",
+        ),
+        image_size=flags.DEFINE_list(
+            "image_size",
+            [],
+            "HEIGHT,WIDTH to resize every image to (default: the dataset's own size).",
+        ),
+        train_split=flags.DEFINE_string("train_split", "train", "TFDS split string for training."),
+        test_split=flags.DEFINE_string("test_split", "test", "TFDS split string for test."),
+        val_split=flags.DEFINE_string(
+            "val_split",
+            None,
+            "TFDS split string for validation (e.g. 'validation'); default: --val_size "
+            "examples carved from the training split.",
+        ),
+    )
+    flags.register_validator(
+        "test_fraction",
+        lambda v: 0 < v < 1,
+        message="--test_fraction must lie strictly between 0 and 1.",
+    )
+
+    def check_size(value):
+        try:
+            image_size(value)
+        except ValueError as e:
+            raise flags.ValidationError(str(e)) from None
+        return True
+
+    flags.register_validator("image_size", check_size)
+    return holders
+
+
+def image_size(items):
+    """``["H", "W"]`` (or ``["S"]`` for a square) -> (H, W); [] -> None.
+
+    Raises:
+      ValueError: not one or two positive integers.
+    """
+    if not items:
+        return None
+    try:
+        size = tuple(int(v) for v in items)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(
+            f"--image_size={','.join(items)}: give HEIGHT,WIDTH (positive integers) or SIZE."
+        )
+    return size
 
 
 def _define_train_flags(role, epochs, optimizer, lr, warmup, augment):

@@ -14,6 +14,7 @@ _VERBOSE = flags.DEFINE_enum(
     "verbose", "1", ["0", "1", "2"], "Keras verbosity: 1 = progress bars, 2 = a line per epoch."
 )
 DATA = flag_groups.define_data_flags()
+SOURCE = flag_groups.define_source_flags()
 TEACHER = flag_groups.define_teacher_flags()
 _NUM_TEACHERS = flags.DEFINE_integer("num_teachers", 1, "Teachers in the ensemble.", lower_bound=1)
 STUDENT = flag_groups.define_student_flags()
@@ -227,6 +228,11 @@ def pipeline_config():
         limit_train=d.limit_train.value,
         limit_test=d.limit_test.value,
         batch_size=d.batch_size.value,
+        test_fraction=SOURCE.test_fraction.value,
+        image_size=flag_groups.image_size(SOURCE.image_size.value),
+        train_split=SOURCE.train_split.value,
+        test_split=SOURCE.test_split.value,
+        val_split=SOURCE.val_split.value,
         teacher=TEACHER.teacher.value,
         teacher_kwargs=flag_groups.parse_kwargs(TEACHER.teacher_args.value, "teacher_args"),
         teacher_train=flag_groups.train_config(

@@ -32,6 +32,11 @@ class PipelineConfig:
     limit_train: int = 0
     limit_test: int = 0
     batch_size: int = 128
+    test_fraction: float = data_lib.DEFAULT_TEST_FRACTION  # dir: datasets only
+    image_size: Optional[tuple] = None  # (height, width) to resize to
+    train_split: str = "train"
+    test_split: str = "test"
+    val_split: Optional[str] = None
     teacher: str = "resnet"  # A registry name, or comma-separated paths of saved models.
     teacher_kwargs: dict = dataclasses.field(default_factory=dict)
     teacher_train: training.TrainConfig = training.TrainConfig()
@@ -86,11 +91,55 @@ class PipelineConfig:
         return teachers_lib.parse_teacher(self.teacher)[1]
 
     def data_spec(self):
-        """The data settings that change what a run trains on (part of run keys)."""
-        return {
+        """The data settings that change what a run trains on (part of run keys).
+
+        The settings of user datasets enter only when they differ from their
+        defaults, so the keys of runs on the registered datasets are unchanged.
+        """
+        spec = {
             k: getattr(self, k)
             for k in ("dataset", "val_size", "limit_train", "limit_test", "batch_size")
         }
+        for field in dataclasses.fields(self):
+            if field.name in _SOURCE_FIELDS and getattr(self, field.name) != field.default:
+                spec[field.name] = getattr(self, field.name)
+        return spec
+
+    def shapes(self):
+        """An empty Dataset with the data's shapes and class count (read
+        without loading the data).
+
+        Raises:
+          ValueError: naming --dataset and what is wrong.
+        """
+        try:
+            return data_lib.placeholder(self.dataset, self.data_dir, self.image_size)
+        except data_lib.DataError as e:
+            raise ValueError(f"--dataset={self.dataset}: {e}") from None
+
+    def load_data(self):
+        """The Dataset these settings describe (train/validation seed 0).
+
+        Raises:
+          kd_keras.data.DataError: the data is missing or malformed.
+        """
+        return data_lib.load_dataset(
+            self.dataset,
+            self.data_dir,
+            self.manual_dir,
+            self.val_size,
+            seed=0,
+            limit_train=self.limit_train,
+            limit_test=self.limit_test,
+            test_fraction=self.test_fraction,
+            image_size=self.image_size,
+            train_split=self.train_split,
+            test_split=self.test_split,
+            val_split=self.val_split,
+        )
+
+
+_SOURCE_FIELDS = ("test_fraction", "image_size", "train_split", "test_split", "val_split")
 
 
 def train_teachers(config, data, verbose=None):
@@ -291,7 +340,7 @@ def validate(config: PipelineConfig, todo=None):
     Raises:
       ValueError: naming the flag, the value and what is wrong.
     """
-    shapes = data_lib.placeholder(config.dataset)
+    shapes = config.shapes()
     shape, classes = shapes.input_shape, shapes.num_classes
     paths = config.teacher_paths()
     if paths:  # Loaded and checked against the data's shapes; --teacher_args do not apply.
@@ -336,16 +385,7 @@ def prepare(config: PipelineConfig, todo=None):
       ValueError: invalid configuration (or kd_keras.data.DataError).
     """
     todo = validate(config) if todo is None else todo
-    data = data_lib.load_dataset(
-        config.dataset,
-        config.data_dir,
-        config.manual_dir,
-        config.val_size,
-        seed=0,
-        limit_train=config.limit_train,
-        limit_test=config.limit_test,
-    )
-    return data, todo
+    return config.load_data(), todo
 
 
 def run(config: PipelineConfig, flags_used=None, prepared=None):
@@ -392,6 +432,7 @@ def run(config: PipelineConfig, flags_used=None, prepared=None):
 
     results = {
         "dataset": config.dataset,
+        "class_names": list(data.class_names),
         "models": rows,
         "flags": flags_used or {},
         "config": runs.spec_of(config),

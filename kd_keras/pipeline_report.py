@@ -118,6 +118,11 @@ def write(workdir, results):
     runs.write_json(os.path.join(workdir, "results.json"), results)
     text = (
         f"# Results: {results.get('dataset', '')}\n\n"
+        + (
+            f"Classes ({len(results['class_names'])}): {', '.join(results['class_names'])}\n\n"
+            if results.get("class_names")
+            else ""
+        )
         + markdown_table(flatten(results["models"]))
         + "\n"
     )

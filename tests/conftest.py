@@ -56,3 +56,21 @@ def tiny_dataset(n=64, shape=(28, 28, 1), classes=10, seed=0):
 
     (xtr, ytr), (xv, yv), (xte, yte) = make(n), make(n // 4), make(n // 2)
     return data_lib.Dataset("tiny", xtr, ytr, xv, yv, xte, yte, num_classes=classes)
+
+
+def write_image_folder(
+    directory, classes=("cat", "dog", "eel"), per_class=12, size=(12, 12), channels=1
+):
+    """An image folder (one sub-folder per class) of tiny PNGs, class ``i``'s
+    pixels near ``40 * i`` so that the class is visible in the image."""
+    from kd_keras.keras_compat import tf
+
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(classes):
+        os.makedirs(os.path.join(directory, name), exist_ok=True)
+        for j in range(per_class):
+            pixels = np.clip(40 * i + rng.integers(0, 30, size + (channels,)), 0, 255)
+            png = tf.io.encode_png(pixels.astype(np.uint8)).numpy()
+            with open(os.path.join(directory, name, f"{j:02d}.png"), "wb") as f:
+                f.write(png)
+    return directory

@@ -131,8 +131,20 @@ def test_partial_manual_dir(tmp_path, idx_dir):
 
 
 def test_unknown_dataset():
-    with pytest.raises(data_lib.DataError, match="supported"):
+    with pytest.raises(data_lib.DataError, match="neither a registered dataset.*nor a TFDS"):
         data_lib.prepare_builder("imagenet")
+    with pytest.raises(data_lib.DataError, match="nor a TFDS"):
+        data_lib.placeholder("imagenet")
+
+
+def test_tfds_dataset_not_prepared_offline(tmp_path, monkeypatch):
+    """Any TFDS image-classification name is accepted; one neither prepared in
+    --data_dir nor downloadable is a clear error (this machine is offline)."""
+    monkeypatch.setattr(data_lib, "_offline_reason", lambda: "no network")
+    with pytest.raises(data_lib.DataError, match=r"'beans' is not prepared in .*no network"):
+        data_lib.placeholder("beans", data_dir=str(tmp_path))
+    with pytest.raises(data_lib.DataError, match="not image classification"):
+        data_lib.placeholder("imdb_reviews", data_dir=str(tmp_path))
 
 
 def test_split_validation_is_stratified_and_disjoint():

@@ -102,7 +102,17 @@ def paths(tmp_path):
     a_file.write_text("not a directory")
     corrupt = tmp_path / "teacher.keras"
     corrupt.write_bytes(b"this is not a zip file")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "one_class" / "cat").mkdir(parents=True)
+    (tmp_path / "one_class" / "cat" / "0.png").write_bytes(b"")
+    for name in ("cat", "dog"):
+        (tmp_path / "bad_image" / name).mkdir(parents=True)
+        (tmp_path / "bad_image" / name / "0.png").write_bytes(b"not a png")
     return {
+        "empty": str(empty),
+        "one_class": str(tmp_path / "one_class"),
+        "bad_image": str(tmp_path / "bad_image"),
         "file": str(a_file),
         "work": str(tmp_path / "work"),
         "corrupt": str(corrupt),
@@ -213,6 +223,29 @@ def test_pipeline_and_study_errors(paths):
         ),
         ("bad augmentation", base + ["--student_augment=blur"], ["--student_augment", "blur"]),
         ("unknown dataset", base + ["--dataset=imagenet"], ["--dataset", "imagenet"]),
+        ("dataset not a name", base + ["--dataset=Fashion MNIST"], ["--dataset", "dir:PATH"]),
+        (
+            "dataset folder missing",
+            base + ["--dataset=dir:/no/such/folder"],
+            ["--dataset=dir:/no/such/folder", "does not exist"],
+        ),
+        (
+            "dataset folder empty",
+            base + [f"--dataset=dir:{paths['empty']}"],
+            [f"--dataset=dir:{paths['empty']}", "0 class sub-folder"],
+        ),
+        (
+            "dataset folder one class",
+            base + [f"--dataset=dir:{paths['one_class']}"],
+            [f"--dataset=dir:{paths['one_class']}", "at least 2"],
+        ),
+        (
+            "dataset folder bad image",
+            base + [f"--dataset=dir:{paths['bad_image']}"],
+            [f"--dataset=dir:{paths['bad_image']}", "cannot decode image", "0.png"],
+        ),
+        ("image_size garbage", base + ["--image_size=big"], ["--image_size", "big"]),
+        ("test_fraction 1", base + ["--test_fraction=1"], ["--test_fraction"]),
         ("unknown loss", base + ["--kd_losses=kd,dkdx"], ["--kd_losses", "dkdx"]),
         ("unknown flag", base + ["--studnet=cnn"], ["studnet"]),
         (

@@ -178,7 +178,7 @@ def validate(config):
         )
     pipeline.validate(config.pipeline, todo=plan(config))
     if config.extra_teacher:
-        shapes = data_lib.placeholder(config.pipeline.dataset)
+        shapes = config.pipeline.shapes()
         pipeline.build_checked(
             config.pipeline.teacher,
             config.extra_teacher,
@@ -190,16 +190,7 @@ def validate(config):
 
 def load_data(config):
     """The study's Dataset."""
-    p = config.pipeline
-    return data_lib.load_dataset(
-        p.dataset,
-        p.data_dir,
-        p.manual_dir,
-        p.val_size,
-        seed=0,
-        limit_train=p.limit_train,
-        limit_test=p.limit_test,
-    )
+    return config.pipeline.load_data()
 
 
 def run(config: StudyConfig):

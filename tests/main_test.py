@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from kd_keras import console, runs
 from kd_keras import data as data_lib
-from kd_keras import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CI sets KD_KERAS_REQUIRE_DATA=1 so that missing data fails instead of skipping.
@@ -68,6 +68,21 @@ def test_smoke_config_end_to_end_and_rerun_reuses(tmp_path):
     assert "--limit_train=512" in open(os.path.join(workdir, "flags.txt")).read()
     assert "| none-kd-s0 | none | True |" in proc.stdout  # the table is printed
     assert "KD gain (pts)" in proc.stdout
+    # A quiet console: stage lines, epochs and results; the chatter is in log.txt.
+    screen = proc.stdout + proc.stderr
+    for word in ("cuInit", "fully_quantize", "HDF5", "WARNING:", "W0000", "E0000"):
+        assert word not in screen, f"{word!r} on the console:\n{screen}"
+    for line in (
+        "[1/5] teacher0 (resnet)",
+        "[4/5] student prune+qat, no KD",
+        "[5/5] student prune+qat, KD",
+        "  ... training prune+qat-kd-s0: 1 epoch(s)",
+        "  ... exporting to TFLite: float32, int8",
+    ):
+        assert line in proc.stdout.splitlines(), proc.stdout
+    log = open(os.path.join(workdir, console.LOG_NAME)).read()
+    for word in ("cuInit", "fully_quantize", "HDF5"):
+        assert word in log
 
     again = _main("--flagfile=kd_keras/configs/smoke.flags", f"--workdir={workdir}")
     assert again.returncode == 0, again.stderr[-3000:]

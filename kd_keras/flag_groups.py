@@ -274,8 +274,17 @@ def define_student_flags(model=True):
         for k, v in _define_train_flags("student", 10, "adam", 3e-3, 0, []).items()
     }
     if model:
-        holders["student"] = flags.DEFINE_enum(
-            "student", "cnn", sorted(models.REGISTRY), "Student model (registry name)."
+        holders["student"] = flags.DEFINE_string(
+            "student",
+            "cnn",
+            f"Student model: a registry name ({', '.join(sorted(models.REGISTRY))}) or "
+            "nas:PATH, the best architecture of a finished search (its project directory "
+            "or best_hyperparameters.json), trained from scratch.",
+        )
+        flags.register_validator(
+            "student",
+            lambda v: v in models.REGISTRY or (v.startswith("nas:") and len(v) > 4),
+            message=f"--student must be one of {sorted(models.REGISTRY)} or nas:PATH.",
         )
         holders["student_args"] = _define_kwargs("student_args", "Student builder kwargs,")
     return _holders(**holders)

@@ -10,6 +10,7 @@ import dataclasses
 import os
 from typing import Optional
 
+import nas
 from kd_keras import compression, console, kd_selection, models, runs, training, variants
 from kd_keras import data as data_lib
 from kd_keras import pipeline_report as report
@@ -66,9 +67,9 @@ class PipelineConfig:
             raise ValueError(f"kd_mode must be one of {KD_MODES}, got {self.kd_mode!r}.")
         if self.num_teachers < 1:
             raise ValueError(f"num_teachers must be >= 1, got {self.num_teachers}.")
-        if self.student not in models.REGISTRY:
+        if self.student not in models.REGISTRY and not self.student.startswith("nas:"):
             raise ValueError(
-                f"student must be a registered model {sorted(models.REGISTRY)}; "
+                f"student must be a registered model {sorted(models.REGISTRY)} or nas:PATH; "
                 f"got {self.student!r}."
             )
         try:
@@ -349,7 +350,15 @@ def validate(config: PipelineConfig, todo=None):
         teacher = build_checked(
             config.teacher, config.teacher_kwargs, "teacher_args", shape, classes
         )
-    student = build_checked(config.student, config.student_kwargs, "student_args", shape, classes)
+    if config.student.startswith("nas:"):  # A search's best architecture.
+        try:
+            student = nas.load_student(config.student[4:], shape, classes)
+        except ValueError as e:
+            raise ValueError(f"--student={config.student}: {e}") from None
+    else:
+        student = build_checked(
+            config.student, config.student_kwargs, "student_args", shape, classes
+        )
     todo = student_variants(config) if todo is None else todo
     if any(v.kd for v in todo):
         try:

@@ -1,6 +1,7 @@
 """nas: search space, budgeted search with KD, fronts, resumption, Hyperband, load_student."""
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from conftest import tiny_dataset
 
 import nas
 from kd_keras import data as data_lib
-from kd_keras import models, training
+from kd_keras import models, pipeline, training
 from kd_keras.keras_compat import keras
 from nas import pareto, search_space, tuner
 from nas import search_report as report
@@ -453,3 +454,29 @@ def test_short_training_evaluates_in_inference_mode():
     inference = np.mean(model(x, training=False).numpy().argmax(-1) == y)
     # Measured: 0.72 / 0.88 with momentum 0.9; 0.72 / 0.49 (chance) with 0.99.
     assert inference >= train_mode - 0.05, (train_mode, inference)
+
+
+def test_the_pipeline_trains_a_searched_student_by_nas_path(searched, tmp_path):
+    _, outputs = searched
+    project = os.path.dirname(outputs["paths"]["best_hyperparameters.json"])
+    config = pipeline.PipelineConfig(
+        workdir=str(tmp_path / "work"),
+        dataset="fashion_mnist",
+        batch_size=16,
+        teacher="cnn",
+        teacher_kwargs={"width": 0.25},
+        teacher_train=training.TrainConfig(epochs=1),
+        student="nas:" + project,
+        student_train=training.TrainConfig(epochs=1),
+        kd_mode="both",
+        export_formats=(),
+        verbose=0,
+    )
+    data = tiny_dataset(64)  # 28x28x1: the architecture is rebuilt for the data.
+    results = pipeline.run(config, prepared=(data, pipeline.validate(config)))
+    students = [r for r in results["models"] if r["role"] == "student"]
+    expected = search_space.load_student(project, (28, 28, 1), 10).count_params()
+    assert [r["kd"] for r in students] == [False, True]
+    assert all(r["params"] == expected for r in students)
+    with pytest.raises(ValueError, match="--student=nas:/nonexistent"):
+        pipeline.validate(dataclasses.replace(config, student="nas:/nonexistent"))

@@ -34,7 +34,7 @@ def _study(workdir):
         export_formats=(),
         verbose=0,
     )
-    return runner.StudyConfig(pipeline=p, techniques=("none",), seeds=(0, 1, 2), bagging_members=0)
+    return runner.StudyConfig(pipeline=p, techniques=("none",), seeds=(0, 1), bagging_members=0)
 
 
 def _record(monkeypatch):

@@ -16,6 +16,9 @@ gets its own interpreter, and
    ends of every interval lie within ``rel_ci`` (2%) of its median, or at
    ``max_runs`` rounds (then ``latency_converged`` is False).
 
+The timing process pins itself to as many fixed CPUs as it uses threads
+(:func:`pin_cpus`), so the scheduler cannot move the loop between cores.
+
 An identity model with the same input (one RESHAPE op) is measured in the
 same rounds: its median is the interpreter's fixed per-call cost (Python
 binding, ``invoke()`` dispatch), reported as ``overhead_us_median``, and each
@@ -204,9 +207,27 @@ def _interpreter_call(path, example, threads, xnnpack):
     return interpreter.invoke, int(delegated)
 
 
+def pin_cpus(threads, available=None):
+    """Pins this process to `threads` fixed CPUs (the highest-numbered it may
+    use) and returns them; an empty list where the OS cannot pin.
+
+    A timing loop that the scheduler moves between cores, or that shares one
+    with its parent, lands in a slow mode: on this project's 2-core machine,
+    five back-to-back medians of one file spread 1.18x unpinned and 1.006x
+    pinned (``bench/latency_stability.py``).
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return []
+    cpus = sorted(os.sched_getaffinity(0) if available is None else available)
+    chosen = cpus[-max(1, min(int(threads), len(cpus))) :]
+    os.sched_setaffinity(0, chosen)
+    return chosen
+
+
 def _child_main():
     """Reads a JSON job on stdin, times it, writes the JSON result on stdout."""
     job = json.load(sys.stdin)
+    cpus = pin_cpus(job["threads"])
     example = np.load(job["example"])
     calls, delegated = {}, {}
     for name, path in job["models"].items():
@@ -223,6 +244,7 @@ def _child_main():
     )
     for name in figures:
         figures[name]["delegated_nodes"] = delegated[name]
+        figures[name]["pinned_cpus"] = cpus
     json.dump(figures, sys.stdout)
 
 

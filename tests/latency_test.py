@@ -92,3 +92,12 @@ def test_bad_arguments_raise():
         latency.run_protocol({})
     with pytest.raises(ValueError, match="min_runs=5, max_runs=2"):
         latency.run_protocol({"a": lambda: None}, min_runs=5, max_runs=2)
+
+
+def test_the_timing_process_pins_the_highest_cpus(monkeypatch):
+    pinned = []
+    monkeypatch.setattr(latency.os, "sched_setaffinity", lambda pid, cpus: pinned.append(cpus))
+    assert latency.pin_cpus(1, available={0, 1, 2, 3}) == [3]
+    assert latency.pin_cpus(2, available={0, 1, 2, 3}) == [2, 3]
+    assert latency.pin_cpus(8, available={0, 1}) == [0, 1]
+    assert pinned == [[3], [2, 3], [0, 1]]

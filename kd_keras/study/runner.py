@@ -400,7 +400,7 @@ def summarize(rows, seeds):
                 acc("none", False), acc(label, False), acc("none", True), acc(label, True)
             )
         for fmt in ("float32", "int8"):
-            for key in ("file_bytes", "gzip_bytes", "latency_us_median"):
+            for key in ("file_bytes", "gzip_bytes", "latency_us_median", "arena_bytes"):
                 vals = [
                     _export_figure(by[(label, kd, s)], fmt, key)
                     for s in seeds

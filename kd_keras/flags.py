@@ -21,6 +21,7 @@ STUDENT = flag_groups.define_student_flags()
 KD = flag_groups.define_kd_flags()
 EXPORT = flag_groups.define_export_flags()
 CONSOLE = flag_groups.define_console_flags()
+BUDGET = flag_groups.define_budget_flags()
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the student runs (teachers use their own).")
 _EARLY = flags.DEFINE_integer(
     "early_stopping", 0, "Patience on val accuracy (0 = off).", lower_bound=0
@@ -157,6 +158,11 @@ def study_config(pipeline_cfg):
     Raises:
       ValueError: an invalid study setting, naming the flag.
     """
+    if flags.FLAGS["max_params"].present:
+        raise ValueError(
+            "--max_params is a search budget; the study checks --max_bytes, "
+            "--max_arena_bytes and --max_latency_us on its int8 files."
+        )
     seeds = tuple(flag_groups.numbers(_SEEDS.value, int, "seeds"))
     extra = flag_groups.parse_kwargs(_EXTRA_TEACHER.value, "extra_teacher_args") or None
     return runner.StudyConfig(
@@ -168,6 +174,11 @@ def study_config(pipeline_cfg):
         bagging_epochs=_BAG_EPOCHS.value,
         extra_teacher=extra,
         extra_teacher_epochs=_EXTRA_TEACHER_EPOCHS.value,
+        budget={
+            "max_bytes": BUDGET.max_bytes.value,
+            "max_arena_bytes": BUDGET.max_arena_bytes.value,
+            "max_latency_us": BUDGET.max_latency_us.value,
+        },
     )
 
 
@@ -212,6 +223,10 @@ def pipeline_config():
             "bagging_epochs",
             "extra_teacher_args",
             "extra_teacher_epochs",
+            "max_bytes",
+            "max_arena_bytes",
+            "max_latency_us",
+            "max_params",
         ):
             if flags.FLAGS[name].present:
                 raise ValueError(

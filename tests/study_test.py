@@ -231,3 +231,16 @@ def test_smoke_study_killed_midway_resumes_without_retraining(tmp_path):
     assert "kd_teacher_ensemble" in results["teacher_ensemble"]
     text = open(os.path.join(workdir, "report.md")).read()
     assert "| prune50 |" in text and "Bagging baseline" in text
+
+
+def test_over_budget_names_the_limits_a_technique_exceeds():
+    entry = {"int8_file_bytes": 12000, "int8_arena_bytes": 20000, "int8_latency_us_median": 9.0}
+    assert runner.over_budget(entry, None) == []
+    assert runner.over_budget(entry, {"max_bytes": 16000, "max_arena_bytes": 16000}) == [
+        "max_arena_bytes"
+    ]
+    assert runner.over_budget(entry, {"max_latency_us": 8.0, "max_bytes": 0}) == ["max_latency_us"]
+    # A limited figure that was not measured counts as over the budget.
+    assert runner.over_budget({}, {"max_arena_bytes": 1}) == ["max_arena_bytes"]
+    with pytest.raises(ValueError, match="max_flash"):
+        runner.StudyConfig(pipeline=None, budget={"max_flash": 1})

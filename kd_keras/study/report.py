@@ -32,8 +32,8 @@ def orthogonality_table(summary):
     lines = [
         "| technique | acc no KD (%) | acc KD (%) | KD gain Δ (pts) [95% CI] | Δ(T)/Δ(none) | "
         "T+KD gain vs plain: measured / sum of parts (pts) | int8 TFLite acc no KD / KD (%) | "
-        "params | int8 gzip bytes | int8 TFLM arena bytes | int8 latency µs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "params | int8 gzip bytes | int8 TFLM arena bytes | int8 latency µs | over budget |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, e in summary.items():
         g = e["kd_gain"]
@@ -48,7 +48,8 @@ def orthogonality_table(summary):
             f"| {100 * g['mean']:+.2f}{ci} | {_num(e['orthogonality_ratio'], '{:.2f}')} "
             f"| {add_txt} | {_ms(t8['nokd'])} / {_ms(t8['kd'])} | {e['params']:,} "
             f"| {_num(e.get('int8_gzip_bytes'))} | {_num(e.get('int8_arena_bytes'))} "
-            f"| {_num(e.get('int8_latency_us_median'), '{:.1f}')} |"
+            f"| {_num(e.get('int8_latency_us_median'), '{:.1f}')} "
+            f"| {', '.join(e.get('over_budget') or []) or '-'} |"
         )
     return "\n".join(lines)
 

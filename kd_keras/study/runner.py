@@ -36,6 +36,25 @@ TECHNIQUES = {
 }
 
 
+# Study budget -> the int8 figure of the summary it limits.
+BUDGET_FIGURES = {
+    "max_bytes": "int8_file_bytes",
+    "max_arena_bytes": "int8_arena_bytes",
+    "max_latency_us": "int8_latency_us_median",
+}
+
+
+def over_budget(entry, budget):
+    """The budgets a technique's summary entry exceeds, e.g. ['max_arena_bytes'];
+    a limited figure the technique did not report counts as exceeded."""
+    out = []
+    for limit, figure in BUDGET_FIGURES.items():
+        value = (budget or {}).get(limit)
+        if value and (entry.get(figure) is None or entry[figure] > value):
+            out.append(limit)
+    return out
+
+
 @dataclasses.dataclass
 class StudyConfig:
     """The study on top of a pipeline config (teacher, data, student, budgets).
@@ -54,6 +73,9 @@ class StudyConfig:
       extra_teacher: builder kwargs of a second teacher (same family) for the
         teacher-ensemble experiment; None disables it.
       extra_teacher_epochs: its training epochs.
+      budget: device budgets checked against each technique's measured int8
+        files, {"max_bytes", "max_arena_bytes", "max_latency_us"} (0 or
+        absent = no limit); techniques over a budget are marked in the report.
     """
 
     pipeline: pipeline.PipelineConfig
@@ -64,8 +86,14 @@ class StudyConfig:
     bagging_epochs: int = 0
     extra_teacher: dict = None
     extra_teacher_epochs: int = 10
+    budget: dict = None
 
     def __post_init__(self):
+        bad = {k: v for k, v in (self.budget or {}).items() if k not in BUDGET_FIGURES or v < 0}
+        if bad:
+            raise ValueError(
+                f"Study budgets must be >= 0 and among {sorted(BUDGET_FIGURES)}; got {bad}."
+            )
         known = set(TECHNIQUES) | ({"nas"} if self.nas_student else set())
         unknown = [t for t in self.techniques if t not in known]
         if unknown:
@@ -236,6 +264,8 @@ def run(config: StudyConfig):
         },
     }
     results["summary"] = summarize(rows, config.seeds)
+    for entry in results["summary"].values():
+        entry["over_budget"] = over_budget(entry, config.budget)
     results["variance"] = variance_view(probs, config.seeds, data.y_test)
 
     if bag:

@@ -58,6 +58,28 @@ def configure():
     return config, study_cfg, todo
 
 
+def run(config, study_cfg, todo):
+    """Runs the study, or the pipeline and prints its tables."""
+    runs.write_text(os.path.join(config.workdir, "flags.txt"), FLAGS.flags_into_string())
+    if study_cfg is not None:
+        runner.run(study_cfg)
+        print(f"\nStudy report written to {os.path.join(config.workdir, 'report.md')}")
+        return
+    module_flags = {
+        f.name: f.value
+        for module in (kd_flags, flag_groups)
+        for f in FLAGS.get_key_flags_for_module(module)
+    }
+    results = pipeline.run(config, flags_used=module_flags, prepared=pipeline.prepare(config, todo))
+    print()
+    print(report.markdown_table(report.flatten(results["models"])))
+    gains = report.kd_gains(results["models"])
+    if gains:
+        print()
+        print(report.gains_markdown(gains))
+    print(f"\nResults written to {os.path.join(config.workdir, 'results.md')}")
+
+
 def main(argv):
     """Runs the pipeline or the study the flags describe."""
     if len(argv) > 1:
@@ -67,34 +89,13 @@ def main(argv):
     except ValueError as e:
         sys.exit(f"Invalid configuration: {e}")
     try:
-        lock = runs.WorkdirLock(config.workdir).__enter__()
+        with runs.WorkdirLock(config.workdir):
+            console.setup(config.workdir, verbose=kd_flags.CONSOLE.show_logs.value)
+            run(config, study_cfg, todo)
     except runs.WorkdirLockedError as e:
         sys.exit(str(e))
-    console.setup(config.workdir, verbose=kd_flags.CONSOLE.show_logs.value)
-    try:
-        runs.write_text(os.path.join(config.workdir, "flags.txt"), FLAGS.flags_into_string())
-        if study_cfg is not None:
-            runner.run(study_cfg)
-            print(f"\nStudy report written to {os.path.join(config.workdir, 'report.md')}")
-            return
-        module_flags = {
-            f.name: f.value
-            for module in (kd_flags, flag_groups)
-            for f in FLAGS.get_key_flags_for_module(module)
-        }
-        prepared = pipeline.prepare(config, todo)
-        results = pipeline.run(config, flags_used=module_flags, prepared=prepared)
-        print()
-        print(report.markdown_table(report.flatten(results["models"])))
-        gains = report.kd_gains(results["models"])
-        if gains:
-            print()
-            print(report.gains_markdown(gains))
-        print(f"\nResults written to {os.path.join(config.workdir, 'results.md')}")
     except ValueError as e:  # Data that is missing or not what was asked for.
         sys.exit(f"Error: {e}")
-    finally:
-        lock.__exit__(None, None, None)
 
 
 if __name__ == "__main__":

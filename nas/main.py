@@ -13,6 +13,7 @@ oracle (after training or loading the teacher) and writes the outputs when
 the search ends; workers run trials.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -113,8 +114,8 @@ def configure():
     f = nas_flags
     epochs = f.STUDENT.student_epochs.value
     train_config = flag_groups.train_config(f.STUDENT, "student", seed=f.SEED.value)
-    train_config = train_config.__class__(
-        **dict(vars(train_config), warmup_epochs=min(train_config.warmup_epochs, epochs - 1))
+    train_config = dataclasses.replace(
+        train_config, warmup_epochs=min(train_config.warmup_epochs, epochs - 1)
     )
     out = dict(
         train_config=train_config,

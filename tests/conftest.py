@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kd_keras import data as data_lib  # noqa: E402
+from kd_keras import pipeline, training  # noqa: E402
 
 
 def write_idx(path, array):
@@ -74,3 +75,23 @@ def write_image_folder(
             with open(os.path.join(directory, name, f"{j:02d}.png"), "wb") as f:
                 f.write(png)
     return directory
+
+
+def tiny_pipeline_config(workdir, **overrides):
+    """A PipelineConfig for tiny data: width-0.25 `cnn` teacher and student,
+    one epoch each, batches of 16, no export; `overrides` replace fields."""
+    fields = dict(
+        workdir=workdir,
+        dataset="fashion_mnist",
+        batch_size=16,
+        teacher="cnn",
+        teacher_kwargs={"width": 0.25},
+        teacher_train=training.TrainConfig(epochs=1),
+        student="cnn",
+        student_kwargs={"width": 0.25},
+        student_train=training.TrainConfig(epochs=1),
+        export_formats=(),
+        verbose=0,
+    )
+    fields.update(overrides)
+    return pipeline.PipelineConfig(**fields)

@@ -5,29 +5,15 @@ import os
 
 import numpy as np
 import pytest
-from conftest import tiny_dataset
+from conftest import tiny_dataset, tiny_pipeline_config
 
 from kd_keras import data as data_lib
-from kd_keras import kd_selection, pipeline, runs, training
+from kd_keras import kd_selection, pipeline, runs
 from kd_keras.keras_compat import keras
 
 
 def _config(workdir, grid):
-    return pipeline.PipelineConfig(
-        workdir=workdir,
-        dataset="fashion_mnist",
-        batch_size=16,
-        teacher="cnn",
-        teacher_kwargs={"width": 0.25},
-        teacher_train=training.TrainConfig(epochs=1),
-        student="cnn",
-        student_kwargs={"width": 0.25},
-        student_train=training.TrainConfig(epochs=1),
-        kd_mode="both",
-        kd_select=grid,
-        export_formats=(),
-        verbose=0,
-    )
+    return tiny_pipeline_config(workdir, kd_mode="both", kd_select=grid)
 
 
 def test_selection_scores_on_validation_and_the_kd_student_uses_the_winner(tmp_path):

@@ -10,7 +10,7 @@ import sys
 import keras_tuner as kt
 import numpy as np
 import pytest
-from conftest import tiny_dataset
+from conftest import tiny_dataset, tiny_pipeline_config
 
 import nas
 from kd_keras import data as data_lib
@@ -459,18 +459,8 @@ def test_short_training_evaluates_in_inference_mode():
 def test_the_pipeline_trains_a_searched_student_by_nas_path(searched, tmp_path):
     _, outputs = searched
     project = os.path.dirname(outputs["paths"]["best_hyperparameters.json"])
-    config = pipeline.PipelineConfig(
-        workdir=str(tmp_path / "work"),
-        dataset="fashion_mnist",
-        batch_size=16,
-        teacher="cnn",
-        teacher_kwargs={"width": 0.25},
-        teacher_train=training.TrainConfig(epochs=1),
-        student="nas:" + project,
-        student_train=training.TrainConfig(epochs=1),
-        kd_mode="both",
-        export_formats=(),
-        verbose=0,
+    config = tiny_pipeline_config(
+        str(tmp_path / "work"), student="nas:" + project, student_kwargs={}, kd_mode="both"
     )
     data = tiny_dataset(64)  # 28x28x1: the architecture is rebuilt for the data.
     results = pipeline.run(config, prepared=(data, pipeline.validate(config)))

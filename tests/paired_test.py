@@ -11,9 +11,8 @@ import os
 import shutil
 
 import numpy as np
-from conftest import tiny_dataset
+from conftest import tiny_dataset, tiny_pipeline_config
 
-from kd_keras import pipeline, training
 from kd_keras.keras_compat import keras
 from kd_keras.study import runner
 
@@ -21,19 +20,7 @@ BATCHES = 3
 
 
 def _study(workdir):
-    p = pipeline.PipelineConfig(
-        workdir=workdir,
-        dataset="fashion_mnist",
-        batch_size=8,
-        teacher="cnn",
-        teacher_kwargs={"width": 0.25},
-        teacher_train=training.TrainConfig(epochs=1),
-        student="cnn",
-        student_kwargs={"width": 0.25},
-        student_train=training.TrainConfig(epochs=1),
-        export_formats=(),
-        verbose=0,
-    )
+    p = tiny_pipeline_config(workdir, batch_size=8)
     return runner.StudyConfig(pipeline=p, techniques=("none",), seeds=(0, 1), bagging_members=0)
 
 

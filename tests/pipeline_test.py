@@ -4,7 +4,7 @@ a parent with other weights retrains its dependents."""
 import os
 import shutil
 
-from conftest import tiny_dataset
+from conftest import tiny_dataset, tiny_pipeline_config
 
 from kd_keras import data as data_lib
 from kd_keras import models, pipeline, runs, training, variants
@@ -50,22 +50,13 @@ def test_a_corrupt_cached_model_is_moved_aside_and_retrained(tmp_path, capsys):
 
 
 def _variants(workdir, data):
-    config = pipeline.PipelineConfig(
-        workdir=workdir,
+    config = tiny_pipeline_config(
+        workdir,
         dataset="tiny",
-        batch_size=16,
-        teacher="cnn",
-        teacher_kwargs={"width": 0.25},
-        teacher_train=training.TrainConfig(epochs=1),
         teacher_augment=data_lib.AugmentConfig(),
-        student="cnn",
-        student_kwargs={"width": 0.25},
-        student_train=training.TrainConfig(epochs=1),
         kd_mode="on",
         techniques=("prune",),
         compress_epochs=1,
-        export_formats=(),
-        verbose=0,
     )
     teachers, digests, teacher_rows = pipeline.train_teachers(config, data)
     ctx = pipeline.variant_context(config, data, teachers, digests)

@@ -94,6 +94,7 @@ def main(argv):
                 manual_dir=f.DATA.manual_dir.value,
                 val_size=0,
                 limit_test=f.DATA.limit_test.value,
+                storage=f.DATA.data_storage.value,
             )
         except data_lib.DataError as e:
             sys.exit(f"Cannot load the dataset: {e}")

@@ -475,6 +475,9 @@ def run_benchmark_model(
 # Everything
 
 
+ACCURACY_CHUNK = 8192
+
+
 def accuracy(
     tflite_path_or_bytes,
     x_test,
@@ -507,9 +510,16 @@ def accuracy(
             f"x_test and y_test must be non-empty and of equal length, got "
             f"{len(x_test)} and {len(y_test)}."
         )
-    x = _as_model_input(x_test)
-    outputs, batched = predict(tflite_path_or_bytes, x, batch_size, threads, xnnpack)
-    outputs = outputs.reshape(len(x), -1)
+    # A chunk at a time: the test split may be a memmap larger than memory.
+    outputs, reference = [], []
+    for start in range(0, len(y_test), ACCURACY_CHUNK):
+        x = _as_model_input(x_test[start : start + ACCURACY_CHUNK])
+        out, batched = predict(tflite_path_or_bytes, x, batch_size, threads, xnnpack)
+        outputs.append(out.reshape(len(x), -1))
+        if keras_model is not None:
+            ref = np.asarray(keras_model.predict(x, batch_size=batch_size, verbose=0))
+            reference.append(ref.reshape(len(x), -1).astype(np.float32))
+    outputs = np.concatenate(outputs)
     predicted = outputs.argmax(-1)
     result = {
         "accuracy": round(float(np.mean(predicted == y_test)), 6),
@@ -517,8 +527,7 @@ def accuracy(
         "batched_inference": batched,
     }
     if keras_model is not None:
-        reference = np.asarray(keras_model.predict(x, batch_size=batch_size, verbose=0))
-        reference = reference.reshape(len(x), -1).astype(np.float32)
+        reference = np.concatenate(reference)
         result["keras_accuracy"] = round(float(np.mean(reference.argmax(-1) == y_test)), 6)
         result["keras_agreement"] = round(float(np.mean(reference.argmax(-1) == predicted)), 6)
         result["keras_max_abs_diff"] = float(np.max(np.abs(reference - outputs)))

@@ -152,15 +152,16 @@ def micro_accuracy(interpreter, x_test, y_test):
             f"x_test and y_test must be non-empty and of equal length, got "
             f"{len(x_test)} and {len(y_test)}."
         )
-    x = np.asarray(x_test)
-    if np.issubdtype(x.dtype, np.integer):
-        x = np.asarray(data_lib.preprocess(x), np.float32)
     correct = 0
     try:
-        for image, label in zip(x, y_test):
-            _set_input(interpreter, image[None])
-            interpreter.invoke()
-            correct += int(np.argmax(_get_output(interpreter)) == int(label))
+        for start in range(0, len(y_test), 1024):  # A chunk at a time: may be a memmap.
+            x = np.asarray(x_test[start : start + 1024])
+            if np.issubdtype(x.dtype, np.integer):
+                x = np.asarray(data_lib.preprocess(x), np.float32)
+            for image, label in zip(x, y_test[start : start + 1024]):
+                _set_input(interpreter, image[None])
+                interpreter.invoke()
+                correct += int(np.argmax(_get_output(interpreter)) == int(label))
     except RuntimeError as e:
         raise ExportError(f"TFLM invocation failed: {e}") from e
     return {"tflm_accuracy": round(correct / len(y_test), 6), "tflm_num_test": len(y_test)}

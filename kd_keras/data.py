@@ -1,9 +1,11 @@
 """Datasets through tensorflow-datasets, and the tf.data pipelines around them.
 
-``load_dataset`` returns the train / validation / test splits as numpy arrays
-(in memory: streaming is not done yet) of one of the four registered
-datasets, any other TFDS image-classification dataset, or an image folder
-(``dir:PATH``, see :mod:`kd_keras.image_folder`), and ``make_datasets`` turns them
+``load_dataset`` returns the train / validation / test splits of one of the
+four registered datasets, any other TFDS image-classification dataset, or an
+image folder (``dir:PATH``, see :mod:`kd_keras.image_folder`), read through
+``tf.data`` a chunk at a time: as numpy arrays in memory when they fit, or
+written once to a store on disk and read back through ``numpy.memmap``
+(:mod:`kd_keras.store`) when they do not; ``make_datasets`` turns them
 into batched and prefetched ``tf.data`` pipelines; the training one shuffles
 and augments (as named in an :class:`AugmentConfig`) as a pure function of
 the seed and the epoch.
@@ -19,6 +21,7 @@ training examples per class.
 
 import dataclasses
 import gzip
+import json
 import os
 import socket
 import struct
@@ -26,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from kd_keras import image_folder
+from kd_keras import image_folder, store
 from kd_keras.keras_compat import tf
 
 DEFAULT_MANUAL_DIR = "/usr/share/datasets/fashion-mnist"
@@ -428,27 +431,60 @@ def _no_data_message(name, data_dir, manual_dir, cause):
     return msg
 
 
-def _as_numpy(builder, split, image_size=None):
-    """One split of a prepared builder as (uint8 images, int64 labels), resized
-    to `image_size` when given (images of varying size need it)."""
+STREAM_BATCH = 1024
+
+
+def _stream_split(builder, split, image_size=None):
+    """One split of a prepared builder, read through ``tf.data`` a chunk at a
+    time: yields (uint8 images, int64 labels) numpy chunks, resized to
+    `image_size` when given (images of varying size need it)."""
     import tensorflow_datasets as tfds
 
-    if image_size is None:
-        ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
-        x, y = tfds.as_numpy(ds)
-        return x.astype(np.uint8), y.astype(np.int64)
+    ds = builder.as_dataset(split=split, as_supervised=True)
+    if image_size is not None:
 
-    def resize(image, label):
-        out = tf.image.resize(image, image_size, method="bilinear", antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8), label
+        def resize(image, label):
+            out = tf.image.resize(image, image_size, method="bilinear", antialias=True)
+            return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8), label
 
-    ds = builder.as_dataset(split=split, as_supervised=True).map(resize).batch(1024)
-    batches = list(tfds.as_numpy(ds))
-    xs, ys = [b[0] for b in batches], [b[1] for b in batches]
-    shape = (0,) + tuple(image_size) + tuple(builder.info.features["image"].shape[2:])
-    x = np.concatenate(xs) if xs else np.zeros(shape, np.uint8)
-    y = np.concatenate(ys) if ys else np.zeros((0,), np.int64)
-    return x.astype(np.uint8), y.astype(np.int64)
+        ds = ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE)
+    for x, y in tfds.as_numpy(ds.batch(STREAM_BATCH).prefetch(2)):
+        yield x.astype(np.uint8, copy=False), y.astype(np.int64, copy=False)
+
+
+def _split_count(builder, split):
+    """Examples in a TFDS split string (``train``, ``train[:90%]``, ...)."""
+    return int(builder.info.splits[split].num_examples)
+
+
+def _image_shape(builder, image_size):
+    shape = tuple(builder.info.features["image"].shape)
+    return (tuple(image_size) + shape[2:]) if image_size else shape
+
+
+def _as_numpy(builder, split, image_size=None):
+    """One split of a prepared builder in memory, as (uint8 images, int64 labels)."""
+    chunks = list(_stream_split(builder, split, image_size))
+    if not chunks:
+        return np.zeros((0,) + _image_shape(builder, image_size), np.uint8), np.zeros(0, np.int64)
+    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+
+def _write_split(builder, split, image_size, path):
+    """One split of a prepared builder written to a store file at `path`, a
+    chunk at a time. Returns (uint8 memmap images, int64 labels)."""
+    count = _split_count(builder, split)
+    images = store.create(path, count, _image_shape(builder, image_size))
+    labels, filled = [], 0
+    for x, y in _stream_split(builder, split, image_size):
+        if filled + len(x) > count:
+            raise DataError(f"split {split!r} holds more than the {count} examples TFDS lists.")
+        images[filled : filled + len(x)] = x
+        labels.append(y)
+        filled += len(x)
+    if filled != count:
+        raise DataError(f"split {split!r} gave {filled} examples; TFDS lists {count}.")
+    return images, np.concatenate(labels) if labels else np.zeros(0, np.int64)
 
 
 DOWNLOAD_HOST = ("storage.googleapis.com", 443)
@@ -503,31 +539,37 @@ def prepare_builder(
     return builder
 
 
-def split_validation(x, y, val_size, seed=0):
-    """Carves a class-stratified validation set of `val_size` out of (x, y)."""
-    if not 0 <= val_size < len(x):
-        raise DataError(
-            f"val_size must lie in [0, {len(x)}) for {len(x)} training examples; got {val_size}."
-        )
+def validation_index(y, val_size, seed=0):
+    """(train index, validation index) of a class-stratified validation set of
+    `val_size` examples carved out of labels `y`, deterministic for `seed`."""
+    n = len(y)
+    if not 0 <= val_size < n:
+        raise DataError(f"val_size must lie in [0, {n}) for {n} training examples; got {val_size}.")
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))
+    order = rng.permutation(n)
     if val_size == 0:
-        return x, y, x[:0], y[:0]
+        return np.arange(n), order[:0]
     # Stratify: take the first round(val_size * share) indices of each class.
     classes, counts = np.unique(y, return_counts=True)
-    quota = np.floor(counts / len(y) * val_size).astype(int)
+    quota = np.floor(counts / n * val_size).astype(int)
     quota[: val_size - quota.sum()] += 1
     val_idx = np.concatenate([order[y[order] == c][:q] for c, q in zip(classes, quota)])
-    mask = np.zeros(len(x), bool)
+    mask = np.zeros(n, bool)
     mask[val_idx] = True
-    train_idx = order[~mask[order]]
-    val_idx = order[mask[order]]
+    return order[~mask[order]], order[mask[order]]
+
+
+def split_validation(x, y, val_size, seed=0):
+    """Carves a class-stratified validation set of `val_size` out of (x, y)."""
+    train_idx, val_idx = validation_index(y, val_size, seed)
+    if val_size == 0:
+        return x, y, x[:0], y[:0]
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 
-def split_test(x, y, fraction, seed=0):
-    """Splits (x, y) into (x, y, x_test, y_test): a class-stratified test set
-    of ``round(fraction * N)`` examples (at least 1, at most N - 1),
+def test_index(y, fraction, seed=0):
+    """(rest index, test index): a class-stratified test set of
+    ``round(fraction * N)`` examples (at least 1, at most N - 1),
     deterministic for `seed`.
 
     Raises:
@@ -535,10 +577,16 @@ def split_test(x, y, fraction, seed=0):
     """
     if not 0 < fraction < 1:
         raise DataError(f"test_fraction must lie in (0, 1); got {fraction}.")
-    if len(x) < 2:
-        raise DataError(f"{len(x)} example(s) cannot be split into train and test.")
-    size = min(max(1, int(round(fraction * len(x)))), len(x) - 1)
-    return split_validation(x, y, size, seed)
+    if len(y) < 2:
+        raise DataError(f"{len(y)} example(s) cannot be split into train and test.")
+    size = min(max(1, int(round(fraction * len(y)))), len(y) - 1)
+    return validation_index(y, size, seed)
+
+
+def split_test(x, y, fraction, seed=0):
+    """Splits (x, y) into (x, y, x_test, y_test) with :func:`test_index`."""
+    rest, test = test_index(y, fraction, seed)
+    return x[rest], y[rest], x[test], y[test]
 
 
 def load_dataset(
@@ -555,8 +603,16 @@ def load_dataset(
     train_split="train",
     test_split="test",
     val_split=None,
+    storage="auto",
 ):
-    """Loads a dataset into memory with a validation split carved from train.
+    """Loads a dataset's splits, with a validation split carved from train.
+
+    The splits are read through ``tf.data`` (TFDS) or decoded one image at a
+    time (a folder) and kept in memory, or, for data larger than memory,
+    written once to a store on disk (:mod:`kd_keras.store`) and read from
+    there through ``numpy.memmap``: the arrays of the returned Dataset are then
+    memmaps, and the pipelines of :func:`make_datasets` read their batches
+    from disk.
 
     Args:
       name: one of SUPPORTED_DATASETS, another TFDS image-classification
@@ -577,6 +633,8 @@ def load_dataset(
       train_split, test_split: TFDS split strings (e.g. ``train[:90%]``).
       val_split: a TFDS split string for validation (a dataset's own
         validation split), or None to carve `val_size` out of train.
+      storage: 'memory', 'disk', or 'auto': memory when the images take at
+        most ``kd_keras.store.MEMORY_LIMIT_BYTES``, disk otherwise.
 
     Returns:
       A :class:`Dataset`. Its name is `name`, with ``@HxW`` appended when
@@ -586,33 +644,61 @@ def load_dataset(
       DataError: the dataset is missing, malformed, or not obtainable.
     """
     image_size = tuple(image_size) if image_size else None
+    val_split = None if is_folder(name) else val_split
     if is_folder(name):
+        try:
+            class_names, files, labels = image_folder.list_images(folder_path(name))
+            shape = image_folder.decode(files[0]).shape
+        except image_folder.FolderError as e:
+            raise DataError(str(e)) from None
+        shape = (tuple(image_size) + shape[2:]) if image_size else shape
+        count = len(files)
+        stamps = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files]
+        source = {"files": store.digest([np.frombuffer(repr(stamps).encode(), np.uint8)])}
+        builder = None
+    else:
+        builder = prepare_builder(name, data_dir, manual_dir, verify_counts)
+        shape = _image_shape(builder, image_size)
+        splits = [train_split, test_split] + ([val_split] if val_split else [])
+        count = sum(_split_count(builder, s) for s in splits)
+        source = {"tfds": builder.info.full_name, "data_dir": builder.data_dir}
+    mode = store.choose(storage, count * int(np.prod(shape)))
+    if mode == "disk":
+        settings = dict(
+            source,
+            name=name,
+            image_size=image_size,
+            val_size=val_size if not val_split else None,
+            seed=seed,
+            splits=[train_split, test_split, val_split] if builder else test_fraction,
+        )
+        arrays, num_classes, class_names = _stored_splits(
+            name, builder, settings, image_size, val_size, seed, test_fraction
+        )
+        x_train, y_train, x_val, y_val, x_test, y_test = arrays
+    elif builder is None:
         try:
             x, y, class_names = image_folder.read(folder_path(name), image_size)
         except image_folder.FolderError as e:
             raise DataError(str(e)) from None
         x_train, y_train, x_test, y_test = split_test(x, y, test_fraction, seed)
+        x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_size, seed)
         num_classes = len(class_names)
     else:
-        builder = prepare_builder(name, data_dir, manual_dir, verify_counts)
         x_train, y_train = _as_numpy(builder, train_split, image_size)
         x_test, y_test = _as_numpy(builder, test_split, image_size)
-        if (
-            name == "fashion_mnist"
-            and verify_counts
-            and (train_split, test_split)
-            == (
-                "train",
-                "test",
-            )
-        ):
-            verify_fashion_mnist(y_train, y_test)
+        if val_split:
+            x_val, y_val = _as_numpy(builder, val_split, image_size)
+        else:
+            x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_size, seed)
         label = builder.info.features["label"]
         num_classes, class_names = label.num_classes, tuple(label.names)
-    if val_split and not is_folder(name):
-        x_val, y_val = _as_numpy(builder, val_split, image_size)
-    else:
-        x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_size, seed)
+    if (
+        name == "fashion_mnist"
+        and verify_counts
+        and (train_split, test_split, val_split) == ("train", "test", None)
+    ):
+        verify_fashion_mnist(np.concatenate([y_train, y_val]), y_test)
     if limit_train:
         x_train, y_train = x_train[:limit_train], y_train[:limit_train]
     if limit_test:
@@ -628,8 +714,97 @@ def load_dataset(
         x_test,
         y_test,
         num_classes=num_classes,
-        class_names=class_names,
+        class_names=tuple(class_names),
     )
+
+
+SPLITS = ("train", "val", "test")
+
+
+def _stored_splits(name, builder, settings, image_size, val_size, seed, test_fraction):
+    """The splits of a dataset from its store on disk, building the store first
+    when it does not exist yet (see :mod:`kd_keras.store`).
+
+    Returns:
+      ((x_train, y_train, x_val, y_val, x_test, y_test) with the images as
+      read-only memmaps, number of classes, class names).
+    """
+    final = store.directory(name, settings)
+    meta_path = os.path.join(final, "meta.json")
+    if not os.path.exists(meta_path):
+        with store.Build(final) as build:
+            meta = _build_store(
+                build, name, builder, settings, image_size, val_size, seed, test_fraction
+            )
+            with open(build.path("meta.json"), "w") as f:
+                json.dump(meta, f, indent=1)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    arrays = []
+    for split in SPLITS:
+        arrays.append(
+            store.open_images(
+                os.path.join(final, f"{split}.images.npy"), meta["counts"][split], meta["shape"]
+            )
+        )
+        arrays.append(np.load(os.path.join(final, f"{split}.labels.npy")))
+    x_train, y_train, x_val, y_val, x_test, y_test = arrays
+    return (
+        (x_train, y_train, x_val, y_val, x_test, y_test),
+        meta["num_classes"],
+        tuple(meta["class_names"]),
+    )
+
+
+def _build_store(build, name, builder, settings, image_size, val_size, seed, test_fraction):
+    """Writes the three splits into a store being built; returns its meta dict."""
+    out = {}
+    if builder is None:
+        path = folder_path(name)
+        allocate = lambda shape: store.create(build.path("all.npy"), shape[0], shape[1:])  # noqa: E731
+        try:
+            x, y, class_names = image_folder.read(path, image_size, allocate)
+        except image_folder.FolderError as e:
+            raise DataError(str(e)) from None
+        rest, test = test_index(y, test_fraction, seed)
+        out["test"] = (store.take(x, test, build.path("test.images.npy")), y[test])
+        x = store.take(x, rest, build.path("rest.npy"))
+        y = y[rest]
+        num_classes = len(class_names)
+    else:
+        train_split, test_split, val_split = settings["splits"]
+        first = "train.images.npy" if val_split else "rest.npy"
+        x, y = _write_split(builder, train_split, image_size, build.path(first))
+        out["test"] = _write_split(builder, test_split, image_size, build.path("test.images.npy"))
+        if val_split:
+            out["val"] = _write_split(builder, val_split, image_size, build.path("val.images.npy"))
+        label = builder.info.features["label"]
+        num_classes, class_names = label.num_classes, tuple(label.names)
+    if "val" not in out:
+        train, val = validation_index(y, val_size, seed)
+        out["val"] = (store.take(x, val, build.path("val.images.npy")), y[val])
+        out["train"] = (store.take(x, train, build.path("train.images.npy")), y[train])
+    else:
+        out["train"] = (x, y)
+    del x
+    for temporary in ("all.npy", "rest.npy"):
+        if os.path.exists(build.path(temporary)):
+            os.remove(build.path(temporary))
+    counts = {}
+    for split in SPLITS:
+        images, labels = out[split]
+        if not store.on_disk(images):  # An empty split: no file is mapped.
+            np.save(build.path(f"{split}.images.npy"), images)
+        np.save(build.path(f"{split}.labels.npy"), np.asarray(labels, np.int64))
+        counts[split] = len(labels)
+    shape = list(out["train"][0].shape[1:])
+    return {
+        "name": name,
+        "counts": counts,
+        "shape": shape,
+        "num_classes": int(num_classes),
+        "class_names": list(class_names),
+    }
 
 
 # ----------------------------------------------------------------------------
@@ -897,13 +1072,57 @@ def mix_batch(images, soft_labels, views):
     return images, labels
 
 
+def gather_images(images):
+    """A function ids -> the uint8 images of those example ids, as a tensor.
+
+    For images in memory, a ``tf.gather`` from a constant; for images on
+    disk (a memmap, see :mod:`kd_keras.store`), a read of just those rows
+    (``tf.numpy_function``), so the split is never loaded whole.
+    """
+    if not store.on_disk(images):
+        constant = tf.constant(images)
+        return lambda ids: tf.gather(constant, ids)
+    shape = tuple(images.shape[1:])
+
+    def read(ids):
+        return np.asarray(images[np.asarray(ids, np.int64)], np.uint8)
+
+    def gather(ids):
+        out = tf.numpy_function(read, [ids], tf.uint8, stateful=False)
+        out.set_shape((None,) + shape)
+        return out
+
+    return gather
+
+
+def image_batches(images, batch_size=1024, labels=None):
+    """``tf.data`` batches of preprocessed `images` (in memory or on disk), in
+    order, with their labels when given: what ``Model.predict`` and
+    ``evaluate`` read instead of a whole split in memory."""
+    n = len(images)
+    gather = gather_images(images)
+    label_tensor = None if labels is None else tf.constant(np.asarray(labels))
+
+    def batch(start):
+        ids = tf.range(start, tf.minimum(start + batch_size, n))
+        x = preprocess(gather(ids))
+        return x if label_tensor is None else (x, tf.gather(label_tensor, ids))
+
+    return (
+        tf.data.Dataset.range(0, n, batch_size)
+        .map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
 def view_batch(config: AugmentConfig, images, labels, ids, views, num_classes):
-    """One training batch: examples `ids` of `images` (uint8, all of them),
-    augmented and mixed with their view parameters.
+    """One training batch: examples `ids` of the training split, augmented and
+    mixed with their view parameters.
 
     Args:
       config: the augmentation.
-      images: uint8 (N, H, W, C) tensor of the training split.
+      images: function ids -> uint8 (B, H, W, C) images of the training split
+        (:func:`gather_images`).
       labels: int64 (N,) tensor.
       ids: (B,) example ids of this batch, in batch order.
       views: dict of VIEW_KEYS tensors (N,) indexed by example id.
@@ -913,7 +1132,7 @@ def view_batch(config: AugmentConfig, images, labels, ids, views, num_classes):
       (images float32 (B, H, W, C), labels: int64 (B,), or float32 (B,
       classes) when `config` mixes).
     """
-    x = preprocess(tf.gather(images, ids))
+    x = preprocess(images(ids))
     y = tf.gather(labels, ids)
     if not config.enabled:
         return x, y
@@ -999,15 +1218,19 @@ def make_datasets(
         )
     autotune = tf.data.AUTOTUNE
 
-    def base(x, y):
+    def evaluation(x, y):
+        if store.on_disk(x):  # Read from disk each time, never whole.
+            return image_batches(x, batch_size, y)
         return (
             tf.data.Dataset.from_tensor_slices((x, y))
             .map(lambda a, b: (preprocess(a), b), num_parallel_calls=autotune)
             .cache()
+            .batch(batch_size)
+            .prefetch(autotune)
         )
 
     n = len(data.x_train)
-    images = tf.constant(data.x_train)
+    images = gather_images(data.x_train)
     labels = tf.constant(data.y_train)
     stored = None
     if replay is not None:
@@ -1049,12 +1272,8 @@ def make_datasets(
             .prefetch(autotune)
         )
 
-    val = (
-        base(data.x_val, data.y_val).batch(batch_size).prefetch(autotune)
-        if len(data.x_val)
-        else None
-    )
-    test = base(data.x_test, data.y_test).batch(batch_size).prefetch(autotune)
+    val = evaluation(data.x_val, data.y_val) if len(data.x_val) else None
+    test = evaluation(data.x_test, data.y_test)
     return {
         "train": train_epochs(start_epoch, last),
         "val": val,

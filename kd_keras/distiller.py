@@ -261,7 +261,10 @@ class Distiller(keras.Model):
         as computing them every step; only the teacher's forward passes are
         saved. Only logit losses can use this (see ``uses_features``).
         """
-        outs = [t.predict(images, batch_size=batch_size, verbose=0) for t in self.teachers]
+        if isinstance(images, tf.data.Dataset):  # Batched already.
+            outs = [t.predict(images, verbose=0) for t in self.teachers]
+        else:
+            outs = [t.predict(images, batch_size=batch_size, verbose=0) for t in self.teachers]
         return tf.stack(outs, axis=1).numpy()
 
     def train_step(self, data):

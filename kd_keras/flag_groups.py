@@ -23,7 +23,7 @@ from absl import flags
 
 from kd_keras import data as data_lib
 from kd_keras import losses as losses_lib
-from kd_keras import models, teachers, training
+from kd_keras import models, store, teachers, training
 
 EXPORT_FORMATS = ("float32", "float16", "dynamic", "int8")
 NO_DATASET = "none"
@@ -87,7 +87,7 @@ def _check_dataset(allow_none):
 
 def define_data_flags(allow_none=False):
     """--dataset, --data_dir, --manual_dir, --val_size, --limit_train,
-    --limit_test, --batch_size.
+    --limit_test, --batch_size, --data_storage.
 
     Args:
       allow_none: also accept ``--dataset=none`` (no data: the exporter then
@@ -120,6 +120,15 @@ def define_data_flags(allow_none=False):
             "limit_test", 0, "Keep only N test examples (0 = all).", lower_bound=0
         ),
         batch_size=flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1),
+        data_storage=flags.DEFINE_enum(
+            "data_storage",
+            "auto",
+            list(store.STORAGES),
+            "Where the splits' images are kept: memory, disk (written once to a store "
+            "under $KD_KERAS_STORE or ~/.cache/kd_keras/store and read through memmap, "
+            "for data larger than memory), or auto: memory up to "
+            f"{store.MEMORY_LIMIT_BYTES >> 30} GiB of images, disk beyond.",
+        ),
     )
     flags.register_validator("dataset", _check_dataset(allow_none))
     return holders

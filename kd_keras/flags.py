@@ -243,6 +243,7 @@ def pipeline_config():
         limit_train=d.limit_train.value,
         limit_test=d.limit_test.value,
         batch_size=d.batch_size.value,
+        data_storage=d.data_storage.value,
         test_fraction=SOURCE.test_fraction.value,
         image_size=flag_groups.image_size(SOURCE.image_size.value),
         train_split=SOURCE.train_split.value,

@@ -11,7 +11,8 @@ images are found recursively inside each class folder (PNG, JPEG, BMP, GIF;
 a GIF gives its first frame) and decoded with ``tf.io`` into uint8 arrays.
 :func:`shape` reads the listing and one image only, so a configuration is
 checked against the folder before the images are read; :func:`read` decodes
-them all into memory (streaming from the folder is not done yet).
+them one at a time into an array it is given room in (in memory, or a file on
+disk through :mod:`kd_keras.store` for folders larger than memory).
 """
 
 import os
@@ -107,8 +108,8 @@ def resize(image, size):
     return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8).numpy()
 
 
-def read(path, image_size=None):
-    """Decodes every image of a folder into memory.
+def read(path, image_size=None, allocate=None):
+    """Decodes every image of a folder into one array.
 
     Every image is decoded to the first image's channel count (grayscale
     stays 1 channel) and resized to `image_size` when given; without it,
@@ -117,6 +118,8 @@ def read(path, image_size=None):
     Args:
       path: the folder.
       image_size: (height, width), or None.
+      allocate: function (shape) -> a writable uint8 array of that shape to
+        decode into (e.g. a memmap); default ``numpy.empty``.
 
     Returns:
       (images uint8 (N, H, W, C), labels int64 (N,), class names tuple).
@@ -129,7 +132,8 @@ def read(path, image_size=None):
     first = decode(files[0])
     channels = first.shape[-1]
     size = tuple(image_size) if image_size else first.shape[:2]
-    images = np.empty((len(files),) + tuple(size) + (channels,), np.uint8)
+    shape = (len(files),) + tuple(size) + (channels,)
+    images = allocate(shape) if allocate else np.empty(shape, np.uint8)
     for i, f in enumerate(files):
         image = decode(f, channels) if i else first
         if image_size:

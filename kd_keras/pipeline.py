@@ -33,6 +33,7 @@ class PipelineConfig:
     limit_train: int = 0
     limit_test: int = 0
     batch_size: int = 128
+    data_storage: str = "auto"  # memory, disk or auto (kd_keras.store)
     test_fraction: float = data_lib.DEFAULT_TEST_FRACTION  # dir: datasets only
     image_size: Optional[tuple] = None  # (height, width) to resize to
     train_split: str = "train"
@@ -137,6 +138,7 @@ class PipelineConfig:
             train_split=self.train_split,
             test_split=self.test_split,
             val_split=self.val_split,
+            storage=self.data_storage,
         )
 
 

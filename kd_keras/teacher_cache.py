@@ -24,14 +24,13 @@ seed and K, so it is computed once per setting and shared by every run
 that reads the same directory. It is written atomically.
 """
 
-import hashlib
 import json
 import os
 
 import numpy as np
 
 from kd_keras import data as data_lib
-from kd_keras import runs
+from kd_keras import runs, store
 from kd_keras.keras_compat import tf
 
 FORMAT_VERSION = 1
@@ -39,12 +38,7 @@ FORMAT_VERSION = 1
 
 def data_digest(data, length=16):
     """A hash of a Dataset's training images and labels."""
-    h = hashlib.sha256()
-    for array in (data.x_train, data.y_train):
-        array = np.ascontiguousarray(array)
-        h.update(f"{array.shape}:{array.dtype}".encode())
-        h.update(array.tobytes())
-    return h.hexdigest()[:length]
+    return store.digest((data.x_train, data.y_train), length)
 
 
 def cache_key(teachers, data, augment, batch_size, seed, views):
@@ -84,7 +78,7 @@ def teacher_logits(teachers, data, augment, batch_size, views):
     with ``training=False``; each example's row holds the logits of the
     image it became in that view (after mixing).
     """
-    images = tf.constant(data.x_train)
+    images = data_lib.gather_images(data.x_train)
     labels = tf.constant(data.y_train)
     n = len(data.x_train)
     classes = int(teachers[0].output_shape[-1])

@@ -407,9 +407,7 @@ def fit(
             )
             datasets = dict(datasets, train=rebuilt["train"], train_epochs=rebuilt["train_epochs"])
         elif offline_data is not None and not model.uses_features:
-            logits = model.precompute_teacher_logits(
-                data_lib.preprocess(offline_data.x_train).numpy()
-            )
+            logits = model.precompute_teacher_logits(data_lib.image_batches(offline_data.x_train))
             rebuilt = data_lib.make_datasets(
                 offline_data, batch_size, seed=config.seed, teacher_logits=logits
             )

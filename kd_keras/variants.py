@@ -25,7 +25,7 @@ import numpy as np
 
 import export
 import nas
-from kd_keras import compression, console, models, runs, training
+from kd_keras import compression, console, models, runs, store, training
 from kd_keras import data as data_lib
 from kd_keras.keras_compat import keras
 from nas.search_space import BEST_HPS_FILE
@@ -136,7 +136,9 @@ def build_student(variant, data):
 def bootstrap_dataset(data, seed):
     """A copy of `data` whose training split is resampled with replacement."""
     idx = np.random.default_rng(seed).integers(0, len(data.x_train), len(data.x_train))
-    return dataclasses.replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx])
+    return dataclasses.replace(
+        data, x_train=store.take(data.x_train, idx), y_train=data.y_train[idx]
+    )
 
 
 def load_model(path):

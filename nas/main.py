@@ -181,6 +181,7 @@ def main(argv):
             seed=0,
             limit_train=d.limit_train.value,
             limit_test=d.limit_test.value,
+            storage=d.data_storage.value,
         )
     except data_lib.DataError as e:
         sys.exit(f"Cannot load the dataset: {e}")

@@ -84,7 +84,9 @@ def test_test_fraction_bounds():
 
 
 def test_folder_end_to_end_through_main(tmp_path, folder):
-    """smoke.flags on a folder: the pipeline trains, and its class names reach
+    """smoke.flags on a folder kept on disk (--data_storage=disk: training,
+    teacher logits, evaluation, calibration and export accuracy all read the
+    store's memmaps): the pipeline trains, and its class names reach
     results.json, results.md and the exported labels files."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     workdir = tmp_path / "work"
@@ -102,15 +104,17 @@ def test_folder_end_to_end_through_main(tmp_path, folder):
             "--export_formats=float32",
             "--val_size=6",
             "--limit_test=0",
+            "--data_storage=disk",
             f"--workdir={workdir}",
         ],
         cwd=root,
-        env=dict(os.environ, PYTHONPATH=root),
+        env=dict(os.environ, PYTHONPATH=root, KD_KERAS_STORE=str(tmp_path / "store")),
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((tmp_path / "store").glob("*/meta.json"))) == 1
     results = json.loads((workdir / "results.json").read_text())
     assert results["class_names"] == ["cat", "dog", "eel"]
     assert "Classes (3): cat, dog, eel" in (workdir / "results.md").read_text()

@@ -174,7 +174,7 @@ class Progress:
 
 
 def _probabilities(model, data):
-    logits = model.predict(data_lib.preprocess(data.x_test).numpy(), batch_size=1024, verbose=0)
+    logits = model.predict(data_lib.image_batches(data.x_test), verbose=0)
     e = np.exp(logits - logits.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
 

@@ -7,6 +7,7 @@ The flags shared with ``nas.main`` and ``export.main`` come from
 from absl import flags
 
 from kd_keras import compression, flag_groups, kd_selection, pipeline
+from kd_keras import teachers as teachers_lib
 from kd_keras.study import runner
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (cache, models, results).")
@@ -17,6 +18,14 @@ DATA = flag_groups.define_data_flags()
 SOURCE = flag_groups.define_source_flags()
 TEACHER = flag_groups.define_teacher_flags()
 _NUM_TEACHERS = flags.DEFINE_integer("num_teachers", 1, "Teachers in the ensemble.", lower_bound=1)
+_TEACHER_INPUT_RANGE = flags.DEFINE_enum(
+    "teacher_input_range",
+    teachers_lib.DEFAULT_INPUT_RANGE,
+    list(teachers_lib.INPUT_RANGES),
+    "Input value range a teacher given by path expects; kd_keras feeds images in [0, 1] "
+    "and rescales them for the teacher. A teacher that plainly expects another range "
+    "(much higher accuracy there on training images) is an error naming it.",
+)
 STUDENT = flag_groups.define_student_flags()
 KD = flag_groups.define_kd_flags()
 EXPORT = flag_groups.define_export_flags()
@@ -256,6 +265,7 @@ def pipeline_config():
         ),
         teacher_augment=flag_groups.augment_config(TEACHER.teacher_augment),
         num_teachers=_NUM_TEACHERS.value,
+        teacher_input_range=_TEACHER_INPUT_RANGE.value,
         student=STUDENT.student.value,
         student_kwargs=flag_groups.parse_kwargs(STUDENT.student_args.value, "student_args"),
         student_train=flag_groups.train_config(

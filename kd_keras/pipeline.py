@@ -44,6 +44,8 @@ class PipelineConfig:
     teacher_train: training.TrainConfig = training.TrainConfig()
     teacher_augment: data_lib.AugmentConfig = data_lib.AugmentConfig()
     num_teachers: int = 1
+    # The value range a teacher given by path expects (kd_keras.teachers.INPUT_RANGES).
+    teacher_input_range: str = teachers_lib.DEFAULT_INPUT_RANGE
     student: str = "cnn"
     student_kwargs: dict = dataclasses.field(default_factory=dict)
     student_train: training.TrainConfig = training.TrainConfig()
@@ -84,6 +86,11 @@ class PipelineConfig:
                     f"the ensemble is the {len(paths)} teacher path(s) given."
                 )
             self.num_teachers = len(paths)
+        elif self.teacher_input_range != teachers_lib.DEFAULT_INPUT_RANGE:
+            raise ValueError(
+                f"--teacher_input_range={self.teacher_input_range} applies to a teacher given "
+                f"by path; --teacher={self.teacher} is trained here on [0, 1] inputs."
+            )
 
         if self.compression is None:
             self.compression = compression.CompressionConfig()
@@ -203,6 +210,9 @@ def load_checked(path, config, input_shape, num_classes, sample_images=None):
         raise ValueError(f"--teacher={config.teacher}: {e}") from None
 
 
+RANGE_PROBE_IMAGES = 512
+
+
 def load_teachers(config, data):
     """Loads the teachers given by path and evaluates each on the test split.
 
@@ -213,12 +223,21 @@ def load_teachers(config, data):
     """
     datasets = data_lib.make_datasets(data, config.batch_size)
     samples = next(iter(datasets["test"]))[0]  # Probes a foreign model for probabilities.
+    probe = min(len(data.y_train), RANGE_PROBE_IMAGES)  # Checks the input value range.
     teachers, hashes, results = [], [], []
     paths = config.teacher_paths()
     total = len(paths) + len(student_variants(config))
     for i, path in enumerate(paths):
         console.stage(i + 1, total, f"teacher{i} (loaded from {path})")
         model, loaded = load_checked(path, config, data.input_shape, data.num_classes, samples)
+        fed = config.teacher_input_range
+        accuracies = teachers_lib.range_accuracies(
+            model, data.x_train[:probe], data.y_train[:probe]
+        )
+        error = teachers_lib.input_range_error(path, accuracies, fed, data.num_classes, probe)
+        if error:
+            raise ValueError(f"--teacher={config.teacher}: {error}")
+        model = teachers_lib.with_input_range(model, fed)
         spec = {
             "role": "teacher",
             "source": "path",
@@ -226,6 +245,8 @@ def load_teachers(config, data):
             "softmax": loaded["softmax"],
             "data": config.data_spec(),
         }
+        if fed != teachers_lib.DEFAULT_INPUT_RANGE:
+            spec["input_range"] = fed
         directory = runs.run_dir(config.workdir, f"teacher{i}", spec)
         result = runs.load_result(directory)
         reused = result is not None
@@ -244,10 +265,13 @@ def load_teachers(config, data):
                 "weights_digest": loaded["digest"],
             }
             runs.write_json(os.path.join(directory, "result.json"), result)
+        if "input_range" in spec:
+            console.progress(f"teacher{i} is fed inputs rescaled from [0, 1] to [{fed}]")
         if loaded["softmax"] != "no":
             console.progress(f"teacher{i} ends in softmax: distilling from its {loaded['softmax']}")
         teachers.append(model)
-        hashes.append(loaded["digest"])
+        # A rescaled teacher teaches differently: its students' keys say so.
+        hashes.append(loaded["digest"] + ("" if "input_range" not in spec else f"@{fed}"))
         results.append(
             dict(
                 result,

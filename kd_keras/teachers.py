@@ -235,6 +235,63 @@ def load_teacher(path, input_shape, num_classes, sample_images=None):
     return model, report
 
 
+# Input value ranges a saved teacher may expect: (scale, offset) that map the
+# [0, 1] images kd_keras feeds (``kd_keras.data.preprocess``) onto them.
+INPUT_RANGES = {"0,1": (1.0, 0.0), "0,255": (255.0, 0.0), "-1,1": (2.0, -1.0)}
+DEFAULT_INPUT_RANGE = "0,1"
+# A teacher scoring this much higher (absolute accuracy) in another range
+# than in the one it is fed is taken to expect that other range.
+RANGE_MARGIN = 0.25
+
+
+def with_input_range(model, input_range):
+    """`model` fed [0, 1] images rescaled to `input_range` (a key of INPUT_RANGES).
+
+    For any range but [0, 1] the result is a new frozen model whose first
+    layer rescales; the teacher itself is nested inside it, so losses that
+    read intermediate layers cannot find its layers by name.
+    """
+    if input_range not in INPUT_RANGES:
+        raise ValueError(f"input range must be one of {list(INPUT_RANGES)}, got {input_range!r}.")
+    if input_range == DEFAULT_INPUT_RANGE:
+        return model
+    scale, offset = INPUT_RANGES[input_range]
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    scaled = keras.layers.Rescaling(scale, offset, name="input_range")(inputs)
+    wrapped = keras.Model(inputs, model(scaled, training=False), name=model.name)
+    wrapped.trainable = False
+    return wrapped
+
+
+def range_accuracies(model, images, labels, batch_size=256):
+    """Top-1 accuracy of a logits `model` on uint8 `images` mapped to each of
+    INPUT_RANGES: {range: accuracy}."""
+    x = np.asarray(images, np.float32) / 255.0
+    labels = np.asarray(labels).reshape(-1)
+    out = {}
+    for name, (scale, offset) in INPUT_RANGES.items():
+        logits = model.predict(x * scale + offset, batch_size=batch_size, verbose=0)
+        out[name] = float(np.mean(np.argmax(logits, -1) == labels))
+    return out
+
+
+def input_range_error(path, accuracies, fed, num_classes, count):
+    """A one-line message when the teacher at `path` plainly expects another
+    input range than `fed` (None when it does not): its accuracy on `count`
+    labelled images there beats the fed range's by RANGE_MARGIN and chance."""
+    best = max(accuracies, key=accuracies.get)
+    if best == fed or accuracies[best] < accuracies[fed] + RANGE_MARGIN:
+        return None
+    if accuracies[best] <= 1.5 / num_classes:
+        return None
+    shown = lambda r: "[" + ", ".join(r.split(",")) + "]"  # noqa: E731
+    return (
+        f"teacher {path} scores {accuracies[fed]:.0%} on {count} training images with inputs "
+        f"in {shown(fed)} (what it is fed) but {accuracies[best]:.0%} with inputs in "
+        f"{shown(best)}: it expects inputs in {shown(best)}; pass --teacher_input_range={best}."
+    )
+
+
 def is_probabilities(outputs, tolerance=PROB_TOLERANCE):
     """True when every row of `outputs` is non-negative and sums to 1."""
     out = np.asarray(outputs, np.float64)

@@ -214,3 +214,76 @@ def test_main_distils_from_an_ensemble_of_every_format(saved, tmp_path):
         EXPECTED[n][1] for n in names
     ]
     assert "ends in softmax" in proc.stdout
+
+
+def brightness_teacher(centers, shape):
+    """A saved-model-like teacher that classifies by mean pixel value, for
+    inputs in the units of `centers`: logit_k = 2 c_k m - c_k^2, so the
+    nearest centre wins."""
+    centers = np.asarray(centers, np.float32)
+    inputs = keras.Input(shape)
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    x = keras.layers.Lambda(lambda t: tf.reduce_mean(t, -1, keepdims=True))(x)
+    dense = keras.layers.Dense(len(centers), name="logits")
+    model = keras.Model(inputs, dense(x))
+    dense.set_weights([2 * centers[None, :], -(centers**2)])
+    return model
+
+
+def test_a_teacher_expecting_0_255_is_caught_and_rescaled():
+    classes = 10
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (200, 8, 8, 1)).astype(np.uint8)
+    y = (x.reshape(200, -1).mean(1) * classes / 256).astype(np.int64)
+    model = brightness_teacher((np.arange(classes) + 0.5) * 25.6, (8, 8, 1))
+    acc = teachers.range_accuracies(model, x, y)
+    assert acc["0,255"] > 0.9 and acc["0,1"] < 0.3, acc
+    message = teachers.input_range_error("t.keras", acc, "0,1", classes, 200)
+    assert "expects inputs in [0, 255]" in message and "--teacher_input_range=0,255" in message
+    assert teachers.input_range_error("t.keras", acc, "0,255", classes, 200) is None
+    rescaled = teachers.with_input_range(model, "0,255")
+    fed = rescaled.predict(x.astype(np.float32) / 255, verbose=0).argmax(-1)
+    assert np.mean(fed == y) == acc["0,255"]
+    assert teachers.with_input_range(model, "0,1") is model
+    # A teacher at chance everywhere is no evidence of a range mismatch.
+    flat = {"0,1": 0.10, "0,255": 0.12, "-1,1": 0.09}
+    assert teachers.input_range_error("t.keras", flat, "0,1", classes, 200) is None
+
+
+def test_main_names_the_range_a_teacher_expects(tmp_path):
+    """A teacher by path that expects [0, 255] stops the run before training
+    with one line naming both ranges and the flag; the flag makes it run."""
+    from tests.conftest import write_image_folder
+
+    folder = write_image_folder(str(tmp_path / "images"), per_class=8, size=(8, 8))
+    path = str(tmp_path / "bright.h5")
+    brightness_teacher([15.0, 55.0, 95.0], (8, 8, 1)).save(path)
+    base = [
+        sys.executable,
+        "-m",
+        "kd_keras.main",
+        "--flagfile=kd_keras/configs/smoke.flags",
+        f"--dataset=dir:{folder}",
+        "--val_size=3",
+        "--limit_test=0",
+        f"--teacher={path}",
+        "--techniques=",
+        "--export_formats=",
+        "--kd=on",
+        "--student_epochs=1",
+    ]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    run = lambda extra: subprocess.run(  # noqa: E731
+        base + extra, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    proc = run([f"--workdir={tmp_path / 'a'}"])
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "expects inputs in [0, 255]" in last and "--teacher_input_range=0,255" in last, last
+    assert "in [0, 1] (what it is fed)" in last
+    assert not list((tmp_path / "a").glob("runs/*kd*"))  # no student was trained
+    proc = run([f"--workdir={tmp_path / 'b'}", "--teacher_input_range=0,255"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "b" / "results.json").read_text())
+    (teacher,) = [r for r in result["models"] if r.get("role") == "teacher"]
+    assert teacher["test_accuracy"] == 1.0

@@ -222,6 +222,21 @@ def test_pipeline_and_study_errors(paths):
             ["--study_techniques", "bogus"],
         ),
         ("bad augmentation", base + ["--student_augment=blur"], ["--student_augment", "blur"]),
+        (
+            "input range of a trained teacher",
+            base + ["--teacher_input_range=0,255"],
+            ["--teacher_input_range=0,255", "by path"],
+        ),
+        (
+            "unknown input range",
+            base + ["--teacher_input_range=0,100"],
+            ["--teacher_input_range", "0,100"],
+        ),
+        (
+            "unknown data storage",
+            base + ["--data_storage=ram"],
+            ["--data_storage", "ram", "disk"],
+        ),
         ("unknown dataset", base + ["--dataset=imagenet"], ["--dataset", "imagenet"]),
         ("dataset not a name", base + ["--dataset=Fashion MNIST"], ["--dataset", "dir:PATH"]),
         (

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from kd_keras import console, runs, teacher_cache
+from kd_keras import console, distribute, runs, teacher_cache
 from kd_keras import data as data_lib
 from kd_keras import losses as losses_lib
 from kd_keras.distiller import Distiller
@@ -117,21 +117,23 @@ def make_optimizer(config: TrainConfig, steps_per_epoch):
     return keras.optimizers.Adam(schedule)
 
 
-def even_batches(dataset):
-    """Pads every odd-sized batch of `dataset` to an even size.
+def even_batches(dataset, multiple=2):
+    """Pads every batch of `dataset` to a multiple of `multiple` examples.
 
     Under oneDNN (TensorFlow's default on x86 CPUs), the gradients of a 1x1
     convolution with stride 2 (the resnet teacher's projection shortcuts)
     corrupt the heap when the batch size is odd: the process aborts or
-    segfaults, intermittently. An odd batch gets a copy of its first example
-    appended (labels and teacher logits alike), so no example is lost and the
-    number of steps per epoch does not change.
+    segfaults, intermittently. A short batch gets copies of its first
+    examples appended (labels and teacher logits alike), so no example is lost
+    and the number of steps per epoch does not change. Under a strategy with
+    R replicas, ``multiple=2 * R`` also gives every replica an even share.
     """
 
     def pad(*batch):
         batch = batch if len(batch) > 1 else batch[0]
         n = tf.shape(tf.nest.flatten(batch)[0])[0]
-        return tf.nest.map_structure(lambda t: tf.concat([t, t[: n % 2]], 0), batch)
+        extra = tf.range((multiple - n % multiple) % multiple) % n
+        return tf.nest.map_structure(lambda t: tf.concat([t, tf.gather(t, extra)], 0), batch)
 
     return dataset.map(pad)
 
@@ -325,8 +327,11 @@ def fit(
     (its 'train_epochs' entry) the result has the same weights as a training
     that was never interrupted. TensorBoard logs go to ``run_dir/tensorboard``.
     A fit that had finished is not trained again; its state is restored.
-    Training batches of odd size are padded by one example (see
-    :func:`even_batches`).
+    Training batches are padded to an even size, and to a multiple of twice
+    the replica count under a ``tf.distribute`` strategy (see
+    :func:`even_batches`). Called in a strategy's scope, the Distiller,
+    optimizer and metrics are made there and every batch is split over the
+    replicas; `student` and `teacher` must have been built in that scope.
 
     Args:
       student: functional keras.Model producing logits (possibly wrapped by
@@ -468,9 +473,11 @@ def fit(
         train, steps_per_epoch = train_epochs(initial_epoch, config.epochs), steps
     else:
         train, steps_per_epoch = datasets["train"], None
+    val = datasets.get("val")
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
     model.fit(
-        even_batches(train),
-        validation_data=datasets.get("val"),
+        distribute.shard_by_data(even_batches(train, 2 * replicas)),
+        validation_data=None if val is None else distribute.shard_by_data(val),
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
@@ -487,7 +494,8 @@ def fit(
 def evaluate(model, dataset):
     """Top-1 accuracy of a logits model on a dataset."""
     compile_plain(model)
-    return float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"])
+    result = model.evaluate(distribute.shard_by_data(dataset), verbose=0, return_dict=True)
+    return float(result["accuracy"])
 
 
 class CorruptRunError(RuntimeError):

@@ -133,10 +133,14 @@ def make_strategy(name, tpu=""):
 
 
 def shard_by_data(dataset):
-    """`dataset` split across workers by element (``AutoShardPolicy.DATA``).
+    """`dataset` split across workers by element (``AutoShardPolicy.DATA``),
+    for training.
 
     Under a multi-worker strategy Keras then gives every worker its replicas'
     shares of the same global batches; elsewhere the option changes nothing.
+    Every batch must split into equal shares, one per replica (see
+    ``kd_keras.training.even_batches``): a worker left without examples
+    would miss a step the others take.
     """
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

@@ -138,6 +138,27 @@ def even_batches(dataset, multiple=2):
     return dataset.map(pad)
 
 
+def weighted_shares(dataset, replicas):
+    """An evaluation `dataset` of (x, y) batches whose batches split into
+    `replicas` equal shares, data-sharded (``distribute.shard_by_data``).
+
+    A short batch gets copies of its first examples with sample weight 0, so
+    accuracy counts every example once (losses average over the copies too).
+    With one replica `dataset` is returned as it is.
+    """
+    if replicas == 1:
+        return dataset
+
+    def pad(x, y):
+        n = tf.shape(y)[0]
+        extra = tf.range((replicas - n % replicas) % replicas) % n
+        weights = tf.concat([tf.ones([n]), tf.zeros(tf.shape(extra))], 0)
+        grow = lambda t: tf.concat([t, tf.gather(t, extra)], 0)  # noqa: E731
+        return grow(x), grow(y), weights
+
+    return distribute.shard_by_data(dataset.map(pad))
+
+
 def compile_plain(model, optimizer="adam"):
     """Compiles `model` (logits) with cross-entropy and accuracy; returns it.
 
@@ -148,7 +169,10 @@ def compile_plain(model, optimizer="adam"):
     model.compile(
         optimizer=optimizer,
         loss=losses_lib.LabelCrossentropy(),
-        metrics=[keras.metrics.MeanMetricWrapper(losses_lib.label_accuracy, name="accuracy")],
+        # Weighted: the zero-weight copies of weighted_shares do not count.
+        weighted_metrics=[
+            keras.metrics.MeanMetricWrapper(losses_lib.label_accuracy, name="accuracy")
+        ],
     )
     return model
 
@@ -425,7 +449,7 @@ def fit(
     steps = int((train_epochs(0, 1) if train_epochs else datasets["train"]).cardinality())
     optimizer = make_optimizer(config, steps)
     if teacher is not None:
-        model.compile(optimizer=optimizer, metrics=["accuracy"])
+        model.compile(optimizer=optimizer, weighted_metrics=["accuracy"])
     else:
         compile_plain(model, optimizer)
 
@@ -477,7 +501,7 @@ def fit(
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     model.fit(
         distribute.shard_by_data(even_batches(train, 2 * replicas)),
-        validation_data=None if val is None else distribute.shard_by_data(val),
+        validation_data=None if val is None else weighted_shares(val, replicas),
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
@@ -494,7 +518,8 @@ def fit(
 def evaluate(model, dataset):
     """Top-1 accuracy of a logits model on a dataset."""
     compile_plain(model)
-    result = model.evaluate(distribute.shard_by_data(dataset), verbose=0, return_dict=True)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    result = model.evaluate(weighted_shares(dataset, replicas), verbose=0, return_dict=True)
     return float(result["accuracy"])
 
 

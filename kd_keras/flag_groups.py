@@ -22,8 +22,8 @@ import types
 from absl import flags
 
 from kd_keras import data as data_lib
+from kd_keras import distribute, models, store, teachers, training
 from kd_keras import losses as losses_lib
-from kd_keras import models, store, teachers, training
 
 EXPORT_FORMATS = ("float32", "float16", "dynamic", "int8")
 NO_DATASET = "none"
@@ -405,6 +405,23 @@ def define_budget_flags():
             "Budget: TensorFlow Lite Micro tensor-arena bytes of the int8 file (0 = none).",
             lower_bound=0,
         ),
+    )
+
+
+def define_distribution_flags():
+    """--distribution: the ``tf.distribute`` strategy that trains (see
+    ``kd_keras.distribute``); --batch_size is then the global batch."""
+    return _holders(
+        distribution=flags.DEFINE_enum(
+            "distribution",
+            "default",
+            list(distribute.STRATEGIES),
+            "default: one device; mirrored: every GPU of this machine; multi_worker: "
+            "MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (start one process per "
+            "worker, same flags and --workdir; the chief writes the results); tpu: "
+            "TPUStrategy on the TPU TPUClusterResolver finds. --batch_size is the global "
+            "batch, split over all replicas.",
+        )
     )
 
 

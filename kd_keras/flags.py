@@ -31,6 +31,7 @@ KD = flag_groups.define_kd_flags()
 EXPORT = flag_groups.define_export_flags()
 CONSOLE = flag_groups.define_console_flags()
 BUDGET = flag_groups.define_budget_flags()
+DISTRIBUTION = flag_groups.define_distribution_flags()
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the student runs (teachers use their own).")
 _EARLY = flags.DEFINE_integer(
     "early_stopping", 0, "Patience on val accuracy (0 = off).", lower_bound=0

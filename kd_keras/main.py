@@ -7,15 +7,20 @@ resolved flags (``flags.txt``) into ``--workdir``.
 
 Every invalid flag or combination ends the program with one line naming the
 flag, the value and what is allowed, before any data is loaded or model
-trained. One process at a time may use a workdir.
+trained. One process at a time may use a workdir; under
+``--distribution=multi_worker`` that is the chief, and every other worker
+works in a private copy of the workdir that it deletes at the end (see
+``kd_keras.distribute``).
 """
 
+import dataclasses
+import json
 import os
 import sys
 
 from absl import app, flags, logging
 
-from kd_keras import console, flag_groups, pipeline, runs
+from kd_keras import console, distribute, flag_groups, pipeline, runs
 from kd_keras import flags as kd_flags
 from kd_keras import pipeline_report as report
 from kd_keras.study import runner
@@ -58,11 +63,19 @@ def configure():
     return config, study_cfg, todo
 
 
-def run(config, study_cfg, todo):
-    """Runs the study, or the pipeline and prints its tables."""
+def run(config, study_cfg, todo, strategy, multi_worker=False):
+    """Runs the study, or the pipeline and prints its tables.
+
+    Args:
+      config, study_cfg, todo: what :func:`configure` returned.
+      strategy: the ``tf.distribute`` strategy everything is built and trained in.
+      multi_worker: this process is one worker of several; it prints its
+        models' weights digests (equal on every worker).
+    """
     runs.write_text(os.path.join(config.workdir, "flags.txt"), FLAGS.flags_into_string())
     if study_cfg is not None:
-        runner.run(study_cfg)
+        with strategy.scope():
+            runner.run(study_cfg)
         print(f"\nStudy report written to {os.path.join(config.workdir, 'report.md')}")
         return
     module_flags = {
@@ -70,14 +83,34 @@ def run(config, study_cfg, todo):
         for module in (kd_flags, flag_groups)
         for f in FLAGS.get_key_flags_for_module(module)
     }
-    results = pipeline.run(config, flags_used=module_flags, prepared=pipeline.prepare(config, todo))
+    results = pipeline.run(
+        config,
+        flags_used=module_flags,
+        prepared=pipeline.prepare(config, todo),
+        strategy=strategy,
+    )
     print()
     print(report.markdown_table(report.flatten(results["models"])))
     gains = report.kd_gains(results["models"])
     if gains:
         print()
         print(report.gains_markdown(gains))
-    print(f"\nResults written to {os.path.join(config.workdir, 'results.md')}")
+    if multi_worker:  # Equal on every worker, or they did not train in sync.
+        digests = {row["name"]: row["weights_digest"] for row in results["models"]}
+        print(f"\nWeights digests: {json.dumps(digests, sort_keys=True)}")
+    if not multi_worker or distribute.is_chief():
+        print(f"\nResults written to {os.path.join(config.workdir, 'results.md')}")
+    else:
+        kind, index = distribute.task()
+        print(f"\n{kind} {index} done; the chief wrote the results.")
+
+
+def in_workdir(config, study_cfg, workdir):
+    """`config` and `study_cfg` writing into `workdir` instead."""
+    config = dataclasses.replace(config, workdir=workdir)
+    if study_cfg is not None:
+        study_cfg = dataclasses.replace(study_cfg, pipeline=config)
+    return config, study_cfg
 
 
 def main(argv):
@@ -85,13 +118,24 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:  # Invalid flags and combinations fail here, before any data or training.
+        # A multi-worker strategy must exist before any other TensorFlow operation.
+        name = kd_flags.DISTRIBUTION.distribution.value
+        strategy = distribute.make_strategy(name)
+        multi_worker = name == "multi_worker"
         config, study_cfg, todo = configure()
     except ValueError as e:
         sys.exit(f"Invalid configuration: {e}")
     try:
+        if multi_worker and not distribute.is_chief():
+            # The chief holds the workdir's lock; this worker writes to its own copy.
+            with distribute.worker_workdir(config.workdir) as workdir:
+                config, study_cfg = in_workdir(config, study_cfg, workdir)
+                console.setup(workdir, verbose=kd_flags.CONSOLE.show_logs.value)
+                run(config, study_cfg, todo, strategy, multi_worker)
+            return
         with runs.WorkdirLock(config.workdir):
             console.setup(config.workdir, verbose=kd_flags.CONSOLE.show_logs.value)
-            run(config, study_cfg, todo)
+            run(config, study_cfg, todo, strategy, multi_worker)
     except runs.WorkdirLockedError as e:
         sys.exit(str(e))
     except ValueError as e:  # Data that is missing or not what was asked for.

@@ -16,7 +16,7 @@ from kd_keras import data as data_lib
 from kd_keras import pipeline_report as report
 from kd_keras import teachers as teachers_lib
 from kd_keras.distiller import Distiller
-from kd_keras.keras_compat import keras
+from kd_keras.keras_compat import keras, tf
 
 KD_MODES = ("both", "on", "off")
 
@@ -423,19 +423,28 @@ def prepare(config: PipelineConfig, todo=None):
     return config.load_data(), todo
 
 
-def run(config: PipelineConfig, flags_used=None, prepared=None):
+def run(config: PipelineConfig, flags_used=None, prepared=None, strategy=None):
     """Runs the whole pipeline and writes results.json / results.md.
 
     Args:
       config: the PipelineConfig.
       flags_used: flag values recorded in results.json.
       prepared: the output of :func:`prepare`, if already called.
+      strategy: a ``tf.distribute`` strategy (``kd_keras.distribute.make_strategy``)
+        in whose scope every model, optimizer and Distiller is built and
+        trained; `config.batch_size` is then the global batch. Default: the
+        current one.
 
     Returns:
       The results dict written to ``results.json``.
     """
     os.makedirs(config.workdir, exist_ok=True)
     data, todo = prepared or prepare(config)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        return _run(config, flags_used, data, todo)
+
+
+def _run(config, flags_used, data, todo):
     probe = variant_context(config, data, [], [])
 
     teachers, teacher_hashes, rows = train_teachers(config, data)

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from kd_keras import console, runs, teacher_cache
+from kd_keras import console, distribute, runs, teacher_cache
 from kd_keras import data as data_lib
 from kd_keras import losses as losses_lib
 from kd_keras.distiller import Distiller
@@ -117,23 +117,46 @@ def make_optimizer(config: TrainConfig, steps_per_epoch):
     return keras.optimizers.Adam(schedule)
 
 
-def even_batches(dataset):
-    """Pads every odd-sized batch of `dataset` to an even size.
+def even_batches(dataset, multiple=2):
+    """Pads every batch of `dataset` to a multiple of `multiple` examples.
 
     Under oneDNN (TensorFlow's default on x86 CPUs), the gradients of a 1x1
     convolution with stride 2 (the resnet teacher's projection shortcuts)
     corrupt the heap when the batch size is odd: the process aborts or
-    segfaults, intermittently. An odd batch gets a copy of its first example
-    appended (labels and teacher logits alike), so no example is lost and the
-    number of steps per epoch does not change.
+    segfaults, intermittently. A short batch gets copies of its first
+    examples appended (labels and teacher logits alike), so no example is lost
+    and the number of steps per epoch does not change. Under a strategy with
+    R replicas, ``multiple=2 * R`` also gives every replica an even share.
     """
 
     def pad(*batch):
         batch = batch if len(batch) > 1 else batch[0]
         n = tf.shape(tf.nest.flatten(batch)[0])[0]
-        return tf.nest.map_structure(lambda t: tf.concat([t, t[: n % 2]], 0), batch)
+        extra = tf.range((multiple - n % multiple) % multiple) % n
+        return tf.nest.map_structure(lambda t: tf.concat([t, tf.gather(t, extra)], 0), batch)
 
     return dataset.map(pad)
+
+
+def weighted_shares(dataset, replicas):
+    """An evaluation `dataset` of (x, y) batches whose batches split into
+    `replicas` equal shares, data-sharded (``distribute.shard_by_data``).
+
+    A short batch gets copies of its first examples with sample weight 0, so
+    accuracy counts every example once (losses average over the copies too).
+    With one replica `dataset` is returned as it is.
+    """
+    if replicas == 1:
+        return dataset
+
+    def pad(x, y):
+        n = tf.shape(y)[0]
+        extra = tf.range((replicas - n % replicas) % replicas) % n
+        weights = tf.concat([tf.ones([n]), tf.zeros(tf.shape(extra))], 0)
+        grow = lambda t: tf.concat([t, tf.gather(t, extra)], 0)  # noqa: E731
+        return grow(x), grow(y), weights
+
+    return distribute.shard_by_data(dataset.map(pad))
 
 
 def compile_plain(model, optimizer="adam"):
@@ -146,7 +169,10 @@ def compile_plain(model, optimizer="adam"):
     model.compile(
         optimizer=optimizer,
         loss=losses_lib.LabelCrossentropy(),
-        metrics=[keras.metrics.MeanMetricWrapper(losses_lib.label_accuracy, name="accuracy")],
+        # Weighted: the zero-weight copies of weighted_shares do not count.
+        weighted_metrics=[
+            keras.metrics.MeanMetricWrapper(losses_lib.label_accuracy, name="accuracy")
+        ],
     )
     return model
 
@@ -325,8 +351,11 @@ def fit(
     (its 'train_epochs' entry) the result has the same weights as a training
     that was never interrupted. TensorBoard logs go to ``run_dir/tensorboard``.
     A fit that had finished is not trained again; its state is restored.
-    Training batches of odd size are padded by one example (see
-    :func:`even_batches`).
+    Training batches are padded to an even size, and to a multiple of twice
+    the replica count under a ``tf.distribute`` strategy (see
+    :func:`even_batches`). Called in a strategy's scope, the Distiller,
+    optimizer and metrics are made there and every batch is split over the
+    replicas; `student` and `teacher` must have been built in that scope.
 
     Args:
       student: functional keras.Model producing logits (possibly wrapped by
@@ -418,7 +447,7 @@ def fit(
     steps = int((train_epochs(0, 1) if train_epochs else datasets["train"]).cardinality())
     optimizer = make_optimizer(config, steps)
     if teacher is not None:
-        model.compile(optimizer=optimizer, metrics=["accuracy"])
+        model.compile(optimizer=optimizer, weighted_metrics=["accuracy"])
     else:
         compile_plain(model, optimizer)
 
@@ -466,9 +495,11 @@ def fit(
         train, steps_per_epoch = train_epochs(initial_epoch, config.epochs), steps
     else:
         train, steps_per_epoch = datasets["train"], None
+    val = datasets.get("val")
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
     model.fit(
-        even_batches(train),
-        validation_data=datasets.get("val"),
+        distribute.shard_by_data(even_batches(train, 2 * replicas)),
+        validation_data=None if val is None else weighted_shares(val, replicas),
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
@@ -485,7 +516,9 @@ def fit(
 def evaluate(model, dataset):
     """Top-1 accuracy of a logits model on a dataset."""
     compile_plain(model)
-    return float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"])
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    result = model.evaluate(weighted_shares(dataset, replicas), verbose=0, return_dict=True)
+    return float(result["accuracy"])
 
 
 class CorruptRunError(RuntimeError):

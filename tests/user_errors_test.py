@@ -46,7 +46,7 @@ def _run(module, cases):
     proc = subprocess.run(
         [sys.executable, "-c", HARNESS, module, json.dumps([(n, a) for n, a, _ in cases])],
         cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT),
+        env={k: v for k, v in dict(os.environ, PYTHONPATH=ROOT).items() if k != "TF_CONFIG"},
         capture_output=True,
         text=True,
         timeout=300,
@@ -263,6 +263,12 @@ def test_pipeline_and_study_errors(paths):
         ("test_fraction 1", base + ["--test_fraction=1"], ["--test_fraction"]),
         ("unknown loss", base + ["--kd_losses=kd,dkdx"], ["--kd_losses", "dkdx"]),
         ("unknown flag", base + ["--studnet=cnn"], ["studnet"]),
+        ("unknown strategy", base + ["--distribution=gpu"], ["--distribution", "gpu"]),
+        (
+            "multi_worker without TF_CONFIG",
+            base + ["--distribution=multi_worker"],
+            ["--distribution=multi_worker", "TF_CONFIG"],
+        ),
         (
             "workdir in use",
             base + [f"--workdir={paths['locked']}"],

@@ -1,0 +1,185 @@
+"""Which ``tf.distribute`` strategy trains, and where each worker writes.
+
+    strategy = distribute.make_strategy("multi_worker")  # First, before any TF op.
+    with distribute.worker_workdir(workdir) as mine, strategy.scope():
+        ...build, compile and fit; write only under `mine`...
+
+``--batch_size`` is the global batch: every step, the replicas of all workers
+together see one batch, each replica its share. Keras splits the batches of a
+``tf.data`` pipeline across replicas (``Model.fit`` distributes it); with
+:func:`shard_by_data` every worker takes its replicas' shares of the same
+global batches (``AutoShardPolicy.DATA``), which is right for pipelines like
+ours that are pure functions of (seed, epoch) and read no files.
+
+Multi-worker training reads ``TF_CONFIG`` (the cluster and this process's
+task) the standard way. Every worker runs the same program in lockstep; the
+chief (task ``chief``, or ``worker`` 0 when the cluster has no chief) writes
+into the shared workdir. The others must take part in every save (reading
+mirrored and synchronized variables is a collective operation) but their files
+are thrown away: each works in a private copy of the workdir (:func:`worker_workdir`,
+the ``write_filepath`` pattern of TensorFlow's multi-worker Keras tutorial),
+made when it starts, so it reuses and resumes exactly the runs the chief does,
+and deleted when it ends.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+
+from kd_keras.keras_compat import tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+WORKER_DIR_PREFIX = ".workertemp_"
+# Not copied into a worker's private workdir: what only the chief appends to
+# (the log), or never reads back (TensorBoard logs, exported files, lock).
+_NOT_COPIED = ("log.txt", ".lock", "tensorboard", "tflite")
+
+
+def tf_config():
+    """``TF_CONFIG`` parsed, or None when it is unset or empty.
+
+    Raises:
+      ValueError: it is not a JSON object with a 'cluster'.
+    """
+    text = os.environ.get("TF_CONFIG", "").strip()
+    if not text:
+        return None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({e.msg} at {e.pos}).") from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        raise ValueError("TF_CONFIG must be a JSON object with a 'cluster' and a 'task'.")
+    return config
+
+
+def task(config=None):
+    """(task type, task index) of this process; ('worker', 0) without TF_CONFIG.
+
+    Args:
+      config: a parsed TF_CONFIG (default: read from the environment).
+    """
+    config = tf_config() if config is None else config
+    entry = (config or {}).get("task") or {}
+    return str(entry.get("type", "worker")), int(entry.get("index", 0))
+
+
+def is_chief(config=None):
+    """True for the process that writes results and checkpoints.
+
+    That is the task of type 'chief', or worker 0 when the cluster has no
+    chief; True without TF_CONFIG (a single process).
+
+    Args:
+      config: a parsed TF_CONFIG (default: read from the environment).
+    """
+    config = tf_config() if config is None else config
+    if not config:
+        return True
+    kind, index = task(config)
+    if "chief" in config["cluster"]:
+        return kind == "chief"
+    return kind == "worker" and index == 0
+
+
+def make_strategy(name, tpu=""):
+    """The ``tf.distribute`` strategy called `name` (one of :data:`STRATEGIES`).
+
+    'default' is the current strategy (one device, no distribution);
+    'mirrored' replicates over this machine's GPUs (one CPU replica without
+    GPUs); 'multi_worker' is ``MultiWorkerMirroredStrategy`` over the cluster
+    of ``TF_CONFIG`` and must be created before any other TensorFlow
+    operation; 'tpu' is ``TPUStrategy`` on the TPU ``TPUClusterResolver``
+    finds (`tpu`: its name or address; '' = this TPU VM or ``TPU_NAME``).
+
+    Raises:
+      ValueError: an unknown name, 'multi_worker' without a usable TF_CONFIG,
+        or 'tpu' where no TPU is found; naming --distribution.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"--distribution={name}: allowed: {', '.join(STRATEGIES)}.")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        try:
+            config = tf_config()
+        except ValueError as e:
+            raise ValueError(f"--distribution=multi_worker: {e}") from None
+        if config is None:
+            raise ValueError(
+                "--distribution=multi_worker needs TF_CONFIG: set it in every worker's "
+                'environment to {"cluster": {"worker": ["host:port", ...]}, '
+                '"task": {"type": "worker", "index": I}}.'
+            )
+        kind, index = task(config)
+        members = config["cluster"].get(kind)
+        if kind not in ("chief", "worker") or not members or not 0 <= index < len(members):
+            raise ValueError(
+                f"--distribution=multi_worker: TF_CONFIG's task {kind} {index} is not a "
+                f"chief or worker of its cluster {config['cluster']}."
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise ValueError(f"--distribution=tpu: no TPU found ({reason}).") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def shard_by_data(dataset):
+    """`dataset` split across workers by element (``AutoShardPolicy.DATA``),
+    for training.
+
+    Under a multi-worker strategy Keras then gives every worker its replicas'
+    shares of the same global batches; elsewhere the option changes nothing.
+    Every batch must split into equal shares, one per replica (see
+    ``kd_keras.training.even_batches``): a worker left without examples
+    would miss a step the others take.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def write_dir(workdir, config=None):
+    """The directory this worker writes to: `workdir` for the chief, else its
+    private ``<workdir>/.workertemp_<type>_<index>``."""
+    config = tf_config() if config is None else config
+    if is_chief(config):
+        return workdir
+    kind, index = task(config)
+    return os.path.join(workdir, f"{WORKER_DIR_PREFIX}{kind}_{index}")
+
+
+def _ignored(directory, names):
+    del directory
+    return [n for n in names if n in _NOT_COPIED or n.startswith(WORKER_DIR_PREFIX)]
+
+
+@contextlib.contextmanager
+def worker_workdir(workdir, config=None):
+    """Yields the directory this worker reads and writes as its workdir.
+
+    The chief gets `workdir`. Any other worker gets :func:`write_dir`, made
+    afresh as a copy of `workdir` (its cached runs, progress files and
+    checkpoints; without logs, TensorBoard files and exports), so that it
+    reuses and resumes the same runs as the chief; the copy is deleted when
+    the block ends normally, and kept (with the worker's log) when it raises.
+    """
+    mine = write_dir(workdir, config)
+    if mine == workdir:
+        yield workdir
+        return
+    shutil.rmtree(mine, ignore_errors=True)
+    if os.path.isdir(workdir):
+        shutil.copytree(workdir, mine, ignore=_ignored)
+    else:
+        os.makedirs(mine)
+    yield mine
+    shutil.rmtree(mine, ignore_errors=True)

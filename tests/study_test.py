@@ -122,8 +122,9 @@ def test_report_states_the_setup_and_the_augmentation_comparison():
     assert "## KD against explicit data augmentation" in text
     # KD gain with augmentation: [0.04, 0.03] -> +3.50; both vs plain: [0.02, 0.01] -> +1.50;
     # sum of parts: (aug - none) + (KD - none) = [-0.02 + 0.03, -0.02 + 0.02] -> +0.50.
-    assert "| augmentation | 79.00 ± 1.41 | 82.50 ± 0.71 | +3.50 |" in text
-    assert "measured +1.50 pts, sum of the separate effects +0.50 pts" in text
+    assert "| augmentation | 79.00 ± 1.41 | 82.50 ± 0.71 | +3.50 [" in text
+    # Difference per seed: [0.02 - 0.01, 0.01 - 0.00] -> +1.00, its interval given.
+    assert "measured +1.50 pts, sum of the separate effects +0.50 pts, difference +1.00 [" in text
     # Δ(none) = +2.5 pts but with 2 seeds its interval [-3.85, +8.85] contains 0.
     assert "Δ(none)'s interval contains 0" in text
     steady = [

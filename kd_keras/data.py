@@ -1153,6 +1153,7 @@ def make_datasets(
     epochs=None,
     start_epoch=0,
     replay=None,
+    clean_teacher=False,
 ):
     """Builds the train / val / test ``tf.data`` pipelines.
 
@@ -1179,7 +1180,7 @@ def make_datasets(
         precomputed teacher logits; the train pipeline then yields
         ``(x, {"label": y, "teacher_logits": t})`` for the Distiller. Not
         allowed with augmentation (the teacher must see the augmented image;
-        see `replay`).
+        see `replay`), unless `clean_teacher`.
       epochs: with it, 'train' holds epochs ``[start_epoch, epochs)`` one after
         the other (for ``Model.fit(..., steps_per_epoch=...)``, which then
         keeps one iterator across epochs). Without it, 'train' is epoch
@@ -1190,6 +1191,10 @@ def make_datasets(
         ``epoch_views`` gives them, and optionally 'teacher_logits' (K, N,
         teachers, classes). Epoch ``e`` then replays view ``e mod K`` instead
         of drawing new parameters, with the stored teacher logits as above.
+      clean_teacher: `teacher_logits` are the teachers' logits on the clean
+        (un-augmented) images, fed by example id beside the augmented batch:
+        the student sees an augmented view while the teacher saw the clean
+        image ("inconsistent" distillation).
 
     Returns:
       dict with keys 'train', 'val' (None when the split is empty), 'test',
@@ -1204,10 +1209,10 @@ def make_datasets(
         epochs / start_epoch out of range.
     """
     del shuffle_buffer  # Each epoch is a full permutation.
-    if teacher_logits is not None and augment.enabled:
+    if teacher_logits is not None and augment.enabled and not clean_teacher:
         raise ValueError(
-            "Precomputed teacher logits need un-augmented training images; "
-            f"got augmentation {augment}."
+            "Precomputed teacher logits need un-augmented training images (or "
+            f"clean_teacher=True); got augmentation {augment}."
         )
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}.")

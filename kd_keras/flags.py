@@ -125,10 +125,22 @@ _BAG_MEMBERS = flags.DEFINE_integer(
 _BAG_EPOCHS = flags.DEFINE_integer(
     "bagging_epochs", 0, "Epochs per bagging member (0 = student epochs / members).", lower_bound=0
 )
+_BAG_BUDGETS = flags.DEFINE_list(
+    "bagging_budgets",
+    list(runner.BAGGING_BUDGETS),
+    "Bags to train: 'total' (members x --bagging_epochs = one student's epochs) and/or "
+    "'member' (every member trains the student's epochs).",
+)
 _EXTRA_TEACHER = flags.DEFINE_list(
     "extra_teacher_args",
     [],
     "Builder kwargs of a second teacher for the teacher-ensemble experiment (empty = off).",
+)
+_EXTRA_TEACHER_PATH = flags.DEFINE_string(
+    "extra_teacher_path",
+    None,
+    "A saved second teacher for the teacher-ensemble experiment (instead of "
+    "--extra_teacher_args; loaded, never trained).",
 )
 _EXTRA_TEACHER_EPOCHS = flags.DEFINE_integer(
     "extra_teacher_epochs", 10, "Epochs of the second teacher.", lower_bound=1
@@ -139,6 +151,11 @@ flags.register_validator(
     "seeds",
     lambda v: all(str(s).lstrip("-").isdigit() for s in v) and len(v) > 0,
     message="--seeds must be a non-empty list of integers.",
+)
+flags.register_validator(
+    "bagging_budgets",
+    lambda v: len(v) > 0 and all(b in runner.BAGGING_BUDGETS for b in v),
+    message=f"--bagging_budgets items must be in {list(runner.BAGGING_BUDGETS)} (at least one).",
 )
 flags.register_validator(
     "techniques",
@@ -182,8 +199,10 @@ def study_config(pipeline_cfg):
         nas_student=_NAS_STUDENT.value,
         bagging_members=_BAG_MEMBERS.value,
         bagging_epochs=_BAG_EPOCHS.value,
+        bagging_budgets=tuple(dict.fromkeys(_BAG_BUDGETS.value)),
         extra_teacher=extra,
         extra_teacher_epochs=_EXTRA_TEACHER_EPOCHS.value,
+        extra_teacher_path=_EXTRA_TEACHER_PATH.value,
         budget={
             "max_bytes": BUDGET.max_bytes.value,
             "max_arena_bytes": BUDGET.max_arena_bytes.value,
@@ -231,7 +250,9 @@ def pipeline_config():
             "nas_student",
             "bagging_members",
             "bagging_epochs",
+            "bagging_budgets",
             "extra_teacher_args",
+            "extra_teacher_path",
             "extra_teacher_epochs",
             "max_bytes",
             "max_arena_bytes",

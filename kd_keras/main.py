@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from kd_keras import console, distribute, flag_groups, pipeline, runs
 from kd_keras import flags as kd_flags
 from kd_keras import pipeline_report as report
-from kd_keras.study import runner
+from kd_keras.study import grid, runner
 
 FLAGS = flags.FLAGS
 
@@ -63,6 +63,23 @@ def configure():
     return config, study_cfg, todo
 
 
+def study_job(study_cfg, environ=None):
+    """The name of the distributed study job this process belongs to, or None.
+
+    Processes of one keras-tuner study (same flags, same oracle address)
+    share the workdir; any other process is refused (``runs.WorkdirLock``).
+    """
+    env = os.environ if environ is None else environ
+    if study_cfg is None or "KERASTUNER_ORACLE_IP" not in env:
+        return None
+    spec = {
+        "study": {k: v for k, v in dataclasses.asdict(study_cfg).items() if k != "pipeline"},
+        "pipeline": dict(runs.spec_of(study_cfg.pipeline), verbose=None),
+    }
+    address = f"{env['KERASTUNER_ORACLE_IP']}:{env.get('KERASTUNER_ORACLE_PORT', '')}"
+    return f"study {runs.config_hash(spec)} served at {address}"
+
+
 def run(config, study_cfg, todo, strategy, multi_worker=False):
     """Runs the study, or the pipeline and prints its tables.
 
@@ -75,8 +92,14 @@ def run(config, study_cfg, todo, strategy, multi_worker=False):
     runs.write_text(os.path.join(config.workdir, "flags.txt"), FLAGS.flags_into_string())
     if study_cfg is not None:
         with strategy.scope():
-            runner.run(study_cfg)
-        print(f"\nStudy report written to {os.path.join(config.workdir, 'report.md')}")
+            results = runner.run(study_cfg)
+        if results is None:
+            print(
+                f"\nWorker {os.environ.get('KERASTUNER_TUNER_ID')}: no study runs left; "
+                "the chief writes the report."
+            )
+        else:
+            print(f"\nStudy report written to {os.path.join(config.workdir, 'report.md')}")
         return
     module_flags = {
         f.name: f.value
@@ -133,10 +156,10 @@ def main(argv):
                 console.setup(workdir, verbose=kd_flags.CONSOLE.show_logs.value)
                 run(config, study_cfg, todo, strategy, multi_worker)
             return
-        with runs.WorkdirLock(config.workdir):
+        with runs.WorkdirLock(config.workdir, group=study_job(study_cfg)):
             console.setup(config.workdir, verbose=kd_flags.CONSOLE.show_logs.value)
             run(config, study_cfg, todo, strategy, multi_worker)
-    except runs.WorkdirLockedError as e:
+    except (runs.WorkdirLockedError, grid.TrialsFailedError) as e:
         sys.exit(str(e))
     except ValueError as e:  # Data that is missing or not what was asked for.
         sys.exit(f"Error: {e}")

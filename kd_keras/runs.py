@@ -132,7 +132,7 @@ class WorkdirLockedError(RuntimeError):
 
 
 class WorkdirLock:
-    """An exclusive advisory lock on a workdir (``<workdir>/.lock``).
+    """An advisory lock on a workdir (``<workdir>/.lock``).
 
     Two processes training into one workdir would overwrite each other's runs;
     the second one is refused with a clear message instead. The lock is
@@ -142,32 +142,134 @@ class WorkdirLock:
         with runs.WorkdirLock(workdir):
             ...train...
 
+    The processes of one distributed job (a keras-tuner chief and its workers,
+    whose runs are keyed by spec and each trained under its own
+    :class:`RunLock`) share the workdir: they pass the same `group`, a string
+    naming the job. Members of a group hold the workdir lock shared, and the
+    group's own ``.lock-<group>`` file shared; a process without a group, or
+    of another group, is refused while any member is alive.
+
+    Args:
+      workdir: the directory.
+      group: None for sole use, or the name of the job whose processes share it.
+
     Raises:
-      WorkdirLockedError: on entry, when another process holds the lock.
+      WorkdirLockedError: on entry, when another process (or job) holds the lock.
     """
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, group=None):
         self.workdir = workdir
+        self.group = group
         self.path = os.path.join(workdir, ".lock")
-        self._fd = None
+        self._fds = []
 
-    def __enter__(self):
-        os.makedirs(self.workdir, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    def _refuse(self, holder):
+        self._release()
+        raise WorkdirLockedError(
+            f"Workdir {self.workdir} is in use by {holder}; wait for it to finish or "
+            "choose another --workdir."
+        ) from None
+
+    def _try(self, path, mode):
+        """Opens `path` and flocks it without blocking; the fd, or None if held."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                holder = open(self.path).read().strip() or "another process"
-                raise WorkdirLockedError(
-                    f"Workdir {self.workdir} is in use by {holder}; wait for it to finish or "
-                    "choose another --workdir."
-                ) from None
+                return None
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()}\n".encode())
-        self._fd = fd
+        return fd
+
+    def __enter__(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        if self.group is None:
+            fd = self._try(self.path, fcntl.LOCK_EX)
+            if fd is None:
+                self._refuse(self._live_jobs() or _holder(self.path))
+            os.ftruncate(fd, 0)
+            os.write(fd, f"process {os.getpid()}\n".encode())
+            self._fds.append(fd)
+            return self
+        # Group members check the other groups under a short exclusive gate,
+        # so two jobs starting at once cannot both see the other as absent.
+        gate = os.open(os.path.join(self.workdir, ".lock-gate"), os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fd = self._try(self.path, fcntl.LOCK_SH)
+            if fd is None:
+                self._refuse(_holder(self.path))
+            self._fds.append(fd)
+            mine = f".lock-{config_hash(self.group)}"
+            for name in sorted(os.listdir(self.workdir)):
+                if not name.startswith(".lock-") or name in (mine, ".lock-gate"):
+                    continue
+                other = os.path.join(self.workdir, name)
+                probe = self._try(other, fcntl.LOCK_EX)
+                if probe is None:
+                    self._refuse(f"job '{_holder(other)}'")
+                os.remove(other)  # A finished job's file: nobody holds it any more.
+                os.close(probe)
+            fd = self._try(os.path.join(self.workdir, mine), fcntl.LOCK_SH)
+            if fd is None:  # Only an exclusive prober holds it, and only under the gate.
+                self._refuse("another job")
+            self._fds.append(fd)
+            with open(os.path.join(self.workdir, mine), "w") as f:
+                f.write(f"{self.group}\n")
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+            os.close(gate)
+        return self
+
+    def _live_jobs(self):
+        """The names of the jobs holding the workdir (', '-joined), or ''."""
+        live = []
+        for name in sorted(os.listdir(self.workdir)):
+            if name.startswith(".lock-") and name != ".lock-gate":
+                path = os.path.join(self.workdir, name)
+                probe = self._try(path, fcntl.LOCK_EX)
+                if probe is None:
+                    live.append(f"job '{_holder(path)}'")
+                else:
+                    os.close(probe)
+        return ", ".join(live)
+
+    def _release(self):
+        for fd in self._fds:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self._fds = []
+
+    def __exit__(self, *exc):
+        self._release()
+        return False
+
+
+def _holder(path):
+    try:
+        with open(path) as f:
+            return f.read().strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+class RunLock:
+    """An exclusive, blocking lock on one run (``<run dir>.lock``).
+
+    Processes sharing a workdir (the workers of a distributed study) take it
+    around training a run: the first one trains it, the others wait and then
+    find it finished. Released when the process exits, however it exits.
+    """
+
+    def __init__(self, directory):
+        self.path = directory.rstrip(os.sep) + ".lock"
+        self._fd = None
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc):

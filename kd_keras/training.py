@@ -339,6 +339,7 @@ def fit(
     offline_data=None,
     batch_size=128,
     teacher_cache_dir=None,
+    teacher_view="same",
 ):
     """Trains `student` in place, plainly or distilled from `teacher`; resumable.
 
@@ -382,6 +383,9 @@ def fit(
         ``make_datasets`` (their 'recipe'); with augmentation the training
         replays its views (see ``kd_keras.teacher_cache``), without it the
         teachers' logits are computed once in memory as with `offline_data`.
+      teacher_view: with augmentation, what the teacher sees: 'same' (the
+        student's augmented view, "function matching") or 'clean' (the clean
+        image of the same example; see :func:`distillation_datasets`).
 
     Returns:
       dict: history (per-epoch metrics of all epochs, including those before
@@ -400,47 +404,17 @@ def fit(
             temperature=kd.temperature,
             ensemble=kd.ensemble,
         )
-        recipe = datasets.get("recipe")
-        if kd.teacher_cache_views:
-            if model.uses_features:
-                raise ValueError(
-                    f"teacher_cache_views={kd.teacher_cache_views} caches logits only; the "
-                    f"distillation losses {list(kd.losses)} read features. Use logit losses "
-                    f"{list(losses_lib.LOGIT_LOSSES)} or teacher_cache_views=0."
-                )
-            if recipe is None:
-                raise ValueError(
-                    "teacher_cache_views needs `datasets` from kd_keras.data.make_datasets "
-                    "(their 'recipe' entry)."
-                )
-            if not recipe["augment"].enabled:
-                offline_data, batch_size = recipe["data"], recipe["batch_size"]
-        if kd.teacher_cache_views and recipe["augment"].enabled:
-            replay, path, reused = teacher_cache.load_or_build(
-                teacher_cache_dir
-                or os.path.join(os.path.dirname(os.path.abspath(run_dir)), "teacher_cache"),
-                model.teachers,
-                recipe["data"],
-                recipe["augment"],
-                recipe["batch_size"],
-                recipe["seed"],
-                kd.teacher_cache_views,
-            )
-            logging.info("Teacher cache %s (%s)", path, "reused" if reused else "computed")
-            rebuilt = data_lib.make_datasets(
-                recipe["data"],
-                recipe["batch_size"],
-                recipe["augment"],
-                seed=recipe["seed"],
-                replay=replay,
-            )
-            datasets = dict(datasets, train=rebuilt["train"], train_epochs=rebuilt["train_epochs"])
-        elif offline_data is not None and not model.uses_features:
-            logits = model.precompute_teacher_logits(data_lib.image_batches(offline_data.x_train))
-            rebuilt = data_lib.make_datasets(
-                offline_data, batch_size, seed=config.seed, teacher_logits=logits
-            )
-            datasets = dict(datasets, train=rebuilt["train"], train_epochs=rebuilt["train_epochs"])
+        datasets = distillation_datasets(
+            model,
+            datasets,
+            kd,
+            config.seed,
+            run_dir,
+            offline_data=offline_data,
+            batch_size=batch_size,
+            teacher_cache_dir=teacher_cache_dir,
+            teacher_view=teacher_view,
+        )
     else:
         model = student
     train_epochs = datasets.get("train_epochs")
@@ -513,6 +487,109 @@ def fit(
     }
 
 
+TEACHER_VIEWS = ("same", "clean")
+
+
+def distillation_datasets(
+    distiller,
+    datasets,
+    kd,
+    seed,
+    run_dir,
+    offline_data=None,
+    batch_size=128,
+    teacher_cache_dir=None,
+    teacher_view="same",
+):
+    """The datasets a distilled training reads: where the teacher logits come from.
+
+    * ``teacher_view='clean'`` (augmented training): the teachers' logits on
+      the clean training images are computed once and fed by example id with
+      the augmented batch, so the student's view and the teacher's differ.
+    * ``kd.teacher_cache_views`` > 0 with augmentation: the teacher cache's
+      logits on the very augmented views the student sees.
+    * `offline_data` (no augmentation): the logits of the plain images,
+      computed once.
+    * otherwise `datasets` unchanged: the Distiller runs the teachers on each
+      batch the student sees.
+
+    Args:
+      distiller: the ``Distiller`` (its teachers and losses).
+      datasets: from ``kd_keras.data.make_datasets``.
+      kd: KDConfig.
+      seed: the training seed (data order of an offline pipeline).
+      run_dir: the run's directory (the teacher cache lives beside it).
+      offline_data, batch_size, teacher_cache_dir: as in :func:`fit`.
+      teacher_view: one of TEACHER_VIEWS.
+
+    Returns:
+      The datasets dict, its 'train' and 'train_epochs' replaced when the
+      logits are fed.
+
+    Raises:
+      ValueError: an unknown view, or a view the losses or datasets cannot give.
+    """
+    if teacher_view not in TEACHER_VIEWS:
+        raise ValueError(f"teacher_view must be one of {TEACHER_VIEWS}, got {teacher_view!r}.")
+    recipe = datasets.get("recipe")
+    if teacher_view == "clean" and recipe is not None and recipe["augment"].enabled:
+        if distiller.uses_features:
+            raise ValueError(
+                f"teacher_view='clean' feeds logits; the distillation losses {list(kd.losses)} "
+                f"read features. Use logit losses {list(losses_lib.LOGIT_LOSSES)}."
+            )
+        data = recipe["data"]
+        logits = distiller.precompute_teacher_logits(data_lib.image_batches(data.x_train))
+        rebuilt = data_lib.make_datasets(
+            data,
+            recipe["batch_size"],
+            recipe["augment"],
+            seed=recipe["seed"],
+            teacher_logits=logits,
+            clean_teacher=True,
+        )
+        return dict(datasets, train=rebuilt["train"], train_epochs=rebuilt["train_epochs"])
+    if kd.teacher_cache_views:
+        if distiller.uses_features:
+            raise ValueError(
+                f"teacher_cache_views={kd.teacher_cache_views} caches logits only; the "
+                f"distillation losses {list(kd.losses)} read features. Use logit losses "
+                f"{list(losses_lib.LOGIT_LOSSES)} or teacher_cache_views=0."
+            )
+        if recipe is None:
+            raise ValueError(
+                "teacher_cache_views needs `datasets` from kd_keras.data.make_datasets "
+                "(their 'recipe' entry)."
+            )
+        if not recipe["augment"].enabled:
+            offline_data, batch_size = recipe["data"], recipe["batch_size"]
+    if kd.teacher_cache_views and recipe["augment"].enabled:
+        replay, path, reused = teacher_cache.load_or_build(
+            teacher_cache_dir
+            or os.path.join(os.path.dirname(os.path.abspath(run_dir)), "teacher_cache"),
+            distiller.teachers,
+            recipe["data"],
+            recipe["augment"],
+            recipe["batch_size"],
+            recipe["seed"],
+            kd.teacher_cache_views,
+        )
+        logging.info("Teacher cache %s (%s)", path, "reused" if reused else "computed")
+        rebuilt = data_lib.make_datasets(
+            recipe["data"],
+            recipe["batch_size"],
+            recipe["augment"],
+            seed=recipe["seed"],
+            replay=replay,
+        )
+        return dict(datasets, train=rebuilt["train"], train_epochs=rebuilt["train_epochs"])
+    if offline_data is not None and not distiller.uses_features:
+        logits = distiller.precompute_teacher_logits(data_lib.image_batches(offline_data.x_train))
+        rebuilt = data_lib.make_datasets(offline_data, batch_size, seed=seed, teacher_logits=logits)
+        return dict(datasets, train=rebuilt["train"], train_epochs=rebuilt["train_epochs"])
+    return datasets
+
+
 def evaluate(model, dataset):
     """Top-1 accuracy of a logits model on a dataset."""
     compile_plain(model)
@@ -580,6 +657,40 @@ def train_or_load(
       `reused` (True when the run had finished before and was loaded).
     """
     directory = runs.run_dir(workdir, name, spec)
+    # Processes sharing the workdir train each run once: the others wait, then load it.
+    with runs.RunLock(directory):
+        return _train_or_load_locked(
+            directory,
+            name,
+            spec,
+            build_fn,
+            datasets,
+            train_cfg,
+            teacher,
+            kd,
+            callbacks,
+            verbose,
+            postprocess,
+            load_fn,
+            fit_kwargs,
+        )
+
+
+def _train_or_load_locked(
+    directory,
+    name,
+    spec,
+    build_fn,
+    datasets,
+    train_cfg,
+    teacher,
+    kd,
+    callbacks,
+    verbose,
+    postprocess,
+    load_fn,
+    fit_kwargs,
+):
     model_path = runs.saved_model_path(directory)
     result = runs.load_result(directory)
     if result is not None and model_path is not None:

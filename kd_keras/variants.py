@@ -50,6 +50,9 @@ class Variant:
         (a bagging member); -1 uses the training split as is.
       epochs: overrides the base student's epochs (None: the config's).
       compression: overrides of CompressionConfig fields, as (key, value) pairs.
+      teacher_view: with KD and augmentation, what the teacher sees: 'same'
+        (the student's augmented view) or 'clean' (the clean image of the
+        same example; ``kd_keras.training.distillation_datasets``).
     """
 
     label: str = "none"
@@ -62,6 +65,13 @@ class Variant:
     bootstrap: int = -1
     epochs: Optional[int] = None
     compression: tuple = ()
+    teacher_view: str = "same"
+
+    def __post_init__(self):
+        if self.teacher_view not in training.TEACHER_VIEWS:
+            raise ValueError(
+                f"teacher_view must be one of {training.TEACHER_VIEWS}, got {self.teacher_view!r}."
+            )
 
     @property
     def name(self):
@@ -187,6 +197,8 @@ def base_spec(ctx, variant, train_cfg):
     }
     if variant.student.startswith("nas:"):
         spec["architecture"] = _architecture_id(variant.student)
+    if variant.kd and variant.teacher_view != "same":  # Absent by default: keys unchanged.
+        spec["teacher_view"] = variant.teacher_view
     return spec
 
 
@@ -238,6 +250,7 @@ def train(ctx: Context, variant: Variant):
         offline_data=offline,
         batch_size=ctx.batch_size,
         load_fn=load_model,
+        teacher_view=variant.teacher_view,
     )
     total_time = result["train_time_s"]
     parts = [result["run_dir"]]
@@ -287,6 +300,7 @@ def train(ctx: Context, variant: Variant):
             offline_data=offline,
             batch_size=ctx.batch_size,
             load_fn=load_model,
+            teacher_view=variant.teacher_view,
         )
         total_time += stage_result["train_time_s"]
         reused = reused and stage_result["reused"]

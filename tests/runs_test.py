@@ -61,3 +61,38 @@ def test_a_second_process_is_refused_a_locked_workdir_until_it_is_released(tmp_p
         holder.wait()
     with runs.WorkdirLock(workdir):
         pass
+
+
+def test_workdir_shared_by_one_job_and_refused_to_others(tmp_path):
+    workdir = str(tmp_path)
+    with runs.WorkdirLock(workdir, group="study A"), runs.WorkdirLock(workdir, group="study A"):
+        with pytest.raises(runs.WorkdirLockedError, match="job 'study A'"):
+            runs.WorkdirLock(workdir).__enter__()
+        with pytest.raises(runs.WorkdirLockedError, match="job 'study A'"):
+            runs.WorkdirLock(workdir, group="study B").__enter__()
+    with runs.WorkdirLock(workdir, group="study B"):  # A has ended: B may start.
+        with pytest.raises(runs.WorkdirLockedError):
+            runs.WorkdirLock(workdir, group="study A").__enter__()
+    with runs.WorkdirLock(workdir):
+        with pytest.raises(runs.WorkdirLockedError, match=f"process {os.getpid()}"):
+            runs.WorkdirLock(workdir, group="study A").__enter__()
+    with runs.WorkdirLock(workdir, group="study A"):
+        pass
+
+
+def test_run_lock_makes_the_second_taker_wait(tmp_path):
+    import threading
+
+    directory = str(tmp_path / "runs" / "base-kd-s0-abc")
+    order = []
+    first = runs.RunLock(directory).__enter__()
+    waiter = threading.Thread(
+        target=lambda: (runs.RunLock(directory).__enter__(), order.append("second"))
+    )
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive() and order == []  # Blocked while the first holds it.
+    order.append("first done")
+    first.__exit__(None, None, None)
+    waiter.join(timeout=5)
+    assert order == ["first done", "second"]

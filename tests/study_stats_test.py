@@ -62,3 +62,31 @@ def test_disagreement_and_variance_by_hand():
 def test_mean_std():
     assert stats.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
     assert stats.mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_interaction_interval_by_hand():
+    # Five seeds of the plain student, pruned, distilled, and pruned + distilled.
+    base = [0.80, 0.81, 0.82, 0.80, 0.83]
+    pruned = [0.79, 0.80, 0.80, 0.79, 0.81]
+    kd = [0.82, 0.83, 0.83, 0.82, 0.85]
+    both = [0.81, 0.83, 0.81, 0.80, 0.84]
+    # Per seed: measured = both - base = [1, 2, -1, 0, 1] / 100;
+    # sum of parts = (pruned - base) + (kd - base) = [1, 1, -1, 1, 0] / 100;
+    # interaction = measured - sum = [0, 1, 0, -1, 1] / 100: mean 0.2, sd 0.83666 (pts).
+    got = stats.interaction(base, [pruned, kd], both)
+    assert got["measured"] == pytest.approx(0.006)
+    assert got["expected"] == pytest.approx(0.004)
+    sd = math.sqrt(((0 - 0.2) ** 2 + 0.8**2 + 0.2**2 + 1.2**2 + 0.8**2) / 4) / 100
+    assert sd == pytest.approx(0.0083666, abs=1e-7)
+    half = 2.776445 * sd / math.sqrt(5)  # t(0.975, 4)
+    i = got["interaction"]
+    assert i["mean"] == pytest.approx(0.002) and i["sd"] == pytest.approx(sd)
+    assert i["low"] == pytest.approx(0.002 - half, abs=1e-6)
+    assert i["high"] == pytest.approx(0.002 + half, abs=1e-6)
+    # KD x T: the interaction is the technique's KD gain minus the plain one's.
+    gain_t = stats.paired_interval(both, pruned)["mean"]
+    gain_none = stats.paired_interval(kd, base)["mean"]
+    assert i["mean"] == pytest.approx(gain_t - gain_none)
+    assert stats.additivity(base, pruned, kd, both) == got
+    with pytest.raises(ValueError, match="equal length"):
+        stats.interaction(base, [pruned[:4]], both)

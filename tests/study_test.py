@@ -122,8 +122,9 @@ def test_report_states_the_setup_and_the_augmentation_comparison():
     assert "## KD against explicit data augmentation" in text
     # KD gain with augmentation: [0.04, 0.03] -> +3.50; both vs plain: [0.02, 0.01] -> +1.50;
     # sum of parts: (aug - none) + (KD - none) = [-0.02 + 0.03, -0.02 + 0.02] -> +0.50.
-    assert "| augmentation | 79.00 ± 1.41 | 82.50 ± 0.71 | +3.50 |" in text
-    assert "measured +1.50 pts, sum of the separate effects +0.50 pts" in text
+    assert "| augmentation | 79.00 ± 1.41 | 82.50 ± 0.71 | +3.50 [" in text
+    # Difference per seed: [0.02 - 0.01, 0.01 - 0.00] -> +1.00, its interval given.
+    assert "measured +1.50 pts, sum of the separate effects +0.50 pts, difference +1.00 [" in text
     # Δ(none) = +2.5 pts but with 2 seeds its interval [-3.85, +8.85] contains 0.
     assert "Δ(none)'s interval contains 0" in text
     steady = [
@@ -227,7 +228,9 @@ def test_smoke_study_killed_midway_resumes_without_retraining(tmp_path):
     assert results["summary"]["prune50"]["int8_gzip_bytes"] > 0
     assert results["summary"]["prune50"]["int8_arena_bytes"] > 0  # TFLite Micro, measured
     assert set(results["variance"]) == {"nokd", "kd"}
-    assert results["bagging"]["members"] == 2
+    assert results["bagging"]["total"]["members"] == 2
+    assert set(results["bagging"]) == {"total", "member"}
+    assert results["kd_as_bagging"]["verdict"]
     assert "kd_teacher_ensemble" in results["teacher_ensemble"]
     text = open(os.path.join(workdir, "report.md")).read()
     assert "| prune50 |" in text and "Bagging baseline" in text
@@ -244,3 +247,63 @@ def test_over_budget_names_the_limits_a_technique_exceeds():
     assert runner.over_budget({}, {"max_arena_bytes": 1}) == ["max_arena_bytes"]
     with pytest.raises(ValueError, match="max_flash"):
         runner.StudyConfig(pipeline=None, budget={"max_flash": 1})
+
+
+def test_additivity_pairs_cover_kd_and_compositions_by_hand():
+    seeds = (0, 1, 2)
+    acc = {
+        "none": ([0.80, 0.82, 0.81], [0.83, 0.84, 0.85]),
+        "prune50": ([0.78, 0.80, 0.79], [0.80, 0.81, 0.83]),
+        "qat": ([0.79, 0.82, 0.80], [0.82, 0.83, 0.85]),
+        "prune50+qat": ([0.77, 0.79, 0.79], [0.80, 0.80, 0.82]),
+    }
+    rows = [
+        _row(label, kd, s, a[kd][i])
+        for label, a in acc.items()
+        for kd in (False, True)
+        for i, s in enumerate(seeds)
+    ]
+    pairs = {(tuple(e["pair"]), e["kd"]): e for e in runner.additivity_pairs(rows, seeds)}
+    assert set(pairs) == {
+        (("KD", "prune50"), None),
+        (("KD", "qat"), None),
+        (("KD", "prune50+qat"), None),
+        (("prune50", "qat"), False),
+        (("prune50", "qat"), True),
+    }
+    # prune50 x qat without KD, per seed: both - p - q + none = [0.00, -0.01, 0.01].
+    e = pairs[(("prune50", "qat"), False)]
+    d = np.array([0.77 - 0.78 - 0.79 + 0.80, 0.79 - 0.80 - 0.82 + 0.82, 0.79 - 0.79 - 0.80 + 0.81])
+    half = sp_stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
+    assert e["interaction"]["mean"] == pytest.approx(d.mean())
+    assert e["interaction"]["low"] == pytest.approx(d.mean() - half)
+    # KD x prune50 = Δ(prune50) - Δ(none) per seed.
+    kd = pairs[(("KD", "prune50"), None)]["interaction"]
+    d = np.subtract(acc["prune50"][1], acc["prune50"][0]) - np.subtract(*acc["none"][::-1])
+    assert kd["mean"] == pytest.approx(d.mean())
+    assert kd["high"] == pytest.approx(d.mean() + sp_stats.t.ppf(0.975, 2) * d.std(ddof=1) / 3**0.5)
+    from kd_keras.study import report
+
+    text = "\n".join(report.additivity_section(runner.additivity_pairs(rows, seeds)))
+    assert "| prune50 × qat | no KD |" in text and "| KD × qat | vs plain student |" in text
+
+
+def test_bagging_verdict_reads_the_signs():
+    from kd_keras.study import report
+
+    var = {
+        "nokd": {"disagreement": 0.05, "ensemble_gain": 0.010},
+        "kd": {"disagreement": 0.03, "ensemble_gain": 0.004},
+    }
+    bag = {
+        "student_accuracy_seeds": (0.80, 0.01),
+        "kd_student_accuracy_seeds": (0.81, 0.01),
+        "bag_accuracy": 0.82,
+    }
+    v = report.bagging_verdict({"variance": var, "bagging": {"member": bag}})
+    assert v["signs"] == {"disagreement": "for", "ensemble_gain": "for", "bag_member": "for"}
+    assert v["verdict"].startswith("Supported")
+    assert any("50% of that" in s for s in v["sentences"])
+    var["kd"]["disagreement"] = 0.06
+    v = report.bagging_verdict({"variance": var, "bagging": {"member": bag}})
+    assert v["verdict"].startswith("Partly supported") and "disagreement" in v["verdict"]

@@ -200,3 +200,49 @@ if __name__ == "__main__":
     _mode, _run_dir, _out, _kill = sys.argv[1:]
     _weights, _ = train(_mode, _run_dir, kill=_kill == "1")
     np.savez(_out, *_weights)
+
+
+def _teacher_views(view, cache_views):
+    """(first batch, its example ids, the teacher) of a distilled augmented training."""
+    from kd_keras.distiller import Distiller
+
+    data = tiny_dataset(32)
+    keras.utils.set_random_seed(2)
+    teacher = models.build("cnn", (28, 28, 1), 10, width=0.5)
+    student = models.build("cnn", (28, 28, 1), 10, width=0.25)
+    kd = training.KDConfig(temperature=2.0, teacher_cache_views=cache_views)
+    distiller = Distiller(student, teacher, kd.build_losses(), temperature=2.0)
+    datasets = data_lib.make_datasets(data, 16, AUGMENT, seed=3)
+    import tempfile
+
+    fed = training.distillation_datasets(
+        distiller, datasets, kd, 3, os.path.join(tempfile.mkdtemp(), "run"), teacher_view=view
+    )
+    x, y = next(iter(fed["train"]))
+    ids = data_lib.epoch_views(AUGMENT, 32, (28, 28, 1), 3, 0, 16)["order"].numpy()[:16]
+    return data, x, y, ids, teacher
+
+
+def test_inconsistent_view_feeds_the_teachers_logits_on_the_clean_images():
+    data, x, y, ids, teacher = _teacher_views("clean", cache_views=0)
+    fed = y["teacher_logits"].numpy()[:, 0]
+    clean = data_lib.preprocess(data.x_train[ids])
+    np.testing.assert_allclose(fed, teacher(clean, training=False).numpy(), rtol=1e-5, atol=1e-5)
+    # The student's batch is the augmented view, which the teacher did not see.
+    on_view = teacher(x, training=False).numpy()
+    assert np.abs(fed - on_view).max() > 1e-2
+    assert not np.allclose(x.numpy(), clean.numpy())
+    # Same order and same augmented images as the training without a teacher.
+    plain_x, plain_y = next(iter(data_lib.make_datasets(data, 16, AUGMENT, seed=3)["train"]))
+    np.testing.assert_array_equal(x.numpy(), plain_x.numpy())
+    np.testing.assert_array_equal(y["label"].numpy(), data.y_train[ids])
+
+
+def test_consistent_view_feeds_the_teachers_logits_on_the_augmented_images():
+    data, x, y, ids, teacher = _teacher_views("same", cache_views=2)
+    fed = y["teacher_logits"].numpy()[:, 0]
+    np.testing.assert_allclose(fed, teacher(x, training=False).numpy(), rtol=2e-3, atol=2e-3)
+    clean = teacher(data_lib.preprocess(data.x_train[ids]), training=False).numpy()
+    assert np.abs(fed - clean).max() > 1e-2
+    with pytest.raises(ValueError, match="teacher_view must be one of"):
+        _teacher_views("student", cache_views=0)

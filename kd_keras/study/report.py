@@ -16,6 +16,13 @@ def _ms(pair):
     return "" if pair is None else f"{100 * pair[0]:.2f} ± {100 * pair[1]:.2f}"
 
 
+def _interval(g):
+    """'+0.12 [-0.30, +0.54]' in points from a paired-interval dict (no
+    brackets with one seed)."""
+    ci = "" if math.isnan(g["low"]) else f" [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]"
+    return f"{100 * g['mean']:+.2f}{ci}"
+
+
 def _num(x, fmt="{:,.0f}"):
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
 
@@ -31,7 +38,8 @@ def orthogonality_table(summary):
     """The Markdown table of KD gains per technique, with intervals and additivity."""
     lines = [
         "| technique | acc no KD (%) | acc KD (%) | KD gain Δ (pts) [95% CI] | Δ(T)/Δ(none) | "
-        "T+KD gain vs plain: measured / sum of parts (pts) | int8 TFLite acc no KD / KD (%) | "
+        "T+KD gain vs plain: measured / sum of parts (pts) [95% CI of the difference] | "
+        "int8 TFLite acc no KD / KD (%) | "
         "params | int8 gzip bytes | int8 TFLM arena bytes | int8 latency µs | over budget |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -40,7 +48,10 @@ def orthogonality_table(summary):
         ci = "" if math.isnan(g["low"]) else f" [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]"
         add = e.get("additivity")
         add_txt = (
-            "" if add is None else f"{100 * add['measured']:+.2f} / {100 * add['expected']:+.2f}"
+            ""
+            if add is None
+            else f"{100 * add['measured']:+.2f} / {100 * add['expected']:+.2f}"
+            f" (interaction {_interval(add['interaction'])})"
         )
         t8 = e["tflite_accuracy"]["int8"]
         lines.append(
@@ -73,27 +84,158 @@ def setup_line(p):
     )
 
 
+AUGMENT_FORMS = (
+    ("augment", "augmentation"),
+    ("augment_consistent", "augmentation, teacher sees the same view (consistent)"),
+    ("augment_inconsistent", "augmentation, teacher sees the clean image (inconsistent)"),
+)
+
+
 def augmentation_section(summary):
-    """KD against explicit data augmentation, and both together (needs 'augment')."""
-    if "augment" not in summary or "none" not in summary:
+    """KD against explicit data augmentation, and both together, for each
+    form of augmentation the study has."""
+    forms = [(k, name) for k, name in AUGMENT_FORMS if k in summary]
+    if not forms or "none" not in summary:
         return []
-    none, aug = summary["none"], summary["augment"]
-    add = aug["additivity"]
-    g_kd, g_aug = none["kd_gain"], aug["kd_gain"]
-    return [
+    none = summary["none"]
+    g_kd = none["kd_gain"]
+    lines = [
         "## KD against explicit data augmentation",
         "",
-        "| student | no KD (%) | KD (%) | KD gain Δ (pts) |",
+        "| student | no KD (%) | KD (%) | KD gain Δ (pts) [95% CI] |",
         "|---|---|---|---|",
         f"| no augmentation | {_ms(none['keras_accuracy']['nokd'])} | "
-        f"{_ms(none['keras_accuracy']['kd'])} | {100 * g_kd['mean']:+.2f} |",
-        f"| augmentation | {_ms(aug['keras_accuracy']['nokd'])} | "
-        f"{_ms(aug['keras_accuracy']['kd'])} | {100 * g_aug['mean']:+.2f} |",
-        "",
-        f"Both together against the plain student: measured {100 * add['measured']:+.2f} "
-        f"pts, sum of the separate effects {100 * add['expected']:+.2f} pts.",
-        "",
+        f"{_ms(none['keras_accuracy']['kd'])} | {_interval(g_kd)} |",
     ]
+    for key, name in forms:
+        aug = summary[key]
+        lines.append(
+            f"| {name} | {_ms(aug['keras_accuracy']['nokd'])} | "
+            f"{_ms(aug['keras_accuracy']['kd'])} | {_interval(aug['kd_gain'])} |"
+        )
+    lines.append("")
+    for key, name in forms:
+        add = summary[key]["additivity"]
+        lines.append(
+            f"{name[0].upper() + name[1:]} and KD together against the plain student: "
+            f"measured {100 * add['measured']:+.2f} pts, sum of the separate effects "
+            f"{100 * add['expected']:+.2f} pts, difference {_interval(add['interaction'])} pts."
+        )
+    return lines + [""]
+
+
+def additivity_section(pairs):
+    """Every pair's measured gain, sum of parts and the interval of their difference."""
+    if not pairs:
+        return []
+    lines = [
+        "## Additivity, pair by pair",
+        "",
+        "Per seed: measured = acc(both) − acc(base); sum of parts = Σ (acc(one) − "
+        "acc(base)); interaction = measured − sum of parts, with its 95% paired "
+        "t-interval over seeds. For KD × T the base is the plain student and the "
+        "interaction equals Δ(T) − Δ(none). An interval that contains 0 means the "
+        "gains add up as far as these seeds can tell.",
+        "",
+        "| pair | setting | measured (pts) | sum of parts (pts) | interaction (pts) [95% CI] "
+        "| adds up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e in pairs:
+        g = e["interaction"]
+        setting = "vs plain student" if e["kd"] is None else ("with KD" if e["kd"] else "no KD")
+        verdict = (
+            ""
+            if math.isnan(g["low"])
+            else "yes"
+            if g["low"] <= 0 <= g["high"]
+            else "more than additive"
+            if g["low"] > 0
+            else "less than additive"
+        )
+        lines.append(
+            f"| {' × '.join(e['pair'])} | {setting} | {100 * e['measured']:+.2f} "
+            f"| {100 * e['expected']:+.2f} | {_interval(g)} | {verdict} |"
+        )
+    return lines + [""]
+
+
+def bagging_verdict(results):
+    """Plain sentences on whether the numbers support "KD acts like bagging".
+
+    Three signs of the paper's mechanism, each read off the study's numbers:
+    (1) KD students of different seeds disagree less than plain ones (KD
+    already averages over label noise, as a bag averages members); (2)
+    averaging the seeds gains less with KD (part of what an ensemble adds,
+    KD has added already); (3) a single KD student gains over the plain
+    student a sizeable part of what a bag gains. Each sign is 'for',
+    'against' or absent (not measured).
+
+    Returns:
+      dict: signs ({name: 'for' | 'against'}), sentences (list of str),
+      verdict (one sentence).
+    """
+    signs, sentences = {}, []
+    var = results.get("variance")
+    if var:
+        d0, d1 = var["nokd"]["disagreement"], var["kd"]["disagreement"]
+        signs["disagreement"] = "for" if d1 < d0 else "against"
+        sentences.append(
+            f"Students of different seeds disagree on {100 * d0:.2f}% of test images "
+            f"without KD and {100 * d1:.2f}% with KD ("
+            + ("lower with KD, as a bagging-like averaging predicts" if d1 < d0 else "not lower")
+            + ")."
+        )
+        g0, g1 = var["nokd"]["ensemble_gain"], var["kd"]["ensemble_gain"]
+        signs["ensemble_gain"] = "for" if g1 < g0 else "against"
+        sentences.append(
+            f"Averaging the seeds' predictions gains {100 * g0:+.2f} pts without KD and "
+            f"{100 * g1:+.2f} pts with KD ("
+            + (
+                "smaller with KD: part of what the ensemble adds, KD had added already"
+                if g1 < g0
+                else "not smaller with KD"
+            )
+            + ")."
+        )
+    for budget, bag in sorted((results.get("bagging") or {}).items()):
+        plain = bag["student_accuracy_seeds"][0]
+        kd = bag["kd_student_accuracy_seeds"][0]
+        bag_gain, kd_gain = bag["bag_accuracy"] - plain, kd - plain
+        name = "equal total" if budget == "total" else "equal per-member"
+        if bag_gain > 0:
+            share = kd_gain / bag_gain
+            signs[f"bag_{budget}"] = "for" if share >= 0.25 else "against"
+            sentences.append(
+                f"The bag at {name} budget gains {100 * bag_gain:+.2f} pts over the plain "
+                f"student (mean over seeds); one KD student gains {100 * kd_gain:+.2f} pts, "
+                f"{100 * share:.0f}% of that with one member's cost."
+            )
+        else:
+            sentences.append(
+                f"The bag at {name} budget does not beat the plain student "
+                f"({100 * bag_gain:+.2f} pts); a KD student gains {100 * kd_gain:+.2f} pts."
+            )
+    n_for = sum(v == "for" for v in signs.values())
+    if not signs:
+        verdict = "Not measured: the study had no seed ensemble and no bag."
+    elif n_for == len(signs):
+        verdict = (
+            f"Supported: all {len(signs)} signs point the way 'KD acts like bagging' predicts."
+        )
+    elif n_for == 0:
+        verdict = f"Not supported: none of the {len(signs)} signs points that way."
+    else:
+        against = [k for k, v in signs.items() if v == "against"]
+        verdict = (
+            f"Partly supported: {n_for} of {len(signs)} signs point that way; against: "
+            f"{', '.join(against)}."
+        )
+    sentences.append(
+        "These are single numbers on one test split (no interval across seeds for an "
+        "ensemble); read them with the seed spread of the tables above."
+    )
+    return {"signs": signs, "sentences": sentences, "verdict": verdict}
 
 
 def variance_section(var, n_seeds):
@@ -165,14 +307,18 @@ def markdown(results):
                 f"{_num(e.get('max_unique_values'))} | {e.get('qat_layers', '')} |"
             )
         parts.append("")
+    parts += additivity_section(results.get("additivity"))
     parts += augmentation_section(summary)
     var = results.get("variance")
     if var:
         parts += variance_section(var, len(seeds))
-    bag = results.get("bagging")
-    if bag:
+    bags = results.get("bagging") or {}
+    if "members" in bags:  # One bag, as older results stored it.
+        bags = {"total": bags}
+    for budget, bag in sorted(bags.items()):
+        name = "equal total budget" if budget == "total" else "equal per-member budget"
         parts += [
-            "## Bagging baseline",
+            f"## Bagging baseline, {name}",
             "",
             f"{bag['members']} students, each trained {bag['epochs_per_member']} epoch(s) "
             f"on a bootstrap resample (total {bag['total_epochs']} epochs, against "
@@ -204,8 +350,12 @@ def markdown(results):
         parts += [
             "## An ensemble of teachers as the teacher",
             "",
-            f"Second teacher {et['kwargs']} ({et['epochs']} epochs): "
-            f"{100 * et['test_accuracy']:.2f}%, {et['params']:,} parameters; ensemble "
+            (
+                f"Second teacher loaded from `{et['kwargs']['path']}`: "
+                if "path" in et["kwargs"]
+                else f"Second teacher {et['kwargs']} ({et['epochs']} epochs): "
+            )
+            + f"{100 * et['test_accuracy']:.2f}%, {et['params']:,} parameters; ensemble "
             f"averages {ens['ensemble_mode']}.",
             "",
             f"KD from the teacher alone: {_ms(ens['kd_single_teacher'])}%; from the "
@@ -213,6 +363,10 @@ def markdown(results):
             f"{100 * g['mean']:+.2f} pts{ci}.",
             "",
         ]
+    verdict = results.get("kd_as_bagging")
+    if verdict:
+        parts += ["## Does KD act like bagging?", "", *verdict["sentences"], ""]
+        parts += [f"**{verdict['verdict']}**", ""]
     parts += [
         "## Plots",
         "",

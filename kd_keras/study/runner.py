@@ -1,24 +1,30 @@
 """The orthogonality study: every technique with and without KD, over seeds.
 
-    python -m kd_keras.main --flagfile=kd_keras/configs/orthogonality_fashion_mnist.flags
+    python -m kd_keras.main --flagfile=kd_keras/configs/orthogonality_fashion_mnist_v2.flags
 
 One teacher (the pipeline's, cached), then for each technique T and seed s the
 student with and without KD under the same budget (``kd_keras.variants``).
 Every run is cached under a hash of its configuration, so a crash or a rerun
 continues where it stopped and never trains the same run twice. Then the
-ensemble view: a bagging baseline, the students' disagreement across seeds,
-and an ensemble of teachers as the teacher. ``kd_keras.study.report`` turns
-the result into report.md and plots.
+ensemble view: bagging baselines at equal total and at equal per-member
+budget, the students' disagreement across seeds, and an ensemble of teachers
+as the teacher. Every run is a trial of a keras-tuner oracle
+(``kd_keras.study.grid``), worked through by this process or, distributed,
+by keras-tuner workers; the report is then built from the run cache.
+``kd_keras.study.report`` turns the result into report.md and plots.
 """
 
 import dataclasses
+import os
 import time
 
 import numpy as np
 
 from kd_keras import data as data_lib
 from kd_keras import pipeline, runs, variants
+from kd_keras.study import grid as grid_lib
 from kd_keras.study import report, stats
+from nas import tuner as nas_tuner
 
 AUGMENT = data_lib.AugmentConfig(crop_padding=2, flip=True, cutout=8)
 
@@ -31,10 +37,20 @@ TECHNIQUES = {
     "prune90": {"techniques": ("prune",), "compression": (("sparsity", 0.9),)},
     "qat": {"techniques": ("qat",)},
     "cluster": {"techniques": ("cluster",)},
+    # The student sees an augmented view. 'augment' and 'augment_consistent':
+    # the teacher sees the same view (through the teacher cache with
+    # --teacher_cache_views > 0), the "function matching" recipe;
+    # 'augment_inconsistent': the teacher saw the clean image of the example.
     "augment": {"augment": AUGMENT},
+    "augment_consistent": {"augment": AUGMENT},
+    "augment_inconsistent": {"augment": AUGMENT, "teacher_view": "clean"},
     "prune50+qat": {"techniques": ("prune", "qat"), "compression": (("sparsity", 0.5),)},
 }
 
+
+# Bagging budgets: 'total' = members x epochs equals one student's epochs;
+# 'member' = every member trains as long as one student.
+BAGGING_BUDGETS = ("total", "member")
 
 # Study budget -> the int8 figure of the summary it limits.
 BUDGET_FIGURES = {
@@ -68,11 +84,17 @@ class StudyConfig:
       nas_student: a NAS result (project dir or best_hyperparameters.json).
       bagging_members: students trained on bootstrap resamples and averaged
         (0 disables the bagging baseline).
-      bagging_epochs: epochs per bagging member (default: student epochs //
-        members, at least 1, so the bag's total budget matches one student).
+      bagging_epochs: epochs per member of the equal-total-budget bag
+        (default: student epochs // members, at least 1, so the bag's total
+        budget matches one student).
+      bagging_budgets: which bags to train, from BAGGING_BUDGETS: 'total'
+        (members of `bagging_epochs`) and/or 'member' (members of the
+        student's epochs each).
       extra_teacher: builder kwargs of a second teacher (same family) for the
         teacher-ensemble experiment; None disables it.
       extra_teacher_epochs: its training epochs.
+      extra_teacher_path: a saved second teacher (used as a teacher given by
+        path is: loaded, never trained) instead of `extra_teacher`.
       budget: device budgets checked against each technique's measured int8
         files, {"max_bytes", "max_arena_bytes", "max_latency_us"} (0 or
         absent = no limit); techniques over a budget are marked in the report.
@@ -84,8 +106,10 @@ class StudyConfig:
     nas_student: str = None
     bagging_members: int = 4
     bagging_epochs: int = 0
+    bagging_budgets: tuple = BAGGING_BUDGETS
     extra_teacher: dict = None
     extra_teacher_epochs: int = 10
+    extra_teacher_path: str = None
     budget: dict = None
 
     def __post_init__(self):
@@ -107,6 +131,12 @@ class StudyConfig:
             )
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}.")
+        bad_budgets = [b for b in self.bagging_budgets if b not in BAGGING_BUDGETS]
+        if bad_budgets or not self.bagging_budgets:
+            raise ValueError(
+                f"bagging_budgets must be a non-empty list from {BAGGING_BUDGETS}, "
+                f"got {list(self.bagging_budgets)}."
+            )
         if self.bagging_members == 1 or self.bagging_members < 0:
             raise ValueError(
                 f"bagging_members must be 0 (off) or >= 2, got {self.bagging_members}."
@@ -179,12 +209,11 @@ def _probabilities(model, data):
     return e / e.sum(-1, keepdims=True)
 
 
-def _train_all(ctx, todo, progress, keep_probs):
+def _train_all(ctx, todo, keep_probs):
+    """Rows (and kept test probabilities) of variants, trained or loaded."""
     rows, probs = [], {}
     for v in todo:
-        start = time.time()
         model, row = variants.train(ctx, v)
-        progress.step(v.name, time.time() - start, reused=row["reused"])
         rows.append(row)
         if keep_probs(v):
             probs[v.name] = _probabilities(model, ctx.data)
@@ -198,6 +227,15 @@ def validate(config):
       ValueError: an invalid technique chain, model argument, layer name or
         NAS path, or a second teacher to train beside a teacher given by path.
     """
+    if config.extra_teacher and config.extra_teacher_path:
+        raise ValueError(
+            "--extra_teacher_args and --extra_teacher_path both give the second teacher; give one."
+        )
+    if config.extra_teacher_path and not os.path.exists(config.extra_teacher_path):
+        raise ValueError(
+            f"--extra_teacher_path={config.extra_teacher_path} does not exist; give a saved "
+            "model (.keras, .h5 or a SavedModel directory)."
+        )
     if config.extra_teacher and config.pipeline.teacher_paths():
         raise ValueError(
             "--extra_teacher_args builds a second registry teacher, but "
@@ -221,37 +259,138 @@ def load_data(config):
     return config.pipeline.load_data()
 
 
-def run(config: StudyConfig):
+EXTRA_TEACHER = "extra-teacher"
+
+
+class Runs:
+    """Every run of the study, by label, each callable as a grid trial.
+
+    The labels are the variants' names ('none-kd-s0', 'bag-nokd-s0-b1',
+    'ens-teacher-kd-s2') and 'extra-teacher'; the order is the order trials
+    start: the second teacher first (the ensemble runs need it), then the
+    grid seed by seed, the bags, the ensemble runs.
+    """
+
+    def __init__(self, config, data, teachers, hashes):
+        self.config, self.data = config, data
+        self.teachers, self.hashes = teachers, hashes
+        self.ctx = pipeline.variant_context(config.pipeline, data, teachers, hashes)
+        self.grid = plan(config)
+        self.bags = {b: bagging_variants(config, b) for b in config.bagging_budgets}
+        if not config.bagging_members:
+            self.bags = {}
+        self.ensemble = (
+            [
+                dataclasses.replace(technique_variant(config, "none", s, True), label="ens-teacher")
+                for s in config.seeds
+            ]
+            if config.extra_teacher or config.extra_teacher_path
+            else []
+        )
+        self._extra = None
+
+    def variants(self):
+        """Every student variant, without repeats, in trial order."""
+        out = self.grid + [v for bag in self.bags.values() for v in bag] + self.ensemble
+        return list(dict.fromkeys(out))
+
+    def extra_teacher(self):
+        """(models, digests, rows) of [second teacher], trained once (cached)."""
+        if self._extra is None and self.config.extra_teacher_path:
+            p = self.config.pipeline
+            extra_cfg = dataclasses.replace(p, teacher=self.config.extra_teacher_path)
+            self._extra = pipeline.load_teachers(extra_cfg, self.data)
+        if self._extra is None:
+            p = self.config.pipeline
+            extra_cfg = dataclasses.replace(
+                p,
+                teacher_kwargs=dict(self.config.extra_teacher),
+                teacher_train=dataclasses.replace(
+                    p.teacher_train,
+                    epochs=self.config.extra_teacher_epochs,
+                    seed=p.teacher_train.seed + 1,
+                ),
+            )
+            self._extra = pipeline.train_teachers(extra_cfg, self.data)
+        return self._extra
+
+    def context(self, variant):
+        """The Context a variant trains in (the teacher ensemble's for 'ens-teacher')."""
+        if variant.label != "ens-teacher":
+            return self.ctx
+        second, second_hash, _ = self.extra_teacher()
+        p = self.config.pipeline
+        return pipeline.variant_context(
+            p, self.data, self.teachers + second, self.hashes + second_hash
+        )
+
+    def jobs(self, progress=None):
+        """{label: () -> test accuracy} of every run, in trial order."""
+        out = {}
+        if self.ensemble:
+            out[EXTRA_TEACHER] = self._timed(
+                EXTRA_TEACHER, lambda: self.extra_teacher()[2][0], progress
+            )
+        for v in self.variants():
+            out[v.name] = self._timed(
+                v.name, lambda v=v: variants.train(self.context(v), v)[1], progress
+            )
+        return out
+
+    @staticmethod
+    def _timed(name, fn, progress):
+        def job():
+            start = time.time()
+            row = fn()
+            if progress is not None:
+                progress.step(name, time.time() - start, reused=row["reused"])
+            return row["test_accuracy"]
+
+        return job
+
+
+def run(config: StudyConfig, role=None):
     """Runs (or resumes) the study and writes results.json, report.md and plots.
 
+    Args:
+      config: the StudyConfig.
+      role: 'single' (this process runs every trial), 'chief' (serves the
+        trials to keras-tuner workers, then writes the report) or 'worker'
+        (runs trials it is given; no report). Default: from the
+        ``KERASTUNER_*`` environment (``nas.tuner.distributed_role``).
+
     Returns:
-      The results dict.
+      The results dict (None on a worker).
     """
     p = config.pipeline
+    role = role or nas_tuner.distributed_role()
     validate(config)  # Everything is validated before anything is loaded or trained.
     data = load_data(config)
-    grid = plan(config)
 
     teachers, hashes, teacher_rows = pipeline.train_teachers(p, data)
-    ctx = pipeline.variant_context(p, data, teachers, hashes)
-    bag = bagging_variants(config) if config.bagging_members else []
-    extra = (
-        [
-            dataclasses.replace(technique_variant(config, "none", s, True), label="ens-teacher")
-            for s in config.seeds
-        ]
-        if config.extra_teacher
-        else []
-    )
-    progress = Progress(len(grid) + len(bag) + len(extra) + (1 if extra else 0))
-    print(
-        f"[study] {len(config.techniques)} techniques x {len(config.seeds)} seeds x KD on/off"
-        f" = {len(grid)} runs, + {len(bag)} bagging members, + {len(extra)} ensemble-teacher "
-        f"runs; {describe_budget(config)}",
-        flush=True,
-    )
-    rows, probs = _train_all(ctx, grid, progress, keep_probs=lambda v: v.label == "none")
+    study = Runs(config, data, teachers, hashes)
+    jobs = study.jobs()
+    progress = Progress(len(jobs))
+    jobs = study.jobs(progress)
+    if role != "worker":
+        n_bag = sum(len(b) for b in study.bags.values())
+        print(
+            f"[study] {len(config.techniques)} techniques x {len(config.seeds)} seeds x KD "
+            f"on/off = {len(study.grid)} runs, + {n_bag} bagging members, + "
+            f"{len(study.ensemble)} ensemble-teacher runs = {len(jobs)} trials ({role}); "
+            f"{describe_budget(config)}",
+            flush=True,
+        )
+    if grid_lib.run(jobs, p.workdir, role) == "worker":
+        return None
+    return aggregate(config, data, study, teacher_rows)
 
+
+def aggregate(config, data, study, teacher_rows):
+    """The results of a study whose runs are all finished (loaded from the
+    run cache), written to the workdir as results.json, report.md and plots."""
+    p = config.pipeline
+    rows, probs = _train_all(study.ctx, study.grid, keep_probs=lambda v: v.label == "none")
     results = {
         "dataset": p.dataset,
         "teacher": teacher_rows,
@@ -266,26 +405,40 @@ def run(config: StudyConfig):
     results["summary"] = summarize(rows, config.seeds)
     for entry in results["summary"].values():
         entry["over_budget"] = over_budget(entry, config.budget)
+    results["additivity"] = additivity_pairs(rows, config.seeds)
     results["variance"] = variance_view(probs, config.seeds, data.y_test)
 
-    if bag:
-        bag_rows, bag_probs = _train_all(ctx, bag, progress, keep_probs=lambda v: True)
-        results["bagging"] = bagging_view(bag_rows, bag_probs, data, rows, config)
-    if extra:
-        results["teacher_ensemble"] = teacher_ensemble_view(
-            config, data, teachers, hashes, extra, rows, progress
-        )
+    if study.bags:
+        results["bagging"] = {}
+        for budget, bag in study.bags.items():
+            bag_rows, bag_probs = _train_all(study.ctx, bag, keep_probs=lambda v: True)
+            view = bagging_view(bag_rows, bag_probs, data, rows, config)
+            results["bagging"][budget] = dict(view, budget=budget)
+    if study.ensemble:
+        results["teacher_ensemble"] = teacher_ensemble_view(config, study, rows)
+    results["kd_as_bagging"] = report.bagging_verdict(results)
     report.write(p.workdir, results)
     return results
 
 
-def bagging_variants(config):
-    """The bagging baseline's members: bootstrap resamples of the plain student."""
+def bagging_variants(config, budget="total"):
+    """A bag's members: bootstrap resamples of the plain student.
+
+    Args:
+      config: the StudyConfig.
+      budget: 'total' (members of `bagging_epochs`, by default the student's
+        epochs shared among the members) or 'member' (each member trains
+        the student's epochs).
+    """
     p = config.pipeline
-    epochs = config.bagging_epochs or max(1, p.student_train.epochs // config.bagging_members)
+    if budget == "member":
+        epochs, label = p.student_train.epochs, "bag-member"
+    else:
+        epochs = config.bagging_epochs or max(1, p.student_train.epochs // config.bagging_members)
+        label = "bag"
     base = technique_variant(config, "none", config.seeds[0], False)
     return [
-        dataclasses.replace(base, label="bag", bootstrap=b, epochs=epochs)
+        dataclasses.replace(base, label=label, bootstrap=b, epochs=epochs)
         for b in range(config.bagging_members)
     ]
 
@@ -348,34 +501,24 @@ def variance_view(probs, seeds, labels):
     return out
 
 
-def teacher_ensemble_view(config, data, teachers, hashes, extra, rows, progress):
+def teacher_ensemble_view(config, study, rows):
     """KD from [teacher, extra teacher] against KD from the teacher alone."""
-    p = config.pipeline
-    extra_cfg = dataclasses.replace(
-        p,
-        teacher_kwargs=dict(config.extra_teacher),
-        teacher_train=dataclasses.replace(
-            p.teacher_train, epochs=config.extra_teacher_epochs, seed=p.teacher_train.seed + 1
-        ),
-    )
-    start = time.time()
-    second, second_hash, second_rows = pipeline.train_teachers(extra_cfg, data)
-    progress.step("extra-teacher", time.time() - start, reused=second_rows[0]["reused"])
-    ens_ctx = pipeline.variant_context(p, data, teachers + second, hashes + second_hash)
-    ens_rows, _ = _train_all(ens_ctx, extra, progress, keep_probs=lambda v: False)
+    second, _, second_rows = study.extra_teacher()
+    ens_rows, _ = _train_all(study.context(study.ensemble[0]), study.ensemble, lambda v: False)
     single = {r["name"]: r["test_accuracy"] for r in rows}
     seeds = config.seeds
     acc_single = [single[f"none-kd-s{s}"] for s in seeds]
     acc_ens = [r["test_accuracy"] for r in ens_rows]
+    del second
     return {
-        "teachers": [r["test_accuracy"] for r in (second_rows)],
+        "teachers": [r["test_accuracy"] for r in second_rows],
         "extra_teacher": {
-            "kwargs": config.extra_teacher,
+            "kwargs": config.extra_teacher or {"path": config.extra_teacher_path},
             "epochs": config.extra_teacher_epochs,
             "test_accuracy": second_rows[0]["test_accuracy"],
             "params": second_rows[0]["params"],
         },
-        "ensemble_mode": p.kd.ensemble,
+        "ensemble_mode": config.pipeline.kd.ensemble,
         "kd_single_teacher": stats.mean_std(acc_single),
         "kd_teacher_ensemble": stats.mean_std(acc_ens),
         "gain": stats.paired_interval(acc_ens, acc_single),
@@ -441,6 +584,41 @@ def summarize(rows, seeds):
                     entry[f"{fmt}_{key}"] = float(np.median(vals))
         summary[label] = entry
     return summary
+
+
+def additivity_pairs(rows, seeds):
+    """Every pair of the study whose gains should add up, with its interval.
+
+    * KD x T, for every technique T: base = plain student, parts = T alone
+      and KD alone, combined = T with KD.
+    * A composition 'A+B' whose parts are techniques of the study (e.g.
+      prune50+qat): base = 'none', parts = A and B, combined = A+B; once
+      without KD and once with KD.
+
+    Returns:
+      list of dicts: pair (e.g. ['KD', 'prune50']), kd (None for KD x T, else
+      the setting of a composition), measured, expected, interaction (see
+      ``stats.interaction``).
+    """
+    by = {(r["label"], r["kd"], r["seed"]): r["test_accuracy"] for r in rows}
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    acc = lambda label, kd: [by[(label, kd, s)] for s in seeds]  # noqa: E731
+    out = []
+    for label in labels:
+        if label == "none":
+            continue
+        entry = stats.interaction(
+            acc("none", False), [acc(label, False), acc("none", True)], acc(label, True)
+        )
+        out.append(dict(entry, pair=["KD", label], kd=None))
+    for label in labels:
+        parts = label.split("+")
+        if len(parts) < 2 or not all(p in labels for p in parts):
+            continue
+        for kd in (False, True):
+            entry = stats.interaction(acc("none", kd), [acc(p, kd) for p in parts], acc(label, kd))
+            out.append(dict(entry, pair=parts, kd=kd))
+    return out
 
 
 def describe_budget(config):

@@ -56,22 +56,56 @@ def orthogonality_ratio(gain_t, gain_none):
     return gain_t / gain_none if gain_none else math.nan
 
 
+def interaction(acc_base, acc_parts, acc_combined, confidence=0.95):
+    """Whether the gains of separate changes add up when they are combined.
+
+    All arguments are per-seed accuracies in the same seed order: the base
+    (e.g. the plain student), each change alone (e.g. [pruned, distilled]) and
+    all of them together (pruned and distilled). Per seed s::
+
+        measured_s    = combined_s - base_s
+        expected_s    = sum over parts p of (p_s - base_s)
+        interaction_s = measured_s - expected_s
+
+    and the interaction's 95% interval is the paired t-interval of
+    ``interaction_s`` (:func:`paired_interval` of measured and expected).
+    For two parts A, B it is ``AB - A - B + base``; with A = technique and
+    B = KD it equals the technique's KD gain minus the plain student's.
+
+    Returns:
+      dict: measured (mean), expected (mean), interaction (paired interval
+      dict: mean, low, high, n, sd).
+
+    Raises:
+      ValueError: sequences of different lengths.
+    """
+    base = np.asarray(acc_base, dtype=float)
+    parts = [np.asarray(p, dtype=float) for p in acc_parts]
+    combined = np.asarray(acc_combined, dtype=float)
+    if any(a.shape != base.shape for a in parts + [combined]):
+        raise ValueError(
+            "interaction needs per-seed accuracies of equal length; got "
+            f"{[a.size for a in [base] + parts + [combined]]}."
+        )
+    measured = combined - base
+    expected = sum((p - base for p in parts), np.zeros_like(base))
+    return {
+        "measured": float(measured.mean()),
+        "expected": float(expected.mean()),
+        "interaction": paired_interval(measured, expected, confidence),
+    }
+
+
 def additivity(acc_plain, acc_t, acc_kd, acc_t_kd, confidence=0.95):
     """Measured gain of T+KD over the plain student vs the sum of separate gains.
 
     All arguments are per-seed accuracies (same seed order):
     ``measured = acc_t_kd - acc_plain``; ``expected = (acc_t - acc_plain) +
     (acc_kd - acc_plain)``; ``interaction = measured - expected`` with its
-    paired interval (0 inside the interval: the gains add up).
+    paired interval (0 inside the interval: the gains add up). See
+    :func:`interaction`.
     """
-    p, t, k, tk = (np.asarray(v, dtype=float) for v in (acc_plain, acc_t, acc_kd, acc_t_kd))
-    measured = tk - p
-    expected = (t - p) + (k - p)
-    return {
-        "measured": float(measured.mean()),
-        "expected": float(expected.mean()),
-        "interaction": paired_interval(measured, expected, confidence),
-    }
+    return interaction(acc_plain, [acc_t, acc_kd], acc_t_kd, confidence)
 
 
 def disagreement(predictions):

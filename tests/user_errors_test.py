@@ -233,6 +233,21 @@ def test_pipeline_and_study_errors(paths):
             ["--teacher_input_range", "0,100"],
         ),
         (
+            "unknown bagging budget",
+            base + ["--mode=study", "--bagging_budgets=total,half"],
+            ["--bagging_budgets", "total", "member"],
+        ),
+        (
+            "missing extra teacher path",
+            base + ["--mode=study", "--extra_teacher_path=/no/such/teacher.keras"],
+            ["/no/such/teacher.keras"],
+        ),
+        (
+            "bagging budgets outside the study",
+            base + ["--bagging_budgets=member"],
+            ["--bagging_budgets", "--mode=study"],
+        ),
+        (
             "unknown data storage",
             base + ["--data_storage=ram"],
             ["--data_storage", "ram", "disk"],

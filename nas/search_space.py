@@ -51,10 +51,11 @@ point with every option on to int8 and runs it on TFLM. ``relu6`` folds into
 the convolutions; hard-swish does not fuse into TFLite's HARD_SWISH op (it
 stays ADD, MINIMUM/RELU and MUL) and squeeze-excite costs two small
 convolutions, a MEAN, a LOGISTIC and a broadcast MUL per block, which is
-latency rather than a compatibility break. TF-MOT's quantization-aware
-training does not accept ``Multiply`` / ``Rescaling`` layers, so points with
-``se`` > 0 or ``hard_swish`` train with distillation, pruning and clustering
-but not with ``--qat`` (post-training int8 export works).
+latency rather than a compatibility break. TF-MOT is narrower than TFLM:
+its quantization-aware training refuses ``Multiply`` and ``Rescaling``
+layers, so points with ``se`` > 0 or ``hard_swish`` cannot be QAT-wrapped,
+and its pruning refuses ``Rescaling``, so ``hard_swish`` points cannot be
+pruned either (tests/nas_test.py); post-training int8 export is unaffected.
 
 Hyperparameters (names as recorded by keras-tuner): ``stages``,
 ``stage{i}_filters``, ``stage{i}_blocks`` (active only when ``stages >= i``),

@@ -377,6 +377,11 @@ class StudentSearch(base_tuner.BaseTuner):
         """Where the teacher cache of an augmented search lives (one per search)."""
         return os.path.join(self.project_dir, "teacher_cache")
 
+    def train(self, model, train_config, run_dir, until_epoch=None):
+        """Trains `model` in place as a trial does (teacher, KD recipe, teacher
+        cache, data); resumable in `run_dir`. Returns ``training.fit``'s dict."""
+        return self._fit(model, train_config, run_dir, until_epoch)
+
     def _fit(self, model, train_config, trial_dir, until_epoch=None):
         """Trains `model` in place; returns kd_keras.training.fit's dict."""
         teacher = self.get_teacher()
@@ -443,7 +448,7 @@ class StudentSearch(base_tuner.BaseTuner):
                 config, epochs=epochs, warmup_epochs=min(config.warmup_epochs, epochs - 1)
             )
             until = None
-        fit_out = self._fit(model, config, trial_dir, until)
+        fit_out = self.train(model, config, trial_dir, until)
         val_accuracy = training.evaluate(model, self.datasets["val"])
         self.save_model(trial.trial_id, model)
         figures = self._measure(model, trial_dir)

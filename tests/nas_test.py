@@ -251,8 +251,12 @@ def _check_structure(model, values):
     assert model.output_shape == (None, CLASSES) and model.layers[-1].name == "logits"
     for stage in range(1, values["stages"] + 1):
         assert model.get_layer(f"block{stage}")
-    has_dw = any(type(l).__name__ == "DepthwiseConv2D" for l in model.layers)
-    assert has_dw == (values["conv"] == "separable")
+    kinds = {type(l).__name__ for l in model.layers}
+    assert ("DepthwiseConv2D" in kinds) == (values["conv"] != "standard")
+    gated = values.get("se", 0) > 0 or values.get("activation") == "hard_swish"
+    assert ("Multiply" in kinds) == gated
+    if values["conv"] != "inverted":
+        assert "Add" not in kinds
 
 
 def test_random_and_extreme_space_points_build_from_allowed_layers():

@@ -267,9 +267,13 @@ class Progress(keras.callbacks.Callback):
 
     Must come after any callback whose epoch-end effects it should save
     (early stopping).
+
+    With `total_epochs`, a training that ends before that many epochs (and
+    was not stopped early) is saved with ``finished: false``: a later fit
+    continues it (see ``fit(until_epoch=...)``).
     """
 
-    def __init__(self, run_dir, checkpoint, progress=None, early_stopping=None):
+    def __init__(self, run_dir, checkpoint, progress=None, early_stopping=None, total_epochs=None):
         super().__init__()
         self.run_dir = run_dir
         self.checkpoint = checkpoint
@@ -278,6 +282,7 @@ class Progress(keras.callbacks.Callback):
         self.prior_time = float(progress.get("train_time_s", 0.0))
         self.epochs_done = int(progress.get("epochs_done", 0))
         self.early_stopping = early_stopping
+        self.total_epochs = total_epochs
         self.start = time.time()
 
     @property
@@ -294,7 +299,13 @@ class Progress(keras.callbacks.Callback):
         self.save(f"epoch-{epoch + 1}", finished=False)
 
     def on_train_end(self, logs=None):
-        self.save(f"final-{self.epochs_done}", finished=True)
+        es = self.early_stopping
+        finished = (
+            self.total_epochs is None
+            or self.epochs_done >= self.total_epochs
+            or bool(es is not None and es.stopped_epoch)
+        )
+        self.save(f"final-{self.epochs_done}", finished=finished)
 
     def save(self, name, finished):
         directory = os.path.join(self.run_dir, CHECKPOINT_DIR)
@@ -340,6 +351,7 @@ def fit(
     batch_size=128,
     teacher_cache_dir=None,
     teacher_view="same",
+    until_epoch=None,
 ):
     """Trains `student` in place, plainly or distilled from `teacher`; resumable.
 
@@ -386,6 +398,14 @@ def fit(
       teacher_view: with augmentation, what the teacher sees: 'same' (the
         student's augmented view, "function matching") or 'clean' (the clean
         image of the same example; see :func:`distillation_datasets`).
+      until_epoch: stop after this many epochs of the `config.epochs` run
+        (None: all of them). The learning-rate schedule stays the one of
+        `config.epochs`, and the state is saved unfinished, so a later fit
+        on the same `run_dir` (or a copy of it, see :func:`copy_state`)
+        continues from the weights, the optimizer's moments and iteration
+        count and the schedule's position: k epochs then the rest give the
+        weights of one uninterrupted run. Successive halving promotes trials
+        this way.
 
     Returns:
       dict: history (per-epoch metrics of all epochs, including those before
@@ -426,6 +446,9 @@ def fit(
         compile_plain(model, optimizer)
 
     checkpoint = training_state(model)
+    stop = config.epochs if until_epoch is None else int(until_epoch)
+    if not 1 <= stop <= config.epochs:
+        raise ValueError(f"until_epoch must lie in [1, epochs={config.epochs}], got {until_epoch}.")
     progress = read_progress(run_dir)
     initial_epoch = 0
     best_weights = None
@@ -442,7 +465,7 @@ def fit(
         if progress.get("best_weights"):
             with np.load(os.path.join(run_dir, progress["best_weights"])) as f:
                 best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
-        if progress.get("finished") or initial_epoch >= config.epochs:
+        if progress.get("finished") or initial_epoch >= stop:
             return {
                 "history": progress["history"],
                 "train_time_s": progress["train_time_s"],
@@ -463,10 +486,16 @@ def fit(
             best_weights=best_weights,
         )
         callbacks.append(early_stopping)
-    tracker = Progress(run_dir, checkpoint, progress, early_stopping)
+    tracker = Progress(
+        run_dir,
+        checkpoint,
+        progress,
+        early_stopping,
+        total_epochs=None if until_epoch is None else config.epochs,
+    )
     callbacks.append(tracker)  # Last: it saves what the others did at epoch end.
     if train_epochs:
-        train, steps_per_epoch = train_epochs(initial_epoch, config.epochs), steps
+        train, steps_per_epoch = train_epochs(initial_epoch, stop), steps
     else:
         train, steps_per_epoch = datasets["train"], None
     val = datasets.get("val")
@@ -474,7 +503,7 @@ def fit(
     model.fit(
         distribute.shard_by_data(even_batches(train, 2 * replicas)),
         validation_data=None if val is None else weighted_shares(val, replicas),
-        epochs=config.epochs,
+        epochs=stop,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
@@ -588,6 +617,27 @@ def distillation_datasets(
         rebuilt = data_lib.make_datasets(offline_data, batch_size, seed=seed, teacher_logits=logits)
         return dict(datasets, train=rebuilt["train"], train_epochs=rebuilt["train_epochs"])
     return datasets
+
+
+def copy_state(src_dir, dst_dir):
+    """Copies the resumable training state of a fit in `src_dir` to `dst_dir`.
+
+    A fit on `dst_dir` then continues that training (same weights, optimizer
+    state, schedule position and random state) instead of starting afresh.
+
+    Returns:
+      True when `src_dir` held a state (progress.json and its checkpoint),
+      False when there was none to copy.
+    """
+    progress = read_progress(src_dir)
+    if progress is None:
+        return False
+    os.makedirs(dst_dir, exist_ok=True)
+    target = os.path.join(dst_dir, CHECKPOINT_DIR)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(os.path.join(src_dir, CHECKPOINT_DIR), target)
+    runs.write_json(os.path.join(dst_dir, PROGRESS_FILE), progress)
+    return True
 
 
 def evaluate(model, dataset):

@@ -2,9 +2,13 @@
 
     python -m nas.main --flagfile=kd_keras/configs/nas_smoke.flags
 
-Modules: ``search_space`` (the HyperModel), ``tuner`` (the tuner, budget and
-objective), ``hardware`` (TFLite latency / size of a candidate), ``pareto``,
-``report`` (tables, plot, best model), ``teacher``, ``flags`` and ``main``.
+Modules: ``search_space`` (the HyperModel; the hand-designed students are
+points of it), ``tuner`` (the tuner, budget and objective; Hyperband trials
+continue their parent's training), ``hardware`` (TFLite latency / size / TFLM
+arena of a candidate), ``pareto``, ``search_report`` (tables, Pareto sets,
+plots, Spearman, best model), ``final`` (the Pareto set and the hand-designed
+students retrained at full budget and measured as int8 files), ``teacher``,
+``flags`` and ``main``.
 
 The pipeline uses a search's result as a student through :func:`load_student`,
 which rebuilds the best feasible architecture untrained.

@@ -10,7 +10,7 @@ as ``--student_epochs`` (Hyperband: the most epochs of a trial),
 from absl import flags
 
 from kd_keras import flag_groups
-from nas import search_space, tuner
+from nas import final, search_space, tuner
 
 # -- project ------------------------------------------------------------------
 PROJECT_DIR = flags.DEFINE_string("project_dir", None, "keras-tuner project directory.")
@@ -83,6 +83,39 @@ HEAD_UNITS = flags.DEFINE_list(
     "head_units", ["0", "32", "64", "128"], "Hidden Dense widths before the logits (0 = none)."
 )
 DROPOUTS = flags.DEFINE_list("dropouts", ["0.0", "0.1", "0.25"], "Dropout rates.")
+
+SE_RATIOS = flags.DEFINE_list(
+    "se_ratios", ["0", "4"], "Squeeze-excite reductions (0 = none; r squeezes C to C // r)."
+)
+ACTIVATIONS = flags.DEFINE_list(
+    "activations",
+    list(search_space.ACTIVATIONS),
+    f"Block activations, a subset of {search_space.ACTIVATIONS}.",
+)
+BUDGET_INT8 = flags.DEFINE_bool(
+    "budget_int8",
+    False,
+    "--max_latency_us and --max_bytes apply to each candidate's int8 file (else its float32 one).",
+)
+
+# -- final step -------------------------------------------------------------------
+FINAL_EPOCHS = flags.DEFINE_integer(
+    "final_epochs",
+    0,
+    "After the search, retrain the Pareto set (--final_top) and the hand-designed students "
+    "(--final_hand) for this many epochs with the same KD recipe and measure them as int8 "
+    "files (0 = no final step).",
+    lower_bound=0,
+)
+FINAL_TOP = flags.DEFINE_integer(
+    "final_top", 6, "Most found architectures the final step retrains.", lower_bound=1
+)
+FINAL_HAND = flags.DEFINE_list(
+    "final_hand",
+    list(final.DEFAULT_HAND),
+    "Hand-designed students of the final step, FAMILY:WIDTH with FAMILY in "
+    f"{sorted(search_space.HAND_FAMILIES)}; each must be a point of the search space.",
+)
 
 flags.mark_flag_as_required("project_dir")
 flags.register_validator(

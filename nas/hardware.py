@@ -52,6 +52,11 @@ def measure_candidate(
     }
     if calibration_images is not None:
         int8 = convert_lib.convert(model, "int8", representative_images=calibration_images)
+        if tflite_path:
+            convert_lib.save_tflite(int8, tflite_path[: -len(".tflite")] + ".int8.tflite")
+        timed = measure_lib.measure(int8, num_runs=num_runs, warmup=warmup, threads=threads)
+        out["int8_latency_us"] = float(timed["latency_us_median"])
+        out["int8_file_bytes"] = int(timed["file_bytes"])
         tflm = micro_lib.micro(int8)
         out["tflm_runs"] = float(bool(tflm["tflm_runs"]))
         out["arena_bytes"] = int(tflm.get("arena_bytes") or 0)

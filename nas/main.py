@@ -22,8 +22,8 @@ from absl import app, flags, logging
 from kd_keras import console, flag_groups, runs
 from kd_keras import data as data_lib
 from kd_keras import teachers as teachers_lib
+from nas import final, search_report, search_space, teacher, tuner
 from nas import flags as nas_flags
-from nas import search_report, search_space, teacher, tuner
 
 FLAGS = flags.FLAGS
 
@@ -46,6 +46,8 @@ def _space(input_shape, num_classes):
         expansions=ints(f.EXPANSIONS),
         conv_types=f.CONV_TYPES.value,
         downsampling=f.DOWNSAMPLING.value,
+        se_ratios=ints(f.SE_RATIOS),
+        activations=f.ACTIVATIONS.value,
         head_units=ints(f.HEAD_UNITS),
         dropouts=flag_groups.numbers(f.DROPOUTS.value, float, "dropouts"),
     )
@@ -125,6 +127,7 @@ def configure():
             f.BUDGET.max_bytes.value,
             f.BUDGET.max_params.value,
             f.BUDGET.max_arena_bytes.value,
+            f.BUDGET_INT8.value,
         ),
         measure=tuner.MeasureConfig(
             f.EXPORT.latency_runs.value,
@@ -146,7 +149,13 @@ def configure():
     flag_groups.parse_kwargs(f.TEACHER.teacher_args.value, "teacher_args")
     flag_groups.augment_config(f.TEACHER.teacher_augment)
     shapes = data_lib.placeholder(f.DATA.dataset.value)
-    _space(shapes.input_shape, shapes.num_classes)
+    space = _space(shapes.input_shape, shapes.num_classes)
+    if f.FINAL_EPOCHS.value:
+        hand = ",".join(f.FINAL_HAND.value)
+        try:
+            final.entries([], 1, f.FINAL_HAND.value, space)
+        except ValueError as e:
+            raise ValueError(f"--final_hand={hand}: {e}") from None
     path, flag = _teacher_path()
     if f.DISTILL.value and path:  # Loads it once: a bad file fails here.
         teacher.load_teacher(path, shapes.input_shape, shapes.num_classes, flag)
@@ -223,6 +232,20 @@ def main(argv):
         f"\nTrials table: {outputs['paths']['trials.csv']}\n"
         f"Plot: {outputs['paths']['accuracy_vs_latency.png']}"
     )
+    if f.FINAL_EPOCHS.value:
+        result = final.run_final(
+            search,
+            outputs["rows"],
+            f.FINAL_EPOCHS.value,
+            top=f.FINAL_TOP.value,
+            hand=f.FINAL_HAND.value,
+            latency_runs=f.EXPORT.latency_runs.value,
+            latency_warmup=f.EXPORT.latency_warmup.value,
+        )
+        print("\nFinal step (full budget, int8):\n")
+        print(open(result["paths"]["final.md"]).read())
+        paths = result["paths"]
+        print(f"Final table: {paths['final.md']}\nPlot: {paths['final_fronts.png']}")
     if not any(row.get("feasible") for row in outputs["rows"]):
         sys.exit(
             "No trial met the budget (--max_latency_us, --max_bytes, --max_params, "

@@ -2,7 +2,9 @@
 
 A point dominates another when it is at least as good in every objective and
 strictly better in one. The fronts reported by a search are accuracy (higher
-is better) against latency and against file bytes (lower is better).
+is better) against latency and against file bytes (lower is better): over
+every completed trial (FRONTS, float32 figures) and over the feasible
+architectures only (FEASIBLE_FRONTS, int8 figures: what gets deployed).
 """
 
 import math
@@ -10,6 +12,10 @@ import math
 FRONTS = {
     "accuracy_vs_latency": ("val_accuracy", "latency_us"),
     "accuracy_vs_bytes": ("val_accuracy", "file_bytes"),
+}
+FEASIBLE_FRONTS = {
+    "accuracy_vs_int8_latency": ("val_accuracy", "int8_latency_us"),
+    "accuracy_vs_int8_bytes": ("val_accuracy", "int8_file_bytes"),
 }
 
 
@@ -77,6 +83,7 @@ def front(rows, accuracy_key="val_accuracy", cost_key="latency_us"):
     return sorted((usable[i] for i in keep), key=lambda r: (r[cost_key], -r[accuracy_key]))
 
 
-def fronts(rows):
-    """Every front of FRONTS: {name: [rows]}."""
-    return {name: front(rows, acc, cost) for name, (acc, cost) in FRONTS.items()}
+def fronts(rows, which=None):
+    """Every front of `which` (default FRONTS): {name: [rows]}."""
+    which = FRONTS if which is None else which
+    return {name: front(rows, acc, cost) for name, (acc, cost) in which.items()}

@@ -6,7 +6,10 @@
   its status, hyperparameters, validation accuracy, latency, bytes,
   parameters, feasibility, score and whether it is on a front;
 * ``pareto.json``: the non-dominated trials, accuracy vs latency and accuracy
-  vs bytes;
+  vs bytes (all trials, float32 figures), and the Pareto sets of the search:
+  accuracy vs int8 latency and accuracy vs int8 bytes among the feasible
+  architectures (:func:`architectures`: one row per architecture, its
+  highest-fidelity trial);
 * ``accuracy_vs_latency.png``: every trial, feasible and not, with the front;
 * ``best_model.keras`` and ``best_hyperparameters.json``: the most accurate
   feasible trial's trained model and what :func:`nas.load_student` needs to
@@ -19,7 +22,9 @@ one process, was resumed, or ran on a chief and workers.
 
 import csv
 import io
+import json
 import logging
+import math
 import os
 import shutil
 
@@ -36,6 +41,7 @@ INT_METRICS = (
     "macs",
     "epochs",
     "arena_bytes",
+    "int8_file_bytes",
 )
 COLUMNS = (
     "trial_id",
@@ -51,11 +57,15 @@ COLUMNS = (
     "tflite_params",
     "macs",
     "arena_bytes",
+    "int8_latency_us",
+    "int8_file_bytes",
     "epochs",
     "train_time_s",
     "violations",
     "on_latency_front",
     "on_bytes_front",
+    "on_int8_latency_front",
+    "on_int8_bytes_front",
 )
 
 
@@ -93,6 +103,68 @@ def trial_rows(oracle):
         row["message"] = lines[-1] if lines else None
         rows.append(row)
     return rows
+
+
+def architecture_key(values):
+    """A hashable identity of an architecture (its hyperparameter values)."""
+    return json.dumps(
+        {k: v for k, v in values.items() if not k.startswith("tuner/")}, sort_keys=True
+    )
+
+
+def architectures(rows):
+    """The completed feasible trials, one per architecture: the one trained
+    longest (Hyperband trains an architecture at several budgets; its
+    highest-fidelity row is what the search knows best about it)."""
+    best = {}
+    for r in rows:
+        if r["status"] != "COMPLETED" or not r["feasible"] or r["val_accuracy"] is None:
+            continue
+        key = architecture_key(r["hyperparameters"])
+        if key not in best or (r["epochs"] or 0) > (best[key]["epochs"] or 0):
+            best[key] = r
+    return sorted(best.values(), key=lambda r: r["trial_id"])
+
+
+def average_ranks(values):
+    """Ranks 1..n of `values` (ascending), ties getting the mean of their ranks."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def spearman(x, y):
+    """Spearman's rank correlation of two equal-length sequences.
+
+    The Pearson correlation of their average ranks (ties share the mean rank).
+
+    Returns:
+      A float in [-1, 1], or NaN when either sequence is constant.
+
+    Raises:
+      ValueError: lengths differ or fewer than 2 points.
+    """
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(
+            f"spearman needs two sequences of equal length >= 2, got {len(x)}, {len(y)}."
+        )
+    rx, ry = average_ranks(list(x)), average_ranks(list(y))
+    n = len(rx)
+    mx, my = sum(rx) / n, sum(ry) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    if sxx == 0 or syy == 0:
+        return math.nan
+    return sxy / math.sqrt(sxx * syy)
 
 
 def best_feasible(rows):
@@ -214,10 +286,13 @@ def write_outputs(tuner):
     rows = trial_rows(tuner.oracle)
     completed = [r for r in rows if r["status"] == "COMPLETED"]
     fronts = pareto.fronts(completed)
+    fronts.update(pareto.fronts(architectures(rows), pareto.FEASIBLE_FRONTS))
     on = {name: {r["trial_id"] for r in front} for name, front in fronts.items()}
     for r in rows:
         r["on_latency_front"] = r["trial_id"] in on["accuracy_vs_latency"]
         r["on_bytes_front"] = r["trial_id"] in on["accuracy_vs_bytes"]
+        r["on_int8_latency_front"] = r["trial_id"] in on["accuracy_vs_int8_latency"]
+        r["on_int8_bytes_front"] = r["trial_id"] in on["accuracy_vs_int8_bytes"]
     paths = {
         name: os.path.join(project, name)
         for name in ("trials.json", "trials.csv", "pareto.json", "accuracy_vs_latency.png")
@@ -228,6 +303,7 @@ def write_outputs(tuner):
         {
             "objective": "score = val_accuracy if feasible else val_accuracy - 1 - total overshoot",
             "budget": {k: getattr(budget, k) for _, k in Budget.LIMITS},
+            "budget_int8": budget.int8,
             "trials": rows,
         },
     )
@@ -312,3 +388,108 @@ def summary_text(outputs, top=5):
             f"architecture in {outputs['paths'][BEST_HPS_FILE]}"
         )
     return "\n".join(lines)
+
+
+FINAL_COLUMNS = (
+    ("name", "student"),
+    ("source", "source"),
+    ("params", "params"),
+    ("proxy_val_accuracy", "proxy val acc"),
+    ("test_accuracy", "test acc"),
+    ("int8_test_accuracy", "int8 test acc"),
+    ("int8_file_bytes", "int8 bytes"),
+    ("arena_bytes", "arena bytes"),
+    ("int8_latency_us", "int8 latency µs"),
+    ("feasible", "within budget"),
+)
+
+
+def _cell(value):
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}" if value <= 1.0 else f"{value:.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def final_markdown(result):
+    """The final step's report (``nas.final.run_final``'s result) as markdown."""
+    rows = result["rows"]
+    lines = [
+        "| " + " | ".join(title for _, title in FINAL_COLUMNS) + " |",
+        "|" + "---|" * len(FINAL_COLUMNS),
+    ]
+    for r in sorted(rows, key=lambda r: (r["source"] != "search", r["int8_latency_us"])):
+        lines.append("| " + " | ".join(_cell(r.get(k)) for k, _ in FINAL_COLUMNS) + " |")
+    epochs = sorted({r["final_epochs"] for r in rows})
+    proxy = sorted({r["proxy_epochs"] for r in rows})
+    lines += [
+        "",
+        f"Final budget: {', '.join(map(str, epochs))} epochs; proxy: validation accuracy "
+        f"after {', '.join(map(str, proxy))} epochs (the largest trial budget).",
+    ]
+    for name, hand in result["dominated"].items():
+        total = sum(r["source"] == "hand" for r in rows)
+        lines.append(
+            f"{name.replace('_', ' ')}: {len(hand)} of {total} hand-designed students "
+            f"dominated by a found one ({', '.join(hand) or 'none'})."
+        )
+    for key, n in (("spearman_all", "n_all"), ("spearman_found", "n_found")):
+        value = result[key]
+        text = "n/a (fewer than 3 students)" if value is None else f"{value:.3f}"
+        who = "all retrained students" if key == "spearman_all" else "found students only"
+        lines.append(f"Spearman(proxy, test accuracy), {who} (n={result[n]}): {text}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_final(rows, fronts, path):
+    """Test accuracy vs int8 latency and vs int8 bytes: found and hand-designed
+    students with their fronts (``nas.final.summarize``'s fronts)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(fronts["found"])
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5))
+    for ax, name in zip(axes, names):
+        cost = "int8_latency_us" if "latency" in name else "int8_file_bytes"
+        for source, color, label in (
+            ("search", "tab:blue", "found"),
+            ("hand", "tab:orange", "hand"),
+        ):
+            pts = [r for r in rows if r["source"] == source]
+            if pts:
+                ax.scatter(
+                    [r[cost] for r in pts], [r["test_accuracy"] for r in pts], c=color, label=label
+                )
+            front = fronts["found" if source == "search" else "hand"][name]
+            if front:
+                ax.plot(
+                    [r[cost] for r in front],
+                    [r["test_accuracy"] for r in front],
+                    "-",
+                    color=color,
+                    drawstyle="steps-post",
+                    alpha=0.7,
+                )
+        for r in rows:
+            ax.annotate(
+                r["name"],
+                (r[cost], r["test_accuracy"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("int8 latency, median (µs)" if "latency" in cost else "int8 .tflite bytes")
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Full-budget students: found by the search vs hand-designed")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,33 +1,69 @@
 """The search space: a keras-tuner ``HyperModel`` over student CNNs.
 
 Every point is a functional ``tf_keras`` model from an ``image`` input to
-``logits`` built only from ``Conv2D``, ``DepthwiseConv2D``,
-``BatchNormalization``, ``ReLU``, ``MaxPooling2D``, ``GlobalAveragePooling2D``,
-``Dense`` and ``Dropout``, so TF-MOT wraps it and the TFLite converter turns
+``logits`` built only from ALLOWED_LAYERS (convolutions, batch norm, ReLU,
+pooling, ``Add``/``Multiply``/``Rescaling`` for residuals, squeeze-excite and
+hard-swish, dense, dropout), so TF-MOT wraps it and the TFLite converter turns
 every layer into a builtin op. The architecture::
 
     image -> stage 1 .. stage S -> gap -> [head Dense + ReLU] -> [dropout] -> logits
 
-Stage ``i`` holds ``stage{i}_blocks`` blocks of ``stage{i}_filters`` channels.
-Every stage after the first starts by halving the resolution: a 2x2
-``MaxPooling2D`` (``downsample='maxpool'``) or stride 2 in its first block's
-spatial convolution (``'strided'``). A block is either
+Stage ``i`` holds ``stage{i}_blocks`` blocks of ``stage{i}_filters`` channels
+(widths per stage). Every stage after the first starts by halving the
+resolution: a 2x2 ``MaxPooling2D`` (``downsample='maxpool'``), a 2x2
+``AveragePooling2D`` (``'avgpool'``) or stride 2 in its first block's spatial
+convolution (``'strided'``). A block is one of
 
-* ``standard``: ``Conv2D(k x k) -> BN -> ReLU``, or
-* ``separable``: ``[Conv2D 1x1 to expansion x C_in -> BN -> ReLU]`` (when
-  ``expansion > 1``, MobileNetV2's expansion without the residual) then
-  ``DepthwiseConv2D(k x k) -> BN -> ReLU -> Conv2D 1x1 -> BN -> ReLU``.
+* ``standard``: full ``Conv2D(k x k) -> BN -> act``;
+* ``separable``: ``[Conv2D 1x1 to expansion x C_in -> BN -> act]`` (when
+  ``expansion > 1``) then ``DepthwiseConv2D(k x k) -> BN -> act -> Conv2D 1x1
+  -> BN -> act`` (depthwise-separable; with expansion 1 exactly the blocks of
+  ``kd_keras.models.cnn_dws``);
+* ``inverted``: MobileNetV2's inverted residual: ``[Conv2D 1x1 to expansion x
+  C_in -> BN -> act] -> DepthwiseConv2D(k x k) -> BN -> act -> Conv2D 1x1 ->
+  BN`` (linear bottleneck), plus the block's input (``Add``) when the stride
+  is 1 and the channel counts agree.
+
+``act`` is ``activation``: ``relu``, ``relu6`` or ``hard_swish`` (``x *
+relu6(x + 3) / 6``, written as ``Rescaling -> ReLU(max 1) -> Multiply``).
+``se`` > 0 adds squeeze-excite (``GlobalAveragePooling2D(keepdims) -> Conv2D
+1x1 to max(1, C / se) -> ReLU -> Conv2D 1x1 -> sigmoid -> Multiply``) after
+the spatial convolution of every block but the first (after the depthwise
+one in separable and inverted blocks, as in MobileNetV3).
 
 The very first block is always standard (a depthwise convolution over one or
 three input channels does almost nothing), as in ``kd_keras.models.cnn_dws``.
-The last ReLU of stage ``i`` is named ``block{i}``, the name feature
+The last layer of stage ``i`` is named ``block{i}``, the name feature
 distillation losses look for in students.
+
+Hand-designed points: :func:`hand_point` gives the values of
+``kd_keras.models.cnn`` / ``cnn_dws`` (3 stages of (16, 32, 64) x width, one
+3x3 block each, max-pooling, no head, no dropout); built through the space
+they have exactly the registry models' parameters and weight shapes, layer by
+layer (tests/nas_test.py), whenever the space holds their values
+(:meth:`StudentSpace.check_point` says which one it lacks).
+
+Integer TFLite and TensorFlow Lite Micro: every option converts to a fully
+int8 model whose ops (CONV_2D, DEPTHWISE_CONV_2D, MAX_POOL_2D,
+AVERAGE_POOL_2D, MEAN, ADD, MUL, MINIMUM, RELU, LOGISTIC, FULLY_CONNECTED,
+QUANTIZE, DEQUANTIZE) all have TFLM kernels: tests/nas_test.py converts a
+point with every option on to int8 and runs it on TFLM. ``relu6`` folds into
+the convolutions; hard-swish does not fuse into TFLite's HARD_SWISH op (it
+stays ADD, MINIMUM/RELU and MUL) and squeeze-excite costs two small
+convolutions, a MEAN, a LOGISTIC and a broadcast MUL per block, which is
+latency rather than a compatibility break. TF-MOT is narrower than TFLM:
+its quantization-aware training refuses ``Multiply`` and ``Rescaling``
+layers, so points with ``se`` > 0 or ``hard_swish`` cannot be QAT-wrapped,
+and its pruning refuses ``Rescaling``, so ``hard_swish`` points cannot be
+pruned either (tests/nas_test.py); post-training int8 export is unaffected.
 
 Hyperparameters (names as recorded by keras-tuner): ``stages``,
 ``stage{i}_filters``, ``stage{i}_blocks`` (active only when ``stages >= i``),
-``conv``, ``kernel_size``, ``expansion`` (active only when ``conv ==
-'separable'``), ``downsample``, ``head_units`` (0 = no hidden layer),
-``dropout``.
+``conv``, ``kernel_size``, ``expansion`` (active only when ``conv`` is
+``separable`` or ``inverted``), ``downsample``, ``se``, ``activation``,
+``head_units`` (0 = no hidden layer), ``dropout``. ``se`` and ``activation``
+default to their first choice (0 and ``relu``), so best-hyperparameters files
+written before they existed rebuild the same model.
 """
 
 import json
@@ -36,11 +72,15 @@ import os
 import keras_tuner as kt
 
 from kd_keras.keras_compat import keras
+from kd_keras.models import cnn as cnn_lib
 
 layers = keras.layers
 
-CONV_TYPES = ("standard", "separable")
-DOWNSAMPLING = ("maxpool", "strided")
+CONV_TYPES = ("standard", "separable", "inverted")
+DOWNSAMPLING = ("maxpool", "strided", "avgpool")
+ACTIVATIONS = ("relu", "relu6", "hard_swish")
+# Families of kd_keras.models that are points of the space (see hand_point).
+HAND_FAMILIES = {"cnn": "standard", "cnn_dws": "separable"}
 ALLOWED_LAYERS = (
     "InputLayer",
     "Conv2D",
@@ -48,7 +88,12 @@ ALLOWED_LAYERS = (
     "BatchNormalization",
     "ReLU",
     "MaxPooling2D",
+    "AveragePooling2D",
     "GlobalAveragePooling2D",
+    "Add",
+    "Multiply",
+    "Rescaling",
+    "Activation",
     "Dense",
     "Dropout",
 )
@@ -67,6 +112,8 @@ _DEFAULTS = dict(
     expansions=(1, 2, 4),
     conv_types=CONV_TYPES,
     downsampling=DOWNSAMPLING,
+    se_ratios=(0, 4),
+    activations=ACTIVATIONS,
     head_units=(0, 32, 64, 128),
     dropouts=(0.0, 0.1, 0.25),
 )
@@ -96,10 +143,13 @@ class StudentSpace(kt.HyperModel):
       max_blocks: most blocks per stage (>= 1); each stage picks 1..max_blocks.
       filters: channel counts a stage can pick from (each >= 1).
       kernel_sizes: spatial kernel sizes (odd, >= 1).
-      expansions: expansion ratios of separable blocks (each >= 1; 1 = no
-        expansion convolution).
+      expansions: expansion ratios of separable and inverted blocks (each
+        >= 1; 1 = no expansion convolution).
       conv_types: subset of ``CONV_TYPES``.
       downsampling: subset of ``DOWNSAMPLING``.
+      se_ratios: squeeze-excite reductions (0 = no squeeze-excite; r > 0
+        squeezes C channels to max(1, C // r)).
+      activations: subset of ``ACTIVATIONS``.
       head_units: widths of the hidden Dense layer before the logits (0 = none).
       dropouts: dropout rates before the logits, each in [0, 1).
       name: HyperModel name.
@@ -120,6 +170,8 @@ class StudentSpace(kt.HyperModel):
         expansions=_DEFAULTS["expansions"],
         conv_types=CONV_TYPES,
         downsampling=DOWNSAMPLING,
+        se_ratios=_DEFAULTS["se_ratios"],
+        activations=ACTIVATIONS,
         head_units=_DEFAULTS["head_units"],
         dropouts=_DEFAULTS["dropouts"],
         name="student_space",
@@ -153,6 +205,8 @@ class StudentSpace(kt.HyperModel):
         self.expansions = _tuple("expansions", expansions, int)
         self.conv_types = _tuple("conv_types", conv_types, str)
         self.downsampling = _tuple("downsampling", downsampling, str)
+        self.se_ratios = _tuple("se_ratios", se_ratios, int)
+        self.activations = _tuple("activations", activations, str)
         self.head_units = _tuple("head_units", head_units, int)
         self.dropouts = _tuple("dropouts", dropouts, float)
         checks = [
@@ -161,6 +215,8 @@ class StudentSpace(kt.HyperModel):
             ("expansions", self.expansions, lambda v: v >= 1, ">= 1"),
             ("conv_types", self.conv_types, lambda v: v in CONV_TYPES, f"in {CONV_TYPES}"),
             ("downsampling", self.downsampling, lambda v: v in DOWNSAMPLING, f"in {DOWNSAMPLING}"),
+            ("se_ratios", self.se_ratios, lambda v: v >= 0, ">= 0"),
+            ("activations", self.activations, lambda v: v in ACTIVATIONS, f"in {ACTIVATIONS}"),
             ("head_units", self.head_units, lambda v: v >= 0, ">= 0"),
             ("dropouts", self.dropouts, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
         ]
@@ -195,29 +251,37 @@ class StudentSpace(kt.HyperModel):
                 plan.append((f, b))
         conv = hp.Choice("conv", list(self.conv_types))
         kernel = hp.Choice("kernel_size", list(self.kernel_sizes))
-        with hp.conditional_scope("conv", ["separable"]):
+        expanding = [c for c in self.conv_types if c != "standard"] or ["separable"]
+        with hp.conditional_scope("conv", expanding):
             expansion = hp.Choice("expansion", list(self.expansions))
         downsample = hp.Choice("downsample", list(self.downsampling))
+        block = dict(
+            conv=conv,
+            kernel=kernel,
+            expansion=expansion or 1,
+            se=hp.Choice("se", list(self.se_ratios)),
+            activation=hp.Choice("activation", list(self.activations)),
+        )
         head = hp.Choice("head_units", list(self.head_units))
         dropout = hp.Choice("dropout", list(self.dropouts))
-        return self._model(plan, conv, kernel, expansion or 1, downsample, head, dropout)
+        return self._model(plan, block, downsample, head, dropout)
 
-    def _model(self, plan, conv, kernel, expansion, downsample, head, dropout):
+    def _model(self, plan, block, downsample, head, dropout):
         inputs = keras.Input(self.input_shape, name="image")
         x = inputs
         for s, (filters, blocks) in enumerate(plan, start=1):
             if s > 1 and downsample == "maxpool":
                 x = layers.MaxPooling2D(2, padding="same", name=f"pool{s - 1}")(x)
+            elif s > 1 and downsample == "avgpool":
+                x = layers.AveragePooling2D(2, padding="same", name=f"pool{s - 1}")(x)
             for b in range(1, blocks + 1):
                 stride = 2 if (s > 1 and b == 1 and downsample == "strided") else 1
-                prefix = f"s{s}b{b}"
-                last = b == blocks
-                if conv == "standard" or (s == 1 and b == 1):
-                    x = _conv_bn_relu(x, filters, kernel, stride, prefix, s if last else None)
+                name = f"block{s}" if b == blocks else None
+                args = dict(block, filters=filters, stride=stride, prefix=f"s{s}b{b}", name=name)
+                if s == 1 and b == 1:
+                    x = _block(x, **dict(args, conv="standard", se=0))
                 else:
-                    x = _separable(
-                        x, filters, kernel, stride, expansion, prefix, s if last else None
-                    )
+                    x = _block(x, **args)
         x = layers.GlobalAveragePooling2D(name="gap")(x)
         if head:
             x = layers.Dense(head, name="head")(x)
@@ -226,6 +290,35 @@ class StudentSpace(kt.HyperModel):
             x = layers.Dropout(dropout, name="dropout")(x)
         outputs = layers.Dense(self.num_classes, name="logits")(x)
         return keras.Model(inputs, outputs, name="nas_student")
+
+    # -- points --------------------------------------------------------------
+
+    def check_point(self, values):
+        """Checks that `values` is a point of this space.
+
+        Args:
+          values: {hyperparameter name: value}, e.g. from :func:`hand_point`.
+
+        Raises:
+          ValueError: naming the first hyperparameter that is missing or whose
+            value the space does not allow, and what it allows.
+        """
+        hp = kt.HyperParameters()
+        self.build(hp)  # Registers every hyperparameter, conditional ones too.
+        for p in hp.space:
+            if not all(c.is_active(values) for c in p.conditions):
+                continue
+            if isinstance(p, kt.engine.hyperparameters.Choice):
+                allowed, ok = list(p.values), values.get(p.name) in p.values
+            else:
+                allowed = f"{p.min_value}..{p.max_value}"
+                v = values.get(p.name)
+                ok = isinstance(v, int) and p.min_value <= v <= p.max_value
+            if p.name not in values or not ok:
+                raise ValueError(
+                    f"{p.name}={values.get(p.name)!r} is not in the search space "
+                    f"(allowed: {allowed})."
+                )
 
     # -- serialization -------------------------------------------------------
 
@@ -240,43 +333,147 @@ class StudentSpace(kt.HyperModel):
             expansions=list(self.expansions),
             conv_types=list(self.conv_types),
             downsampling=list(self.downsampling),
+            se_ratios=list(self.se_ratios),
+            activations=list(self.activations),
             head_units=list(self.head_units),
             dropouts=list(self.dropouts),
         )
 
     @classmethod
     def from_config(cls, config, input_shape, num_classes):
-        """Rebuilds a space from :meth:`get_config` for a given input and classes."""
+        """Rebuilds a space from :meth:`get_config` for a given input and classes.
+
+        A config written before ``se_ratios`` and ``activations`` existed
+        gets (0,) and ('relu',): the space it described.
+        """
+        config = dict(config)
+        config.setdefault("se_ratios", [0])
+        config.setdefault("activations", ["relu"])
         return cls(input_shape, num_classes, **config)
 
 
-def _relu_name(stage):
-    return None if stage is None else f"block{stage}"
+def hand_point(family, width, convs_per_block=1):
+    """The space values of a hand-designed ``kd_keras.models`` student.
+
+    Args:
+      family: a key of HAND_FAMILIES ('cnn' or 'cnn_dws').
+      width: its width multiplier (stage widths round((16, 32, 64) x width),
+        at least 4, as the registry builds them).
+      convs_per_block: its convolutions per block (blocks per stage here).
+
+    Returns:
+      dict of hyperparameter values (build with
+      :func:`hyperparameters_from_values`).
+
+    Raises:
+      ValueError: unknown family or bad width.
+    """
+    if family not in HAND_FAMILIES:
+        raise ValueError(
+            f"Unknown hand-designed family {family!r}; allowed: {sorted(HAND_FAMILIES)}."
+        )
+    if not width > 0 or int(convs_per_block) < 1:
+        raise ValueError(
+            f"Need width > 0 and convs_per_block >= 1, got {width}, {convs_per_block}."
+        )
+    values = {
+        "stages": len(cnn_lib.BASE_FILTERS),
+        "conv": HAND_FAMILIES[family],
+        "kernel_size": 3,
+        "downsample": "maxpool",
+        "se": 0,
+        "activation": "relu",
+        "head_units": 0,
+        "dropout": 0.0,
+    }
+    if family == "cnn_dws":
+        values["expansion"] = 1
+    for i, base in enumerate(cnn_lib.BASE_FILTERS, start=1):
+        values[f"stage{i}_filters"] = max(4, int(round(base * width)))
+        values[f"stage{i}_blocks"] = int(convs_per_block)
+    return values
 
 
-def _conv_bn_relu(x, filters, kernel, stride, prefix, stage_end):
-    x = layers.Conv2D(
-        filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}_conv"
-    )(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn")(x)
-    return layers.ReLU(name=_relu_name(stage_end) or f"{prefix}_relu")(x)
+def parse_hand_points(items):
+    """``['cnn:0.25', 'cnn_dws:1.0', ...]`` -> [(name, family, width)].
+
+    Raises:
+      ValueError: an item that is not ``FAMILY:WIDTH`` with a known family
+        and a width > 0.
+    """
+    out = []
+    for item in items:
+        family, _, width = str(item).partition(":")
+        try:
+            w = float(width)
+        except ValueError:
+            w = 0.0
+        if family not in HAND_FAMILIES or not w > 0:
+            raise ValueError(
+                f"{item!r} is not FAMILY:WIDTH with FAMILY in {sorted(HAND_FAMILIES)} and "
+                "WIDTH > 0 (e.g. cnn:0.5)."
+            )
+        out.append((f"{family}_{w:g}", family, w))
+    return out
 
 
-def _separable(x, filters, kernel, stride, expansion, prefix, stage_end):
+def _act(x, activation, name):
+    if activation == "relu":
+        return layers.ReLU(name=name)(x)
+    if activation == "relu6":
+        return layers.ReLU(6.0, name=name)(x)
+    gate = layers.Rescaling(1.0 / 6.0, offset=0.5, name=f"{name}_hs_scale")(x)
+    gate = layers.ReLU(1.0, name=f"{name}_hs_gate")(gate)
+    return layers.Multiply(name=name)([x, gate])
+
+
+def _bn(x, name):
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)(x)
+
+
+def _squeeze_excite(x, ratio, prefix, name=None):
+    channels = int(x.shape[-1])
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}_se_pool")(x)
+    s = layers.Conv2D(max(1, channels // ratio), 1, name=f"{prefix}_se_reduce")(s)
+    s = layers.ReLU(name=f"{prefix}_se_relu")(s)
+    s = layers.Conv2D(channels, 1, name=f"{prefix}_se_expand")(s)
+    s = layers.Activation("sigmoid", name=f"{prefix}_se_gate")(s)
+    return layers.Multiply(name=name or f"{prefix}_se")([x, s])
+
+
+def _block(x, conv, kernel, expansion, se, activation, filters, stride, prefix, name):
+    """One block (see the module docstring); its last layer is named `name`."""
+    inputs = x
+    end = name or f"{prefix}_out"
+    if conv == "standard":
+        x = layers.Conv2D(
+            filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}_conv"
+        )(x)
+        x = _bn(x, f"{prefix}_bn")
+        if se:
+            x = _act(x, activation, f"{prefix}_relu")
+            return _squeeze_excite(x, se, prefix, name)
+        return _act(x, activation, name or f"{prefix}_relu")
     if expansion > 1:
         x = layers.Conv2D(int(x.shape[-1]) * expansion, 1, use_bias=False, name=f"{prefix}_expand")(
             x
         )
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_expand_bn")(x)
-        x = layers.ReLU(name=f"{prefix}_expand_relu")(x)
+        x = _bn(x, f"{prefix}_expand_bn")
+        x = _act(x, activation, f"{prefix}_expand_relu")
     x = layers.DepthwiseConv2D(
         kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}_dw"
     )(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_dw_bn")(x)
-    x = layers.ReLU(name=f"{prefix}_dw_relu")(x)
+    x = _bn(x, f"{prefix}_dw_bn")
+    x = _act(x, activation, f"{prefix}_dw_relu")
+    if se:
+        x = _squeeze_excite(x, se, f"{prefix}_dw")
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{prefix}_pw")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn")(x)
-    return layers.ReLU(name=_relu_name(stage_end) or f"{prefix}_relu")(x)
+    if conv == "separable":
+        x = _bn(x, f"{prefix}_bn")
+        return _act(x, activation, name or f"{prefix}_relu")
+    residual = stride == 1 and int(inputs.shape[-1]) == filters
+    x = _bn(x, f"{prefix}_bn" if residual else end)
+    return layers.Add(name=end)([inputs, x]) if residual else x
 
 
 def hyperparameters_from_values(values):

@@ -10,12 +10,23 @@ variables). Each trial (:meth:`StudentSearch.run_trial`):
 
 1. builds the candidate from its hyperparameters (``nas.search_space``);
 2. trains it with ``kd_keras.training.fit`` -- through the Distiller when a
-   teacher is given -- for the configured epochs, or for Hyperband for
-   ``tuner/epochs - tuner/initial_epoch`` epochs after loading the weights of
-   trial ``tuner/trial_id``;
+   teacher is given, with the teacher's logits computed once per search in
+   the teacher cache (``<project>/teacher_cache``) when the students train
+   with augmentation and ``KDConfig.teacher_cache_views`` > 0 -- for the
+   configured epochs; under Hyperband (successive halving) up to
+   ``tuner/epochs`` epochs of a learning-rate schedule defined over the
+   largest budget (``max_epochs``). A promoted trial (``tuner/trial_id``)
+   *continues* its parent's training: the parent's checkpoint (weights,
+   optimizer moments and iteration count, random state) is copied into the
+   new trial's directory and ``fit`` resumes it at epoch
+   ``tuner/initial_epoch``, on the schedule where the parent stopped. A
+   trial promoted to ``max_epochs`` thus ends with the very weights of a
+   trial trained ``max_epochs`` in one go (tests/nas_test.py);
 3. measures validation accuracy, saves ``trial_<id>/model.keras``, converts
    the model to float32 TFLite (``trial_<id>/model.tflite``) and measures its
    median single-example latency in LiteRT, its bytes and its parameters;
+   converts it to int8 and measures that file's latency and bytes and its
+   TensorFlow Lite Micro arena;
 4. applies the budget and returns the objective.
 
 Objective (``score``, maximized)::
@@ -23,12 +34,14 @@ Objective (``score``, maximized)::
     score = val_accuracy                                 if within every budget
     score = val_accuracy - 1 - sum_k max(0, x_k / B_k - 1)   otherwise
 
-where ``x_k`` is latency (median us), file bytes or Keras parameters and
-``B_k`` its budget. Every feasible trial therefore scores in [0, 1] and every
-infeasible one strictly below 0, so ranking by score ranks feasible trials by
-accuracy first; the relative overshoot tells the Bayesian oracle how far out
-of budget a point was. Infeasible trials are completed trials like any other:
-recorded, tabulated and plotted, never dropped.
+where ``x_k`` is latency (median us), file bytes, Keras parameters or TFLM
+arena bytes and ``B_k`` its budget (latency and bytes of the float32 file, or
+of the int8 file with ``Budget(int8=True)``). Every feasible trial therefore
+scores in [0, 1] and every infeasible one strictly below 0, so ranking by
+score ranks feasible trials by accuracy first; the relative overshoot tells
+the Bayesian oracle how far out of budget a point was. Infeasible trials are
+completed trials like any other: recorded, tabulated and plotted, never
+dropped.
 """
 
 import dataclasses
@@ -58,6 +71,8 @@ METRICS = (
     "params",
     "tflite_params",
     "macs",
+    "int8_latency_us",
+    "int8_file_bytes",
     "epochs",
     "train_time_s",
     "arena_bytes",
@@ -95,12 +110,15 @@ class Budget:
       max_params: Keras parameter count (``model.count_params()``).
       max_arena_bytes: tensor-arena bytes TensorFlow Lite Micro allocates for
         the int8 file (a model TFLM cannot run is over any arena budget).
+      int8: latency and bytes are those of the int8 file (``int8_latency_us``,
+        ``int8_file_bytes``) instead of the float32 one.
     """
 
     max_latency_us: float = 0.0
     max_bytes: int = 0
     max_params: int = 0
     max_arena_bytes: int = 0
+    int8: bool = False
 
     LIMITS = (
         ("latency_us", "max_latency_us"),
@@ -110,6 +128,8 @@ class Budget:
     )
 
     def __post_init__(self):
+        if not isinstance(self.int8, bool):
+            raise ValueError(f"int8 must be a bool, got {self.int8!r}.")
         for _, attr in self.LIMITS:
             value = getattr(self, attr)
             if not isinstance(value, (int, float)) or value < 0:
@@ -132,15 +152,22 @@ class Budget:
             limit = getattr(self, attr)
             if not limit:
                 continue
-            if figure not in figures:
+            source = self.figure(figure)
+            if source not in figures:
                 raise ValueError(
-                    f"{attr} is set but the trial reported no {figure!r} (got {sorted(figures)})."
+                    f"{attr} is set but the trial reported no {source!r} (got {sorted(figures)})."
                 )
             if figure == "arena_bytes" and figures.get("tflm_runs") == 0.0:
                 out[figure] = 1.0  # Does not run on TFLM: out of budget.
                 continue
-            out[figure] = max(0.0, float(figures[figure]) / float(limit) - 1.0)
+            out[figure] = max(0.0, float(figures[source]) / float(limit) - 1.0)
         return out
+
+    def figure(self, limited):
+        """The trial figure a limit named by `limited` (a LIMITS figure) applies to."""
+        if self.int8 and limited in ("latency_us", "file_bytes"):
+            return f"int8_{limited}"
+        return limited
 
 
 def objective(val_accuracy, excess):
@@ -332,8 +359,8 @@ class StudentSearch(base_tuner.BaseTuner):
         return os.path.join(self.get_trial_dir(trial_id), MODEL_FILE)
 
     @staticmethod
-    def epochs_to_train(values, default_epochs):
-        """(epochs to train now, epochs done before, warm-start trial id or None).
+    def epoch_budget(values, default_epochs):
+        """(epochs the trial ends at, epochs done before, continued trial id or None).
 
         Hyperband trials carry ``tuner/epochs`` (cumulative target),
         ``tuner/initial_epoch`` and, when continuing a trial, ``tuner/trial_id``.
@@ -343,12 +370,23 @@ class StudentSearch(base_tuner.BaseTuner):
         target = int(values["tuner/epochs"])
         parent = values.get("tuner/trial_id")
         done = int(values.get("tuner/initial_epoch", 0)) if parent else 0
-        return max(1, target - done), done, parent
+        return max(target, done + 1), done, parent
 
-    def _fit(self, model, train_config, trial_dir):
+    @property
+    def teacher_cache_dir(self):
+        """Where the teacher cache of an augmented search lives (one per search)."""
+        return os.path.join(self.project_dir, "teacher_cache")
+
+    def train(self, model, train_config, run_dir, until_epoch=None):
+        """Trains `model` in place as a trial does (teacher, KD recipe, teacher
+        cache, data); resumable in `run_dir`. Returns ``training.fit``'s dict."""
+        return self._fit(model, train_config, run_dir, until_epoch)
+
+    def _fit(self, model, train_config, trial_dir, until_epoch=None):
         """Trains `model` in place; returns kd_keras.training.fit's dict."""
         teacher = self.get_teacher()
-        # Without augmentation the teacher's logits are computed once per trial.
+        # Without augmentation the teacher's logits are computed in memory once per
+        # fit; with it and teacher_cache_views > 0, once per search (teacher cache).
         offline = self.data if teacher is not None and not self.augment.enabled else None
         return training.fit(
             model,
@@ -360,6 +398,8 @@ class StudentSearch(base_tuner.BaseTuner):
             verbose=self.fit_verbose,
             offline_data=offline,
             batch_size=self.batch_size,
+            teacher_cache_dir=self.teacher_cache_dir,
+            until_epoch=until_epoch,
         )
 
     def _measure(self, model, trial_dir):
@@ -385,16 +425,30 @@ class StudentSearch(base_tuner.BaseTuner):
         trial_dir = self.get_trial_dir(trial.trial_id)
         keras.utils.set_random_seed(self.train_config.seed)
         model = self.hypermodel.build(hp)
-        epochs, done, parent = self.epochs_to_train(hp.values, self.train_config.epochs)
-        if parent is not None:
+        target, done, parent = self.epoch_budget(hp.values, self.train_config.epochs)
+        # The schedule spans the largest budget; a trial stops at its own.
+        config = self.train_config
+        until = target if target < config.epochs else None
+        if target > config.epochs:
+            config = dataclasses.replace(config, epochs=target)
+        continued = parent is not None and self.continue_from(parent, trial_dir)
+        if parent is not None and not continued:
+            # No checkpoint to continue (a parent trained elsewhere): warm-start from
+            # its weights, with a fresh schedule over the remaining epochs.
+            logging.warning(
+                "Trial %s: no training state of trial %s to continue; warm-starting "
+                "from its weights with a new schedule.",
+                trial.trial_id,
+                parent,
+            )
             previous = keras.models.load_model(self.trial_model_path(parent), compile=False)
             model.set_weights(previous.get_weights())
-        config = dataclasses.replace(
-            self.train_config,
-            epochs=epochs,
-            warmup_epochs=min(self.train_config.warmup_epochs, epochs - 1),
-        )
-        fit_out = self._fit(model, config, trial_dir)
+            epochs = target - done
+            config = dataclasses.replace(
+                config, epochs=epochs, warmup_epochs=min(config.warmup_epochs, epochs - 1)
+            )
+            until = None
+        fit_out = self.train(model, config, trial_dir, until)
         val_accuracy = training.evaluate(model, self.datasets["val"])
         self.save_model(trial.trial_id, model)
         figures = self._measure(model, trial_dir)
@@ -403,7 +457,7 @@ class StudentSearch(base_tuner.BaseTuner):
         metrics = dict(
             figures,
             val_accuracy=val_accuracy,
-            epochs=done + epochs,
+            epochs=target,
             train_time_s=round(float(fit_out["train_time_s"]), 3),
             feasible=float(not any(excess.values())),
             score=objective(val_accuracy, excess),
@@ -423,6 +477,17 @@ class StudentSearch(base_tuner.BaseTuner):
             },
         )
         return metrics
+
+    def continue_from(self, parent, trial_dir):
+        """Copies trial `parent`'s training state into `trial_dir` (unless the
+        trial already has one of its own: an interrupted continuation resumes).
+
+        Returns:
+          True when `trial_dir` now holds a state to continue.
+        """
+        if training.read_progress(trial_dir) is not None:
+            return True
+        return training.copy_state(self.get_trial_dir(parent), trial_dir)
 
     def on_trial_end(self, trial):
         if trial.status in (

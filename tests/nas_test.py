@@ -155,11 +155,12 @@ class StubSearch(tuner.StudentSearch):
         self.values = dict(trial.hyperparameters.values)
         return super().run_trial(trial, *args, **kwargs)
 
-    def _fit(self, model, train_config, trial_dir):
+    def _fit(self, model, train_config, trial_dir, until_epoch=None):
         if self.interrupt_at == len(self.calls):
             raise KeyboardInterrupt
+        epochs = until_epoch or train_config.epochs
         self.fits = getattr(self, "fits", []) + [
-            (self.values, train_config.epochs, [w.copy() for w in model.get_weights()])
+            (self.values, epochs, [w.copy() for w in model.get_weights()])
         ]
         model.set_weights([w + 0.01 * len(self.calls) for w in model.get_weights()])
         return {"history": {}, "train_time_s": 0.0}
@@ -173,6 +174,8 @@ class StubSearch(tuner.StudentSearch):
             "gzip_bytes": 4 * n,
             "tflite_params": n,
             "macs": n,
+            "int8_latency_us": n / 300.0,
+            "int8_file_bytes": n + 1000,
         }
 
 
@@ -196,9 +199,11 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
     assert all(r["status"] == "COMPLETED" for r in rows)
 
 
-def test_hyperband_trains_its_epoch_budget_and_warm_starts(tmp_path):
+def test_hyperband_without_a_parent_state_warm_starts_from_its_weights(tmp_path):
+    """The stub trains nothing, so no trial leaves a checkpoint to continue: a
+    promoted trial falls back to the parent's weights and its remaining epochs."""
     oracle = tuner.make_oracle("hyperband", epochs=2, hyperband_factor=2, seed=0)
-    search = _tuner(tmp_path, oracle, StubSearch)
+    search = _tuner(tmp_path, oracle, StubSearch, train_config=training.TrainConfig(epochs=2))
     search.search(verbose=0)
     assert len(search.fits) >= 3
     continued = 0
@@ -246,8 +251,12 @@ def _check_structure(model, values):
     assert model.output_shape == (None, CLASSES) and model.layers[-1].name == "logits"
     for stage in range(1, values["stages"] + 1):
         assert model.get_layer(f"block{stage}")
-    has_dw = any(type(l).__name__ == "DepthwiseConv2D" for l in model.layers)
-    assert has_dw == (values["conv"] == "separable")
+    kinds = {type(l).__name__ for l in model.layers}
+    assert ("DepthwiseConv2D" in kinds) == (values["conv"] != "standard")
+    gated = values.get("se", 0) > 0 or values.get("activation") == "hard_swish"
+    assert ("Multiply" in kinds) == gated
+    if values["conv"] != "inverted":
+        assert "Add" not in kinds
 
 
 def test_random_and_extreme_space_points_build_from_allowed_layers():
@@ -426,16 +435,21 @@ def test_smoke_flagfile_end_to_end(tmp_path):
     )
     project = os.path.join(tmp_path, "smoke")
     rows = list(csv.DictReader(open(os.path.join(project, "trials.csv"))))
-    assert len(rows) == 3 and all(r["status"] == "COMPLETED" for r in rows)
+    assert len(rows) >= 3 and all(r["status"] == "COMPLETED" for r in rows)
+    assert any(r["hp.tuner/trial_id"] for r in rows)  # Hyperband promoted a trial.
     if any(r["feasible"] == "True" for r in rows):
         assert proc.returncode == 0, proc.stderr[-3000:]
     else:  # A search where no trial met the budget says so and fails.
         assert proc.returncode != 0
         assert "No trial met the budget" in proc.stderr.strip().splitlines()[-1]
-    assert "Non-dominated, accuracy vs latency" in proc.stdout
+    assert "Non-dominated, accuracy vs int8 latency" in proc.stdout
     assert os.path.exists(os.path.join(project, "best_model.keras")) == any(
         r["feasible"] == "True" for r in rows
     )
+    assert len(os.listdir(os.path.join(project, "teacher_cache"))) == 1
+    final_rows = json.load(open(os.path.join(project, "final", "final.json")))["rows"]
+    assert final_rows[-1]["name"] == "cnn_0.25" and final_rows[-1]["final_epochs"] == 1
+    assert "Final step (full budget, int8)" in proc.stdout
     assert "--max_params=4000" in open(os.path.join(project, "flags.txt")).read()
 
 
@@ -470,3 +484,270 @@ def test_the_pipeline_trains_a_searched_student_by_nas_path(searched, tmp_path):
     assert all(r["params"] == expected for r in students)
     with pytest.raises(ValueError, match="--student=nas:/nonexistent"):
         pipeline.validate(dataclasses.replace(config, student="nas:/nonexistent"))
+
+
+# ----------------------------------------------------------------------------
+# Multi-fidelity continuation, KD through the teacher cache, int8 figures.
+
+POINT = {
+    "stages": 2,
+    "conv": "inverted",
+    "expansion": 2,
+    "kernel_size": 3,
+    "downsample": "maxpool",
+    "se": 0,
+    "activation": "relu",
+    "head_units": 0,
+    "dropout": 0.0,
+    "stage1_filters": 4,
+    "stage1_blocks": 1,
+    "stage2_filters": 4,
+    "stage2_blocks": 1,
+}
+
+
+def _run(search, name, **hyperband):
+    from keras_tuner.engine import trial as trial_lib
+
+    values = dict(POINT, **{f"tuner/{k}": v for k, v in hyperband.items()})
+    trial = trial_lib.Trial(search_space.hyperparameters_from_values(values), trial_id=name)
+    return search.run_trial(trial)
+
+
+def test_promoted_trial_continues_its_parent_like_one_uninterrupted_run(tmp_path):
+    """Hyperband promotion with distillation through the teacher cache (augmented
+    students): trial b continues trial a (1 -> 2 epochs of a 2-epoch schedule) and
+    ends with the weights of trial c, trained 2 epochs in one go."""
+    keras.utils.set_random_seed(0)
+    teacher = models.build("cnn", SHAPE, CLASSES, width=0.25)
+    search = _tuner(
+        tmp_path,
+        tuner.make_oracle("hyperband", epochs=2, hyperband_factor=2),
+        train_config=training.TrainConfig(epochs=2, learning_rate=1e-2),
+        augment=data_lib.AugmentConfig(crop_padding=1, flip=True),
+        teacher=teacher,
+        kd=training.KDConfig(teacher_cache_views=2),
+    )
+    first = _run(search, "a", epochs=1, initial_epoch=0)
+    progress = training.read_progress(search.get_trial_dir("a"))
+    assert progress["epochs_done"] == 1 and progress["finished"] is False
+    assert first["epochs"] == 1
+    promoted = _run(search, "b", epochs=2, initial_epoch=1, trial_id="a")
+    whole = _run(search, "c", epochs=2, initial_epoch=0)
+    assert promoted["epochs"] == whole["epochs"] == 2
+    continued = search.load_model(_T("b"))
+    direct = search.load_model(_T("c"))
+    for x, y in zip(continued.get_weights(), direct.get_weights()):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
+    assert promoted["val_accuracy"] == pytest.approx(whole["val_accuracy"])
+    history = json.load(open(os.path.join(search.get_trial_dir("b"), "result.json")))["history"]
+    assert len(history["distillation_loss"]) == 2  # The parent's epoch, then its own.
+    # One teacher cache for the whole search (teacher logits computed once).
+    cached = os.listdir(search.teacher_cache_dir)
+    assert len([f for f in cached if f.endswith(".npz")]) == 1, cached
+    # int8 figures of every trial, and the int8 budget reads them.
+    for m in (first, promoted, whole):
+        assert 0 < m["int8_file_bytes"] != m["file_bytes"] and m["int8_latency_us"] > 0
+    figures = {
+        "int8_latency_us": 10.0,
+        "latency_us": 1000.0,
+        "int8_file_bytes": 5,
+        "file_bytes": 50,
+    }
+    assert tuner.Budget(max_latency_us=20, max_bytes=10, int8=True).excess(figures) == {
+        "latency_us": 0.0,
+        "file_bytes": 0.0,
+    }
+    assert tuner.Budget(max_latency_us=20).excess(figures)["latency_us"] > 0
+
+
+class _T:
+    """The bit of a keras-tuner Trial that StudentSearch.load_model reads."""
+
+    def __init__(self, trial_id):
+        self.trial_id = trial_id
+
+
+# ----------------------------------------------------------------------------
+# The extended space: hand-designed points, every option on TFLM, old files.
+
+HAND_FILTERS = (4, 8, 12, 16, 24, 32, 48, 64)
+
+
+def _weights_structure(model):
+    return [
+        (type(l).__name__, [tuple(w.shape) for w in l.weights]) for l in model.layers if l.weights
+    ]
+
+
+@pytest.mark.parametrize("family", ["cnn", "cnn_dws"])
+@pytest.mark.parametrize("width", [0.25, 0.5, 0.75, 1.0])
+def test_hand_designed_students_are_points_of_the_space(family, width):
+    space = search_space.StudentSpace(
+        (28, 28, 1), 10, max_stages=3, max_blocks=1, filters=HAND_FILTERS, expansions=(1, 2)
+    )
+    values = search_space.hand_point(family, width)
+    space.check_point(values)
+    built = space.build(search_space.hyperparameters_from_values(values))
+    registry = models.build(family, (28, 28, 1), 10, width=width)
+    assert built.count_params() == registry.count_params()
+    assert _weights_structure(built) == _weights_structure(registry)
+    assert built.output_shape == registry.output_shape
+
+
+def test_check_point_names_what_the_space_lacks():
+    space = search_space.StudentSpace((28, 28, 1), 10, max_stages=3, filters=(4, 8, 16, 32, 64))
+    space.check_point(search_space.hand_point("cnn", 0.5))
+    with pytest.raises(ValueError, match=r"stage1_filters=12 .*allowed: \[4, 8, 16, 32, 64\]"):
+        space.check_point(search_space.hand_point("cnn", 0.75))
+    with pytest.raises(ValueError, match="conv='separable'"):
+        search_space.StudentSpace((28, 28, 1), 10, conv_types=("standard",)).check_point(
+            search_space.hand_point("cnn_dws", 0.5)
+        )
+    with pytest.raises(ValueError, match="FAMILY:WIDTH"):
+        search_space.parse_hand_points(["resnet:1"])
+
+
+def test_every_option_converts_to_int8_and_runs_on_tflm():
+    from export import convert, measure, micro
+
+    space = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3, head_units=(0, 16))
+    images = np.random.default_rng(0).integers(0, 256, (16,) + SHAPE).astype(np.uint8)
+    x = data_lib.preprocess(images[:2])
+    for downsample, activation in (("avgpool", "hard_swish"), ("strided", "relu6")):
+        values = dict(
+            POINT,
+            stages=3,
+            stage2_blocks=2,
+            stage3_filters=8,
+            stage3_blocks=1,
+            se=4,
+            activation=activation,
+            downsample=downsample,
+            head_units=16,
+            dropout=0.1,
+        )
+        model = space.build(search_space.hyperparameters_from_values(values))
+        kinds = {type(l).__name__ for l in model.layers}
+        assert kinds <= set(search_space.ALLOWED_LAYERS)
+        assert {"Add", "Multiply", "DepthwiseConv2D"} <= kinds  # residual, SE, inverted
+        int8 = convert.convert(model, "int8", representative_images=images)
+        ops = measure.model_stats(int8)["ops"]
+        assert {"ADD", "MUL", "MEAN", "LOGISTIC", "DEPTHWISE_CONV_2D"} <= set(ops), ops
+        tflm = micro.micro(int8)
+        assert tflm["tflm_runs"] and tflm["arena_bytes"] > 0, tflm
+        lite, _ = measure.predict(convert.convert(model, "float32"), x)
+        np.testing.assert_allclose(lite, model(x, training=False).numpy(), atol=1e-4)
+
+
+def test_options_tf_mot_refuses_are_the_documented_ones():
+    import tensorflow_model_optimization as tfmot
+
+    space = search_space.StudentSpace(SHAPE, CLASSES)
+
+    def accepts(fn, **kw):
+        try:
+            fn(space.build(search_space.hyperparameters_from_values(dict(POINT, **kw))))
+        except (RuntimeError, ValueError):
+            return False
+        return True
+
+    qat, prune = tfmot.quantization.keras.quantize_model, tfmot.sparsity.keras.prune_low_magnitude
+    assert accepts(qat, activation="relu6") and accepts(prune, se=4)
+    assert not accepts(qat, se=4) and not accepts(qat, activation="hard_swish")
+    assert not accepts(prune, activation="hard_swish")
+
+
+def test_a_space_saved_before_se_and_activations_rebuilds_plain_relu_points():
+    old_config = search_space.StudentSpace(SHAPE, CLASSES).get_config()
+    del old_config["se_ratios"], old_config["activations"]
+    space = search_space.StudentSpace.from_config(old_config, SHAPE, CLASSES)
+    old_values = {k: v for k, v in POINT.items() if k not in ("se", "activation")}
+    model = space.build(
+        search_space.hyperparameters_from_values(dict(old_values, conv="separable"))
+    )
+    kinds = {type(l).__name__ for l in model.layers}
+    assert "Multiply" not in kinds and "Rescaling" not in kinds
+    assert all(l.max_value is None for l in model.layers if type(l).__name__ == "ReLU")
+
+
+# ----------------------------------------------------------------------------
+# Rank correlation and the final step.
+
+
+def test_spearman_with_ties_matches_a_hand_computation():
+    # ranks x = [1, 2.5, 2.5, 4], ranks y = [1, 3, 2, 4]; deviations from 2.5:
+    # sxy = 2.25 + 0 + 0 + 2.25 = 4.5, sxx = 4.5, syy = 5 -> 4.5 / sqrt(22.5).
+    assert report.average_ranks([1, 2, 2, 3]) == [1.0, 2.5, 2.5, 4.0]
+    assert report.spearman([1, 2, 2, 3], [10, 30, 20, 40]) == pytest.approx(4.5 / 22.5**0.5)
+    assert report.spearman([1, 2, 3], [5, 9, 100]) == pytest.approx(1.0)
+    assert report.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert np.isnan(report.spearman([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError, match="equal length"):
+        report.spearman([1, 2], [1])
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, 12).tolist(), rng.integers(0, 5, 12).tolist()
+    assert report.spearman(x, y) == pytest.approx(scipy_stats.spearmanr(x, y).statistic)
+
+
+def test_final_step_retrains_the_pareto_set_and_hand_points(tmp_path):
+    from nas import final
+
+    space = _space(filters=(4, 8, 16, 32, 48), expansions=(1, 2))
+    search = StubSearch(
+        space,
+        tuner.make_oracle("random", max_trials=3, seed=3),
+        data=tiny_dataset(64, SHAPE, CLASSES),
+        train_config=training.TrainConfig(epochs=1),
+        batch_size=32,
+        budget=tuner.Budget(max_params=MAX_PARAMS),
+        measure=tuner.MeasureConfig(num_runs=5, warmup=1),
+        directory=str(tmp_path),
+        project_name="p",
+    )
+    search.search(verbose=0)
+    rows = report.write_outputs(search)["rows"]
+    chosen = final.select(rows, top=2)
+    archs = report.architectures(rows)
+    assert chosen and all(r["feasible"] for r in chosen) and len(chosen) <= 2
+    assert all(r in archs for r in chosen)
+    calls = len(search.fits)
+    hand = ["cnn:0.25", "cnn_dws:0.5"]
+    result = final.run_final(search, rows, final_epochs=2, top=2, hand=hand, latency_runs=20)
+    got = result["rows"]
+    assert [r["source"] for r in got] == ["search"] * len(chosen) + ["hand", "hand"]
+    assert [r["name"] for r in got[-2:]] == ["cnn_0.25", "cnn_dws_0.5"]
+    # Found: proxy read from its trial; hand: trained with the trial protocol. Then
+    # every one retrained at full budget (2 epochs).
+    assert search.fits[calls:][-1][1] == 2
+    assert len(search.fits) - calls == 2 + len(got)
+    for r in got:
+        assert r["proxy_source"].startswith("trial" if r["source"] == "search" else "trained")
+        assert os.path.getsize(r["tflite"]) == r["int8_file_bytes"]
+        assert r["arena_bytes"] > 0 and r["int8_latency_us"] > 0 and r["tflm_runs"]
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and 0.0 <= r["int8_test_accuracy"] <= 1.0
+        assert r["feasible"] == (r["params"] <= MAX_PARAMS)
+    cnn = models.build("cnn", SHAPE, CLASSES, width=0.25).count_params()
+    assert got[-2]["params"] == cnn
+    assert result["spearman_all"] == pytest.approx(
+        report.spearman([r["proxy_val_accuracy"] for r in got], [r["test_accuracy"] for r in got])
+    ) or np.isnan(result["spearman_all"])
+    for name, (acc, cost) in final.FINAL_FRONTS.items():
+        expected = [
+            h["name"]
+            for h in got[-2:]
+            if any(
+                pareto.dominates((f[acc], f[cost]), (h[acc], h[cost]), (True, False))
+                for f in got[:-2]
+            )
+        ]
+        assert result["dominated"][name] == expected
+    paths = result["paths"]
+    assert open(paths["final_fronts.png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    text = open(paths["final.md"]).read()
+    assert "cnn_dws_0.5" in text and "Spearman(proxy, test accuracy), all retrained" in text
+    # Resumed: nothing is trained or measured twice.
+    again = final.run_final(search, rows, final_epochs=2, top=2, hand=hand, latency_runs=20)
+    assert len(search.fits) - calls == 2 + len(got)
+    assert [r["test_accuracy"] for r in again["rows"]] == [r["test_accuracy"] for r in got]

@@ -7,6 +7,7 @@ checkpoint, and the same training called again on the same run directory must
 end with the weights of an uninterrupted one.
 """
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -246,3 +247,94 @@ def test_consistent_view_feeds_the_teachers_logits_on_the_augmented_images():
     assert np.abs(fed - clean).max() > 1e-2
     with pytest.raises(ValueError, match="teacher_view must be one of"):
         _teacher_views("student", cache_views=0)
+
+
+class _OptimizerSnapshot(keras.callbacks.Callback):
+    """The optimizer's variables (iterations, Adam moments) and learning rate,
+    at train begin (after fit restored a state) or train end."""
+
+    def __init__(self, when):
+        super().__init__()
+        self.when = when
+
+    def _take(self):
+        opt = self.model.optimizer
+        self.iterations = int(opt.iterations.numpy())
+        self.variables = [v.numpy().copy() for v in opt.variables]
+        schedule = opt.get_config()["learning_rate"]
+        self.schedule = schedule["config"]
+        self.lr = float(keras.optimizers.schedules.deserialize(schedule)(self.iterations))
+
+    def on_train_begin(self, logs=None):
+        if self.when == "begin":
+            self._take()
+
+    def on_train_end(self, logs=None):
+        if self.when == "end":
+            self._take()
+
+
+def test_stopped_at_an_epoch_then_continued_keeps_optimizer_and_schedule(tmp_path):
+    """A 3-epoch schedule stopped after 1 epoch (until_epoch) and continued from a
+    copy of its state (successive halving's promotion) ends like 3 epochs in one go."""
+    data = tiny_dataset(64, (8, 8, 1), 3)
+    config = training.TrainConfig(epochs=3, optimizer="adam", learning_rate=1e-2, warmup_epochs=1)
+    datasets = data_lib.make_datasets(data, 16, seed=0)
+    steps = 4  # 64 examples / 16
+
+    def build():
+        keras.utils.set_random_seed(0)
+        return models.build("cnn", (8, 8, 1), 3, width=0.25)
+
+    whole = build()
+    training.fit(whole, datasets, config, str(tmp_path / "whole"), verbose=0)
+
+    first, at_stop = build(), _OptimizerSnapshot("end")
+    training.fit(
+        first,
+        datasets,
+        config,
+        str(tmp_path / "first"),
+        verbose=0,
+        until_epoch=1,
+        extra_callbacks=[at_stop],
+    )
+    progress = training.read_progress(str(tmp_path / "first"))
+    assert progress["epochs_done"] == 1 and progress["finished"] is False
+    assert at_stop.iterations == steps
+    # The schedule is the 3-epoch one: after the 1-epoch warm-up it is at its peak.
+    assert at_stop.lr == pytest.approx(1e-2)
+
+    assert training.copy_state(str(tmp_path / "first"), str(tmp_path / "second"))
+    assert not training.copy_state(str(tmp_path / "nothing"), str(tmp_path / "third"))
+    second, at_restart = build(), _OptimizerSnapshot("begin")
+    out = training.fit(
+        second, datasets, config, str(tmp_path / "second"), verbose=0, extra_callbacks=[at_restart]
+    )
+    assert out["initial_epoch"] == 1
+    assert at_restart.iterations == steps
+    assert at_restart.lr == pytest.approx(at_stop.lr)
+    assert at_restart.schedule == at_stop.schedule
+    assert at_stop.schedule["decay_steps"] + at_stop.schedule["warmup_steps"] == 3 * steps
+    # iterations, then Adam's m and v of every trainable weight, in the same order.
+    assert len(at_restart.variables) == len(at_stop.variables)
+    assert len(at_stop.variables) == 1 + 2 * len(second.trainable_weights)
+    for i, (restored, saved) in enumerate(zip(at_restart.variables, at_stop.variables)):
+        np.testing.assert_array_equal(restored, saved, err_msg=f"optimizer variable {i}")
+    assert any(np.abs(v).sum() > 0 for v in at_stop.variables[1:])
+    assert training.read_progress(str(tmp_path / "second"))["finished"] is True
+    for a, b in zip(second.get_weights(), whole.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    # A restart from scratch (fresh Adam, fresh schedule) does not give these weights.
+    restarted = build()
+    restarted.set_weights(first.get_weights())
+    training.fit(
+        restarted,
+        datasets,
+        dataclasses.replace(config, epochs=2, warmup_epochs=0),
+        str(tmp_path / "restarted"),
+        verbose=0,
+    )
+    assert not all(
+        np.allclose(a, b, atol=1e-6) for a, b in zip(restarted.get_weights(), whole.get_weights())
+    )

@@ -315,6 +315,17 @@ def test_search_and_export_errors(paths):
         ("two thread counts", base + ["--export_threads=1,2"], ["--export_threads"]),
         ("filters not integers", base + ["--filters=8,wide"], ["--filters", "wide"]),
         ("teacher_args garbage", base + ["--teacher_args=oops"], ["--teacher_args", "oops"]),
+        (
+            "hand point outside the space",
+            base + ["--final_hand=cnn:0.75"],
+            ["--final_hand=cnn:0.75", "stage1_filters=12", "allowed"],
+        ),
+        (
+            "hand family unknown",
+            base + ["--final_hand=resnet:1"],
+            ["--final_hand=resnet:1", "FAMILY:WIDTH"],
+        ),
+        ("activation unknown", base + ["--activations=relu,gelu"], ["activations", "gelu"]),
     ]
     _check(_run("nas.main", cases), cases)
     base = [f"--out_dir={paths['work']}", f"--data_dir={paths['data']}"]

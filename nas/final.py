@@ -1,0 +1,298 @@
+"""The final step of a search: the Pareto set and the hand-designed students at full budget.
+
+A search ranks candidates by a cheap proxy (a few epochs, validation
+accuracy). What a user deploys is a student trained at full budget and
+measured as an int8 file. :func:`run_final`:
+
+1. picks the found architectures to retrain (:func:`select`): the feasible
+   architectures on either Pareto set of the search (accuracy vs int8 latency,
+   accuracy vs int8 bytes), most accurate proxy first, at most `top`;
+2. adds the hand-designed students (``kd_keras.models.cnn`` / ``cnn_dws`` at
+   given widths), built as points of the search space
+   (``nas.search_space.hand_point``);
+3. gives every one of them a proxy score at the same fidelity: the
+   validation accuracy after the search's largest trial budget
+   (``train_config.epochs``, Hyperband's ``max_epochs``) -- read from the
+   trial when the architecture reached it, else trained to it: a found
+   architecture continues its own trial's checkpoint (what a Hyperband
+   promotion does, so the number is the one a promotion would have given), a
+   hand-designed one trains from scratch with the trial protocol. Hand points
+   thus count as architectures of the proxy-versus-final rank correlation;
+4. retrains each from scratch for `final_epochs` with the search's recipe
+   (optimizer, peak learning rate, warm-up, the same KD losses, temperature
+   and alpha from the same teacher, the same augmentation and teacher cache),
+   and measures its Keras test accuracy and, with the exporter
+   (``export.export_model``: int8 conversion calibrated on training images,
+   LiteRT accuracy on the test split, the interleaved latency protocol of
+   ``export.latency``), its int8 test accuracy, bytes and median latency,
+   and TensorFlow Lite Micro's arena bytes (``export.micro.micro``);
+5. returns the rows, the fronts of found and of hand-designed students, how
+   many hand points a found student dominates, and Spearman's rank
+   correlation between proxy score and final test accuracy.
+
+Every run lives in ``<project>/final/<name>/`` with ``kd_keras.training.fit``'s
+resumable checkpoints and a ``final.json`` row once measured: rerunning the
+command resumes and measures nothing twice.
+"""
+
+import dataclasses
+import os
+
+from export import export_model
+from export import micro as micro_lib
+from kd_keras import runs, training
+from kd_keras.keras_compat import keras
+from nas import pareto, search_report, search_space
+
+FINAL_DIR = "final"
+ROW_FILE = "final.json"
+FINAL_FRONTS = {
+    "accuracy_vs_int8_latency": ("test_accuracy", "int8_latency_us"),
+    "accuracy_vs_int8_bytes": ("test_accuracy", "int8_file_bytes"),
+}
+DEFAULT_HAND = tuple(f"{f}:{w:g}" for f in ("cnn", "cnn_dws") for w in (0.25, 0.5, 0.75, 1.0))
+
+
+def select(rows, top):
+    """The found architectures to retrain: on a feasible Pareto set, best proxy first.
+
+    Args:
+      rows: ``search_report.trial_rows`` of the search.
+      top: most architectures returned (>= 1).
+
+    Returns:
+      list of trial rows (one per architecture, its highest-fidelity trial).
+    """
+    archs = search_report.architectures(rows)
+    fronts = pareto.fronts(archs, pareto.FEASIBLE_FRONTS)
+    on = {r["trial_id"] for front in fronts.values() for r in front}
+    chosen = [r for r in archs if r["trial_id"] in on]
+    return sorted(chosen, key=lambda r: (-r["val_accuracy"], r["trial_id"]))[: int(top)]
+
+
+def entries(rows, top, hand, hypermodel):
+    """What the final step retrains: found architectures then hand-designed points.
+
+    Args:
+      rows: the search's trial rows.
+      top: most found architectures.
+      hand: ``FAMILY:WIDTH`` items (see ``search_space.parse_hand_points``).
+      hypermodel: the search's ``StudentSpace`` (hand points must be in it).
+
+    Returns:
+      list of dicts: name, source ('search' or 'hand'), trial_id (None for
+      hand points), values (hyperparameters).
+
+    Raises:
+      ValueError: a hand point the space cannot express (naming it).
+    """
+    out = [
+        {
+            "name": f"trial_{r['trial_id']}",
+            "source": "search",
+            "trial_id": r["trial_id"],
+            "values": r["hyperparameters"],
+        }
+        for r in select(rows, top)
+    ]
+    for name, family, width in search_space.parse_hand_points(hand):
+        values = search_space.hand_point(family, width)
+        try:
+            hypermodel.check_point(values)
+        except ValueError as e:
+            raise ValueError(
+                f"{family}:{width:g} is not a point of the search space: {e}"
+            ) from None
+        out.append({"name": name, "source": "hand", "trial_id": None, "values": values})
+    return out
+
+
+def _build(search, values):
+    keras.utils.set_random_seed(search.train_config.seed)
+    return search.hypermodel.build(search_space.hyperparameters_from_values(values))
+
+
+def proxy_score(search, entry, rows, directory):
+    """(validation accuracy at the search's largest trial budget, where it came from).
+
+    From the entry's trial when it reached that budget; otherwise trained to
+    it in `directory` (continuing the entry's trial when it has one).
+    """
+    epochs = search.train_config.epochs
+    if entry["trial_id"] is not None:
+        done = [
+            r
+            for r in rows
+            if r["status"] == "COMPLETED"
+            and search_report.architecture_key(r["hyperparameters"])
+            == search_report.architecture_key(entry["values"])
+            and r["epochs"] == epochs
+        ]
+        if done:
+            return done[0]["val_accuracy"], f"trial {done[0]['trial_id']}"
+    model = _build(search, entry["values"])
+    source = "trained from scratch"
+    if entry["trial_id"] is not None and search.continue_from(entry["trial_id"], directory):
+        source = f"continued trial {entry['trial_id']}"
+    search.train(model, search.train_config, directory)
+    return training.evaluate(model, search.datasets["val"]), source
+
+
+def retrain(search, entry, final_epochs, directory, latency_runs=100, latency_warmup=10):
+    """Trains one entry at full budget and measures it as deployed (a row).
+
+    Args:
+      search: the ``nas.tuner.StudentSearch`` (data, teacher, recipe, budget).
+      entry: one of :func:`entries`.
+      final_epochs: training epochs.
+      directory: the entry's run directory.
+      latency_runs, latency_warmup: the exporter's latency protocol settings.
+
+    Returns:
+      dict: params, val_accuracy, test_accuracy, int8_test_accuracy,
+      int8_file_bytes, int8_latency_us (median) with its 95% CI and runs,
+      arena_bytes, tflm_runs, train_time_s, feasible (the search's budget on
+      these figures) and violations.
+    """
+    config = dataclasses.replace(
+        search.train_config,
+        epochs=int(final_epochs),
+        warmup_epochs=min(search.train_config.warmup_epochs, int(final_epochs) - 1),
+    )
+    model = _build(search, entry["values"])
+    fit_out = search.train(model, config, os.path.join(directory, "train"))
+    datasets = search.datasets
+    row = {
+        "params": int(model.count_params()),
+        "val_accuracy": training.evaluate(model, datasets["val"]),
+        "test_accuracy": training.evaluate(model, datasets["test"]),
+        "train_time_s": round(float(fit_out["train_time_s"]), 1),
+    }
+    exported = export_model(
+        model,
+        os.path.join(directory, "export"),
+        formats=["int8"],
+        data=search.data,
+        threads=(search.measure.threads,),
+        latency_runs=latency_runs,
+        warmup=latency_warmup,
+        name=entry["name"],
+        tflm=False,  # The arena comes next; TFLM accuracy over the test split is slow.
+        command=["nas.final"],
+    )[0]
+    with open(exported["path"], "rb") as f:
+        tflm = micro_lib.micro(f.read())
+    row.update(
+        int8_test_accuracy=exported.get("accuracy"),
+        int8_file_bytes=int(exported["file_bytes"]),
+        int8_latency_us=float(exported["latency_us_median"]),
+        int8_latency_us_ci95=exported.get("latency_us_ci95"),
+        int8_latency_runs=exported.get("latency_runs"),
+        arena_bytes=int(tflm.get("arena_bytes") or 0),
+        tflm_runs=bool(tflm["tflm_runs"]),
+        tflite=exported["path"],
+    )
+    figures = dict(
+        row,
+        latency_us=row["int8_latency_us"],
+        file_bytes=row["int8_file_bytes"],
+        tflm_runs=float(row["tflm_runs"]),
+    )
+    budget = dataclasses.replace(search.budget, int8=True)
+    excess = budget.excess(figures)
+    row["feasible"] = not any(excess.values())
+    row["violations"] = ";".join(f"{k}+{v * 100:.0f}%" for k, v in excess.items() if v)
+    return row
+
+
+def summarize(rows):
+    """Fronts, dominance and rank correlation of the final rows.
+
+    Returns:
+      dict: fronts ({'found'|'hand': {front name: rows}}), dominated
+      ({front name: names of hand rows some found row dominates}),
+      spearman_all / spearman_found (proxy score vs test accuracy; None
+      with fewer than 3 points) and n_all / n_found.
+    """
+    found = [r for r in rows if r["source"] == "search"]
+    hand = [r for r in rows if r["source"] == "hand"]
+    fronts = {
+        "found": pareto.fronts(found, FINAL_FRONTS),
+        "hand": pareto.fronts(hand, FINAL_FRONTS),
+    }
+    dominated = {}
+    for name, (acc, cost) in FINAL_FRONTS.items():
+        dominated[name] = [
+            h["name"]
+            for h in hand
+            if any(
+                pareto.dominates((f[acc], f[cost]), (h[acc], h[cost]), (True, False)) for f in found
+            )
+        ]
+
+    def rho(subset):
+        if len(subset) < 3:
+            return None
+        return search_report.spearman(
+            [r["proxy_val_accuracy"] for r in subset], [r["test_accuracy"] for r in subset]
+        )
+
+    return {
+        "fronts": fronts,
+        "dominated": dominated,
+        "spearman_all": rho(rows),
+        "spearman_found": rho(found),
+        "n_all": len(rows),
+        "n_found": len(found),
+    }
+
+
+def run_final(
+    search, rows, final_epochs, top=6, hand=DEFAULT_HAND, latency_runs=100, latency_warmup=10
+):
+    """Retrains and measures the Pareto set and the hand points; writes the report.
+
+    Args:
+      search: the finished ``nas.tuner.StudentSearch`` (chief or single process).
+      rows: its ``search_report.trial_rows``.
+      final_epochs: full training budget (epochs).
+      top: most found architectures.
+      hand: hand-designed points, ``FAMILY:WIDTH`` items.
+      latency_runs, latency_warmup: the exporter's latency protocol settings.
+
+    Returns:
+      dict: rows (one per retrained student: name, source, trial_id, values,
+      proxy_val_accuracy, proxy_source and :func:`retrain`'s figures), the
+      :func:`summarize` figures, and paths of final.json, final.md and
+      final_fronts.png in ``<project>/final/``.
+    """
+    out_dir = os.path.join(search.project_dir, FINAL_DIR)
+    final_rows = []
+    for entry in entries(rows, top, hand, search.hypermodel):
+        directory = os.path.join(out_dir, entry["name"])
+        path = os.path.join(directory, ROW_FILE)
+        if os.path.exists(path):
+            saved = runs.read_json(path)
+            if saved.get("final_epochs") == final_epochs and saved.get("values") == entry["values"]:
+                final_rows.append(saved)
+                continue
+        proxy, source = proxy_score(search, entry, rows, os.path.join(directory, "proxy"))
+        row = dict(
+            entry,
+            proxy_val_accuracy=proxy,
+            proxy_source=source,
+            proxy_epochs=search.train_config.epochs,
+            final_epochs=final_epochs,
+        )
+        row.update(retrain(search, entry, final_epochs, directory, latency_runs, latency_warmup))
+        runs.write_json(path, row)
+        final_rows.append(row)
+    summary = summarize(final_rows)
+    paths = {
+        name: os.path.join(out_dir, name) for name in ("final.json", "final.md", "final_fronts.png")
+    }
+    result = dict(summary, rows=final_rows, paths=paths)
+    runs.write_json(paths["final.json"], {k: v for k, v in result.items() if k != "fronts"})
+    runs.write_text(paths["final.md"], search_report.final_markdown(result))
+    search_report.plot_final(final_rows, summary["fronts"], paths["final_fronts.png"])
+    return result

@@ -255,7 +255,8 @@ def _holder(path):
 
 
 class RunLock:
-    """An exclusive, blocking lock on one run (``<run dir>.lock``).
+    """An exclusive, blocking lock on one run (``.<run dir name>.lock`` beside
+    it: hidden, so listings and globs of run directories do not see it).
 
     Processes sharing a workdir (the workers of a distributed study) take it
     around training a run: the first one trains it, the others wait and then
@@ -263,7 +264,8 @@ class RunLock:
     """
 
     def __init__(self, directory):
-        self.path = directory.rstrip(os.sep) + ".lock"
+        parent, name = os.path.split(directory.rstrip(os.sep))
+        self.path = os.path.join(parent, f".{name}.lock")
         self._fd = None
 
     def __enter__(self):

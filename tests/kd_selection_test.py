@@ -31,7 +31,9 @@ def test_selection_scores_on_validation_and_the_kd_student_uses_the_winner(tmp_p
     assert selection["chosen"]["loss"] == best["loss"]
     # Each point's score is its model's accuracy on the validation split.
     x_val = data_lib.preprocess(data.x_val).numpy()
-    for path in glob.glob(os.path.join(workdir, "runs", "select-*")):
+    points = [p for p in glob.glob(os.path.join(workdir, "runs", "select-*")) if os.path.isdir(p)]
+    assert len(points) == len(selection["table"]) + 1  # and the no-KD reference
+    for path in points:
         result = runs.read_json(os.path.join(path, "result.json"))
         model = keras.models.load_model(os.path.join(path, "model.keras"), compile=False)
         val_acc = float(np.mean(np.argmax(model.predict(x_val, verbose=0), -1) == data.y_val))

@@ -86,6 +86,8 @@ def test_run_lock_makes_the_second_taker_wait(tmp_path):
     directory = str(tmp_path / "runs" / "base-kd-s0-abc")
     order = []
     first = runs.RunLock(directory).__enter__()
+    # Hidden beside the run: a listing or glob of run directories does not see it.
+    assert os.listdir(tmp_path / "runs") == [".base-kd-s0-abc.lock"]
     waiter = threading.Thread(
         target=lambda: (runs.RunLock(directory).__enter__(), order.append("second"))
     )

@@ -276,9 +276,11 @@ class Runs:
         self.teachers, self.hashes = teachers, hashes
         self.ctx = pipeline.variant_context(config.pipeline, data, teachers, hashes)
         self.grid = plan(config)
-        self.bags = {b: bagging_variants(config, b) for b in config.bagging_budgets}
-        if not config.bagging_members:
-            self.bags = {}
+        self.bags = (
+            {b: bagging_variants(config, b) for b in config.bagging_budgets}
+            if config.bagging_members
+            else {}
+        )
         self.ensemble = (
             [
                 dataclasses.replace(technique_variant(config, "none", s, True), label="ens-teacher")

@@ -653,17 +653,19 @@ def load_dataset(
             raise DataError(str(e)) from None
         shape = (tuple(image_size) + shape[2:]) if image_size else shape
         count = len(files)
-        stamps = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files]
-        source = {"files": store.digest([np.frombuffer(repr(stamps).encode(), np.uint8)])}
         builder = None
     else:
         builder = prepare_builder(name, data_dir, manual_dir, verify_counts)
         shape = _image_shape(builder, image_size)
         splits = [train_split, test_split] + ([val_split] if val_split else [])
         count = sum(_split_count(builder, s) for s in splits)
-        source = {"tfds": builder.info.full_name, "data_dir": builder.data_dir}
     mode = store.choose(storage, count * int(np.prod(shape)))
     if mode == "disk":
+        if builder is None:  # The store of a folder changes with its files.
+            stamps = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files]
+            source = {"files": store.digest([np.frombuffer(repr(stamps).encode(), np.uint8)])}
+        else:
+            source = {"tfds": builder.info.full_name, "data_dir": builder.data_dir}
         settings = dict(
             source,
             name=name,

@@ -558,6 +558,14 @@ def distillation_datasets(
     Raises:
       ValueError: an unknown view, or a view the losses or datasets cannot give.
     """
+
+    def rebuilt(data, batch, **kwargs):  # `datasets` with a train pipeline that feeds logits
+        out = data_lib.make_datasets(data, batch, **kwargs)
+        return dict(datasets, train=out["train"], train_epochs=out["train_epochs"])
+
+    def clean_logits(data):  # The teachers' logits on the clean training images, once.
+        return distiller.precompute_teacher_logits(data_lib.image_batches(data.x_train))
+
     if teacher_view not in TEACHER_VIEWS:
         raise ValueError(f"teacher_view must be one of {TEACHER_VIEWS}, got {teacher_view!r}.")
     recipe = datasets.get("recipe")
@@ -567,17 +575,14 @@ def distillation_datasets(
                 f"teacher_view='clean' feeds logits; the distillation losses {list(kd.losses)} "
                 f"read features. Use logit losses {list(losses_lib.LOGIT_LOSSES)}."
             )
-        data = recipe["data"]
-        logits = distiller.precompute_teacher_logits(data_lib.image_batches(data.x_train))
-        rebuilt = data_lib.make_datasets(
-            data,
+        return rebuilt(
+            recipe["data"],
             recipe["batch_size"],
-            recipe["augment"],
+            augment=recipe["augment"],
             seed=recipe["seed"],
-            teacher_logits=logits,
+            teacher_logits=clean_logits(recipe["data"]),
             clean_teacher=True,
         )
-        return dict(datasets, train=rebuilt["train"], train_epochs=rebuilt["train_epochs"])
     if kd.teacher_cache_views:
         if distiller.uses_features:
             raise ValueError(
@@ -604,18 +609,17 @@ def distillation_datasets(
             kd.teacher_cache_views,
         )
         logging.info("Teacher cache %s (%s)", path, "reused" if reused else "computed")
-        rebuilt = data_lib.make_datasets(
+        return rebuilt(
             recipe["data"],
             recipe["batch_size"],
-            recipe["augment"],
+            augment=recipe["augment"],
             seed=recipe["seed"],
             replay=replay,
         )
-        return dict(datasets, train=rebuilt["train"], train_epochs=rebuilt["train_epochs"])
     if offline_data is not None and not distiller.uses_features:
-        logits = distiller.precompute_teacher_logits(data_lib.image_batches(offline_data.x_train))
-        rebuilt = data_lib.make_datasets(offline_data, batch_size, seed=seed, teacher_logits=logits)
-        return dict(datasets, train=rebuilt["train"], train_epochs=rebuilt["train_epochs"])
+        return rebuilt(
+            offline_data, batch_size, seed=seed, teacher_logits=clean_logits(offline_data)
+        )
     return datasets
 
 
@@ -709,90 +713,58 @@ def train_or_load(
     directory = runs.run_dir(workdir, name, spec)
     # Processes sharing the workdir train each run once: the others wait, then load it.
     with runs.RunLock(directory):
-        return _train_or_load_locked(
-            directory,
-            name,
-            spec,
-            build_fn,
+        model_path = runs.saved_model_path(directory)
+        result = runs.load_result(directory)
+        if result is not None and model_path is not None:
+            try:
+                model = _load_finished(directory, model_path, load_fn)
+            except CorruptRunError as e:
+                aside = f"{directory}.corrupt-{int(time.time())}"
+                shutil.move(directory, aside)
+                logging.warning(
+                    "Cached run %s could not be loaded (%s); moved it to %s and training it again.",
+                    directory,
+                    e,
+                    aside,
+                )
+                console.progress(
+                    f"cached run {os.path.basename(directory)} is corrupt; moved to "
+                    f"{aside}, training it again"
+                )
+            else:
+                logging.info("Reusing finished run %s", directory)
+                console.progress(f"reusing finished run {name} ({directory})")
+                digest = result.get("weights_digest") or runs.weights_digest(model)
+                # run_dir is where the run is now (the workdir may have been moved).
+                return model, dict(result, run_dir=directory, reused=True, weights_digest=digest)
+        runs.write_json(os.path.join(directory, "spec.json"), spec)
+        console.progress(f"training {name}: {train_cfg.epochs} epoch(s)")
+        keras.utils.set_random_seed(train_cfg.seed)
+        model = build_fn()
+        fit_out = fit(
+            model,
             datasets,
             train_cfg,
-            teacher,
-            kd,
-            callbacks,
-            verbose,
-            postprocess,
-            load_fn,
-            fit_kwargs,
+            directory,
+            teacher=teacher,
+            kd=kd,
+            extra_callbacks=callbacks,
+            verbose=verbose,
+            **fit_kwargs,
         )
-
-
-def _train_or_load_locked(
-    directory,
-    name,
-    spec,
-    build_fn,
-    datasets,
-    train_cfg,
-    teacher,
-    kd,
-    callbacks,
-    verbose,
-    postprocess,
-    load_fn,
-    fit_kwargs,
-):
-    model_path = runs.saved_model_path(directory)
-    result = runs.load_result(directory)
-    if result is not None and model_path is not None:
-        try:
-            model = _load_finished(directory, model_path, load_fn)
-        except CorruptRunError as e:
-            aside = f"{directory}.corrupt-{int(time.time())}"
-            shutil.move(directory, aside)
-            logging.warning(
-                "Cached run %s could not be loaded (%s); moved it to %s and training it again.",
-                directory,
-                e,
-                aside,
-            )
-            console.progress(
-                f"cached run {os.path.basename(directory)} is corrupt; moved to "
-                f"{aside}, training it again"
-            )
-        else:
-            logging.info("Reusing finished run %s", directory)
-            console.progress(f"reusing finished run {name} ({directory})")
-            digest = result.get("weights_digest") or runs.weights_digest(model)
-            # run_dir is where the run is now (the workdir may have been moved).
-            return model, dict(result, run_dir=directory, reused=True, weights_digest=digest)
-    runs.write_json(os.path.join(directory, "spec.json"), spec)
-    console.progress(f"training {name}: {train_cfg.epochs} epoch(s)")
-    keras.utils.set_random_seed(train_cfg.seed)
-    model = build_fn()
-    fit_out = fit(
-        model,
-        datasets,
-        train_cfg,
-        directory,
-        teacher=teacher,
-        kd=kd,
-        extra_callbacks=callbacks,
-        verbose=verbose,
-        **fit_kwargs,
-    )
-    if postprocess is not None:
-        model = postprocess(model)
-    runs.save_model(model, directory)
-    result = {
-        "name": name,
-        "model": model.name,
-        "test_accuracy": evaluate(model, datasets["test"]),
-        "params": int(model.count_params()),
-        "train_time_s": round(fit_out["train_time_s"], 2),
-        "epochs": len(next(iter(fit_out["history"].values()), [])),
-        "history": fit_out["history"],
-        "weights_digest": runs.weights_digest(model),
-        "run_dir": directory,
-    }
-    runs.write_json(os.path.join(directory, "result.json"), result)
-    return model, dict(result, reused=False)
+        if postprocess is not None:
+            model = postprocess(model)
+        runs.save_model(model, directory)
+        result = {
+            "name": name,
+            "model": model.name,
+            "test_accuracy": evaluate(model, datasets["test"]),
+            "params": int(model.count_params()),
+            "train_time_s": round(fit_out["train_time_s"], 2),
+            "epochs": len(next(iter(fit_out["history"].values()), [])),
+            "history": fit_out["history"],
+            "weights_digest": runs.weights_digest(model),
+            "run_dir": directory,
+        }
+        runs.write_json(os.path.join(directory, "result.json"), result)
+        return model, dict(result, reused=False)

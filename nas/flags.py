@@ -97,6 +97,13 @@ BUDGET_INT8 = flags.DEFINE_bool(
     False,
     "--max_latency_us and --max_bytes apply to each candidate's int8 file (else its float32 one).",
 )
+SAMPLE_WITHIN_BUDGET = flags.DEFINE_bool(
+    "sample_within_budget",
+    True,
+    "Random search and Hyperband: measure each drawn candidate's untrained files first and "
+    "draw again (up to 50 times) while it misses the budget, so no trial trains a candidate "
+    "the budget rules out.",
+)
 
 # -- final step -------------------------------------------------------------------
 FINAL_EPOCHS = flags.DEFINE_integer(

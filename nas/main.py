@@ -211,6 +211,8 @@ def main(argv):
         verbose=2 if verbose == 2 else 0,
     )
     if role != "worker":
+        if f.SAMPLE_WITHIN_BUDGET.value:
+            search.sample_within_budget()
         runs.write_text(os.path.join(project, "flags.txt"), FLAGS.flags_into_string())
         try:
             search.get_teacher()  # Before serving or searching: workers then only load it.
@@ -222,6 +224,11 @@ def main(argv):
             + (f"{remaining} new trials to go." if remaining is not None else "Hyperband.")
         )
     search.search(verbose=min(verbose, 1))
+    if getattr(search.oracle, "rejected", 0):
+        print(
+            f"Sampling within the budget: {search.oracle.rejected} of {search.oracle.draws} "
+            "random draws missed it and were drawn again (never trained)."
+        )
     if role == "worker":
         print(f"Worker {os.environ.get('KERASTUNER_TUNER_ID')}: no trials left.")
         return

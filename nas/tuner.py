@@ -42,6 +42,17 @@ score ranks feasible trials by accuracy first; the relative overshoot tells
 the Bayesian oracle how far out of budget a point was. Infeasible trials are
 completed trials like any other: recorded, tabulated and plotted, never
 dropped.
+
+Sampling within the budget. A candidate's device cost (its files' bytes, its
+TFLM arena, its LiteRT latency, its parameters) does not depend on its
+weights, so it can be measured before any training. With
+:meth:`StudentSearch.sample_within_budget` the random and Hyperband oracles
+redraw a new candidate (up to ``MAX_DRAWS`` times) until its untrained int8
+and float32 files meet the budget: the trials, and Hyperband's rungs, are then
+spent on candidates that can be deployed, not on points the budget rules
+out. Latency is measured, so a candidate near its latency limit can be
+accepted by the draw and found over it after training (it is then scored as
+infeasible, like any other).
 """
 
 import dataclasses
@@ -51,10 +62,11 @@ import os
 import keras_tuner as kt
 from keras_tuner.engine import base_tuner
 
+from export import convert as convert_lib
 from kd_keras import data as data_lib
 from kd_keras import runs, training
 from kd_keras.keras_compat import keras
-from nas import hardware
+from nas import hardware, search_space
 
 ORACLES = ("random", "bayesian", "hyperband")
 OBJECTIVE = "score"
@@ -85,6 +97,8 @@ METRICS = (
 
 # Training images that calibrate each candidate's int8 file (its TFLM arena).
 CALIBRATION_IMAGES = 64
+# Random draws per new trial when sampling within the budget.
+MAX_DRAWS = 50
 
 
 def distributed_role(environ=None):
@@ -184,6 +198,43 @@ def objective(val_accuracy, excess):
     return float(val_accuracy) if over <= 0 else float(val_accuracy) - 1.0 - over
 
 
+class _BudgetedDraws:
+    """Oracle mixin: a random draw the budget check rejects is drawn again.
+
+    ``budget_check`` (None = accept every draw) is a callable taking a dict of
+    hyperparameter values and returning whether that candidate meets the
+    budget; at most ``MAX_DRAWS`` draws are made for one trial (the last one
+    is used if none passes). ``draws`` and ``rejected`` count the draws made
+    and rejected in this process.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.budget_check = None
+        self.draws = 0
+        self.rejected = 0
+
+    def _random_values(self):
+        for _ in range(MAX_DRAWS):
+            values = super()._random_values()
+            self.draws += values is not None
+            if values is None or self.budget_check is None or self.budget_check(values):
+                return values
+            self.rejected += 1
+        logging.warning(
+            "No candidate in %d random draws met the budget; training the last one.", MAX_DRAWS
+        )
+        return values
+
+
+class BudgetedRandomSearchOracle(_BudgetedDraws, kt.oracles.RandomSearchOracle):
+    """keras-tuner's random search, drawing within the budget (see module doc)."""
+
+
+class BudgetedHyperbandOracle(_BudgetedDraws, kt.oracles.HyperbandOracle):
+    """keras-tuner's Hyperband, drawing its new trials within the budget."""
+
+
 def make_oracle(
     kind,
     max_trials=10,
@@ -223,7 +274,7 @@ def make_oracle(
                 f"hyperband_iterations >= 1; got {epochs}, {hyperband_factor}, "
                 f"{hyperband_iterations}."
             )
-        return kt.oracles.HyperbandOracle(
+        return BudgetedHyperbandOracle(
             goal,
             max_epochs=int(epochs),
             factor=int(hyperband_factor),
@@ -233,7 +284,7 @@ def make_oracle(
     if max_trials < 1:
         raise ValueError(f"max_trials must be >= 1, got {max_trials}.")
     if kind == "random":
-        return kt.oracles.RandomSearchOracle(goal, max_trials=int(max_trials), seed=seed)
+        return BudgetedRandomSearchOracle(goal, max_trials=int(max_trials), seed=seed)
     try:
         return kt.oracles.BayesianOptimizationOracle(
             goal,
@@ -408,9 +459,37 @@ class StudentSearch(base_tuner.BaseTuner):
             self.measure.num_runs,
             self.measure.warmup,
             self.measure.threads,
-            tflite_path=os.path.join(trial_dir, "model.tflite"),
+            tflite_path=os.path.join(trial_dir, "model.tflite") if trial_dir else None,
             calibration_images=self.data.x_train[:CALIBRATION_IMAGES],
         )
+
+    def within_budget(self, values):
+        """Whether the candidate of hyperparameter `values` meets the budget,
+        measured on its untrained files (bytes, arena, latency and parameters
+        do not depend on the weights). A candidate the converter or TFLite
+        refuses does not."""
+        model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
+        try:
+            figures = self._measure(model, None)
+        except convert_lib.ExportError as e:
+            logging.info("Draw rejected: it does not convert (%s).", e)
+            return False
+        figures["params"] = int(model.count_params())
+        return not any(self.budget.excess(figures).values())
+
+    def sample_within_budget(self):
+        """Makes the oracle redraw candidates that miss the budget before any
+        training (random search and Hyperband; see the module docstring).
+
+        Returns:
+          True when the oracle does so; False for an oracle that cannot (the
+          Bayesian one proposes its own points) or a budget with no limit.
+        """
+        limits = any(getattr(self.budget, attr) for _, attr in Budget.LIMITS)
+        if not limits or not isinstance(self.oracle, _BudgetedDraws):
+            return False
+        self.oracle.budget_check = self.within_budget
+        return True
 
     # -- keras-tuner ---------------------------------------------------------
 

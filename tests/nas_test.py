@@ -221,6 +221,58 @@ def test_hyperband_without_a_parent_state_warm_starts_from_its_weights(tmp_path)
         assert row["epochs"] == row["hyperband"]["tuner/epochs"]
 
 
+def _over_budget_trials(search):
+    return [r for r in report.write_outputs(search)["rows"] if not r["feasible"]]
+
+
+def test_sampling_within_the_budget_trains_only_candidates_that_fit(tmp_path):
+    """The space's wide (48-filter) stages break MAX_PARAMS; drawn within the
+    budget, no trial is over it. The same oracle seed without it trains some
+    that are (so the first assertion can fail)."""
+    plain = _tuner(
+        tmp_path / "plain", tuner.make_oracle("random", max_trials=6, seed=2), StubSearch
+    )
+    plain.search(verbose=0)
+    assert _over_budget_trials(plain), "the control search should meet over-budget draws"
+
+    search = _tuner(
+        tmp_path / "within", tuner.make_oracle("random", max_trials=6, seed=2), StubSearch
+    )
+    assert search.sample_within_budget()
+    search.search(verbose=0)
+    assert len(search.calls) == 6 and _over_budget_trials(search) == []
+    assert search.oracle.rejected >= 1 and search.oracle.draws == 6 + search.oracle.rejected
+
+
+def test_sampling_within_the_budget_under_hyperband_and_when_it_cannot(tmp_path):
+    oracle = tuner.make_oracle("hyperband", epochs=2, hyperband_factor=2, seed=0)
+    search = _tuner(
+        tmp_path / "hb", oracle, StubSearch, train_config=training.TrainConfig(epochs=2)
+    )
+    assert search.sample_within_budget()
+    search.search(verbose=0)
+    assert search.oracle.draws >= 2 and _over_budget_trials(search) == []
+    bayes = _tuner(tmp_path / "b", tuner.make_oracle("bayesian", max_trials=2), StubSearch)
+    assert not bayes.sample_within_budget()  # It proposes its own points.
+    unlimited = _tuner(
+        tmp_path / "u", tuner.make_oracle("random", max_trials=2), StubSearch, budget=tuner.Budget()
+    )
+    assert not unlimited.sample_within_budget()
+
+
+def test_within_budget_measures_the_untrained_files(tmp_path):
+    """The real check converts and measures the untrained candidate."""
+    values = _random_points(_space(), 1, seed=0)[0]
+    roomy = _tuner(tmp_path / "a", tuner.make_oracle("random", max_trials=1))
+    assert roomy.within_budget(values)
+    tight = _tuner(
+        tmp_path / "b",
+        tuner.make_oracle("random", max_trials=1),
+        budget=tuner.Budget(max_bytes=500, max_arena_bytes=100, int8=True),
+    )
+    assert not tight.within_budget(values)
+
+
 def test_bayesian_oracle_models_the_conditional_space(tmp_path):
     oracle = tuner.make_oracle("bayesian", max_trials=4, num_initial_points=2, seed=0)
     search = _tuner(tmp_path, oracle, StubSearch)

@@ -101,8 +101,8 @@ SAMPLE_WITHIN_BUDGET = flags.DEFINE_bool(
     "sample_within_budget",
     True,
     "Random search and Hyperband: measure each drawn candidate's untrained files first and "
-    "draw again (up to 50 times) while it misses the budget, so no trial trains a candidate "
-    "the budget rules out.",
+    f"draw again (up to {tuner.MAX_DRAWS} times) while it misses the budget, so no trial "
+    "trains a candidate the budget rules out.",
 )
 
 # -- final step -------------------------------------------------------------------

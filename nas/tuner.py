@@ -453,6 +453,13 @@ class StudentSearch(base_tuner.BaseTuner):
             until_epoch=until_epoch,
         )
 
+    def _cost(self, model, trial_dir):
+        """(figures, excess): the measured figures of `model` (with its Keras
+        parameter count) and their overshoot of the budget."""
+        figures = self._measure(model, trial_dir)
+        figures["params"] = int(model.count_params())
+        return figures, self.budget.excess(figures)
+
     def _measure(self, model, trial_dir):
         return hardware.measure_candidate(
             model,
@@ -470,12 +477,11 @@ class StudentSearch(base_tuner.BaseTuner):
         refuses does not."""
         model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
         try:
-            figures = self._measure(model, None)
+            _, excess = self._cost(model, None)
         except convert_lib.ExportError as e:
             logging.info("Draw rejected: it does not convert (%s).", e)
             return False
-        figures["params"] = int(model.count_params())
-        return not any(self.budget.excess(figures).values())
+        return not any(excess.values())
 
     def sample_within_budget(self):
         """Makes the oracle redraw candidates that miss the budget before any
@@ -530,9 +536,7 @@ class StudentSearch(base_tuner.BaseTuner):
         fit_out = self.train(model, config, trial_dir, until)
         val_accuracy = training.evaluate(model, self.datasets["val"])
         self.save_model(trial.trial_id, model)
-        figures = self._measure(model, trial_dir)
-        figures["params"] = int(model.count_params())
-        excess = self.budget.excess(figures)
+        figures, excess = self._cost(model, trial_dir)
         metrics = dict(
             figures,
             val_accuracy=val_accuracy,

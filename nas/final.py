@@ -6,7 +6,8 @@ measured as an int8 file. :func:`run_final`:
 
 1. picks the found architectures to retrain (:func:`select`): the feasible
    architectures on either Pareto set of the search (accuracy vs int8 latency,
-   accuracy vs int8 bytes), most accurate proxy first, at most `top`;
+   accuracy vs int8 bytes), at most `top`, spread from the most accurate to
+   the cheapest;
 2. adds the hand-designed students (``kd_keras.models.cnn`` / ``cnn_dws`` at
    given widths), built as points of the search space
    (``nas.search_space.hand_point``);
@@ -26,8 +27,10 @@ measured as an int8 file. :func:`run_final`:
    LiteRT accuracy on the test split, the interleaved latency protocol of
    ``export.latency``), its int8 test accuracy, bytes and median latency,
    and TensorFlow Lite Micro's arena bytes (``export.micro.micro``);
-5. returns the rows, the fronts of found and of hand-designed students, how
-   many hand points a found student dominates, and Spearman's rank
+5. returns the rows, the fronts of found and of hand-designed students, which
+   hand points a found student covers (at least as accurate, no more int8
+   bytes, no higher latency), each found student's lead over the hand points
+   that cost no more, and Spearman's rank
    correlation between proxy score and final test accuracy.
 
 Every run lives in ``<project>/final/<name>/`` with ``kd_keras.training.fit``'s
@@ -54,20 +57,37 @@ DEFAULT_HAND = tuple(f"{f}:{w:g}" for f in ("cnn", "cnn_dws") for w in (0.25, 0.
 
 
 def select(rows, top):
-    """The found architectures to retrain: on a feasible Pareto set, best proxy first.
+    """The found architectures to retrain: spread along the feasible Pareto sets.
+
+    The union of the feasible fronts (accuracy vs int8 latency, accuracy vs
+    int8 bytes) is sorted by proxy accuracy; when it holds more than `top`
+    architectures, `top` of them are taken evenly spaced along that order, so
+    the most accurate and the cheapest are always retrained and the points in
+    between cover the range of costs (the hand-designed students to compare
+    with span that range too).
 
     Args:
       rows: ``search_report.trial_rows`` of the search.
       top: most architectures returned (>= 1).
 
     Returns:
-      list of trial rows (one per architecture, its highest-fidelity trial).
+      list of trial rows (one per architecture, its highest-fidelity trial),
+      most accurate proxy first.
     """
     archs = search_report.architectures(rows)
     fronts = pareto.fronts(archs, pareto.FEASIBLE_FRONTS)
     on = {r["trial_id"] for front in fronts.values() for r in front}
-    chosen = [r for r in archs if r["trial_id"] in on]
-    return sorted(chosen, key=lambda r: (-r["val_accuracy"], r["trial_id"]))[: int(top)]
+    chosen = sorted(
+        (r for r in archs if r["trial_id"] in on), key=lambda r: (-r["val_accuracy"], r["trial_id"])
+    )
+    top = int(top)
+    if len(chosen) <= top:
+        return chosen
+    if top == 1:
+        return chosen[:1]
+    last = len(chosen) - 1
+    picks = sorted({round(i * last / (top - 1)) for i in range(top)})
+    return [chosen[i] for i in picks]
 
 
 def entries(rows, top, hand, hypermodel):
@@ -205,14 +225,51 @@ def retrain(search, entry, final_epochs, directory, latency_runs=100, latency_wa
     return row
 
 
-def summarize(rows):
+def covers(found, hand):
+    """True if `found` is at least as accurate as `hand` with no more int8 bytes
+    and no higher int8 latency (weak dominance on all three figures)."""
+    return (
+        found["test_accuracy"] >= hand["test_accuracy"]
+        and found["int8_file_bytes"] <= hand["int8_file_bytes"]
+        and found["int8_latency_us"] <= hand["int8_latency_us"]
+    )
+
+
+def margins(found, hand):
+    """Each found student's accuracy lead over the hand-designed points it costs no less than.
+
+    Returns:
+      {found name: (test accuracy minus the best test accuracy among hand rows
+      with int8 bytes and latency both <= the found row's, that hand row's
+      name)}, or (None, None) when no hand row costs that little.
+    """
+    out = {}
+    for f in found:
+        cheaper = [
+            h
+            for h in hand
+            if h["int8_file_bytes"] <= f["int8_file_bytes"]
+            and h["int8_latency_us"] <= f["int8_latency_us"]
+        ]
+        if not cheaper:
+            out[f["name"]] = (None, None)
+            continue
+        best = max(cheaper, key=lambda h: h["test_accuracy"])
+        out[f["name"]] = (f["test_accuracy"] - best["test_accuracy"], best["name"])
+    return out
+
+
+def summarize(rows, target_margin=0.005):
     """Fronts, dominance and rank correlation of the final rows.
 
     Returns:
       dict: fronts ({'found'|'hand': {front name: rows}}), dominated
-      ({front name: names of hand rows some found row dominates}),
-      spearman_all / spearman_found (proxy score vs test accuracy; None
-      with fewer than 3 points) and n_all / n_found.
+      ({front name: names of hand rows some found row dominates on that
+      plane}), covered ({hand name: the most accurate found row that
+      :func:`covers` it, or None}), margins (:func:`margins`), beats_hand
+      (every hand row covered and some found row's margin >= `target_margin`),
+      spearman_all / spearman_found (proxy score vs test accuracy; None with
+      fewer than 3 points) and n_all / n_found.
     """
     found = [r for r in rows if r["source"] == "search"]
     hand = [r for r in rows if r["source"] == "hand"]
@@ -229,6 +286,12 @@ def summarize(rows):
                 pareto.dominates((f[acc], f[cost]), (h[acc], h[cost]), (True, False)) for f in found
             )
         ]
+    covered = {}
+    for h in hand:
+        by = [f for f in found if covers(f, h)]
+        covered[h["name"]] = max(by, key=lambda f: f["test_accuracy"])["name"] if by else None
+    lead = margins(found, hand)
+    best_margin = max((m for m, _ in lead.values() if m is not None), default=None)
 
     def rho(subset):
         if len(subset) < 3:
@@ -240,6 +303,15 @@ def summarize(rows):
     return {
         "fronts": fronts,
         "dominated": dominated,
+        "covered": covered,
+        "margins": lead,
+        "target_margin": target_margin,
+        "beats_hand": bool(
+            hand
+            and all(covered.values())
+            and best_margin is not None
+            and best_margin >= target_margin
+        ),
         "spearman_all": rho(rows),
         "spearman_found": rho(found),
         "n_all": len(rows),

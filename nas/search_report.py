@@ -436,6 +436,34 @@ def final_markdown(result):
             f"{name.replace('_', ' ')}: {len(hand)} of {total} hand-designed students "
             f"dominated by a found one ({', '.join(hand) or 'none'})."
         )
+    covered = result.get("covered", {})
+    if covered:
+        lines.append("")
+        lines.append(
+            "Each hand-designed student and the most accurate found student at least as "
+            "accurate with no more int8 bytes and no higher int8 latency:"
+        )
+        lines += [f"- {h}: {f or 'none'}" for h, f in covered.items()]
+        lines.append("")
+        lines.append(
+            "Each found student's lead in test accuracy over the best hand-designed student "
+            "with no more int8 bytes and no higher int8 latency:"
+        )
+        for name, (lead, over) in result["margins"].items():
+            text = (
+                "no hand-designed student costs that little"
+                if lead is None
+                else (f"{lead * 100:+.2f} pts over {over}")
+            )
+            lines.append(f"- {name}: {text}")
+        lines.append("")
+        verdict = "met" if result["beats_hand"] else "not met"
+        lines.append(
+            f"Found students dominate the hand-designed ones (every hand point covered and one "
+            f"found student >= {result['target_margin'] * 100:.1f} pt ahead of every hand point "
+            f"that costs no more): {verdict}."
+        )
+        lines.append("")
     for key, n in (("spearman_all", "n_all"), ("spearman_found", "n_found")):
         value = result[key]
         text = "n/a (fewer than 3 students)" if value is None else f"{value:.3f}"

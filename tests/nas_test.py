@@ -803,3 +803,64 @@ def test_final_step_retrains_the_pareto_set_and_hand_points(tmp_path):
     again = final.run_final(search, rows, final_epochs=2, top=2, hand=hand, latency_runs=20)
     assert len(search.fits) - calls == 2 + len(got)
     assert [r["test_accuracy"] for r in again["rows"]] == [r["test_accuracy"] for r in got]
+
+
+def _final_row(name, source, acc, nbytes, latency, proxy=0.5):
+    return dict(
+        name=name,
+        source=source,
+        test_accuracy=acc,
+        int8_file_bytes=nbytes,
+        int8_latency_us=latency,
+        proxy_val_accuracy=proxy,
+    )
+
+
+def test_final_summary_needs_one_found_student_cheaper_and_as_accurate_on_both_costs():
+    from nas import final
+
+    hand = [
+        _final_row("cnn_0.25", "hand", 0.85, 8000, 6.0),
+        _final_row("cnn_1", "hand", 0.91, 30000, 17.0),
+    ]
+    # a beats cnn_0.25 on latency only, b on bytes only: together they dominate
+    # it on each plane, but no single one covers it on both costs.
+    a = _final_row("a", "search", 0.86, 9000, 5.0)
+    b = _final_row("b", "search", 0.86, 7000, 7.0)
+    big = _final_row("big", "search", 0.918, 29000, 16.0)
+    s = final.summarize(hand + [a, b, big])
+    assert s["dominated"]["accuracy_vs_int8_latency"] == ["cnn_0.25", "cnn_1"]
+    assert s["dominated"]["accuracy_vs_int8_bytes"] == ["cnn_0.25", "cnn_1"]
+    assert s["covered"] == {"cnn_0.25": None, "cnn_1": "big"}
+    assert not s["beats_hand"]
+    lead, over = s["margins"]["big"]
+    assert over == "cnn_0.25" and lead == pytest.approx(0.068)
+    assert s["margins"]["a"] == (None, None)
+    # A found student covering cnn_0.25 on both costs: every hand point is covered
+    # and big leads the hand points it costs no less than by >= 0.5 pt.
+    c = _final_row("c", "search", 0.85, 8000, 6.0)
+    s = final.summarize(hand + [a, b, big, c])
+    assert s["covered"] == {"cnn_0.25": "c", "cnn_1": "big"} and s["beats_hand"]
+    # ... but not when the lead over the hand point it costs as much as is 0.4 pt.
+    big2 = _final_row("big", "search", 0.914, 30000, 17.0)
+    s = final.summarize(hand + [c, big2])
+    assert s["margins"]["big"][1] == "cnn_1" and not s["beats_hand"]
+    text = report.final_markdown(
+        dict(s, rows=[dict(r, final_epochs=2, proxy_epochs=1) for r in hand + [c, big2]])
+    )
+    assert "- cnn_0.25: c" in text and ": not met." in text
+
+
+def test_final_select_spreads_along_the_front_from_most_accurate_to_cheapest(monkeypatch):
+    from nas import final
+
+    # Ten architectures on the front: accuracy rises with cost.
+    archs = [
+        dict(trial_id=f"{i:02d}", val_accuracy=0.5 + i / 100, feasible=True) for i in range(10)
+    ]
+    monkeypatch.setattr(report, "architectures", lambda rows: archs)
+    monkeypatch.setattr(pareto, "fronts", lambda rows, fronts: {"f": archs})
+    ids = [r["trial_id"] for r in final.select([], top=4)]
+    assert ids == ["09", "06", "03", "00"]  # most accurate ... cheapest
+    assert [r["trial_id"] for r in final.select([], top=1)] == ["09"]
+    assert len(final.select([], top=20)) == 10

@@ -115,7 +115,11 @@ FINAL_EPOCHS = flags.DEFINE_integer(
     lower_bound=0,
 )
 FINAL_TOP = flags.DEFINE_integer(
-    "final_top", 6, "Most found architectures the final step retrains.", lower_bound=1
+    "final_top",
+    6,
+    "Most found architectures the final step retrains: taken from the feasible Pareto sets, "
+    "spread from the most accurate to the cheapest.",
+    lower_bound=1,
 )
 FINAL_HAND = flags.DEFINE_list(
     "final_hand",

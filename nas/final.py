@@ -106,15 +106,7 @@ def entries(rows, top, hand, hypermodel):
     Raises:
       ValueError: a hand point the space cannot express (naming it).
     """
-    out = [
-        {
-            "name": f"trial_{r['trial_id']}",
-            "source": "search",
-            "trial_id": r["trial_id"],
-            "values": r["hyperparameters"],
-        }
-        for r in select(rows, top)
-    ]
+    hand_entries = []
     for name, family, width in search_space.parse_hand_points(hand):
         values = search_space.hand_point(family, width)
         try:
@@ -123,8 +115,23 @@ def entries(rows, top, hand, hypermodel):
             raise ValueError(
                 f"{family}:{width:g} is not a point of the search space: {e}"
             ) from None
-        out.append({"name": name, "source": "hand", "trial_id": None, "values": values})
-    return out
+        hand_entries.append({"name": name, "source": "hand", "trial_id": None, "values": values})
+    # A trial of a hand-designed architecture (e.g. an evolution start point) is
+    # not a found student: it is retrained once, as the hand point.
+    hand_keys = {search_report.architecture_key(e["values"]) for e in hand_entries}
+    found = [
+        r for r in rows if search_report.architecture_key(r["hyperparameters"]) not in hand_keys
+    ]
+    out = [
+        {
+            "name": f"trial_{r['trial_id']}",
+            "source": "search",
+            "trial_id": r["trial_id"],
+            "values": r["hyperparameters"],
+        }
+        for r in select(found, top)
+    ]
+    return out + hand_entries
 
 
 def _build(search, values):

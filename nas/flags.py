@@ -20,8 +20,35 @@ PROJECT_NAME = flags.DEFINE_string(
 OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Delete the project and start afresh (default: resume it)."
 )
-ORACLE = flags.DEFINE_enum("oracle", "random", list(tuner.ORACLES), "keras-tuner oracle.")
-MAX_TRIALS = flags.DEFINE_integer("max_trials", 20, "Trials of random / bayesian.", lower_bound=1)
+ORACLE = flags.DEFINE_enum(
+    "oracle",
+    "random",
+    list(tuner.ORACLES),
+    "keras-tuner oracle: random search, Bayesian optimization, Hyperband, or regularized "
+    "evolution from --start_points (nas.tuner.BudgetedEvolutionOracle).",
+)
+MAX_TRIALS = flags.DEFINE_integer(
+    "max_trials", 20, "Trials of random / bayesian / evolution.", lower_bound=1
+)
+START_POINTS = flags.DEFINE_list(
+    "start_points",
+    [],
+    "--oracle=evolution: hand-designed students (FAMILY:WIDTH, e.g. cnn:0.5,cnn_dws:1) "
+    "tried first, as points of the space; the ones over the budget are skipped.",
+)
+POPULATION = flags.DEFINE_integer(
+    "evolution_population",
+    8,
+    "--oracle=evolution: completed trials before mutations start, and how many of the "
+    "most recent ones parents are drawn from.",
+    lower_bound=1,
+)
+SAMPLE = flags.DEFINE_integer(
+    "evolution_sample",
+    3,
+    "--oracle=evolution: tournament size (trials drawn from the population; the best is mutated).",
+    lower_bound=1,
+)
 NUM_INITIAL = flags.DEFINE_integer(
     "num_initial_points", 0, "Random trials before Bayesian modelling (0 = default).", lower_bound=0
 )

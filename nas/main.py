@@ -104,6 +104,24 @@ def _teacher_fn(data, project, verbose):
     return make
 
 
+def _start_points(space):
+    """--start_points as hyperparameter values of `space` (raises ValueError naming it)."""
+    items = nas_flags.START_POINTS.value
+    if items and nas_flags.ORACLE.value != "evolution":
+        raise ValueError(
+            f"--start_points={','.join(items)}: only --oracle=evolution starts from given "
+            f"points (got --oracle={nas_flags.ORACLE.value})."
+        )
+    try:
+        points = search_space.parse_hand_points(items)
+        values = [search_space.hand_point(family, width) for _, family, width in points]
+        for v in values:
+            space.check_point(v)
+    except ValueError as e:
+        raise ValueError(f"--start_points={','.join(items)}: {e}") from None
+    return values
+
+
 def configure():
     """Everything the flags describe that can be checked without data.
 
@@ -134,15 +152,6 @@ def configure():
             f.EXPORT.latency_warmup.value,
             flag_groups.export_threads(f.EXPORT)[0],
         ),
-        oracle=tuner.make_oracle(
-            f.ORACLE.value,
-            f.MAX_TRIALS.value,
-            epochs,
-            f.SEED.value,
-            f.HB_FACTOR.value,
-            f.HB_ITERATIONS.value,
-            f.NUM_INITIAL.value or None,
-        ),
         kd=flag_groups.kd_config(f.KD),
     )
     flag_groups.train_config(f.TEACHER, "teacher")
@@ -150,6 +159,18 @@ def configure():
     flag_groups.augment_config(f.TEACHER.teacher_augment)
     shapes = data_lib.placeholder(f.DATA.dataset.value)
     space = _space(shapes.input_shape, shapes.num_classes)
+    out["oracle"] = tuner.make_oracle(
+        f.ORACLE.value,
+        f.MAX_TRIALS.value,
+        epochs,
+        f.SEED.value,
+        f.HB_FACTOR.value,
+        f.HB_ITERATIONS.value,
+        f.NUM_INITIAL.value or None,
+        start_points=_start_points(space),
+        population=f.POPULATION.value,
+        sample=f.SAMPLE.value,
+    )
     if f.FINAL_EPOCHS.value:
         hand = ",".join(f.FINAL_HAND.value)
         try:

@@ -3,7 +3,8 @@
 keras-tuner's ``Tuner`` refuses ``tf_keras`` models when Keras 3 is installed,
 so :class:`StudentSearch` builds on ``keras_tuner.engine.base_tuner.BaseTuner``
 and keeps what keras-tuner is good at: the oracles (random search, Bayesian
-optimization, Hyperband), the project directory with resumption
+optimization, Hyperband, and here regularized evolution started from given
+points such as the hand-designed students), the project directory with resumption
 (``overwrite=False``: finished trials are never rerun, an interrupted one is
 rerun) and the chief/worker distributed mode (``KERASTUNER_*`` environment
 variables). Each trial (:meth:`StudentSearch.run_trial`):
@@ -60,6 +61,7 @@ import logging
 import os
 
 import keras_tuner as kt
+import numpy as np
 from keras_tuner.engine import base_tuner
 
 from export import convert as convert_lib
@@ -68,7 +70,7 @@ from kd_keras import runs, training
 from kd_keras.keras_compat import keras
 from nas import hardware, search_space
 
-ORACLES = ("random", "bayesian", "hyperband")
+ORACLES = ("random", "bayesian", "hyperband", "evolution")
 OBJECTIVE = "score"
 MODEL_FILE = "model.keras"
 # Figures every completed trial reports to the oracle (all numbers).
@@ -99,6 +101,8 @@ METRICS = (
 CALIBRATION_IMAGES = 64
 # Random draws per new trial when sampling within the budget.
 MAX_DRAWS = 50
+# The oracle seed used for seed 0 (keras-tuner would draw a random one).
+ZERO_SEED = 7919
 
 
 def distributed_role(environ=None):
@@ -213,6 +217,7 @@ class _BudgetedDraws:
         self.budget_check = None
         self.draws = 0
         self.rejected = 0
+        self.refused = set()  # Hashes of the draws the check rejected.
 
     def _random_values(self):
         for _ in range(MAX_DRAWS):
@@ -221,6 +226,7 @@ class _BudgetedDraws:
             if values is None or self.budget_check is None or self.budget_check(values):
                 return values
             self.rejected += 1
+            self.refused.add(self._compute_values_hash(values))
         logging.warning(
             "No candidate in %d random draws met the budget; training the last one.", MAX_DRAWS
         )
@@ -235,6 +241,105 @@ class BudgetedHyperbandOracle(_BudgetedDraws, kt.oracles.HyperbandOracle):
     """keras-tuner's Hyperband, drawing its new trials within the budget."""
 
 
+def neighbours(hp, value):
+    """The values one mutation step from `value` of keras-tuner hyperparameter `hp`:
+    an integer +-step, an ordered numeric choice the next value down or up, a
+    categorical choice any other value."""
+    if isinstance(hp, kt.engine.hyperparameters.Int):
+        step = hp.step or 1
+        return [v for v in (value - step, value + step) if hp.min_value <= v <= hp.max_value]
+    options = list(hp.values)
+    if all(isinstance(v, (int, float)) for v in options):
+        options = sorted(options)
+        i = options.index(value)
+        return [options[j] for j in (i - 1, i + 1) if 0 <= j < len(options)]
+    return [v for v in options if v != value]
+
+
+class _EvolutionDraws:
+    """Oracle mixin: regularized evolution (Real et al. 2019, "Regularized
+    Evolution for Image Classifier Architecture Search"), started from given
+    points.
+
+    A new trial is, in order:
+
+    1. the next of `start_points` not tried yet (nor refused by the budget
+       check, see :class:`_BudgetedDraws`): e.g. the hand-designed students,
+       so the search starts from them and can only add to them;
+    2. a random point while fewer than `population` trials have completed;
+    3. otherwise a mutation of a tournament winner: `sample` of the last
+       `population` completed trials are drawn, the best scoring one is the
+       parent and one of its active hyperparameters moves to a neighbouring
+       value (an integer by +-1, an ordered numeric choice to the next value
+       up or down, a categorical choice to another value); hyperparameters
+       the move activates are drawn at random, those it deactivates dropped.
+       Older trials leave the population (the "regularized", aging part).
+
+    Draws come from a generator seeded with the oracle's seed and its draw
+    count, so one seed gives one sequence of trials.
+    """
+
+    def __init__(self, *args, start_points=(), population=8, sample=3, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.start_points = [dict(p) for p in start_points]
+        self.population = int(population)
+        self.sample = int(sample)
+
+    def _complete(self, values):
+        """`values` over the space: inactive ones dropped, missing active ones drawn."""
+        hps = kt.HyperParameters()
+        for hp in self.hyperparameters.space:
+            hps.merge([hp])
+            if hps.is_active(hp):
+                if hp.name in values:
+                    hps.values[hp.name] = values[hp.name]
+                else:
+                    hps.values[hp.name] = hp.random_sample(self._seed_state)
+                    self._seed_state += 1
+            else:
+                hps.values.pop(hp.name, None)
+        return dict(hps.values)
+
+    def _mutation(self, rng):
+        done = sorted(
+            (t for t in self.trials.values() if t.status == "COMPLETED" and t.score is not None),
+            key=lambda t: t.trial_id,
+        )
+        members = done[-self.population :]
+        picks = rng.choice(len(members), size=min(self.sample, len(members)), replace=False)
+        parent = max((members[i] for i in sorted(picks)), key=lambda t: t.score)
+        values = parent.hyperparameters.values
+        names = [hp for hp in self.hyperparameters.space if hp.name in values]
+        for _ in range(100):
+            hp = names[rng.integers(len(names))]
+            moves = neighbours(hp, values[hp.name])
+            if not moves:
+                continue
+            child = self._complete(dict(values, **{hp.name: moves[rng.integers(len(moves))]}))
+            if not self._duplicate(child):
+                return child
+        return None
+
+    def _random_values(self):
+        refused = getattr(self, "refused", set())
+        for point in self.start_points:
+            values = self._complete(point)
+            key = self._compute_values_hash(values)
+            if not self._duplicate(values) and key not in refused:
+                return values
+        done = sum(t.status == "COMPLETED" for t in self.trials.values())
+        if done < self.population:
+            return super()._random_values()
+        rng = np.random.default_rng([int(self.seed or 0), self._seed_state])
+        self._seed_state += 1
+        return self._mutation(rng)
+
+
+class BudgetedEvolutionOracle(_BudgetedDraws, _EvolutionDraws, kt.oracles.RandomSearchOracle):
+    """Regularized evolution from start points (``_EvolutionDraws``), drawing
+    within the budget."""
+
+
 def make_oracle(
     kind,
     max_trials=10,
@@ -243,20 +348,28 @@ def make_oracle(
     hyperband_factor=3,
     hyperband_iterations=1,
     num_initial_points=None,
+    start_points=(),
+    population=8,
+    sample=3,
 ):
-    """One of keras-tuner's oracles, maximizing ``score``.
+    """One of keras-tuner's oracles (or regularized evolution), maximizing ``score``.
 
     Args:
       kind: one of ORACLES.
-      max_trials: trials of 'random' and 'bayesian' (Hyperband's count follows
+      max_trials: trials of 'random', 'bayesian' and 'evolution' (Hyperband's count follows
         from `epochs`, `hyperband_factor` and `hyperband_iterations`).
       epochs: Hyperband's ``max_epochs`` (ignored by the others).
-      seed: oracle seed.
+      seed: oracle seed (0 stands for ``ZERO_SEED``: keras-tuner takes a
+        seed of 0 as "draw a random seed").
       hyperband_factor: Hyperband's reduction factor (>= 2).
       hyperband_iterations: Hyperband iterations (>= 1).
       num_initial_points: random trials before Bayesian optimization starts
         modelling (default: keras-tuner's, 3 x the number of hyperparameters,
         capped by max_trials).
+      start_points: 'evolution': hyperparameter values tried first.
+      population: 'evolution': completed trials before mutations start, and
+        the number of most recent ones parents are drawn from (>= 1).
+      sample: 'evolution': tournament size (1 <= sample <= population).
 
     Returns:
       A ``keras_tuner.Oracle``.
@@ -265,6 +378,9 @@ def make_oracle(
       ValueError: unknown kind or an out-of-range count.
     """
     goal = kt.Objective(OBJECTIVE, direction="max")
+    # keras-tuner's Oracle replaces a falsy seed by a random one: seed 0 would
+    # give another search on every run. It stands for a fixed nonzero seed.
+    seed = ZERO_SEED if seed == 0 else seed
     if kind not in ORACLES:
         raise ValueError(f"Unknown oracle {kind!r}; allowed: {ORACLES}.")
     if kind == "hyperband":
@@ -285,6 +401,20 @@ def make_oracle(
         raise ValueError(f"max_trials must be >= 1, got {max_trials}.")
     if kind == "random":
         return BudgetedRandomSearchOracle(goal, max_trials=int(max_trials), seed=seed)
+    if kind == "evolution":
+        if not 1 <= sample <= population:
+            raise ValueError(
+                "Evolution needs 1 <= sample (--evolution_sample) <= population "
+                f"(--evolution_population); got {sample} and {population}."
+            )
+        return BudgetedEvolutionOracle(
+            goal,
+            max_trials=int(max_trials),
+            seed=seed,
+            start_points=start_points,
+            population=population,
+            sample=sample,
+        )
     try:
         return kt.oracles.BayesianOptimizationOracle(
             goal,

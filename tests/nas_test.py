@@ -864,3 +864,102 @@ def test_final_select_spreads_along_the_front_from_most_accurate_to_cheapest(mon
     assert ids == ["09", "06", "03", "00"]  # most accurate ... cheapest
     assert [r["trial_id"] for r in final.select([], top=1)] == ["09"]
     assert len(final.select([], top=20)) == 10
+
+
+class ScoredStub(StubSearch):
+    """StubSearch whose score is a known function of the architecture: wider later stages score
+    higher (so the tournament winner is known)."""
+
+    def run_trial(self, trial, *args, **kwargs):
+        metrics = super().run_trial(trial, *args, **kwargs)
+        v = trial.hyperparameters.values
+        metrics["score"] = sum(v.get(f"stage{i}_filters", 0) * i for i in (1, 2, 3)) / 1000.0
+        return metrics
+
+
+def _moves(space_hps, parent, child):
+    """The hyperparameters of `parent` that `child` changed (ignoring ones that a change
+    activated or deactivated)."""
+    return [k for k in parent if k in child and parent[k] != child[k]]
+
+
+def _evolution(tmp_path, seed=0, population=3, sample=3, trials=8, budget=None):
+    space = _space(filters=(4, 8, 16, 32), max_blocks=2, conv_types=("standard", "separable"))
+    start = [search_space.hand_point("cnn", 0.25), search_space.hand_point("cnn", 1.0)]
+    oracle = tuner.make_oracle(
+        "evolution",
+        max_trials=trials,
+        seed=seed,
+        start_points=start,
+        population=population,
+        sample=sample,
+    )
+    search = ScoredStub(
+        space,
+        oracle,
+        data=tiny_dataset(64, SHAPE, CLASSES),
+        train_config=training.TrainConfig(epochs=1),
+        batch_size=32,
+        budget=budget or tuner.Budget(max_params=MAX_PARAMS),
+        measure=tuner.MeasureConfig(num_runs=5, warmup=1),
+        directory=str(tmp_path),
+        project_name="p",
+    )
+    search.sample_within_budget()
+    search.search(verbose=0)
+    return search, start
+
+
+def test_evolution_starts_from_the_hand_points_then_mutates_tournament_winners(tmp_path):
+    search, start = _evolution(tmp_path / "a")
+    trials = sorted(search.oracle.trials.values(), key=lambda t: t.trial_id)
+    values = [dict(t.hyperparameters.values) for t in trials]
+    assert len(values) == 8 and _over_budget_trials(search) == []
+    # cnn:1.0 (24k parameters) is over MAX_PARAMS: refused by the budget, never trained.
+    assert values[0] == start[0] and start[1] not in values
+    assert search.oracle.rejected >= 1
+    # From the 4th trial on (population 3 completed), each trial is one
+    # neighbouring move away from the best of the last 3 completed trials
+    # (sample == population: the tournament winner is the window's best).
+    for i in range(3, len(trials)):
+        window = trials[i - 3 : i]
+        parent = max(window, key=lambda t: t.score).hyperparameters.values
+        moved = _moves(None, parent, values[i])
+        structural = set(parent) ^ set(values[i])
+        assert len(moved) == 1 or (not moved and structural), (parent, values[i])
+        for k in moved:
+            hp = next(h for h in search.oracle.hyperparameters.space if h.name == k)
+            assert values[i][k] in tuner.neighbours(hp, parent[k])
+    # One seed, one sequence of trials; another seed, another one.
+    again, _ = _evolution(tmp_path / "b")
+    other, _ = _evolution(tmp_path / "c", seed=1)
+
+    def seq(s):
+        return [
+            t.hyperparameters.values
+            for t in sorted(s.oracle.trials.values(), key=lambda t: t.trial_id)
+        ]
+
+    assert seq(again) == values and seq(other) != values
+
+
+def test_evolution_flags_and_hand_trials_are_not_found_students(tmp_path):
+    from nas import final
+
+    with pytest.raises(ValueError, match="--evolution_sample"):
+        tuner.make_oracle("evolution", max_trials=2, population=2, sample=3)
+    search, start = _evolution(tmp_path, trials=4)
+    rows = report.write_outputs(search)["rows"]
+    assert any(r["hyperparameters"] == start[0] for r in rows)
+    got = final.entries(rows, top=10, hand=["cnn:0.25"], hypermodel=search.hypermodel)
+    found = [e for e in got if e["source"] == "search"]
+    assert found and all(e["values"] != start[0] for e in found)
+    assert [e["name"] for e in got if e["source"] == "hand"] == ["cnn_0.25"]
+
+
+def test_oracle_seed_zero_is_a_fixed_seed():
+    # keras-tuner draws a random seed for a falsy one; seed 0 must not mean "random".
+    for kind in ("random", "hyperband", "evolution"):
+        a, b = tuner.make_oracle(kind, seed=0), tuner.make_oracle(kind, seed=0)
+        assert a.seed == b.seed == tuner.ZERO_SEED
+    assert tuner.make_oracle("random", seed=5).seed == 5

@@ -44,12 +44,13 @@ the Bayesian oracle how far out of budget a point was. Infeasible trials are
 completed trials like any other: recorded, tabulated and plotted, never
 dropped.
 
-Sampling within the budget. A candidate's device cost (its files' bytes, its
-TFLM arena, its LiteRT latency, its parameters) does not depend on its
-weights, so it can be measured before any training. With
-:meth:`StudentSearch.sample_within_budget` the random and Hyperband oracles
-redraw a new candidate (up to ``MAX_DRAWS`` times) until its untrained int8
-and float32 files meet the budget: the trials, and Hyperband's rungs, are then
+Sampling within the budget. A candidate's device cost (its TFLM arena, its
+LiteRT latency, its parameters; its files' bytes, given weights as distinct
+as trained ones) does not depend on the weights' values, so it can be
+measured before any training. With :meth:`StudentSearch.sample_within_budget`
+the random, Hyperband and evolution oracles redraw a new candidate (up to
+``MAX_DRAWS`` times) until its int8 and float32 files, with random weights,
+meet the budget: the trials, and Hyperband's rungs, are then
 spent on candidates that can be deployed, not on points the budget rules
 out. Latency is measured, so a candidate near its latency limit can be
 accepted by the draw and found over it after training (it is then scored as
@@ -602,10 +603,21 @@ class StudentSearch(base_tuner.BaseTuner):
 
     def within_budget(self, values):
         """Whether the candidate of hyperparameter `values` meets the budget,
-        measured on its untrained files (bytes, arena, latency and parameters
-        do not depend on the weights). A candidate the converter or TFLite
-        refuses does not."""
+        measured on its untrained files (arena, latency and parameters do not
+        depend on the weights). A candidate the converter or TFLite refuses
+        does not.
+
+        Bytes do, a little: the converter stores identical constant buffers
+        once, and an initialized model has many (zero biases, unit
+        BatchNormalization scales). The weights are therefore replaced by
+        distinct random values first, as a trained model's are; otherwise a
+        draw near the byte limit passes and its trained file breaks it.
+        """
         model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
+        rng = np.random.default_rng(0)
+        model.set_weights(
+            [rng.uniform(0.5, 1.5, w.shape).astype(w.dtype) for w in model.get_weights()]
+        )
         try:
             _, excess = self._cost(model, None)
         except convert_lib.ExportError as e:

@@ -16,7 +16,7 @@ import nas
 from kd_keras import data as data_lib
 from kd_keras import models, pipeline, training
 from kd_keras.keras_compat import keras
-from nas import pareto, search_space, tuner
+from nas import hardware, pareto, search_space, tuner
 from nas import search_report as report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -963,3 +963,38 @@ def test_oracle_seed_zero_is_a_fixed_seed():
         a, b = tuner.make_oracle(kind, seed=0), tuner.make_oracle(kind, seed=0)
         assert a.seed == b.seed == tuner.ZERO_SEED
     assert tuner.make_oracle("random", seed=5).seed == 5
+
+
+def test_the_budget_draw_measures_bytes_as_a_trained_model_has_them(tmp_path):
+    """An initialized model's identical constant buffers (zero biases, unit BN
+    scales) are stored once; a trained one's are not. The draw must judge the
+    bytes the trained file will have."""
+    values = search_space.hand_point("cnn", 0.25)
+    search = _tuner(tmp_path / "a", tuner.make_oracle("random", max_trials=1))
+    search.hypermodel = _space(filters=(4, 8, 16))
+    images = search.data.x_train[: tuner.CALIBRATION_IMAGES]
+
+    def int8_bytes(randomize):
+        model = search.hypermodel.build(search_space.hyperparameters_from_values(values))
+        if randomize:
+            rng = np.random.default_rng(1)
+            model.set_weights([rng.normal(0, 0.1, w.shape) + 1 for w in model.get_weights()])
+        figures = hardware.measure_candidate(model, 2, 1, calibration_images=images)
+        return figures["int8_file_bytes"]
+
+    fresh, trained = int8_bytes(False), int8_bytes(True)
+    assert fresh < trained  # what makes an untrained measurement wrong
+    tight = _tuner(
+        tmp_path / "b",
+        tuner.make_oracle("random", max_trials=1),
+        budget=tuner.Budget(max_bytes=(fresh + trained) // 2, int8=True),
+    )
+    tight.hypermodel = search.hypermodel
+    assert not tight.within_budget(values)
+    roomy = _tuner(
+        tmp_path / "c",
+        tuner.make_oracle("random", max_trials=1),
+        budget=tuner.Budget(max_bytes=trained + 64, int8=True),
+    )
+    roomy.hypermodel = search.hypermodel
+    assert roomy.within_budget(values)

@@ -998,3 +998,48 @@ def test_the_budget_draw_measures_bytes_as_a_trained_model_has_them(tmp_path):
     )
     roomy.hypermodel = search.hypermodel
     assert roomy.within_budget(values)
+
+
+def test_final_students_are_timed_together_and_the_budget_applied_again(monkeypatch):
+    import types
+
+    from nas import final
+
+    calls = []
+
+    def together(models, example=None, num_runs=0, warmup=0, threads=1):
+        calls.append((dict(models), example.shape, threads))
+        return {
+            name: {
+                "latency_us_median": 10.0 * (i + 1),
+                "latency_us_ci95": [1, 2],
+                "latency_runs": 7,
+            }
+            for i, name in enumerate(models)
+        }
+
+    monkeypatch.setattr(final.measure_lib, "latency_together", together)
+    search = types.SimpleNamespace(
+        data=tiny_dataset(8, SHAPE, CLASSES),
+        measure=tuner.MeasureConfig(threads=1),
+        budget=tuner.Budget(max_latency_us=15.0),
+    )
+    rows = [
+        dict(
+            name=n,
+            tflite=f"/x/{n}.tflite",
+            int8_latency_us=5.0,
+            int8_file_bytes=100,
+            tflm_runs=True,
+        )
+        for n in ("a", "b")
+    ]
+    got = final.retime(search, rows)
+    assert calls == [({"a": "/x/a.tflite", "b": "/x/b.tflite"}, SHAPE, 1)]
+    assert [r["int8_latency_us"] for r in got] == [10.0, 20.0]
+    assert [r["int8_latency_us_alone"] for r in got] == [5.0, 5.0]
+    assert [r["feasible"] for r in got] == [True, False]
+    assert got[1]["violations"].startswith("latency_us+")
+    # Timed again (a rerun), the first measurement stays the one kept as "alone".
+    final.retime(search, got)
+    assert [r["int8_latency_us_alone"] for r in got] == [5.0, 5.0]

@@ -110,16 +110,10 @@ def entries(rows, top, hand, hypermodel):
     Raises:
       ValueError: a hand point the space cannot express (naming it).
     """
-    hand_entries = []
-    for name, family, width in search_space.parse_hand_points(hand):
-        values = search_space.hand_point(family, width)
-        try:
-            hypermodel.check_point(values)
-        except ValueError as e:
-            raise ValueError(
-                f"{family}:{width:g} is not a point of the search space: {e}"
-            ) from None
-        hand_entries.append({"name": name, "source": "hand", "trial_id": None, "values": values})
+    hand_entries = [
+        {"name": name, "source": "hand", "trial_id": None, "values": values}
+        for name, values in search_space.hand_points(hand, hypermodel)
+    ]
     # A trial of a hand-designed architecture (e.g. an evolution start point) is
     # not a found student: it is retrained once, as the hand point.
     hand_keys = {search_report.architecture_key(e["values"]) for e in hand_entries}
@@ -272,14 +266,18 @@ def retime(search, rows, latency_runs=100, latency_warmup=10):
     return rows
 
 
+def _costs_no_more(a, b):
+    """True if row `a` has no more int8 bytes and no higher int8 latency than row `b`."""
+    return (
+        a["int8_file_bytes"] <= b["int8_file_bytes"]
+        and a["int8_latency_us"] <= b["int8_latency_us"]
+    )
+
+
 def covers(found, hand):
     """True if `found` is at least as accurate as `hand` with no more int8 bytes
     and no higher int8 latency (weak dominance on all three figures)."""
-    return (
-        found["test_accuracy"] >= hand["test_accuracy"]
-        and found["int8_file_bytes"] <= hand["int8_file_bytes"]
-        and found["int8_latency_us"] <= hand["int8_latency_us"]
-    )
+    return found["test_accuracy"] >= hand["test_accuracy"] and _costs_no_more(found, hand)
 
 
 def margins(found, hand):
@@ -292,12 +290,7 @@ def margins(found, hand):
     """
     out = {}
     for f in found:
-        cheaper = [
-            h
-            for h in hand
-            if h["int8_file_bytes"] <= f["int8_file_bytes"]
-            and h["int8_latency_us"] <= f["int8_latency_us"]
-        ]
+        cheaper = [h for h in hand if _costs_no_more(h, f)]
         if not cheaper:
             out[f["name"]] = (None, None)
             continue

@@ -113,13 +113,9 @@ def _start_points(space):
             f"points (got --oracle={nas_flags.ORACLE.value})."
         )
     try:
-        points = search_space.parse_hand_points(items)
-        values = [search_space.hand_point(family, width) for _, family, width in points]
-        for v in values:
-            space.check_point(v)
+        return [values for _, values in search_space.hand_points(items, space)]
     except ValueError as e:
         raise ValueError(f"--start_points={','.join(items)}: {e}") from None
-    return values
 
 
 def configure():

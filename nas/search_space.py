@@ -417,6 +417,26 @@ def parse_hand_points(items):
     return out
 
 
+def hand_points(items, space):
+    """``FAMILY:WIDTH`` items as checked points of `space`: [(name, values)].
+
+    Raises:
+      ValueError: an item that does not parse, or a hand point the space
+        cannot express (naming it and what the space allows).
+    """
+    out = []
+    for name, family, width in parse_hand_points(items):
+        values = hand_point(family, width)
+        try:
+            space.check_point(values)
+        except ValueError as e:
+            raise ValueError(
+                f"{family}:{width:g} is not a point of the search space: {e}"
+            ) from None
+        out.append((name, values))
+    return out
+
+
 def _act(x, activation, name):
     if activation == "relu":
         return layers.ReLU(name=name)(x)

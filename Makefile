@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA_DIR := /usr/share/datasets/fashion-mnist
 WORKDIR ?= workdirs/quickstart
+# Test worker processes (pytest-xdist); 0 runs the suite in this process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup data quickstart test lint bench clean
 
@@ -34,7 +36,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 test: setup lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests
 
 bench: setup
 	$(PY) bench/distill_step.py

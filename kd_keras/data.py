@@ -19,7 +19,9 @@ IDX headers, matching image and label counts, 60000/10000 examples and 6000
 training examples per class.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import gzip
 import json
 import os
@@ -517,6 +519,34 @@ def prepare_builder(
     builder = _tfds_builder(name, data_dir)
     if builder.is_prepared():
         return builder
+    with preparation_lock(data_dir, name):
+        # Another process (a worker of a distributed study, say) may have
+        # prepared it while this one waited.
+        builder = _tfds_builder(name, data_dir)
+        if builder.is_prepared():
+            return builder
+        return _prepare(builder, name, data_dir, manual_dir, verify_counts, download)
+
+
+@contextlib.contextmanager
+def preparation_lock(data_dir, name):
+    """Holds ``<data_dir>/.<name>.prepare.lock`` exclusively: one process at a
+    time prepares a dataset in a data directory (TFDS fails the second of two
+    concurrent preparations when it renames its finished directory)."""
+    os.makedirs(data_dir, exist_ok=True)
+    fd = os.open(os.path.join(data_dir, f".{name}.prepare.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"Waiting for another process preparing '{name}' in {data_dir} ...", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # Closing the only descriptor releases the lock.
+
+
+def _prepare(builder, name, data_dir, manual_dir, verify_counts, download):
     if name == "fashion_mnist" and manual_dir and os.path.isdir(manual_dir):
         missing = missing_idx_files(manual_dir)
         if not missing:

@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "kd_keras", "configs", "*.flags")))
 MAIN_CONFIGS = [c for c in CONFIGS if not os.path.basename(c).startswith("nas_")]
@@ -48,6 +50,7 @@ def test_every_config_says_how_to_run_it_and_how_long_it_takes():
         assert "expected time" in text.lower(), f"{path}: no expected time in its header"
 
 
+@pytest.mark.slow(30)
 def test_pipeline_and_study_configs_parse_and_build():
     proc = subprocess.run(
         [sys.executable, "-c", CHECK, *MAIN_CONFIGS],

@@ -14,6 +14,19 @@ from kd_keras import data as data_lib  # noqa: E402
 from kd_keras import pipeline, training  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+    """Runs the tests marked ``slow(seconds)`` first, longest first, so that
+    with several workers (``-n 2``, pytest-xdist) no long test starts last
+    and holds the run up while the other worker idles. The stable sort keeps
+    the file order of the rest."""
+
+    def cost(item):
+        marker = item.get_closest_marker("slow")
+        return -(marker.args[0] if marker and marker.args else 0)
+
+    items.sort(key=cost)
+
+
 def write_idx(path, array):
     """Writes `array` (uint8) as a gzip-compressed IDX file."""
     array = np.asarray(array, dtype=np.uint8)

@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import threading
 import time
 
 import numpy as np
@@ -95,6 +96,29 @@ def test_prepares_through_tfds_from_manual_dir(tmp_path, idx_dir):
     want = sorted(map(bytes, arrays["test_images"].astype(np.uint8)))
     assert got == want
     assert (tmp_path / "tfds" / "fashion_mnist").is_dir()
+
+
+def test_one_process_at_a_time_prepares_a_data_dir(tmp_path, idx_dir, capsys):
+    data_dir = str(tmp_path / "tfds")
+    done = {}
+
+    def prepare():
+        done["builder"] = data_lib.prepare_builder(
+            "fashion_mnist", data_dir, idx_dir, verify_counts=False
+        )
+
+    with data_lib.preparation_lock(data_dir, "fashion_mnist"):  # another preparer
+        waiter = threading.Thread(target=prepare)
+        waiter.start()
+        waiter.join(timeout=2.0)
+        assert waiter.is_alive() and not os.path.exists(os.path.join(data_dir, "fashion_mnist"))
+    waiter.join(timeout=120)
+    assert not waiter.is_alive() and done["builder"].is_prepared()
+    assert "Waiting for another process preparing 'fashion_mnist'" in capsys.readouterr().out
+    # Prepared once: a second call takes the prepared data without the lock.
+    with data_lib.preparation_lock(data_dir, "fashion_mnist"):
+        again = data_lib.prepare_builder("fashion_mnist", data_dir, idx_dir, verify_counts=False)
+    assert again.is_prepared()
 
 
 def test_manual_dir_with_wrong_counts_fails_verification(tmp_path, idx_dir):

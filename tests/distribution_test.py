@@ -226,6 +226,7 @@ def _weights(row):
     return np.concatenate([w.ravel() for w in model.get_weights()])
 
 
+@pytest.mark.slow(50)
 def test_two_workers_train_one_model_like_one_process(tmp_path):
     # 36 training images: batches of 8 and one of 4, none padded on one or two workers.
     images = write_image_folder(str(tmp_path / "images"), per_class=15)

@@ -83,6 +83,7 @@ def test_test_fraction_bounds():
     assert len(data_lib.split_test(x, y, 0.99)[2]) == 9
 
 
+@pytest.mark.slow(20)
 def test_folder_end_to_end_through_main(tmp_path, folder):
     """smoke.flags on a folder kept on disk (--data_storage=disk: training,
     teacher logits, evaluation, calibration and export accuracy all read the

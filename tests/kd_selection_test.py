@@ -16,6 +16,7 @@ def _config(workdir, grid):
     return tiny_pipeline_config(workdir, kd_mode="both", kd_select=grid)
 
 
+@pytest.mark.slow(20)
 def test_selection_scores_on_validation_and_the_kd_student_uses_the_winner(tmp_path):
     data = tiny_dataset(n=64)
     grid = kd_selection.SelectionConfig(losses=("kd", "dkd"), temperatures=(2.0,), alphas=(0.5,))

@@ -31,6 +31,7 @@ def _main(*args):
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
+@pytest.mark.slow(70)
 def test_smoke_config_end_to_end_and_rerun_reuses(tmp_path):
     workdir = str(tmp_path / "work")
     proc = _main("--flagfile=kd_keras/configs/smoke.flags", f"--workdir={workdir}")
@@ -96,6 +97,7 @@ def test_smoke_config_end_to_end_and_rerun_reuses(tmp_path):
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
+@pytest.mark.slow(20)
 def test_teacher_export_rows(tmp_path):
     workdir = str(tmp_path / "work")
     proc = _main(

@@ -71,6 +71,7 @@ def searched(tmp_path_factory):
     return search, report.write_outputs(search)
 
 
+@pytest.mark.slow(20)
 def test_search_records_every_trial_and_applies_the_budget(searched):
     search, outputs = searched
     rows = outputs["rows"]
@@ -469,6 +470,7 @@ def test_oracles_and_distributed_role():
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
+@pytest.mark.slow(90)
 def test_smoke_flagfile_end_to_end(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run(
@@ -566,6 +568,7 @@ def _run(search, name, **hyperband):
     return search.run_trial(trial)
 
 
+@pytest.mark.slow(20)
 def test_promoted_trial_continues_its_parent_like_one_uninterrupted_run(tmp_path):
     """Hyperband promotion with distillation through the teacher cache (augmented
     students): trial b continues trial a (1 -> 2 epochs of a 2-epoch schedule) and
@@ -660,6 +663,7 @@ def test_check_point_names_what_the_space_lacks():
         search_space.parse_hand_points(["resnet:1"])
 
 
+@pytest.mark.slow(20)
 def test_every_option_converts_to_int8_and_runs_on_tflm():
     from export import convert, measure, micro
 
@@ -743,6 +747,7 @@ def test_spearman_with_ties_matches_a_hand_computation():
     assert report.spearman(x, y) == pytest.approx(scipy_stats.spearmanr(x, y).statistic)
 
 
+@pytest.mark.slow(20)
 def test_final_step_retrains_the_pareto_set_and_hand_points(tmp_path):
     from nas import final
 

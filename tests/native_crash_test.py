@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = 4
 SCRIPT = """
@@ -31,6 +33,7 @@ print("trained")
 """
 
 
+@pytest.mark.slow(30)
 def test_odd_batches_train_without_native_crash():
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # the crash needs oneDNN on (the default)

@@ -11,6 +11,7 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 from conftest import tiny_dataset, tiny_pipeline_config
 
 from kd_keras.keras_compat import keras
@@ -51,6 +52,7 @@ def _check_pairs(seen, study, teacher_trained):
     assert not np.array_equal(students[0][1], students[2][1])
 
 
+@pytest.mark.slow(30)
 def test_kd_and_no_kd_runs_of_a_seed_see_the_same_batches(tmp_path, monkeypatch):
     data = tiny_dataset(n=64)
     monkeypatch.setattr(runner, "load_data", lambda config: data)

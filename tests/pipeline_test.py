@@ -4,6 +4,7 @@ a parent with other weights retrains its dependents."""
 import os
 import shutil
 
+import pytest
 from conftest import tiny_dataset, tiny_pipeline_config
 
 from kd_keras import data as data_lib
@@ -64,6 +65,7 @@ def _variants(workdir, data):
     return teacher_rows[0], rows
 
 
+@pytest.mark.slow(20)
 def test_a_parent_with_other_weights_retrains_its_dependents(tmp_path):
     data = tiny_dataset(n=32)
     workdir = str(tmp_path / "work")

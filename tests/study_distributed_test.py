@@ -86,6 +86,7 @@ def _deterministic(results):
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
+@pytest.mark.slow(140)
 def test_chief_and_two_workers_give_the_single_process_report(tmp_path):
     shared, alone = str(tmp_path / "distributed"), str(tmp_path / "single")
     port = _free_port()

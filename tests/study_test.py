@@ -193,6 +193,7 @@ def _finished(workdir):
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
+@pytest.mark.slow(150)
 def test_smoke_study_killed_midway_resumes_without_retraining(tmp_path):
     workdir = str(tmp_path / "study")
     proc = _study(workdir)

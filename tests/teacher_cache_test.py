@@ -98,6 +98,7 @@ def _fit(run_dir, views=2, stop=False):
     return student.get_weights(), out
 
 
+@pytest.mark.slow(20)
 def test_training_through_the_cache_is_deterministic_and_resumable(tmp_path):
     whole, out = _fit(str(tmp_path / "a"))
     again, _ = _fit(str(tmp_path / "b"))

@@ -197,6 +197,7 @@ def _check_distilled(workdir, proc, paths):
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
+@pytest.mark.slow(20)
 def test_main_distils_from_a_keras3_file(saved, tmp_path):
     path = saved["keras3.keras"][0]
     proc = _main(tmp_path / "work", path)
@@ -205,6 +206,7 @@ def test_main_distils_from_a_keras3_file(saved, tmp_path):
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
+@pytest.mark.slow(20)
 def test_main_distils_from_an_ensemble_of_every_format(saved, tmp_path):
     names = ["tf_keras.keras", "tf_keras.h5", "softmax.keras", "keras3_softmax_export"]
     paths = [saved[n][0] for n in names]
@@ -250,6 +252,7 @@ def test_a_teacher_expecting_0_255_is_caught_and_rescaled():
     assert teachers.input_range_error("t.keras", flat, "0,1", classes, 200) is None
 
 
+@pytest.mark.slow(20)
 def test_main_names_the_range_a_teacher_expects(tmp_path):
     """A teacher by path that expects [0, 255] stops the run before training
     with one line naming both ranges and the flag; the flag makes it run."""

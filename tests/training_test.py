@@ -98,6 +98,7 @@ def plain_in_two_processes(tmp_path_factory):
     return [_subprocess("plain", str(root / name)) for name in ("a", "b")]
 
 
+@pytest.mark.slow(20)
 def test_two_processes_train_the_same_weights(plain_in_two_processes):
     first, second = plain_in_two_processes
     _assert_same(first, second)
@@ -121,6 +122,7 @@ def test_killed_and_resumed_ends_like_uninterrupted(tmp_path, plain_in_two_proce
     _assert_same(resumed, plain_in_two_processes[0])
 
 
+@pytest.mark.slow(20)
 def test_killed_and_resumed_distillation_with_augmentation_and_pruning(tmp_path):
     run_dir = str(tmp_path / "killed")
     resumed, out = _kill_and_resume("kd-aug-prune", run_dir)

@@ -266,20 +266,6 @@ def retime(search, rows, latency_runs=100, latency_warmup=10):
     return rows
 
 
-def _costs_no_more(a, b):
-    """True if row `a` has no more int8 bytes and no higher int8 latency than row `b`."""
-    return (
-        a["int8_file_bytes"] <= b["int8_file_bytes"]
-        and a["int8_latency_us"] <= b["int8_latency_us"]
-    )
-
-
-def covers(found, hand):
-    """True if `found` is at least as accurate as `hand` with no more int8 bytes
-    and no higher int8 latency (weak dominance on all three figures)."""
-    return found["test_accuracy"] >= hand["test_accuracy"] and _costs_no_more(found, hand)
-
-
 def margins(found, hand):
     """Each found student's accuracy lead over the hand-designed points it costs no less than.
 
@@ -290,7 +276,7 @@ def margins(found, hand):
     """
     out = {}
     for f in found:
-        cheaper = [h for h in hand if _costs_no_more(h, f)]
+        cheaper = [h for h in hand if pareto.costs_no_more(h, f)]
         if not cheaper:
             out[f["name"]] = (None, None)
             continue
@@ -306,7 +292,7 @@ def summarize(rows, target_margin=0.005):
       dict: fronts ({'found'|'hand': {front name: rows}}), dominated
       ({front name: names of hand rows some found row dominates on that
       plane}), covered ({hand name: the most accurate found row that
-      :func:`covers` it, or None}), margins (:func:`margins`), beats_hand
+      :func:`nas.pareto.covers` it, or None}), margins (:func:`margins`), beats_hand
       (every hand row covered and some found row's margin >= `target_margin`),
       spearman_all / spearman_found (proxy score vs test accuracy; None with
       fewer than 3 points) and n_all / n_found.
@@ -328,7 +314,7 @@ def summarize(rows, target_margin=0.005):
         ]
     covered = {}
     for h in hand:
-        by = [f for f in found if covers(f, h)]
+        by = [f for f in found if pareto.covers(f, h)]
         covered[h["name"]] = max(by, key=lambda f: f["test_accuracy"])["name"] if by else None
     lead = margins(found, hand)
     best_margin = max((m for m, _ in lead.values() if m is not None), default=None)

@@ -49,6 +49,14 @@ SAMPLE = flags.DEFINE_integer(
     "--oracle=evolution: tournament size (trials drawn from the population; the best is mutated).",
     lower_bound=1,
 )
+FITNESS = flags.DEFINE_enum(
+    "evolution_fitness",
+    "score",
+    list(tuner.FITNESS),
+    "--oracle=evolution: how a tournament is won: the best score, or 'cover': the trial "
+    "closest to covering a --start_points student no trial covers yet (at least as "
+    "accurate at no more int8 bytes and latency; nas.tuner.cover_keys).",
+)
 NUM_INITIAL = flags.DEFINE_integer(
     "num_initial_points", 0, "Random trials before Bayesian modelling (0 = default).", lower_bound=0
 )

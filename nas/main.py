@@ -107,6 +107,11 @@ def _teacher_fn(data, project, verbose):
 def _start_points(space):
     """--start_points as hyperparameter values of `space` (raises ValueError naming it)."""
     items = nas_flags.START_POINTS.value
+    if nas_flags.FITNESS.value == "cover" and not items:
+        raise ValueError(
+            "--evolution_fitness=cover: needs --start_points, the hand-designed students "
+            "to cover (e.g. --start_points=cnn:0.5,cnn_dws:1)."
+        )
     if items and nas_flags.ORACLE.value != "evolution":
         raise ValueError(
             f"--start_points={','.join(items)}: only --oracle=evolution starts from given "
@@ -166,6 +171,7 @@ def configure():
         start_points=_start_points(space),
         population=f.POPULATION.value,
         sample=f.SAMPLE.value,
+        fitness=f.FITNESS.value,
     )
     if f.FINAL_EPOCHS.value:
         hand = ",".join(f.FINAL_HAND.value)

@@ -19,6 +19,20 @@ FEASIBLE_FRONTS = {
 }
 
 
+def costs_no_more(a, b):
+    """True if row `a` has no more int8 bytes and no higher int8 latency than row `b`."""
+    return (
+        a["int8_file_bytes"] <= b["int8_file_bytes"]
+        and a["int8_latency_us"] <= b["int8_latency_us"]
+    )
+
+
+def covers(a, b, accuracy_key="test_accuracy"):
+    """True if row `a` is at least as accurate as row `b` with no more int8
+    bytes and no higher int8 latency (weak dominance on all three figures)."""
+    return a[accuracy_key] >= b[accuracy_key] and costs_no_more(a, b)
+
+
 def dominates(a, b, maximize):
     """True if point `a` dominates point `b`.
 

@@ -69,7 +69,7 @@ from export import convert as convert_lib
 from kd_keras import data as data_lib
 from kd_keras import runs, training
 from kd_keras.keras_compat import keras
-from nas import hardware, search_space
+from nas import hardware, pareto, search_space
 
 ORACLES = ("random", "bayesian", "hyperband", "evolution")
 OBJECTIVE = "score"
@@ -257,6 +257,49 @@ def neighbours(hp, value):
     return [v for v in options if v != value]
 
 
+# How --oracle=evolution ranks a tournament: by score, or by how well a
+# trial covers the start points no trial covers yet (cover_keys).
+FITNESS = ("score", "cover")
+
+
+def cover_keys(rows):
+    """Tournament keys of ``--evolution_fitness=cover``: larger is fitter.
+
+    The start points (the hand-designed students) are the targets. A start
+    point is *open* while no other trial covers it (scores at least as high
+    with no more int8 bytes and no higher int8 latency,
+    :func:`nas.pareto.covers`). A row aims at the open start points that cost
+    no less than it (itself included, for an open start point); its key is
+    ``(1, score - the lowest score among them)``, so a row that covers one
+    has a margin >= 0, and the cheap rows that come closest to an open point
+    win. A row that aims at none ranks below every row that aims, by score:
+    ``(0, score)``.
+
+    Args:
+      rows: dicts with ``score``, ``int8_file_bytes``, ``int8_latency_us``
+        and ``start`` (True for a start point).
+
+    Returns:
+      one (aims, margin or score) tuple per row, in order.
+    """
+
+    def covered_by_another(h):
+        return any(
+            not r["start"] and r is not h and pareto.covers(r, h, accuracy_key="score")
+            for r in rows
+        )
+
+    open_points = [h for h in rows if h["start"] and not covered_by_another(h)]
+    keys = []
+    for r in rows:
+        targets = [h for h in open_points if pareto.costs_no_more(r, h)]
+        if targets:
+            keys.append((1, r["score"] - min(h["score"] for h in targets)))
+        else:
+            keys.append((0, r["score"]))
+    return keys
+
+
 class _EvolutionDraws:
     """Oracle mixin: regularized evolution (Real et al. 2019, "Regularized
     Evolution for Image Classifier Architecture Search"), started from given
@@ -275,16 +318,34 @@ class _EvolutionDraws:
        up or down, a categorical choice to another value); hyperparameters
        the move activates are drawn at random, those it deactivates dropped.
        Older trials leave the population (the "regularized", aging part).
+       With ``fitness='cover'`` the tournament ranks by :func:`cover_keys`
+       over every completed trial instead of by score: parents are the
+       trials that come closest to covering a start point nothing covers yet.
 
     Draws come from a generator seeded with the oracle's seed and its draw
     count, so one seed gives one sequence of trials.
     """
 
-    def __init__(self, *args, start_points=(), population=8, sample=3, **kwargs):
+    def __init__(self, *args, start_points=(), population=8, sample=3, fitness="score", **kwargs):
         super().__init__(*args, **kwargs)
         self.start_points = [dict(p) for p in start_points]
         self.population = int(population)
         self.sample = int(sample)
+        self.fitness = fitness
+
+    def _is_start(self, values):
+        return any(all(values.get(k) == v for k, v in p.items()) for p in self.start_points)
+
+    def _fitness(self, done):
+        """{trial id: tournament key} of the completed trials `done`."""
+        if self.fitness == "score":
+            return {t.trial_id: t.score for t in done}
+        rows = []
+        for t in done:
+            row = {k: t.metrics.get_last_value(k) for k in ("int8_file_bytes", "int8_latency_us")}
+            row.update(score=t.score, start=self._is_start(t.hyperparameters.values))
+            rows.append(row)
+        return {t.trial_id: key for t, key in zip(done, cover_keys(rows))}
 
     def _complete(self, values):
         """`values` over the space: inactive ones dropped, missing active ones drawn."""
@@ -308,7 +369,8 @@ class _EvolutionDraws:
         )
         members = done[-self.population :]
         picks = rng.choice(len(members), size=min(self.sample, len(members)), replace=False)
-        parent = max((members[i] for i in sorted(picks)), key=lambda t: t.score)
+        fitness = self._fitness(done)
+        parent = max((members[i] for i in sorted(picks)), key=lambda t: fitness[t.trial_id])
         values = parent.hyperparameters.values
         names = [hp for hp in self.hyperparameters.space if hp.name in values]
         for _ in range(100):
@@ -352,6 +414,7 @@ def make_oracle(
     start_points=(),
     population=8,
     sample=3,
+    fitness="score",
 ):
     """One of keras-tuner's oracles (or regularized evolution), maximizing ``score``.
 
@@ -371,6 +434,7 @@ def make_oracle(
       population: 'evolution': completed trials before mutations start, and
         the number of most recent ones parents are drawn from (>= 1).
       sample: 'evolution': tournament size (1 <= sample <= population).
+      fitness: 'evolution': how a tournament is won, one of FITNESS.
 
     Returns:
       A ``keras_tuner.Oracle``.
@@ -408,6 +472,10 @@ def make_oracle(
                 "Evolution needs 1 <= sample (--evolution_sample) <= population "
                 f"(--evolution_population); got {sample} and {population}."
             )
+        if fitness not in FITNESS:
+            raise ValueError(
+                f"--evolution_fitness={fitness}: allowed values are {', '.join(FITNESS)}."
+            )
         return BudgetedEvolutionOracle(
             goal,
             max_trials=int(max_trials),
@@ -415,6 +483,7 @@ def make_oracle(
             start_points=start_points,
             population=population,
             sample=sample,
+            fitness=fitness,
         )
     try:
         return kt.oracles.BayesianOptimizationOracle(

@@ -888,7 +888,7 @@ def _moves(space_hps, parent, child):
     return [k for k in parent if k in child and parent[k] != child[k]]
 
 
-def _evolution(tmp_path, seed=0, population=3, sample=3, trials=8, budget=None):
+def _evolution(tmp_path, seed=0, population=3, sample=3, trials=8, budget=None, fitness="score"):
     space = _space(filters=(4, 8, 16, 32), max_blocks=2, conv_types=("standard", "separable"))
     start = [search_space.hand_point("cnn", 0.25), search_space.hand_point("cnn", 1.0)]
     oracle = tuner.make_oracle(
@@ -898,6 +898,7 @@ def _evolution(tmp_path, seed=0, population=3, sample=3, trials=8, budget=None):
         start_points=start,
         population=population,
         sample=sample,
+        fitness=fitness,
     )
     search = ScoredStub(
         space,
@@ -915,6 +916,47 @@ def _evolution(tmp_path, seed=0, population=3, sample=3, trials=8, budget=None):
     return search, start
 
 
+def _assert_mutates_window_winners(search, fitness):
+    """From the 4th trial on (population 3 completed), each trial is one
+    neighbouring move away from the fittest of the last 3 completed trials
+    (sample == population: the tournament winner is the window's best);
+    `fitness` maps the completed trials to their tournament keys."""
+    trials = sorted(search.oracle.trials.values(), key=lambda t: t.trial_id)
+    values = [dict(t.hyperparameters.values) for t in trials]
+    for i in range(3, len(trials)):
+        keys = fitness(trials[:i])
+        parent = max(trials[i - 3 : i], key=lambda t: keys[t.trial_id]).hyperparameters.values
+        moved = _moves(None, parent, values[i])
+        structural = set(parent) ^ set(values[i])
+        assert len(moved) == 1 or (not moved and structural), (parent, values[i])
+        for k in moved:
+            hp = next(h for h in search.oracle.hyperparameters.space if h.name == k)
+            assert values[i][k] in tuner.neighbours(hp, parent[k])
+
+
+def test_cover_keys_aim_at_the_hand_points_nothing_covers_yet():
+    def row(score, nbytes, latency, start=False):
+        return dict(score=score, int8_file_bytes=nbytes, int8_latency_us=latency, start=start)
+
+    cheap, dear = row(0.80, 10, 10, True), row(0.85, 30, 30, True)
+    near = row(0.83, 20, 20)  # cheaper than `dear`, 0.02 short of it
+    big = row(0.90, 40, 40)  # costs more than every hand point: aims at none
+    keys = tuner.cover_keys([cheap, dear, near, big])
+    assert keys[2] == (1, pytest.approx(0.83 - 0.85)) and keys[3] == (0, 0.90)
+    assert keys[2] > keys[3]  # by score alone `big` would win
+    assert keys[0] == (1, pytest.approx(0.80 - 0.80)) and keys[1] == (1, 0.0)
+    # Once `dear` is covered (`win`: as accurate, no dearer), it is no target:
+    # `near` then aims at none; `win` still aims at nothing open either.
+    win = row(0.85, 25, 30)
+    keys = tuner.cover_keys([cheap, dear, near, big, win])
+    assert keys[2] == (0, 0.83) and keys[4] == (0, 0.85)
+    assert keys[0] == (1, pytest.approx(0.0))  # `cheap` is still open
+    # Costing no more means on both figures: more latency is no cover.
+    slow = row(0.86, 20, 31)
+    assert tuner.cover_keys([dear, slow])[1] == (0, 0.86)
+    assert tuner.cover_keys([dear, slow])[0] == (1, 0.0)
+
+
 def test_evolution_starts_from_the_hand_points_then_mutates_tournament_winners(tmp_path):
     search, start = _evolution(tmp_path / "a")
     trials = sorted(search.oracle.trials.values(), key=lambda t: t.trial_id)
@@ -926,18 +968,25 @@ def test_evolution_starts_from_the_hand_points_then_mutates_tournament_winners(t
     # From the 4th trial on (population 3 completed), each trial is one
     # neighbouring move away from the best of the last 3 completed trials
     # (sample == population: the tournament winner is the window's best).
-    for i in range(3, len(trials)):
-        window = trials[i - 3 : i]
-        parent = max(window, key=lambda t: t.score).hyperparameters.values
-        moved = _moves(None, parent, values[i])
-        structural = set(parent) ^ set(values[i])
-        assert len(moved) == 1 or (not moved and structural), (parent, values[i])
-        for k in moved:
-            hp = next(h for h in search.oracle.hyperparameters.space if h.name == k)
-            assert values[i][k] in tuner.neighbours(hp, parent[k])
-    # One seed, one sequence of trials; another seed, another one.
+    _assert_mutates_window_winners(search, lambda done: {t.trial_id: t.score for t in done})
+    # One seed, one sequence of trials; another seed (here with the 'cover'
+    # tournament), another one.
     again, _ = _evolution(tmp_path / "b")
-    other, _ = _evolution(tmp_path / "c", seed=1)
+    other, _ = _evolution(tmp_path / "c", seed=1, fitness="cover")
+
+    def cover(done):
+        rows = [
+            dict(
+                score=t.score,
+                int8_file_bytes=t.metrics.get_last_value("int8_file_bytes"),
+                int8_latency_us=t.metrics.get_last_value("int8_latency_us"),
+                start=t.hyperparameters.values == start[0],
+            )
+            for t in done
+        ]
+        return {t.trial_id: k for t, k in zip(done, tuner.cover_keys(rows))}
+
+    _assert_mutates_window_winners(other, cover)
 
     def seq(s):
         return [

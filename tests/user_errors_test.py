@@ -326,6 +326,16 @@ def test_search_and_export_errors(paths):
             ["--final_hand=resnet:1", "FAMILY:WIDTH"],
         ),
         ("activation unknown", base + ["--activations=relu,gelu"], ["activations", "gelu"]),
+        (
+            "cover nothing",
+            base + ["--oracle=evolution", "--evolution_fitness=cover"],
+            ["--evolution_fitness=cover", "--start_points"],
+        ),
+        (
+            "fitness unknown",
+            base + ["--oracle=evolution", "--evolution_fitness=best"],
+            ["--evolution_fitness", "best", "cover"],
+        ),
     ]
     _check(_run("nas.main", cases), cases)
     base = [f"--out_dir={paths['work']}", f"--data_dir={paths['data']}"]

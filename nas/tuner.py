@@ -59,6 +59,7 @@ infeasible, like any other).
 
 import dataclasses
 import logging
+import math
 import os
 
 import keras_tuner as kt
@@ -277,7 +278,8 @@ def cover_keys(rows):
 
     Args:
       rows: dicts with ``score``, ``int8_file_bytes``, ``int8_latency_us``
-        and ``start`` (True for a start point).
+        (inf when not measured: such a start point is no target, such a
+        row aims at none) and ``start`` (True for a start point).
 
     Returns:
       one (aims, margin or score) tuple per row, in order.
@@ -289,7 +291,10 @@ def cover_keys(rows):
             for r in rows
         )
 
-    open_points = [h for h in rows if h["start"] and not covered_by_another(h)]
+    def measured(h):
+        return all(math.isfinite(h[k]) for k in ("int8_file_bytes", "int8_latency_us"))
+
+    open_points = [h for h in rows if h["start"] and measured(h) and not covered_by_another(h)]
     keys = []
     for r in rows:
         targets = [h for h in open_points if pareto.costs_no_more(r, h)]
@@ -342,7 +347,10 @@ class _EvolutionDraws:
             return {t.trial_id: t.score for t in done}
         rows = []
         for t in done:
-            row = {k: t.metrics.get_last_value(k) for k in ("int8_file_bytes", "int8_latency_us")}
+            row = {}
+            for k in ("int8_file_bytes", "int8_latency_us"):
+                value = t.metrics.get_last_value(k)
+                row[k] = math.inf if value is None else float(value)
             row.update(score=t.score, start=self._is_start(t.hyperparameters.values))
             rows.append(row)
         return {t.trial_id: key for t, key in zip(done, cover_keys(rows))}

@@ -955,6 +955,9 @@ def test_cover_keys_aim_at_the_hand_points_nothing_covers_yet():
     slow = row(0.86, 20, 31)
     assert tuner.cover_keys([dear, slow])[1] == (0, 0.86)
     assert tuner.cover_keys([dear, slow])[0] == (1, 0.0)
+    # An unmeasured start point is no target; an unmeasured row aims at none.
+    unmeasured = row(0.70, float("inf"), float("inf"), True)
+    assert tuner.cover_keys([unmeasured, near]) == [(0, 0.70), (0, 0.83)]
 
 
 def test_evolution_starts_from_the_hand_points_then_mutates_tournament_winners(tmp_path):

@@ -4,10 +4,12 @@ A search ranks candidates by a cheap proxy (a few epochs, validation
 accuracy). What a user deploys is a student trained at full budget and
 measured as an int8 file. :func:`run_final`:
 
-1. picks the found architectures to retrain (:func:`select`): the feasible
-   architectures on either Pareto set of the search (accuracy vs int8 latency,
-   accuracy vs int8 bytes), at most `top`, spread from the most accurate to
-   the cheapest;
+1. picks the found architectures to retrain (:func:`select`), at most
+   `top`: for each hand-designed student the search tried itself (evolution
+   start points), the most accurate found architecture that costs no more
+   than its trial; then feasible architectures on either Pareto set of the
+   search (accuracy vs int8 latency, accuracy vs int8 bytes), spread from
+   the most accurate to the cheapest;
 2. adds the hand-designed students (``kd_keras.models.cnn`` / ``cnn_dws`` at
    given widths), built as points of the search space
    (``nas.search_space.hand_point``);
@@ -60,38 +62,58 @@ FINAL_FRONTS = {
 DEFAULT_HAND = tuple(f"{f}:{w:g}" for f in ("cnn", "cnn_dws") for w in (0.25, 0.5, 0.75, 1.0))
 
 
-def select(rows, top):
-    """The found architectures to retrain: spread along the feasible Pareto sets.
+def select(rows, top, hand_rows=()):
+    """The found architectures to retrain: a challenger per hand point, then a
+    spread along the feasible Pareto sets.
 
-    The union of the feasible fronts (accuracy vs int8 latency, accuracy vs
-    int8 bytes) is sorted by proxy accuracy; when it holds more than `top`
-    architectures, `top` of them are taken evenly spaced along that order, so
-    the most accurate and the cheapest are always retrained and the points in
-    between cover the range of costs (the hand-designed students to compare
-    with span that range too).
+    1. For each row of `hand_rows` (the search's own trials of hand-designed
+       students, e.g. evolution start points), in order: the most accurate
+       feasible found architecture that costs no more than it (no more int8
+       bytes, no higher int8 latency; :func:`nas.pareto.costs_no_more`), if
+       any -- the one most likely to cover that hand point at full budget.
+    2. The rest, up to `top` in all: the union of the feasible fronts
+       (accuracy vs int8 latency, accuracy vs int8 bytes) sorted by proxy
+       accuracy, `top` of them taken evenly spaced along that order when it
+       holds more, so the most accurate and the cheapest are retrained and
+       the points in between cover the range of costs.
 
     Args:
-      rows: ``search_report.trial_rows`` of the search.
+      rows: ``search_report.trial_rows`` of the search's found architectures.
       top: most architectures returned (>= 1).
+      hand_rows: trial rows of hand-designed students (not returned).
 
     Returns:
       list of trial rows (one per architecture, its highest-fidelity trial),
       most accurate proxy first.
     """
     archs = search_report.architectures(rows)
+    top = int(top)
+    challengers = {}
+    for h in hand_rows:
+        if h.get("status") != "COMPLETED" or not h.get("feasible"):
+            continue
+        cheaper = [r for r in archs if pareto.costs_no_more(r, h)]
+        if cheaper and len(challengers) < top:
+            best = max(cheaper, key=lambda r: (r["val_accuracy"], r["trial_id"]))
+            challengers[best["trial_id"]] = best
     fronts = pareto.fronts(archs, pareto.FEASIBLE_FRONTS)
     on = {r["trial_id"] for front in fronts.values() for r in front}
     chosen = sorted(
-        (r for r in archs if r["trial_id"] in on), key=lambda r: (-r["val_accuracy"], r["trial_id"])
+        (r for r in archs if r["trial_id"] in on and r["trial_id"] not in challengers),
+        key=lambda r: (-r["val_accuracy"], r["trial_id"]),
     )
-    top = int(top)
-    if len(chosen) <= top:
-        return chosen
-    if top == 1:
-        return chosen[:1]
-    last = len(chosen) - 1
-    picks = sorted({round(i * last / (top - 1)) for i in range(top)})
-    return [chosen[i] for i in picks]
+    left = top - len(challengers)
+    if len(chosen) > left:
+        if left <= 0:
+            chosen = []
+        elif left == 1:
+            chosen = chosen[:1]
+        else:
+            last = len(chosen) - 1
+            chosen = [chosen[i] for i in sorted({round(i * last / (left - 1)) for i in range(left)})]
+    return sorted(
+        list(challengers.values()) + chosen, key=lambda r: (-r["val_accuracy"], r["trial_id"])
+    )
 
 
 def entries(rows, top, hand, hypermodel):
@@ -117,9 +139,10 @@ def entries(rows, top, hand, hypermodel):
     # A trial of a hand-designed architecture (e.g. an evolution start point) is
     # not a found student: it is retrained once, as the hand point.
     hand_keys = {search_report.architecture_key(e["values"]) for e in hand_entries}
-    found = [
-        r for r in rows if search_report.architecture_key(r["hyperparameters"]) not in hand_keys
-    ]
+    found, tried = [], []
+    for r in rows:
+        key = search_report.architecture_key(r["hyperparameters"])
+        (tried if key in hand_keys else found).append(r)
     out = [
         {
             "name": f"trial_{r['trial_id']}",
@@ -127,7 +150,7 @@ def entries(rows, top, hand, hypermodel):
             "trial_id": r["trial_id"],
             "values": r["hyperparameters"],
         }
-        for r in select(found, top)
+        for r in select(found, top, tried)
     ]
     return out + hand_entries
 

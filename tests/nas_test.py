@@ -871,6 +871,42 @@ def test_final_select_spreads_along_the_front_from_most_accurate_to_cheapest(mon
     assert len(final.select([], top=20)) == 10
 
 
+def test_final_select_takes_a_challenger_for_every_tried_hand_point_first(monkeypatch):
+    from nas import final
+
+    def row(tid, acc, nbytes, us, feasible=True):
+        return dict(
+            trial_id=tid,
+            val_accuracy=acc,
+            int8_file_bytes=nbytes,
+            int8_latency_us=us,
+            feasible=feasible,
+            status="COMPLETED",
+        )
+
+    # A front of six (accuracy rises with both costs) and two dominated rows.
+    front = [row(f"0{i}", 0.80 + i / 100, 1000 * (i + 1), 10.0 + i) for i in range(6)]
+    cheap_better = row("10", 0.815, 1500, 10.5)  # off the byte front (01 is cheaper)
+    archs = front + [cheap_better]
+    monkeypatch.setattr(report, "architectures", lambda rows: archs)
+    monkeypatch.setattr(pareto, "fronts", lambda rows, fronts: {"f": front})
+    hand = [
+        row("h0", 0.83, 1600, 10.6),  # costs no less than 00 and 10: 10 is more accurate
+        row("h1", 0.90, 4000, 13.0),  # 00 .. 03 cost no more: 03 is the most accurate
+        row("h2", 0.50, 500, 9.0),  # cheaper than every found row: no challenger
+        row("h3", 0.99, 9000, 99.0, feasible=False),  # over budget: no target
+    ]
+    ids = [r["trial_id"] for r in final.select([], top=4, hand_rows=hand)]
+    # Challengers 10 and 03, then a spread of two over the rest of the front.
+    assert sorted(ids) == ["00", "03", "05", "10"]
+    assert ids == ["05", "03", "10", "00"]  # most accurate proxy first
+    # Challengers come first when `top` is small; none is taken twice.
+    assert sorted(r["trial_id"] for r in final.select([], top=2, hand_rows=hand)) == ["03", "10"]
+    assert [r["trial_id"] for r in final.select([], top=1, hand_rows=hand + hand)] == ["10"]
+    # Without hand rows, the spread alone (the old behaviour).
+    assert [r["trial_id"] for r in final.select([], top=3)] == ["05", "03", "00"]
+
+
 class ScoredStub(StubSearch):
     """StubSearch whose score is a known function of the architecture: wider later stages score
     higher (so the tournament winner is known)."""

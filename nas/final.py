@@ -110,7 +110,9 @@ def select(rows, top, hand_rows=()):
             chosen = chosen[:1]
         else:
             last = len(chosen) - 1
-            chosen = [chosen[i] for i in sorted({round(i * last / (left - 1)) for i in range(left)})]
+            chosen = [
+                chosen[i] for i in sorted({round(i * last / (left - 1)) for i in range(left)})
+            ]
     return sorted(
         list(challengers.values()) + chosen, key=lambda r: (-r["val_accuracy"], r["trial_id"])
     )

@@ -148,6 +148,8 @@ def main(argv):
         config, study_cfg, todo = configure()
     except ValueError as e:
         sys.exit(f"Invalid configuration: {e}")
+    for line in pipeline.pairing_warnings(config, study=study_cfg is not None):
+        print(f"Warning: {line}", file=sys.stderr)
     try:
         if multi_worker and not distribute.is_chief():
             # The chief holds the workdir's lock; this worker writes to its own copy.

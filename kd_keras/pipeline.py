@@ -350,6 +350,29 @@ def build_checked(name, kwargs, flag, shape, classes):
         ) from None
 
 
+def pairing_warnings(config: PipelineConfig, study=False):
+    """Lines warning that the plain and distilled runs of a seed will not see
+    the same batches for the whole training (empty when they will, or when
+    there is no such pair: a pipeline with ``kd_mode`` 'on' or 'off'; a
+    `study` always has it).
+
+    With student augmentation and ``kd.teacher_cache_views`` K > 0, the
+    distilled run replays K cached views (epoch e: view e mod K) while the
+    plain run draws a fresh view every epoch: past epoch K their batches
+    differ, and a paired comparison of the two is paired for K epochs only.
+    """
+    k, epochs = config.kd.teacher_cache_views, config.student_train.epochs
+    paired = study or config.kd_mode == "both"
+    if not paired or not config.student_augment.enabled or not 0 < k < epochs:
+        return []
+    return [
+        f"--teacher_cache_views={k} < --student_epochs={epochs}: after epoch {k} the "
+        f"distilled run replays its {k} cached views while the plain run draws new ones, so "
+        f"they see the same batches for {k} epochs only; --teacher_cache_views={epochs} "
+        "keeps them paired throughout."
+    ]
+
+
 def validate(config: PipelineConfig, todo=None):
     """Checks everything that can be checked without data, before any data is
     loaded or model trained: the teacher and student build with their

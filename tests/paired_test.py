@@ -72,3 +72,26 @@ def test_kd_and_no_kd_runs_of_a_seed_see_the_same_batches(tmp_path, monkeypatch)
     seen.clear()
     runner.run(_study(second))
     _check_pairs(seen, study, teacher_trained=False)
+
+
+def test_a_teacher_cache_shorter_than_training_warns_that_pairing_stops_at_its_views(tmp_path):
+    from kd_keras import data as data_lib
+    from kd_keras import pipeline, training
+
+    def config(views, epochs=6, crop=2, kd_mode="both"):
+        return tiny_pipeline_config(
+            str(tmp_path),
+            student_train=training.TrainConfig(epochs=epochs),
+            student_augment=data_lib.AugmentConfig(crop_padding=crop),
+            kd=training.KDConfig(teacher_cache_views=views),
+            kd_mode=kd_mode,
+        )
+
+    (line,) = pipeline.pairing_warnings(config(2))
+    assert "--teacher_cache_views=2 < --student_epochs=6" in line
+    assert "--teacher_cache_views=6" in line
+    assert pipeline.pairing_warnings(config(6)) == []  # one view per epoch: paired
+    assert pipeline.pairing_warnings(config(0)) == []  # online teacher: paired
+    assert pipeline.pairing_warnings(config(2, crop=0)) == []  # nothing to replay
+    assert pipeline.pairing_warnings(config(2, kd_mode="on")) == []  # no plain run
+    assert len(pipeline.pairing_warnings(config(2, kd_mode="on"), study=True)) == 1

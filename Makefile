@@ -36,7 +36,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 test: setup lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
 
 bench: setup
 	$(PY) bench/distill_step.py

@@ -90,3 +90,29 @@ def test_interaction_interval_by_hand():
     assert stats.additivity(base, pruned, kd, both) == got
     with pytest.raises(ValueError, match="equal length"):
         stats.interaction(base, [pruned[:4]], both)
+
+
+def test_seeds_to_exclude_zero_by_the_t_table():
+    # t_{0.975, 5} = 2.571, t_{0.975, 6} = 2.447: with mean = sd, 6 seeds give a
+    # half-width of 2.571 / sqrt(6) = 1.05 sd (> mean), 7 give 0.925 sd (< mean).
+    assert stats.seeds_to_exclude_zero(0.01, 0.01) == 7
+    assert stats.seeds_to_exclude_zero(-0.01, 0.01) == 7  # a loss is excluded alike
+    # The 19k study's gain: +0.204 pt, sd 0.357 pt. t_{0.975, 13} = 2.160 and
+    # t_{0.975, 14} = 2.145: 2.160 / sqrt(14) = 0.577 > 0.571 > 2.145 / sqrt(15) = 0.554.
+    assert stats.seeds_to_exclude_zero(0.00204, 0.00357) == 15
+    # The figure is the first n whose interval excludes 0 under paired_interval.
+    n = stats.seeds_to_exclude_zero(0.003, 0.004)
+    for m, clears in ((n - 1, False), (n, True)):
+        d = 0.003 + 0.004 * _unit_sd(m)  # m differences with this exact mean and sd
+        got = stats.paired_interval(d, np.zeros(m))
+        assert (got["low"] > 0) is clears
+    assert stats.seeds_to_exclude_zero(0.0, 0.01) is None
+    assert stats.seeds_to_exclude_zero(0.001, math.nan) is None
+    assert stats.seeds_to_exclude_zero(0.0001, 0.1, max_seeds=50) is None
+
+
+def _unit_sd(m):
+    """m numbers with mean 0 and sample sd 1."""
+    x = np.arange(m, dtype=float)
+    x -= x.mean()
+    return x / x.std(ddof=1)

@@ -127,6 +127,8 @@ def test_report_states_the_setup_and_the_augmentation_comparison():
     assert "measured +1.50 pts, sum of the separate effects +0.50 pts, difference +1.00 [" in text
     # Δ(none) = +2.5 pts but with 2 seeds its interval [-3.85, +8.85] contains 0.
     assert "Δ(none)'s interval contains 0" in text
+    # d = [0.03, 0.02]: sd 0.71 pts; t_{0.975, 2} / sqrt(3) = 4.303 / 1.732 = 2.48 < 2.5 / 0.71.
+    assert "(sd 0.71 pts) of these 2 seeds held, about 3 seeds would give" in text
     steady = [
         _row("none", kd, s, 0.80 + 0.001 * s + (0.03 if kd else 0.0))
         for kd in (False, True)

@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from kd_keras import runs
+from kd_keras.study import stats
 
 
 def _pct(x):
@@ -288,6 +289,15 @@ def markdown(results):
             "intervals, not the ratio.",
             "",
         ]
+        need = stats.seeds_to_exclude_zero(g_none["mean"], g_none["sd"])
+        if need is not None:
+            parts += [
+                f"If the gain ({100 * g_none['mean']:+.2f} pts) and the paired spread "
+                f"(sd {100 * g_none['sd']:.2f} pts) of these {g_none['n']} seeds held, "
+                f"about {need} seeds would give an interval that excludes 0 "
+                "(stats.seeds_to_exclude_zero; a planning figure: more seeds move both).",
+                "",
+            ]
     measured = [
         (label, e)
         for label, e in summary.items()

@@ -51,6 +51,32 @@ def paired_interval(a, b, confidence=0.95):
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n, "sd": sd}
 
 
+def seeds_to_exclude_zero(mean, sd, confidence=0.95, max_seeds=1000):
+    """Seeds a paired interval would need to exclude 0 if the gain and spread held.
+
+    The smallest n >= 2 with ``t_{c, n-1} * sd / sqrt(n) < |mean|``: how many
+    seeds the interval of :func:`paired_interval` needs to clear 0 when the
+    paired differences keep the observed mean and sample sd. A planning
+    figure, not a power calculation: the next seeds move both numbers.
+
+    Args:
+      mean, sd: mean and sample sd of the paired differences.
+      confidence: two-sided confidence level of the interval.
+      max_seeds: the largest n tried.
+
+    Returns:
+      int n, or None when no n <= max_seeds would do (a zero mean, or none
+      large enough) or sd is not a finite number.
+    """
+    if not (math.isfinite(mean) and math.isfinite(sd)) or mean == 0:
+        return None
+    q = 0.5 + confidence / 2
+    for n in range(2, int(max_seeds) + 1):
+        if float(sp_stats.t.ppf(q, n - 1)) * sd / math.sqrt(n) < abs(mean):
+            return n
+    return None
+
+
 def orthogonality_ratio(gain_t, gain_none):
     """Delta(T) / Delta(none); NaN when the plain KD gain is 0."""
     return gain_t / gain_none if gain_none else math.nan

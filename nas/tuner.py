@@ -507,6 +507,25 @@ def make_oracle(
         ) from e
 
 
+def distinct_weights(model, rng):
+    """Gives every weight of `model` a distinct value, at the initializer's scale.
+
+    Each weight becomes ``w * u + e`` with ``u ~ U(0.9, 1.1)`` and
+    ``e ~ U(-0.01, 0.01)``: zero biases, unit BatchNormalization scales and
+    other repeated constants become distinct (as in a trained model), while
+    activations keep the magnitude the initializers give them. (Drawing
+    every weight from U(0.5, 1.5) instead makes all of them positive; through
+    deep blocks with squeeze-excite and hard-swish the activations then
+    reach ~1e11 and int8 calibration yields scales LiteRT aborts on.)
+    """
+    model.set_weights(
+        [
+            (w * rng.uniform(0.9, 1.1, w.shape) + rng.uniform(-0.01, 0.01, w.shape)).astype(w.dtype)
+            for w in model.get_weights()
+        ]
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class MeasureConfig:
     """How candidates are timed in LiteRT (see ``nas.hardware``)."""
@@ -687,14 +706,12 @@ class StudentSearch(base_tuner.BaseTuner):
         Bytes do, a little: the converter stores identical constant buffers
         once, and an initialized model has many (zero biases, unit
         BatchNormalization scales). The weights are therefore replaced by
-        distinct random values first, as a trained model's are; otherwise a
-        draw near the byte limit passes and its trained file breaks it.
+        distinct random values first (:func:`distinct_weights`), as a trained
+        model's are; otherwise a draw near the byte limit passes and its
+        trained file breaks it.
         """
         model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
-        rng = np.random.default_rng(0)
-        model.set_weights(
-            [rng.uniform(0.5, 1.5, w.shape).astype(w.dtype) for w in model.get_weights()]
-        )
+        distinct_weights(model, np.random.default_rng(0))
         try:
             _, excess = self._cost(model, None)
         except convert_lib.ExportError as e:

@@ -1093,6 +1093,44 @@ def test_the_budget_draw_measures_bytes_as_a_trained_model_has_them(tmp_path):
     assert roomy.within_budget(values)
 
 
+def test_distinct_weights_keep_activations_at_the_initializers_scale():
+    """The point that made LiteRT abort in a search's budget draw: with every
+    weight drawn from U(0.5, 1.5) its logits reached ~1e11 and the int8 file's
+    scales crashed the interpreter. Distinct weights must keep the scale."""
+    space = search_space.StudentSpace((28, 28, 1), 10)
+    values = {
+        "activation": "hard_swish",
+        "conv": "inverted",
+        "downsample": "maxpool",
+        "dropout": 0.0,
+        "expansion": 1,
+        "head_units": 0,
+        "kernel_size": 5,
+        "se": 4,
+        "stage1_blocks": 1,
+        "stage1_filters": 12,
+        "stage2_blocks": 1,
+        "stage2_filters": 32,
+        "stage3_blocks": 2,
+        "stage3_filters": 48,
+        "stages": 3,
+    }
+    model = space.build(search_space.hyperparameters_from_values(values))
+    x = np.random.default_rng(1).uniform(0, 1, (4, 28, 28, 1)).astype("float32")
+    before = np.abs(model(x).numpy()).max()
+    initial = model.get_weights()
+    tuner.distinct_weights(model, np.random.default_rng(0))
+    after = np.abs(model(x).numpy()).max()
+    assert np.isfinite(after) and after < 10 * before + 1
+    for w0, w in zip(initial, model.get_weights()):
+        assert len(np.unique(w)) == w.size  # zero biases, unit scales: all distinct now
+        assert np.all(np.abs(w - w0) <= 0.1 * np.abs(w0) + 0.01 + 1e-6)
+    # The old draw, for contrast: all-positive weights blow the logits up.
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(w.dtype) for w in initial])
+    assert np.abs(model(x).numpy()).max() > 1e6
+
+
 def test_final_students_are_timed_together_and_the_budget_applied_again(monkeypatch):
     import types
 

@@ -324,8 +324,10 @@ class _EvolutionDraws:
        the move activates are drawn at random, those it deactivates dropped.
        Older trials leave the population (the "regularized", aging part).
        With ``fitness='cover'`` the tournament ranks by :func:`cover_keys`
-       over every completed trial instead of by score: parents are the
-       trials that come closest to covering a start point nothing covers yet.
+       over every completed trial instead of by score, and draws from the
+       last `population` trials that aim at an open start point
+       (:meth:`tournament_window`): parents are the trials that come closest to
+       covering a start point nothing covers yet.
 
     Draws come from a generator seeded with the oracle's seed and its draw
     count, so one seed gives one sequence of trials.
@@ -370,14 +372,28 @@ class _EvolutionDraws:
                 hps.values.pop(hp.name, None)
         return dict(hps.values)
 
+    def tournament_window(self, done, fitness):
+        """The trials a tournament draws from: the last `population` completed
+        ones; under cover fitness, the last `population` of those that aim at
+        an open start point (all completed ones when none aims).
+
+        Aging alone lets a cover search drift: once the last trials all cost
+        more than every open start point, no tournament can pick a parent
+        that aims at one, and the search climbs by score.
+        """
+        pool = done
+        if self.fitness == "cover":
+            pool = [t for t in done if fitness[t.trial_id][0] == 1] or done
+        return pool[-self.population :]
+
     def _mutation(self, rng):
         done = sorted(
             (t for t in self.trials.values() if t.status == "COMPLETED" and t.score is not None),
             key=lambda t: t.trial_id,
         )
-        members = done[-self.population :]
-        picks = rng.choice(len(members), size=min(self.sample, len(members)), replace=False)
         fitness = self._fitness(done)
+        members = self.tournament_window(done, fitness)
+        picks = rng.choice(len(members), size=min(self.sample, len(members)), replace=False)
         parent = max((members[i] for i in sorted(picks)), key=lambda t: fitness[t.trial_id])
         values = parent.hyperparameters.values
         names = [hp for hp in self.hyperparameters.space if hp.name in values]

@@ -952,16 +952,21 @@ def _evolution(tmp_path, seed=0, population=3, sample=3, trials=8, budget=None, 
     return search, start
 
 
-def _assert_mutates_window_winners(search, fitness):
+def _assert_mutates_window_winners(search, fitness, aiming_only=False):
     """From the 4th trial on (population 3 completed), each trial is one
     neighbouring move away from the fittest of the last 3 completed trials
     (sample == population: the tournament winner is the window's best);
-    `fitness` maps the completed trials to their tournament keys."""
+    `fitness` maps the completed trials to their tournament keys. With
+    `aiming_only`, the window is the last 3 of the trials whose key aims at
+    an open start point (all trials when none does)."""
     trials = sorted(search.oracle.trials.values(), key=lambda t: t.trial_id)
     values = [dict(t.hyperparameters.values) for t in trials]
     for i in range(3, len(trials)):
         keys = fitness(trials[:i])
-        parent = max(trials[i - 3 : i], key=lambda t: keys[t.trial_id]).hyperparameters.values
+        pool = trials[:i]
+        if aiming_only:
+            pool = [t for t in pool if keys[t.trial_id][0] == 1] or pool
+        parent = max(pool[-3:], key=lambda t: keys[t.trial_id]).hyperparameters.values
         moved = _moves(None, parent, values[i])
         structural = set(parent) ^ set(values[i])
         assert len(moved) == 1 or (not moved and structural), (parent, values[i])
@@ -1025,7 +1030,7 @@ def test_evolution_starts_from_the_hand_points_then_mutates_tournament_winners(t
         ]
         return {t.trial_id: k for t, k in zip(done, tuner.cover_keys(rows))}
 
-    _assert_mutates_window_winners(other, cover)
+    _assert_mutates_window_winners(other, cover, aiming_only=True)
 
     def seq(s):
         return [
@@ -1034,6 +1039,24 @@ def test_evolution_starts_from_the_hand_points_then_mutates_tournament_winners(t
         ]
 
     assert seq(again) == values and seq(other) != values
+
+
+def test_cover_tournaments_draw_from_the_trials_that_aim_at_an_open_hand_point():
+    import types
+
+    def trial(i):
+        return types.SimpleNamespace(trial_id=f"{i:02d}")
+
+    done = [trial(i) for i in range(6)]
+    # Trials 0-2 aim at an open start point; 3-5 cost more than every one.
+    fitness = {t.trial_id: (1 if i < 3 else 0, 0.8) for i, t in enumerate(done)}
+    cover = tuner.make_oracle("evolution", fitness="cover", population=2, sample=2)
+    score = tuner.make_oracle("evolution", fitness="score", population=2, sample=2)
+    ids = lambda ts: [t.trial_id for t in ts]  # noqa: E731
+    assert ids(cover.tournament_window(done, fitness)) == ["01", "02"]
+    assert ids(score.tournament_window(done, fitness)) == ["04", "05"]  # aging alone
+    nothing_aims = {k: (0, v[1]) for k, v in fitness.items()}
+    assert ids(cover.tournament_window(done, nothing_aims)) == ["04", "05"]
 
 
 def test_evolution_flags_and_hand_trials_are_not_found_students(tmp_path):

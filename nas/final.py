@@ -397,6 +397,11 @@ def run_final(
         if os.path.exists(path):
             saved = runs.read_json(path)
             if saved.get("final_epochs") == final_epochs and saved.get("values") == entry["values"]:
+                # Its file, in this run's directory: the stored path is as the
+                # writing process named it (relative to its working directory).
+                saved["tflite"] = os.path.join(
+                    directory, "export", os.path.basename(saved["tflite"])
+                )
                 final_rows.append(saved)
                 continue
         proxy, source = proxy_score(search, entry, rows, os.path.join(directory, "proxy"))

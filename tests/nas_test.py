@@ -804,10 +804,21 @@ def test_final_step_retrains_the_pareto_set_and_hand_points(tmp_path):
     assert open(paths["final_fronts.png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     text = open(paths["final.md"]).read()
     assert "cnn_dws_0.5" in text and "Spearman(proxy, test accuracy), all retrained" in text
-    # Resumed: nothing is trained or measured twice.
+    # Resumed: nothing is trained or measured twice. The stored file paths are
+    # as the first process named them (here: from another working directory);
+    # the resumed step finds each file in its own run directory.
+    for r in got:
+        row_file = os.path.join(os.path.dirname(os.path.dirname(r["tflite"])), final.ROW_FILE)
+        saved = json.load(open(row_file))
+        saved["tflite"] = os.path.join("elsewhere", r["name"], "export", "x.int8.tflite")
+        saved["tflite"] = os.path.join(
+            os.path.dirname(saved["tflite"]), os.path.basename(r["tflite"])
+        )
+        json.dump(saved, open(row_file, "w"))
     again = final.run_final(search, rows, final_epochs=2, top=2, hand=hand, latency_runs=20)
     assert len(search.fits) - calls == 2 + len(got)
     assert [r["test_accuracy"] for r in again["rows"]] == [r["test_accuracy"] for r in got]
+    assert [r["tflite"] for r in again["rows"]] == [r["tflite"] for r in got]
 
 
 def _final_row(name, source, acc, nbytes, latency, proxy=0.5):

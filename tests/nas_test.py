@@ -810,10 +810,8 @@ def test_final_step_retrains_the_pareto_set_and_hand_points(tmp_path):
     for r in got:
         row_file = os.path.join(os.path.dirname(os.path.dirname(r["tflite"])), final.ROW_FILE)
         saved = json.load(open(row_file))
-        saved["tflite"] = os.path.join("elsewhere", r["name"], "export", "x.int8.tflite")
-        saved["tflite"] = os.path.join(
-            os.path.dirname(saved["tflite"]), os.path.basename(r["tflite"])
-        )
+        stored = os.path.join("elsewhere", r["name"], "export", os.path.basename(r["tflite"]))
+        saved["tflite"] = stored
         json.dump(saved, open(row_file, "w"))
     again = final.run_final(search, rows, final_epochs=2, top=2, hand=hand, latency_runs=20)
     assert len(search.fits) - calls == 2 + len(got)

@@ -98,24 +98,27 @@ def select(rows, top, hand_rows=()):
             challengers[best["trial_id"]] = best
     fronts = pareto.fronts(archs, pareto.FEASIBLE_FRONTS)
     on = {r["trial_id"] for front in fronts.values() for r in front}
-    chosen = sorted(
-        (r for r in archs if r["trial_id"] in on and r["trial_id"] not in challengers),
-        key=lambda r: (-r["val_accuracy"], r["trial_id"]),
+
+    def most_accurate_first(rows):
+        return sorted(rows, key=lambda r: (-r["val_accuracy"], r["trial_id"]))
+
+    rest = most_accurate_first(
+        r for r in archs if r["trial_id"] in on and r["trial_id"] not in challengers
     )
-    left = top - len(challengers)
-    if len(chosen) > left:
-        if left <= 0:
-            chosen = []
-        elif left == 1:
-            chosen = chosen[:1]
-        else:
-            last = len(chosen) - 1
-            chosen = [
-                chosen[i] for i in sorted({round(i * last / (left - 1)) for i in range(left)})
-            ]
-    return sorted(
-        list(challengers.values()) + chosen, key=lambda r: (-r["val_accuracy"], r["trial_id"])
-    )
+    return most_accurate_first(list(challengers.values()) + _spread(rest, top - len(challengers)))
+
+
+def _spread(rows, n):
+    """`n` of `rows` evenly spaced along their order, the first and the last
+    included (all of them when `n` >= their number, none when `n` <= 0)."""
+    if n >= len(rows):
+        return list(rows)
+    if n <= 0:
+        return []
+    if n == 1:
+        return rows[:1]
+    last = len(rows) - 1
+    return [rows[i] for i in sorted({round(i * last / (n - 1)) for i in range(n)})]
 
 
 def entries(rows, top, hand, hypermodel):

@@ -78,6 +78,7 @@ def validation_accuracy(ctx, variant, kd, train_cfg):
     cached run scored on the validation split; returns that accuracy."""
     if not len(ctx.data.x_val):
         raise ValueError("--kd_select needs a validation split: set --val_size > 0.")
+    train_cfg = dataclasses.replace(train_cfg, seed=variant.seed)  # As variants.train does.
     keras.utils.set_random_seed(variant.seed)  # Before the pipeline is built.
     datasets = data_lib.make_datasets(ctx.data, ctx.batch_size, variant.augment, seed=variant.seed)
     # Scored on validation: the test split never takes part in the choice.

@@ -57,3 +57,57 @@ def test_a_bad_grid_is_one_clear_error():
         kd_selection.SelectionConfig(losses=("hint",))
     with pytest.raises(ValueError, match="--kd_select_alphas"):
         kd_selection.SelectionConfig(alphas=(1.5,))
+
+
+@pytest.mark.slow(20)
+def test_a_study_chooses_on_the_first_seeds_validation_and_every_kd_run_uses_the_winner(
+    tmp_path, monkeypatch
+):
+    from kd_keras.study import runner
+
+    data = tiny_dataset(n=64)
+    monkeypatch.setattr(runner, "load_data", lambda config: data)
+    grid = kd_selection.SelectionConfig(losses=("kd", "dist"), temperatures=(2.0,), alphas=(0.3,))
+    workdir = str(tmp_path / "study")
+    study = runner.StudyConfig(
+        pipeline=tiny_pipeline_config(workdir, batch_size=8, kd_select=grid),
+        techniques=("none",),
+        seeds=(1, 2),
+        bagging_members=0,
+    )
+    runner.validate(study)
+    results = runner.run(study)
+    selection = results["kd_selection"]
+    chosen = selection["chosen"]
+    best = max(selection["table"], key=lambda r: r["val_accuracy"])
+    assert chosen["loss"] == best["loss"] and chosen["alpha"] == 0.3
+    # Every KD run distilled with the winner; no plain run depends on it.
+    for row in results["runs"]:
+        spec = runs.read_json(os.path.join(row["run_dir"], "spec.json"))
+        if row["kd"]:
+            assert spec["kd"]["losses"] == [chosen["loss"]] and spec["kd"]["alpha"] == 0.3
+        else:
+            assert spec["kd"] is None
+    # The points trained the first seed's plain student, scored on validation.
+    points = glob.glob(os.path.join(workdir, "runs", "select-*", "spec.json"))
+    assert len(points) == 3
+    for path in points:
+        spec = runs.read_json(path)
+        assert spec["train"]["seed"] == 1 and spec["scored_on"] == "validation"
+    assert "## The KD setting" in open(os.path.join(workdir, "report.md")).read()
+
+
+def test_a_distributed_study_refuses_kd_select_before_loading_data(monkeypatch):
+    from kd_keras.study import runner
+
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    monkeypatch.setattr(runner, "load_data", lambda config: pytest.fail("data was loaded"))
+    study = runner.StudyConfig(
+        pipeline=tiny_pipeline_config("unused", kd_select=kd_selection.SelectionConfig()),
+        techniques=("none",),
+        seeds=(0,),
+        bagging_members=0,
+    )
+    with pytest.raises(ValueError, match="--kd_select chooses the KD setting in one process"):
+        runner.run(study)

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from kd_keras import runs
+from kd_keras import kd_selection, runs
 from kd_keras.study import stats
 
 
@@ -373,6 +373,8 @@ def markdown(results):
             f"{100 * g['mean']:+.2f} pts{ci}.",
             "",
         ]
+    if results.get("kd_selection"):
+        parts += ["## The KD setting", "", kd_selection.markdown(results["kd_selection"]), ""]
     verdict = results.get("kd_as_bagging")
     if verdict:
         parts += ["## Does KD act like bagging?", "", *verdict["sentences"], ""]

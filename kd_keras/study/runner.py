@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from kd_keras import data as data_lib
-from kd_keras import pipeline, runs, variants
+from kd_keras import kd_selection, pipeline, runs, variants
 from kd_keras.study import grid as grid_lib
 from kd_keras.study import report, stats
 from nas import tuner as nas_tuner
@@ -242,6 +242,12 @@ def validate(config):
             f"--teacher={config.pipeline.teacher} is a saved model; give the ensemble as "
             "comma-separated --teacher paths."
         )
+    if config.pipeline.kd_select is not None and nas_tuner.distributed_role() != "single":
+        raise ValueError(
+            "--kd_select chooses the KD setting in one process; in a distributed study run "
+            "it once first (one process, --seeds=<first seed>), then give the chosen "
+            "--kd_losses, --temperature and --alpha to the distributed study."
+        )
     pipeline.validate(config.pipeline, todo=plan(config))
     if config.extra_teacher:
         shapes = config.pipeline.shapes()
@@ -290,6 +296,7 @@ class Runs:
             else []
         )
         self._extra = None
+        self.selection = None  # The --kd_select sweep, when the study ran one.
 
     def variants(self):
         """Every student variant, without repeats, in trial order."""
@@ -370,7 +377,9 @@ def run(config: StudyConfig, role=None):
     data = load_data(config)
 
     teachers, hashes, teacher_rows = pipeline.train_teachers(p, data)
+    config, selection = select_kd(config, data, teachers, hashes)
     study = Runs(config, data, teachers, hashes)
+    study.selection = selection
     jobs = study.jobs()
     progress = Progress(len(jobs))
     jobs = study.jobs(progress)
@@ -386,6 +395,33 @@ def run(config: StudyConfig, role=None):
     if grid_lib.run(jobs, p.workdir, role) == "worker":
         return None
     return aggregate(config, data, study, teacher_rows)
+
+
+def select_kd(config, data, teachers, hashes):
+    """--kd_select: the KD setting every KD run of the study uses, chosen on the
+    validation split with the first seed's plain student
+    (``kd_keras.kd_selection.select``; the test split plays no part).
+
+    Returns:
+      (`config` with the chosen setting as its pipeline's KD, the selection
+      dict), or (`config`, None) without --kd_select.
+    """
+    p = config.pipeline
+    if p.kd_select is None:
+        return config, None
+    print(
+        f"[study] choosing the KD setting on validation: {p.kd_select.size} settings, "
+        f"seed {config.seeds[0]}",
+        flush=True,
+    )
+    ctx = pipeline.variant_context(p, data, teachers, hashes)
+    plain = technique_variant(config, "none", config.seeds[0], False)
+    chosen, selection = kd_selection.select(ctx, plain, p.student_train, p.kd_select)
+    print(
+        "[study] chosen: {loss}, T={temperature:g}, alpha={alpha:g}".format(**selection["chosen"]),
+        flush=True,
+    )
+    return dataclasses.replace(config, pipeline=dataclasses.replace(p, kd=chosen)), selection
 
 
 def aggregate(config, data, study, teacher_rows):
@@ -418,6 +454,8 @@ def aggregate(config, data, study, teacher_rows):
             results["bagging"][budget] = dict(view, budget=budget)
     if study.ensemble:
         results["teacher_ensemble"] = teacher_ensemble_view(config, study, rows)
+    if study.selection:
+        results["kd_selection"] = study.selection
     results["kd_as_bagging"] = report.bagging_verdict(results)
     report.write(p.workdir, results)
     return results

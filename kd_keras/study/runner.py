@@ -274,11 +274,13 @@ class Runs:
     The labels are the variants' names ('none-kd-s0', 'bag-nokd-s0-b1',
     'ens-teacher-kd-s2') and 'extra-teacher'; the order is the order trials
     start: the second teacher first (the ensemble runs need it), then the
-    grid seed by seed, the bags, the ensemble runs.
+    grid seed by seed, the bags, the ensemble runs. `selection` is the
+    --kd_select sweep that chose the KD setting of `config`, if one ran.
     """
 
-    def __init__(self, config, data, teachers, hashes):
+    def __init__(self, config, data, teachers, hashes, selection=None):
         self.config, self.data = config, data
+        self.selection = selection
         self.teachers, self.hashes = teachers, hashes
         self.ctx = pipeline.variant_context(config.pipeline, data, teachers, hashes)
         self.grid = plan(config)
@@ -296,7 +298,6 @@ class Runs:
             else []
         )
         self._extra = None
-        self.selection = None  # The --kd_select sweep, when the study ran one.
 
     def variants(self):
         """Every student variant, without repeats, in trial order."""
@@ -378,8 +379,7 @@ def run(config: StudyConfig, role=None):
 
     teachers, hashes, teacher_rows = pipeline.train_teachers(p, data)
     config, selection = select_kd(config, data, teachers, hashes)
-    study = Runs(config, data, teachers, hashes)
-    study.selection = selection
+    study = Runs(config, data, teachers, hashes, selection)
     jobs = study.jobs()
     progress = Progress(len(jobs))
     jobs = study.jobs(progress)

@@ -7,7 +7,8 @@ measured as an int8 file. :func:`run_final`:
 1. picks the found architectures to retrain (:func:`select`), at most
    `top`: for each hand-designed student the search tried itself (evolution
    start points), the most accurate found architecture that costs no more
-   than its trial; then feasible architectures on either Pareto set of the
+   than its trial (int8 latencies of all trials timed together for this
+   comparison, :func:`timed_trials`); then feasible architectures on either Pareto set of the
    search (accuracy vs int8 latency, accuracy vs int8 bytes), spread from
    the most accurate to the cheapest;
 2. adds the hand-designed students (``kd_keras.models.cnn`` / ``cnn_dws`` at
@@ -55,6 +56,9 @@ from nas import pareto, search_report, search_space
 
 FINAL_DIR = "final"
 ROW_FILE = "final.json"
+# The search's trials' int8 files timed together, written once: selection uses
+# these figures, and a resumed final step selects the same students.
+TRIAL_LATENCY_FILE = "trial_latencies.json"
 FINAL_FRONTS = {
     "accuracy_vs_int8_latency": ("test_accuracy", "int8_latency_us"),
     "accuracy_vs_int8_bytes": ("test_accuracy", "int8_file_bytes"),
@@ -373,6 +377,36 @@ def summarize(rows, target_margin=0.005):
     }
 
 
+def timed_trials(search, rows, directory):
+    """`rows` with the int8 latency of every completed trial that has an int8
+    file replaced by its figure timed together with all the others
+    (``StudentSearch.trial_latencies``); the trial's own figure, timed alone
+    when it finished, is kept as ``int8_latency_us_alone``.
+
+    The figures are written to ``directory/TRIAL_LATENCY_FILE`` the first
+    time and read from there afterwards, so a resumed final step compares,
+    and selects, exactly as the first one did.
+    """
+    path = os.path.join(directory, TRIAL_LATENCY_FILE)
+    ids = [
+        r["trial_id"]
+        for r in rows
+        if r["status"] == "COMPLETED" and os.path.exists(search.trial_int8_path(r["trial_id"]))
+    ]
+    saved = runs.read_json(path) if os.path.exists(path) else None
+    if saved is None or set(saved) != set(ids):
+        saved = search.trial_latencies(ids) if ids else {}
+        runs.write_json(path, saved)
+    out = []
+    for r in rows:
+        if r["trial_id"] in saved:
+            r = dict(
+                r, int8_latency_us=saved[r["trial_id"]], int8_latency_us_alone=r["int8_latency_us"]
+            )
+        out.append(r)
+    return out
+
+
 def run_final(
     search, rows, final_epochs, top=6, hand=DEFAULT_HAND, latency_runs=100, latency_warmup=10
 ):
@@ -393,6 +427,7 @@ def run_final(
       final_fronts.png in ``<project>/final/``.
     """
     out_dir = os.path.join(search.project_dir, FINAL_DIR)
+    rows = timed_trials(search, rows, out_dir)
     final_rows = []
     for entry in entries(rows, top, hand, search.hypermodel):
         directory = os.path.join(out_dir, entry["name"])

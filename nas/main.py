@@ -107,9 +107,10 @@ def _teacher_fn(data, project, verbose):
 def _start_points(space):
     """--start_points as hyperparameter values of `space` (raises ValueError naming it)."""
     items = nas_flags.START_POINTS.value
-    if nas_flags.FITNESS.value == "cover" and not items:
+    if nas_flags.FITNESS.value in ("cover", "aim") and not items:
         raise ValueError(
-            "--evolution_fitness=cover: needs --start_points, the hand-designed students "
+            f"--evolution_fitness={nas_flags.FITNESS.value}: needs --start_points, the "
+            "hand-designed students "
             "to cover (e.g. --start_points=cnn:0.5,cnn_dws:1)."
         )
     if items and nas_flags.ORACLE.value != "evolution":

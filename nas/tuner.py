@@ -67,6 +67,7 @@ import numpy as np
 from keras_tuner.engine import base_tuner
 
 from export import convert as convert_lib
+from export import measure as measure_lib
 from kd_keras import data as data_lib
 from kd_keras import runs, training
 from kd_keras.keras_compat import keras
@@ -212,23 +213,51 @@ class _BudgetedDraws:
     budget; at most ``MAX_DRAWS`` draws are made for one trial (the last one
     is used if none passes). ``draws`` and ``rejected`` count the draws made
     and rejected in this process.
+
+    A draw that aims at a trial (``aim`` is a trial id: ``--evolution_fitness
+    =aim``) must also pass ``aim_check(values, trial id)`` (None = accept):
+    cost no more than that trial. Such refusals are remembered per target
+    (``aim_refused``), and the trial trained when no draw passes is a draw
+    that met the budget.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.budget_check = None
+        self.aim_check = None
         self.draws = 0
         self.rejected = 0
         self.refused = set()  # Hashes of the draws the check rejected.
+        self.aim_refused = set()  # (target trial id, hash) of draws costing more than it.
 
     def _random_values(self):
+        fallback = None
         for _ in range(MAX_DRAWS):
             values = super()._random_values()
             self.draws += values is not None
-            if values is None or self.budget_check is None or self.budget_check(values):
+            if values is None:
+                return fallback
+            fits = self.budget_check is None or self.budget_check(values)
+            aim = getattr(self, "aim", None)
+            if fits and aim is not None and self.aim_check is not None:
+                if self.aim_check(values, aim):
+                    return values
+                fallback = values
+                self.rejected += 1
+                self.aim_refused.add((aim, self._compute_values_hash(values)))
+                continue
+            if fits:
                 return values
             self.rejected += 1
             self.refused.add(self._compute_values_hash(values))
+        if fallback is not None:
+            logging.warning(
+                "No candidate in %d draws cost no more than trial %s; training one "
+                "that meets the budget.",
+                MAX_DRAWS,
+                getattr(self, "aim", None),
+            )
+            return fallback
         logging.warning(
             "No candidate in %d random draws met the budget; training the last one.", MAX_DRAWS
         )
@@ -258,9 +287,14 @@ def neighbours(hp, value):
     return [v for v in options if v != value]
 
 
-# How --oracle=evolution ranks a tournament: by score, or by how well a
-# trial covers the start points no trial covers yet (cover_keys).
-FITNESS = ("score", "cover")
+# How --oracle=evolution ranks a tournament: by score, by how well a trial
+# covers the start points no trial covers yet (cover_keys), or by score among
+# the trials that cost no more than one such start point, whose children must
+# cost no more than it either ('aim': aim_target).
+FITNESS = ("score", "cover", "aim")
+# 'aim': a child is one neighbouring move from its parent, or two with this
+# probability (a trade: e.g. one stage wider and another narrower).
+TWO_MOVES = 0.5
 
 
 def cover_keys(rows):
@@ -305,6 +339,52 @@ def cover_keys(rows):
     return keys
 
 
+def open_points(rows):
+    """Indices of the start points no other trial covers (see :func:`cover_keys`)."""
+
+    def measured(h):
+        return all(math.isfinite(h[k]) for k in ("int8_file_bytes", "int8_latency_us"))
+
+    return [
+        i
+        for i, h in enumerate(rows)
+        if h["start"]
+        and measured(h)
+        and not any(
+            not r["start"] and r is not h and pareto.covers(r, h, accuracy_key="score")
+            for r in rows
+        )
+    ]
+
+
+def aim_target(rows):
+    """The start point an ``--evolution_fitness=aim`` mutation aims at, or None.
+
+    Among the open start points (:func:`open_points`), the one with the
+    fewest found trials that cost no more than it
+    (:func:`nas.pareto.costs_no_more`): every open point gets its share of
+    trials, the cheap ones too, whose cost envelopes hold little. Ties go to
+    the cheaper point (fewer int8 bytes), then to the earlier one.
+
+    Args:
+      rows: dicts with ``score``, ``int8_file_bytes``, ``int8_latency_us``
+        and ``start``, as for :func:`cover_keys`.
+
+    Returns:
+      the index of the target row, or None when every start point is covered.
+    """
+    targets = open_points(rows)
+    if not targets:
+        return None
+
+    def effort(i):
+        h = rows[i]
+        spent = sum(not r["start"] and pareto.costs_no_more(r, h) for r in rows)
+        return (spent, h["int8_file_bytes"], i)
+
+    return min(targets, key=effort)
+
+
 class _EvolutionDraws:
     """Oracle mixin: regularized evolution (Real et al. 2019, "Regularized
     Evolution for Image Classifier Architecture Search"), started from given
@@ -328,6 +408,14 @@ class _EvolutionDraws:
        last `population` trials that aim at an open start point
        (:meth:`tournament_window`): parents are the trials that come closest to
        covering a start point nothing covers yet.
+       With ``fitness='aim'`` a mutation first picks its target,
+       :func:`aim_target` (the open start point with the fewest found trials
+       in its cost envelope); the tournament draws from the last `population`
+       trials that cost no more than the target (the target included), the
+       best score wins, and the child is one or two moves away
+       (``TWO_MOVES``). ``aim`` then holds the target's trial id, and
+       :class:`_BudgetedDraws` refuses a child that costs more than it
+       (``aim_check``).
 
     Draws come from a generator seeded with the oracle's seed and its draw
     count, so one seed gives one sequence of trials.
@@ -339,14 +427,17 @@ class _EvolutionDraws:
         self.population = int(population)
         self.sample = int(sample)
         self.fitness = fitness
+        self.aim = None  # 'aim': the trial id the last mutation aims at.
+        # 'aim': callable(trial ids) -> {trial id: int8 latency (us)} timing the
+        # trials' int8 files together (None: each trial's own figure).
+        self.latencies = None
 
     def _is_start(self, values):
         return any(all(values.get(k) == v for k, v in p.items()) for p in self.start_points)
 
-    def _fitness(self, done):
-        """{trial id: tournament key} of the completed trials `done`."""
-        if self.fitness == "score":
-            return {t.trial_id: t.score for t in done}
+    def _rows(self, done):
+        """Cost rows (see :func:`cover_keys`) of the completed trials `done`;
+        under 'aim' with ``latencies`` set, their int8 files timed together."""
         rows = []
         for t in done:
             row = {}
@@ -355,7 +446,17 @@ class _EvolutionDraws:
                 row[k] = math.inf if value is None else float(value)
             row.update(score=t.score, start=self._is_start(t.hyperparameters.values))
             rows.append(row)
-        return {t.trial_id: key for t, key in zip(done, cover_keys(rows))}
+        if self.fitness == "aim" and self.latencies is not None:
+            timed = self.latencies([t.trial_id for t in done])
+            for t, row in zip(done, rows):
+                row["int8_latency_us"] = timed.get(t.trial_id, math.inf)
+        return rows
+
+    def _fitness(self, done):
+        """{trial id: tournament key} of the completed trials `done`."""
+        if self.fitness == "score":
+            return {t.trial_id: t.score for t in done}
+        return {t.trial_id: key for t, key in zip(done, cover_keys(self._rows(done)))}
 
     def _complete(self, values):
         """`values` over the space: inactive ones dropped, missing active ones drawn."""
@@ -386,28 +487,54 @@ class _EvolutionDraws:
             pool = [t for t in done if fitness[t.trial_id][0] == 1] or done
         return pool[-self.population :]
 
+    def _aimed_members(self, done):
+        """'aim': (target trial id, the trials a tournament draws from), or
+        (None, None) when every start point is covered."""
+        rows = self._rows(done)
+        target = aim_target(rows)
+        if target is None:
+            return None, None
+        inside = [t for t, r in zip(done, rows) if pareto.costs_no_more(r, rows[target])]
+        return done[target].trial_id, inside[-self.population :]
+
+    def _move(self, values, rng):
+        """`values` with one active hyperparameter moved to a neighbouring value
+        (None when the draw found no move)."""
+        names = [hp for hp in self.hyperparameters.space if hp.name in values]
+        for _ in range(100):
+            hp = names[rng.integers(len(names))]
+            moves = neighbours(hp, values[hp.name])
+            if moves:
+                return self._complete(dict(values, **{hp.name: moves[rng.integers(len(moves))]}))
+        return None
+
     def _mutation(self, rng):
         done = sorted(
             (t for t in self.trials.values() if t.status == "COMPLETED" and t.score is not None),
             key=lambda t: t.trial_id,
         )
-        fitness = self._fitness(done)
-        members = self.tournament_window(done, fitness)
+        members = None
+        if self.fitness == "aim":
+            self.aim, members = self._aimed_members(done)
+            fitness = {t.trial_id: t.score for t in done}
+        if members is None:
+            fitness = self._fitness(done) if self.fitness == "cover" else fitness_by_score(done)
+            members = self.tournament_window(done, fitness)
         picks = rng.choice(len(members), size=min(self.sample, len(members)), replace=False)
         parent = max((members[i] for i in sorted(picks)), key=lambda t: fitness[t.trial_id])
-        values = parent.hyperparameters.values
-        names = [hp for hp in self.hyperparameters.space if hp.name in values]
+        refused = getattr(self, "aim_refused", set())
         for _ in range(100):
-            hp = names[rng.integers(len(names))]
-            moves = neighbours(hp, values[hp.name])
-            if not moves:
+            child = self._move(parent.hyperparameters.values, rng)
+            if child is not None and self.aim is not None and rng.random() < TWO_MOVES:
+                child = self._move(child, rng)
+            if child is None or self._duplicate(child):
                 continue
-            child = self._complete(dict(values, **{hp.name: moves[rng.integers(len(moves))]}))
-            if not self._duplicate(child):
+            if (self.aim, self._compute_values_hash(child)) not in refused:
                 return child
         return None
 
     def _random_values(self):
+        self.aim = None
         refused = getattr(self, "refused", set())
         for point in self.start_points:
             values = self._complete(point)
@@ -420,6 +547,11 @@ class _EvolutionDraws:
         rng = np.random.default_rng([int(self.seed or 0), self._seed_state])
         self._seed_state += 1
         return self._mutation(rng)
+
+
+def fitness_by_score(done):
+    """{trial id: score} of the completed trials `done`."""
+    return {t.trial_id: t.score for t in done}
 
 
 class BudgetedEvolutionOracle(_BudgetedDraws, _EvolutionDraws, kt.oracles.RandomSearchOracle):
@@ -622,9 +754,13 @@ class StudentSearch(base_tuner.BaseTuner):
         self.fit_verbose = verbose
         self._teacher = teacher
         self._datasets = None
+        self._timed = {}  # frozenset of trial ids -> their int8 latencies timed together
         super().__init__(
             oracle, hypermodel, directory=directory, project_name=project_name, overwrite=overwrite
         )
+        if getattr(oracle, "fitness", None) == "aim":
+            oracle.aim_check = self.costs_no_more_than
+            oracle.latencies = self.trial_latencies
 
     # -- pieces --------------------------------------------------------------
 
@@ -734,6 +870,62 @@ class StudentSearch(base_tuner.BaseTuner):
             logging.info("Draw rejected: it does not convert (%s).", e)
             return False
         return not any(excess.values())
+
+    def trial_int8_path(self, trial_id):
+        """Where a finished trial's int8 file is (written by :meth:`_measure`)."""
+        return os.path.join(self.get_trial_dir(trial_id), "model.int8.tflite")
+
+    def _time_together(self, files):
+        """{name: median int8 latency (us)} of `files` ({name: path or bytes}),
+        timed interleaved in one timing process."""
+        timed = measure_lib.latency_together(
+            files,
+            example=self.data.x_val[0],
+            num_runs=self.measure.num_runs,
+            warmup=self.measure.warmup,
+            threads=self.measure.threads,
+        )
+        return {name: float(t["latency_us_median"]) for name, t in timed.items()}
+
+    def trial_latencies(self, trial_ids):
+        """{trial id: int8 latency (us)} of the finished trials `trial_ids`, their
+        int8 files timed together (one timing process; remembered per set of
+        trials). A trial without an int8 file is left out.
+
+        Each trial's own ``int8_latency_us`` was timed alone, when it finished;
+        two such figures of one file can lie 50% apart (docs/nas_pareto), so
+        comparisons of cost between trials use these instead.
+        """
+        key = frozenset(trial_ids)
+        if key not in self._timed:
+            files = {
+                t: self.trial_int8_path(t)
+                for t in sorted(key)
+                if os.path.exists(self.trial_int8_path(t))
+            }
+            self._timed = {key: self._time_together(files) if files else {}}
+        return dict(self._timed[key])
+
+    def costs_no_more_than(self, values, trial_id):
+        """Whether the candidate of hyperparameter `values` costs no more than
+        finished trial `trial_id`: no more int8 bytes (its untrained file, with
+        distinct weights as in :meth:`within_budget`) and no higher int8
+        latency, the two files timed together. A candidate the converter
+        refuses does not."""
+        target = self.oracle.get_trial(trial_id).metrics.get_last_value("int8_file_bytes")
+        model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
+        distinct_weights(model, np.random.default_rng(0))
+        try:
+            content = convert_lib.convert(
+                model, "int8", representative_images=self.data.x_train[:CALIBRATION_IMAGES]
+            )
+        except convert_lib.ExportError as e:
+            logging.info("Draw rejected: it does not convert (%s).", e)
+            return False
+        if target is None or len(content) > target:
+            return False
+        timed = self._time_together({"draw": content, "target": self.trial_int8_path(trial_id)})
+        return timed["draw"] <= timed["target"]
 
     def sample_within_budget(self):
         """Makes the oracle redraw candidates that miss the budget before any

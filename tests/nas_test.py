@@ -1206,3 +1206,159 @@ def test_final_students_are_timed_together_and_the_budget_applied_again(monkeypa
     # Timed again (a rerun), the first measurement stays the one kept as "alone".
     final.retime(search, got)
     assert [r["int8_latency_us_alone"] for r in got] == [5.0, 5.0]
+
+
+# -- the 'aim' tournament -----------------------------------------------------
+
+
+def _cost_row(score, nbytes, latency, start=False):
+    return dict(score=score, int8_file_bytes=nbytes, int8_latency_us=latency, start=start)
+
+
+def test_aim_target_is_the_open_hand_point_with_the_fewest_found_trials_within_its_cost():
+    cheap, dear = _cost_row(0.80, 10, 10, True), _cost_row(0.85, 30, 30, True)
+    # No found trial yet: both are open with none inside; the cheaper one first.
+    assert tuner.aim_target([dear, cheap]) == 1
+    # Envelopes that do not nest: `small` has fewer bytes, `fast` less latency.
+    # Each gets its share: the point with fewer found trials inside is next.
+    small, fast = _cost_row(0.80, 10, 30, True), _cost_row(0.80, 30, 10, True)
+    in_small, in_fast = _cost_row(0.70, 9, 29), _cost_row(0.70, 29, 9)
+    assert tuner.aim_target([small, fast, in_small]) == 1
+    assert tuner.aim_target([small, fast, in_small, in_fast]) == 0  # 1:1, fewer bytes
+    assert tuner.aim_target([small, fast, in_fast, in_fast.copy()]) == 0
+    # Inside an envelope means no more bytes *and* no more latency.
+    assert tuner.aim_target([small, fast, _cost_row(0.70, 9, 31)]) == 0
+    # A covered hand point is no target (as accurate, no dearer); once all are
+    # covered there is none.
+    cover_cheap = _cost_row(0.81, 10, 9)
+    assert tuner.aim_target([cheap, dear, cover_cheap]) == 1
+    cover_dear = _cost_row(0.86, 30, 30)
+    assert tuner.aim_target([cheap, dear, cover_cheap, cover_dear]) is None
+    # A start point does not cover another start point.
+    assert tuner.aim_target([cheap, _cost_row(0.90, 5, 5, True)]) in (0, 1)
+    assert len(tuner.open_points([cheap, _cost_row(0.90, 5, 5, True)])) == 2
+
+
+class AimedStub(ScoredStub):
+    """ScoredStub whose 'costs no more' is its arithmetic figures: no more
+    parameters (int8 bytes = params + 1000, latency = params / 300)."""
+
+    def costs_no_more_than(self, values, trial_id):
+        model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
+        target = self.oracle.get_trial(trial_id).metrics.get_last_value("params")
+        ok = model.count_params() <= target
+        self.aimed = getattr(self, "aimed", []) + [(dict(values), trial_id, ok)]
+        return ok
+
+    def trial_latencies(self, trial_ids):
+        get = self.oracle.get_trial
+        return {t: get(t).metrics.get_last_value("int8_latency_us") for t in trial_ids}
+
+
+def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(tmp_path):
+    space = _space(filters=(4, 8, 16, 32), max_blocks=2, conv_types=("standard", "separable"))
+    start = [search_space.hand_point("cnn", 0.5), search_space.hand_point("cnn", 0.25)]
+    oracle = tuner.make_oracle(
+        "evolution", max_trials=10, start_points=start, population=3, sample=3, fitness="aim"
+    )
+    search = AimedStub(
+        space,
+        oracle,
+        data=tiny_dataset(64, SHAPE, CLASSES),
+        train_config=training.TrainConfig(epochs=1),
+        batch_size=32,
+        budget=tuner.Budget(max_params=30000),  # cnn:0.5 (6,386) fits
+        measure=tuner.MeasureConfig(num_runs=5, warmup=1),
+        directory=str(tmp_path),
+        project_name="p",
+    )
+    assert oracle.aim_check == search.costs_no_more_than  # wired by the tuner
+    search.sample_within_budget()
+    search.search(verbose=0)
+    trials = sorted(oracle.trials.values(), key=lambda t: t.trial_id)
+    assert [t.hyperparameters.values for t in trials[:2]] == start
+
+    def rows(done):
+        return [
+            dict(
+                score=t.score,
+                int8_file_bytes=t.metrics.get_last_value("int8_file_bytes"),
+                int8_latency_us=t.metrics.get_last_value("int8_latency_us"),
+                start=t.hyperparameters.values in start,
+            )
+            for t in done
+        ]
+
+    aimed = 0
+    for i in range(3, len(trials)):  # mutations start once 3 trials completed
+        done = trials[:i]
+        r = rows(done)
+        target = tuner.aim_target(r)
+        child = trials[i]
+        if target is None:
+            continue
+        aimed += 1
+        params = lambda t: t.metrics.get_last_value("params")  # noqa: E731
+        assert params(child) <= params(done[target]), (i, child.hyperparameters.values)
+        assert (child.hyperparameters.values, done[target].trial_id, True) in search.aimed
+        # The parent is the best of the last 3 trials inside the target's envelope.
+        inside = [t for t, x in zip(done, r) if pareto.costs_no_more(x, r[target])][-3:]
+        parent = max(inside, key=lambda t: t.score).hyperparameters.values
+        moved = _moves(None, parent, child.hyperparameters.values)
+        structural = set(parent) ^ set(child.hyperparameters.values)
+        assert 1 <= len(moved) <= 2 or (len(moved) <= 1 and structural), (parent, child)
+    assert aimed >= 3
+    # Draws that cost more than their target were refused, never trained.
+    refused = [v for v, _, ok in search.aimed if not ok]
+    trained = [t.hyperparameters.values for t in trials]
+    assert refused and not any(v in trained for v in refused)
+
+
+class UntrainedSearch(tuner.StudentSearch):
+    """Real measuring (files), no training."""
+
+    def _fit(self, model, train_config, trial_dir, until_epoch=None):
+        return {"history": {}, "train_time_s": 0.0}
+
+
+def test_costs_no_more_than_measures_the_draw_against_the_target_trial_file(tmp_path, monkeypatch):
+    from nas import final
+
+    small = search_space.hand_point("cnn", 0.25)
+    big = dict(small, stage1_filters=32, stage2_filters=32, stage3_filters=32)
+    oracle = tuner.make_oracle(
+        "evolution", max_trials=2, start_points=[small, big], population=2, fitness="aim"
+    )
+    space = _space(filters=(4, 8, 16, 32))
+    search = UntrainedSearch(
+        space,
+        oracle,
+        data=tiny_dataset(64, SHAPE, CLASSES),
+        train_config=training.TrainConfig(epochs=1),
+        batch_size=32,
+        measure=tuner.MeasureConfig(num_runs=20, warmup=2),
+        directory=str(tmp_path),
+        project_name="p",
+    )
+    search.search(verbose=0)
+    ids = {
+        json.dumps(t.hyperparameters.values, sort_keys=True): t.trial_id
+        for t in oracle.trials.values()
+    }
+    small_id, big_id = (ids[json.dumps(v, sort_keys=True)] for v in (small, big))
+    assert os.path.exists(search.trial_int8_path(big_id))
+    assert not search.costs_no_more_than(big, small_id)  # more bytes than the small file
+    assert search.costs_no_more_than(small, big_id)  # fewer bytes, faster when timed together
+    # The final step compares trials on their files timed together, written once.
+    rows = report.trial_rows(oracle)
+    timed = final.timed_trials(search, rows, str(tmp_path / "final"))
+    assert {r["trial_id"] for r in timed if "int8_latency_us_alone" in r} == {small_id, big_id}
+    by_id = {r["trial_id"]: r for r in timed}
+    assert by_id[small_id]["int8_latency_us"] < by_id[big_id]["int8_latency_us"]
+
+    def no_timing(ids):
+        raise AssertionError("a resumed final step must not time the trials again")
+
+    monkeypatch.setattr(search, "trial_latencies", no_timing)
+    again = final.timed_trials(search, report.trial_rows(oracle), str(tmp_path / "final"))
+    assert again == timed

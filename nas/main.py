@@ -253,6 +253,11 @@ def main(argv):
             f"Sampling within the budget: {search.oracle.rejected} of {search.oracle.draws} "
             "random draws missed it and were drawn again (never trained)."
         )
+    if getattr(search.oracle, "aim_rejected", 0):
+        print(
+            f"Aimed mutations: {search.oracle.aim_rejected} draws cost more than the hand "
+            "point they aimed at and were drawn again (never trained)."
+        )
     if role == "worker":
         print(f"Worker {os.environ.get('KERASTUNER_TUNER_ID')}: no trials left.")
         return

@@ -212,7 +212,8 @@ class _BudgetedDraws:
     hyperparameter values and returning whether that candidate meets the
     budget; at most ``MAX_DRAWS`` draws are made for one trial (the last one
     is used if none passes). ``draws`` and ``rejected`` count the draws made
-    and rejected in this process.
+    and rejected in this process; ``aim_rejected`` the ones refused for
+    costing more than their target (below).
 
     A draw that aims at a trial (``aim`` is a trial id: ``--evolution_fitness
     =aim``) must also pass ``aim_check(values, trial id)`` (None = accept):
@@ -227,6 +228,7 @@ class _BudgetedDraws:
         self.aim_check = None
         self.draws = 0
         self.rejected = 0
+        self.aim_rejected = 0  # Draws within the budget that cost more than their target.
         self.refused = set()  # Hashes of the draws the check rejected.
         self.aim_refused = set()  # (target trial id, hash) of draws costing more than it.
 
@@ -243,7 +245,7 @@ class _BudgetedDraws:
                 if self.aim_check(values, aim):
                     return values
                 fallback = values
-                self.rejected += 1
+                self.aim_rejected += 1
                 self.aim_refused.add((aim, self._compute_values_hash(values)))
                 continue
             if fits:

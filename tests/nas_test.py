@@ -1312,6 +1312,7 @@ def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(
     refused = [v for v, _, ok in search.aimed if not ok]
     trained = [t.hyperparameters.values for t in trials]
     assert refused and not any(v in trained for v in refused)
+    assert oracle.aim_rejected == len(refused)
 
 
 class UntrainedSearch(tuner.StudentSearch):

@@ -56,8 +56,8 @@ FITNESS = flags.DEFINE_enum(
     "--oracle=evolution: how a tournament is won: the best score; 'cover': the trial "
     "closest to covering a --start_points student no trial covers yet (at least as "
     "accurate at no more int8 bytes and latency; nas.tuner.cover_keys); 'aim': the best "
-    "score among the trials that cost no more than the open start point with the fewest "
-    "such trials, and the child must cost no more than that point either (its int8 file "
+    "score among the trials that cost no more than the open start point fewest trials "
+    "have aimed at, and the child must cost no more than that point either (its int8 file "
     "timed together with the point's; nas.tuner.aim_target).",
 )
 NUM_INITIAL = flags.DEFINE_integer(

@@ -359,18 +359,20 @@ def open_points(rows):
     ]
 
 
-def aim_target(rows):
+def aim_target(rows, aimed):
     """The start point an ``--evolution_fitness=aim`` mutation aims at, or None.
 
-    Among the open start points (:func:`open_points`), the one with the
-    fewest found trials that cost no more than it
-    (:func:`nas.pareto.costs_no_more`): every open point gets its share of
-    trials, the cheap ones too, whose cost envelopes hold little. Ties go to
-    the cheaper point (fewer int8 bytes), then to the earlier one.
+    Among the open start points (:func:`open_points`), the one fewest trials
+    have aimed at so far: every open point gets its share of trials in turn.
+    (Counting the trials inside each point's cost envelope instead would
+    starve all but the cheapest point: the envelopes of a family of widths
+    nest, so the cheapest always holds the fewest.) Ties go to the cheaper
+    point (fewer int8 bytes), then to the earlier one.
 
     Args:
       rows: dicts with ``score``, ``int8_file_bytes``, ``int8_latency_us``
         and ``start``, as for :func:`cover_keys`.
+      aimed: per row, how many trials aimed at it.
 
     Returns:
       the index of the target row, or None when every start point is covered.
@@ -378,13 +380,7 @@ def aim_target(rows):
     targets = open_points(rows)
     if not targets:
         return None
-
-    def effort(i):
-        h = rows[i]
-        spent = sum(not r["start"] and pareto.costs_no_more(r, h) for r in rows)
-        return (spent, h["int8_file_bytes"], i)
-
-    return min(targets, key=effort)
+    return min(targets, key=lambda i: (aimed[i], rows[i]["int8_file_bytes"], i))
 
 
 class _EvolutionDraws:
@@ -411,8 +407,9 @@ class _EvolutionDraws:
        (:meth:`tournament_window`): parents are the trials that come closest to
        covering a start point nothing covers yet.
        With ``fitness='aim'`` a mutation first picks its target,
-       :func:`aim_target` (the open start point with the fewest found trials
-       in its cost envelope); the tournament draws from the last `population`
+       :func:`aim_target` (the open start point the fewest trials have aimed
+       at: ``aims`` maps each aimed trial to its target, and is part of the
+       oracle's saved state); the tournament draws from the last `population`
        trials that cost no more than the target (the target included), the
        best score wins, and the child is one or two moves away
        (``TWO_MOVES``). ``aim`` then holds the target's trial id, and
@@ -430,9 +427,23 @@ class _EvolutionDraws:
         self.sample = int(sample)
         self.fitness = fitness
         self.aim = None  # 'aim': the trial id the last mutation aims at.
+        self.aims = {}  # 'aim': {trial id: the trial id it aimed at}
         # 'aim': callable(trial ids) -> {trial id: int8 latency (us)} timing the
         # trials' int8 files together (None: each trial's own figure).
         self.latencies = None
+
+    def populate_space(self, trial_id):
+        out = super().populate_space(trial_id)
+        if self.aim is not None and out.get("values") is not None:
+            self.aims[trial_id] = self.aim
+        return out
+
+    def get_state(self):
+        return dict(super().get_state(), aims=dict(self.aims))
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.aims = dict(state.get("aims", {}))
 
     def _is_start(self, values):
         return any(all(values.get(k) == v for k, v in p.items()) for p in self.start_points)
@@ -493,7 +504,8 @@ class _EvolutionDraws:
         """'aim': (target trial id, the trials a tournament draws from), or
         (None, None) when every start point is covered."""
         rows = self._rows(done)
-        target = aim_target(rows)
+        aimed = [sum(a == t.trial_id for a in self.aims.values()) for t in done]
+        target = aim_target(rows, aimed)
         if target is None:
             return None, None
         inside = [t for t, r in zip(done, rows) if pareto.costs_no_more(r, rows[target])]

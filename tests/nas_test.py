@@ -1215,28 +1215,26 @@ def _cost_row(score, nbytes, latency, start=False):
     return dict(score=score, int8_file_bytes=nbytes, int8_latency_us=latency, start=start)
 
 
-def test_aim_target_is_the_open_hand_point_with_the_fewest_found_trials_within_its_cost():
+def test_aim_target_takes_the_open_hand_points_in_turn():
     cheap, dear = _cost_row(0.80, 10, 10, True), _cost_row(0.85, 30, 30, True)
-    # No found trial yet: both are open with none inside; the cheaper one first.
-    assert tuner.aim_target([dear, cheap]) == 1
-    # Envelopes that do not nest: `small` has fewer bytes, `fast` less latency.
-    # Each gets its share: the point with fewer found trials inside is next.
-    small, fast = _cost_row(0.80, 10, 30, True), _cost_row(0.80, 30, 10, True)
-    in_small, in_fast = _cost_row(0.70, 9, 29), _cost_row(0.70, 29, 9)
-    assert tuner.aim_target([small, fast, in_small]) == 1
-    assert tuner.aim_target([small, fast, in_small, in_fast]) == 0  # 1:1, fewer bytes
-    assert tuner.aim_target([small, fast, in_fast, in_fast.copy()]) == 0
-    # Inside an envelope means no more bytes *and* no more latency.
-    assert tuner.aim_target([small, fast, _cost_row(0.70, 9, 31)]) == 0
-    # A covered hand point is no target (as accurate, no dearer); once all are
-    # covered there is none.
+    # Nothing aimed yet: the cheaper one first, whatever the order.
+    assert tuner.aim_target([dear, cheap], [0, 0]) == 1
+    assert tuner.aim_target([cheap, dear], [0, 0]) == 0
+    # Then the one fewer trials aimed at, though found trials inside the
+    # cheap one's envelope lie inside the dear one's too (nested envelopes).
+    inside_both = _cost_row(0.70, 9, 9)
+    assert tuner.aim_target([cheap, dear, inside_both], [1, 0, 0]) == 1
+    assert tuner.aim_target([cheap, dear, inside_both], [1, 1, 0]) == 0
+    assert tuner.aim_target([cheap, dear, inside_both], [3, 2, 0]) == 1
+    # A covered hand point is no target (as accurate, no more bytes, no more
+    # latency); once all are covered there is none.
     cover_cheap = _cost_row(0.81, 10, 9)
-    assert tuner.aim_target([cheap, dear, cover_cheap]) == 1
+    assert tuner.aim_target([cheap, dear, cover_cheap], [0, 5, 0]) == 1
+    assert tuner.aim_target([cheap, dear, _cost_row(0.81, 10, 11)], [0, 5, 0]) == 0
     cover_dear = _cost_row(0.86, 30, 30)
-    assert tuner.aim_target([cheap, dear, cover_cheap, cover_dear]) is None
+    assert tuner.aim_target([cheap, dear, cover_cheap, cover_dear], [0, 0, 0, 0]) is None
     # A start point does not cover another start point.
-    assert tuner.aim_target([cheap, _cost_row(0.90, 5, 5, True)]) in (0, 1)
-    assert len(tuner.open_points([cheap, _cost_row(0.90, 5, 5, True)])) == 2
+    assert tuner.open_points([cheap, _cost_row(0.90, 5, 5, True)]) == [0, 1]
 
 
 class AimedStub(ScoredStub):
@@ -1289,12 +1287,17 @@ def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(
             for t in done
         ]
 
+    index = {t.trial_id: i for i, t in enumerate(trials)}
     aimed = 0
     for i in range(3, len(trials)):  # mutations start once 3 trials completed
         done = trials[:i]
         r = rows(done)
-        target = tuner.aim_target(r)
+        counts = [sum(oracle.aims.get(c.trial_id) == t.trial_id for c in done) for t in done]
+        target = tuner.aim_target(r, counts)
         child = trials[i]
+        assert oracle.aims.get(child.trial_id) == (
+            None if target is None else done[target].trial_id
+        )
         if target is None:
             continue
         aimed += 1
@@ -1307,6 +1310,11 @@ def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(
         moved = _moves(None, parent, child.hyperparameters.values)
         structural = set(parent) ^ set(child.hyperparameters.values)
         assert 1 <= len(moved) <= 2 or (len(moved) <= 1 and structural), (parent, child)
+    assert all(index[c] > index[t] for c, t in oracle.aims.items())
+    # Both hand points were aimed at (in turn), and the aims are saved state.
+    assert len(set(oracle.aims.values())) == 2
+    saved = json.load(open(os.path.join(str(tmp_path), "p", "oracle.json")))
+    assert saved["aims"] == oracle.aims
     assert aimed >= 3
     # Draws that cost more than their target were refused, never trained.
     refused = [v for v, _, ok in search.aimed if not ok]

@@ -925,7 +925,7 @@ class StudentSearch(base_tuner.BaseTuner):
         finished trial `trial_id`: no more int8 bytes (its untrained file, with
         distinct weights as in :meth:`within_budget`) and no higher int8
         latency, the two files timed together. A candidate the converter
-        refuses does not."""
+        refuses, or whose file the timing process cannot run, does not."""
         target = self.oracle.get_trial(trial_id).metrics.get_last_value("int8_file_bytes")
         model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
         distinct_weights(model, np.random.default_rng(0))
@@ -938,7 +938,12 @@ class StudentSearch(base_tuner.BaseTuner):
             return False
         if target is None or len(content) > target:
             return False
-        timed = self._time_together({"draw": content, "target": self.trial_int8_path(trial_id)})
+        try:
+            timed = self._time_together({"draw": content, "target": self.trial_int8_path(trial_id)})
+        except convert_lib.ExportError as e:
+            # E.g. XNNPack refusing to prepare a node of an untrained file.
+            logging.warning("Draw rejected: its int8 file could not be timed (%s).", e)
+            return False
         return timed["draw"] <= timed["target"]
 
     def sample_within_budget(self):

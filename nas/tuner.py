@@ -462,7 +462,7 @@ class _EvolutionDraws:
         if self.fitness == "aim" and self.latencies is not None:
             timed = self.latencies([t.trial_id for t in done])
             for t, row in zip(done, rows):
-                row["int8_latency_us"] = timed.get(t.trial_id, math.inf)
+                row["int8_latency_us"] = timed.get(t.trial_id, row["int8_latency_us"])
         return rows
 
     def _fitness(self, done):
@@ -904,7 +904,9 @@ class StudentSearch(base_tuner.BaseTuner):
     def trial_latencies(self, trial_ids):
         """{trial id: int8 latency (us)} of the finished trials `trial_ids`, their
         int8 files timed together (one timing process; remembered per set of
-        trials). A trial without an int8 file is left out.
+        trials). A trial without an int8 file is left out; when the timing
+        process fails twice, every trial is (callers then use each trial's
+        own figure).
 
         Each trial's own ``int8_latency_us`` was timed alone, when it finished;
         two such figures of one file can lie 50% apart (docs/nas_pareto), so
@@ -917,7 +919,14 @@ class StudentSearch(base_tuner.BaseTuner):
                 for t in sorted(key)
                 if os.path.exists(self.trial_int8_path(t))
             }
-            self._timed = {key: self._time_together(files) if files else {}}
+            timed = {}
+            for attempt in (1, 2):
+                try:
+                    timed = self._time_together(files) if files else {}
+                    break
+                except convert_lib.ExportError as e:
+                    logging.warning("Timing the trials together failed (try %d): %s", attempt, e)
+            self._timed = {key: timed}
         return dict(self._timed[key])
 
     def costs_no_more_than(self, values, trial_id):

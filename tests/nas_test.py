@@ -933,9 +933,19 @@ def _moves(space_hps, parent, child):
     return [k for k in parent if k in child and parent[k] != child[k]]
 
 
-def _evolution(tmp_path, seed=0, population=3, sample=3, trials=8, budget=None, fitness="score"):
+def _evolution(
+    tmp_path,
+    seed=0,
+    population=3,
+    sample=3,
+    trials=8,
+    budget=None,
+    fitness="score",
+    cls=None,
+    start=None,
+):
     space = _space(filters=(4, 8, 16, 32), max_blocks=2, conv_types=("standard", "separable"))
-    start = [search_space.hand_point("cnn", 0.25), search_space.hand_point("cnn", 1.0)]
+    start = start or [search_space.hand_point("cnn", 0.25), search_space.hand_point("cnn", 1.0)]
     oracle = tuner.make_oracle(
         "evolution",
         max_trials=trials,
@@ -945,7 +955,7 @@ def _evolution(tmp_path, seed=0, population=3, sample=3, trials=8, budget=None, 
         sample=sample,
         fitness=fitness,
     )
-    search = ScoredStub(
+    search = (cls or ScoredStub)(
         space,
         oracle,
         data=tiny_dataset(64, SHAPE, CLASSES),
@@ -1254,25 +1264,17 @@ class AimedStub(ScoredStub):
 
 
 def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(tmp_path):
-    space = _space(filters=(4, 8, 16, 32), max_blocks=2, conv_types=("standard", "separable"))
     start = [search_space.hand_point("cnn", 0.5), search_space.hand_point("cnn", 0.25)]
-    oracle = tuner.make_oracle(
-        "evolution", max_trials=10, start_points=start, population=3, sample=3, fitness="aim"
-    )
-    search = AimedStub(
-        space,
-        oracle,
-        data=tiny_dataset(64, SHAPE, CLASSES),
-        train_config=training.TrainConfig(epochs=1),
-        batch_size=32,
+    search, _ = _evolution(
+        tmp_path,
+        trials=10,
         budget=tuner.Budget(max_params=30000),  # cnn:0.5 (6,386) fits
-        measure=tuner.MeasureConfig(num_runs=5, warmup=1),
-        directory=str(tmp_path),
-        project_name="p",
+        fitness="aim",
+        cls=AimedStub,
+        start=start,
     )
+    oracle = search.oracle
     assert oracle.aim_check == search.costs_no_more_than  # wired by the tuner
-    search.sample_within_budget()
-    search.search(verbose=0)
     trials = sorted(oracle.trials.values(), key=lambda t: t.trial_id)
     assert [t.hyperparameters.values for t in trials[:2]] == start
 

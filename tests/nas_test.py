@@ -1338,7 +1338,7 @@ def test_costs_no_more_than_measures_the_draw_against_the_target_trial_file(tmp_
     small = search_space.hand_point("cnn", 0.25)
     big = dict(small, stage1_filters=32, stage2_filters=32, stage3_filters=32)
     oracle = tuner.make_oracle(
-        "evolution", max_trials=2, start_points=[small, big], population=2, fitness="aim"
+        "evolution", max_trials=2, start_points=[small, big], population=2, sample=2, fitness="aim"
     )
     space = _space(filters=(4, 8, 16, 32))
     search = UntrainedSearch(

@@ -110,8 +110,7 @@ def _start_points(space):
     if nas_flags.FITNESS.value in ("cover", "aim") and not items:
         raise ValueError(
             f"--evolution_fitness={nas_flags.FITNESS.value}: needs --start_points, the "
-            "hand-designed students "
-            "to cover (e.g. --start_points=cnn:0.5,cnn_dws:1)."
+            "hand-designed students to cover (e.g. --start_points=cnn:0.5,cnn_dws:1)."
         )
     if items and nas_flags.ORACLE.value != "evolution":
         raise ValueError(

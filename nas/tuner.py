@@ -321,19 +321,10 @@ def cover_keys(rows):
       one (aims, margin or score) tuple per row, in order.
     """
 
-    def covered_by_another(h):
-        return any(
-            not r["start"] and r is not h and pareto.covers(r, h, accuracy_key="score")
-            for r in rows
-        )
-
-    def measured(h):
-        return all(math.isfinite(h[k]) for k in ("int8_file_bytes", "int8_latency_us"))
-
-    open_points = [h for h in rows if h["start"] and measured(h) and not covered_by_another(h)]
+    targets_open = [rows[i] for i in open_points(rows)]
     keys = []
     for r in rows:
-        targets = [h for h in open_points if pareto.costs_no_more(r, h)]
+        targets = [h for h in targets_open if pareto.costs_no_more(r, h)]
         if targets:
             keys.append((1, r["score"] - min(h["score"] for h in targets)))
         else:
@@ -342,7 +333,14 @@ def cover_keys(rows):
 
 
 def open_points(rows):
-    """Indices of the start points no other trial covers (see :func:`cover_keys`)."""
+    """Indices of the open start points: measured (finite int8 bytes and
+    latency) and covered by no other trial that is not a start point (as high
+    a score at no more int8 bytes and latency, :func:`nas.pareto.covers`).
+
+    Args:
+      rows: dicts with ``score``, ``int8_file_bytes``, ``int8_latency_us``
+        and ``start``, as for :func:`cover_keys`.
+    """
 
     def measured(h):
         return all(math.isfinite(h[k]) for k in ("int8_file_bytes", "int8_latency_us"))
@@ -466,8 +464,10 @@ class _EvolutionDraws:
         return rows
 
     def _fitness(self, done):
-        """{trial id: tournament key} of the completed trials `done`."""
-        if self.fitness == "score":
+        """{trial id: tournament key} of the completed trials `done`: the cover
+        keys under 'cover', else the score (under 'aim' the tournament is won
+        by score among the trials inside the target's cost envelope)."""
+        if self.fitness != "cover":
             return {t.trial_id: t.score for t in done}
         return {t.trial_id: key for t, key in zip(done, cover_keys(self._rows(done)))}
 
@@ -527,12 +527,11 @@ class _EvolutionDraws:
             (t for t in self.trials.values() if t.status == "COMPLETED" and t.score is not None),
             key=lambda t: t.trial_id,
         )
+        fitness = self._fitness(done)
         members = None
         if self.fitness == "aim":
             self.aim, members = self._aimed_members(done)
-            fitness = {t.trial_id: t.score for t in done}
         if members is None:
-            fitness = self._fitness(done) if self.fitness == "cover" else fitness_by_score(done)
             members = self.tournament_window(done, fitness)
         picks = rng.choice(len(members), size=min(self.sample, len(members)), replace=False)
         parent = max((members[i] for i in sorted(picks)), key=lambda t: fitness[t.trial_id])
@@ -561,11 +560,6 @@ class _EvolutionDraws:
         rng = np.random.default_rng([int(self.seed or 0), self._seed_state])
         self._seed_state += 1
         return self._mutation(rng)
-
-
-def fitness_by_score(done):
-    """{trial id: score} of the completed trials `done`."""
-    return {t.trial_id: t.score for t in done}
 
 
 class BudgetedEvolutionOracle(_BudgetedDraws, _EvolutionDraws, kt.oracles.RandomSearchOracle):

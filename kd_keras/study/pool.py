@@ -1,0 +1,173 @@
+"""Pools studies of one configuration run on different seeds, paired by seed.
+
+A study too long for one sitting can be run a few seeds at a time, each batch
+in its own workdir::
+
+    python -m kd_keras.main --flagfile=F --seeds=5,6,7,8,9 --workdir=W5
+    python -m kd_keras.main --flagfile=F --seeds=10,11,12,13,14 --workdir=W10
+
+Each workdir's ``results.json`` holds its runs. This module checks that the
+files describe the same study (their configs agree except for the workdir, the
+seeds and how the KD setting was arrived at: ``--kd_select`` writes its choice
+into the KD setting, which is compared; the teachers' weights agree), that no
+seed appears in two files, and gives each technique's KD gain over all seeds
+with the paired interval of :func:`kd_keras.study.stats.paired_interval`::
+
+    python -m kd_keras.study.pool W0/results.json W5/results.json W10/results.json
+"""
+
+import argparse
+import copy
+import json
+import sys
+
+from kd_keras import runs
+from kd_keras.study import stats
+
+# Config entries allowed to differ between the pooled files.
+_FREE = (("pipeline", "workdir"), ("pipeline", "kd_select"), ("study", "seeds"))
+
+
+def comparable(results):
+    """The parts of a results.json that must agree for its runs to be pooled."""
+    config = copy.deepcopy(results["config"])
+    for section, key in _FREE:
+        config.get(section, {}).pop(key, None)
+    teachers = [t.get("weights_digest") for t in results.get("teacher", [])]
+    return {"config": config, "teacher_weights": teachers}
+
+
+def _differences(a, b, path=""):
+    """Dotted paths at which two JSON values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in a or key not in b:
+                out.append(where)
+            else:
+                out.extend(_differences(a[key], b[key], where))
+        return out
+    return [] if a == b else [path or "(top level)"]
+
+
+def pool(named_results):
+    """Per technique, the KD gain over the seeds of every file, paired by seed.
+
+    Args:
+      named_results: list of (name, results dict) pairs, the dicts as
+        ``kd_keras.study`` writes them to results.json; names are for errors.
+
+    Returns:
+      dict: technique -> {"seeds", "nokd", "kd" (test accuracy per seed, in
+      seed order), "source" (file name per seed), "nokd_accuracy",
+      "kd_accuracy" ((mean, sd)), "kd_gain" (paired interval),
+      "seeds_to_exclude_zero" (planning figure, None when the interval
+      already excludes 0 or no count would do)}.
+
+    Raises:
+      ValueError: fewer than one file, configs that differ (naming the first
+        differing entries), a seed in two files, or a seed with only one arm.
+    """
+    if not named_results:
+        raise ValueError("pool needs at least one results.json.")
+    first_name, first = named_results[0]
+    ref = comparable(first)
+    for name, results in named_results[1:]:
+        diff = _differences(ref, comparable(results))
+        if diff:
+            shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
+            raise ValueError(f"{name} is not the study of {first_name}: they differ at {shown}.")
+    arms, source = {}, {}
+    for name, results in named_results:
+        for run in results["runs"]:
+            key = (run["label"], run["seed"])
+            if key in source and source[key] != name:
+                raise ValueError(
+                    f"seed {run['seed']} of {run['label']} is in both {source[key]} and {name}."
+                )
+            source[key] = name
+            arms.setdefault(key, {})[bool(run["kd"])] = run["test_accuracy"]
+    pooled = {}
+    for label in dict.fromkeys(label for label, _ in arms):
+        seeds = sorted(s for lab, s in arms if lab == label)
+        for s in seeds:
+            if len(arms[(label, s)]) != 2:
+                raise ValueError(f"seed {s} of {label} has a run with or without KD, not both.")
+        nokd = [arms[(label, s)][False] for s in seeds]
+        kd = [arms[(label, s)][True] for s in seeds]
+        gain = stats.paired_interval(kd, nokd)
+        clear = gain["n"] > 1 and (gain["low"] > 0 or gain["high"] < 0)
+        pooled[label] = {
+            "seeds": seeds,
+            "source": [source[(label, s)] for s in seeds],
+            "nokd": nokd,
+            "kd": kd,
+            "nokd_accuracy": stats.mean_std(nokd),
+            "kd_accuracy": stats.mean_std(kd),
+            "kd_gain": gain,
+            "seeds_to_exclude_zero": None
+            if clear
+            else stats.seeds_to_exclude_zero(gain["mean"], gain["sd"]),
+        }
+    return pooled
+
+
+def markdown(pooled):
+    """A per-seed table and the pooled line of each technique."""
+    lines = []
+    for label, p in pooled.items():
+        g = p["kd_gain"]
+        lines += [
+            f"### {label}: {g['n']} paired seeds",
+            "",
+            "| seed | no KD, test acc (%) | KD, test acc (%) | KD gain (pts) | file |",
+            "|---|---|---|---|---|",
+        ]
+        for s, a, b, src in zip(p["seeds"], p["nokd"], p["kd"], p["source"]):
+            lines.append(f"| {s} | {100 * a:.2f} | {100 * b:.2f} | {100 * (b - a):+.2f} | {src} |")
+        (mn, sn), (mk, sk) = p["nokd_accuracy"], p["kd_accuracy"]
+        lines.append(
+            f"| mean ± sd | {100 * mn:.2f} ± {100 * sn:.2f} | {100 * mk:.2f} ± {100 * sk:.2f} | "
+            f"**{100 * g['mean']:+.2f} [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]** "
+            f"(95% paired t-interval, {g['n'] - 1} d.o.f.) | |"
+        )
+        if p["seeds_to_exclude_zero"] is not None:
+            lines += [
+                "",
+                f"At this mean gain and spread an interval clear of zero would need about "
+                f"{p['seeds_to_exclude_zero']} seeds.",
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m kd_keras.study.pool",
+        description="Pools the KD gains of studies of one configuration run on different seeds.",
+    )
+    parser.add_argument("results", nargs="+", help="results.json files of the studies")
+    parser.add_argument("--json", help="also write the pooled figures to this file")
+    args = parser.parse_args(argv)
+    named = []
+    for path in args.results:
+        try:
+            with open(path) as f:
+                named.append((path, json.load(f)))
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"error: cannot read {path}: {e}", file=sys.stderr)
+            return 2
+    try:
+        pooled = pool(named)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown(pooled))
+    if args.json:
+        runs.write_json(args.json, pooled)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,8 +12,19 @@ from export import measure as measure_lib
 from export import micro as micro_lib
 
 
+def int8_path(tflite_path):
+    """Where :func:`measure_candidate` writes the int8 file beside `tflite_path`."""
+    return tflite_path[: -len(".tflite")] + ".int8.tflite"
+
+
 def measure_candidate(
-    model, num_runs=50, warmup=10, threads=1, tflite_path=None, calibration_images=None
+    model,
+    num_runs=50,
+    warmup=10,
+    threads=1,
+    tflite_path=None,
+    calibration_images=None,
+    keep_int8=False,
 ):
     """Converts `model` to float32 TFLite and measures it; with
     `calibration_images`, also its int8 file's TensorFlow Lite Micro arena.
@@ -26,6 +37,8 @@ def measure_candidate(
       tflite_path: if given, the flatbuffer is also written there.
       calibration_images: training images (uint8) that calibrate the int8
         conversion whose tensor arena TFLM measures; None: no arena figure.
+      keep_int8: with `calibration_images`, also return the int8 flatbuffer
+        (bytes) as ``int8_tflite``, for a caller that compares it further.
 
     Returns:
       dict of numbers: latency_us (median of the timed runs), latency_us_p90,
@@ -53,11 +66,13 @@ def measure_candidate(
     if calibration_images is not None:
         int8 = convert_lib.convert(model, "int8", representative_images=calibration_images)
         if tflite_path:
-            convert_lib.save_tflite(int8, tflite_path[: -len(".tflite")] + ".int8.tflite")
+            convert_lib.save_tflite(int8, int8_path(tflite_path))
         timed = measure_lib.measure(int8, num_runs=num_runs, warmup=warmup, threads=threads)
         out["int8_latency_us"] = float(timed["latency_us_median"])
         out["int8_file_bytes"] = int(timed["file_bytes"])
         tflm = micro_lib.micro(int8)
         out["tflm_runs"] = float(bool(tflm["tflm_runs"]))
         out["arena_bytes"] = int(tflm.get("arena_bytes") or 0)
+        if keep_int8:
+            out["int8_tflite"] = int8
     return out

@@ -58,6 +58,7 @@ infeasible, like any other).
 """
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -102,6 +103,9 @@ METRICS = (
 
 # Training images that calibrate each candidate's int8 file (its TFLM arena).
 CALIBRATION_IMAGES = 64
+# A trial's float32 file in its directory; its int8 file is beside it
+# (nas.hardware.int8_path).
+TRIAL_TFLITE = "model.tflite"
 # Random draws per new trial when sampling within the budget.
 MAX_DRAWS = 50
 # The oracle seed used for seed 0 (keras-tuner would draw a random one).
@@ -663,6 +667,11 @@ def make_oracle(
         ) from e
 
 
+def _values_key(values):
+    """A hashable key of a dict of hyperparameter values."""
+    return json.dumps(values, sort_keys=True)
+
+
 def distinct_weights(model, rng):
     """Gives every weight of `model` a distinct value, at the initializer's scale.
 
@@ -763,6 +772,7 @@ class StudentSearch(base_tuner.BaseTuner):
         self._teacher = teacher
         self._datasets = None
         self._timed = {}  # frozenset of trial ids -> their int8 latencies timed together
+        self._last_draw = None  # (values key, int8 flatbuffer) of the last draw measured
         super().__init__(
             oracle, hypermodel, directory=directory, project_name=project_name, overwrite=overwrite
         )
@@ -840,21 +850,23 @@ class StudentSearch(base_tuner.BaseTuner):
             until_epoch=until_epoch,
         )
 
-    def _cost(self, model, trial_dir):
+    def _cost(self, model, trial_dir, keep_int8=False):
         """(figures, excess): the measured figures of `model` (with its Keras
-        parameter count) and their overshoot of the budget."""
-        figures = self._measure(model, trial_dir)
+        parameter count) and their overshoot of the budget; with `keep_int8`
+        the figures also hold its int8 flatbuffer (``int8_tflite``)."""
+        figures = self._measure(model, trial_dir, keep_int8)
         figures["params"] = int(model.count_params())
         return figures, self.budget.excess(figures)
 
-    def _measure(self, model, trial_dir):
+    def _measure(self, model, trial_dir, keep_int8=False):
         return hardware.measure_candidate(
             model,
             self.measure.num_runs,
             self.measure.warmup,
             self.measure.threads,
-            tflite_path=os.path.join(trial_dir, "model.tflite") if trial_dir else None,
+            tflite_path=os.path.join(trial_dir, TRIAL_TFLITE) if trial_dir else None,
             calibration_images=self.data.x_train[:CALIBRATION_IMAGES],
+            keep_int8=keep_int8,
         )
 
     def within_budget(self, values):
@@ -869,19 +881,42 @@ class StudentSearch(base_tuner.BaseTuner):
         distinct random values first (:func:`distinct_weights`), as a trained
         model's are; otherwise a draw near the byte limit passes and its
         trained file breaks it.
+
+        The int8 file of the last draw measured is kept for
+        :meth:`costs_no_more_than`, which an aimed draw calls next.
         """
+        self._last_draw = None
         model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
         distinct_weights(model, np.random.default_rng(0))
         try:
-            _, excess = self._cost(model, None)
+            figures, excess = self._cost(model, None, keep_int8=True)
         except convert_lib.ExportError as e:
             logging.info("Draw rejected: it does not convert (%s).", e)
             return False
+        content = figures.pop("int8_tflite", None)
+        self._last_draw = None if content is None else (_values_key(values), content)
         return not any(excess.values())
+
+    def _draw_int8(self, values):
+        """The int8 flatbuffer of the untrained candidate `values` (distinct
+        weights, as in :meth:`within_budget`), reused from :meth:`within_budget`
+        when it measured this candidate last.
+
+        Raises:
+          export.convert.ExportError: the converter refused it.
+        """
+        last = self._last_draw
+        if last is not None and last[0] == _values_key(values):
+            return last[1]
+        model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
+        distinct_weights(model, np.random.default_rng(0))
+        return convert_lib.convert(
+            model, "int8", representative_images=self.data.x_train[:CALIBRATION_IMAGES]
+        )
 
     def trial_int8_path(self, trial_id):
         """Where a finished trial's int8 file is (written by :meth:`_measure`)."""
-        return os.path.join(self.get_trial_dir(trial_id), "model.int8.tflite")
+        return hardware.int8_path(os.path.join(self.get_trial_dir(trial_id), TRIAL_TFLITE))
 
     def _time_together(self, files):
         """{name: median int8 latency (us)} of `files` ({name: path or bytes}),
@@ -930,12 +965,8 @@ class StudentSearch(base_tuner.BaseTuner):
         latency, the two files timed together. A candidate the converter
         refuses, or whose file the timing process cannot run, does not."""
         target = self.oracle.get_trial(trial_id).metrics.get_last_value("int8_file_bytes")
-        model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
-        distinct_weights(model, np.random.default_rng(0))
         try:
-            content = convert_lib.convert(
-                model, "int8", representative_images=self.data.x_train[:CALIBRATION_IMAGES]
-            )
+            content = self._draw_int8(values)
         except convert_lib.ExportError as e:
             logging.info("Draw rejected: it does not convert (%s).", e)
             return False

@@ -13,6 +13,7 @@ import pytest
 from conftest import tiny_dataset, tiny_pipeline_config
 
 import nas
+from export import convert as convert_lib
 from kd_keras import data as data_lib
 from kd_keras import models, pipeline, training
 from kd_keras.keras_compat import keras
@@ -166,7 +167,7 @@ class StubSearch(tuner.StudentSearch):
         model.set_weights([w + 0.01 * len(self.calls) for w in model.get_weights()])
         return {"history": {}, "train_time_s": 0.0}
 
-    def _measure(self, model, trial_dir):
+    def _measure(self, model, trial_dir, keep_int8=False):
         n = model.count_params()
         return {
             "latency_us": n / 100.0,
@@ -1332,6 +1333,10 @@ class UntrainedSearch(tuner.StudentSearch):
         return {"history": {}, "train_time_s": 0.0}
 
 
+def _refuse_conversion(*args, **kwargs):
+    raise convert_lib.ExportError("converted again")
+
+
 def test_costs_no_more_than_measures_the_draw_against_the_target_trial_file(tmp_path, monkeypatch):
     from nas import final
 
@@ -1360,6 +1365,14 @@ def test_costs_no_more_than_measures_the_draw_against_the_target_trial_file(tmp_
     assert os.path.exists(search.trial_int8_path(big_id))
     assert not search.costs_no_more_than(big, small_id)  # more bytes than the small file
     assert search.costs_no_more_than(small, big_id)  # fewer bytes, faster when timed together
+    # An aimed draw is converted once: the aim check reuses the int8 file the
+    # budget check made of the same draw, and converts any other draw itself.
+    assert search.within_budget(small)
+    with monkeypatch.context() as m:
+        m.setattr(convert_lib, "convert", _refuse_conversion)
+        assert search.costs_no_more_than(small, big_id)  # its file from within_budget
+        smaller = dict(small, stage3_filters=8)
+        assert not search.costs_no_more_than(smaller, big_id)  # converted (refused) anew
     # The final step compares trials on their files timed together, written once.
     rows = report.trial_rows(oracle)
     timed = final.timed_trials(search, rows, str(tmp_path / "final"))

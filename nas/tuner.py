@@ -216,8 +216,9 @@ class _BudgetedDraws:
     hyperparameter values and returning whether that candidate meets the
     budget; at most ``MAX_DRAWS`` draws are made for one trial (the last one
     is used if none passes). ``draws`` and ``rejected`` count the draws made
-    and rejected in this process; ``aim_rejected`` the ones refused for
-    costing more than their target (below).
+    and rejected; ``aim_rejected`` the ones refused for costing more than
+    their target (below). The counts are oracle state: a resumed search goes
+    on counting from the saved ones.
 
     A draw that aims at a trial (``aim`` is a trial id: ``--evolution_fitness
     =aim``) must also pass ``aim_check(values, trial id)`` (None = accept):
@@ -235,6 +236,17 @@ class _BudgetedDraws:
         self.aim_rejected = 0  # Draws within the budget that cost more than their target.
         self.refused = set()  # Hashes of the draws the check rejected.
         self.aim_refused = set()  # (target trial id, hash) of draws costing more than it.
+
+    _COUNTS = ("draws", "rejected", "aim_rejected")
+
+    def get_state(self):
+        # Saved with the oracle, so that a resumed search counts every process's draws.
+        return dict(super().get_state(), draw_counts={k: getattr(self, k) for k in self._COUNTS})
+
+    def set_state(self, state):
+        super().set_state(state)
+        for k in self._COUNTS:
+            setattr(self, k, int(state.get("draw_counts", {}).get(k, 0)))
 
     def _random_values(self):
         fallback = None

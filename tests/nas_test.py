@@ -1333,6 +1333,16 @@ class UntrainedSearch(tuner.StudentSearch):
         return {"history": {}, "train_time_s": 0.0}
 
 
+@pytest.mark.parametrize("kind", ["random", "hyperband", "evolution"])
+def test_draw_counts_are_oracle_state(kind):
+    oracle = tuner.make_oracle(kind, max_trials=2, epochs=3)
+    oracle.draws, oracle.rejected, oracle.aim_rejected = 7, 3, 2
+    resumed = tuner.make_oracle(kind, max_trials=2, epochs=3)
+    assert (resumed.draws, resumed.rejected, resumed.aim_rejected) == (0, 0, 0)
+    resumed.set_state(oracle.get_state())
+    assert (resumed.draws, resumed.rejected, resumed.aim_rejected) == (7, 3, 2)
+
+
 def _refuse_conversion(*args, **kwargs):
     raise convert_lib.ExportError("converted again")
 

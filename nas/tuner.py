@@ -58,7 +58,6 @@ infeasible, like any other).
 """
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -679,11 +678,6 @@ def make_oracle(
         ) from e
 
 
-def _values_key(values):
-    """A hashable key of a dict of hyperparameter values."""
-    return json.dumps(values, sort_keys=True)
-
-
 def distinct_weights(model, rng):
     """Gives every weight of `model` a distinct value, at the initializer's scale.
 
@@ -784,7 +778,7 @@ class StudentSearch(base_tuner.BaseTuner):
         self._teacher = teacher
         self._datasets = None
         self._timed = {}  # frozenset of trial ids -> their int8 latencies timed together
-        self._last_draw = None  # (values key, int8 flatbuffer) of the last draw measured
+        self._last_draw = None  # (values hash, int8 flatbuffer) of the last draw measured
         super().__init__(
             oracle, hypermodel, directory=directory, project_name=project_name, overwrite=overwrite
         )
@@ -898,16 +892,23 @@ class StudentSearch(base_tuner.BaseTuner):
         :meth:`costs_no_more_than`, which an aimed draw calls next.
         """
         self._last_draw = None
-        model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
-        distinct_weights(model, np.random.default_rng(0))
+        model = self._untrained(values)
         try:
             figures, excess = self._cost(model, None, keep_int8=True)
         except convert_lib.ExportError as e:
             logging.info("Draw rejected: it does not convert (%s).", e)
             return False
         content = figures.pop("int8_tflite", None)
-        self._last_draw = None if content is None else (_values_key(values), content)
+        if content is not None:
+            self._last_draw = (self.oracle._compute_values_hash(values), content)
         return not any(excess.values())
+
+    def _untrained(self, values):
+        """The model of hyperparameter `values` with distinct random weights
+        (:func:`distinct_weights`), whose files cost what a trained one's do."""
+        model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
+        distinct_weights(model, np.random.default_rng(0))
+        return model
 
     def _draw_int8(self, values):
         """The int8 flatbuffer of the untrained candidate `values` (distinct
@@ -918,12 +919,12 @@ class StudentSearch(base_tuner.BaseTuner):
           export.convert.ExportError: the converter refused it.
         """
         last = self._last_draw
-        if last is not None and last[0] == _values_key(values):
+        if last is not None and last[0] == self.oracle._compute_values_hash(values):
             return last[1]
-        model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
-        distinct_weights(model, np.random.default_rng(0))
         return convert_lib.convert(
-            model, "int8", representative_images=self.data.x_train[:CALIBRATION_IMAGES]
+            self._untrained(values),
+            "int8",
+            representative_images=self.data.x_train[:CALIBRATION_IMAGES],
         )
 
     def trial_int8_path(self, trial_id):

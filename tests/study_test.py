@@ -14,7 +14,7 @@ from scipy import stats as sp_stats
 
 from kd_keras import data as data_lib
 from kd_keras import runs
-from kd_keras.study import runner
+from kd_keras.study import pool, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_DATA = (
@@ -237,6 +237,19 @@ def test_smoke_study_killed_midway_resumes_without_retraining(tmp_path):
     assert "kd_teacher_ensemble" in results["teacher_ensemble"]
     text = open(os.path.join(workdir, "report.md")).read()
     assert "| prune50 |" in text and "Bagging baseline" in text
+
+    # Once seed 0 had ended (in the killed run or, from the cache, in the
+    # resumed one) the report of seed 0 alone went to interim/.
+    interim = json.load(open(os.path.join(workdir, "interim", "results.json")))
+    assert interim["interim"] == {"seeds_done": [0], "seeds_planned": [0, 1]}
+    assert interim["config"]["study"]["seeds"] == [0]
+    seed0 = sorted(
+        (r["label"], r["kd"], r["test_accuracy"]) for r in results["runs"] if r["seed"] == 0
+    )
+    assert sorted((r["label"], r["kd"], r["test_accuracy"]) for r in interim["runs"]) == seed0
+    assert "bagging" not in interim and "teacher_ensemble" not in interim
+    assert "Interim report: seeds [0]" in open(os.path.join(workdir, "interim", "report.md")).read()
+    assert pool.pool([("interim", interim)])["none"]["seeds"] == [0]
 
 
 def test_over_budget_names_the_limits_a_technique_exceeds():

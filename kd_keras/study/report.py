@@ -263,6 +263,15 @@ def markdown(results):
     seeds = results["seeds"]
     summary = ordered_summary(results)
     parts = [f"# Orthogonality study: {results['dataset']}", ""]
+    interim = results.get("interim")
+    if interim:
+        parts += [
+            f"**Interim report: seeds {interim['seeds_done']} of the planned "
+            f"{interim['seeds_planned']}.** The study was still training the other seeds when "
+            "this was written (or was stopped); the bagging and teacher-ensemble views wait "
+            "for the full report, written to the workdir once every run has ended.",
+            "",
+        ]
     for t in results.get("teacher", []):
         parts.append(
             f"Teacher `{t['model']}`: test accuracy {100 * t['test_accuracy']:.2f}%, "

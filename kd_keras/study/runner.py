@@ -334,29 +334,83 @@ class Runs:
             p, self.data, self.teachers + second, self.hashes + second_hash
         )
 
-    def jobs(self, progress=None):
-        """{label: () -> test accuracy} of every run, in trial order."""
+    def jobs(self, progress=None, on_done=None):
+        """{label: () -> test accuracy} of every run, in trial order.
+
+        Args:
+          progress: a Progress told of every run as it ends.
+          on_done: called with the run's label after it ends (and after
+            `progress`).
+        """
         out = {}
         if self.ensemble:
             out[EXTRA_TEACHER] = self._timed(
-                EXTRA_TEACHER, lambda: self.extra_teacher()[2][0], progress
+                EXTRA_TEACHER, lambda: self.extra_teacher()[2][0], progress, on_done
             )
         for v in self.variants():
             out[v.name] = self._timed(
-                v.name, lambda v=v: variants.train(self.context(v), v)[1], progress
+                v.name, lambda v=v: variants.train(self.context(v), v)[1], progress, on_done
             )
         return out
 
     @staticmethod
-    def _timed(name, fn, progress):
+    def _timed(name, fn, progress, on_done=None):
         def job():
             start = time.time()
             row = fn()
             if progress is not None:
                 progress.step(name, time.time() - start, reused=row["reused"])
+            if on_done is not None:
+                on_done(name)
             return row["test_accuracy"]
 
         return job
+
+
+INTERIM_DIR = "interim"
+
+
+class Interim:
+    """The report of the seeds finished so far, while later seeds still train.
+
+    The grid trains seed by seed. Each time every grid run of another seed
+    has ended and seeds remain, results.json, report.md and the plots of the
+    finished seeds are written to ``<workdir>/interim/`` (bagging and
+    teacher-ensemble views wait for the full report, which goes to the
+    workdir itself when every run has ended). A study stopped part way thus
+    leaves the report of its finished seeds, which
+    ``kd_keras.study.pool`` can pool with other batches. Only the grid's
+    cached runs are read; a failure here is printed and never stops the
+    study.
+    """
+
+    def __init__(self, config, data, study, teacher_rows):
+        self.config, self.data, self.study = config, data, study
+        self.teacher_rows = teacher_rows
+        self.by_seed = {s: {v.name for v in study.grid if v.seed == s} for s in config.seeds}
+        self.ended, self.written = set(), ()
+
+    def done_seeds(self):
+        """The seeds all of whose grid runs have ended, in the study's order."""
+        return tuple(s for s in self.config.seeds if self.by_seed[s] <= self.ended)
+
+    def __call__(self, label):
+        self.ended.add(label)
+        done = self.done_seeds()
+        if not done or done == self.written or len(done) == len(self.config.seeds):
+            return
+        self.written = done
+        out = os.path.join(self.config.pipeline.workdir, INTERIM_DIR)
+        try:
+            aggregate(self.config, self.data, self.study, self.teacher_rows, seeds=done)
+        except Exception as e:  # noqa: BLE001 - an interim report must not end a long study.
+            print(f"[study] the interim report of seeds {list(done)} failed: {e!r}", flush=True)
+            return
+        print(
+            f"[study] interim report of seeds {list(done)} "
+            f"({len(done)} of {len(self.config.seeds)}) written to {out}",
+            flush=True,
+        )
 
 
 def run(config: StudyConfig, role=None):
@@ -382,7 +436,8 @@ def run(config: StudyConfig, role=None):
     study = Runs(config, data, teachers, hashes, selection)
     jobs = study.jobs()
     progress = Progress(len(jobs))
-    jobs = study.jobs(progress)
+    interim = Interim(config, data, study, teacher_rows) if role == "single" else None
+    jobs = study.jobs(progress, interim)
     if role != "worker":
         n_bag = sum(len(b) for b in study.bags.values())
         print(
@@ -424,11 +479,24 @@ def select_kd(config, data, teachers, hashes):
     return dataclasses.replace(config, pipeline=dataclasses.replace(p, kd=chosen)), selection
 
 
-def aggregate(config, data, study, teacher_rows):
+def aggregate(config, data, study, teacher_rows, seeds=None):
     """The results of a study whose runs are all finished (loaded from the
-    run cache), written to the workdir as results.json, report.md and plots."""
+    run cache), written to the workdir as results.json, report.md and plots.
+
+    With `seeds` (a part of the study's seeds whose grid runs have ended),
+    the interim results of those seeds alone, without the bagging and
+    teacher-ensemble views, written to ``<workdir>/interim/`` (:class:`Interim`).
+    """
     p = config.pipeline
-    rows, probs = _train_all(study.ctx, study.grid, keep_probs=lambda v: v.label == "none")
+    out_dir = p.workdir
+    interim = None
+    if seeds is not None:
+        interim = {"seeds_done": list(seeds), "seeds_planned": list(config.seeds)}
+        config = dataclasses.replace(config, seeds=tuple(seeds))
+        out_dir = os.path.join(p.workdir, INTERIM_DIR)
+        os.makedirs(out_dir, exist_ok=True)
+    grid = [v for v in study.grid if v.seed in config.seeds]
+    rows, probs = _train_all(study.ctx, grid, keep_probs=lambda v: v.label == "none")
     results = {
         "dataset": p.dataset,
         "teacher": teacher_rows,
@@ -446,18 +514,20 @@ def aggregate(config, data, study, teacher_rows):
     results["additivity"] = additivity_pairs(rows, config.seeds)
     results["variance"] = variance_view(probs, config.seeds, data.y_test)
 
-    if study.bags:
+    if interim:
+        results["interim"] = interim
+    if study.bags and not interim:
         results["bagging"] = {}
         for budget, bag in study.bags.items():
             bag_rows, bag_probs = _train_all(study.ctx, bag, keep_probs=lambda v: True)
             view = bagging_view(bag_rows, bag_probs, data, rows, config)
             results["bagging"][budget] = dict(view, budget=budget)
-    if study.ensemble:
+    if study.ensemble and not interim:
         results["teacher_ensemble"] = teacher_ensemble_view(config, study, rows)
     if study.selection:
         results["kd_selection"] = study.selection
     results["kd_as_bagging"] = report.bagging_verdict(results)
-    report.write(p.workdir, results)
+    report.write(out_dir, results)
     return results
 
 

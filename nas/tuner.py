@@ -856,15 +856,14 @@ class StudentSearch(base_tuner.BaseTuner):
             until_epoch=until_epoch,
         )
 
-    def _cost(self, model, trial_dir, keep_int8=False):
+    def _cost(self, model, trial_dir):
         """(figures, excess): the measured figures of `model` (with its Keras
-        parameter count) and their overshoot of the budget; with `keep_int8`
-        the figures also hold its int8 flatbuffer (``int8_tflite``)."""
-        figures = self._measure(model, trial_dir, keep_int8)
+        parameter count) and their overshoot of the budget."""
+        figures = self._measure(model, trial_dir)
         figures["params"] = int(model.count_params())
         return figures, self.budget.excess(figures)
 
-    def _measure(self, model, trial_dir, keep_int8=False):
+    def _measure(self, model, trial_dir):
         return hardware.measure_candidate(
             model,
             self.measure.num_runs,
@@ -872,14 +871,30 @@ class StudentSearch(base_tuner.BaseTuner):
             self.measure.threads,
             tflite_path=os.path.join(trial_dir, TRIAL_TFLITE) if trial_dir else None,
             calibration_images=self.data.x_train[:CALIBRATION_IMAGES],
-            keep_int8=keep_int8,
+        )
+
+    def _measure_float(self, model):
+        """The float32 figures of `model` (``hardware.float_figures``)."""
+        return hardware.float_figures(
+            model, self.measure.num_runs, self.measure.warmup, self.measure.threads
+        )
+
+    def _measure_int8(self, model):
+        """(int8 figures, int8 flatbuffer) of `model` (``hardware.measure_int8``)."""
+        return hardware.measure_int8(
+            model,
+            self.data.x_train[:CALIBRATION_IMAGES],
+            self.measure.num_runs,
+            self.measure.warmup,
+            self.measure.threads,
         )
 
     def within_budget(self, values):
         """Whether the candidate of hyperparameter `values` meets the budget,
         measured on its untrained files (arena, latency and parameters do not
         depend on the weights). A candidate the converter or TFLite refuses
-        does not.
+        does not. Only the int8 file is made, unless the budget limits the
+        float32 file's latency or bytes (``Budget.int8`` False).
 
         Bytes do, a little: the converter stores identical constant buffers
         once, and an initialized model has many (zero biases, unit
@@ -894,14 +909,16 @@ class StudentSearch(base_tuner.BaseTuner):
         self._last_draw = None
         model = self._untrained(values)
         try:
-            figures, excess = self._cost(model, None, keep_int8=True)
+            figures, content = self._measure_int8(model)
+            if content is not None:
+                self._last_draw = (self.oracle._compute_values_hash(values), content)
+            if not self.budget.int8 and (self.budget.max_latency_us or self.budget.max_bytes):
+                figures.update(self._measure_float(model))
         except convert_lib.ExportError as e:
             logging.info("Draw rejected: it does not convert (%s).", e)
             return False
-        content = figures.pop("int8_tflite", None)
-        if content is not None:
-            self._last_draw = (self.oracle._compute_values_hash(values), content)
-        return not any(excess.values())
+        figures["params"] = int(model.count_params())
+        return not any(self.budget.excess(figures).values())
 
     def _untrained(self, values):
         """The model of hyperparameter `values` with distinct random weights

@@ -167,7 +167,7 @@ class StubSearch(tuner.StudentSearch):
         model.set_weights([w + 0.01 * len(self.calls) for w in model.get_weights()])
         return {"history": {}, "train_time_s": 0.0}
 
-    def _measure(self, model, trial_dir, keep_int8=False):
+    def _measure(self, model, trial_dir):
         n = model.count_params()
         return {
             "latency_us": n / 100.0,
@@ -179,6 +179,14 @@ class StubSearch(tuner.StudentSearch):
             "int8_latency_us": n / 300.0,
             "int8_file_bytes": n + 1000,
         }
+
+    def _measure_int8(self, model):
+        figures = self._measure(model, None)
+        return {k: v for k, v in figures.items() if k.startswith("int8_")}, None
+
+    def _measure_float(self, model):
+        figures = self._measure(model, None)
+        return {k: v for k, v in figures.items() if not k.startswith("int8_")}
 
 
 def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
@@ -262,17 +270,29 @@ def test_sampling_within_the_budget_under_hyperband_and_when_it_cannot(tmp_path)
     assert not unlimited.sample_within_budget()
 
 
-def test_within_budget_measures_the_untrained_files(tmp_path):
-    """The real check converts and measures the untrained candidate."""
+def test_within_budget_measures_the_untrained_files(tmp_path, monkeypatch):
+    """The real check converts and measures the untrained candidate: to
+    float32 only when the budget limits the float32 file."""
     values = _random_points(_space(), 1, seed=0)[0]
+    formats = []
+    convert = convert_lib.convert
+
+    def spy(model, fmt, **kwargs):
+        formats.append(fmt)
+        return convert(model, fmt, **kwargs)
+
+    monkeypatch.setattr(convert_lib, "convert", spy)
     roomy = _tuner(tmp_path / "a", tuner.make_oracle("random", max_trials=1))
     assert roomy.within_budget(values)
+    assert formats == ["int8", "float32"]  # _tuner's budget limits the float32 latency
+    formats.clear()
     tight = _tuner(
         tmp_path / "b",
         tuner.make_oracle("random", max_trials=1),
         budget=tuner.Budget(max_bytes=500, max_arena_bytes=100, int8=True),
     )
     assert not tight.within_budget(values)
+    assert formats == ["int8"]
 
 
 def test_bayesian_oracle_models_the_conditional_space(tmp_path):

@@ -50,10 +50,10 @@ def measure_candidate(
     """
     out = float_figures(model, num_runs, warmup, threads, tflite_path)
     if calibration_images is not None:
-        int8 = convert_lib.convert(model, "int8", representative_images=calibration_images)
+        figures, int8 = measure_int8(model, calibration_images, num_runs, warmup, threads)
         if tflite_path:
             convert_lib.save_tflite(int8, int8_path(tflite_path))
-        out.update(int8_figures(int8, num_runs, warmup, threads))
+        out.update(figures)
     return out
 
 

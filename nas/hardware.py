@@ -1,4 +1,4 @@
-"""What a candidate costs on device, measured on its float32 ``.tflite`` file.
+"""What a candidate costs on device, measured on its float32 and int8 ``.tflite`` files.
 
 A thin layer over the project's exporter: :func:`export.convert.convert` makes
 the flatbuffer and :func:`export.measure.measure` times it in the LiteRT

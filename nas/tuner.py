@@ -863,6 +863,10 @@ class StudentSearch(base_tuner.BaseTuner):
         figures["params"] = int(model.count_params())
         return figures, self.budget.excess(figures)
 
+    def _calibration_images(self):
+        """The training images that calibrate every int8 conversion."""
+        return self.data.x_train[:CALIBRATION_IMAGES]
+
     def _measure(self, model, trial_dir):
         return hardware.measure_candidate(
             model,
@@ -870,7 +874,7 @@ class StudentSearch(base_tuner.BaseTuner):
             self.measure.warmup,
             self.measure.threads,
             tflite_path=os.path.join(trial_dir, TRIAL_TFLITE) if trial_dir else None,
-            calibration_images=self.data.x_train[:CALIBRATION_IMAGES],
+            calibration_images=self._calibration_images(),
         )
 
     def _measure_float(self, model):
@@ -883,7 +887,7 @@ class StudentSearch(base_tuner.BaseTuner):
         """(int8 figures, int8 flatbuffer) of `model` (``hardware.measure_int8``)."""
         return hardware.measure_int8(
             model,
-            self.data.x_train[:CALIBRATION_IMAGES],
+            self._calibration_images(),
             self.measure.num_runs,
             self.measure.warmup,
             self.measure.threads,
@@ -910,8 +914,7 @@ class StudentSearch(base_tuner.BaseTuner):
         model = self._untrained(values)
         try:
             figures, content = self._measure_int8(model)
-            if content is not None:
-                self._last_draw = (self.oracle._compute_values_hash(values), content)
+            self._last_draw = (self.oracle._compute_values_hash(values), content)
             if not self.budget.int8 and (self.budget.max_latency_us or self.budget.max_bytes):
                 figures.update(self._measure_float(model))
         except convert_lib.ExportError as e:
@@ -941,7 +944,7 @@ class StudentSearch(base_tuner.BaseTuner):
         return convert_lib.convert(
             self._untrained(values),
             "int8",
-            representative_images=self.data.x_train[:CALIBRATION_IMAGES],
+            representative_images=self._calibration_images(),
         )
 
     def trial_int8_path(self, trial_id):

@@ -422,9 +422,9 @@ class _EvolutionDraws:
        With ``fitness='aim'`` a mutation first picks its target,
        :func:`aim_target` (the open start point the fewest trials have aimed
        at: ``aims`` maps each aimed trial to its target, and is part of the
-       oracle's saved state); the tournament draws from the last `population`
-       trials that cost no more than the target (the target included), the
-       best score wins, and the child is one or two moves away
+       oracle's saved state); the tournament draws from the `population` best
+       scoring trials that cost no more than the target (the target included,
+       :meth:`fittest`), the best score wins, and the child is one or two moves away
        (``TWO_MOVES``). ``aim`` then holds the target's trial id, and
        :class:`_BudgetedDraws` refuses a child that costs more than it
        (``aim_check``).
@@ -524,7 +524,20 @@ class _EvolutionDraws:
         if target is None:
             return None, None
         inside = [t for t, r in zip(done, rows) if pareto.costs_no_more(r, rows[target])]
-        return done[target].trial_id, inside[-self.population :]
+        return done[target].trial_id, self.fittest(inside)
+
+    def fittest(self, trials):
+        """The `population` best scoring of `trials` (ties to the later trial),
+        in trial order: an aimed tournament's window.
+
+        Not the most recent ones, as in plain evolution: the targets take
+        turns, so the latest trials inside a dear target's envelope are mostly
+        cheap children aimed at a cheaper one, and a window of them breeds
+        children far below the dear target's accuracy. The best ones inside
+        the envelope are the nearest to covering it.
+        """
+        best = sorted(trials, key=lambda t: (t.score, t.trial_id))[-self.population :]
+        return sorted(best, key=lambda t: t.trial_id)
 
     def _move(self, values, rng):
         """`values` with one active hyperparameter moved to a neighbouring value

@@ -1099,6 +1099,28 @@ def test_cover_tournaments_draw_from_the_trials_that_aim_at_an_open_hand_point()
     assert ids(cover.tournament_window(done, nothing_aims)) == ["04", "05"]
 
 
+def test_aimed_tournaments_draw_from_the_best_trials_inside_the_target_not_the_latest():
+    import types
+
+    def trial(i, score):
+        return types.SimpleNamespace(trial_id=f"{i:02d}", score=score)
+
+    # Two good trials early on, then cheap, weak children aimed elsewhere.
+    done = [trial(0, 0.88), trial(1, 0.86), trial(2, 0.70), trial(3, 0.75), trial(4, 0.72)]
+    oracle = tuner.make_oracle("evolution", fitness="aim", population=3, sample=2)
+    ids = lambda ts: [t.trial_id for t in ts]  # noqa: E731
+    assert ids(oracle.fittest(done)) == ["00", "01", "03"]  # in trial order
+    assert ids(oracle.fittest(done[2:])) == ["02", "03", "04"]  # all, when few
+    # Ties go to the later trial.
+    tied = [trial(0, 0.8), trial(1, 0.8), trial(2, 0.8), trial(3, 0.8)]
+    assert ids(oracle.fittest(tied)) == ["01", "02", "03"]
+    # _aimed_members windows the trials inside the target's envelope that way.
+    rows = [_cost_row(0.90, 30, 30, True)] + [_cost_row(s, 10, 10) for s in (0.8, 0.6, 0.7, 0.5)]
+    start = [trial(0, 0.90)] + [trial(i + 1, r["score"]) for i, r in enumerate(rows[1:])]
+    oracle._rows = lambda done: rows
+    assert oracle._aimed_members(start) == ("00", start[:2] + [start[3]])
+
+
 def test_evolution_flags_and_hand_trials_are_not_found_students(tmp_path):
     from nas import final
 
@@ -1327,9 +1349,10 @@ def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(
         params = lambda t: t.metrics.get_last_value("params")  # noqa: E731
         assert params(child) <= params(done[target]), (i, child.hyperparameters.values)
         assert (child.hyperparameters.values, done[target].trial_id, True) in search.aimed
-        # The parent is the best of the last 3 trials inside the target's envelope.
-        inside = [t for t, x in zip(done, r) if pareto.costs_no_more(x, r[target])][-3:]
-        parent = max(inside, key=lambda t: t.score).hyperparameters.values
+        # The parent is the best trial inside the target's envelope (the
+        # tournament draws 3 of the 3 best there).
+        inside = [t for t, x in zip(done, r) if pareto.costs_no_more(x, r[target])]
+        parent = max(inside, key=lambda t: (t.score, t.trial_id)).hyperparameters.values
         moved = _moves(None, parent, child.hyperparameters.values)
         structural = set(parent) ^ set(child.hyperparameters.values)
         assert 1 <= len(moved) <= 2 or (len(moved) <= 1 and structural), (parent, child)

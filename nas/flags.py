@@ -39,8 +39,8 @@ START_POINTS = flags.DEFINE_list(
 POPULATION = flags.DEFINE_integer(
     "evolution_population",
     8,
-    "--oracle=evolution: completed trials before mutations start, and how many of the "
-    "most recent ones parents are drawn from.",
+    "--oracle=evolution: completed trials before mutations start, and how many trials a "
+    "tournament draws from (the most recent ones, or see --evolution_elite).",
     lower_bound=1,
 )
 SAMPLE = flags.DEFINE_integer(
@@ -59,6 +59,14 @@ FITNESS = flags.DEFINE_enum(
     "score among the trials that cost no more than the open start point fewest trials "
     "have aimed at, and the child must cost no more than that point either (its int8 file "
     "timed together with the point's; nas.tuner.aim_target).",
+)
+ELITE = flags.DEFINE_integer(
+    "evolution_elite",
+    0,
+    "--oracle=evolution: how many of the --evolution_population trials a tournament "
+    "draws from are the fittest ones (for 'aim': the best scoring inside the target's "
+    "cost envelope), the rest being the most recent; 0: the most recent only (aging).",
+    lower_bound=0,
 )
 NUM_INITIAL = flags.DEFINE_integer(
     "num_initial_points", 0, "Random trials before Bayesian modelling (0 = default).", lower_bound=0

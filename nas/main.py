@@ -172,6 +172,7 @@ def configure():
         population=f.POPULATION.value,
         sample=f.SAMPLE.value,
         fitness=f.FITNESS.value,
+        elite=f.ELITE.value,
     )
     if f.FINAL_EPOCHS.value:
         hand = ",".join(f.FINAL_HAND.value)

@@ -200,21 +200,31 @@ def csv_text(rows):
     return buffer.getvalue()
 
 
+def cost_keys(int8):
+    """The (latency, bytes) row keys a budget is checked on: the int8 file's
+    when `int8` (``--budget_int8``), else the float32 file's."""
+    return ("int8_latency_us", "int8_file_bytes") if int8 else ("latency_us", "file_bytes")
+
+
 def plot(rows, front_rows, path, budget=None):
     """Accuracy vs latency: feasible, infeasible and front trials; budget line.
 
     Args:
       rows: all trial rows.
-      front_rows: the accuracy-vs-latency front.
+      front_rows: the accuracy-vs-latency front (of the budget's file).
       path: PNG to write.
-      budget: optional :class:`nas.tuner.Budget`; its latency limit is drawn.
+      budget: optional :class:`nas.tuner.Budget`; its latency limit is drawn,
+        and with ``budget.int8`` the latency axis is the int8 file's (else
+        the float32 file's).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if r["latency_us"] is not None and r["val_accuracy"] is not None]
+    int8 = budget is not None and budget.int8
+    latency = cost_keys(int8)[0]
+    done = [r for r in rows if r[latency] is not None and r["val_accuracy"] is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for feasible, style in (
         (True, dict(c="tab:blue", label="feasible")),
@@ -223,11 +233,11 @@ def plot(rows, front_rows, path, budget=None):
         pts = [r for r in done if r["feasible"] == feasible]
         if pts:
             ax.scatter(
-                [r["latency_us"] for r in pts], [r["val_accuracy"] for r in pts], alpha=0.8, **style
+                [r[latency] for r in pts], [r["val_accuracy"] for r in pts], alpha=0.8, **style
             )
     if front_rows:
         ax.plot(
-            [r["latency_us"] for r in front_rows],
+            [r[latency] for r in front_rows],
             [r["val_accuracy"] for r in front_rows],
             "-o",
             color="tab:red",
@@ -239,14 +249,14 @@ def plot(rows, front_rows, path, budget=None):
     for r in done:
         ax.annotate(
             r["trial_id"],
-            (r["latency_us"], r["val_accuracy"]),
+            (r[latency], r["val_accuracy"]),
             fontsize=7,
             xytext=(3, 3),
             textcoords="offset points",
         )
     if budget is not None and budget.max_latency_us:
         ax.axvline(budget.max_latency_us, ls="--", color="tab:orange", label="latency budget")
-    ax.set_xlabel("float32 TFLite latency, median (µs)")
+    ax.set_xlabel(f"{'int8' if int8 else 'float32'} TFLite latency, median (µs)")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"Architecture search: {len(done)} trials")
     ax.grid(alpha=0.3)
@@ -271,8 +281,9 @@ def write_outputs(tuner):
         not a distributed worker (its oracle lives in the chief).
 
     Returns:
-      dict: rows, fronts ({name: rows}), best (row or None) and paths
-      ({name: path of each file written}).
+      dict: rows, fronts ({name: rows}), best (row or None), paths
+      ({name: path of each file written}) and int8 (the budget is checked on
+      the int8 file).
 
     Raises:
       ValueError: `tuner` is a distributed worker (its oracle is remote).
@@ -312,7 +323,8 @@ def write_outputs(tuner):
         paths["pareto.json"],
         {name: [r["trial_id"] for r in front] for name, front in fronts.items()},
     )
-    plot(rows, fronts["accuracy_vs_latency"], paths["accuracy_vs_latency.png"], budget)
+    front = fronts["accuracy_vs_int8_latency" if budget.int8 else "accuracy_vs_latency"]
+    plot(rows, front, paths["accuracy_vs_latency.png"], budget)
     best = best_feasible(rows)
     if best is not None:
         model_src = os.path.join(project, f"trial_{best['trial_id']}", MODEL_FILE)
@@ -340,7 +352,7 @@ def write_outputs(tuner):
                 "trained_epochs": best["epochs"],
             },
         )
-    return {"rows": rows, "fronts": fronts, "best": best, "paths": paths}
+    return {"rows": rows, "fronts": fronts, "best": best, "paths": paths, "int8": budget.int8}
 
 
 def _fmt(row, keys):
@@ -354,14 +366,19 @@ def _fmt(row, keys):
 
 
 def summary_text(outputs, top=5):
-    """A markdown summary: the top trials by score, the fronts, the best model."""
+    """A markdown summary: the top trials by score, the fronts, the best model.
+
+    Latency and bytes are the figures the budget was checked on: the int8
+    file's when ``outputs["int8"]`` (``--budget_int8``), else the float32 file's.
+    """
+    latency, nbytes = cost_keys(outputs.get("int8", False))
     keys = (
         "trial_id",
         "status",
         "feasible",
         "val_accuracy",
-        "latency_us",
-        "file_bytes",
+        latency,
+        nbytes,
         "arena_bytes",
         "params",
         "score",
@@ -373,6 +390,8 @@ def summary_text(outputs, top=5):
     lines = [f"Top {min(top, len(ranked))} of {len(rows)} trials (by score):", header]
     lines += [_fmt(r, keys) for r in ranked[:top]]
     for name, front in outputs["fronts"].items():
+        if ("int8" in name) != bool(outputs.get("int8")):
+            continue  # a front of the other file's figures
         lines += ["", f"Non-dominated, {name.replace('_', ' ')}:", header]
         lines += [_fmt(r, keys) for r in front]
     best = outputs["best"]
@@ -382,8 +401,8 @@ def summary_text(outputs, top=5):
     else:
         lines.append(
             f"Best feasible: trial {best['trial_id']} (val_accuracy "
-            f"{best['val_accuracy']:.4f}, {best['latency_us']:.1f} us, "
-            f"{best['file_bytes']} bytes, {best['params']} params): "
+            f"{best['val_accuracy']:.4f}, {'int8 ' if outputs.get('int8') else ''}"
+            f"{best[latency]:.1f} us, {best[nbytes]} bytes, {best['params']} params): "
             f"{outputs['paths'].get('best_model.keras', 'model file not found')}, "
             f"architecture in {outputs['paths'][BEST_HPS_FILE]}"
         )

@@ -422,21 +422,30 @@ class _EvolutionDraws:
        With ``fitness='aim'`` a mutation first picks its target,
        :func:`aim_target` (the open start point the fewest trials have aimed
        at: ``aims`` maps each aimed trial to its target, and is part of the
-       oracle's saved state); the tournament draws from the `population` best
-       scoring trials that cost no more than the target (the target included,
-       :meth:`fittest`), the best score wins, and the child is one or two moves away
+       oracle's saved state); the tournament draws from the last `population`
+       trials that cost no more than the target (the target included), the
+       best score wins, and the child is one or two moves away
        (``TWO_MOVES``). ``aim`` then holds the target's trial id, and
        :class:`_BudgetedDraws` refuses a child that costs more than it
        (``aim_check``).
+
+    With ``elite`` > 0, a window (any fitness) holds the `elite` fittest of
+    its trials and the latest of the rest, `population` in all
+    (:meth:`window`): aging alone can forget the best trials, and for a dear
+    'aim' target the latest trials inside its envelope are mostly cheap
+    children aimed at a cheaper point.
 
     Draws come from a generator seeded with the oracle's seed and its draw
     count, so one seed gives one sequence of trials.
     """
 
-    def __init__(self, *args, start_points=(), population=8, sample=3, fitness="score", **kwargs):
+    def __init__(
+        self, *args, start_points=(), population=8, sample=3, fitness="score", elite=0, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.start_points = [dict(p) for p in start_points]
         self.population = int(population)
+        self.elite = int(elite)
         self.sample = int(sample)
         self.fitness = fitness
         self.aim = None  # 'aim': the trial id the last mutation aims at.
@@ -502,9 +511,9 @@ class _EvolutionDraws:
         return dict(hps.values)
 
     def tournament_window(self, done, fitness):
-        """The trials a tournament draws from: the last `population` completed
-        ones; under cover fitness, the last `population` of those that aim at
-        an open start point (all completed ones when none aims).
+        """The trials a tournament draws from: a :meth:`window` of the completed
+        ones; under cover fitness, of those that aim at an open start point
+        (all completed ones when none aims).
 
         Aging alone lets a cover search drift: once the last trials all cost
         more than every open start point, no tournament can pick a parent
@@ -513,7 +522,7 @@ class _EvolutionDraws:
         pool = done
         if self.fitness == "cover":
             pool = [t for t in done if fitness[t.trial_id][0] == 1] or done
-        return pool[-self.population :]
+        return self.window(pool, fitness)
 
     def _aimed_members(self, done):
         """'aim': (target trial id, the trials a tournament draws from), or
@@ -524,20 +533,17 @@ class _EvolutionDraws:
         if target is None:
             return None, None
         inside = [t for t, r in zip(done, rows) if pareto.costs_no_more(r, rows[target])]
-        return done[target].trial_id, self.fittest(inside)
+        return done[target].trial_id, self.window(inside, {t.trial_id: t.score for t in done})
 
-    def fittest(self, trials):
-        """The `population` best scoring of `trials` (ties to the later trial),
-        in trial order: an aimed tournament's window.
-
-        Not the most recent ones, as in plain evolution: the targets take
-        turns, so the latest trials inside a dear target's envelope are mostly
-        cheap children aimed at a cheaper one, and a window of them breeds
-        children far below the dear target's accuracy. The best ones inside
-        the envelope are the nearest to covering it.
-        """
-        best = sorted(trials, key=lambda t: (t.score, t.trial_id))[-self.population :]
-        return sorted(best, key=lambda t: t.trial_id)
+    def window(self, trials, fitness):
+        """`population` of `trials` (in trial order): the `elite` fittest by
+        `fitness` ({trial id: key}; ties to the later trial), then the latest
+        of the rest. With ``elite=0``, the latest ones: plain aging."""
+        order = sorted(trials, key=lambda t: (fitness[t.trial_id], t.trial_id))
+        best = order[len(order) - min(self.elite, len(order)) :]
+        rest = [t for t in trials if t not in best]
+        keep = best + rest[max(0, len(rest) - (self.population - len(best))) :]
+        return sorted(keep, key=lambda t: t.trial_id)
 
     def _move(self, values, rng):
         """`values` with one active hyperparameter moved to a neighbouring value
@@ -607,6 +613,7 @@ def make_oracle(
     population=8,
     sample=3,
     fitness="score",
+    elite=0,
 ):
     """One of keras-tuner's oracles (or regularized evolution), maximizing ``score``.
 
@@ -624,9 +631,13 @@ def make_oracle(
         capped by max_trials).
       start_points: 'evolution': hyperparameter values tried first.
       population: 'evolution': completed trials before mutations start, and
-        the number of most recent ones parents are drawn from (>= 1).
+        the number of trials a tournament draws from (>= 1): the most recent
+        ones, or see `elite`.
       sample: 'evolution': tournament size (1 <= sample <= population).
       fitness: 'evolution': how a tournament is won, one of FITNESS.
+      elite: 'evolution': how many of a tournament's `population` trials
+        are the fittest ones, the rest being the latest (0 <= elite <=
+        population).
 
     Returns:
       A ``keras_tuner.Oracle``.
@@ -664,6 +675,11 @@ def make_oracle(
                 "Evolution needs 1 <= sample (--evolution_sample) <= population "
                 f"(--evolution_population); got {sample} and {population}."
             )
+        if not 0 <= elite <= population:
+            raise ValueError(
+                "Evolution needs 0 <= elite (--evolution_elite) <= population "
+                f"(--evolution_population); got {elite} and {population}."
+            )
         if fitness not in FITNESS:
             raise ValueError(
                 f"--evolution_fitness={fitness}: allowed values are {', '.join(FITNESS)}."
@@ -676,6 +692,7 @@ def make_oracle(
             population=population,
             sample=sample,
             fitness=fitness,
+            elite=elite,
         )
     try:
         return kt.oracles.BayesianOptimizationOracle(

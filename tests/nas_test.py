@@ -518,6 +518,7 @@ def test_smoke_flagfile_end_to_end(tmp_path):
         assert proc.returncode != 0
         assert "No trial met the budget" in proc.stderr.strip().splitlines()[-1]
     assert "Non-dominated, accuracy vs int8 latency" in proc.stdout
+    assert "Non-dominated, accuracy vs latency:" not in proc.stdout  # float32: not budgeted
     assert os.path.exists(os.path.join(project, "best_model.keras")) == any(
         r["feasible"] == "True" for r in rows
     )
@@ -964,6 +965,7 @@ def _evolution(
     fitness="score",
     cls=None,
     start=None,
+    elite=0,
 ):
     space = _space(filters=(4, 8, 16, 32), max_blocks=2, conv_types=("standard", "separable"))
     start = start or [search_space.hand_point("cnn", 0.25), search_space.hand_point("cnn", 1.0)]
@@ -975,6 +977,7 @@ def _evolution(
         population=population,
         sample=sample,
         fitness=fitness,
+        elite=elite,
     )
     search = (cls or ScoredStub)(
         space,
@@ -1099,26 +1102,68 @@ def test_cover_tournaments_draw_from_the_trials_that_aim_at_an_open_hand_point()
     assert ids(cover.tournament_window(done, nothing_aims)) == ["04", "05"]
 
 
-def test_aimed_tournaments_draw_from_the_best_trials_inside_the_target_not_the_latest():
+def test_tournament_windows_keep_the_elite_fittest_and_the_latest_of_the_rest():
     import types
 
     def trial(i, score):
         return types.SimpleNamespace(trial_id=f"{i:02d}", score=score)
 
-    # Two good trials early on, then cheap, weak children aimed elsewhere.
+    def oracle(elite, fitness="aim"):
+        return tuner.make_oracle("evolution", fitness=fitness, population=3, sample=2, elite=elite)
+
+    # Two good trials early on, then weak ones (e.g. cheap children aimed elsewhere).
     done = [trial(0, 0.88), trial(1, 0.86), trial(2, 0.70), trial(3, 0.75), trial(4, 0.72)]
-    oracle = tuner.make_oracle("evolution", fitness="aim", population=3, sample=2)
+    score = {t.trial_id: t.score for t in done}
     ids = lambda ts: [t.trial_id for t in ts]  # noqa: E731
-    assert ids(oracle.fittest(done)) == ["00", "01", "03"]  # in trial order
-    assert ids(oracle.fittest(done[2:])) == ["02", "03", "04"]  # all, when few
+    assert ids(oracle(0).window(done, score)) == ["02", "03", "04"]  # aging alone
+    assert ids(oracle(3).window(done, score)) == ["00", "01", "03"]  # the best, in trial order
+    assert ids(oracle(1).window(done, score)) == ["00", "03", "04"]  # best 1 + latest 2
+    assert ids(oracle(2).window(done[2:], score)) == ["02", "03", "04"]  # all, when few
     # Ties go to the later trial.
-    tied = [trial(0, 0.8), trial(1, 0.8), trial(2, 0.8), trial(3, 0.8)]
-    assert ids(oracle.fittest(tied)) == ["01", "02", "03"]
-    # _aimed_members windows the trials inside the target's envelope that way.
+    tied = [trial(i, 0.8) for i in range(4)]
+    assert ids(oracle(3).window(tied, {t.trial_id: 0.8 for t in tied})) == ["01", "02", "03"]
+    # _aimed_members windows the trials inside the target's envelope that way:
+    # trial 00 is the target, all others cost less.
     rows = [_cost_row(0.90, 30, 30, True)] + [_cost_row(s, 10, 10) for s in (0.8, 0.6, 0.7, 0.5)]
     start = [trial(0, 0.90)] + [trial(i + 1, r["score"]) for i, r in enumerate(rows[1:])]
-    oracle._rows = lambda done: rows
-    assert oracle._aimed_members(start) == ("00", start[:2] + [start[3]])
+    for elite, window in ((0, ["02", "03", "04"]), (3, ["00", "01", "03"])):
+        o = oracle(elite)
+        o._rows = lambda done: rows
+        target, members = o._aimed_members(start)
+        assert target == "00" and ids(members) == window
+    # Under 'cover' the elite are the fittest by cover key, and the window
+    # holds only trials that aim at an open start point.
+    keys = {"00": (1, -0.01), "01": (0, 0.9), "02": (1, -0.05), "03": (1, -0.02), "04": (1, -0.1)}
+    cover = [trial(i, None) for i in range(5)]
+    assert ids(oracle(1, "cover").tournament_window(cover, keys)) == ["00", "03", "04"]
+    assert ids(oracle(0, "cover").tournament_window(cover, keys)) == ["02", "03", "04"]
+    with pytest.raises(ValueError, match="--evolution_elite"):
+        oracle(4)
+
+
+def test_search_summary_shows_the_figures_the_budget_was_checked_on():
+    row = dict(
+        trial_id="03",
+        status="COMPLETED",
+        feasible=True,
+        val_accuracy=0.883,
+        latency_us=42.2,
+        file_bytes=99120,
+        int8_latency_us=24.2,
+        int8_file_bytes=31360,
+        arena_bytes=19072,
+        params=24282,
+        score=0.883,
+        violations="",
+    )
+    fronts = {name: [row] for name in list(pareto.FRONTS) + list(pareto.FEASIBLE_FRONTS)}
+    outputs = dict(rows=[row], fronts=fronts, best=row, paths={report.BEST_HPS_FILE: "b.json"})
+    int8 = report.summary_text(dict(outputs, int8=True))
+    assert "int8 24.2 us, 31360 bytes" in int8 and "99120" not in int8 and "42.2" not in int8
+    assert "accuracy vs int8 latency" in int8 and "accuracy vs latency:" not in int8
+    float32 = report.summary_text(dict(outputs, int8=False))
+    assert "42.2 us, 99120 bytes" in float32 and "31360" not in float32
+    assert "accuracy vs latency:" in float32 and "int8" not in float32
 
 
 def test_evolution_flags_and_hand_trials_are_not_found_students(tmp_path):
@@ -1306,10 +1351,12 @@ class AimedStub(ScoredStub):
         return {t: get(t).metrics.get_last_value("int8_latency_us") for t in trial_ids}
 
 
-def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(tmp_path):
+@pytest.mark.parametrize("elite", [0, 2])
+def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(tmp_path, elite):
     start = [search_space.hand_point("cnn", 0.5), search_space.hand_point("cnn", 0.25)]
     search, _ = _evolution(
         tmp_path,
+        elite=elite,
         trials=10,
         budget=tuner.Budget(max_params=30000),  # cnn:0.5 (6,386) fits
         fitness="aim",
@@ -1349,9 +1396,11 @@ def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(
         params = lambda t: t.metrics.get_last_value("params")  # noqa: E731
         assert params(child) <= params(done[target]), (i, child.hyperparameters.values)
         assert (child.hyperparameters.values, done[target].trial_id, True) in search.aimed
-        # The parent is the best trial inside the target's envelope (the
-        # tournament draws 3 of the 3 best there).
+        # The tournament draws all 3 of its window inside the target's
+        # envelope: the last 3 (elite 0), or the best 2 and the latest other
+        # one (elite 2), so the parent is the best of the last 3, or the best.
         inside = [t for t, x in zip(done, r) if pareto.costs_no_more(x, r[target])]
+        inside = inside if elite else inside[-3:]
         parent = max(inside, key=lambda t: (t.score, t.trial_id)).hyperparameters.values
         moved = _moves(None, parent, child.hyperparameters.values)
         structural = set(parent) ^ set(child.hyperparameters.values)

@@ -370,6 +370,11 @@ class Runs:
 INTERIM_DIR = "interim"
 
 
+def interim_dir(workdir):
+    """Where a study in `workdir` writes the report of its finished seeds."""
+    return os.path.join(workdir, INTERIM_DIR)
+
+
 class Interim:
     """The report of the seeds finished so far, while later seeds still train.
 
@@ -400,7 +405,7 @@ class Interim:
         if not done or done == self.written or len(done) == len(self.config.seeds):
             return
         self.written = done
-        out = os.path.join(self.config.pipeline.workdir, INTERIM_DIR)
+        out = interim_dir(self.config.pipeline.workdir)
         try:
             aggregate(self.config, self.data, self.study, self.teacher_rows, seeds=done)
         except Exception as e:  # noqa: BLE001 - an interim report must not end a long study.
@@ -493,7 +498,7 @@ def aggregate(config, data, study, teacher_rows, seeds=None):
     if seeds is not None:
         interim = {"seeds_done": list(seeds), "seeds_planned": list(config.seeds)}
         config = dataclasses.replace(config, seeds=tuple(seeds))
-        out_dir = os.path.join(p.workdir, INTERIM_DIR)
+        out_dir = interim_dir(p.workdir)
         os.makedirs(out_dir, exist_ok=True)
     grid = [v for v in study.grid if v.seed in config.seeds]
     rows, probs = _train_all(study.ctx, grid, keep_probs=lambda v: v.label == "none")

@@ -371,7 +371,8 @@ def summary_text(outputs, top=5):
     Latency and bytes are the figures the budget was checked on: the int8
     file's when ``outputs["int8"]`` (``--budget_int8``), else the float32 file's.
     """
-    latency, nbytes = cost_keys(outputs.get("int8", False))
+    int8 = bool(outputs.get("int8"))
+    latency, nbytes = cost_keys(int8)
     keys = (
         "trial_id",
         "status",
@@ -390,7 +391,7 @@ def summary_text(outputs, top=5):
     lines = [f"Top {min(top, len(ranked))} of {len(rows)} trials (by score):", header]
     lines += [_fmt(r, keys) for r in ranked[:top]]
     for name, front in outputs["fronts"].items():
-        if ("int8" in name) != bool(outputs.get("int8")):
+        if ("int8" in name) != int8:
             continue  # a front of the other file's figures
         lines += ["", f"Non-dominated, {name.replace('_', ' ')}:", header]
         lines += [_fmt(r, keys) for r in front]
@@ -401,7 +402,7 @@ def summary_text(outputs, top=5):
     else:
         lines.append(
             f"Best feasible: trial {best['trial_id']} (val_accuracy "
-            f"{best['val_accuracy']:.4f}, {'int8 ' if outputs.get('int8') else ''}"
+            f"{best['val_accuracy']:.4f}, {'int8 ' if int8 else ''}"
             f"{best[latency]:.1f} us, {best[nbytes]} bytes, {best['params']} params): "
             f"{outputs['paths'].get('best_model.keras', 'model file not found')}, "
             f"architecture in {outputs['paths'][BEST_HPS_FILE]}"

@@ -524,16 +524,17 @@ class _EvolutionDraws:
             pool = [t for t in done if fitness[t.trial_id][0] == 1] or done
         return self.window(pool, fitness)
 
-    def _aimed_members(self, done):
+    def _aimed_members(self, done, fitness):
         """'aim': (target trial id, the trials a tournament draws from), or
-        (None, None) when every start point is covered."""
+        (None, None) when every start point is covered. `fitness` is
+        :meth:`_fitness` of `done` (their scores)."""
         rows = self._rows(done)
         aimed = [sum(a == t.trial_id for a in self.aims.values()) for t in done]
         target = aim_target(rows, aimed)
         if target is None:
             return None, None
         inside = [t for t, r in zip(done, rows) if pareto.costs_no_more(r, rows[target])]
-        return done[target].trial_id, self.window(inside, {t.trial_id: t.score for t in done})
+        return done[target].trial_id, self.window(inside, fitness)
 
     def window(self, trials, fitness):
         """`population` of `trials` (in trial order): the `elite` fittest by
@@ -564,7 +565,7 @@ class _EvolutionDraws:
         fitness = self._fitness(done)
         members = None
         if self.fitness == "aim":
-            self.aim, members = self._aimed_members(done)
+            self.aim, members = self._aimed_members(done, fitness)
         if members is None:
             members = self.tournament_window(done, fitness)
         picks = rng.choice(len(members), size=min(self.sample, len(members)), replace=False)

@@ -1129,7 +1129,7 @@ def test_tournament_windows_keep_the_elite_fittest_and_the_latest_of_the_rest():
     for elite, window in ((0, ["02", "03", "04"]), (3, ["00", "01", "03"])):
         o = oracle(elite)
         o._rows = lambda done: rows
-        target, members = o._aimed_members(start)
+        target, members = o._aimed_members(start, {t.trial_id: t.score for t in start})
         assert target == "00" and ids(members) == window
     # Under 'cover' the elite are the fittest by cover key, and the window
     # holds only trials that aim at an open start point.

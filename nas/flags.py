@@ -68,6 +68,15 @@ ELITE = flags.DEFINE_integer(
     "cost envelope), the rest being the most recent; 0: the most recent only (aging).",
     lower_bound=0,
 )
+AIM_WINDOW = flags.DEFINE_enum(
+    "evolution_aim_window",
+    "envelope",
+    list(tuner.AIM_WINDOWS),
+    "--evolution_fitness=aim: the trials a tournament draws from: those inside the "
+    "target's cost envelope ('envelope'), or only those of them outside the envelope of "
+    "every cheaper open start point ('band'), so children aimed at a cheap point do not "
+    "fill a dear point's window.",
+)
 NUM_INITIAL = flags.DEFINE_integer(
     "num_initial_points", 0, "Random trials before Bayesian modelling (0 = default).", lower_bound=0
 )

@@ -173,6 +173,7 @@ def configure():
         sample=f.SAMPLE.value,
         fitness=f.FITNESS.value,
         elite=f.ELITE.value,
+        aim_window=f.AIM_WINDOW.value,
     )
     if f.FINAL_EPOCHS.value:
         hand = ",".join(f.FINAL_HAND.value)

@@ -309,6 +309,10 @@ def neighbours(hp, value):
 # the trials that cost no more than one such start point, whose children must
 # cost no more than it either ('aim': aim_target).
 FITNESS = ("score", "cover", "aim")
+# 'aim': which trials inside the target's cost envelope a tournament draws
+# from: all of them ('envelope'), or those outside the envelope of every
+# cheaper open start point ('band'; all of them when none is).
+AIM_WINDOWS = ("envelope", "band")
 # 'aim': a child is one neighbouring move from its parent, or two with this
 # probability (a trade: e.g. one stage wider and another narrower).
 TWO_MOVES = 0.5
@@ -435,17 +439,32 @@ class _EvolutionDraws:
     'aim' target the latest trials inside its envelope are mostly cheap
     children aimed at a cheaper point.
 
+    With ``aim_window='band'``, an 'aim' tournament draws only from the trials
+    inside its target's envelope that are outside the envelope of every open
+    start point which costs no more than the target (all trials inside when
+    none is): the cheap children aimed at a cheaper point then stay in that
+    point's tournaments instead of filling a dear target's window.
+
     Draws come from a generator seeded with the oracle's seed and its draw
     count, so one seed gives one sequence of trials.
     """
 
     def __init__(
-        self, *args, start_points=(), population=8, sample=3, fitness="score", elite=0, **kwargs
+        self,
+        *args,
+        start_points=(),
+        population=8,
+        sample=3,
+        fitness="score",
+        elite=0,
+        aim_window="envelope",
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.start_points = [dict(p) for p in start_points]
         self.population = int(population)
         self.elite = int(elite)
+        self.aim_window = aim_window
         self.sample = int(sample)
         self.fitness = fitness
         self.aim = None  # 'aim': the trial id the last mutation aims at.
@@ -533,8 +552,18 @@ class _EvolutionDraws:
         target = aim_target(rows, aimed)
         if target is None:
             return None, None
-        inside = [t for t, r in zip(done, rows) if pareto.costs_no_more(r, rows[target])]
-        return done[target].trial_id, self.window(inside, fitness)
+        inside = [(t, r) for t, r in zip(done, rows) if pareto.costs_no_more(r, rows[target])]
+        if self.aim_window == "band":
+            cheaper = [
+                rows[j]
+                for j in open_points(rows)
+                if j != target and pareto.costs_no_more(rows[j], rows[target])
+            ]
+            band = [
+                (t, r) for t, r in inside if not any(pareto.costs_no_more(r, c) for c in cheaper)
+            ]
+            inside = band or inside
+        return done[target].trial_id, self.window([t for t, _ in inside], fitness)
 
     def window(self, trials, fitness):
         """`population` of `trials` (in trial order): the `elite` fittest by
@@ -615,6 +644,7 @@ def make_oracle(
     sample=3,
     fitness="score",
     elite=0,
+    aim_window="envelope",
 ):
     """One of keras-tuner's oracles (or regularized evolution), maximizing ``score``.
 
@@ -639,6 +669,8 @@ def make_oracle(
       elite: 'evolution': how many of a tournament's `population` trials
         are the fittest ones, the rest being the latest (0 <= elite <=
         population).
+      aim_window: 'evolution' with fitness 'aim': one of AIM_WINDOWS, the
+        trials inside the target's envelope a tournament draws from.
 
     Returns:
       A ``keras_tuner.Oracle``.
@@ -685,6 +717,10 @@ def make_oracle(
             raise ValueError(
                 f"--evolution_fitness={fitness}: allowed values are {', '.join(FITNESS)}."
             )
+        if aim_window not in AIM_WINDOWS:
+            raise ValueError(
+                f"--evolution_aim_window={aim_window}: allowed values are {', '.join(AIM_WINDOWS)}."
+            )
         return BudgetedEvolutionOracle(
             goal,
             max_trials=int(max_trials),
@@ -694,6 +730,7 @@ def make_oracle(
             sample=sample,
             fitness=fitness,
             elite=elite,
+            aim_window=aim_window,
         )
     try:
         return kt.oracles.BayesianOptimizationOracle(

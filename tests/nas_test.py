@@ -966,6 +966,7 @@ def _evolution(
     cls=None,
     start=None,
     elite=0,
+    aim_window="envelope",
 ):
     space = _space(filters=(4, 8, 16, 32), max_blocks=2, conv_types=("standard", "separable"))
     start = start or [search_space.hand_point("cnn", 0.25), search_space.hand_point("cnn", 1.0)]
@@ -978,6 +979,7 @@ def _evolution(
         sample=sample,
         fitness=fitness,
         elite=elite,
+        aim_window=aim_window,
     )
     search = (cls or ScoredStub)(
         space,
@@ -1139,6 +1141,51 @@ def test_tournament_windows_keep_the_elite_fittest_and_the_latest_of_the_rest():
     assert ids(oracle(0, "cover").tournament_window(cover, keys)) == ["02", "03", "04"]
     with pytest.raises(ValueError, match="--evolution_elite"):
         oracle(4)
+
+
+def test_a_band_window_leaves_out_the_trials_inside_a_cheaper_open_point():
+    import types
+
+    def trial(i, score):
+        return types.SimpleNamespace(trial_id=f"{i:02d}", score=score)
+
+    rows = [
+        _cost_row(0.90, 30, 30, True),  # 00: the dear target
+        _cost_row(0.80, 10, 10, True),  # 01: a cheaper open start point
+        _cost_row(0.85, 20, 20),  # 02: inside 00 only
+        _cost_row(0.70, 8, 8),  # 03: inside 01 (and 00)
+        _cost_row(0.75, 10, 12),  # 04: slower than 01: inside 00 only
+        _cost_row(0.60, 9, 9),  # 05: inside 01
+    ]
+    done = [trial(i, r["score"]) for i, r in enumerate(rows)]
+    score = {t.trial_id: t.score for t in done}
+    ids = lambda ts: [t.trial_id for t in ts]  # noqa: E731
+
+    def members(aim_window, aims, rows=rows, done=done):
+        o = tuner.make_oracle(
+            "evolution", fitness="aim", population=3, sample=2, aim_window=aim_window
+        )
+        o._rows = lambda done: rows
+        o.aims = aims
+        return o._aimed_members(done, score)
+
+    at_dear = {"03": "01", "05": "01"}  # 01 was aimed at more: 00 is the target
+    assert members("envelope", at_dear) == ("00", done[3:])
+    target, window = members("band", at_dear)
+    assert target == "00" and ids(window) == ["00", "02", "04"]
+    # The cheap target's own window is its envelope: nothing open is cheaper.
+    at_cheap = {"02": "00", "04": "00"}
+    assert members("band", at_cheap) == members("envelope", at_cheap)
+    assert ids(members("band", at_cheap)[1]) == ["01", "03", "05"]
+    # Once 01 is covered (04 now as accurate as 01 at no more cost), it no
+    # longer keeps its envelope's trials out of 00's tournaments.
+    covered = rows[:4] + [_cost_row(0.80, 10, 10)] + rows[5:]
+    assert members("band", at_dear, covered) == members("envelope", at_dear, covered)
+    # Every trial inside a cheaper open point: the whole envelope.
+    same_cost = [rows[0], _cost_row(0.80, 30, 30, True), _cost_row(0.70, 10, 10)]
+    assert members("band", {}, same_cost, done[:3]) == ("00", done[:3])
+    with pytest.raises(ValueError, match="--evolution_aim_window=nearest"):
+        tuner.make_oracle("evolution", fitness="aim", aim_window="nearest")
 
 
 def test_search_summary_shows_the_figures_the_budget_was_checked_on():
@@ -1351,12 +1398,15 @@ class AimedStub(ScoredStub):
         return {t: get(t).metrics.get_last_value("int8_latency_us") for t in trial_ids}
 
 
-@pytest.mark.parametrize("elite", [0, 2])
-def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(tmp_path, elite):
+@pytest.mark.parametrize("elite,aim_window", [(0, "envelope"), (2, "envelope"), (0, "band")])
+def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(
+    tmp_path, elite, aim_window
+):
     start = [search_space.hand_point("cnn", 0.5), search_space.hand_point("cnn", 0.25)]
     search, _ = _evolution(
         tmp_path,
         elite=elite,
+        aim_window=aim_window,
         trials=10,
         budget=tuner.Budget(max_params=30000),  # cnn:0.5 (6,386) fits
         fitness="aim",
@@ -1380,7 +1430,7 @@ def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(
         ]
 
     index = {t.trial_id: i for i, t in enumerate(trials)}
-    aimed = 0
+    aimed = banded = 0
     for i in range(3, len(trials)):  # mutations start once 3 trials completed
         done = trials[:i]
         r = rows(done)
@@ -1399,7 +1449,19 @@ def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(
         # The tournament draws all 3 of its window inside the target's
         # envelope: the last 3 (elite 0), or the best 2 and the latest other
         # one (elite 2), so the parent is the best of the last 3, or the best.
+        # Under 'band', those outside the open cnn_0.25's envelope when the
+        # target is cnn_0.5 (and any trial is).
         inside = [t for t, x in zip(done, r) if pareto.costs_no_more(x, r[target])]
+        if aim_window == "band":
+            cheaper = [r[j] for j in tuner.open_points(r) if j != target]
+            cheaper = [c for c in cheaper if pareto.costs_no_more(c, r[target])]
+            band = [
+                t
+                for t, x in zip(done, r)
+                if t in inside and not any(pareto.costs_no_more(x, c) for c in cheaper)
+            ]
+            banded += bool(band) and band != inside
+            inside = band or inside
         inside = inside if elite else inside[-3:]
         parent = max(inside, key=lambda t: (t.score, t.trial_id)).hyperparameters.values
         moved = _moves(None, parent, child.hyperparameters.values)
@@ -1416,6 +1478,8 @@ def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(
     trained = [t.hyperparameters.values for t in trials]
     assert refused and not any(v in trained for v in refused)
     assert oracle.aim_rejected == len(refused)
+    # 'band' left trials out of a tournament at least once.
+    assert (banded > 0) == (aim_window == "band")
 
 
 class UntrainedSearch(tuner.StudentSearch):

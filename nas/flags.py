@@ -77,6 +77,15 @@ AIM_WINDOW = flags.DEFINE_enum(
     "every cheaper open start point ('band'), so children aimed at a cheap point do not "
     "fill a dear point's window.",
 )
+SCALE_MOVES = flags.DEFINE_float(
+    "evolution_scale_moves",
+    0.0,
+    "--oracle=evolution: the probability that a mutation move is a scale move, every "
+    "stage one width up or every stage one width down at once (compound scaling of the "
+    "hand-designed width family); 0: every move changes one hyperparameter.",
+    lower_bound=0.0,
+    upper_bound=1.0,
+)
 NUM_INITIAL = flags.DEFINE_integer(
     "num_initial_points", 0, "Random trials before Bayesian modelling (0 = default).", lower_bound=0
 )

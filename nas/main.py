@@ -174,6 +174,7 @@ def configure():
         fitness=f.FITNESS.value,
         elite=f.ELITE.value,
         aim_window=f.AIM_WINDOW.value,
+        scale_moves=f.SCALE_MOVES.value,
     )
     if f.FINAL_EPOCHS.value:
         hand = ",".join(f.FINAL_HAND.value)

@@ -61,6 +61,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 
 import keras_tuner as kt
 import numpy as np
@@ -316,6 +317,8 @@ AIM_WINDOWS = ("envelope", "band")
 # 'aim': a child is one neighbouring move from its parent, or two with this
 # probability (a trade: e.g. one stage wider and another narrower).
 TWO_MOVES = 0.5
+# Hyperparameters a scale move (--evolution_scale_moves) steps all at once.
+SCALED = re.compile(r"stage\d+_filters")
 
 
 def cover_keys(rows):
@@ -458,6 +461,7 @@ class _EvolutionDraws:
         fitness="score",
         elite=0,
         aim_window="envelope",
+        scale_moves=0.0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -465,6 +469,7 @@ class _EvolutionDraws:
         self.population = int(population)
         self.elite = int(elite)
         self.aim_window = aim_window
+        self.scale_moves = float(scale_moves)
         self.sample = int(sample)
         self.fitness = fitness
         self.aim = None  # 'aim': the trial id the last mutation aims at.
@@ -575,9 +580,43 @@ class _EvolutionDraws:
         keep = best + rest[max(0, len(rest) - (self.population - len(best))) :]
         return sorted(keep, key=lambda t: t.trial_id)
 
+    def _scale(self, values, rng):
+        """`values` with every active ``stage{i}_filters`` one choice up, or
+        every one one choice down (the direction drawn among those in which
+        every stage can move to a point not tried yet, nor refused by the
+        budget or for costing more than the current target), or None when
+        neither can: the caller then makes a one-hyperparameter move, so a
+        search with scale moves does not run out of new points earlier."""
+        hps = [hp for hp in self.hyperparameters.space if SCALED.fullmatch(hp.name)]
+        hps = [hp for hp in hps if hp.name in values]
+        steps = {}
+        for direction in (-1, 1):
+            moved = {}
+            for hp in hps:
+                options = sorted(hp.values)
+                j = options.index(values[hp.name]) + direction
+                if not 0 <= j < len(options):
+                    break
+                moved[hp.name] = options[j]
+            else:
+                point = self._complete(dict(values, **moved))
+                key = self._compute_values_hash(point)
+                tried = self._duplicate(point) or key in getattr(self, "refused", set())
+                if moved and not tried and (self.aim, key) not in getattr(self, "aim_refused", ()):
+                    steps[direction] = point
+        if not steps:
+            return None
+        directions = sorted(steps)
+        return steps[directions[rng.integers(len(directions))]]
+
     def _move(self, values, rng):
-        """`values` with one active hyperparameter moved to a neighbouring value
-        (None when the draw found no move)."""
+        """`values` with one active hyperparameter moved to a neighbouring value,
+        or (with probability ``scale_moves``) scaled, :meth:`_scale` (None
+        when the draw found no move)."""
+        if self.scale_moves > 0 and rng.random() < self.scale_moves:
+            scaled = self._scale(values, rng)
+            if scaled is not None:
+                return scaled
         names = [hp for hp in self.hyperparameters.space if hp.name in values]
         for _ in range(100):
             hp = names[rng.integers(len(names))]
@@ -645,6 +684,7 @@ def make_oracle(
     fitness="score",
     elite=0,
     aim_window="envelope",
+    scale_moves=0.0,
 ):
     """One of keras-tuner's oracles (or regularized evolution), maximizing ``score``.
 
@@ -671,6 +711,8 @@ def make_oracle(
         population).
       aim_window: 'evolution' with fitness 'aim': one of AIM_WINDOWS, the
         trials inside the target's envelope a tournament draws from.
+      scale_moves: 'evolution': the probability, in [0, 1], that a mutation
+        move widens or narrows every stage at once (``_EvolutionDraws._scale``).
 
     Returns:
       A ``keras_tuner.Oracle``.
@@ -721,6 +763,11 @@ def make_oracle(
             raise ValueError(
                 f"--evolution_aim_window={aim_window}: allowed values are {', '.join(AIM_WINDOWS)}."
             )
+        if not 0 <= scale_moves <= 1:
+            raise ValueError(
+                f"--evolution_scale_moves={scale_moves}: allowed values are 0 to 1 "
+                "(the probability of a scale move)."
+            )
         return BudgetedEvolutionOracle(
             goal,
             max_trials=int(max_trials),
@@ -731,6 +778,7 @@ def make_oracle(
             fitness=fitness,
             elite=elite,
             aim_window=aim_window,
+            scale_moves=scale_moves,
         )
     try:
         return kt.oracles.BayesianOptimizationOracle(

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -967,8 +968,10 @@ def _evolution(
     start=None,
     elite=0,
     aim_window="envelope",
+    scale_moves=0.0,
+    filters=(4, 8, 16, 32),
 ):
-    space = _space(filters=(4, 8, 16, 32), max_blocks=2, conv_types=("standard", "separable"))
+    space = _space(filters=filters, max_blocks=2, conv_types=("standard", "separable"))
     start = start or [search_space.hand_point("cnn", 0.25), search_space.hand_point("cnn", 1.0)]
     oracle = tuner.make_oracle(
         "evolution",
@@ -980,6 +983,7 @@ def _evolution(
         fitness=fitness,
         elite=elite,
         aim_window=aim_window,
+        scale_moves=scale_moves,
     )
     search = (cls or ScoredStub)(
         space,
@@ -1186,6 +1190,31 @@ def test_a_band_window_leaves_out_the_trials_inside_a_cheaper_open_point():
     assert members("band", {}, same_cost, done[:3]) == ("00", done[:3])
     with pytest.raises(ValueError, match="--evolution_aim_window=nearest"):
         tuner.make_oracle("evolution", fitness="aim", aim_window="nearest")
+
+
+def test_a_scale_move_steps_every_stage_one_width_the_same_way(tmp_path):
+    # With scale_moves=1 a mutation is a scale move (the best of the last 3
+    # trials with all its stages one width up or all one width down, nothing
+    # else changed) unless both scaled points were tried or refused already:
+    # then one neighbouring move, so the search does not stop early.
+    filters = (4, 8, 12, 16, 24, 32)
+    search, _ = _evolution(tmp_path, scale_moves=1.0, filters=filters, trials=10)
+    trials = sorted(search.oracle.trials.values(), key=lambda t: t.trial_id)
+    assert len(trials) == 10 and _over_budget_trials(search) == []
+    scaled = 0
+    for i in range(3, len(trials)):
+        parent = max(trials[i - 3 : i], key=lambda t: t.score).hyperparameters.values
+        child = trials[i].hyperparameters.values
+        stages = [k for k in parent if re.fullmatch(r"stage\d+_filters", k)]
+        steps = {filters.index(child[k]) - filters.index(parent[k]) for k in stages}
+        moved = _moves(None, parent, child)
+        if set(moved) == set(stages) and steps in ({1}, {-1}):
+            scaled += 1
+        else:
+            assert len(moved) <= 1, (parent, child)
+    assert scaled >= 4, scaled
+    with pytest.raises(ValueError, match="--evolution_scale_moves=1.5"):
+        tuner.make_oracle("evolution", scale_moves=1.5)
 
 
 def test_search_summary_shows_the_figures_the_budget_was_checked_on():

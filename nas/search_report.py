@@ -493,6 +493,33 @@ def final_markdown(result):
     return "\n".join(lines) + "\n"
 
 
+def plain_log_ticks(axis):
+    """Labels a log-scaled matplotlib `axis` with plain numbers (``12``,
+    ``20000``) instead of ``1.2x10^1``. Within one decade, where a log axis has
+    at most one major tick, the minor ticks are labelled too, except, when the
+    view spans more than a factor of 2.5, the ones at 4, 6, 7, 8 and 9 times a
+    power of ten, which would crowd (7000 8000 9000 10000); across more than
+    a decade, only the major ones."""
+    import math
+
+    from matplotlib import ticker
+
+    def text(value):
+        return f"{value:f}".rstrip("0").rstrip(".")
+
+    low, high = sorted(axis.get_view_interval())
+
+    def minor(value, _):
+        mantissa = value / 10 ** math.floor(math.log10(value))
+        crowded = round(mantissa, 6) in (4, 6, 7, 8, 9) and high > 2.5 * low
+        return "" if crowded else text(value)
+
+    axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: text(value)))
+    axis.set_minor_formatter(
+        ticker.FuncFormatter(minor) if high < 10 * low else ticker.NullFormatter()
+    )
+
+
 def plot_final(rows, fronts, path):
     """Test accuracy vs int8 latency and vs int8 bytes: found and hand-designed
     students with their fronts (``nas.final.summarize``'s fronts)."""
@@ -533,6 +560,7 @@ def plot_final(rows, fronts, path):
                 textcoords="offset points",
             )
         ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis)
         ax.set_xlabel("int8 latency, median (µs)" if "latency" in cost else "int8 .tflite bytes")
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)

@@ -770,6 +770,41 @@ def test_spearman_with_ties_matches_a_hand_computation():
     assert report.spearman(x, y) == pytest.approx(scipy_stats.spearmanr(x, y).statistic)
 
 
+@pytest.mark.parametrize(
+    "limits, labelled",
+    [
+        # Within a decade (latencies of 11-19 us): every tick plainly labelled.
+        ((10.7, 18.9), {"11", "12", "15", "18"}),
+        # Within a decade but wider (bytes of 6-31 KB): not 7000 8000 9000.
+        ((6_000, 31_000), {"10000", "20000", "30000"}),
+        # Across decades (bytes of 6 KB to 300 KB): the majors only.
+        ((6_000, 300_000), {"10000", "100000"}),
+    ],
+)
+def test_final_plot_labels_log_axes_with_plain_numbers(limits, labelled):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot(limits, [0, 1])
+    ax.set_xscale("log")
+    ax.set_xlim(*limits)
+    report.plain_log_ticks(ax.xaxis)
+    fig.canvas.draw()
+    ticks = ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)
+    texts = {t.get_text() for t in ticks if limits[0] <= t.get_position()[0] <= limits[1]}
+    plt.close(fig)
+    texts.discard("")
+    assert labelled <= texts
+    assert not any("times" in t or "^" in t for t in texts), texts
+    if limits[1] > 10 * limits[0]:
+        assert all(t.rstrip("0") == "1" for t in texts), texts
+    if limits[1] > 2.5 * limits[0]:
+        assert not texts & {"7000", "8000", "9000"}, texts
+
+
 @pytest.mark.slow(20)
 def test_final_step_retrains_the_pareto_set_and_hand_points(tmp_path):
     from nas import final

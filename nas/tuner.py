@@ -249,18 +249,26 @@ class _BudgetedDraws:
             setattr(self, k, int(state.get("draw_counts", {}).get(k, 0)))
 
     def _random_values(self):
-        fallback = None
+        fallback = lineage = None
+
+        def fall_back():
+            if lineage is not None and hasattr(self, "parent"):
+                self.parent, self.moves = lineage
+            return fallback
+
         for _ in range(MAX_DRAWS):
             values = super()._random_values()
             self.draws += values is not None
             if values is None:
-                return fallback
+                return fall_back()
             fits = self.budget_check is None or self.budget_check(values)
             aim = getattr(self, "aim", None)
             if fits and aim is not None and self.aim_check is not None:
                 if self.aim_check(values, aim):
                     return values
                 fallback = values
+                # A mutation's lineage (_EvolutionDraws) goes with its values.
+                lineage = getattr(self, "parent", None), getattr(self, "moves", [])
                 self.aim_rejected += 1
                 self.aim_refused.add((aim, self._compute_values_hash(values)))
                 continue
@@ -275,7 +283,7 @@ class _BudgetedDraws:
                 MAX_DRAWS,
                 getattr(self, "aim", None),
             )
-            return fallback
+            return fall_back()
         logging.warning(
             "No candidate in %d random draws met the budget; training the last one.", MAX_DRAWS
         )
@@ -474,6 +482,11 @@ class _EvolutionDraws:
         self.fitness = fitness
         self.aim = None  # 'aim': the trial id the last mutation aims at.
         self.aims = {}  # 'aim': {trial id: the trial id it aimed at}
+        # The last mutation's parent trial id and its moves ('scale' or 'one'),
+        # and, per mutated trial, {trial id: {"parent": id, "moves": [...]}}.
+        self.parent, self.moves = None, []
+        self.parents = {}
+        self._last_move = None
         # 'aim': callable(trial ids) -> {trial id: int8 latency (us)} timing the
         # trials' int8 files together (None: each trial's own figure).
         self.latencies = None
@@ -482,14 +495,17 @@ class _EvolutionDraws:
         out = super().populate_space(trial_id)
         if self.aim is not None and out.get("values") is not None:
             self.aims[trial_id] = self.aim
+        if self.parent is not None and out.get("values") is not None:
+            self.parents[trial_id] = {"parent": self.parent, "moves": list(self.moves)}
         return out
 
     def get_state(self):
-        return dict(super().get_state(), aims=dict(self.aims))
+        return dict(super().get_state(), aims=dict(self.aims), parents=dict(self.parents))
 
     def set_state(self, state):
         super().set_state(state)
         self.aims = dict(state.get("aims", {}))
+        self.parents = dict(state.get("parents", {}))
 
     def _is_start(self, values):
         return any(all(values.get(k) == v for k, v in p.items()) for p in self.start_points)
@@ -616,12 +632,14 @@ class _EvolutionDraws:
         if self.scale_moves > 0 and rng.random() < self.scale_moves:
             scaled = self._scale(values, rng)
             if scaled is not None:
+                self._last_move = "scale"
                 return scaled
         names = [hp for hp in self.hyperparameters.space if hp.name in values]
         for _ in range(100):
             hp = names[rng.integers(len(names))]
             moves = neighbours(hp, values[hp.name])
             if moves:
+                self._last_move = "one"
                 return self._complete(dict(values, **{hp.name: moves[rng.integers(len(moves))]}))
         return None
 
@@ -641,16 +659,20 @@ class _EvolutionDraws:
         refused = getattr(self, "aim_refused", set())
         for _ in range(100):
             child = self._move(parent.hyperparameters.values, rng)
+            moves = [self._last_move]
             if child is not None and self.aim is not None and rng.random() < TWO_MOVES:
                 child = self._move(child, rng)
+                moves.append(self._last_move)
             if child is None or self._duplicate(child):
                 continue
             if (self.aim, self._compute_values_hash(child)) not in refused:
+                self.parent, self.moves = parent.trial_id, moves
                 return child
         return None
 
     def _random_values(self):
         self.aim = None
+        self.parent, self.moves = None, []
         refused = getattr(self, "refused", set())
         for point in self.start_points:
             values = self._complete(point)

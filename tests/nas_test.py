@@ -1237,17 +1237,28 @@ def test_a_scale_move_steps_every_stage_one_width_the_same_way(tmp_path):
     trials = sorted(search.oracle.trials.values(), key=lambda t: t.trial_id)
     assert len(trials) == 10 and _over_budget_trials(search) == []
     scaled = 0
+    # The oracle records each mutated trial's parent and its moves, in its state.
+    lineage = search.oracle.get_state()["parents"]
+    assert sorted(lineage) == [t.trial_id for t in trials[3:]]
     for i in range(3, len(trials)):
-        parent = max(trials[i - 3 : i], key=lambda t: t.score).hyperparameters.values
+        best = max(trials[i - 3 : i], key=lambda t: t.score)
+        parent = best.hyperparameters.values
         child = trials[i].hyperparameters.values
         stages = [k for k in parent if re.fullmatch(r"stage\d+_filters", k)]
         steps = {filters.index(child[k]) - filters.index(parent[k]) for k in stages}
         moved = _moves(None, parent, child)
+        recorded = lineage[trials[i].trial_id]
+        assert recorded["parent"] == best.trial_id
         if set(moved) == set(stages) and steps in ({1}, {-1}):
             scaled += 1
+            assert recorded["moves"] == ["scale"], recorded
         else:
             assert len(moved) <= 1, (parent, child)
+            assert recorded["moves"] == ["one"], recorded
     assert scaled >= 4, scaled
+    resumed = tuner.make_oracle("evolution", scale_moves=1.0)
+    resumed.set_state(search.oracle.get_state())
+    assert resumed.parents == lineage
     with pytest.raises(ValueError, match="--evolution_scale_moves=1.5"):
         tuner.make_oracle("evolution", scale_moves=1.5)
 

@@ -500,8 +500,6 @@ def plain_log_ticks(axis):
     view spans more than a factor of 2.5, the ones at 4, 6, 7, 8 and 9 times a
     power of ten, which would crowd (7000 8000 9000 10000); across more than
     a decade, only the major ones."""
-    import math
-
     from matplotlib import ticker
 
     def text(value):

@@ -249,26 +249,18 @@ class _BudgetedDraws:
             setattr(self, k, int(state.get("draw_counts", {}).get(k, 0)))
 
     def _random_values(self):
-        fallback = lineage = None
-
-        def fall_back():
-            if lineage is not None and hasattr(self, "parent"):
-                self.parent, self.moves = lineage
-            return fallback
-
+        fallback = None
         for _ in range(MAX_DRAWS):
             values = super()._random_values()
             self.draws += values is not None
             if values is None:
-                return fall_back()
+                return fallback
             fits = self.budget_check is None or self.budget_check(values)
             aim = getattr(self, "aim", None)
             if fits and aim is not None and self.aim_check is not None:
                 if self.aim_check(values, aim):
                     return values
                 fallback = values
-                # A mutation's lineage (_EvolutionDraws) goes with its values.
-                lineage = getattr(self, "parent", None), getattr(self, "moves", [])
                 self.aim_rejected += 1
                 self.aim_refused.add((aim, self._compute_values_hash(values)))
                 continue
@@ -283,7 +275,7 @@ class _BudgetedDraws:
                 MAX_DRAWS,
                 getattr(self, "aim", None),
             )
-            return fall_back()
+            return fallback
         logging.warning(
             "No candidate in %d random draws met the budget; training the last one.", MAX_DRAWS
         )
@@ -482,21 +474,24 @@ class _EvolutionDraws:
         self.fitness = fitness
         self.aim = None  # 'aim': the trial id the last mutation aims at.
         self.aims = {}  # 'aim': {trial id: the trial id it aimed at}
-        # The last mutation's parent trial id and its moves ('scale' or 'one'),
-        # and, per mutated trial, {trial id: {"parent": id, "moves": [...]}}.
-        self.parent, self.moves = None, []
+        # Per mutated trial, {trial id: {"parent": id, "moves": ['scale' or 'one']}};
+        # `drawn` holds the lineage of each child drawn for the trial being
+        # populated, by values hash (a budgeted draw may train any of them).
         self.parents = {}
-        self._last_move = None
+        self.drawn = {}
         # 'aim': callable(trial ids) -> {trial id: int8 latency (us)} timing the
         # trials' int8 files together (None: each trial's own figure).
         self.latencies = None
 
     def populate_space(self, trial_id):
         out = super().populate_space(trial_id)
-        if self.aim is not None and out.get("values") is not None:
-            self.aims[trial_id] = self.aim
-        if self.parent is not None and out.get("values") is not None:
-            self.parents[trial_id] = {"parent": self.parent, "moves": list(self.moves)}
+        drawn, self.drawn = self.drawn, {}
+        if out.get("values") is not None:
+            if self.aim is not None:
+                self.aims[trial_id] = self.aim
+            lineage = drawn.get(self._compute_values_hash(out["values"]))
+            if lineage is not None:
+                self.parents[trial_id] = lineage
         return out
 
     def get_state(self):
@@ -626,22 +621,21 @@ class _EvolutionDraws:
         return steps[directions[rng.integers(len(directions))]]
 
     def _move(self, values, rng):
-        """`values` with one active hyperparameter moved to a neighbouring value,
-        or (with probability ``scale_moves``) scaled, :meth:`_scale` (None
-        when the draw found no move)."""
+        """(`values` with one active hyperparameter moved to a neighbouring
+        value, 'one'), or, with probability ``scale_moves``, (scaled by
+        :meth:`_scale`, 'scale'); (None, None) when the draw found no move."""
         if self.scale_moves > 0 and rng.random() < self.scale_moves:
             scaled = self._scale(values, rng)
             if scaled is not None:
-                self._last_move = "scale"
-                return scaled
+                return scaled, "scale"
         names = [hp for hp in self.hyperparameters.space if hp.name in values]
         for _ in range(100):
             hp = names[rng.integers(len(names))]
             moves = neighbours(hp, values[hp.name])
             if moves:
-                self._last_move = "one"
-                return self._complete(dict(values, **{hp.name: moves[rng.integers(len(moves))]}))
-        return None
+                moved = dict(values, **{hp.name: moves[rng.integers(len(moves))]})
+                return self._complete(moved), "one"
+        return None, None
 
     def _mutation(self, rng):
         done = sorted(
@@ -658,21 +652,21 @@ class _EvolutionDraws:
         parent = max((members[i] for i in sorted(picks)), key=lambda t: fitness[t.trial_id])
         refused = getattr(self, "aim_refused", set())
         for _ in range(100):
-            child = self._move(parent.hyperparameters.values, rng)
-            moves = [self._last_move]
+            child, kind = self._move(parent.hyperparameters.values, rng)
+            moves = [kind]
             if child is not None and self.aim is not None and rng.random() < TWO_MOVES:
-                child = self._move(child, rng)
-                moves.append(self._last_move)
+                child, kind = self._move(child, rng)
+                moves.append(kind)
             if child is None or self._duplicate(child):
                 continue
-            if (self.aim, self._compute_values_hash(child)) not in refused:
-                self.parent, self.moves = parent.trial_id, moves
+            key = self._compute_values_hash(child)
+            if (self.aim, key) not in refused:
+                self.drawn[key] = {"parent": parent.trial_id, "moves": moves}
                 return child
         return None
 
     def _random_values(self):
         self.aim = None
-        self.parent, self.moves = None, []
         refused = getattr(self, "refused", set())
         for point in self.start_points:
             values = self._complete(point)

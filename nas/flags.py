@@ -36,6 +36,13 @@ START_POINTS = flags.DEFINE_list(
     "--oracle=evolution: hand-designed students (FAMILY:WIDTH, e.g. cnn:0.5,cnn_dws:1) "
     "tried first, as points of the space; the ones over the budget are skipped.",
 )
+SEED_POINTS = flags.DEFINE_list(
+    "seed_points",
+    [],
+    "--oracle=evolution: further students tried after --start_points, which the search "
+    "does not aim to cover (FAMILY:WIDTH[:STAGES]; stages past the third keep its width, "
+    "e.g. cnn:0.5:4 has 8/16/32/32 channels); the ones over the budget are skipped.",
+)
 POPULATION = flags.DEFINE_integer(
     "evolution_population",
     8,

@@ -123,6 +123,20 @@ def _start_points(space):
         raise ValueError(f"--start_points={','.join(items)}: {e}") from None
 
 
+def _seed_points(space):
+    """--seed_points as hyperparameter values of `space` (raises ValueError naming it)."""
+    items = nas_flags.SEED_POINTS.value
+    if items and nas_flags.ORACLE.value != "evolution":
+        raise ValueError(
+            f"--seed_points={','.join(items)}: only --oracle=evolution starts from given "
+            f"points (got --oracle={nas_flags.ORACLE.value})."
+        )
+    try:
+        return [values for _, values in search_space.seed_points(items, space)]
+    except ValueError as e:
+        raise ValueError(f"--seed_points={','.join(items)}: {e}") from None
+
+
 def configure():
     """Everything the flags describe that can be checked without data.
 
@@ -175,6 +189,7 @@ def configure():
         elite=f.ELITE.value,
         aim_window=f.AIM_WINDOW.value,
         scale_moves=f.SCALE_MOVES.value,
+        seed_points=_seed_points(space),
     )
     if f.FINAL_EPOCHS.value:
         hand = ",".join(f.FINAL_HAND.value)

@@ -352,7 +352,7 @@ class StudentSpace(kt.HyperModel):
         return cls(input_shape, num_classes, **config)
 
 
-def hand_point(family, width, convs_per_block=1):
+def hand_point(family, width, convs_per_block=1, stages=None):
     """The space values of a hand-designed ``kd_keras.models`` student.
 
     Args:
@@ -360,6 +360,10 @@ def hand_point(family, width, convs_per_block=1):
       width: its width multiplier (stage widths round((16, 32, 64) x width),
         at least 4, as the registry builds them).
       convs_per_block: its convolutions per block (blocks per stage here).
+      stages: its number of stages (default: the registry's 3). Stages past
+        the third keep the third's width, e.g. ``('cnn', 0.5, stages=4)``
+        has 8 / 16 / 32 / 32 channels: not a registry model, a start for
+        the search (``--seed_points``).
 
     Returns:
       dict of hyperparameter values (build with
@@ -372,12 +376,14 @@ def hand_point(family, width, convs_per_block=1):
         raise ValueError(
             f"Unknown hand-designed family {family!r}; allowed: {sorted(HAND_FAMILIES)}."
         )
-    if not width > 0 or int(convs_per_block) < 1:
+    stages = len(cnn_lib.BASE_FILTERS) if stages is None else stages
+    if not width > 0 or int(convs_per_block) < 1 or int(stages) < 1:
         raise ValueError(
-            f"Need width > 0 and convs_per_block >= 1, got {width}, {convs_per_block}."
+            f"Need width > 0, convs_per_block >= 1 and stages >= 1, got {width}, "
+            f"{convs_per_block}, {stages}."
         )
     values = {
-        "stages": len(cnn_lib.BASE_FILTERS),
+        "stages": int(stages),
         "conv": HAND_FAMILIES[family],
         "kernel_size": 3,
         "downsample": "maxpool",
@@ -388,7 +394,8 @@ def hand_point(family, width, convs_per_block=1):
     }
     if family == "cnn_dws":
         values["expansion"] = 1
-    for i, base in enumerate(cnn_lib.BASE_FILTERS, start=1):
+    for i in range(1, int(stages) + 1):
+        base = cnn_lib.BASE_FILTERS[min(i, len(cnn_lib.BASE_FILTERS)) - 1]
         values[f"stage{i}_filters"] = max(4, int(round(base * width)))
         values[f"stage{i}_blocks"] = int(convs_per_block)
     return values
@@ -433,6 +440,40 @@ def hand_points(items, space):
             raise ValueError(
                 f"{family}:{width:g} is not a point of the search space: {e}"
             ) from None
+        out.append((name, values))
+    return out
+
+
+def seed_points(items, space):
+    """``FAMILY:WIDTH[:STAGES]`` items (:func:`hand_point` with `stages`) as
+    checked points of `space`: [(name, values)], e.g. ``cnn:0.5:4`` ->
+    ('cnn_0.5_4stages', 8 / 16 / 32 / 32 channels).
+
+    Raises:
+      ValueError: an item that does not parse, or a point the space cannot
+        express (naming it and what the space allows).
+    """
+    out = []
+    for item in items:
+        parts = str(item).split(":")
+        stages = parts.pop() if len(parts) == 3 else None
+        try:
+            ((name, family, width),) = parse_hand_points([":".join(parts)])
+            if stages is not None and not (stages.isdigit() and int(stages) >= 1):
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not FAMILY:WIDTH[:STAGES] with FAMILY in "
+                f"{sorted(HAND_FAMILIES)}, WIDTH > 0 and STAGES >= 1 (e.g. cnn:0.5:4)."
+            ) from None
+        if stages is not None:
+            stages = int(stages)
+            name = f"{name}_{stages}stages"
+        values = hand_point(family, width, stages=stages)
+        try:
+            space.check_point(values)
+        except ValueError as e:
+            raise ValueError(f"{item} is not a point of the search space: {e}") from None
         out.append((name, values))
     return out
 

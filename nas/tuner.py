@@ -410,9 +410,12 @@ class _EvolutionDraws:
 
     A new trial is, in order:
 
-    1. the next of `start_points` not tried yet (nor refused by the budget
-       check, see :class:`_BudgetedDraws`): e.g. the hand-designed students,
-       so the search starts from them and can only add to them;
+    1. the next of `start_points`, then of `seed_points`, not tried yet (nor
+       refused by the budget check, see :class:`_BudgetedDraws`): the start
+       points are e.g. the hand-designed students, so the search starts from
+       them and can only add to them, and are what 'cover' and 'aim' try to
+       cover; seed points are further first trials that are no such target
+       (e.g. four-stage variants of the hand family);
     2. a random point while fewer than `population` trials have completed;
     3. otherwise a mutation of a tournament winner: `sample` of the last
        `population` completed trials are drawn, the best scoring one is the
@@ -462,10 +465,12 @@ class _EvolutionDraws:
         elite=0,
         aim_window="envelope",
         scale_moves=0.0,
+        seed_points=(),
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.start_points = [dict(p) for p in start_points]
+        self.seed_points = [dict(p) for p in seed_points]
         self.population = int(population)
         self.elite = int(elite)
         self.aim_window = aim_window
@@ -668,7 +673,7 @@ class _EvolutionDraws:
     def _random_values(self):
         self.aim = None
         refused = getattr(self, "refused", set())
-        for point in self.start_points:
+        for point in self.start_points + self.seed_points:
             values = self._complete(point)
             key = self._compute_values_hash(values)
             if not self._duplicate(values) and key not in refused:
@@ -701,6 +706,7 @@ def make_oracle(
     elite=0,
     aim_window="envelope",
     scale_moves=0.0,
+    seed_points=(),
 ):
     """One of keras-tuner's oracles (or regularized evolution), maximizing ``score``.
 
@@ -729,6 +735,8 @@ def make_oracle(
         trials inside the target's envelope a tournament draws from.
       scale_moves: 'evolution': the probability, in [0, 1], that a mutation
         move widens or narrows every stage at once (``_EvolutionDraws._scale``).
+      seed_points: 'evolution': hyperparameter values tried after
+        `start_points`, which are no 'cover' or 'aim' target.
 
     Returns:
       A ``keras_tuner.Oracle``.
@@ -795,6 +803,7 @@ def make_oracle(
             elite=elite,
             aim_window=aim_window,
             scale_moves=scale_moves,
+            seed_points=seed_points,
         )
     try:
         return kt.oracles.BayesianOptimizationOracle(

@@ -686,6 +686,31 @@ def test_check_point_names_what_the_space_lacks():
         search_space.parse_hand_points(["resnet:1"])
 
 
+def test_seed_points_extend_the_hand_family_by_stages_of_the_last_width():
+    space = search_space.StudentSpace(
+        (28, 28, 1), 10, max_stages=4, max_blocks=1, filters=HAND_FILTERS, expansions=(1, 2)
+    )
+    (name, values), (plain, three) = search_space.seed_points(["cnn:0.5:4", "cnn_dws:1"], space)
+    assert name == "cnn_0.5_4stages" and values["stages"] == 4
+    assert [values[f"stage{i}_filters"] for i in range(1, 5)] == [8, 16, 32, 32]
+    assert (plain, three) == ("cnn_dws_1", search_space.hand_point("cnn_dws", 1.0))
+    built = space.build(search_space.hyperparameters_from_values(values))
+    convs = [l for l in built.layers if isinstance(l, keras.layers.Conv2D)]
+    assert [tuple(l.kernel.shape) for l in convs] == [
+        (3, 3, 1, 8),
+        (3, 3, 8, 16),
+        (3, 3, 16, 32),
+        (3, 3, 32, 32),
+    ]
+    # Three stages of the same width are the registry model itself.
+    assert search_space.hand_point("cnn", 0.5, stages=3) == search_space.hand_point("cnn", 0.5)
+    for bad in ("cnn:0.5:0", "cnn:0.5:four", "resnet:1:4", "cnn:0.5:4:1"):
+        with pytest.raises(ValueError, match="FAMILY:WIDTH\\[:STAGES\\]"):
+            search_space.seed_points([bad], space)
+    with pytest.raises(ValueError, match="cnn:0.5:5 is not a point.*stages=5"):
+        search_space.seed_points(["cnn:0.5:5"], space)
+
+
 @pytest.mark.slow(20)
 def test_every_option_converts_to_int8_and_runs_on_tflm():
     from export import convert, measure, micro
@@ -1005,6 +1030,7 @@ def _evolution(
     aim_window="envelope",
     scale_moves=0.0,
     filters=(4, 8, 16, 32),
+    seeds=(),
 ):
     space = _space(filters=filters, max_blocks=2, conv_types=("standard", "separable"))
     start = start or [search_space.hand_point("cnn", 0.25), search_space.hand_point("cnn", 1.0)]
@@ -1019,6 +1045,7 @@ def _evolution(
         elite=elite,
         aim_window=aim_window,
         scale_moves=scale_moves,
+        seed_points=seeds,
     )
     search = (cls or ScoredStub)(
         space,
@@ -1433,6 +1460,28 @@ def test_final_students_are_timed_together_and_the_budget_applied_again(monkeypa
 
 def _cost_row(score, nbytes, latency, start=False):
     return dict(score=score, int8_file_bytes=nbytes, int8_latency_us=latency, start=start)
+
+
+def test_seed_points_are_tried_after_the_start_points_and_are_never_a_target(tmp_path):
+    start = [search_space.hand_point("cnn", 0.25)]
+    seed = search_space.hand_point("cnn", 0.5)  # dearer than the start point
+    search, _ = _evolution(
+        tmp_path,
+        trials=8,
+        budget=tuner.Budget(max_params=30000),
+        fitness="aim",
+        cls=AimedStub,
+        start=start,
+        seeds=[seed],
+    )
+    oracle = search.oracle
+    trials = sorted(oracle.trials.values(), key=lambda t: t.trial_id)
+    assert [t.hyperparameters.values for t in trials[:2]] == [start[0], seed]
+    done = [t for t in trials if t.status == "COMPLETED"]
+    assert [r["start"] for r in oracle._rows(done[:2])] == [True, False]
+    # Every aimed mutation aims at the start point, none at the seed.
+    assert oracle.aims and set(oracle.aims.values()) == {trials[0].trial_id}
+    assert trials[1].trial_id not in oracle.parents
 
 
 def test_aim_target_takes_the_open_hand_points_in_turn():

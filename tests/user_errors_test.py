@@ -332,6 +332,16 @@ def test_search_and_export_errors(paths):
             ["--evolution_fitness=cover", "--start_points"],
         ),
         (
+            "seed point stages",
+            base + ["--oracle=evolution", "--seed_points=cnn:0.5:x"],
+            ["--seed_points=cnn:0.5:x", "FAMILY:WIDTH[:STAGES]"],
+        ),
+        (
+            "seed point without evolution",
+            base + ["--seed_points=cnn:0.5:4"],
+            ["--seed_points=cnn:0.5:4", "--oracle=evolution"],
+        ),
+        (
             "fitness unknown",
             base + ["--oracle=evolution", "--evolution_fitness=best"],
             ["--evolution_fitness", "best", "cover"],

@@ -125,7 +125,7 @@ def _spread(rows, n):
     return [rows[i] for i in sorted({round(i * last / (n - 1)) for i in range(n)})]
 
 
-def entries(rows, top, hand, hypermodel):
+def entries(rows, top, hand, hypermodel, seeds=()):
     """What the final step retrains: found architectures then hand-designed points.
 
     Args:
@@ -133,10 +133,14 @@ def entries(rows, top, hand, hypermodel):
       top: most found architectures.
       hand: ``FAMILY:WIDTH`` items (see ``search_space.parse_hand_points``).
       hypermodel: the search's ``StudentSpace`` (hand points must be in it).
+      seeds: hyperparameter values of the search's seed points
+        (``--seed_points``): trials of them are retrained as found
+        architectures, marked ``seed``.
 
     Returns:
       list of dicts: name, source ('search' or 'hand'), trial_id (None for
-      hand points), values (hyperparameters).
+      hand points), values (hyperparameters); found ones also seed (True for
+      a trial of a seed point, a design given to the search, not found by it).
 
     Raises:
       ValueError: a hand point the space cannot express (naming it).
@@ -148,6 +152,7 @@ def entries(rows, top, hand, hypermodel):
     # A trial of a hand-designed architecture (e.g. an evolution start point) is
     # not a found student: it is retrained once, as the hand point.
     hand_keys = {search_report.architecture_key(e["values"]) for e in hand_entries}
+    seed_keys = {search_report.architecture_key(v) for v in seeds}
     found, tried = [], []
     for r in rows:
         key = search_report.architecture_key(r["hyperparameters"])
@@ -158,6 +163,7 @@ def entries(rows, top, hand, hypermodel):
             "source": "search",
             "trial_id": r["trial_id"],
             "values": r["hyperparameters"],
+            "seed": search_report.architecture_key(r["hyperparameters"]) in seed_keys,
         }
         for r in select(found, top, tried)
     ]
@@ -326,6 +332,8 @@ def summarize(rows, target_margin=0.005):
       plane}), covered ({hand name: the most accurate found row that
       :func:`nas.pareto.covers` it, or None}), margins (:func:`margins`), beats_hand
       (every hand row covered and some found row's margin >= `target_margin`),
+      covered_without_seeds (as covered, by found rows that are not seed points;
+      see :func:`entries`), n_seeds,
       spearman_all / spearman_found (proxy score vs test accuracy; None with
       fewer than 3 points) and n_all / n_found.
     """
@@ -344,10 +352,13 @@ def summarize(rows, target_margin=0.005):
                 pareto.dominates((f[acc], f[cost]), (h[acc], h[cost]), (True, False)) for f in found
             )
         ]
-    covered = {}
-    for h in hand:
-        by = [f for f in found if pareto.covers(f, h)]
-        covered[h["name"]] = max(by, key=lambda f: f["test_accuracy"])["name"] if by else None
+
+    def cover(h, candidates):
+        by = [f for f in candidates if pareto.covers(f, h)]
+        return max(by, key=lambda f: f["test_accuracy"])["name"] if by else None
+
+    covered = {h["name"]: cover(h, found) for h in hand}
+    mutated = [f for f in found if not f.get("seed")]
     lead = margins(found, hand)
     best_margin = max((m for m, _ in lead.values() if m is not None), default=None)
 
@@ -362,6 +373,8 @@ def summarize(rows, target_margin=0.005):
         "fronts": fronts,
         "dominated": dominated,
         "covered": covered,
+        "covered_without_seeds": {h["name"]: cover(h, mutated) for h in hand},
+        "n_seeds": len(found) - len(mutated),
         "margins": lead,
         "target_margin": target_margin,
         "beats_hand": bool(
@@ -408,7 +421,14 @@ def timed_trials(search, rows, directory):
 
 
 def run_final(
-    search, rows, final_epochs, top=6, hand=DEFAULT_HAND, latency_runs=100, latency_warmup=10
+    search,
+    rows,
+    final_epochs,
+    top=6,
+    hand=DEFAULT_HAND,
+    latency_runs=100,
+    latency_warmup=10,
+    seeds=(),
 ):
     """Retrains and measures the Pareto set and the hand points; writes the report.
 
@@ -419,6 +439,8 @@ def run_final(
       top: most found architectures.
       hand: hand-designed points, ``FAMILY:WIDTH`` items.
       latency_runs, latency_warmup: the exporter's latency protocol settings.
+      seeds: hyperparameter values of the search's seed points (see
+        :func:`entries`).
 
     Returns:
       dict: rows (one per retrained student: name, source, trial_id, values,
@@ -429,7 +451,7 @@ def run_final(
     out_dir = os.path.join(search.project_dir, FINAL_DIR)
     rows = timed_trials(search, rows, out_dir)
     final_rows = []
-    for entry in entries(rows, top, hand, search.hypermodel):
+    for entry in entries(rows, top, hand, search.hypermodel, seeds):
         directory = os.path.join(out_dir, entry["name"])
         path = os.path.join(directory, ROW_FILE)
         if os.path.exists(path):
@@ -440,6 +462,8 @@ def run_final(
                 saved["tflite"] = os.path.join(
                     directory, "export", os.path.basename(saved["tflite"])
                 )
+                if "seed" in entry:
+                    saved["seed"] = entry["seed"]
                 final_rows.append(saved)
                 continue
         proxy, source = proxy_score(search, entry, rows, os.path.join(directory, "proxy"))

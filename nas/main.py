@@ -294,6 +294,7 @@ def main(argv):
             hand=f.FINAL_HAND.value,
             latency_runs=f.EXPORT.latency_runs.value,
             latency_warmup=f.EXPORT.latency_warmup.value,
+            seeds=[v for _, v in search_space.seed_points(f.SEED_POINTS.value, search.hypermodel)],
         )
         print("\nFinal step (full budget, int8):\n")
         print(open(result["paths"]["final.md"]).read())

@@ -464,7 +464,12 @@ def final_markdown(result):
             "Each hand-designed student and the most accurate found student at least as "
             "accurate with no more int8 bytes and no higher int8 latency:"
         )
-        lines += [f"- {h}: {f or 'none'}" for h, f in covered.items()]
+        seeds = {r["name"] for r in rows if r.get("seed")}
+        without = result.get("covered_without_seeds", {})
+        for h, f in covered.items():
+            if f in seeds:
+                f = f"{f} (a seed point; without seed points: {without.get(h) or 'none'})"
+            lines.append(f"- {h}: {f or 'none'}")
         lines.append("")
         lines.append(
             "Each found student's lead in test accuracy over the best hand-designed student "
@@ -484,6 +489,12 @@ def final_markdown(result):
             f"found student >= {result['target_margin'] * 100:.1f} pt ahead of every hand point "
             f"that costs no more): {verdict}."
         )
+        if seeds:
+            n = sum(f is not None for f in without.values())
+            lines.append(
+                f"Covered by found students that are not seed points ({', '.join(sorted(seeds))} "
+                f"are): {n} of {len(without)}."
+            )
         lines.append("")
     for key, n in (("spearman_all", "n_all"), ("spearman_found", "n_found")):
         value = result[key]

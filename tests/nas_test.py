@@ -946,6 +946,20 @@ def test_final_summary_needs_one_found_student_cheaper_and_as_accurate_on_both_c
         dict(s, rows=[dict(r, final_epochs=2, proxy_epochs=1) for r in hand + [c, big2]])
     )
     assert "- cnn_0.25: c" in text and ": not met." in text
+    assert "seed" not in text
+    # A seed point (a design given to the search) covers and is counted, but named,
+    # and the covers without seed points are reported beside it.
+    s = final.summarize(hand + [a, b, big, dict(c, seed=True)])
+    assert s["covered"] == {"cnn_0.25": "c", "cnn_1": "big"} and s["beats_hand"]
+    assert s["covered_without_seeds"] == {"cnn_0.25": None, "cnn_1": "big"}
+    assert s["n_seeds"] == 1
+    rows = hand + [a, b, big, dict(c, seed=True)]
+    text = report.final_markdown(
+        dict(s, rows=[dict(r, final_epochs=2, proxy_epochs=1) for r in rows])
+    )
+    assert "- cnn_0.25: c (a seed point; without seed points: none)" in text
+    assert "- cnn_1: big\n" in text
+    assert "not seed points (c are): 1 of 2." in text
 
 
 def test_final_select_spreads_along_the_front_from_most_accurate_to_cheapest(monkeypatch):
@@ -1327,6 +1341,13 @@ def test_evolution_flags_and_hand_trials_are_not_found_students(tmp_path):
     found = [e for e in got if e["source"] == "search"]
     assert found and all(e["values"] != start[0] for e in found)
     assert [e["name"] for e in got if e["source"] == "hand"] == ["cnn_0.25"]
+    assert not any(e["seed"] for e in found)
+    # A trial of a seed point is retrained as a found architecture, marked as a seed.
+    seeded = final.entries(
+        rows, top=10, hand=["cnn:0.25"], hypermodel=search.hypermodel, seeds=[found[0]["values"]]
+    )
+    marks = {e["name"]: e["seed"] for e in seeded if e["source"] == "search"}
+    assert marks == {e["name"]: e["name"] == found[0]["name"] for e in found}
 
 
 def test_oracle_seed_zero_is_a_fixed_seed():

@@ -104,6 +104,20 @@ def _teacher_fn(data, project, verbose):
     return make
 
 
+def _given_points(flag, items, parse, space):
+    """`items` of --`flag` parsed by `parse` as hyperparameter values of
+    `space` (raises ValueError naming the flag)."""
+    if items and nas_flags.ORACLE.value != "evolution":
+        raise ValueError(
+            f"--{flag}={','.join(items)}: only --oracle=evolution starts from given "
+            f"points (got --oracle={nas_flags.ORACLE.value})."
+        )
+    try:
+        return [values for _, values in parse(items, space)]
+    except ValueError as e:
+        raise ValueError(f"--{flag}={','.join(items)}: {e}") from None
+
+
 def _start_points(space):
     """--start_points as hyperparameter values of `space` (raises ValueError naming it)."""
     items = nas_flags.START_POINTS.value
@@ -112,29 +126,14 @@ def _start_points(space):
             f"--evolution_fitness={nas_flags.FITNESS.value}: needs --start_points, the "
             "hand-designed students to cover (e.g. --start_points=cnn:0.5,cnn_dws:1)."
         )
-    if items and nas_flags.ORACLE.value != "evolution":
-        raise ValueError(
-            f"--start_points={','.join(items)}: only --oracle=evolution starts from given "
-            f"points (got --oracle={nas_flags.ORACLE.value})."
-        )
-    try:
-        return [values for _, values in search_space.hand_points(items, space)]
-    except ValueError as e:
-        raise ValueError(f"--start_points={','.join(items)}: {e}") from None
+    return _given_points("start_points", items, search_space.hand_points, space)
 
 
 def _seed_points(space):
     """--seed_points as hyperparameter values of `space` (raises ValueError naming it)."""
-    items = nas_flags.SEED_POINTS.value
-    if items and nas_flags.ORACLE.value != "evolution":
-        raise ValueError(
-            f"--seed_points={','.join(items)}: only --oracle=evolution starts from given "
-            f"points (got --oracle={nas_flags.ORACLE.value})."
-        )
-    try:
-        return [values for _, values in search_space.seed_points(items, space)]
-    except ValueError as e:
-        raise ValueError(f"--seed_points={','.join(items)}: {e}") from None
+    return _given_points(
+        "seed_points", nas_flags.SEED_POINTS.value, search_space.seed_points, space
+    )
 
 
 def configure():
@@ -294,7 +293,7 @@ def main(argv):
             hand=f.FINAL_HAND.value,
             latency_runs=f.EXPORT.latency_runs.value,
             latency_warmup=f.EXPORT.latency_warmup.value,
-            seeds=[v for _, v in search_space.seed_points(f.SEED_POINTS.value, search.hypermodel)],
+            seeds=_seed_points(search.hypermodel),
         )
         print("\nFinal step (full budget, int8):\n")
         print(open(result["paths"]["final.md"]).read())

@@ -140,7 +140,8 @@ def configure():
     """Everything the flags describe that can be checked without data.
 
     Returns:
-      dict of train_config, augment, budget, measure, oracle, kd.
+      dict of train_config, augment, budget, measure, oracle, kd, seed_points
+      (the --seed_points values, for the final step).
 
     Raises:
       ValueError: naming the flag, the value and what is allowed.
@@ -173,6 +174,7 @@ def configure():
     flag_groups.augment_config(f.TEACHER.teacher_augment)
     shapes = data_lib.placeholder(f.DATA.dataset.value)
     space = _space(shapes.input_shape, shapes.num_classes)
+    out["seed_points"] = _seed_points(space)
     out["oracle"] = tuner.make_oracle(
         f.ORACLE.value,
         f.MAX_TRIALS.value,
@@ -188,7 +190,7 @@ def configure():
         elite=f.ELITE.value,
         aim_window=f.AIM_WINDOW.value,
         scale_moves=f.SCALE_MOVES.value,
-        seed_points=_seed_points(space),
+        seed_points=out["seed_points"],
     )
     if f.FINAL_EPOCHS.value:
         hand = ",".join(f.FINAL_HAND.value)
@@ -293,7 +295,7 @@ def main(argv):
             hand=f.FINAL_HAND.value,
             latency_runs=f.EXPORT.latency_runs.value,
             latency_warmup=f.EXPORT.latency_warmup.value,
-            seeds=_seed_points(search.hypermodel),
+            seeds=cfg["seed_points"],
         )
         print("\nFinal step (full budget, int8):\n")
         print(open(result["paths"]["final.md"]).read())

@@ -431,17 +431,19 @@ def hand_points(items, space):
       ValueError: an item that does not parse, or a hand point the space
         cannot express (naming it and what the space allows).
     """
-    out = []
-    for name, family, width in parse_hand_points(items):
-        values = hand_point(family, width)
-        try:
-            space.check_point(values)
-        except ValueError as e:
-            raise ValueError(
-                f"{family}:{width:g} is not a point of the search space: {e}"
-            ) from None
-        out.append((name, values))
-    return out
+    return [
+        (name, _checked(space, f"{family}:{width:g}", hand_point(family, width)))
+        for name, family, width in parse_hand_points(items)
+    ]
+
+
+def _checked(space, item, values):
+    """`values`, checked by ``space.check_point`` (the error names `item`)."""
+    try:
+        space.check_point(values)
+    except ValueError as e:
+        raise ValueError(f"{item} is not a point of the search space: {e}") from None
+    return values
 
 
 def seed_points(items, space):
@@ -469,12 +471,7 @@ def seed_points(items, space):
         if stages is not None:
             stages = int(stages)
             name = f"{name}_{stages}stages"
-        values = hand_point(family, width, stages=stages)
-        try:
-            space.check_point(values)
-        except ValueError as e:
-            raise ValueError(f"{item} is not a point of the search space: {e}") from None
-        out.append((name, values))
+        out.append((name, _checked(space, item, hand_point(family, width, stages=stages))))
     return out
 
 

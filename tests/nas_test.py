@@ -1415,6 +1415,7 @@ def test_distinct_weights_keep_activations_at_the_initializers_scale():
         "stage3_filters": 48,
         "stages": 3,
     }
+    keras.utils.set_random_seed(0)
     model = space.build(search_space.hyperparameters_from_values(values))
     x = np.random.default_rng(1).uniform(0, 1, (4, 28, 28, 1)).astype("float32")
     before = np.abs(model(x).numpy()).max()
@@ -1423,7 +1424,10 @@ def test_distinct_weights_keep_activations_at_the_initializers_scale():
     after = np.abs(model(x).numpy()).max()
     assert np.isfinite(after) and after < 10 * before + 1
     for w0, w in zip(initial, model.get_weights()):
-        assert len(np.unique(w)) == w.size  # zero biases, unit scales: all distinct now
+        # Zero biases and unit scales are distinct now. Two float32 draws may
+        # still meet by chance (about once in ten 1,536-weight kernels), so a
+        # kernel may keep one tie in a hundred, never a repeated constant.
+        assert len(np.unique(w)) >= w.size - w.size // 100
         assert np.all(np.abs(w - w0) <= 0.1 * np.abs(w0) + 0.01 + 1e-6)
     # The old draw, for contrast: all-positive weights blow the logits up.
     rng = np.random.default_rng(0)

@@ -356,12 +356,16 @@ def cover_keys(rows):
 
 def open_points(rows):
     """Indices of the open start points: measured (finite int8 bytes and
-    latency) and covered by no other trial that is not a start point (as high
-    a score at no more int8 bytes and latency, :func:`nas.pareto.covers`).
+    latency) and covered by no trial that is neither a start point nor a seed
+    point (as high a score at no more int8 bytes and latency,
+    :func:`nas.pareto.covers`). A seed point is given, not found: the final
+    step counts covers without seeds (``nas.final.summarize``), so a start
+    point only a seed covers stays a target.
 
     Args:
-      rows: dicts with ``score``, ``int8_file_bytes``, ``int8_latency_us``
-        and ``start``, as for :func:`cover_keys`.
+      rows: dicts with ``score``, ``int8_file_bytes``, ``int8_latency_us``,
+        ``start`` and optionally ``seed`` (True for a seed point), as for
+        :func:`cover_keys`.
     """
 
     def measured(h):
@@ -373,7 +377,10 @@ def open_points(rows):
         if h["start"]
         and measured(h)
         and not any(
-            not r["start"] and r is not h and pareto.covers(r, h, accuracy_key="score")
+            not r["start"]
+            and not r.get("seed")
+            and r is not h
+            and pareto.covers(r, h, accuracy_key="score")
             for r in rows
         )
     ]
@@ -415,7 +422,9 @@ class _EvolutionDraws:
        points are e.g. the hand-designed students, so the search starts from
        them and can only add to them, and are what 'cover' and 'aim' try to
        cover; seed points are further first trials that are no such target
-       (e.g. four-stage variants of the hand family);
+       and close none (e.g. four-stage variants of the hand family: parents
+       for the mutations, while a start point only a seed covers stays open,
+       see :func:`open_points`);
     2. a random point while fewer than `population` trials have completed;
     3. otherwise a mutation of a tournament winner: `sample` of the last
        `population` completed trials are drawn, the best scoring one is the
@@ -510,6 +519,9 @@ class _EvolutionDraws:
     def _is_start(self, values):
         return any(all(values.get(k) == v for k, v in p.items()) for p in self.start_points)
 
+    def _is_seed(self, values):
+        return any(all(values.get(k) == v for k, v in p.items()) for p in self.seed_points)
+
     def _rows(self, done):
         """Cost rows (see :func:`cover_keys`) of the completed trials `done`;
         under 'aim' with ``latencies`` set, their int8 files timed together."""
@@ -519,7 +531,8 @@ class _EvolutionDraws:
             for k in ("int8_file_bytes", "int8_latency_us"):
                 value = t.metrics.get_last_value(k)
                 row[k] = math.inf if value is None else float(value)
-            row.update(score=t.score, start=self._is_start(t.hyperparameters.values))
+            values = t.hyperparameters.values
+            row.update(score=t.score, start=self._is_start(values), seed=self._is_seed(values))
             rows.append(row)
         if self.fitness == "aim" and self.latencies is not None:
             timed = self.latencies([t.trial_id for t in done])

@@ -332,6 +332,24 @@ def _check_structure(model, values):
     assert ("Multiply" in kinds) == gated
     if values["conv"] != "inverted":
         assert "Add" not in kinds
+    # Each stage after the first halves the resolution once: by a pool or by
+    # a stride-2 spatial convolution ('strided_first': only into stage 2).
+    later = values["stages"] - 1
+    n_strided = {"strided": later, "strided_first": min(1, later)}.get(values["downsample"], 0)
+    pools = [
+        n
+        for n in (type(l).__name__ for l in model.layers)
+        if n in ("MaxPooling2D", "AveragePooling2D")
+    ]
+    strided = [
+        l
+        for l in model.layers
+        if type(l).__name__ in ("Conv2D", "DepthwiseConv2D") and tuple(l.strides) == (2, 2)
+    ]
+    assert len(strided) == n_strided and len(pools) == later - n_strided
+    assert set(pools) <= {
+        "AveragePooling2D" if values["downsample"] == "avgpool" else "MaxPooling2D"
+    }
 
 
 def test_random_and_extreme_space_points_build_from_allowed_layers():
@@ -346,7 +364,8 @@ def test_random_and_extreme_space_points_build_from_allowed_layers():
         "dropout": 0.25,
         **{f"stage{i}_{k}": v for i in range(1, 5) for k, v in (("filters", 64), ("blocks", 2))},
     }
-    for values in [widest] + _random_points(space, 8, seed=0):
+    first = dict(widest, downsample="strided_first", conv="inverted", stage3_blocks=1)
+    for values in [widest, first] + _random_points(space, 8, seed=0):
         _check_structure(space.build(search_space.hyperparameters_from_values(values)), values)
 
 
@@ -718,7 +737,11 @@ def test_every_option_converts_to_int8_and_runs_on_tflm():
     space = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3, head_units=(0, 16))
     images = np.random.default_rng(0).integers(0, 256, (16,) + SHAPE).astype(np.uint8)
     x = data_lib.preprocess(images[:2])
-    for downsample, activation in (("avgpool", "hard_swish"), ("strided", "relu6")):
+    for downsample, activation in (
+        ("avgpool", "hard_swish"),
+        ("strided", "relu6"),
+        ("strided_first", "relu"),
+    ):
         values = dict(
             POINT,
             stages=3,
@@ -1503,7 +1526,8 @@ def test_seed_points_are_tried_after_the_start_points_and_are_never_a_target(tmp
     trials = sorted(oracle.trials.values(), key=lambda t: t.trial_id)
     assert [t.hyperparameters.values for t in trials[:2]] == [start[0], seed]
     done = [t for t in trials if t.status == "COMPLETED"]
-    assert [r["start"] for r in oracle._rows(done[:2])] == [True, False]
+    rows = oracle._rows(done[:2])
+    assert [(r["start"], r["seed"]) for r in rows] == [(True, False), (False, True)]
     # Every aimed mutation aims at the start point, none at the seed.
     assert oracle.aims and set(oracle.aims.values()) == {trials[0].trial_id}
     assert trials[1].trial_id not in oracle.parents
@@ -1527,8 +1551,13 @@ def test_aim_target_takes_the_open_hand_points_in_turn():
     assert tuner.aim_target([cheap, dear, _cost_row(0.81, 10, 11)], [0, 5, 0]) == 0
     cover_dear = _cost_row(0.86, 30, 30)
     assert tuner.aim_target([cheap, dear, cover_cheap, cover_dear], [0, 0, 0, 0]) is None
-    # A start point does not cover another start point.
+    # A start point does not cover another start point, nor does a seed point
+    # (given, not found: the final step counts covers without seeds).
     assert tuner.open_points([cheap, _cost_row(0.90, 5, 5, True)]) == [0, 1]
+    seed = dict(_cost_row(0.90, 5, 5), seed=True)
+    assert tuner.open_points([cheap, seed]) == [0]
+    assert tuner.aim_target([cheap, dear, seed, cover_dear], [9, 0, 0, 0]) == 0
+    assert tuner.open_points([cheap, seed, cover_cheap]) == []
 
 
 class AimedStub(ScoredStub):

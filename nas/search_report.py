@@ -443,7 +443,8 @@ def final_markdown(result):
         "|" + "---|" * len(FINAL_COLUMNS),
     ]
     for r in sorted(rows, key=lambda r: (r["source"] != "search", r["int8_latency_us"])):
-        lines.append("| " + " | ".join(_cell(r.get(k)) for k, _ in FINAL_COLUMNS) + " |")
+        shown = dict(r, source="search (seed point)") if r.get("seed") else r
+        lines.append("| " + " | ".join(_cell(shown.get(k)) for k, _ in FINAL_COLUMNS) + " |")
     epochs = sorted({r["final_epochs"] for r in rows})
     proxy = sorted({r["proxy_epochs"] for r in rows})
     lines += [

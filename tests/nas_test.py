@@ -983,6 +983,7 @@ def test_final_summary_needs_one_found_student_cheaper_and_as_accurate_on_both_c
     assert "- cnn_0.25: c (a seed point; without seed points: none)" in text
     assert "- cnn_1: big\n" in text
     assert "not seed points (c are): 1 of 2." in text
+    assert "| c | search (seed point) |" in text and "| big | search |" in text
 
 
 def test_final_select_spreads_along_the_front_from_most_accurate_to_cheapest(monkeypatch):

@@ -93,6 +93,13 @@ SCALE_MOVES = flags.DEFINE_float(
     lower_bound=0.0,
     upper_bound=1.0,
 )
+KEEP_SEEDS = flags.DEFINE_bool(
+    "evolution_keep_seeds",
+    False,
+    "--oracle=evolution with --seed_points: every tournament window also holds the trials "
+    "of the seed points among its trials (counted in --evolution_population), so a seed "
+    "stays a possible parent instead of aging out of the window.",
+)
 NUM_INITIAL = flags.DEFINE_integer(
     "num_initial_points", 0, "Random trials before Bayesian modelling (0 = default).", lower_bound=0
 )

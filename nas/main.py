@@ -191,6 +191,7 @@ def configure():
         aim_window=f.AIM_WINDOW.value,
         scale_moves=f.SCALE_MOVES.value,
         seed_points=out["seed_points"],
+        keep_seeds=f.KEEP_SEEDS.value,
     )
     if f.FINAL_EPOCHS.value:
         hand = ",".join(f.FINAL_HAND.value)

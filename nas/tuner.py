@@ -454,6 +454,12 @@ class _EvolutionDraws:
     'aim' target the latest trials inside its envelope are mostly cheap
     children aimed at a cheaper point.
 
+    With ``keep_seeds``, a window also holds every trial of a seed point
+    among its trials (inside the target's envelope, under 'aim'), counted in
+    `population`: under aging a seed leaves a target's window once `population`
+    newer trials inside the same envelope have completed, whether or not a
+    tournament ever drew it, and a seed's line is then bred from by luck.
+
     With ``aim_window='band'``, an 'aim' tournament draws only from the trials
     inside its target's envelope that are outside the envelope of every open
     start point which costs no more than the target (all trials inside when
@@ -475,11 +481,13 @@ class _EvolutionDraws:
         aim_window="envelope",
         scale_moves=0.0,
         seed_points=(),
+        keep_seeds=False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.start_points = [dict(p) for p in start_points]
         self.seed_points = [dict(p) for p in seed_points]
+        self.keep_seeds = bool(keep_seeds)
         self.population = int(population)
         self.elite = int(elite)
         self.aim_window = aim_window
@@ -600,13 +608,21 @@ class _EvolutionDraws:
         return done[target].trial_id, self.window([t for t, _ in inside], fitness)
 
     def window(self, trials, fitness):
-        """`population` of `trials` (in trial order): the `elite` fittest by
-        `fitness` ({trial id: key}; ties to the later trial), then the latest
-        of the rest. With ``elite=0``, the latest ones: plain aging."""
-        order = sorted(trials, key=lambda t: (fitness[t.trial_id], t.trial_id))
-        best = order[len(order) - min(self.elite, len(order)) :]
-        rest = [t for t in trials if t not in best]
-        keep = best + rest[max(0, len(rest) - (self.population - len(best))) :]
+        """`population` of `trials` (in trial order): with ``keep_seeds`` the
+        trials of seed points first (the earliest, up to `population`), then
+        the `elite` fittest by `fitness` ({trial id: key}; ties to the later
+        trial), then the latest of the rest. With ``elite=0`` and no seeds
+        kept, the latest ones: plain aging."""
+        seeds = []
+        if self.keep_seeds:
+            seeds = [t for t in trials if self._is_seed(t.hyperparameters.values)]
+            seeds = seeds[: self.population]
+        room = self.population - len(seeds)
+        others = [t for t in trials if t not in seeds]
+        order = sorted(others, key=lambda t: (fitness[t.trial_id], t.trial_id))
+        best = order[len(order) - min(self.elite, len(order), room) :]
+        rest = [t for t in others if t not in best]
+        keep = seeds + best + rest[max(0, len(rest) - (room - len(best))) :]
         return sorted(keep, key=lambda t: t.trial_id)
 
     def _scale(self, values, rng):
@@ -720,6 +736,7 @@ def make_oracle(
     aim_window="envelope",
     scale_moves=0.0,
     seed_points=(),
+    keep_seeds=False,
 ):
     """One of keras-tuner's oracles (or regularized evolution), maximizing ``score``.
 
@@ -750,6 +767,8 @@ def make_oracle(
         move widens or narrows every stage at once (``_EvolutionDraws._scale``).
       seed_points: 'evolution': hyperparameter values tried after
         `start_points`, which are no 'cover' or 'aim' target.
+      keep_seeds: 'evolution': every window holds the trials of `seed_points`
+        among its trials (requires `seed_points`).
 
     Returns:
       A ``keras_tuner.Oracle``.
@@ -805,6 +824,11 @@ def make_oracle(
                 f"--evolution_scale_moves={scale_moves}: allowed values are 0 to 1 "
                 "(the probability of a scale move)."
             )
+        if keep_seeds and not seed_points:
+            raise ValueError(
+                "--evolution_keep_seeds=true: keeps the trials of --seed_points in every "
+                "tournament window, and no --seed_points were given."
+            )
         return BudgetedEvolutionOracle(
             goal,
             max_trials=int(max_trials),
@@ -817,6 +841,7 @@ def make_oracle(
             aim_window=aim_window,
             scale_moves=scale_moves,
             seed_points=seed_points,
+            keep_seeds=keep_seeds,
         )
     try:
         return kt.oracles.BayesianOptimizationOracle(

@@ -1247,6 +1247,45 @@ def test_tournament_windows_keep_the_elite_fittest_and_the_latest_of_the_rest():
         oracle(4)
 
 
+def test_kept_seeds_stay_in_the_windows_they_belong_to():
+    import types
+
+    seed = {"stages": 4, "stage1_filters": 4}
+
+    def trial(i, score, values=None):
+        values = values or {"stages": 3, "stage1_filters": i}
+        return types.SimpleNamespace(
+            trial_id=f"{i:02d}", score=score, hyperparameters=types.SimpleNamespace(values=values)
+        )
+
+    def oracle(keep, elite=0, seeds=(seed,)):
+        return tuner.make_oracle(
+            "evolution",
+            fitness="aim",
+            population=3,
+            sample=2,
+            elite=elite,
+            seed_points=seeds,
+            keep_seeds=keep,
+        )
+
+    scores = (0.80, 0.86, 0.70, 0.75, 0.72, 0.71)
+    done = [trial(i, s, dict(seed) if i == 1 else None) for i, s in enumerate(scores)]
+    score = {t.trial_id: t.score for t in done}
+    ids = lambda ts: [t.trial_id for t in ts]  # noqa: E731
+    assert ids(oracle(False).window(done, score)) == ["03", "04", "05"]  # the seed aged out
+    assert ids(oracle(True).window(done, score)) == ["01", "04", "05"]  # the seed, latest 2
+    assert ids(oracle(True, elite=1).window(done, score)) == ["00", "01", "05"]
+    # Only among the trials given (e.g. those inside an aim target's envelope).
+    assert ids(oracle(True).window(done[2:], score)) == ["03", "04", "05"]
+    # More seed trials than the population: the earliest ones.
+    many = [trial(i, 0.8, dict(seed, stage2_filters=i)) for i in range(5)]
+    more = oracle(True, seeds=[dict(seed, stage2_filters=i) for i in range(5)])
+    assert ids(more.window(many, {t.trial_id: 0.8 for t in many})) == ["00", "01", "02"]
+    with pytest.raises(ValueError, match="--evolution_keep_seeds"):
+        tuner.make_oracle("evolution", keep_seeds=True)
+
+
 def test_a_band_window_leaves_out_the_trials_inside_a_cheaper_open_point():
     import types
 

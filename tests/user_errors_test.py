@@ -342,6 +342,11 @@ def test_search_and_export_errors(paths):
             ["--seed_points=cnn:0.5:4", "--oracle=evolution"],
         ),
         (
+            "kept seeds without seeds",
+            base + ["--oracle=evolution", "--evolution_keep_seeds"],
+            ["--evolution_keep_seeds=true", "--seed_points"],
+        ),
+        (
             "fitness unknown",
             base + ["--oracle=evolution", "--evolution_fitness=best"],
             ["--evolution_fitness", "best", "cover"],

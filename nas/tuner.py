@@ -524,11 +524,15 @@ class _EvolutionDraws:
         self.aims = dict(state.get("aims", {}))
         self.parents = dict(state.get("parents", {}))
 
+    @staticmethod
+    def _is_one_of(values, points):
+        return any(all(values.get(k) == v for k, v in p.items()) for p in points)
+
     def _is_start(self, values):
-        return any(all(values.get(k) == v for k, v in p.items()) for p in self.start_points)
+        return self._is_one_of(values, self.start_points)
 
     def _is_seed(self, values):
-        return any(all(values.get(k) == v for k, v in p.items()) for p in self.seed_points)
+        return self._is_one_of(values, self.seed_points)
 
     def _rows(self, done):
         """Cost rows (see :func:`cover_keys`) of the completed trials `done`;

@@ -140,7 +140,11 @@ def entries(rows, top, hand, hypermodel, seeds=()):
     Returns:
       list of dicts: name, source ('search' or 'hand'), trial_id (None for
       hand points), values (hyperparameters); found ones also seed (True for
-      a trial of a seed point, a design given to the search, not found by it).
+      a trial of a seed point, a design given to the search, not found by it)
+      and copy_of (the hand point's name, or the seed trial's, when the
+      found architecture is a same-cost copy of it, the same int8 network up
+      to ``search_space.SAME_COST`` choices such as relu6 for relu; else
+      None).
 
     Raises:
       ValueError: a hand point the space cannot express (naming it).
@@ -157,16 +161,33 @@ def entries(rows, top, hand, hypermodel, seeds=()):
     for r in rows:
         key = search_report.architecture_key(r["hyperparameters"])
         (tried if key in hand_keys else found).append(r)
-    out = [
-        {
-            "name": f"trial_{r['trial_id']}",
-            "source": "search",
-            "trial_id": r["trial_id"],
-            "values": r["hyperparameters"],
-            "seed": search_report.architecture_key(r["hyperparameters"]) in seed_keys,
-        }
-        for r in select(found, top, tried)
-    ]
+    # What a found architecture may be a same-cost copy of: the hand points,
+    # then the seed points (named by their trial, or 'seed point').
+    originals = {}
+    for e in hand_entries:
+        originals.setdefault(search_space.same_cost_key(e["values"]), e["name"])
+    for v in seeds:
+        key = search_report.architecture_key(v)
+        trial = next(
+            (r for r in rows if search_report.architecture_key(r["hyperparameters"]) == key), None
+        )
+        name = f"trial_{trial['trial_id']}" if trial else "seed point"
+        originals.setdefault(search_space.same_cost_key(v), name)
+    out = []
+    for r in select(found, top, tried):
+        key = search_report.architecture_key(r["hyperparameters"])
+        seed = key in seed_keys
+        original = originals.get(search_space.same_cost_key(r["hyperparameters"]))
+        out.append(
+            {
+                "name": f"trial_{r['trial_id']}",
+                "source": "search",
+                "trial_id": r["trial_id"],
+                "values": r["hyperparameters"],
+                "seed": seed,
+                "copy_of": None if seed else original,
+            }
+        )
     return out + hand_entries
 
 
@@ -333,7 +354,9 @@ def summarize(rows, target_margin=0.005):
       :func:`nas.pareto.covers` it, or None}), margins (:func:`margins`), beats_hand
       (every hand row covered and some found row's margin >= `target_margin`),
       covered_without_seeds (as covered, by found rows that are not seed points;
-      see :func:`entries`), n_seeds,
+      see :func:`entries`), n_seeds, covered_without_copies (as covered, by
+      found rows that are neither seed points nor same-cost copies of a seed
+      or hand point: ``copy_of``), n_copies,
       spearman_all / spearman_found (proxy score vs test accuracy; None with
       fewer than 3 points) and n_all / n_found.
     """
@@ -359,6 +382,7 @@ def summarize(rows, target_margin=0.005):
 
     covered = {h["name"]: cover(h, found) for h in hand}
     mutated = [f for f in found if not f.get("seed")]
+    new = [f for f in mutated if not f.get("copy_of")]
     lead = margins(found, hand)
     best_margin = max((m for m, _ in lead.values() if m is not None), default=None)
 
@@ -375,6 +399,8 @@ def summarize(rows, target_margin=0.005):
         "covered": covered,
         "covered_without_seeds": {h["name"]: cover(h, mutated) for h in hand},
         "n_seeds": len(found) - len(mutated),
+        "covered_without_copies": {h["name"]: cover(h, new) for h in hand},
+        "n_copies": len(mutated) - len(new),
         "margins": lead,
         "target_margin": target_margin,
         "beats_hand": bool(
@@ -462,8 +488,9 @@ def run_final(
                 saved["tflite"] = os.path.join(
                     directory, "export", os.path.basename(saved["tflite"])
                 )
-                if "seed" in entry:
-                    saved["seed"] = entry["seed"]
+                for mark in ("seed", "copy_of"):
+                    if mark in entry:
+                        saved[mark] = entry[mark]
                 final_rows.append(saved)
                 continue
         proxy, source = proxy_score(search, entry, rows, os.path.join(directory, "proxy"))

@@ -443,7 +443,11 @@ def final_markdown(result):
         "|" + "---|" * len(FINAL_COLUMNS),
     ]
     for r in sorted(rows, key=lambda r: (r["source"] != "search", r["int8_latency_us"])):
-        shown = dict(r, source="search (seed point)") if r.get("seed") else r
+        shown = r
+        if r.get("seed"):
+            shown = dict(r, source="search (seed point)")
+        elif r.get("copy_of"):
+            shown = dict(r, source=f"search (copy of {r['copy_of']})")
         lines.append("| " + " | ".join(_cell(shown.get(k)) for k, _ in FINAL_COLUMNS) + " |")
     epochs = sorted({r["final_epochs"] for r in rows})
     proxy = sorted({r["proxy_epochs"] for r in rows})
@@ -466,10 +470,14 @@ def final_markdown(result):
             "accurate with no more int8 bytes and no higher int8 latency:"
         )
         seeds = {r["name"] for r in rows if r.get("seed")}
+        copies = {r["name"]: r["copy_of"] for r in rows if r.get("copy_of")}
         without = result.get("covered_without_seeds", {})
+        new = result.get("covered_without_copies", {})
         for h, f in covered.items():
             if f in seeds:
                 f = f"{f} (a seed point; without seed points: {without.get(h) or 'none'})"
+            elif f in copies:
+                f = f"{f} (a same-cost copy of {copies[f]}; without copies: {new.get(h) or 'none'})"
             lines.append(f"- {h}: {f or 'none'}")
         lines.append("")
         lines.append(
@@ -495,6 +503,13 @@ def final_markdown(result):
             lines.append(
                 f"Covered by found students that are not seed points ({', '.join(sorted(seeds))} "
                 f"are): {n} of {len(without)}."
+            )
+        if copies:
+            n = sum(f is not None for f in new.values())
+            named = ", ".join(f"{c} of {o}" for c, o in sorted(copies.items()))
+            lines.append(
+                "Covered by found students that are neither seed points nor same-cost copies "
+                f"of a seed or hand point ({named}): {n} of {len(new)}."
             )
         lines.append("")
     for key, n in (("spearman_all", "n_all"), ("spearman_found", "n_found")):

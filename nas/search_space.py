@@ -442,6 +442,28 @@ def hand_points(items, space):
     ]
 
 
+# Choices that leave the int8 network's ops and bytes as they are: relu6
+# folds into the convolutions' fused activation as relu does, and dropout is
+# gone at inference. Two points that differ only in them cost the same; the
+# trained networks differ only by where relu6 clips and by training noise.
+SAME_COST = {"activation": {"relu6": "relu"}, "dropout": None}
+
+
+def same_cost_key(values):
+    """A hashable identity of the int8 network `values` builds, up to the
+    choices of SAME_COST: equal for a point and its same-cost copies (e.g.
+    the point with relu6 for relu, or with dropout)."""
+    out = {}
+    for k, v in values.items():
+        if k.startswith("tuner/"):
+            continue
+        if k in SAME_COST:
+            mapping = SAME_COST[k]
+            v = None if mapping is None else mapping.get(v, v)
+        out[k] = v
+    return json.dumps(out, sort_keys=True)
+
+
 def _checked(space, item, values):
     """`values`, checked by ``space.check_point`` (the error names `item`)."""
     try:

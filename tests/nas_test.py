@@ -983,6 +983,21 @@ def test_final_summary_needs_one_found_student_cheaper_and_as_accurate_on_both_c
     assert "- cnn_0.25: c (a seed point; without seed points: none)" in text
     assert "- cnn_1: big\n" in text
     assert "not seed points (c are): 1 of 2." in text
+    assert "same-cost copies" not in text
+    # A same-cost copy of a seed or hand point (e.g. it with relu6) covers and is
+    # counted by the rule, but named, and the covers without copies beside it.
+    copy = dict(c, copy_of="trial_08")
+    sc = final.summarize(hand + [a, b, big, copy])
+    assert sc["covered"] == {"cnn_0.25": "c", "cnn_1": "big"} and sc["beats_hand"]
+    assert sc["covered_without_seeds"] == {"cnn_0.25": "c", "cnn_1": "big"}
+    assert sc["covered_without_copies"] == {"cnn_0.25": None, "cnn_1": "big"}
+    assert sc["n_copies"] == 1 and sc["n_seeds"] == 0
+    copied = report.final_markdown(
+        dict(sc, rows=[dict(r, final_epochs=2, proxy_epochs=1) for r in hand + [a, b, big, copy]])
+    )
+    assert "- cnn_0.25: c (a same-cost copy of trial_08; without copies: none)" in copied
+    assert "| c | search (copy of trial_08) |" in copied
+    assert "hand point (c of trial_08): 1 of 2." in copied
     assert "| c | search (seed point) |" in text and "| big | search |" in text
 
 
@@ -1390,6 +1405,60 @@ def test_search_summary_shows_the_figures_the_budget_was_checked_on():
     float32 = report.summary_text(dict(outputs, int8=False))
     assert "42.2 us, 99120 bytes" in float32 and "31360" not in float32
     assert "accuracy vs latency:" in float32 and "int8" not in float32
+
+
+def test_same_cost_copies_share_a_key_and_other_moves_do_not():
+    point = search_space.hand_point("cnn", 0.25, stages=4)
+    key = search_space.same_cost_key(point)
+    assert search_space.same_cost_key(dict(point, activation="relu6")) == key
+    assert search_space.same_cost_key(dict(point, dropout=0.1, **{"tuner/epochs": 6})) == key
+    for move in (
+        {"activation": "hard_swish"},
+        {"stage2_blocks": 2},
+        {"head_units": 32},
+        {"downsample": "strided_first"},
+        {"kernel_size": 5},
+    ):
+        assert search_space.same_cost_key(dict(point, **move)) != key, move
+
+
+def _trial_row(trial_id, values, acc, nbytes, latency):
+    return dict(
+        trial_id=trial_id,
+        hyperparameters=values,
+        status="COMPLETED",
+        feasible=True,
+        val_accuracy=acc,
+        epochs=6,
+        int8_file_bytes=nbytes,
+        int8_latency_us=latency,
+    )
+
+
+def test_final_entries_mark_same_cost_copies_of_seeds_and_hand_points():
+    from nas import final
+
+    space = search_space.StudentSpace((28, 28, 1), 10, filters=(4, 8, 16))
+    hand = search_space.hand_point("cnn", 0.25)
+    seed = search_space.hand_point("cnn", 0.25, stages=4)
+    rows = [
+        _trial_row("00", hand, 0.81, 6816, 10.0),
+        _trial_row("08", seed, 0.86, 10360, 10.4),
+        _trial_row("13", dict(seed, activation="relu6"), 0.86, 10360, 10.3),
+        _trial_row("14", dict(hand, dropout=0.1), 0.82, 6816, 9.9),
+        _trial_row("18", dict(seed, stage2_blocks=2), 0.87, 11752, 11.7),
+    ]
+    got = final.entries(rows, top=10, hand=["cnn:0.25"], hypermodel=space, seeds=[seed])
+    marks = {e["name"]: (e["seed"], e["copy_of"]) for e in got if e["source"] == "search"}
+    assert marks == {
+        "trial_08": (True, None),
+        "trial_13": (False, "trial_08"),
+        "trial_14": (False, "cnn_0.25"),
+        "trial_18": (False, None),
+    }
+    # Without --seed_points a relu6 seed is nobody's copy.
+    got = final.entries(rows, top=10, hand=["cnn:0.25"], hypermodel=space)
+    assert {e["name"]: e["copy_of"] for e in got if e["source"] == "search"}["trial_13"] is None
 
 
 def test_evolution_flags_and_hand_trials_are_not_found_students(tmp_path):

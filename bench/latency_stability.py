@@ -12,8 +12,18 @@ per-call overhead, and one cross-check of the int8 file against
 ``litert-benchmark`` (ai_edge_litert's own benchmark tool; its figures are
 printed to 0.01 ms, and its mean is recovered from its throughput). Goal: max/min
 within 1.05 on a quiet machine. About 30 s on a 2-core CPU.
+
+With ``--files=GLOB`` (e.g. a search's final int8 files,
+``'workdirs/nas_aim_keep/fashion_mnist_aim/final/*/export/*.int8.tflite'``)
+it times those files instead, all interleaved in each of the ``--repeats``
+timing processes, and prints per file the median of every process, max/min
+of them, and the same for the net figure (median minus the identity
+model's per-call overhead timed in the same rounds), then the overhead per
+process: does a slow process slow every file, and is it the per-call
+overhead or the models?
 """
 
+import glob
 import json
 import os
 import shutil
@@ -31,6 +41,9 @@ from kd_keras import models
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Back-to-back measurements.", lower_bound=2)
 _THREADS = flags.DEFINE_integer("threads", 1, "Interpreter threads.", lower_bound=1)
 _MIN_RUNS = flags.DEFINE_integer("min_runs", 200, "Rounds before the stopping rule.")
+_FILES = flags.DEFINE_string(
+    "files", None, "Glob of .tflite files (one input shape) to time instead of the cnn student."
+)
 FORMATS = ("float32", "int8")
 
 
@@ -59,8 +72,36 @@ def _join(values, fmt="{:.2f}"):
     return ", ".join(fmt.format(v) for v in values)
 
 
+def time_files(pattern):
+    """--files: every matching file timed in each of --repeats timing processes."""
+    found = sorted(glob.glob(pattern))
+    if not found:
+        raise app.UsageError(f"--files={pattern!r} matches no file.")
+    root = os.path.commonpath([os.path.dirname(p) for p in found])
+    paths = {os.path.relpath(p, root): p for p in found}
+    results = [
+        measure_lib.latency_together(paths, num_runs=_MIN_RUNS.value, threads=_THREADS.value)
+        for _ in range(_REPEATS.value)
+    ]
+    print(f"{len(paths)} files, {_REPEATS.value} timing processes, threads={_THREADS.value}")
+    print("| file | medians us | max/min | net medians us | max/min |")
+    print("|---|---|---|---|---|")
+    for name in paths:
+        medians = [r[name]["latency_us_median"] for r in results]
+        net = [r[name]["latency_us_net_median"] for r in results]
+        print(
+            f"| {name} | {_join(medians)} | {max(medians) / min(medians):.3f} | "
+            f"{_join(net)} | " + (f"{max(net) / min(net):.3f} |" if min(net) > 0 else "n/a |")
+        )
+    overhead = [next(iter(r.values()))["overhead_us_median"] for r in results]
+    print(f"overhead us per process: {_join(overhead)}")
+
+
 def main(argv):
     del argv
+    if _FILES.value:
+        time_files(_FILES.value)
+        return
     model = models.build("cnn", (28, 28, 1), 10)
     images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1)).astype(np.uint8)
     with tempfile.TemporaryDirectory() as tmp:

@@ -449,18 +449,19 @@ def hand_points(items, space):
 SAME_COST = {"activation": {"relu6": "relu"}, "dropout": None}
 
 
+def same_cost_value(name, value):
+    """Hyperparameter `name`'s `value` up to the choices of SAME_COST."""
+    if name not in SAME_COST:
+        return value
+    mapping = SAME_COST[name]
+    return None if mapping is None else mapping.get(value, value)
+
+
 def same_cost_key(values):
     """A hashable identity of the int8 network `values` builds, up to the
     choices of SAME_COST: equal for a point and its same-cost copies (e.g.
     the point with relu6 for relu, or with dropout)."""
-    out = {}
-    for k, v in values.items():
-        if k.startswith("tuner/"):
-            continue
-        if k in SAME_COST:
-            mapping = SAME_COST[k]
-            v = None if mapping is None else mapping.get(v, v)
-        out[k] = v
+    out = {k: same_cost_value(k, v) for k, v in values.items() if not k.startswith("tuner/")}
     return json.dumps(out, sort_keys=True)
 
 

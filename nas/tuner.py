@@ -356,15 +356,18 @@ def cover_keys(rows):
 
 def open_points(rows):
     """Indices of the open start points: measured (finite int8 bytes and
-    latency) and covered by no trial that is neither a start point nor a seed
-    point (as high a score at no more int8 bytes and latency,
-    :func:`nas.pareto.covers`). A seed point is given, not found: the final
-    step counts covers without seeds (``nas.final.summarize``), so a start
-    point only a seed covers stays a target.
+    latency) and covered by no trial that is neither a start point, nor a
+    seed point, nor a same-cost copy of one (as high a score at no more int8
+    bytes and latency, :func:`nas.pareto.covers`). A seed point is given,
+    not found, and a copy (e.g. a start point with relu6 for relu,
+    ``search_space.same_cost_key``) is the same int8 network trained again:
+    the final step counts covers without them (``nas.final.summarize``), so
+    a start point only a seed or a copy covers stays a target.
 
     Args:
       rows: dicts with ``score``, ``int8_file_bytes``, ``int8_latency_us``,
-        ``start`` and optionally ``seed`` (True for a seed point), as for
+        ``start`` and optionally ``seed`` (True for a seed point) and
+        ``copy`` (True for a same-cost copy of a start or seed point), as for
         :func:`cover_keys`.
     """
 
@@ -379,6 +382,7 @@ def open_points(rows):
         and not any(
             not r["start"]
             and not r.get("seed")
+            and not r.get("copy")
             and r is not h
             and pareto.covers(r, h, accuracy_key="score")
             for r in rows
@@ -534,6 +538,17 @@ class _EvolutionDraws:
     def _is_seed(self, values):
         return self._is_one_of(values, self.seed_points)
 
+    def _is_copy(self, values):
+        """Whether `values` is a same-cost copy of a start or seed point
+        (``search_space.same_cost_value``), not the point itself."""
+        if self._is_start(values) or self._is_seed(values):
+            return False
+        same = search_space.same_cost_value
+        return any(
+            all(same(k, values.get(k)) == same(k, v) for k, v in p.items())
+            for p in self.start_points + self.seed_points
+        )
+
     def _rows(self, done):
         """Cost rows (see :func:`cover_keys`) of the completed trials `done`;
         under 'aim' with ``latencies`` set, their int8 files timed together."""
@@ -544,7 +559,12 @@ class _EvolutionDraws:
                 value = t.metrics.get_last_value(k)
                 row[k] = math.inf if value is None else float(value)
             values = t.hyperparameters.values
-            row.update(score=t.score, start=self._is_start(values), seed=self._is_seed(values))
+            row.update(
+                score=t.score,
+                start=self._is_start(values),
+                seed=self._is_seed(values),
+                copy=self._is_copy(values),
+            )
             rows.append(row)
         if self.fitness == "aim" and self.latencies is not None:
             timed = self.latencies([t.trial_id for t in done])

@@ -1637,6 +1637,12 @@ def test_seed_points_are_tried_after_the_start_points_and_are_never_a_target(tmp
     done = [t for t in trials if t.status == "COMPLETED"]
     rows = oracle._rows(done[:2])
     assert [(r["start"], r["seed"]) for r in rows] == [(True, False), (False, True)]
+    assert not any(r["copy"] for r in rows)
+    # Same-cost copies of either (relu6, dropout) are marked; other moves are not.
+    assert oracle._is_copy(dict(start[0], activation="relu6"))
+    assert oracle._is_copy(dict(seed, dropout=0.1))
+    assert not oracle._is_copy(dict(seed, activation="hard_swish"))
+    assert not oracle._is_copy(dict(start[0], stage2_filters=16))
     # Every aimed mutation aims at the start point, none at the seed.
     assert oracle.aims and set(oracle.aims.values()) == {trials[0].trial_id}
     assert trials[1].trial_id not in oracle.parents
@@ -1667,6 +1673,10 @@ def test_aim_target_takes_the_open_hand_points_in_turn():
     assert tuner.open_points([cheap, seed]) == [0]
     assert tuner.aim_target([cheap, dear, seed, cover_dear], [9, 0, 0, 0]) == 0
     assert tuner.open_points([cheap, seed, cover_cheap]) == []
+    # Nor does a same-cost copy of a start or seed point (e.g. it with relu6).
+    copy = dict(_cost_row(0.90, 5, 5), copy=True)
+    assert tuner.open_points([cheap, dear, copy]) == [0, 1]
+    assert tuner.open_points([cheap, dear, copy, cover_dear]) == [0]
 
 
 class AimedStub(ScoredStub):

@@ -72,6 +72,14 @@ def _join(values, fmt="{:.2f}"):
     return ", ".join(fmt.format(v) for v in values)
 
 
+def _repeated(paths):
+    """--repeats timings of `paths` ({name: file}), each a fresh timing process."""
+    return [
+        measure_lib.latency_together(paths, num_runs=_MIN_RUNS.value, threads=_THREADS.value)
+        for _ in range(_REPEATS.value)
+    ]
+
+
 def time_files(pattern):
     """--files: every matching file timed in each of --repeats timing processes."""
     found = sorted(glob.glob(pattern))
@@ -79,10 +87,7 @@ def time_files(pattern):
         raise app.UsageError(f"--files={pattern!r} matches no file.")
     root = os.path.commonpath([os.path.dirname(p) for p in found])
     paths = {os.path.relpath(p, root): p for p in found}
-    results = [
-        measure_lib.latency_together(paths, num_runs=_MIN_RUNS.value, threads=_THREADS.value)
-        for _ in range(_REPEATS.value)
-    ]
+    results = _repeated(paths)
     print(f"{len(paths)} files, {_REPEATS.value} timing processes, threads={_THREADS.value}")
     print("| file | medians us | max/min | net medians us | max/min |")
     print("|---|---|---|---|---|")
@@ -113,10 +118,7 @@ def main(argv):
             )
             with open(paths[fmt], "wb") as f:
                 f.write(content)
-        results = [
-            measure_lib.latency_together(paths, num_runs=_MIN_RUNS.value, threads=_THREADS.value)
-            for _ in range(_REPEATS.value)
-        ]
+        results = _repeated(paths)
         print(f"student cnn ({model.count_params()} params), threads={_THREADS.value}")
         print("| format | medians us | max/min | runs | CV | overhead us (medians) |")
         print("|---|---|---|---|---|---|")

@@ -20,7 +20,11 @@ timing processes, and prints per file the median of every process, max/min
 of them, and the same for the net figure (median minus the identity
 model's per-call overhead timed in the same rounds), then the overhead per
 process: does a slow process slow every file, and is it the per-call
-overhead or the models?
+overhead or the models? With ``--train_between``, every other timing
+process starts right after this process trained a small CNN for one epoch
+(as the search's final step times its files right after its last
+training), and the table adds, per file, the mean median after training
+over the mean median of the others.
 """
 
 import glob
@@ -37,10 +41,14 @@ from absl import app, flags
 from export import convert as convert_lib
 from export import measure as measure_lib
 from kd_keras import models
+from kd_keras.keras_compat import keras
 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Back-to-back measurements.", lower_bound=2)
 _THREADS = flags.DEFINE_integer("threads", 1, "Interpreter threads.", lower_bound=1)
 _MIN_RUNS = flags.DEFINE_integer("min_runs", 200, "Rounds before the stopping rule.")
+_TRAIN_BETWEEN = flags.DEFINE_bool(
+    "train_between", False, "--files: train a CNN for one epoch before every other timing."
+)
 _FILES = flags.DEFINE_string(
     "files", None, "Glob of .tflite files (one input shape) to time instead of the cnn student."
 )
@@ -72,12 +80,35 @@ def _join(values, fmt="{:.2f}"):
     return ", ".join(fmt.format(v) for v in values)
 
 
-def _repeated(paths):
-    """--repeats timings of `paths` ({name: file}), each a fresh timing process."""
-    return [
-        measure_lib.latency_together(paths, num_runs=_MIN_RUNS.value, threads=_THREADS.value)
-        for _ in range(_REPEATS.value)
-    ]
+def _repeated(paths, before=None):
+    """--repeats timings of `paths` ({name: file}), each a fresh timing
+    process; `before(i)` runs first when given."""
+    out = []
+    for i in range(_REPEATS.value):
+        if before is not None:
+            before(i)
+        out.append(
+            measure_lib.latency_together(paths, num_runs=_MIN_RUNS.value, threads=_THREADS.value)
+        )
+    return out
+
+
+def _trainer():
+    """before(i) for _repeated: one epoch of a small CNN on random images for
+    odd i (this process then holds TensorFlow's thread pools warm, as the
+    final step's does), nothing for even i."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((20000, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 20000)
+    model = models.build("cnn", (28, 28, 1), 10)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    def before(i):
+        if i % 2:
+            model.fit(x, y, epochs=1, batch_size=128, verbose=0)
+
+    return before
 
 
 def time_files(pattern):
@@ -87,17 +118,24 @@ def time_files(pattern):
         raise app.UsageError(f"--files={pattern!r} matches no file.")
     root = os.path.commonpath([os.path.dirname(p) for p in found])
     paths = {os.path.relpath(p, root): p for p in found}
-    results = _repeated(paths)
+    results = _repeated(paths, _trainer() if _TRAIN_BETWEEN.value else None)
     print(f"{len(paths)} files, {_REPEATS.value} timing processes, threads={_THREADS.value}")
-    print("| file | medians us | max/min | net medians us | max/min |")
-    print("|---|---|---|---|---|")
+    trained = _TRAIN_BETWEEN.value and len(results) > 1
+    if trained:
+        print("timings 2, 4, ... right after one epoch of training in this process")
+    extra = " after training / others |" if trained else ""
+    print("| file | medians us | max/min | net medians us | max/min |" + extra)
+    print("|---|---|---|---|---|" + ("---|" if trained else ""))
     for name in paths:
         medians = [r[name]["latency_us_median"] for r in results]
         net = [r[name]["latency_us_net_median"] for r in results]
-        print(
+        line = (
             f"| {name} | {_join(medians)} | {max(medians) / min(medians):.3f} | "
             f"{_join(net)} | " + (f"{max(net) / min(net):.3f} |" if min(net) > 0 else "n/a |")
         )
+        if trained:
+            line += f" {np.mean(medians[1::2]) / np.mean(medians[0::2]):.3f} |"
+        print(line)
     overhead = [next(iter(r.values()))["overhead_us_median"] for r in results]
     print(f"overhead us per process: {_join(overhead)}")
 

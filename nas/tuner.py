@@ -428,7 +428,8 @@ class _EvolutionDraws:
        cover; seed points are further first trials that are no such target
        and close none (e.g. four-stage variants of the hand family: parents
        for the mutations, while a start point only a seed covers stays open,
-       see :func:`open_points`);
+       see :func:`open_points`; so does one only a same-cost copy of a start
+       or seed point covers, e.g. the point with relu6 for relu);
     2. a random point while fewer than `population` trials have completed;
     3. otherwise a mutation of a tournament winner: `sample` of the last
        `population` completed trials are drawn, the best scoring one is the

@@ -530,8 +530,10 @@ class _EvolutionDraws:
         self.parents = dict(state.get("parents", {}))
 
     @staticmethod
-    def _is_one_of(values, points):
-        return any(all(values.get(k) == v for k, v in p.items()) for p in points)
+    def _is_one_of(values, points, same=lambda name, value: value):
+        """Whether `values` holds every item of one of `points`, values compared
+        as `same(name, value)` maps them."""
+        return any(all(same(k, values.get(k)) == same(k, v) for k, v in p.items()) for p in points)
 
     def _is_start(self, values):
         return self._is_one_of(values, self.start_points)
@@ -542,12 +544,9 @@ class _EvolutionDraws:
     def _is_copy(self, values):
         """Whether `values` is a same-cost copy of a start or seed point
         (``search_space.same_cost_value``), not the point itself."""
-        if self._is_start(values) or self._is_seed(values):
-            return False
-        same = search_space.same_cost_value
-        return any(
-            all(same(k, values.get(k)) == same(k, v) for k, v in p.items())
-            for p in self.start_points + self.seed_points
+        points = self.start_points + self.seed_points
+        return not self._is_one_of(values, points) and self._is_one_of(
+            values, points, search_space.same_cost_value
         )
 
     def _rows(self, done):

@@ -66,15 +66,16 @@ FINAL_FRONTS = {
 DEFAULT_HAND = tuple(f"{f}:{w:g}" for f in ("cnn", "cnn_dws") for w in (0.25, 0.5, 0.75, 1.0))
 
 
-def select(rows, top, hand_rows=()):
+def select(rows, top, hand_rows=(), challenger=None):
     """The found architectures to retrain: a challenger per hand point, then a
     spread along the feasible Pareto sets.
 
     1. For each row of `hand_rows` (the search's own trials of hand-designed
        students, e.g. evolution start points), in order: the most accurate
        feasible found architecture that costs no more than it (no more int8
-       bytes, no higher int8 latency; :func:`nas.pareto.costs_no_more`), if
-       any -- the one most likely to cover that hand point at full budget.
+       bytes, no higher int8 latency; :func:`nas.pareto.costs_no_more`) and
+       may challenge it (`challenger`), if any -- the one most likely to
+       cover that hand point at full budget.
     2. The rest, up to `top` in all: the union of the feasible fronts
        (accuracy vs int8 latency, accuracy vs int8 bytes) sorted by proxy
        accuracy, `top` of them taken evenly spaced along that order when it
@@ -85,6 +86,11 @@ def select(rows, top, hand_rows=()):
       rows: ``search_report.trial_rows`` of the search's found architectures.
       top: most architectures returned (>= 1).
       hand_rows: trial rows of hand-designed students (not returned).
+      challenger: predicate on a row of `rows`, whether it may be a hand
+        point's challenger (default: every row). :func:`entries` excludes
+        seed points and same-cost copies, whose covers are not counted as
+        found, so the challenger is the best student that could count; they
+        are still retrained when the spread takes them.
 
     Returns:
       list of trial rows (one per architecture, its highest-fidelity trial),
@@ -96,7 +102,9 @@ def select(rows, top, hand_rows=()):
     for h in hand_rows:
         if h.get("status") != "COMPLETED" or not h.get("feasible"):
             continue
-        cheaper = [r for r in archs if pareto.costs_no_more(r, h)]
+        cheaper = [
+            r for r in archs if pareto.costs_no_more(r, h) and (challenger is None or challenger(r))
+        ]
         if cheaper and len(challengers) < top:
             best = max(cheaper, key=lambda r: (r["val_accuracy"], r["trial_id"]))
             challengers[best["trial_id"]] = best
@@ -137,6 +145,10 @@ def entries(rows, top, hand, hypermodel, seeds=()):
         (``--seed_points``): trials of them are retrained as found
         architectures, marked ``seed``.
 
+    The found architectures are :func:`select`'s, a hand point's challenger
+    being the most accurate trial that costs no more and is neither a seed
+    point nor a same-cost copy: the best student whose cover would count.
+
     Returns:
       list of dicts: name, source ('search' or 'hand'), trial_id (None for
       hand points), values (hyperparameters); found ones also seed (True for
@@ -173,21 +185,28 @@ def entries(rows, top, hand, hypermodel, seeds=()):
         )
         name = f"trial_{trial['trial_id']}" if trial else "seed point"
         originals.setdefault(search_space.same_cost_key(v), name)
-    out = []
-    for r in select(found, top, tried):
-        key = search_report.architecture_key(r["hyperparameters"])
-        seed = key in seed_keys
+
+    def marks(r):
+        seed = search_report.architecture_key(r["hyperparameters"]) in seed_keys
         original = originals.get(search_space.same_cost_key(r["hyperparameters"]))
-        out.append(
+        return {"seed": seed, "copy_of": None if seed else original}
+
+    def counts(r):  # a cover by it is counted as found (see summarize)
+        m = marks(r)
+        return not m["seed"] and m["copy_of"] is None
+
+    out = [
+        dict(
             {
                 "name": f"trial_{r['trial_id']}",
                 "source": "search",
                 "trial_id": r["trial_id"],
                 "values": r["hyperparameters"],
-                "seed": seed,
-                "copy_of": None if seed else original,
-            }
+            },
+            **marks(r),
         )
+        for r in select(found, top, tried, challenger=counts)
+    ]
     return out + hand_entries
 
 

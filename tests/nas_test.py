@@ -1461,6 +1461,32 @@ def test_final_entries_mark_same_cost_copies_of_seeds_and_hand_points():
     assert {e["name"]: e["copy_of"] for e in got if e["source"] == "search"}["trial_13"] is None
 
 
+def test_final_challengers_are_students_whose_covers_count():
+    """A hand point's challenger is the most accurate trial within its cost
+    that is neither a seed point nor a same-cost copy, even when a seed or a
+    copy scored higher: only the former's cover counts as found."""
+    from nas import final
+
+    space = search_space.StudentSpace((28, 28, 1), 10, filters=(4, 8, 12, 16, 32))
+    hand = search_space.hand_point("cnn", 0.5)
+    seed = search_space.hand_point("cnn", 0.25, stages=4)
+    rows = [
+        _trial_row("01", hand, 0.850, 12120, 11.1),
+        _trial_row("08", seed, 0.860, 10360, 10.6),
+        _trial_row("19", dict(seed, activation="relu6"), 0.858, 10360, 10.6),
+        _trial_row("14", dict(hand, dropout=0.1), 0.855, 12120, 11.0),
+        _trial_row("34", dict(seed, stage4_filters=12, head_units=32), 0.856, 11600, 10.6),
+        _trial_row("42", dict(seed, stage3_filters=12), 0.850, 9384, 10.5),
+    ]
+    got = final.entries(rows, top=1, hand=["cnn:0.5"], hypermodel=space, seeds=[seed])
+    assert [e["name"] for e in got if e["source"] == "search"] == ["trial_34"]
+    # Seeds and copies are still retrained when the spread along the fronts takes them.
+    got = final.entries(rows, top=10, hand=["cnn:0.5"], hypermodel=space, seeds=[seed])
+    assert {"trial_08", "trial_34"} <= {e["name"] for e in got if e["source"] == "search"}
+    # Without the rule (every row a challenger) the seed would be taken.
+    assert [r["trial_id"] for r in final.select(rows[1:], 1, rows[:1])] == ["08"]
+
+
 def test_evolution_flags_and_hand_trials_are_not_found_students(tmp_path):
     from nas import final
 

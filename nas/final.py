@@ -7,9 +7,10 @@ measured as an int8 file. :func:`run_final`:
 1. picks the found architectures to retrain (:func:`select`), at most
    `top`: for each hand-designed student the search tried itself (evolution
    start points), the most accurate found architecture that costs no more
-   than its trial (int8 latencies of all trials timed together for this
-   comparison, :func:`timed_trials`); then feasible architectures on either Pareto set of the
-   search (accuracy vs int8 latency, accuracy vs int8 bytes), spread from
+   than its trial and is neither a seed point nor a same-cost copy (int8
+   latencies of all trials timed together for this comparison,
+   :func:`timed_trials`); then feasible architectures on either Pareto set
+   of the search (accuracy vs int8 latency, accuracy vs int8 bytes), spread from
    the most accurate to the cheapest;
 2. adds the hand-designed students (``kd_keras.models.cnn`` / ``cnn_dws`` at
    given widths), built as points of the search space
@@ -31,8 +32,9 @@ measured as an int8 file. :func:`run_final`:
    ``export.latency``), its int8 test accuracy, bytes and median latency,
    and TensorFlow Lite Micro's arena bytes (``export.micro.micro``); once
    all are trained, their int8 files are timed again together, interleaved
-   in one timing process (:func:`retime`), and those latencies are the
-   ones compared;
+   in one timing process, or in each of several one after the other taking
+   every file's median process (:func:`retime`), and those latencies are
+   the ones compared;
 5. returns the rows, the fronts of found and of hand-designed students, which
    hand points a found student covers (at least as accurate, no more int8
    bytes, no higher latency), each found student's lead over the hand points
@@ -314,31 +316,44 @@ def _feasibility(search, row):
     }
 
 
-def retime(search, rows, latency_runs=100, latency_warmup=10):
-    """Times every row's int8 file together, interleaved, in one timing process.
+def retime(search, rows, latency_runs=100, latency_warmup=10, timings=1):
+    """Times every row's int8 file together, interleaved, in `timings` timing processes.
 
     Each row's latency was first measured by the exporter when that student
     finished, in its own timing process, minutes or hours from the others;
     the same file can time 50% apart between two such processes. Compared
     with each other, the students must be timed in the same rounds
-    (``export.measure.latency_together``). The rows' ``int8_latency_us``
-    (with CI and runs) become these figures, the first measurement is kept
-    as ``int8_latency_us_alone``, and the budget is applied again.
+    (``export.measure.latency_together``). And one joint timing process can
+    run slow as a whole, not by one factor for every file, so with
+    `timings` > 1 every file is timed in that many processes, one after the
+    other, and a row takes the figures (median, CI, runs) of its median
+    process (the upper median for an even count); ``int8_latency_us_timings``
+    lists its median in each process. The first measurement is kept as
+    ``int8_latency_us_alone``, and the budget is applied again.
     """
-    timed = measure_lib.latency_together(
-        {r["name"]: r["tflite"] for r in rows},
-        example=search.data.x_test[0],
-        num_runs=latency_runs,
-        warmup=latency_warmup,
-        threads=search.measure.threads,
-    )
-    for r in rows:
-        t = timed[r["name"]]
+    if int(timings) < 1:
+        raise ValueError(f"timings must be >= 1, got {timings}.")
+    names = [r["name"] for r in rows]
+    processes = [
+        measure_lib.latency_together(
+            {r["name"]: r["tflite"] for r in rows},
+            example=search.data.x_test[0],
+            num_runs=latency_runs,
+            warmup=latency_warmup,
+            threads=search.measure.threads,
+        )
+        for _ in range(int(timings))
+    ]
+    for name, r in zip(names, rows):
+        figures = [p[name] for p in processes]
+        medians = [float(t["latency_us_median"]) for t in figures]
+        t = figures[sorted(range(len(medians)), key=medians.__getitem__)[len(medians) // 2]]
         r.setdefault("int8_latency_us_alone", r["int8_latency_us"])
         r.update(
             int8_latency_us=float(t["latency_us_median"]),
             int8_latency_us_ci95=t.get("latency_us_ci95"),
             int8_latency_runs=t.get("latency_runs"),
+            int8_latency_us_timings=medians,
         )
         r.update(_feasibility(search, r))
     return rows
@@ -474,6 +489,7 @@ def run_final(
     latency_runs=100,
     latency_warmup=10,
     seeds=(),
+    timings=1,
 ):
     """Retrains and measures the Pareto set and the hand points; writes the report.
 
@@ -486,6 +502,7 @@ def run_final(
       latency_runs, latency_warmup: the exporter's latency protocol settings.
       seeds: hyperparameter values of the search's seed points (see
         :func:`entries`).
+      timings: joint timing processes of the final figures (:func:`retime`).
 
     Returns:
       dict: rows (one per retrained student: name, source, trial_id, values,
@@ -523,12 +540,12 @@ def run_final(
         row.update(retrain(search, entry, final_epochs, directory, latency_runs, latency_warmup))
         runs.write_json(path, row)
         final_rows.append(row)
-    final_rows = retime(search, final_rows, latency_runs, latency_warmup)
+    final_rows = retime(search, final_rows, latency_runs, latency_warmup, timings)
     summary = summarize(final_rows)
     paths = {
         name: os.path.join(out_dir, name) for name in ("final.json", "final.md", "final_fronts.png")
     }
-    result = dict(summary, rows=final_rows, paths=paths)
+    result = dict(summary, rows=final_rows, paths=paths, latency_timings=int(timings))
     runs.write_json(paths["final.json"], {k: v for k, v in result.items() if k != "fronts"})
     runs.write_text(paths["final.md"], search_report.final_markdown(result))
     search_report.plot_final(final_rows, summary["fronts"], paths["final_fronts.png"])

@@ -199,6 +199,14 @@ FINAL_TOP = flags.DEFINE_integer(
     "spread from the most accurate to the cheapest.",
     lower_bound=1,
 )
+FINAL_TIMINGS = flags.DEFINE_integer(
+    "final_timings",
+    5,
+    "Joint timing processes of the final step, one after the other, each timing every int8 "
+    "file interleaved: a file's latency is its median process's (one process can run slow "
+    "as a whole).",
+    lower_bound=1,
+)
 FINAL_HAND = flags.DEFINE_list(
     "final_hand",
     list(final.DEFAULT_HAND),

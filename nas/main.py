@@ -297,6 +297,7 @@ def main(argv):
             latency_runs=f.EXPORT.latency_runs.value,
             latency_warmup=f.EXPORT.latency_warmup.value,
             seeds=cfg["seed_points"],
+            timings=f.FINAL_TIMINGS.value,
         )
         print("\nFinal step (full budget, int8):\n")
         print(open(result["paths"]["final.md"]).read())

@@ -456,6 +456,12 @@ def final_markdown(result):
         f"Final budget: {', '.join(map(str, epochs))} epochs; proxy: validation accuracy "
         f"after {', '.join(map(str, proxy))} epochs (the largest trial budget).",
     ]
+    if result.get("latency_timings", 1) > 1:
+        lines.append(
+            f"int8 latency timed together: each file's median of {result['latency_timings']} "
+            "joint timing processes (each process's figure: `int8_latency_us_timings` in "
+            "final.json)."
+        )
     for name, hand in result["dominated"].items():
         total = sum(r["source"] == "hand" for r in rows)
         lines.append(

@@ -1638,6 +1638,57 @@ def test_final_students_are_timed_together_and_the_budget_applied_again(monkeypa
     assert [r["int8_latency_us_alone"] for r in got] == [5.0, 5.0]
 
 
+def test_final_timing_in_several_processes_takes_each_files_median_process(monkeypatch):
+    """With timings=N the files are timed together N times and each row keeps
+    the figures of its own median process: one slow process moves no file."""
+    import types
+
+    from nas import final
+
+    # Per process: (a, b) medians. The second process is slow as a whole.
+    # Median processes: a's the third (10.2), b's the first (20.5).
+    medians = iter([(10.0, 20.5), (13.0, 26.0), (10.2, 20.0)])
+    calls = []
+
+    def together(models, example=None, num_runs=0, warmup=0, threads=1):
+        calls.append(dict(models))
+        process = next(medians)
+        return {
+            name: {
+                "latency_us_median": m,
+                "latency_us_ci95": [m - 0.1, m + 0.1],
+                "latency_runs": 100 + len(calls),
+            }
+            for name, m in zip(models, process)
+        }
+
+    monkeypatch.setattr(final.measure_lib, "latency_together", together)
+    search = types.SimpleNamespace(
+        data=tiny_dataset(8, SHAPE, CLASSES),
+        measure=tuner.MeasureConfig(threads=1),
+        budget=tuner.Budget(max_latency_us=21.0),
+    )
+    rows = [
+        dict(
+            name=n,
+            tflite=f"/x/{n}.tflite",
+            int8_latency_us=5.0,
+            int8_file_bytes=100,
+            tflm_runs=True,
+        )
+        for n in ("a", "b")
+    ]
+    got = final.retime(search, rows, timings=3)
+    assert len(calls) == 3 and all(c == calls[0] for c in calls)
+    assert [r["int8_latency_us"] for r in got] == [10.2, 20.5]
+    assert got[1]["int8_latency_us_ci95"] == [20.4, 20.6] and got[1]["int8_latency_runs"] == 101
+    assert got[0]["int8_latency_runs"] == 103
+    assert [r["int8_latency_us_timings"] for r in got] == [[10.0, 13.0, 10.2], [20.5, 26.0, 20.0]]
+    assert [r["feasible"] for r in got] == [True, True]  # b's slow processes do not count
+    with pytest.raises(ValueError, match="timings must be >= 1"):
+        final.retime(search, rows, timings=0)
+
+
 # -- the 'aim' tournament -----------------------------------------------------
 
 

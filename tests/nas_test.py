@@ -1593,9 +1593,29 @@ def test_distinct_weights_keep_activations_at_the_initializers_scale():
     assert np.abs(model(x).numpy()).max() > 1e6
 
 
-def test_final_students_are_timed_together_and_the_budget_applied_again(monkeypatch):
+def _retime_inputs(max_latency_us):
+    """A stand-in search (data, threads, a latency budget) and two final rows, a and b."""
     import types
 
+    search = types.SimpleNamespace(
+        data=tiny_dataset(8, SHAPE, CLASSES),
+        measure=tuner.MeasureConfig(threads=1),
+        budget=tuner.Budget(max_latency_us=max_latency_us),
+    )
+    rows = [
+        dict(
+            name=n,
+            tflite=f"/x/{n}.tflite",
+            int8_latency_us=5.0,
+            int8_file_bytes=100,
+            tflm_runs=True,
+        )
+        for n in ("a", "b")
+    ]
+    return search, rows
+
+
+def test_final_students_are_timed_together_and_the_budget_applied_again(monkeypatch):
     from nas import final
 
     calls = []
@@ -1612,21 +1632,7 @@ def test_final_students_are_timed_together_and_the_budget_applied_again(monkeypa
         }
 
     monkeypatch.setattr(final.measure_lib, "latency_together", together)
-    search = types.SimpleNamespace(
-        data=tiny_dataset(8, SHAPE, CLASSES),
-        measure=tuner.MeasureConfig(threads=1),
-        budget=tuner.Budget(max_latency_us=15.0),
-    )
-    rows = [
-        dict(
-            name=n,
-            tflite=f"/x/{n}.tflite",
-            int8_latency_us=5.0,
-            int8_file_bytes=100,
-            tflm_runs=True,
-        )
-        for n in ("a", "b")
-    ]
+    search, rows = _retime_inputs(max_latency_us=15.0)
     got = final.retime(search, rows)
     assert calls == [({"a": "/x/a.tflite", "b": "/x/b.tflite"}, SHAPE, 1)]
     assert [r["int8_latency_us"] for r in got] == [10.0, 20.0]
@@ -1641,7 +1647,6 @@ def test_final_students_are_timed_together_and_the_budget_applied_again(monkeypa
 def test_final_timing_in_several_processes_takes_each_files_median_process(monkeypatch):
     """With timings=N the files are timed together N times and each row keeps
     the figures of its own median process: one slow process moves no file."""
-    import types
 
     from nas import final
 
@@ -1663,21 +1668,7 @@ def test_final_timing_in_several_processes_takes_each_files_median_process(monke
         }
 
     monkeypatch.setattr(final.measure_lib, "latency_together", together)
-    search = types.SimpleNamespace(
-        data=tiny_dataset(8, SHAPE, CLASSES),
-        measure=tuner.MeasureConfig(threads=1),
-        budget=tuner.Budget(max_latency_us=21.0),
-    )
-    rows = [
-        dict(
-            name=n,
-            tflite=f"/x/{n}.tflite",
-            int8_latency_us=5.0,
-            int8_file_bytes=100,
-            tflm_runs=True,
-        )
-        for n in ("a", "b")
-    ]
+    search, rows = _retime_inputs(max_latency_us=21.0)
     got = final.retime(search, rows, timings=3)
     assert len(calls) == 3 and all(c == calls[0] for c in calls)
     assert [r["int8_latency_us"] for r in got] == [10.2, 20.5]

@@ -333,10 +333,10 @@ def retime(search, rows, latency_runs=100, latency_warmup=10, timings=1):
     """
     if int(timings) < 1:
         raise ValueError(f"timings must be >= 1, got {timings}.")
-    names = [r["name"] for r in rows]
+    files = {r["name"]: r["tflite"] for r in rows}
     processes = [
         measure_lib.latency_together(
-            {r["name"]: r["tflite"] for r in rows},
+            files,
             example=search.data.x_test[0],
             num_runs=latency_runs,
             warmup=latency_warmup,
@@ -344,10 +344,11 @@ def retime(search, rows, latency_runs=100, latency_warmup=10, timings=1):
         )
         for _ in range(int(timings))
     ]
-    for name, r in zip(names, rows):
-        figures = [p[name] for p in processes]
+    for r in rows:
+        figures = [p[r["name"]] for p in processes]
         medians = [float(t["latency_us_median"]) for t in figures]
-        t = figures[sorted(range(len(medians)), key=medians.__getitem__)[len(medians) // 2]]
+        # The median process (the upper one for an even count).
+        t = sorted(figures, key=lambda f: float(f["latency_us_median"]))[len(figures) // 2]
         r.setdefault("int8_latency_us_alone", r["int8_latency_us"])
         r.update(
             int8_latency_us=float(t["latency_us_median"]),

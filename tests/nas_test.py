@@ -1647,7 +1647,6 @@ def test_final_students_are_timed_together_and_the_budget_applied_again(monkeypa
 def test_final_timing_in_several_processes_takes_each_files_median_process(monkeypatch):
     """With timings=N the files are timed together N times and each row keeps
     the figures of its own median process: one slow process moves no file."""
-
     from nas import final
 
     # Per process: (a, b) medians. The second process is slow as a whole.

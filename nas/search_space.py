@@ -9,14 +9,19 @@ every layer into a builtin op. The architecture::
     image -> stage 1 .. stage S -> gap -> [head Dense + ReLU] -> [dropout] -> logits
 
 Stage ``i`` holds ``stage{i}_blocks`` blocks of ``stage{i}_filters`` channels
-(widths per stage). Every stage after the first starts by halving the
-resolution: a 2x2 ``MaxPooling2D`` (``downsample='maxpool'``), a 2x2
+(widths per stage). The resolution halves once per stage after the first,
+by default as each such stage starts: a 2x2 ``MaxPooling2D`` (``downsample='maxpool'``), a 2x2
 ``AveragePooling2D`` (``'avgpool'``), stride 2 in its first block's spatial
 convolution (``'strided'``), or stride 2 into stage 2 and max-pooling before
 the later stages (``'strided_first'``: the strided convolution computes
 stage 2's smaller map directly instead of pooling the largest one, which is
 where a pool costs most; with int8 LiteRT it made the 4 / 8 / 16 hand point
-0.7 us of 9.8 us faster). A block is one of
+0.7 us of 9.8 us faster), or stride 2 in the very first convolution and
+max-pooling before stages 3 and later (``'strided_stem'``: stages 1 and 2
+both run at half the input's resolution, as after a ResNet or MobileNet
+stem, and the last stage at the resolution of the other options; the full
+resolution is read once, by a convolution with a quarter of the outputs).
+A block is one of
 
 * ``standard``: full ``Conv2D(k x k) -> BN -> act``;
 * ``separable``: ``[Conv2D 1x1 to expansion x C_in -> BN -> act]`` (when
@@ -81,7 +86,7 @@ from kd_keras.models import cnn as cnn_lib
 layers = keras.layers
 
 CONV_TYPES = ("standard", "separable", "inverted")
-DOWNSAMPLING = ("maxpool", "strided", "avgpool", "strided_first")
+DOWNSAMPLING = ("maxpool", "strided", "avgpool", "strided_first", "strided_stem")
 ACTIVATIONS = ("relu", "relu6", "hard_swish")
 # Families of kd_keras.models that are points of the space (see hand_point).
 HAND_FAMILIES = {"cnn": "standard", "cnn_dws": "separable"}
@@ -274,13 +279,20 @@ class StudentSpace(kt.HyperModel):
         inputs = keras.Input(self.input_shape, name="image")
         x = inputs
         for s, (filters, blocks) in enumerate(plan, start=1):
-            strided = downsample == "strided" or (downsample == "strided_first" and s == 2)
-            if s > 1 and not strided and downsample in ("maxpool", "strided_first"):
-                x = layers.MaxPooling2D(2, padding="same", name=f"pool{s - 1}")(x)
-            elif s > 1 and downsample == "avgpool":
+            # The stage that halves the resolution with a stride-2 convolution
+            # in its first block, if any; the others (after the first) pool.
+            strided = (
+                (downsample == "strided" and s > 1)
+                or (downsample == "strided_first" and s == 2)
+                or (downsample == "strided_stem" and s == 1)
+            )
+            pooled = s > 2 if downsample == "strided_stem" else s > 1 and not strided
+            if pooled and downsample == "avgpool":
                 x = layers.AveragePooling2D(2, padding="same", name=f"pool{s - 1}")(x)
+            elif pooled:
+                x = layers.MaxPooling2D(2, padding="same", name=f"pool{s - 1}")(x)
             for b in range(1, blocks + 1):
-                stride = 2 if (s > 1 and b == 1 and strided) else 1
+                stride = 2 if (b == 1 and strided) else 1
                 name = f"block{s}" if b == blocks else None
                 args = dict(block, filters=filters, stride=stride, prefix=f"s{s}b{b}", name=name)
                 if s == 1 and b == 1:

@@ -333,9 +333,12 @@ def _check_structure(model, values):
     if values["conv"] != "inverted":
         assert "Add" not in kinds
     # Each stage after the first halves the resolution once: by a pool or by
-    # a stride-2 spatial convolution ('strided_first': only into stage 2).
+    # a stride-2 spatial convolution ('strided_first': only into stage 2;
+    # 'strided_stem': the first convolution instead of into stage 2).
     later = values["stages"] - 1
-    n_strided = {"strided": later, "strided_first": min(1, later)}.get(values["downsample"], 0)
+    n_strided = {"strided": later, "strided_first": min(1, later), "strided_stem": 1}.get(
+        values["downsample"], 0
+    )
     pools = [
         n
         for n in (type(l).__name__ for l in model.layers)
@@ -346,7 +349,7 @@ def _check_structure(model, values):
         for l in model.layers
         if type(l).__name__ in ("Conv2D", "DepthwiseConv2D") and tuple(l.strides) == (2, 2)
     ]
-    assert len(strided) == n_strided and len(pools) == later - n_strided
+    assert len(strided) == n_strided and len(pools) == max(0, later - n_strided)
     assert set(pools) <= {
         "AveragePooling2D" if values["downsample"] == "avgpool" else "MaxPooling2D"
     }
@@ -365,8 +368,32 @@ def test_random_and_extreme_space_points_build_from_allowed_layers():
         **{f"stage{i}_{k}": v for i in range(1, 5) for k, v in (("filters", 64), ("blocks", 2))},
     }
     first = dict(widest, downsample="strided_first", conv="inverted", stage3_blocks=1)
-    for values in [widest, first] + _random_points(space, 8, seed=0):
+    stem = dict(widest, downsample="strided_stem", stage1_blocks=1)
+    for values in [widest, first, stem] + _random_points(space, 8, seed=0):
         _check_structure(space.build(search_space.hyperparameters_from_values(values)), values)
+
+
+def test_each_downsampling_ends_the_stages_at_its_resolutions():
+    space = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3)
+    point = dict(search_space.hand_point("cnn", 0.5), stage2_blocks=2)
+    # Each stage's output: 'strided_stem' halves the input in the first
+    # convolution and not again into stage 2.
+    expected = {
+        "maxpool": (12, 6, 3),
+        "avgpool": (12, 6, 3),
+        "strided": (12, 6, 3),
+        "strided_first": (12, 6, 3),
+        "strided_stem": (6, 6, 3),
+    }
+    assert set(expected) == set(search_space.DOWNSAMPLING)
+    params = space.build(search_space.hyperparameters_from_values(point)).count_params()
+    for downsample, sizes in expected.items():
+        model = space.build(
+            search_space.hyperparameters_from_values(dict(point, downsample=downsample))
+        )
+        got = tuple(model.get_layer(f"block{i}").output.shape[1] for i in (1, 2, 3))
+        assert got == sizes, downsample
+        assert model.count_params() == params, downsample
 
 
 def test_space_points_convert_to_tflite_and_match_keras():
@@ -741,6 +768,7 @@ def test_every_option_converts_to_int8_and_runs_on_tflm():
         ("avgpool", "hard_swish"),
         ("strided", "relu6"),
         ("strided_first", "relu"),
+        ("strided_stem", "relu"),
     ):
         values = dict(
             POINT,

@@ -7,8 +7,8 @@
         --points='cnn:0.25,cnn:0.25/stage1_filters=8/stage3_filters=12'
 
 Each ``--points`` item is a hand point ``FAMILY:WIDTH[:STAGES]``
-(``nas.search_space.hand_point``) followed by ``/NAME=VALUE`` changes of its
-hyperparameters, e.g. ``cnn:0.25/downsample=strided_stem``. Every point is
+followed by ``/NAME=VALUE`` changes of its hyperparameters, e.g.
+``cnn:0.25/downsample=strided_stem`` (``nas.search_space.changed_point``). Every point is
 trained from scratch as the search's final step trains its students
 (``nas.final.retrain``: ``--final_epochs`` epochs with the search's KD recipe,
 teacher cache, augmentation and seed), exported to int8, and then all int8
@@ -37,40 +37,6 @@ _POINTS = flags.DEFINE_list(
 POINTS_DIR = "points"
 
 
-def _value(text):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_point(item, space):
-    """``'cnn:0.25/downsample=strided_stem'`` -> (name, values), checked against `space`.
-
-    Raises:
-      ValueError: a malformed item or a point outside `space` (the message names it).
-    """
-    hand, *changes = str(item).split("/")
-    try:
-        ((_, values),) = search_space.seed_points([hand], space)
-    except ValueError as e:
-        raise ValueError(f"--points={item}: {e}") from None
-    values = dict(values)
-    for change in changes:
-        name, sep, text = change.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--points={item}: {change!r} is not NAME=VALUE.")
-        values[name] = _value(text)
-    try:
-        space.check_point(values)
-    except ValueError as e:
-        raise ValueError(f"--points={item}: {e}") from None
-    name = str(item).replace(":", "_").replace("/", "+").replace("=", "-")
-    return name, values
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -81,9 +47,9 @@ def main(argv):
         cfg = nas_main.configure()
         shapes = data_lib.placeholder(f.DATA.dataset.value)
         space = nas_main._space(shapes.input_shape, shapes.num_classes)  # noqa: SLF001
-        points = [parse_point(item, space) for item in _POINTS.value]
+        points = [search_space.changed_point(item, space) for item in _POINTS.value]
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        raise app.UsageError(f"--points: {e}") from None
     project = os.path.join(f.PROJECT_DIR.value, f.PROJECT_NAME.value)
     d = f.DATA
     data = data_lib.load_dataset(

@@ -515,6 +515,38 @@ def seed_points(items, space):
     return out
 
 
+def _setting(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def changed_point(item, space):
+    """``FAMILY:WIDTH[:STAGES]/NAME=VALUE/...``: a hand or seed point (as
+    :func:`seed_points` reads it) with some hyperparameters changed, checked
+    against `space`: (name, values), e.g. ``cnn:0.25/downsample=strided_stem``
+    -> ('cnn_0.25+downsample-strided_stem', 4 / 8 / 16 with a strided stem).
+    VALUEs that read as numbers are numbers.
+
+    Raises:
+      ValueError: a malformed item or a point the space cannot express
+        (naming the item and what the space allows).
+    """
+    start, *changes = str(item).split("/")
+    ((name, values),) = seed_points([start], space)
+    values = dict(values)
+    for change in changes:
+        key, sep, text = change.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r}: {change!r} is not NAME=VALUE.")
+        values[key] = _setting(text)
+        name += f"+{key}-{text}"
+    return name, _checked(space, item, values)
+
+
 def _act(x, activation, name):
     if activation == "relu":
         return layers.ReLU(name=name)(x)

@@ -757,6 +757,31 @@ def test_seed_points_extend_the_hand_family_by_stages_of_the_last_width():
         search_space.seed_points(["cnn:0.5:5"], space)
 
 
+def test_changed_points_are_hand_points_with_settings_changed_and_checked():
+    space = search_space.StudentSpace((28, 28, 1), 10, filters=HAND_FILTERS)
+    name, values = search_space.changed_point(
+        "cnn:0.25/downsample=strided_stem/stage1_filters=8/dropout=0.1", space
+    )
+    assert name == "cnn_0.25+downsample-strided_stem+stage1_filters-8+dropout-0.1"
+    assert values == dict(
+        search_space.hand_point("cnn", 0.25),
+        downsample="strided_stem",
+        stage1_filters=8,
+        dropout=0.1,
+    )
+    assert (
+        search_space.changed_point("cnn:0.5:4", space)
+        == search_space.seed_points(["cnn:0.5:4"], space)[0]
+    )
+    with pytest.raises(ValueError, match="'stage1_filters' is not NAME=VALUE"):
+        search_space.changed_point("cnn:0.25/stage1_filters", space)
+    with pytest.raises(ValueError, match="stage1_filters=5 is not in the search space"):
+        search_space.changed_point("cnn:0.25/stage1_filters=5", space)
+    narrow = search_space.StudentSpace((28, 28, 1), 10, downsampling=("maxpool",))
+    with pytest.raises(ValueError, match="downsample='strided_stem'.*allowed: \\['maxpool'\\]"):
+        search_space.changed_point("cnn:0.25/downsample=strided_stem", narrow)
+
+
 @pytest.mark.slow(20)
 def test_every_option_converts_to_int8_and_runs_on_tflm():
     from export import convert, measure, micro

@@ -27,7 +27,7 @@ import os
 from absl import app, flags
 
 from kd_keras import data as data_lib
-from nas import final, search_space, tuner
+from nas import final, search_space
 from nas import flags as nas_flags
 from nas import main as nas_main
 
@@ -46,30 +46,15 @@ def main(argv):
     try:
         cfg = nas_main.configure()
         shapes = data_lib.placeholder(f.DATA.dataset.value)
-        space = nas_main._space(shapes.input_shape, shapes.num_classes)  # noqa: SLF001
+        space = nas_main.make_space(shapes.input_shape, shapes.num_classes)
         points = [search_space.changed_point(item, space) for item in _POINTS.value]
     except ValueError as e:
         raise app.UsageError(f"--points: {e}") from None
     project = os.path.join(f.PROJECT_DIR.value, f.PROJECT_NAME.value)
-    d = f.DATA
-    data = data_lib.load_dataset(
-        d.dataset.value, d.data_dir.value, d.manual_dir.value, d.val_size.value, seed=0
-    )
-    search = tuner.StudentSearch(
-        nas_main._space(data.input_shape, data.num_classes),  # noqa: SLF001
-        cfg["oracle"],
-        data,
-        cfg["train_config"],
-        batch_size=d.batch_size.value,
-        augment=cfg["augment"],
-        budget=cfg["budget"],
-        teacher=nas_main._teacher_fn(data, project, 0),  # noqa: SLF001
-        kd=cfg["kd"],
-        measure=cfg["measure"],
-        directory=f.PROJECT_DIR.value,
-        project_name=f.PROJECT_NAME.value,
-        verbose=0,
-    )
+    try:
+        search = nas_main.make_search(cfg, project)
+    except data_lib.DataError as e:
+        raise SystemExit(f"Cannot load the dataset: {e}") from None
     search.get_teacher()
     rows = []
     for name, values in points:

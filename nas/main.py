@@ -32,7 +32,8 @@ FLAGS = flags.FLAGS
 parse_flags = flag_groups.parse_flags
 
 
-def _space(input_shape, num_classes):
+def make_space(input_shape, num_classes):
+    """The search space the flags describe, for this input shape and class count."""
     f = nas_flags
     ints = lambda h: flag_groups.numbers(h.value, int, h.name)  # noqa: E731
     return search_space.StudentSpace(
@@ -173,7 +174,7 @@ def configure():
     flag_groups.parse_kwargs(f.TEACHER.teacher_args.value, "teacher_args")
     flag_groups.augment_config(f.TEACHER.teacher_augment)
     shapes = data_lib.placeholder(f.DATA.dataset.value)
-    space = _space(shapes.input_shape, shapes.num_classes)
+    space = make_space(shapes.input_shape, shapes.num_classes)
     out["seed_points"] = _seed_points(space)
     out["oracle"] = tuner.make_oracle(
         f.ORACLE.value,
@@ -205,6 +206,48 @@ def configure():
     return out
 
 
+def make_search(cfg, project, verbose=0, overwrite=False):
+    """Loads the data and builds the ``nas.tuner.StudentSearch`` the flags describe.
+
+    Args:
+      cfg: :func:`configure`'s result.
+      project: the project directory (--project_dir/--project_name).
+      verbose: 0, 1 or 2 (--verbose).
+      overwrite: start the project afresh (--overwrite).
+
+    Raises:
+      kd_keras.data.DataError: the dataset cannot be loaded.
+    """
+    f = nas_flags
+    d = f.DATA
+    data = data_lib.load_dataset(
+        d.dataset.value,
+        d.data_dir.value,
+        d.manual_dir.value,
+        d.val_size.value,
+        seed=0,
+        limit_train=d.limit_train.value,
+        limit_test=d.limit_test.value,
+        storage=d.data_storage.value,
+    )
+    return tuner.StudentSearch(
+        make_space(data.input_shape, data.num_classes),
+        cfg["oracle"],
+        data,
+        cfg["train_config"],
+        batch_size=d.batch_size.value,
+        augment=cfg["augment"],
+        budget=cfg["budget"],
+        teacher=_teacher_fn(data, project, verbose),
+        kd=cfg["kd"],
+        measure=cfg["measure"],
+        directory=f.PROJECT_DIR.value,
+        project_name=f.PROJECT_NAME.value,
+        overwrite=overwrite,
+        verbose=2 if verbose == 2 else 0,
+    )
+
+
 def main(argv):
     """Runs (or resumes) the search the flags describe and writes its report."""
     if len(argv) > 1:
@@ -223,36 +266,10 @@ def main(argv):
         sys.exit(f"Invalid configuration: {e}")
     console.setup(project, verbose=f.CONSOLE.show_logs.value)
 
-    d = f.DATA
     try:
-        data = data_lib.load_dataset(
-            d.dataset.value,
-            d.data_dir.value,
-            d.manual_dir.value,
-            d.val_size.value,
-            seed=0,
-            limit_train=d.limit_train.value,
-            limit_test=d.limit_test.value,
-            storage=d.data_storage.value,
-        )
+        search = make_search(cfg, project, verbose, overwrite=f.OVERWRITE.value)
     except data_lib.DataError as e:
         sys.exit(f"Cannot load the dataset: {e}")
-    search = tuner.StudentSearch(
-        _space(data.input_shape, data.num_classes),
-        cfg["oracle"],
-        data,
-        cfg["train_config"],
-        batch_size=d.batch_size.value,
-        augment=cfg["augment"],
-        budget=cfg["budget"],
-        teacher=_teacher_fn(data, project, verbose),
-        kd=cfg["kd"],
-        measure=cfg["measure"],
-        directory=f.PROJECT_DIR.value,
-        project_name=f.PROJECT_NAME.value,
-        overwrite=f.OVERWRITE.value,
-        verbose=2 if verbose == 2 else 0,
-    )
     if role != "worker":
         if f.SAMPLE_WITHIN_BUDGET.value:
             search.sample_within_budget()

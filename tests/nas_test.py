@@ -777,7 +777,9 @@ def test_changed_points_are_hand_points_with_settings_changed_and_checked():
         search_space.changed_point("cnn:0.25/stage1_filters", space)
     with pytest.raises(ValueError, match="stage1_filters=5 is not in the search space"):
         search_space.changed_point("cnn:0.25/stage1_filters=5", space)
-    narrow = search_space.StudentSpace((28, 28, 1), 10, downsampling=("maxpool",))
+    narrow = search_space.StudentSpace(
+        (28, 28, 1), 10, filters=HAND_FILTERS, downsampling=("maxpool",)
+    )
     with pytest.raises(ValueError, match="downsample='strided_stem'.*allowed: \\['maxpool'\\]"):
         search_space.changed_point("cnn:0.25/downsample=strided_stem", narrow)
 

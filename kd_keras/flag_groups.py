@@ -452,6 +452,15 @@ def define_console_flags():
 # Holder values -> plain configs. Each raises ValueError naming the flag.
 
 
+def literal(text):
+    """``'10'`` -> 10, ``'0.1'`` -> 0.1, ``'True'`` -> True; text that is no
+    Python literal (``'strided_stem'``) stays text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def parse_kwargs(items, flag_name):
     """Parses ``["depth=10", "width=2"]`` into {'depth': 10, 'width': 2}.
 
@@ -463,10 +472,7 @@ def parse_kwargs(items, flag_name):
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
             raise ValueError(f"--{flag_name}={','.join(items)}: expected k=v items, got {item!r}.")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
+        out[key] = literal(value)
     return out
 
 

@@ -80,6 +80,7 @@ import os
 
 import keras_tuner as kt
 
+from kd_keras import flag_groups
 from kd_keras.keras_compat import keras
 from kd_keras.models import cnn as cnn_lib
 
@@ -515,21 +516,12 @@ def seed_points(items, space):
     return out
 
 
-def _setting(text):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def changed_point(item, space):
     """``FAMILY:WIDTH[:STAGES]/NAME=VALUE/...``: a hand or seed point (as
     :func:`seed_points` reads it) with some hyperparameters changed, checked
     against `space`: (name, values), e.g. ``cnn:0.25/downsample=strided_stem``
     -> ('cnn_0.25+downsample-strided_stem', 4 / 8 / 16 with a strided stem).
-    VALUEs that read as numbers are numbers.
+    VALUEs are read as :func:`kd_keras.flag_groups.literal` reads them.
 
     Raises:
       ValueError: a malformed item or a point the space cannot express
@@ -542,7 +534,7 @@ def changed_point(item, space):
         key, sep, text = change.partition("=")
         if not sep or not key:
             raise ValueError(f"{item!r}: {change!r} is not NAME=VALUE.")
-        values[key] = _setting(text)
+        values[key] = flag_groups.literal(text)
         name += f"+{key}-{text}"
     return name, _checked(space, item, values)
 

@@ -157,6 +157,12 @@ DOWNSAMPLING = flags.DEFINE_list(
     list(search_space.DOWNSAMPLING),
     f"Downsampling, a subset of {search_space.DOWNSAMPLING}.",
 )
+STEM_PADDINGS = flags.DEFINE_list(
+    "stem_paddings",
+    list(search_space.STEM_PADDINGS),
+    f"Padding of the very first convolution, a subset of {search_space.STEM_PADDINGS} "
+    "('valid' computes kernel - 1 fewer rows and columns at full resolution).",
+)
 HEAD_UNITS = flags.DEFINE_list(
     "head_units", ["0", "32", "64", "128"], "Hidden Dense widths before the logits (0 = none)."
 )

@@ -47,6 +47,7 @@ def make_space(input_shape, num_classes):
         expansions=ints(f.EXPANSIONS),
         conv_types=f.CONV_TYPES.value,
         downsampling=f.DOWNSAMPLING.value,
+        stem_paddings=f.STEM_PADDINGS.value,
         se_ratios=ints(f.SE_RATIOS),
         activations=f.ACTIVATIONS.value,
         head_units=ints(f.HEAD_UNITS),

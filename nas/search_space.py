@@ -33,6 +33,16 @@ A block is one of
   BN`` (linear bottleneck), plus the block's input (``Add``) when the stride
   is 1 and the channel counts agree.
 
+The very first convolution pads its input (``stem_padding='same'``, the
+hand-designed students' choice) or not (``'valid'``): a valid k x k
+convolution over a 28 x 28 image computes 26 x 26 outputs for k = 3, and
+every later map is smaller by as much (13, 7 and 4 pixels after 2, 3 and
+4 halvings, against 14, 7 and 4). Same weights, same ops; only the pixels
+at the image's border are no longer the centre of a first-layer
+receptive field. Where the full-resolution first convolution dominates int8
+latency (on a CPU whose int8 kernels cost about the same per output pixel
+for 1 to 16 channels), that is about 14% fewer of its outputs.
+
 ``act`` is ``activation``: ``relu``, ``relu6`` or ``hard_swish`` (``x *
 relu6(x + 3) / 6``, written as ``Rescaling -> ReLU(max 1) -> Multiply``).
 ``se`` > 0 adds squeeze-excite (``GlobalAveragePooling2D(keepdims) -> Conv2D
@@ -47,7 +57,8 @@ distillation losses look for in students.
 
 Hand-designed points: :func:`hand_point` gives the values of
 ``kd_keras.models.cnn`` / ``cnn_dws`` (3 stages of (16, 32, 64) x width, one
-3x3 block each, max-pooling, no head, no dropout); built through the space
+3x3 block each, max-pooling, a same-padded first convolution, no head, no
+dropout); built through the space
 they have exactly the registry models' parameters and weight shapes, layer by
 layer (tests/nas_test.py), whenever the space holds their values
 (:meth:`StudentSpace.check_point` says which one it lacks).
@@ -69,10 +80,12 @@ pruned either (tests/nas_test.py); post-training int8 export is unaffected.
 Hyperparameters (names as recorded by keras-tuner): ``stages``,
 ``stage{i}_filters``, ``stage{i}_blocks`` (active only when ``stages >= i``),
 ``conv``, ``kernel_size``, ``expansion`` (active only when ``conv`` is
-``separable`` or ``inverted``), ``downsample``, ``se``, ``activation``,
-``head_units`` (0 = no hidden layer), ``dropout``. ``se`` and ``activation``
-default to their first choice (0 and ``relu``), so best-hyperparameters files
-written before they existed rebuild the same model.
+``separable`` or ``inverted``), ``downsample``, ``stem_padding`` (only in a
+space that allows ``'valid'``), ``se``, ``activation``, ``head_units`` (0 =
+no hidden layer), ``dropout``. ``se``, ``activation`` and ``stem_padding``
+default to their first choice (0, ``relu`` and ``same``), so
+best-hyperparameters files written before they existed rebuild the same
+model.
 """
 
 import json
@@ -88,6 +101,7 @@ layers = keras.layers
 
 CONV_TYPES = ("standard", "separable", "inverted")
 DOWNSAMPLING = ("maxpool", "strided", "avgpool", "strided_first", "strided_stem")
+STEM_PADDINGS = ("same", "valid")
 ACTIVATIONS = ("relu", "relu6", "hard_swish")
 # Families of kd_keras.models that are points of the space (see hand_point).
 HAND_FAMILIES = {"cnn": "standard", "cnn_dws": "separable"}
@@ -122,6 +136,7 @@ _DEFAULTS = dict(
     expansions=(1, 2, 4),
     conv_types=CONV_TYPES,
     downsampling=DOWNSAMPLING,
+    stem_paddings=("same",),
     se_ratios=(0, 4),
     activations=ACTIVATIONS,
     head_units=(0, 32, 64, 128),
@@ -157,6 +172,11 @@ class StudentSpace(kt.HyperModel):
         >= 1; 1 = no expansion convolution).
       conv_types: subset of ``CONV_TYPES``.
       downsampling: subset of ``DOWNSAMPLING``.
+      stem_paddings: subset of ``STEM_PADDINGS``: the padding of the very
+        first convolution (``'valid'`` trims ``kernel - 1`` pixels from its
+        output map and from every map after it). ``('same',)``, the
+        default, registers no ``stem_padding`` hyperparameter: the space of
+        before the option existed, draw for draw.
       se_ratios: squeeze-excite reductions (0 = no squeeze-excite; r > 0
         squeezes C channels to max(1, C // r)).
       activations: subset of ``ACTIVATIONS``.
@@ -180,6 +200,7 @@ class StudentSpace(kt.HyperModel):
         expansions=_DEFAULTS["expansions"],
         conv_types=CONV_TYPES,
         downsampling=DOWNSAMPLING,
+        stem_paddings=_DEFAULTS["stem_paddings"],
         se_ratios=_DEFAULTS["se_ratios"],
         activations=ACTIVATIONS,
         head_units=_DEFAULTS["head_units"],
@@ -215,6 +236,7 @@ class StudentSpace(kt.HyperModel):
         self.expansions = _tuple("expansions", expansions, int)
         self.conv_types = _tuple("conv_types", conv_types, str)
         self.downsampling = _tuple("downsampling", downsampling, str)
+        self.stem_paddings = _tuple("stem_paddings", stem_paddings, str)
         self.se_ratios = _tuple("se_ratios", se_ratios, int)
         self.activations = _tuple("activations", activations, str)
         self.head_units = _tuple("head_units", head_units, int)
@@ -225,6 +247,12 @@ class StudentSpace(kt.HyperModel):
             ("expansions", self.expansions, lambda v: v >= 1, ">= 1"),
             ("conv_types", self.conv_types, lambda v: v in CONV_TYPES, f"in {CONV_TYPES}"),
             ("downsampling", self.downsampling, lambda v: v in DOWNSAMPLING, f"in {DOWNSAMPLING}"),
+            (
+                "stem_paddings",
+                self.stem_paddings,
+                lambda v: v in STEM_PADDINGS,
+                f"in {STEM_PADDINGS}",
+            ),
             ("se_ratios", self.se_ratios, lambda v: v >= 0, ">= 0"),
             ("activations", self.activations, lambda v: v in ACTIVATIONS, f"in {ACTIVATIONS}"),
             ("head_units", self.head_units, lambda v: v >= 0, ">= 0"),
@@ -234,6 +262,17 @@ class StudentSpace(kt.HyperModel):
             bad = [v for v in values if not ok(v)]
             if bad:
                 raise ValueError(f"{arg} must each be {allowed}; got {list(values)} (bad: {bad}).")
+        if "valid" in self.stem_paddings:
+            # The valid first convolution trims kernel - 1 pixels; the stages
+            # after it must still fit (see the max_stages check above).
+            trimmed = min(self.input_shape[:2]) - max(self.kernel_sizes) + 1
+            if trimmed < 1 or trimmed.bit_length() < self.max_stages:
+                raise ValueError(
+                    f"stem_paddings={list(self.stem_paddings)}: a valid {max(self.kernel_sizes)}x"
+                    f"{max(self.kernel_sizes)} first convolution leaves {max(trimmed, 0)} pixels "
+                    f"of a {self.input_shape[:2]} input, too few for max_stages={self.max_stages}; "
+                    "allow only 'same', or fewer stages or smaller kernels."
+                )
 
     # -- keras-tuner ---------------------------------------------------------
 
@@ -265,6 +304,9 @@ class StudentSpace(kt.HyperModel):
         with hp.conditional_scope("conv", expanding):
             expansion = hp.Choice("expansion", list(self.expansions))
         downsample = hp.Choice("downsample", list(self.downsampling))
+        stem_padding = "same"
+        if self.stem_paddings != ("same",):
+            stem_padding = hp.Choice("stem_padding", list(self.stem_paddings))
         block = dict(
             conv=conv,
             kernel=kernel,
@@ -274,9 +316,9 @@ class StudentSpace(kt.HyperModel):
         )
         head = hp.Choice("head_units", list(self.head_units))
         dropout = hp.Choice("dropout", list(self.dropouts))
-        return self._model(plan, block, downsample, head, dropout)
+        return self._model(plan, block, downsample, head, dropout, stem_padding)
 
-    def _model(self, plan, block, downsample, head, dropout):
+    def _model(self, plan, block, downsample, head, dropout, stem_padding="same"):
         inputs = keras.Input(self.input_shape, name="image")
         x = inputs
         for s, (filters, blocks) in enumerate(plan, start=1):
@@ -297,7 +339,7 @@ class StudentSpace(kt.HyperModel):
                 name = f"block{s}" if b == blocks else None
                 args = dict(block, filters=filters, stride=stride, prefix=f"s{s}b{b}", name=name)
                 if s == 1 and b == 1:
-                    x = _block(x, **dict(args, conv="standard", se=0))
+                    x = _block(x, **dict(args, conv="standard", se=0, padding=stem_padding))
                 else:
                     x = _block(x, **args)
         x = layers.GlobalAveragePooling2D(name="gap")(x)
@@ -351,6 +393,7 @@ class StudentSpace(kt.HyperModel):
             expansions=list(self.expansions),
             conv_types=list(self.conv_types),
             downsampling=list(self.downsampling),
+            stem_paddings=list(self.stem_paddings),
             se_ratios=list(self.se_ratios),
             activations=list(self.activations),
             head_units=list(self.head_units),
@@ -361,12 +404,14 @@ class StudentSpace(kt.HyperModel):
     def from_config(cls, config, input_shape, num_classes):
         """Rebuilds a space from :meth:`get_config` for a given input and classes.
 
-        A config written before ``se_ratios`` and ``activations`` existed
-        gets (0,) and ('relu',): the space it described.
+        A config written before ``se_ratios``, ``activations`` and
+        ``stem_paddings`` existed gets (0,), ('relu',) and ('same',): the
+        space it described.
         """
         config = dict(config)
         config.setdefault("se_ratios", [0])
         config.setdefault("activations", ["relu"])
+        config.setdefault("stem_paddings", ["same"])
         return cls(input_shape, num_classes, **config)
 
 
@@ -479,7 +524,11 @@ def same_cost_key(values):
 
 
 def _checked(space, item, values):
-    """`values`, checked by ``space.check_point`` (the error names `item`)."""
+    """`values`, checked by ``space.check_point`` (the error names `item`);
+    with ``stem_padding='same'`` (the hand design's) added when `space` has
+    that hyperparameter and `values` do not say."""
+    if space.stem_paddings != ("same",):
+        values = dict({"stem_padding": "same"}, **values)
     try:
         space.check_point(values)
     except ValueError as e:
@@ -563,13 +612,16 @@ def _squeeze_excite(x, ratio, prefix, name=None):
     return layers.Multiply(name=name or f"{prefix}_se")([x, s])
 
 
-def _block(x, conv, kernel, expansion, se, activation, filters, stride, prefix, name):
-    """One block (see the module docstring); its last layer is named `name`."""
+def _block(
+    x, conv, kernel, expansion, se, activation, filters, stride, prefix, name, padding="same"
+):
+    """One block (see the module docstring); its last layer is named `name`.
+    `padding` is the padding of a standard block's convolution."""
     inputs = x
     end = name or f"{prefix}_out"
     if conv == "standard":
         x = layers.Conv2D(
-            filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}_conv"
+            filters, kernel, strides=stride, padding=padding, use_bias=False, name=f"{prefix}_conv"
         )(x)
         x = _bn(x, f"{prefix}_bn")
         if se:

@@ -396,6 +396,64 @@ def test_each_downsampling_ends_the_stages_at_its_resolutions():
         assert model.count_params() == params, downsample
 
 
+def test_a_valid_stem_trims_every_map_and_keeps_the_weights():
+    space = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3, stem_paddings=("same", "valid"))
+    point = dict(search_space.hand_point("cnn", 0.5), stage2_blocks=2)
+    # A valid 3x3 first convolution: 12 -> 10 pixels, then halvings of 10.
+    expected = {
+        "maxpool": (10, 5, 3),
+        "avgpool": (10, 5, 3),
+        "strided": (10, 5, 3),
+        "strided_first": (10, 5, 3),
+        "strided_stem": (5, 5, 3),
+    }
+    assert set(expected) == set(search_space.DOWNSAMPLING)
+    params = space.build(search_space.hyperparameters_from_values(point)).count_params()
+    for downsample, sizes in expected.items():
+        values = dict(point, downsample=downsample, stem_padding="valid")
+        model = space.build(search_space.hyperparameters_from_values(values))
+        got = tuple(model.get_layer(f"block{i}").output.shape[1] for i in (1, 2, 3))
+        assert got == sizes, downsample
+        assert model.count_params() == params, downsample
+        convs = [l for l in model.layers if type(l).__name__ in ("Conv2D", "DepthwiseConv2D")]
+        assert [l.padding for l in convs] == ["valid"] + ["same"] * (len(convs) - 1)
+    # The hand points keep the padded first convolution.
+    hand = space.build(search_space.hyperparameters_from_values(point))
+    assert hand.get_layer("block1").output.shape[1] == SHAPE[0]
+
+
+def test_stem_padding_is_a_hyperparameter_only_when_valid_is_allowed():
+    def names(space):
+        hp = kt.HyperParameters()
+        space.build(hp)
+        return {p.name for p in hp.space}
+
+    plain = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3)
+    both = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3, stem_paddings=("same", "valid"))
+    assert "stem_padding" not in names(plain) and "stem_padding" in names(both)
+    assert names(both) - names(plain) == {"stem_padding"}
+    # Hand points state the hand design's padding where the space asks for it.
+    ((_, hand),) = search_space.hand_points(["cnn:0.5"], both)
+    assert hand["stem_padding"] == "same"
+    ((_, hand),) = search_space.hand_points(["cnn:0.5"], plain)
+    assert "stem_padding" not in hand
+    name, changed = search_space.changed_point("cnn:0.5/stem_padding=valid", both)
+    assert changed["stem_padding"] == "valid" and name == "cnn_0.5+stem_padding-valid"
+    valid_only = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3, stem_paddings=("valid",))
+    with pytest.raises(ValueError, match=r"cnn:0.5 .*stem_padding='same'.*allowed: \['valid'\]"):
+        search_space.hand_points(["cnn:0.5"], valid_only)
+
+
+def test_a_valid_stem_that_leaves_too_few_pixels_is_refused():
+    with pytest.raises(ValueError, match=r"stem_paddings=\['same', 'valid'\].*max_stages=4"):
+        search_space.StudentSpace(
+            (8, 8, 1), CLASSES, max_stages=4, kernel_sizes=(3,), stem_paddings=("same", "valid")
+        )
+    search_space.StudentSpace((8, 8, 1), CLASSES, max_stages=4, kernel_sizes=(3,))
+    with pytest.raises(ValueError, match="stem_paddings must each be in"):
+        search_space.StudentSpace(SHAPE, CLASSES, stem_paddings=("causal",))
+
+
 def test_space_points_convert_to_tflite_and_match_keras():
     from export import convert, measure
 
@@ -788,17 +846,20 @@ def test_changed_points_are_hand_points_with_settings_changed_and_checked():
 def test_every_option_converts_to_int8_and_runs_on_tflm():
     from export import convert, measure, micro
 
-    space = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3, head_units=(0, 16))
+    space = search_space.StudentSpace(
+        SHAPE, CLASSES, max_stages=3, head_units=(0, 16), stem_paddings=("same", "valid")
+    )
     images = np.random.default_rng(0).integers(0, 256, (16,) + SHAPE).astype(np.uint8)
     x = data_lib.preprocess(images[:2])
-    for downsample, activation in (
-        ("avgpool", "hard_swish"),
-        ("strided", "relu6"),
-        ("strided_first", "relu"),
-        ("strided_stem", "relu"),
+    for downsample, activation, stem_padding in (
+        ("avgpool", "hard_swish", "same"),
+        ("strided", "relu6", "valid"),
+        ("strided_first", "relu", "same"),
+        ("strided_stem", "relu", "valid"),
     ):
         values = dict(
             POINT,
+            stem_padding=stem_padding,
             stages=3,
             stage2_blocks=2,
             stage3_filters=8,
@@ -840,17 +901,20 @@ def test_options_tf_mot_refuses_are_the_documented_ones():
     assert not accepts(prune, activation="hard_swish")
 
 
-def test_a_space_saved_before_se_and_activations_rebuilds_plain_relu_points():
-    old_config = search_space.StudentSpace(SHAPE, CLASSES).get_config()
-    del old_config["se_ratios"], old_config["activations"]
+def test_a_space_saved_before_se_activations_and_stem_paddings_rebuilds_old_points():
+    new = search_space.StudentSpace(SHAPE, CLASSES, stem_paddings=("same", "valid"))
+    old_config = new.get_config()
+    del old_config["se_ratios"], old_config["activations"], old_config["stem_paddings"]
     space = search_space.StudentSpace.from_config(old_config, SHAPE, CLASSES)
-    old_values = {k: v for k, v in POINT.items() if k not in ("se", "activation")}
+    assert space.stem_paddings == ("same",)
+    old_values = {k: v for k, v in POINT.items() if k not in ("se", "activation", "stem_padding")}
     model = space.build(
         search_space.hyperparameters_from_values(dict(old_values, conv="separable"))
     )
     kinds = {type(l).__name__ for l in model.layers}
     assert "Multiply" not in kinds and "Rescaling" not in kinds
     assert all(l.max_value is None for l in model.layers if type(l).__name__ == "ReLU")
+    assert model.get_layer("s1b1_conv").padding == "same"
 
 
 # ----------------------------------------------------------------------------

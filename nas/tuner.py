@@ -1124,7 +1124,38 @@ class StudentSearch(base_tuner.BaseTuner):
             logging.info("Draw rejected: it does not convert (%s).", e)
             return False
         figures["params"] = int(model.count_params())
-        return not any(self.budget.excess(figures).values())
+        excess = self.budget.excess(figures)
+        if any(excess.values()):
+            self._warn_if_start_point(values, figures, excess)
+        return not any(excess.values())
+
+    def _warn_if_start_point(self, values, figures, excess):
+        """Says at once, in one line, when a start or seed point (a hand-designed
+        student) misses the budget: it is then not trained, and a budget below
+        every start point (e.g. a latency limit set on a faster machine) leaves
+        the search only its random draws, which it would otherwise only report
+        at its end, as no feasible trial."""
+        for kind in ("start", "seed"):
+            points = [dict(p) for p in getattr(self.oracle, f"{kind}_points", ())]
+            if dict(values) not in points:
+                continue
+            over = ", ".join(
+                f"{self.budget.figure(f)} {figures[self.budget.figure(f)]:g} > "
+                f"--{attr}={getattr(self.budget, attr):g}"
+                for f, attr in Budget.LIMITS
+                if excess.get(f)
+            )
+            logging.warning(
+                "%s point %d of %d (--%s_points) is over the budget (%s), measured on this "
+                "machine: it will not be trained. If every start point is, the budget lies "
+                "below the hand-designed students here; consider relaxing it.",
+                kind.capitalize(),
+                points.index(dict(values)) + 1,
+                len(points),
+                kind,
+                over,
+            )
+            return
 
     def _untrained(self, values):
         """The model of hyperparameter `values` with distinct random weights

@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import logging
 import os
 import re
 import subprocess
@@ -294,6 +295,23 @@ def test_within_budget_measures_the_untrained_files(tmp_path, monkeypatch):
     )
     assert not tight.within_budget(values)
     assert formats == ["int8"]
+
+
+def test_a_start_point_over_the_budget_is_named_when_it_is_refused(tmp_path, caplog):
+    """A budget below a hand-designed start point says so when the point is
+    drawn (before any trial trains), naming the figure and the flag."""
+    start = [search_space.hand_point("cnn", 0.25), search_space.hand_point("cnn", 1.0)]
+    oracle = tuner.make_oracle("evolution", max_trials=1, start_points=start)
+    search = _tuner(tmp_path, oracle, StubSearch, budget=tuner.Budget(max_params=5000))
+    assert search.within_budget(start[0])  # 1,758 parameters
+    assert not any("over the budget" in r.getMessage() for r in caplog.records)
+    with caplog.at_level(logging.WARNING):
+        assert not search.within_budget(start[1])  # 24k parameters
+        assert not search.within_budget(dict(start[1], stage3_filters=48))  # not a start point
+    (line,) = [r.getMessage() for r in caplog.records if "over the budget" in r.getMessage()]
+    assert line.startswith("Start point 2 of 2 (--start_points)")
+    model = search.hypermodel.build(search_space.hyperparameters_from_values(start[1]))
+    assert f"params {model.count_params()} > --max_params=5000" in line
 
 
 def test_bayesian_oracle_models_the_conditional_space(tmp_path):

@@ -391,75 +391,32 @@ def test_random_and_extreme_space_points_build_from_allowed_layers():
         _check_structure(space.build(search_space.hyperparameters_from_values(values)), values)
 
 
-def test_each_downsampling_ends_the_stages_at_its_resolutions():
-    space = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3)
-    point = dict(search_space.hand_point("cnn", 0.5), stage2_blocks=2)
-    # Each stage's output: 'strided_stem' halves the input in the first
-    # convolution and not again into stage 2.
-    expected = {
-        "maxpool": (12, 6, 3),
-        "avgpool": (12, 6, 3),
-        "strided": (12, 6, 3),
-        "strided_first": (12, 6, 3),
-        "strided_stem": (6, 6, 3),
-    }
-    assert set(expected) == set(search_space.DOWNSAMPLING)
-    params = space.build(search_space.hyperparameters_from_values(point)).count_params()
-    for downsample, sizes in expected.items():
-        model = space.build(
-            search_space.hyperparameters_from_values(dict(point, downsample=downsample))
-        )
-        got = tuple(model.get_layer(f"block{i}").output.shape[1] for i in (1, 2, 3))
-        assert got == sizes, downsample
-        assert model.count_params() == params, downsample
-
-
-def test_a_valid_stem_trims_every_map_and_keeps_the_weights():
+def test_each_downsampling_and_stem_padding_ends_the_stages_at_its_resolutions():
     space = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3, stem_paddings=("same", "valid"))
-    point = dict(search_space.hand_point("cnn", 0.5), stage2_blocks=2)
-    # A valid 3x3 first convolution: 12 -> 10 pixels, then halvings of 10.
+    point = dict(search_space.hand_point("cnn", 0.5), stage2_blocks=2, stem_padding="same")
+    # Each stage's output: 'strided_stem' halves the input in the first
+    # convolution and not again into stage 2; a valid 3x3 first convolution
+    # makes 12 pixels 10, which the later halvings start from.
     expected = {
-        "maxpool": (10, 5, 3),
-        "avgpool": (10, 5, 3),
-        "strided": (10, 5, 3),
-        "strided_first": (10, 5, 3),
-        "strided_stem": (5, 5, 3),
+        "maxpool": {"same": (12, 6, 3), "valid": (10, 5, 3)},
+        "avgpool": {"same": (12, 6, 3), "valid": (10, 5, 3)},
+        "strided": {"same": (12, 6, 3), "valid": (10, 5, 3)},
+        "strided_first": {"same": (12, 6, 3), "valid": (10, 5, 3)},
+        "strided_stem": {"same": (6, 6, 3), "valid": (5, 5, 3)},
     }
     assert set(expected) == set(search_space.DOWNSAMPLING)
     params = space.build(search_space.hyperparameters_from_values(point)).count_params()
-    for downsample, sizes in expected.items():
-        values = dict(point, downsample=downsample, stem_padding="valid")
-        model = space.build(search_space.hyperparameters_from_values(values))
-        got = tuple(model.get_layer(f"block{i}").output.shape[1] for i in (1, 2, 3))
-        assert got == sizes, downsample
-        assert model.count_params() == params, downsample
-        convs = [l for l in model.layers if type(l).__name__ in ("Conv2D", "DepthwiseConv2D")]
-        assert [l.padding for l in convs] == ["valid"] + ["same"] * (len(convs) - 1)
-    # The hand points keep the padded first convolution.
-    hand = space.build(search_space.hyperparameters_from_values(point))
-    assert hand.get_layer("block1").output.shape[1] == SHAPE[0]
-
-
-def test_stem_padding_is_a_hyperparameter_only_when_valid_is_allowed():
-    def names(space):
-        hp = kt.HyperParameters()
-        space.build(hp)
-        return {p.name for p in hp.space}
-
-    plain = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3)
-    both = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3, stem_paddings=("same", "valid"))
-    assert "stem_padding" not in names(plain) and "stem_padding" in names(both)
-    assert names(both) - names(plain) == {"stem_padding"}
-    # Hand points state the hand design's padding where the space asks for it.
-    ((_, hand),) = search_space.hand_points(["cnn:0.5"], both)
-    assert hand["stem_padding"] == "same"
-    ((_, hand),) = search_space.hand_points(["cnn:0.5"], plain)
-    assert "stem_padding" not in hand
-    name, changed = search_space.changed_point("cnn:0.5/stem_padding=valid", both)
-    assert changed["stem_padding"] == "valid" and name == "cnn_0.5+stem_padding-valid"
-    valid_only = search_space.StudentSpace(SHAPE, CLASSES, max_stages=3, stem_paddings=("valid",))
-    with pytest.raises(ValueError, match=r"cnn:0.5 .*stem_padding='same'.*allowed: \['valid'\]"):
-        search_space.hand_points(["cnn:0.5"], valid_only)
+    for downsample, by_padding in expected.items():
+        for stem_padding, sizes in by_padding.items():
+            values = dict(point, downsample=downsample, stem_padding=stem_padding)
+            model = space.build(search_space.hyperparameters_from_values(values))
+            got = tuple(model.get_layer(f"block{i}").output.shape[1] for i in (1, 2, 3))
+            assert got == sizes, values
+            assert model.count_params() == params, values
+            spatial = [
+                l for l in model.layers if type(l).__name__ == "Conv2D" and l.kernel_size != (1, 1)
+            ]
+            assert [l.padding for l in spatial] == [stem_padding] + ["same"] * (len(spatial) - 1)
 
 
 def test_a_valid_stem_that_leaves_too_few_pixels_is_refused():

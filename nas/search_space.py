@@ -274,6 +274,12 @@ class StudentSpace(kt.HyperModel):
                     "allow only 'same', or fewer stages or smaller kernels."
                 )
 
+    @property
+    def searches_stem_padding(self):
+        """Whether ``stem_padding`` is a hyperparameter of this space: only
+        when it allows more than the hand design's ``'same'``."""
+        return self.stem_paddings != ("same",)
+
     # -- keras-tuner ---------------------------------------------------------
 
     def build(self, hp):
@@ -305,7 +311,7 @@ class StudentSpace(kt.HyperModel):
             expansion = hp.Choice("expansion", list(self.expansions))
         downsample = hp.Choice("downsample", list(self.downsampling))
         stem_padding = "same"
-        if self.stem_paddings != ("same",):
+        if self.searches_stem_padding:
             stem_padding = hp.Choice("stem_padding", list(self.stem_paddings))
         block = dict(
             conv=conv,
@@ -318,7 +324,7 @@ class StudentSpace(kt.HyperModel):
         dropout = hp.Choice("dropout", list(self.dropouts))
         return self._model(plan, block, downsample, head, dropout, stem_padding)
 
-    def _model(self, plan, block, downsample, head, dropout, stem_padding="same"):
+    def _model(self, plan, block, downsample, head, dropout, stem_padding):
         inputs = keras.Input(self.input_shape, name="image")
         x = inputs
         for s, (filters, blocks) in enumerate(plan, start=1):
@@ -527,7 +533,7 @@ def _checked(space, item, values):
     """`values`, checked by ``space.check_point`` (the error names `item`);
     with ``stem_padding='same'`` (the hand design's) added when `space` has
     that hyperparameter and `values` do not say."""
-    if space.stem_paddings != ("same",):
+    if space.searches_stem_padding:
         values = dict({"stem_padding": "same"}, **values)
     try:
         space.check_point(values)

@@ -1136,8 +1136,10 @@ class StudentSearch(base_tuner.BaseTuner):
         the search only its random draws, which it would otherwise only report
         at its end, as no feasible trial."""
         for kind in ("start", "seed"):
-            points = [dict(p) for p in getattr(self.oracle, f"{kind}_points", ())]
-            if dict(values) not in points:
+            points = getattr(self.oracle, f"{kind}_points", ())
+            # The oracle's own rule for "is this draw that point".
+            index = [i for i, p in enumerate(points) if _EvolutionDraws._is_one_of(values, [p])]
+            if not index:
                 continue
             over = ", ".join(
                 f"{self.budget.figure(f)} {figures[self.budget.figure(f)]:g} > "
@@ -1150,7 +1152,7 @@ class StudentSearch(base_tuner.BaseTuner):
                 "machine: it will not be trained. If every start point is, the budget lies "
                 "below the hand-designed students here; consider relaxing it.",
                 kind.capitalize(),
-                points.index(dict(values)) + 1,
+                index[0] + 1,
                 len(points),
                 kind,
                 over,

@@ -40,8 +40,10 @@ SEED_POINTS = flags.DEFINE_list(
     "seed_points",
     [],
     "--oracle=evolution: further students tried after --start_points, which the search "
-    "does not aim to cover (FAMILY:WIDTH[:STAGES]; stages past the third keep its width, "
-    "e.g. cnn:0.5:4 has 8/16/32/32 channels); the ones over the budget are skipped.",
+    "does not aim to cover (FAMILY:WIDTH[:STAGES][/NAME=VALUE...]; stages past the third "
+    "keep its width, e.g. cnn:0.5:4 has 8/16/32/32 channels, and /NAME=VALUE changes a "
+    "hyperparameter, e.g. cnn:0.5:4/stem_padding=valid, as bench/nas_points.py --points "
+    "reads them); the ones over the budget are skipped.",
 )
 POPULATION = flags.DEFINE_integer(
     "evolution_population",

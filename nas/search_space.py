@@ -543,9 +543,13 @@ def _checked(space, item, values):
 
 
 def seed_points(items, space):
-    """``FAMILY:WIDTH[:STAGES]`` items (:func:`hand_point` with `stages`) as
-    checked points of `space`: [(name, values)], e.g. ``cnn:0.5:4`` ->
-    ('cnn_0.5_4stages', 8 / 16 / 32 / 32 channels).
+    """``FAMILY:WIDTH[:STAGES][/NAME=VALUE...]`` items (:func:`hand_point`
+    with `stages`, then :func:`changed_point`'s changes if any) as checked
+    points of `space`: [(name, values)], e.g. ``cnn:0.5:4`` ->
+    ('cnn_0.5_4stages', 8 / 16 / 32 / 32 channels), and
+    ``cnn:0.5:4/stem_padding=valid`` -> ('cnn_0.5_4stages+stem_padding-valid',
+    the same with a valid first convolution): points a screen
+    (``bench/nas_points.py``) found cheap on the machine at hand.
 
     Raises:
       ValueError: an item that does not parse, or a point the space cannot
@@ -553,6 +557,9 @@ def seed_points(items, space):
     """
     out = []
     for item in items:
+        if "/" in str(item):
+            out.append(changed_point(item, space))
+            continue
         parts = str(item).split(":")
         stages = parts.pop() if len(parts) == 3 else None
         try:
@@ -585,13 +592,35 @@ def changed_point(item, space):
     start, *changes = str(item).split("/")
     ((name, values),) = seed_points([start], space)
     values = dict(values)
+    hp = kt.HyperParameters()
+    space.build(hp)  # Registers every hyperparameter, conditional ones too.
+    params = {p.name: p for p in hp.space}
+    changed = []
     for change in changes:
         key, sep, text = change.partition("=")
         if not sep or not key:
             raise ValueError(f"{item!r}: {change!r} is not NAME=VALUE.")
+        if key not in params:
+            raise ValueError(
+                f"{item!r}: {key!r} is not a hyperparameter of the search space "
+                f"(it has: {', '.join(sorted(params))})."
+            )
         values[key] = flag_groups.literal(text)
         name += f"+{key}-{text}"
+        changed.append(key)
+    for key in changed:
+        # A change the point does not use (stage4_filters of a three-stage
+        # point, expansion of a standard one) would build the unchanged network.
+        if not all(c.is_active(values) for c in params[key].conditions):
+            raise ValueError(
+                f"{item!r}: {key} has no effect on this point "
+                f"({'; '.join(_condition_text(c) for c in params[key].conditions)})."
+            )
     return name, _checked(space, item, values)
+
+
+def _condition_text(condition):
+    return f"it needs {condition.name} in {list(condition.values)}"
 
 
 def _act(x, activation, name):

@@ -788,6 +788,17 @@ def test_seed_points_extend_the_hand_family_by_stages_of_the_last_width():
             search_space.seed_points([bad], space)
     with pytest.raises(ValueError, match="cnn:0.5:5 is not a point.*stages=5"):
         search_space.seed_points(["cnn:0.5:5"], space)
+    # A seed can carry changes, as a screen's --points item does.
+    changed = "cnn:0.5:4/stage1_filters=4/kernel_size=5"
+    assert search_space.seed_points([changed, "cnn:0.5:4"], space) == [
+        search_space.changed_point(changed, space),
+        (name, values),
+    ]
+    assert search_space.seed_points([changed], space)[0][1] == dict(
+        values, stage1_filters=4, kernel_size=5
+    )
+    with pytest.raises(ValueError, match="stage1_filters=5 is not in the search space"):
+        search_space.seed_points(["cnn:0.5:4/stage1_filters=5"], space)
 
 
 def test_changed_points_are_hand_points_with_settings_changed_and_checked():
@@ -810,6 +821,18 @@ def test_changed_points_are_hand_points_with_settings_changed_and_checked():
         search_space.changed_point("cnn:0.25/stage1_filters", space)
     with pytest.raises(ValueError, match="stage1_filters=5 is not in the search space"):
         search_space.changed_point("cnn:0.25/stage1_filters=5", space)
+    # A name the space lacks, or one the point does not use, would build the
+    # unchanged network under a changed name.
+    with pytest.raises(ValueError, match="'stage1_filterz' is not a hyperparameter.*stages"):
+        search_space.changed_point("cnn:0.25/stage1_filterz=8", space)
+    with pytest.raises(ValueError, match="'stem_padding' is not a hyperparameter"):
+        search_space.changed_point("cnn:0.25/stem_padding=valid", space)  # not searched here
+    with pytest.raises(ValueError, match="expansion has no effect.*conv in \\['separable'"):
+        search_space.changed_point("cnn:0.25/expansion=2", space)
+    four = search_space.StudentSpace((28, 28, 1), 10, filters=HAND_FILTERS, max_stages=4)
+    with pytest.raises(ValueError, match="stage4_filters has no effect.*stages in \\[4\\]"):
+        search_space.changed_point("cnn:0.25/stage4_filters=8", four)
+    assert search_space.changed_point("cnn:0.25:4/stage4_filters=8", four)[1]["stage4_filters"] == 8
     narrow = search_space.StudentSpace(
         (28, 28, 1), 10, filters=HAND_FILTERS, downsampling=("maxpool",)
     )

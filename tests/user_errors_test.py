@@ -337,6 +337,16 @@ def test_search_and_export_errors(paths):
             ["--seed_points=cnn:0.5:x", "FAMILY:WIDTH[:STAGES]"],
         ),
         (
+            "seed point change not in the space",
+            base + ["--oracle=evolution", "--seed_points=cnn:0.25/stem_padding=full"],
+            ["--seed_points=cnn:0.25/stem_padding=full", "stem_padding='full'", "allowed"],
+        ),
+        (
+            "seed point change of an unknown name",
+            base + ["--oracle=evolution", "--seed_points=cnn:0.25/stage1_filterz=8"],
+            ["--seed_points=cnn:0.25/stage1_filterz=8", "'stage1_filterz' is not a hyper"],
+        ),
+        (
             "seed point without evolution",
             base + ["--seed_points=cnn:0.5:4"],
             ["--seed_points=cnn:0.5:4", "--oracle=evolution"],

@@ -367,12 +367,18 @@ class StudentSpace(kt.HyperModel):
 
         Raises:
           ValueError: naming the first hyperparameter that is missing or whose
-            value the space does not allow, and what it allows.
+            value the space does not allow, and what it allows; or a name in
+            `values` the space does not have, or one this point does not use
+            (``stage4_filters`` of a three-stage point, ``expansion`` of a
+            standard one), which would build the network as if it were absent.
         """
         hp = kt.HyperParameters()
         self.build(hp)  # Registers every hyperparameter, conditional ones too.
+        unused = []
         for p in hp.space:
             if not all(c.is_active(values) for c in p.conditions):
+                if p.name in values:
+                    unused.append(p)
                 continue
             if isinstance(p, kt.engine.hyperparameters.Choice):
                 allowed, ok = list(p.values), values.get(p.name) in p.values
@@ -385,6 +391,17 @@ class StudentSpace(kt.HyperModel):
                     f"{p.name}={values.get(p.name)!r} is not in the search space "
                     f"(allowed: {allowed})."
                 )
+        names = sorted(p.name for p in hp.space)
+        for name in values:
+            if name not in names:
+                raise ValueError(
+                    f"{name!r} is not a hyperparameter of the search space "
+                    f"(it has: {', '.join(names)})."
+                )
+        if unused:
+            p = unused[0]
+            needs = "; ".join(f"it needs {c.name} in {list(c.values)}" for c in p.conditions)
+            raise ValueError(f"{p.name} has no effect on this point ({needs}).")
 
     # -- serialization -------------------------------------------------------
 
@@ -555,27 +572,26 @@ def seed_points(items, space):
       ValueError: an item that does not parse, or a point the space cannot
         express (naming it and what the space allows).
     """
-    out = []
-    for item in items:
-        if "/" in str(item):
-            out.append(changed_point(item, space))
-            continue
-        parts = str(item).split(":")
-        stages = parts.pop() if len(parts) == 3 else None
-        try:
-            ((name, family, width),) = parse_hand_points([":".join(parts)])
-            if stages is not None and not (stages.isdigit() and int(stages) >= 1):
-                raise ValueError
-        except ValueError:
-            raise ValueError(
-                f"{item!r} is not FAMILY:WIDTH[:STAGES] with FAMILY in "
-                f"{sorted(HAND_FAMILIES)}, WIDTH > 0 and STAGES >= 1 (e.g. cnn:0.5:4)."
-            ) from None
-        if stages is not None:
-            stages = int(stages)
-            name = f"{name}_{stages}stages"
-        out.append((name, _checked(space, item, hand_point(family, width, stages=stages))))
-    return out
+    return [changed_point(item, space) for item in items]
+
+
+def _seed_point(item, space):
+    """One ``FAMILY:WIDTH[:STAGES]`` item as a checked point: (name, values)."""
+    parts = str(item).split(":")
+    stages = parts.pop() if len(parts) == 3 else None
+    try:
+        ((name, family, width),) = parse_hand_points([":".join(parts)])
+        if stages is not None and not (stages.isdigit() and int(stages) >= 1):
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"{item!r} is not FAMILY:WIDTH[:STAGES] with FAMILY in "
+            f"{sorted(HAND_FAMILIES)}, WIDTH > 0 and STAGES >= 1 (e.g. cnn:0.5:4)."
+        ) from None
+    if stages is not None:
+        stages = int(stages)
+        name = f"{name}_{stages}stages"
+    return name, _checked(space, item, hand_point(family, width, stages=stages))
 
 
 def changed_point(item, space):
@@ -583,44 +599,26 @@ def changed_point(item, space):
     :func:`seed_points` reads it) with some hyperparameters changed, checked
     against `space`: (name, values), e.g. ``cnn:0.25/downsample=strided_stem``
     -> ('cnn_0.25+downsample-strided_stem', 4 / 8 / 16 with a strided stem).
-    VALUEs are read as :func:`kd_keras.flag_groups.literal` reads them.
+    VALUEs are read as :func:`kd_keras.flag_groups.literal` reads them. A
+    change must name a hyperparameter the point uses
+    (``StudentSpace.check_point``).
 
     Raises:
       ValueError: a malformed item or a point the space cannot express
         (naming the item and what the space allows).
     """
     start, *changes = str(item).split("/")
-    ((name, values),) = seed_points([start], space)
+    name, values = _seed_point(start, space)
+    if not changes:
+        return name, values
     values = dict(values)
-    hp = kt.HyperParameters()
-    space.build(hp)  # Registers every hyperparameter, conditional ones too.
-    params = {p.name: p for p in hp.space}
-    changed = []
     for change in changes:
         key, sep, text = change.partition("=")
         if not sep or not key:
             raise ValueError(f"{item!r}: {change!r} is not NAME=VALUE.")
-        if key not in params:
-            raise ValueError(
-                f"{item!r}: {key!r} is not a hyperparameter of the search space "
-                f"(it has: {', '.join(sorted(params))})."
-            )
         values[key] = flag_groups.literal(text)
         name += f"+{key}-{text}"
-        changed.append(key)
-    for key in changed:
-        # A change the point does not use (stage4_filters of a three-stage
-        # point, expansion of a standard one) would build the unchanged network.
-        if not all(c.is_active(values) for c in params[key].conditions):
-            raise ValueError(
-                f"{item!r}: {key} has no effect on this point "
-                f"({'; '.join(_condition_text(c) for c in params[key].conditions)})."
-            )
     return name, _checked(space, item, values)
-
-
-def _condition_text(condition):
-    return f"it needs {condition.name} in {list(condition.values)}"
 
 
 def _act(x, activation, name):

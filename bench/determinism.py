@@ -7,7 +7,7 @@ kd_keras turns TensorFlow op determinism on when it is imported (see
 a process-wide switch read when kernels are built, so the two measurements
 run in two subprocesses of this script, one per setting, one after the other.
 Each trains ``models.build('cnn', (28, 28, 1), 10, width=0.25)`` with
-``training.fit``'s pipeline (``make_datasets``) on random 28x28 images and
+``train_lib.fit``'s pipeline (``make_datasets``) on random 28x28 images and
 reports the median of --repeats epochs after one warm-up epoch. Prints both
 epoch times and the ratio on / off.
 """
@@ -29,7 +29,8 @@ def measure(images, batch_size, repeats):
     import numpy as np
 
     from kd_keras import data as data_lib
-    from kd_keras import models, training
+    from kd_keras import models
+    from kd_keras import train as train_lib
     from kd_keras.keras_compat import keras
 
     rng = np.random.default_rng(0)
@@ -39,7 +40,7 @@ def measure(images, batch_size, repeats):
     datasets = data_lib.make_datasets(data, batch_size, seed=0, epochs=repeats + 1)
     keras.utils.set_random_seed(0)
     model = models.build("cnn", (28, 28, 1), 10, width=0.25)
-    training.compile_plain(model, "adam")
+    train_lib.compile_plain(model, "adam")
     times = []
 
     class Timer(keras.callbacks.Callback):

@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from kd_keras import Distiller, models, training  # noqa: E402
+from kd_keras import Distiller, models  # noqa: E402
+from kd_keras import train as train_lib
 from kd_keras.keras_compat import keras, tf  # noqa: E402
 
 
@@ -50,7 +51,7 @@ def main():
     teacher = models.build("resnet", (28, 28, 1), 10, depth=10, width=2, stem_stride=2)
     student = models.build("cnn", (28, 28, 1), 10, width=1.0)
     plain = models.build("cnn", (28, 28, 1), 10, width=1.0)
-    training.compile_plain(plain, keras.optimizers.Adam(1e-3))
+    train_lib.compile_plain(plain, keras.optimizers.Adam(1e-3))
     distiller = Distiller(student, teacher)
     distiller.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
     teacher_fwd = tf.function(lambda b: teacher(b, training=False))

@@ -5,7 +5,7 @@
 
 Times one epoch of (a) plain augmented student training, (b) distillation
 with the teacher online on the augmented batches, (c) distillation through
-the teacher cache (``kd_keras.teacher_cache``, K = --views views, built once
+the teacher cache (``kd_keras.distill.teacher_cache``, K = --views views, built once
 before timing; its build time is printed apart), and prints (c)/(a) and
 (b)/(a). The three are timed in interleaved rounds (one epoch each per
 round, in a rotating order, after a warm-up round) and the medians are compared, so drift of a
@@ -27,8 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from kd_keras import Distiller, models, teacher_cache, training  # noqa: E402
+from kd_keras import Distiller, models  # noqa: E402
 from kd_keras import data as data_lib  # noqa: E402
+from kd_keras import train as train_lib
+from kd_keras.distill import teacher_cache
 from kd_keras.keras_compat import keras, tf  # noqa: E402
 
 SHAPE = (28, 28, 1)
@@ -89,7 +91,7 @@ def main():
 
     keras.utils.set_random_seed(0)
     teacher = models.build("resnet", SHAPE, 10, depth=10, width=0.5)
-    plain = training.compile_plain(
+    plain = train_lib.compile_plain(
         models.build("cnn", SHAPE, 10, width=1.0), keras.optimizers.Adam(1e-3)
     )
     online = Distiller(models.build("cnn", SHAPE, 10, width=1.0), teacher)
@@ -107,7 +109,7 @@ def main():
 
     def epoch(model, pipelines):
         return lambda r: model.fit(
-            training.even_batches(pipelines["train_epochs"](r, r + 1)), epochs=1, verbose=0
+            train_lib.even_batches(pipelines["train_epochs"](r, r + 1)), epochs=1, verbose=0
         )
 
     t, t_all = _rounds(

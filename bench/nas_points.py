@@ -8,7 +8,7 @@
 
 Each ``--points`` item is a hand point ``FAMILY:WIDTH[:STAGES]``
 followed by ``/NAME=VALUE`` changes of its hyperparameters, e.g.
-``cnn:0.25/downsample=strided_stem`` (``nas.search_space.changed_point``). Every point is
+``cnn:0.25/downsample=strided_stem`` (``nas.space.changed_point``). Every point is
 trained from scratch as the search's final step trains its students
 (``nas.final.retrain``: ``--final_epochs`` epochs with the search's KD recipe,
 teacher cache, augmentation and seed), exported to int8, and then all int8
@@ -27,9 +27,10 @@ import os
 from absl import app, flags
 
 from kd_keras import data as data_lib
-from nas import final, search_space
+from nas import final
 from nas import flags as nas_flags
 from nas import main as nas_main
+from nas import space as search_space
 
 _POINTS = flags.DEFINE_list(
     "points", None, "FAMILY:WIDTH[:STAGES][/NAME=VALUE...] items (see the module doc)."

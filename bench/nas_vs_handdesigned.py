@@ -19,7 +19,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kd_keras import data as data_lib  # noqa: E402
-from kd_keras import models, training  # noqa: E402
+from kd_keras import (
+    distill,
+    models,  # noqa: E402
+)
+from kd_keras import train as train_lib
 from kd_keras.keras_compat import keras  # noqa: E402
 
 
@@ -37,7 +41,7 @@ def main():
     data = data_lib.load_dataset("fashion_mnist", val_size=2000, limit_train=8000)
     datasets = data_lib.make_datasets(data, 128)
     teacher = keras.models.load_model(args.teacher, compile=False)
-    config = training.TrainConfig(epochs=args.epochs, optimizer="adam", learning_rate=3e-3)
+    config = train_lib.TrainConfig(epochs=args.epochs, optimizer="adam", learning_rate=3e-3)
     candidates = [("nas", lambda: nas.load_student(args.nas, data.input_shape, data.num_classes))]
     for w in args.widths.split(","):
         # BatchNorm momentum 0.9, as in the search space: a 126-step run leaves
@@ -55,17 +59,17 @@ def main():
     for name, build in candidates:
         keras.utils.set_random_seed(0)
         model = build()
-        training.fit(
+        train_lib.fit(
             model,
             datasets,
             config,
             f"/tmp/nas_vs_hand/{name}",
             teacher=teacher,
-            kd=training.KDConfig(),
+            kd=distill.KDConfig(),
             verbose=0,
             offline_data=data,
         )
-        acc = training.evaluate(model, datasets["val"])
+        acc = train_lib.evaluate(model, datasets["val"])
         fig = hardware.measure_candidate(model, num_runs=50, warmup=10, threads=1)
         print(
             f"| {name} | {acc:.4f} | {fig['latency_us']:.1f} | {fig['file_bytes']:,} | "

@@ -4,7 +4,7 @@
                               [--repeats 3]
 
 Loads Fashion-MNIST twice, ``storage='memory'`` and ``storage='disk'``
-(``kd_keras.store``; the store is built once before timing, and its build
+(``kd_keras.data.store``; the store is built once before timing, and its build
 time is printed apart), and trains the same student (cnn width 1.0, 24k
 parameters) one epoch at a time on each, in interleaved rounds (the first a
 warm-up, the order rotated each round) so that drift of a shared machine
@@ -24,7 +24,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kd_keras import data as data_lib  # noqa: E402
-from kd_keras import models, training  # noqa: E402
+from kd_keras import models  # noqa: E402
+from kd_keras import train as train_lib
 from kd_keras.keras_compat import keras  # noqa: E402
 
 
@@ -76,7 +77,7 @@ def main():
     for name in pipes:
         keras.utils.set_random_seed(0)
         student[name] = models.build("cnn", memory.input_shape, memory.num_classes, width=1.0)
-        training.compile_plain(student[name], keras.optimizers.Adam(1e-3))
+        train_lib.compile_plain(student[name], keras.optimizers.Adam(1e-3))
 
     def epoch(name):
         return lambda r: student[name].fit(

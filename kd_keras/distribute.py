@@ -139,7 +139,7 @@ def shard_by_data(dataset):
     Under a multi-worker strategy Keras then gives every worker its replicas'
     shares of the same global batches; elsewhere the option changes nothing.
     Every batch must split into equal shares, one per replica (see
-    ``kd_keras.training.even_batches``): a worker left without examples
+    ``kd_keras.train.even_batches``): a worker left without examples
     would miss a step the others take.
     """
     options = tf.data.Options()
@@ -183,3 +183,16 @@ def worker_workdir(workdir, config=None):
         os.makedirs(mine)
     yield mine
     shutil.rmtree(mine, ignore_errors=True)
+
+
+def distributed_role(environ=None):
+    """'single', 'chief' or 'worker', from keras-tuner's environment variables.
+
+    keras-tuner runs distributed when ``KERASTUNER_ORACLE_IP`` is set (with
+    ``KERASTUNER_ORACLE_PORT`` and ``KERASTUNER_TUNER_ID``); the process whose
+    tuner id contains ``chief`` serves the oracle, the others run trials.
+    """
+    env = os.environ if environ is None else environ
+    if "KERASTUNER_ORACLE_IP" not in env:
+        return "single"
+    return "chief" if "chief" in env.get("KERASTUNER_TUNER_ID", "") else "worker"

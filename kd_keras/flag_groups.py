@@ -14,7 +14,6 @@ the value and what is allowed. Only entry points (their ``flags.py`` and
     data_cfg = flag_groups.data_kwargs(DATA)
 """
 
-import ast
 import re
 import sys
 import types
@@ -22,8 +21,12 @@ import types
 from absl import flags
 
 from kd_keras import data as data_lib
-from kd_keras import distribute, models, store, teachers, training
-from kd_keras import losses as losses_lib
+from kd_keras import distill, distribute, models
+from kd_keras import train as train_lib
+from kd_keras.data import store
+from kd_keras.distill import losses as losses_lib
+from kd_keras.distill import teachers
+from kd_keras.literals import literal
 
 EXPORT_FORMATS = ("float32", "float16", "dynamic", "int8")
 NO_DATASET = "none"
@@ -83,6 +86,16 @@ def _check_dataset(allow_none):
         return True
 
     return check
+
+
+def define_run_flags(seed_help, verbose_help):
+    """`--seed` and `--verbose`, shared by ``kd_keras.main`` and ``nas.main``:
+    one name, default and range; `seed_help` and `verbose_help` say what they
+    seed and print in that entry point."""
+    return _holders(
+        seed=flags.DEFINE_integer("seed", 0, seed_help, lower_bound=0),
+        verbose=flags.DEFINE_enum("verbose", "1", ["0", "1", "2"], verbose_help),
+    )
 
 
 def define_data_flags(allow_none=False):
@@ -148,7 +161,7 @@ def define_source_flags():
             [],
             "HEIGHT,WIDTH to resize every image to (default: the dataset's own size).",
         ),
-        train_split=flags.DEFINE_string("train_split", "train", "TFDS split string for training."),
+        train_split=flags.DEFINE_string("train_split", "train", "TFDS split string for train_lib."),
         test_split=flags.DEFINE_string("test_split", "test", "TFDS split string for test."),
         val_split=flags.DEFINE_string(
             "val_split",
@@ -199,7 +212,7 @@ def _define_train_flags(role, epochs, optimizer, lr, warmup, augment):
     return dict(
         epochs=flags.DEFINE_integer(f"{role}_epochs", epochs, f"{role} epochs.", lower_bound=1),
         optimizer=flags.DEFINE_enum(
-            f"{role}_optimizer", optimizer, list(training.OPTIMIZERS), f"{role} optimizer."
+            f"{role}_optimizer", optimizer, list(train_lib.OPTIMIZERS), f"{role} optimizer."
         ),
         lr=flags.DEFINE_float(f"{role}_lr", lr, f"{role} peak learning rate.", lower_bound=0),
         warmup=flags.DEFINE_integer(
@@ -239,7 +252,7 @@ def define_teacher_flags():
     --teacher_optimizer, --teacher_lr, --teacher_warmup, --teacher_augment).
 
     --teacher is a registry name (trained) or one or more comma-separated
-    paths of saved models (loaded, never trained; see ``kd_keras.teachers``).
+    paths of saved models (loaded, never trained; see ``kd_keras.distill.teachers``).
     """
     teacher = flags.DEFINE_string(
         "teacher",
@@ -452,15 +465,6 @@ def define_console_flags():
 # Holder values -> plain configs. Each raises ValueError naming the flag.
 
 
-def literal(text):
-    """``'10'`` -> 10, ``'0.1'`` -> 0.1, ``'True'`` -> True; text that is no
-    Python literal (``'strided_stem'``) stays text."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
 def parse_kwargs(items, flag_name):
     """Parses ``["depth=10", "width=2"]`` into {'depth': 10, 'width': 2}.
 
@@ -494,7 +498,7 @@ def train_config(holders, role, seed=0, early_stopping=0):
     """The TrainConfig of `role` ('teacher' or 'student') from its holders."""
     get = lambda k: getattr(holders, f"{role}_{k}").value  # noqa: E731
     try:
-        return training.TrainConfig(
+        return train_lib.TrainConfig(
             epochs=get("epochs"),
             optimizer=get("optimizer"),
             learning_rate=get("lr"),
@@ -522,7 +526,7 @@ def kd_config(holders):
             f"--kd_weights={','.join(holders.kd_weights.value)}: one weight per "
             f"loss of --kd_losses={','.join(holders.kd_losses.value)} is needed."
         )
-    return training.KDConfig(
+    return distill.KDConfig(
         losses=tuple(holders.kd_losses.value),
         weights=weights,
         alpha=holders.alpha.value,

@@ -6,13 +6,15 @@ The flags shared with ``nas.main`` and ``export.main`` come from
 
 from absl import flags
 
-from kd_keras import compression, flag_groups, kd_selection, pipeline
-from kd_keras import teachers as teachers_lib
-from kd_keras.study import runner
+from kd_keras import compression, flag_groups
+from kd_keras.app import kd_selection, pipeline
+from kd_keras.app.study import runner
+from kd_keras.distill import teachers as teachers_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (cache, models, results).")
-_VERBOSE = flags.DEFINE_enum(
-    "verbose", "1", ["0", "1", "2"], "Keras verbosity: 1 = progress bars, 2 = a line per epoch."
+RUN = flag_groups.define_run_flags(
+    "Seed of the student runs (teachers use their own).",
+    "Keras verbosity: 1 = progress bars, 2 = a line per epoch.",
 )
 DATA = flag_groups.define_data_flags()
 SOURCE = flag_groups.define_source_flags()
@@ -32,7 +34,6 @@ EXPORT = flag_groups.define_export_flags()
 CONSOLE = flag_groups.define_console_flags()
 BUDGET = flag_groups.define_budget_flags()
 DISTRIBUTION = flag_groups.define_distribution_flags()
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the student runs (teachers use their own).")
 _EARLY = flags.DEFINE_integer(
     "early_stopping", 0, "Patience on val accuracy (0 = off).", lower_bound=0
 )
@@ -291,7 +292,7 @@ def pipeline_config():
         student=STUDENT.student.value,
         student_kwargs=flag_groups.parse_kwargs(STUDENT.student_args.value, "student_args"),
         student_train=flag_groups.train_config(
-            STUDENT, "student", seed=_SEED.value, early_stopping=_EARLY.value
+            STUDENT, "student", seed=RUN.seed.value, early_stopping=_EARLY.value
         ),
         student_augment=flag_groups.augment_config(STUDENT.student_augment),
         kd=flag_groups.kd_config(KD),
@@ -307,5 +308,5 @@ def pipeline_config():
         export_teacher=_EXPORT_TEACHER.value,
         latency_runs=EXPORT.latency_runs.value,
         num_calibration=EXPORT.num_calibration.value,
-        verbose=int(_VERBOSE.value),
+        verbose=int(RUN.verbose.value),
     )

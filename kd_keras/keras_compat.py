@@ -5,7 +5,7 @@ TF-MOT wraps only Keras 2 models, so the project uses Keras 2 through the
 the same package, so models built here are the ones TF-MOT and the TFLite
 converter expect. Every other module does ``from kd_keras.keras_compat import
 keras``; :func:`keras3` gives Keras 3 itself, used only to load a teacher Keras
-3 saved (``kd_keras.teachers``).
+3 saved (``kd_keras.distill.teachers``).
 
 What TensorFlow's C++ side writes to stderr while it is imported and probes
 for GPUs (oneDNN and CUDA notices, some printed before its log level applies)
@@ -66,7 +66,7 @@ def keras3():
     """The Keras 3 package (``import keras``), imported on first use.
 
     ``tf_keras`` cannot load what Keras 3 saves; a teacher saved by Keras 3
-    is loaded by Keras 3 itself and run frozen (``kd_keras.teachers``).
+    is loaded by Keras 3 itself and run frozen (``kd_keras.distill.teachers``).
 
     Raises:
       ValueError: Keras 3 is not installed.

@@ -20,10 +20,10 @@ import sys
 
 from absl import app, flags, logging
 
-from kd_keras import console, distribute, flag_groups, pipeline, runs
+from kd_keras import console, distribute, flag_groups, runs
 from kd_keras import flags as kd_flags
-from kd_keras import pipeline_report as report
-from kd_keras.study import grid, runner
+from kd_keras.app import pipeline, report
+from kd_keras.app.study import grid, runner
 
 FLAGS = flags.FLAGS
 

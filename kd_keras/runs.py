@@ -3,7 +3,7 @@
 Every training run lives in ``<workdir>/runs/<name>-<hash>/`` where the hash is
 taken over the run's full configuration. A run whose ``result.json`` exists is
 finished and is never trained again; an interrupted run resumes from the
-checkpoint its ``progress.json`` names (see ``kd_keras.training.fit``). Files
+checkpoint its ``progress.json`` names (see ``kd_keras.train.fit``). Files
 are written to a temporary name and renamed, so a crash never leaves a
 half-written result behind.
 """

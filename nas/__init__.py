@@ -19,6 +19,6 @@ from kd_keras import keras_compat  # noqa: F401  TensorFlow is imported there fi
 
 # isort: on
 
-from nas.search_space import StudentSpace, load_student
+from nas.space import StudentSpace, load_student
 
 __all__ = ["StudentSpace", "load_student"]

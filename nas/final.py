@@ -7,14 +7,14 @@ measured as an int8 file. :func:`run_final`:
 1. picks the found architectures to retrain (:func:`select`), at most
    `top`: for each hand-designed student the search tried itself (evolution
    start points), the most accurate found architecture that costs no more
-   than its trial and is neither a seed point nor a same-cost copy (int8
+   than its trial and is no same-cost copy of it (int8
    latencies of all trials timed together for this comparison,
    :func:`timed_trials`); then feasible architectures on either Pareto set
    of the search (accuracy vs int8 latency, accuracy vs int8 bytes), spread from
    the most accurate to the cheapest;
 2. adds the hand-designed students (``kd_keras.models.cnn`` / ``cnn_dws`` at
    given widths), built as points of the search space
-   (``nas.search_space.hand_point``);
+   (``nas.space.hand_point``);
 3. gives every one of them a proxy score at the same fidelity: the
    validation accuracy after the search's largest trial budget
    (``train_config.epochs``, Hyperband's ``max_epochs``) -- read from the
@@ -41,7 +41,7 @@ measured as an int8 file. :func:`run_final`:
    that cost no more, and Spearman's rank
    correlation between proxy score and final test accuracy.
 
-Every run lives in ``<project>/final/<name>/`` with ``kd_keras.training.fit``'s
+Every run lives in ``<project>/final/<name>/`` with ``kd_keras.train.fit``'s
 resumable checkpoints and a ``final.json`` row once measured: rerunning the
 command resumes and measures nothing twice.
 """
@@ -52,9 +52,12 @@ import os
 from export import export_model
 from export import measure as measure_lib
 from export import micro as micro_lib
-from kd_keras import runs, training
+from kd_keras import runs
+from kd_keras import train as train_lib
 from kd_keras.keras_compat import keras
-from nas import pareto, search_report, search_space
+from nas import pareto
+from nas import report as search_report
+from nas import space as search_space
 
 FINAL_DIR = "final"
 ROW_FILE = "final.json"
@@ -90,7 +93,7 @@ def select(rows, top, hand_rows=(), challenger=None):
       hand_rows: trial rows of hand-designed students (not returned).
       challenger: predicate on a row of `rows`, whether it may be a hand
         point's challenger (default: every row). :func:`entries` excludes
-        seed points and same-cost copies, whose covers are not counted as
+        same-cost copies of hand points, whose covers are not counted as
         found, so the challenger is the best student that could count; they
         are still retrained when the spread takes them.
 
@@ -135,7 +138,7 @@ def _spread(rows, n):
     return [rows[i] for i in sorted({round(i * last / (n - 1)) for i in range(n)})]
 
 
-def entries(rows, top, hand, hypermodel, seeds=()):
+def entries(rows, top, hand, hypermodel):
     """What the final step retrains: found architectures then hand-designed points.
 
     Args:
@@ -143,22 +146,17 @@ def entries(rows, top, hand, hypermodel, seeds=()):
       top: most found architectures.
       hand: ``FAMILY:WIDTH`` items (see ``search_space.parse_hand_points``).
       hypermodel: the search's ``StudentSpace`` (hand points must be in it).
-      seeds: hyperparameter values of the search's seed points
-        (``--seed_points``): trials of them are retrained as found
-        architectures, marked ``seed``.
 
     The found architectures are :func:`select`'s, a hand point's challenger
-    being the most accurate trial that costs no more and is neither a seed
-    point nor a same-cost copy: the best student whose cover would count.
+    being the most accurate trial that costs no more and is no same-cost
+    copy of a hand point: the best student whose cover would count.
 
     Returns:
       list of dicts: name, source ('search' or 'hand'), trial_id (None for
-      hand points), values (hyperparameters); found ones also seed (True for
-      a trial of a seed point, a design given to the search, not found by it)
-      and copy_of (the hand point's name, or the seed trial's, when the
-      found architecture is a same-cost copy of it, the same int8 network up
-      to ``search_space.SAME_COST`` choices such as relu6 for relu; else
-      None).
+      hand points), values (hyperparameters); found ones also copy_of (the
+      hand point's name when the found architecture is a same-cost copy of
+      it, the same int8 network up to ``search_space.SAME_COST`` choices such
+      as relu6 for relu; else None).
 
     Raises:
       ValueError: a hand point the space cannot express (naming it).
@@ -170,32 +168,20 @@ def entries(rows, top, hand, hypermodel, seeds=()):
     # A trial of a hand-designed architecture (e.g. an evolution start point) is
     # not a found student: it is retrained once, as the hand point.
     hand_keys = {search_report.architecture_key(e["values"]) for e in hand_entries}
-    seed_keys = {search_report.architecture_key(v) for v in seeds}
     found, tried = [], []
     for r in rows:
         key = search_report.architecture_key(r["hyperparameters"])
         (tried if key in hand_keys else found).append(r)
-    # What a found architecture may be a same-cost copy of: the hand points,
-    # then the seed points (named by their trial, or 'seed point').
+    # What a found architecture may be a same-cost copy of: the hand points.
     originals = {}
     for e in hand_entries:
         originals.setdefault(search_space.same_cost_key(e["values"]), e["name"])
-    for v in seeds:
-        key = search_report.architecture_key(v)
-        trial = next(
-            (r for r in rows if search_report.architecture_key(r["hyperparameters"]) == key), None
-        )
-        name = f"trial_{trial['trial_id']}" if trial else "seed point"
-        originals.setdefault(search_space.same_cost_key(v), name)
 
     def marks(r):
-        seed = search_report.architecture_key(r["hyperparameters"]) in seed_keys
-        original = originals.get(search_space.same_cost_key(r["hyperparameters"]))
-        return {"seed": seed, "copy_of": None if seed else original}
+        return {"copy_of": originals.get(search_space.same_cost_key(r["hyperparameters"]))}
 
     def counts(r):  # a cover by it is counted as found (see summarize)
-        m = marks(r)
-        return not m["seed"] and m["copy_of"] is None
+        return marks(r)["copy_of"] is None
 
     out = [
         dict(
@@ -240,14 +226,14 @@ def proxy_score(search, entry, rows, directory):
     if entry["trial_id"] is not None and search.continue_from(entry["trial_id"], directory):
         source = f"continued trial {entry['trial_id']}"
     search.train(model, search.train_config, directory)
-    return training.evaluate(model, search.datasets["val"]), source
+    return train_lib.evaluate(model, search.datasets["val"]), source
 
 
 def retrain(search, entry, final_epochs, directory, latency_runs=100, latency_warmup=10):
     """Trains one entry at full budget and measures it as deployed (a row).
 
     Args:
-      search: the ``nas.tuner.StudentSearch`` (data, teacher, recipe, budget).
+      search: the ``nas.search.StudentSearch`` (data, teacher, recipe, budget).
       entry: one of :func:`entries`.
       final_epochs: training epochs.
       directory: the entry's run directory.
@@ -269,8 +255,8 @@ def retrain(search, entry, final_epochs, directory, latency_runs=100, latency_wa
     datasets = search.datasets
     row = {
         "params": int(model.count_params()),
-        "val_accuracy": training.evaluate(model, datasets["val"]),
-        "test_accuracy": training.evaluate(model, datasets["test"]),
+        "val_accuracy": train_lib.evaluate(model, datasets["val"]),
+        "test_accuracy": train_lib.evaluate(model, datasets["test"]),
         "train_time_s": round(float(fit_out["train_time_s"]), 1),
     }
     exported = export_model(
@@ -388,10 +374,8 @@ def summarize(rows, target_margin=0.005):
       plane}), covered ({hand name: the most accurate found row that
       :func:`nas.pareto.covers` it, or None}), margins (:func:`margins`), beats_hand
       (every hand row covered and some found row's margin >= `target_margin`),
-      covered_without_seeds (as covered, by found rows that are not seed points;
-      see :func:`entries`), n_seeds, covered_without_copies (as covered, by
-      found rows that are neither seed points nor same-cost copies of a seed
-      or hand point: ``copy_of``), n_copies,
+      covered_without_copies (as covered, by found rows that are no
+      same-cost copies of a hand point: ``copy_of``), n_copies,
       spearman_all / spearman_found (proxy score vs test accuracy; None with
       fewer than 3 points) and n_all / n_found.
     """
@@ -416,8 +400,7 @@ def summarize(rows, target_margin=0.005):
         return max(by, key=lambda f: f["test_accuracy"])["name"] if by else None
 
     covered = {h["name"]: cover(h, found) for h in hand}
-    mutated = [f for f in found if not f.get("seed")]
-    new = [f for f in mutated if not f.get("copy_of")]
+    new = [f for f in found if not f.get("copy_of")]
     lead = margins(found, hand)
     best_margin = max((m for m, _ in lead.values() if m is not None), default=None)
 
@@ -432,10 +415,8 @@ def summarize(rows, target_margin=0.005):
         "fronts": fronts,
         "dominated": dominated,
         "covered": covered,
-        "covered_without_seeds": {h["name"]: cover(h, mutated) for h in hand},
-        "n_seeds": len(found) - len(mutated),
         "covered_without_copies": {h["name"]: cover(h, new) for h in hand},
-        "n_copies": len(mutated) - len(new),
+        "n_copies": len(found) - len(new),
         "margins": lead,
         "target_margin": target_margin,
         "beats_hand": bool(
@@ -489,20 +470,17 @@ def run_final(
     hand=DEFAULT_HAND,
     latency_runs=100,
     latency_warmup=10,
-    seeds=(),
     timings=1,
 ):
     """Retrains and measures the Pareto set and the hand points; writes the report.
 
     Args:
-      search: the finished ``nas.tuner.StudentSearch`` (chief or single process).
+      search: the finished ``nas.search.StudentSearch`` (chief or single process).
       rows: its ``search_report.trial_rows``.
       final_epochs: full training budget (epochs).
       top: most found architectures.
       hand: hand-designed points, ``FAMILY:WIDTH`` items.
       latency_runs, latency_warmup: the exporter's latency protocol settings.
-      seeds: hyperparameter values of the search's seed points (see
-        :func:`entries`).
       timings: joint timing processes of the final figures (:func:`retime`).
 
     Returns:
@@ -514,7 +492,7 @@ def run_final(
     out_dir = os.path.join(search.project_dir, FINAL_DIR)
     rows = timed_trials(search, rows, out_dir)
     final_rows = []
-    for entry in entries(rows, top, hand, search.hypermodel, seeds):
+    for entry in entries(rows, top, hand, search.hypermodel):
         directory = os.path.join(out_dir, entry["name"])
         path = os.path.join(directory, ROW_FILE)
         if os.path.exists(path):
@@ -525,7 +503,7 @@ def run_final(
                 saved["tflite"] = os.path.join(
                     directory, "export", os.path.basename(saved["tflite"])
                 )
-                for mark in ("seed", "copy_of"):
+                for mark in ("copy_of",):
                     if mark in entry:
                         saved[mark] = entry[mark]
                 final_rows.append(saved)

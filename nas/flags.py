@@ -10,7 +10,8 @@ as ``--student_epochs`` (Hyperband: the most epochs of a trial),
 from absl import flags
 
 from kd_keras import flag_groups
-from nas import final, search_space, tuner
+from nas import final, oracles
+from nas import space as search_space
 
 # -- project ------------------------------------------------------------------
 PROJECT_DIR = flags.DEFINE_string("project_dir", None, "keras-tuner project directory.")
@@ -23,9 +24,9 @@ OVERWRITE = flags.DEFINE_bool(
 ORACLE = flags.DEFINE_enum(
     "oracle",
     "random",
-    list(tuner.ORACLES),
+    list(oracles.ORACLES),
     "keras-tuner oracle: random search, Bayesian optimization, Hyperband, or regularized "
-    "evolution from --start_points (nas.tuner.BudgetedEvolutionOracle).",
+    "evolution from --start_points (nas.oracles.BudgetedEvolutionOracle).",
 )
 MAX_TRIALS = flags.DEFINE_integer(
     "max_trials", 20, "Trials of random / bayesian / evolution.", lower_bound=1
@@ -33,17 +34,10 @@ MAX_TRIALS = flags.DEFINE_integer(
 START_POINTS = flags.DEFINE_list(
     "start_points",
     [],
-    "--oracle=evolution: hand-designed students (FAMILY:WIDTH, e.g. cnn:0.5,cnn_dws:1) "
-    "tried first, as points of the space; the ones over the budget are skipped.",
-)
-SEED_POINTS = flags.DEFINE_list(
-    "seed_points",
-    [],
-    "--oracle=evolution: further students tried after --start_points, which the search "
-    "does not aim to cover (FAMILY:WIDTH[:STAGES][/NAME=VALUE...]; stages past the third "
-    "keep its width, e.g. cnn:0.5:4 has 8/16/32/32 channels, and /NAME=VALUE changes a "
-    "hyperparameter, e.g. cnn:0.5:4/stem_padding=valid, as bench/nas_points.py --points "
-    "reads them); the ones over the budget are skipped.",
+    "--oracle=evolution: students tried first, as points of the space: FAMILY:WIDTH"
+    "[:STAGES][/NAME=VALUE...] (e.g. cnn:0.5,cnn_dws:1; stages past the third keep its "
+    "width, so cnn:0.5:4 has 8/16/32/32 channels; /NAME=VALUE changes a hyperparameter, "
+    "e.g. cnn:0.5:4/stem_padding=valid); the ones over the budget are skipped.",
 )
 POPULATION = flags.DEFINE_integer(
     "evolution_population",
@@ -58,49 +52,13 @@ SAMPLE = flags.DEFINE_integer(
     "--oracle=evolution: tournament size (trials drawn from the population; the best is mutated).",
     lower_bound=1,
 )
-FITNESS = flags.DEFINE_enum(
-    "evolution_fitness",
-    "score",
-    list(tuner.FITNESS),
-    "--oracle=evolution: how a tournament is won: the best score; 'cover': the trial "
-    "closest to covering a --start_points student no trial covers yet (at least as "
-    "accurate at no more int8 bytes and latency; nas.tuner.cover_keys); 'aim': the best "
-    "score among the trials that cost no more than the open start point fewest trials "
-    "have aimed at, and the child must cost no more than that point either (its int8 file "
-    "timed together with the point's; nas.tuner.aim_target).",
-)
 ELITE = flags.DEFINE_integer(
     "evolution_elite",
     0,
     "--oracle=evolution: how many of the --evolution_population trials a tournament "
-    "draws from are the fittest ones (for 'aim': the best scoring inside the target's "
-    "cost envelope), the rest being the most recent; 0: the most recent only (aging).",
+    "draws from are the best scoring ones, the rest being the most recent; 0: the most "
+    "recent only (aging).",
     lower_bound=0,
-)
-AIM_WINDOW = flags.DEFINE_enum(
-    "evolution_aim_window",
-    "envelope",
-    list(tuner.AIM_WINDOWS),
-    "--evolution_fitness=aim: the trials a tournament draws from: those inside the "
-    "target's cost envelope ('envelope'), or only those of them outside the envelope of "
-    "every cheaper open start point ('band'), so children aimed at a cheap point do not "
-    "fill a dear point's window.",
-)
-SCALE_MOVES = flags.DEFINE_float(
-    "evolution_scale_moves",
-    0.0,
-    "--oracle=evolution: the probability that a mutation move is a scale move, every "
-    "stage one width up or every stage one width down at once (compound scaling of the "
-    "hand-designed width family); 0: every move changes one hyperparameter.",
-    lower_bound=0.0,
-    upper_bound=1.0,
-)
-KEEP_SEEDS = flags.DEFINE_bool(
-    "evolution_keep_seeds",
-    False,
-    "--oracle=evolution with --seed_points: every tournament window also holds the trials "
-    "of the seed points among its trials (counted in --evolution_population), so a seed "
-    "stays a possible parent instead of aging out of the window.",
 )
 NUM_INITIAL = flags.DEFINE_integer(
     "num_initial_points", 0, "Random trials before Bayesian modelling (0 = default).", lower_bound=0
@@ -111,14 +69,12 @@ HB_FACTOR = flags.DEFINE_integer(
 HB_ITERATIONS = flags.DEFINE_integer(
     "hyperband_iterations", 1, "Hyperband iterations.", lower_bound=1
 )
-SEED = flags.DEFINE_integer("seed", 0, "Seed of the oracle and of every trial's training.")
 TOP = flags.DEFINE_integer("show_top", 5, "Trials printed at the end.", lower_bound=1)
-VERBOSE = flags.DEFINE_enum(
-    "verbose",
-    "1",
-    ["0", "1", "2"],
+RUN = flag_groups.define_run_flags(
+    "Seed of the oracle and of every trial's training.",
     "0 = quiet; 1 = keras-tuner trial tables; 2 = also a line per training epoch.",
 )
+SEED, VERBOSE = RUN.seed, RUN.verbose
 
 # -- shared groups ----------------------------------------------------------------
 DATA = flag_groups.define_data_flags()
@@ -187,7 +143,7 @@ SAMPLE_WITHIN_BUDGET = flags.DEFINE_bool(
     "sample_within_budget",
     True,
     "Random search and Hyperband: measure each drawn candidate's untrained files first and "
-    f"draw again (up to {tuner.MAX_DRAWS} times) while it misses the budget, so no trial "
+    f"draw again (up to {oracles.MAX_DRAWS} times) while it misses the budget, so no trial "
     "trains a candidate the budget rules out.",
 )
 

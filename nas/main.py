@@ -19,11 +19,14 @@ import sys
 
 from absl import app, flags, logging
 
-from kd_keras import console, flag_groups, runs
+from kd_keras import console, distribute, flag_groups, runs
 from kd_keras import data as data_lib
-from kd_keras import teachers as teachers_lib
-from nas import final, search_report, search_space, teacher, tuner
+from kd_keras.distill import teachers as teachers_lib
+from nas import candidate, final, oracles, search, teacher
 from nas import flags as nas_flags
+from nas import objective as objective_lib
+from nas import report as search_report
+from nas import space as search_space
 
 FLAGS = flags.FLAGS
 
@@ -122,19 +125,8 @@ def _given_points(flag, items, parse, space):
 
 def _start_points(space):
     """--start_points as hyperparameter values of `space` (raises ValueError naming it)."""
-    items = nas_flags.START_POINTS.value
-    if nas_flags.FITNESS.value in ("cover", "aim") and not items:
-        raise ValueError(
-            f"--evolution_fitness={nas_flags.FITNESS.value}: needs --start_points, the "
-            "hand-designed students to cover (e.g. --start_points=cnn:0.5,cnn_dws:1)."
-        )
-    return _given_points("start_points", items, search_space.hand_points, space)
-
-
-def _seed_points(space):
-    """--seed_points as hyperparameter values of `space` (raises ValueError naming it)."""
     return _given_points(
-        "seed_points", nas_flags.SEED_POINTS.value, search_space.seed_points, space
+        "start_points", nas_flags.START_POINTS.value, search_space.start_points, space
     )
 
 
@@ -142,8 +134,7 @@ def configure():
     """Everything the flags describe that can be checked without data.
 
     Returns:
-      dict of train_config, augment, budget, measure, oracle, kd, seed_points
-      (the --seed_points values, for the final step).
+      dict of train_config, augment, budget, measure, oracle, kd.
 
     Raises:
       ValueError: naming the flag, the value and what is allowed.
@@ -157,14 +148,14 @@ def configure():
     out = dict(
         train_config=train_config,
         augment=flag_groups.augment_config(f.STUDENT.student_augment),
-        budget=tuner.Budget(
+        budget=objective_lib.Budget(
             f.BUDGET.max_latency_us.value,
             f.BUDGET.max_bytes.value,
             f.BUDGET.max_params.value,
             f.BUDGET.max_arena_bytes.value,
             f.BUDGET_INT8.value,
         ),
-        measure=tuner.MeasureConfig(
+        measure=candidate.MeasureConfig(
             f.EXPORT.latency_runs.value,
             f.EXPORT.latency_warmup.value,
             flag_groups.export_threads(f.EXPORT)[0],
@@ -176,8 +167,7 @@ def configure():
     flag_groups.augment_config(f.TEACHER.teacher_augment)
     shapes = data_lib.placeholder(f.DATA.dataset.value)
     space = make_space(shapes.input_shape, shapes.num_classes)
-    out["seed_points"] = _seed_points(space)
-    out["oracle"] = tuner.make_oracle(
+    out["oracle"] = oracles.make_oracle(
         f.ORACLE.value,
         f.MAX_TRIALS.value,
         epochs,
@@ -188,12 +178,7 @@ def configure():
         start_points=_start_points(space),
         population=f.POPULATION.value,
         sample=f.SAMPLE.value,
-        fitness=f.FITNESS.value,
         elite=f.ELITE.value,
-        aim_window=f.AIM_WINDOW.value,
-        scale_moves=f.SCALE_MOVES.value,
-        seed_points=out["seed_points"],
-        keep_seeds=f.KEEP_SEEDS.value,
     )
     if f.FINAL_EPOCHS.value:
         hand = ",".join(f.FINAL_HAND.value)
@@ -208,7 +193,7 @@ def configure():
 
 
 def make_search(cfg, project, verbose=0, overwrite=False):
-    """Loads the data and builds the ``nas.tuner.StudentSearch`` the flags describe.
+    """Loads the data and builds the ``nas.search.StudentSearch`` the flags describe.
 
     Args:
       cfg: :func:`configure`'s result.
@@ -231,7 +216,7 @@ def make_search(cfg, project, verbose=0, overwrite=False):
         limit_test=d.limit_test.value,
         storage=d.data_storage.value,
     )
-    return tuner.StudentSearch(
+    return search.StudentSearch(
         make_space(data.input_shape, data.num_classes),
         cfg["oracle"],
         data,
@@ -254,7 +239,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     f = nas_flags
-    role = tuner.distributed_role()
+    role = distribute.distributed_role()
     if role == "worker" and f.OVERWRITE.value:
         sys.exit(
             "Invalid flag: --overwrite would delete the chief's project; pass it to the chief only."
@@ -290,11 +275,6 @@ def main(argv):
             f"Sampling within the budget: {search.oracle.rejected} of {search.oracle.draws} "
             "random draws missed it and were drawn again (never trained)."
         )
-    if getattr(search.oracle, "aim_rejected", 0):
-        print(
-            f"Aimed mutations: {search.oracle.aim_rejected} draws cost more than the hand "
-            "point they aimed at and were drawn again (never trained)."
-        )
     if role == "worker":
         print(f"Worker {os.environ.get('KERASTUNER_TUNER_ID')}: no trials left.")
         return
@@ -314,7 +294,6 @@ def main(argv):
             hand=f.FINAL_HAND.value,
             latency_runs=f.EXPORT.latency_runs.value,
             latency_warmup=f.EXPORT.latency_warmup.value,
-            seeds=cfg["seed_points"],
             timings=f.FINAL_TIMINGS.value,
         )
         print("\nFinal step (full budget, int8):\n")

@@ -3,7 +3,7 @@
 Either a saved model (``--teacher_model=PATH`` or ``--teacher=PATH``: a
 ``.keras`` / ``.h5`` file of tf_keras or Keras 3, or a SavedModel directory,
 e.g. a pipeline run's ``runs/teacher0-<hash>/model.keras``), or a registry
-model trained once through ``kd_keras.training.train_or_load`` and cached
+model trained once through ``kd_keras.train.train_or_load`` and cached
 under the search's project directory (``<project>/teacher/runs/teacher-<hash>/``):
 rerunning or resuming the search, or starting a distributed worker, reuses it.
 """
@@ -11,12 +11,14 @@ rerunning or resuming the search, or starting a distributed worker, reuses it.
 import dataclasses
 
 from kd_keras import data as data_lib
-from kd_keras import models, teachers, training
+from kd_keras import models
+from kd_keras import train as train_lib
+from kd_keras.distill import teachers
 from kd_keras.keras_compat import keras
 
 
 def load_teacher(path, input_shape, num_classes, flag="teacher_model"):
-    """Loads a saved teacher (``kd_keras.teachers.load_teacher``) and checks it fits the data.
+    """Loads a saved teacher (``distill.teachers.load_teacher``) and checks it fits the data.
 
     Args:
       path: a ``.keras`` / ``.h5`` file (tf_keras or Keras 3) or a SavedModel
@@ -57,7 +59,7 @@ def train_or_load_teacher(
       workdir: cache directory (the run lives in ``workdir/runs/teacher-<hash>``).
       name: a ``kd_keras.models`` registry name.
       kwargs: the builder's keyword arguments.
-      train_config: ``kd_keras.training.TrainConfig``.
+      train_config: ``kd_keras.train.TrainConfig``.
       augment: training augmentation.
       batch_size: training batch size.
       verbose: Keras verbosity.
@@ -71,7 +73,7 @@ def train_or_load_teacher(
     kwargs = dict(kwargs or {})
     if name not in models.REGISTRY:
         raise ValueError(f"Unknown teacher {name!r}; registered: {sorted(models.REGISTRY)}.")
-    train_config = train_config or training.TrainConfig()
+    train_config = train_config or train_lib.TrainConfig()
     spec = {
         "role": "teacher",
         "model": name,
@@ -88,7 +90,7 @@ def train_or_load_teacher(
     }
     keras.utils.set_random_seed(train_config.seed)  # Before the pipeline is built.
     datasets = data_lib.make_datasets(data, batch_size, augment, seed=train_config.seed)
-    return training.train_or_load(
+    return train_lib.train_or_load(
         workdir,
         "teacher",
         spec,

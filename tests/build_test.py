@@ -35,26 +35,43 @@ THIRD_PARTY = {
     "tflite_micro": "tflite-micro",
     "tree": "dm-tree",
 }
-# Layers, lowest first; a module may import only from its own layer or below.
-ORCHESTRATION = {
-    "kd_keras/pipeline.py",
-    "kd_keras/variants.py",
-    "kd_keras/flags.py",
-    "kd_keras/main.py",
-    "kd_keras/pipeline_report.py",
-    "kd_keras/kd_selection.py",
-}
+# Layers, lowest first, read from the path alone; a module may import only from
+# its own layer or below.
+LAYERS = ("core", "export", "search", "app", "entry", "tests")
+# Entry points and the flags they define: the only modules that define flags.
+ENTRY_FILES = ("main.py", "flags.py", "flag_groups.py")
 
 
 def layer(module):
-    """0 core, 1 export, 2 search, 3 orchestration (and entry points, tests, benches)."""
-    if module in ORCHESTRATION or module.startswith(("kd_keras/study/", "tests/", "bench/")):
-        return 3
+    """The layer index of a source path (see LAYERS):
+
+    ``tests/``, ``bench/`` -> tests; a ``main.py``, ``flags.py`` or
+    ``flag_groups.py`` -> entry; ``kd_keras/app/`` -> app; ``nas/`` ->
+    search; ``export/`` -> export; the rest of ``kd_keras/`` -> core.
+    """
+    if module.startswith(("tests/", "bench/")):
+        return LAYERS.index("tests")
+    if os.path.basename(module) in ENTRY_FILES:
+        return LAYERS.index("entry")
+    if module.startswith("kd_keras/app/"):
+        return LAYERS.index("app")
     if module.startswith("nas/"):
-        return 2
+        return LAYERS.index("search")
     if module.startswith("export/"):
-        return 1
-    return 0
+        return LAYERS.index("export")
+    assert module.startswith("kd_keras/"), module
+    return LAYERS.index("core")
+
+
+def upward_imports(edges):
+    """'A (layer) imports B (layer)' for every edge of {module: deps} that
+    points up the layers."""
+    return [
+        f"{m} ({LAYERS[layer(m)]}) imports {d} ({LAYERS[layer(d)]})"
+        for m, deps in sorted(edges.items())
+        for d in sorted(deps)
+        if layer(d) > layer(m)
+    ]
 
 
 def _sources(pattern):
@@ -256,13 +273,67 @@ def test_find_cycle_finds_one():
 
 
 def test_imports_point_down_the_layers():
-    wrong = [
-        f"{m} (layer {layer(m)}) imports {d} (layer {layer(d)})"
-        for m, deps in graph().items()
-        for d in deps
-        if layer(d) > layer(m)
-    ]
+    wrong = upward_imports(graph())
     assert not wrong, "\n".join(wrong)
+
+
+def test_a_planted_upward_import_is_caught():
+    edges = graph()
+    assert not upward_imports(edges)
+    for low, high in (
+        ("kd_keras/runs.py", "kd_keras/app/pipeline.py"),
+        ("kd_keras/distill/distiller.py", "export/exporter.py"),
+        ("export/exporter.py", "nas/search.py"),
+        ("nas/search.py", "kd_keras/app/pipeline.py"),
+        ("kd_keras/app/pipeline.py", "kd_keras/main.py"),
+    ):
+        planted = dict(edges, **{low: set(edges[low]) | {high}})
+        assert upward_imports(planted) == [
+            f"{low} ({LAYERS[layer(low)]}) imports {high} ({LAYERS[layer(high)]})"
+        ]
+
+
+def test_layers_are_read_from_paths():
+    assert [
+        LAYERS[layer(m)]
+        for m in (
+            "kd_keras/data/load.py",
+            "kd_keras/runs.py",
+            "export/exporter.py",
+            "nas/oracles.py",
+            "kd_keras/app/study/runner.py",
+            "kd_keras/main.py",
+            "nas/flags.py",
+            "tests/build_test.py",
+        )
+    ] == ["core", "core", "export", "search", "app", "entry", "entry", "tests"]
+
+
+def test_only_entry_points_define_flags():
+    wrong = []
+    for module in modules():
+        if layer(module) >= LAYERS.index("entry"):
+            continue
+        tree = ast.parse(open(os.path.join(ROOT, module)).read(), module)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("DEFINE_")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "flags"
+            ):
+                wrong.append(f"{module}:{node.lineno}: flags.{node.attr}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_module_is_over_800_lines():
+    long = {}
+    for module in modules():
+        if module.startswith(("kd_keras/", "export/", "nas/")):
+            n = sum(1 for _ in open(os.path.join(ROOT, module)))
+            if n > 800:
+                long[module] = n
+    assert not long, long
 
 
 def test_first_party_imports_are_at_top_level():
@@ -341,11 +412,11 @@ def test_build_has_no_cycle_and_its_deps_resolve():
 def test_the_build_checks_fail_on_a_cycle_and_an_undeclared_import():
     text = render(expected_build())
     targets = build_targets(text)
-    targets["kd_keras_runs"]["deps"].append(":kd_keras_pipeline")  # runs -> ... -> runs
+    targets["kd_keras_runs"]["deps"].append(":kd_keras_app_pipeline")  # runs -> ... -> runs
     edges = {n: {d[1:] for d in t["deps"] if d.startswith(":")} for n, t in targets.items()}
     assert find_cycle(edges) is not None
     targets = build_targets(text)
-    targets["kd_keras_pipeline"]["deps"].remove(":kd_keras_runs")
+    targets["kd_keras_app_pipeline"]["deps"].remove(":kd_keras_runs")
     assert targets != expected_build()
 
 

@@ -1,7 +1,7 @@
 """Compression: pruning, clustering, QAT and their chains, with and without KD.
 
 Tiny students on 8x8 inputs, 64 random examples, batch 16 (4 steps), one
-epoch, trained through ``training.fit`` exactly as the pipeline does: plain
+epoch, trained through ``train_lib.fit`` exactly as the pipeline does: plain
 when KD is off, inside the Distiller when it is on.
 """
 
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
 
-from kd_keras import compression, models, training
-from kd_keras.distiller import Distiller
+from kd_keras import compression, distill, models
+from kd_keras import train as train_lib
+from kd_keras.distill.distiller import Distiller
 from kd_keras.keras_compat import keras, tf
 
 SHAPE = (8, 8, 1)
@@ -41,13 +42,13 @@ def _datasets():
 
 def _fit(model, callbacks, kd, run_dir):
     """One epoch of the pipeline's training, distilled when `kd`."""
-    training.fit(
+    train_lib.fit(
         model,
         _datasets(),
-        training.TrainConfig(epochs=1),
+        train_lib.TrainConfig(epochs=1),
         str(run_dir),
         teacher=_teacher() if kd else None,
-        kd=training.KDConfig() if kd else None,
+        kd=distill.KDConfig() if kd else None,
         extra_callbacks=callbacks,
         verbose=0,
     )
@@ -288,7 +289,7 @@ def test_tfmot_callback_reaches_wrappers_inside_the_distiller(tmp_path):
 
 
 def test_update_pruning_step_fails_without_wrappers():
-    model = training.compile_plain(_student())
+    model = train_lib.compile_plain(_student())
     x = np.zeros((BATCH,) + SHAPE, "float32")
     with pytest.raises(ValueError, match="found no pruning wrapper"):
         model.fit(

@@ -22,8 +22,8 @@ CHECK = r"""
 import sys
 from absl import flags
 from kd_keras import flags as kd_flags
-from kd_keras import pipeline
-from kd_keras.study import runner
+from kd_keras.app import pipeline
+from kd_keras.app.study import runner
 
 for path in sys.argv[1:]:
     flags.FLAGS.unparse_flags()

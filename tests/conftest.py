@@ -11,7 +11,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kd_keras import data as data_lib  # noqa: E402
-from kd_keras import pipeline, training  # noqa: E402
+from kd_keras import train as train_lib
+from kd_keras.app import pipeline  # noqa: E402
 
 
 def pytest_collection_modifyitems(items):
@@ -99,10 +100,10 @@ def tiny_pipeline_config(workdir, **overrides):
         batch_size=16,
         teacher="cnn",
         teacher_kwargs={"width": 0.25},
-        teacher_train=training.TrainConfig(epochs=1),
+        teacher_train=train_lib.TrainConfig(epochs=1),
         student="cnn",
         student_kwargs={"width": 0.25},
-        student_train=training.TrainConfig(epochs=1),
+        student_train=train_lib.TrainConfig(epochs=1),
         export_formats=(),
         verbose=0,
     )

@@ -79,7 +79,7 @@ def test_ensemble_teacher_averages_members():
     single = Distiller(student, t1, temperature=1.0)
     mean_logits = (t1(x, training=False) + t2(x, training=False)) / 2
     # The ensemble's soft target is softmax of the averaged logits.
-    from kd_keras import losses
+    from kd_keras.distill import losses
 
     want = losses.LogitsKD(1.0).compute([mean_logits], s)
     got = d.distillation_loss(d.teacher_outputs(x), [s])

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from conftest import write_image_folder
 
-from kd_keras import distribute, runs, training
+from kd_keras import distill, distribute, runs
+from kd_keras import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,8 +105,8 @@ def test_batches_padded_to_an_even_share_per_replica():
     from kd_keras.keras_compat import tf
 
     data = tf.data.Dataset.range(10).batch(7)  # Batches of 7 and 3.
-    assert [len(b) for b in training.even_batches(data)] == [8, 4]
-    padded = [b.numpy().tolist() for b in training.even_batches(data, 4)]
+    assert [len(b) for b in train_lib.even_batches(data)] == [8, 4]
+    padded = [b.numpy().tolist() for b in train_lib.even_batches(data, 4)]
     assert padded == [[0, 1, 2, 3, 4, 5, 6, 0], [7, 8, 9, 7]]
 
 
@@ -129,8 +130,8 @@ def _train_both_ways(out):
 
     # Batches of 16, 16 and 8: no padding, on one device or two (see even_batches).
     data = tiny_dataset(40, shape=(6, 6, 1), classes=3)
-    config = training.TrainConfig(epochs=2, optimizer="sgd", learning_rate=0.5, seed=1)
-    kd = training.KDConfig(alpha=0.3, temperature=2.0)
+    config = train_lib.TrainConfig(epochs=2, optimizer="sgd", learning_rate=0.5, seed=1)
+    kd = distill.KDConfig(alpha=0.3, temperature=2.0)
 
     def dense(seed, name):
         keras.utils.set_random_seed(seed)
@@ -150,7 +151,7 @@ def _train_both_ways(out):
                 student = dense(1, "student")
                 teacher = dense(2, "teacher") if mode == "kd" else None
                 run_dir = os.path.join(os.path.dirname(out), f"{key}-{mode}")
-                training.fit(student, datasets, config, run_dir, teacher, kd, verbose=0)
+                train_lib.fit(student, datasets, config, run_dir, teacher, kd, verbose=0)
                 weights[f"{key}-{mode}"] = np.concatenate(
                     [w.ravel() for w in student.get_weights()]
                 )

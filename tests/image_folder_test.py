@@ -10,7 +10,7 @@ import pytest
 from conftest import write_image_folder
 
 from kd_keras import data as data_lib
-from kd_keras import image_folder
+from kd_keras.data import folders as image_folder
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import pytest
 from conftest import tiny_dataset, tiny_pipeline_config
 
 from kd_keras import data as data_lib
-from kd_keras import kd_selection, pipeline, runs
+from kd_keras import runs
+from kd_keras.app import kd_selection, pipeline
 from kd_keras.keras_compat import keras
 
 
@@ -63,7 +64,7 @@ def test_a_bad_grid_is_one_clear_error():
 def test_a_study_chooses_on_the_first_seeds_validation_and_every_kd_run_uses_the_winner(
     tmp_path, monkeypatch
 ):
-    from kd_keras.study import runner
+    from kd_keras.app.study import runner
 
     data = tiny_dataset(n=64)
     monkeypatch.setattr(runner, "load_data", lambda config: data)
@@ -98,7 +99,7 @@ def test_a_study_chooses_on_the_first_seeds_validation_and_every_kd_run_uses_the
 
 
 def test_a_distributed_study_refuses_kd_select_before_loading_data(monkeypatch):
-    from kd_keras.study import runner
+    from kd_keras.app.study import runner
 
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")

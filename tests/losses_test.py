@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kd_keras import losses
+from kd_keras.distill import losses
 from kd_keras.keras_compat import tf
 
 RNG = np.random.default_rng(0)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from conftest import tiny_dataset
 
-from kd_keras import Distiller, models, training
+from kd_keras import Distiller, models
 from kd_keras import data as data_lib
-from kd_keras import losses as losses_lib
+from kd_keras import train as train_lib
+from kd_keras.distill import losses as losses_lib
 from kd_keras.keras_compat import keras, tf
 
 SHAPE = (28, 28, 1)
@@ -126,7 +127,7 @@ def test_plain_training_on_mixed_batches_uses_the_soft_cross_entropy():
     keras.utils.set_random_seed(0)
     model = models.build("cnn", SHAPE, 10, width=0.25)
     want = float(np.mean(losses_lib.label_crossentropy(y, model(x, training=True)).numpy()))
-    training.compile_plain(model, keras.optimizers.SGD(0.0))
+    train_lib.compile_plain(model, keras.optimizers.SGD(0.0))
     got = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
     assert got["loss"][0] == pytest.approx(want, rel=1e-5)
     # Evaluation with sparse labels through the same compiled model.

@@ -17,10 +17,13 @@ from conftest import tiny_dataset, tiny_pipeline_config
 import nas
 from export import convert as convert_lib
 from kd_keras import data as data_lib
-from kd_keras import models, pipeline, training
+from kd_keras import distill, distribute, models
+from kd_keras import train as train_lib
+from kd_keras.app import pipeline
 from kd_keras.keras_compat import keras
-from nas import hardware, pareto, search_space, tuner
-from nas import search_report as report
+from nas import candidate, hardware, oracles, pareto, report, search
+from nas import objective as objective_lib
+from nas import space as search_space
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE, CLASSES = (12, 12, 1), 10
@@ -46,13 +49,13 @@ def _space(**kw):
     return search_space.StudentSpace(SHAPE, CLASSES, **args)
 
 
-def _tuner(directory, oracle, cls=tuner.StudentSearch, **kw):
+def _tuner(directory, oracle, cls=search.StudentSearch, **kw):
     args = dict(
         data=tiny_dataset(64, SHAPE, CLASSES),
-        train_config=training.TrainConfig(epochs=1),
+        train_config=train_lib.TrainConfig(epochs=1),
         batch_size=32,
-        budget=tuner.Budget(max_latency_us=1e7, max_params=MAX_PARAMS),
-        measure=tuner.MeasureConfig(num_runs=5, warmup=1),
+        budget=objective_lib.Budget(max_latency_us=1e7, max_params=MAX_PARAMS),
+        measure=candidate.MeasureConfig(num_runs=5, warmup=1),
         directory=str(directory),
         project_name="p",
     )
@@ -69,7 +72,7 @@ def searched(tmp_path_factory):
     directory = tmp_path_factory.mktemp("search")
     keras.utils.set_random_seed(0)
     teacher = models.build("cnn", SHAPE, CLASSES, width=0.25)
-    search = _tuner(directory, tuner.make_oracle("random", max_trials=3, seed=3), teacher=teacher)
+    search = _tuner(directory, oracles.make_oracle("random", max_trials=3, seed=3), teacher=teacher)
     search.search(verbose=0)
     return search, report.write_outputs(search)
 
@@ -131,7 +134,7 @@ def test_load_student_rebuilds_the_best_architecture_untrained(searched):
     assert [l.name for l in fresh.layers] == [l.name for l in trained.layers]
     assert fresh.count_params() == trained.count_params() == outputs["best"]["params"]
     assert not all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), trained.get_weights()))
-    training.compile_plain(fresh)
+    train_lib.compile_plain(fresh)
     before = fresh.get_layer("logits").get_weights()[0].copy()
     x = np.random.default_rng(0).random((8,) + SHAPE, dtype=np.float32)
     loss = fresh.train_on_batch(x, np.arange(8) % CLASSES)[0]
@@ -149,7 +152,7 @@ def test_load_student_rebuilds_the_best_architecture_untrained(searched):
 # Orchestration, with training and measurement stubbed.
 
 
-class StubSearch(tuner.StudentSearch):
+class StubSearch(search.StudentSearch):
     """Records run_trial calls; 'training' shifts the weights, 'measuring' is arithmetic."""
 
     interrupt_at = None  # Raise KeyboardInterrupt inside this call number (1-based).
@@ -192,18 +195,18 @@ class StubSearch(tuner.StudentSearch):
 
 
 def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
-    first = _tuner(tmp_path, tuner.make_oracle("random", max_trials=3, seed=1), StubSearch)
+    first = _tuner(tmp_path, oracles.make_oracle("random", max_trials=3, seed=1), StubSearch)
     first.interrupt_at = 2
     with pytest.raises(KeyboardInterrupt):
         first.search(verbose=0)
     finished, interrupted = first.calls
 
-    second = _tuner(tmp_path, tuner.make_oracle("random", max_trials=3, seed=1), StubSearch)
+    second = _tuner(tmp_path, oracles.make_oracle("random", max_trials=3, seed=1), StubSearch)
     second.search(verbose=0)
     assert finished not in second.calls
     assert second.calls[0] == interrupted and len(second.calls) == 2
 
-    third = _tuner(tmp_path, tuner.make_oracle("random", max_trials=3, seed=1), StubSearch)
+    third = _tuner(tmp_path, oracles.make_oracle("random", max_trials=3, seed=1), StubSearch)
     third.search(verbose=0)
     assert getattr(third, "calls", []) == []
     rows = report.write_outputs(third)["rows"]
@@ -214,8 +217,8 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
 def test_hyperband_without_a_parent_state_warm_starts_from_its_weights(tmp_path):
     """The stub trains nothing, so no trial leaves a checkpoint to continue: a
     promoted trial falls back to the parent's weights and its remaining epochs."""
-    oracle = tuner.make_oracle("hyperband", epochs=2, hyperband_factor=2, seed=0)
-    search = _tuner(tmp_path, oracle, StubSearch, train_config=training.TrainConfig(epochs=2))
+    oracle = oracles.make_oracle("hyperband", epochs=2, hyperband_factor=2, seed=0)
+    search = _tuner(tmp_path, oracle, StubSearch, train_config=train_lib.TrainConfig(epochs=2))
     search.search(verbose=0)
     assert len(search.fits) >= 3
     continued = 0
@@ -242,13 +245,13 @@ def test_sampling_within_the_budget_trains_only_candidates_that_fit(tmp_path):
     budget, no trial is over it. The same oracle seed without it trains some
     that are (so the first assertion can fail)."""
     plain = _tuner(
-        tmp_path / "plain", tuner.make_oracle("random", max_trials=6, seed=2), StubSearch
+        tmp_path / "plain", oracles.make_oracle("random", max_trials=6, seed=2), StubSearch
     )
     plain.search(verbose=0)
     assert _over_budget_trials(plain), "the control search should meet over-budget draws"
 
     search = _tuner(
-        tmp_path / "within", tuner.make_oracle("random", max_trials=6, seed=2), StubSearch
+        tmp_path / "within", oracles.make_oracle("random", max_trials=6, seed=2), StubSearch
     )
     assert search.sample_within_budget()
     search.search(verbose=0)
@@ -257,17 +260,20 @@ def test_sampling_within_the_budget_trains_only_candidates_that_fit(tmp_path):
 
 
 def test_sampling_within_the_budget_under_hyperband_and_when_it_cannot(tmp_path):
-    oracle = tuner.make_oracle("hyperband", epochs=2, hyperband_factor=2, seed=0)
+    oracle = oracles.make_oracle("hyperband", epochs=2, hyperband_factor=2, seed=0)
     search = _tuner(
-        tmp_path / "hb", oracle, StubSearch, train_config=training.TrainConfig(epochs=2)
+        tmp_path / "hb", oracle, StubSearch, train_config=train_lib.TrainConfig(epochs=2)
     )
     assert search.sample_within_budget()
     search.search(verbose=0)
     assert search.oracle.draws >= 2 and _over_budget_trials(search) == []
-    bayes = _tuner(tmp_path / "b", tuner.make_oracle("bayesian", max_trials=2), StubSearch)
+    bayes = _tuner(tmp_path / "b", oracles.make_oracle("bayesian", max_trials=2), StubSearch)
     assert not bayes.sample_within_budget()  # It proposes its own points.
     unlimited = _tuner(
-        tmp_path / "u", tuner.make_oracle("random", max_trials=2), StubSearch, budget=tuner.Budget()
+        tmp_path / "u",
+        oracles.make_oracle("random", max_trials=2),
+        StubSearch,
+        budget=objective_lib.Budget(),
     )
     assert not unlimited.sample_within_budget()
 
@@ -284,14 +290,14 @@ def test_within_budget_measures_the_untrained_files(tmp_path, monkeypatch):
         return convert(model, fmt, **kwargs)
 
     monkeypatch.setattr(convert_lib, "convert", spy)
-    roomy = _tuner(tmp_path / "a", tuner.make_oracle("random", max_trials=1))
+    roomy = _tuner(tmp_path / "a", oracles.make_oracle("random", max_trials=1))
     assert roomy.within_budget(values)
     assert formats == ["int8", "float32"]  # _tuner's budget limits the float32 latency
     formats.clear()
     tight = _tuner(
         tmp_path / "b",
-        tuner.make_oracle("random", max_trials=1),
-        budget=tuner.Budget(max_bytes=500, max_arena_bytes=100, int8=True),
+        oracles.make_oracle("random", max_trials=1),
+        budget=objective_lib.Budget(max_bytes=500, max_arena_bytes=100, int8=True),
     )
     assert not tight.within_budget(values)
     assert formats == ["int8"]
@@ -301,8 +307,8 @@ def test_a_start_point_over_the_budget_is_named_when_it_is_refused(tmp_path, cap
     """A budget below a hand-designed start point says so when the point is
     drawn (before any trial trains), naming the figure and the flag."""
     start = [search_space.hand_point("cnn", 0.25), search_space.hand_point("cnn", 1.0)]
-    oracle = tuner.make_oracle("evolution", max_trials=1, start_points=start)
-    search = _tuner(tmp_path, oracle, StubSearch, budget=tuner.Budget(max_params=5000))
+    oracle = oracles.make_oracle("evolution", max_trials=1, start_points=start)
+    search = _tuner(tmp_path, oracle, StubSearch, budget=objective_lib.Budget(max_params=5000))
     assert search.within_budget(start[0])  # 1,758 parameters
     assert not any("over the budget" in r.getMessage() for r in caplog.records)
     with caplog.at_level(logging.WARNING):
@@ -315,7 +321,7 @@ def test_a_start_point_over_the_budget_is_named_when_it_is_refused(tmp_path, cap
 
 
 def test_bayesian_oracle_models_the_conditional_space(tmp_path):
-    oracle = tuner.make_oracle("bayesian", max_trials=4, num_initial_points=2, seed=0)
+    oracle = oracles.make_oracle("bayesian", max_trials=4, num_initial_points=2, seed=0)
     search = _tuner(tmp_path, oracle, StubSearch)
     search.search(verbose=0)
     rows = report.write_outputs(search)["rows"]
@@ -524,17 +530,17 @@ def test_space_rejects_bad_arguments(kwargs, match):
 
 
 def test_objective_puts_every_infeasible_trial_below_every_feasible_one():
-    budget = tuner.Budget(max_latency_us=100, max_bytes=1000)
+    budget = objective_lib.Budget(max_latency_us=100, max_bytes=1000)
     excess = budget.excess({"latency_us": 150.0, "file_bytes": 500, "params": 10**9})
     assert excess == {"latency_us": pytest.approx(0.5), "file_bytes": 0.0}
-    assert tuner.objective(0.9, excess) == pytest.approx(0.9 - 1.0 - 0.5)
-    assert tuner.objective(0.3, {"file_bytes": 0.0}) == 0.3
-    assert tuner.objective(0.0, {}) > tuner.objective(1.0, {"params": 1e-9})
+    assert objective_lib.objective(0.9, excess) == pytest.approx(0.9 - 1.0 - 0.5)
+    assert objective_lib.objective(0.3, {"file_bytes": 0.0}) == 0.3
+    assert objective_lib.objective(0.0, {}) > objective_lib.objective(1.0, {"params": 1e-9})
     with pytest.raises(ValueError, match="max_bytes"):
-        tuner.Budget(max_bytes=-1)
+        objective_lib.Budget(max_bytes=-1)
     with pytest.raises(ValueError, match="latency_us"):
         budget.excess({"file_bytes": 1})
-    arena = tuner.Budget(max_arena_bytes=20000)
+    arena = objective_lib.Budget(max_arena_bytes=20000)
     assert arena.excess({"arena_bytes": 30000, "tflm_runs": 1.0}) == {
         "arena_bytes": pytest.approx(0.5)
     }
@@ -554,16 +560,16 @@ def test_non_dominated_keeps_exactly_the_front():
 
 
 def test_oracles_and_distributed_role():
-    assert isinstance(tuner.make_oracle("hyperband", epochs=3), kt.oracles.HyperbandOracle)
+    assert isinstance(oracles.make_oracle("hyperband", epochs=3), kt.oracles.HyperbandOracle)
     assert isinstance(
-        tuner.make_oracle("bayesian", max_trials=4), kt.oracles.BayesianOptimizationOracle
+        oracles.make_oracle("bayesian", max_trials=4), kt.oracles.BayesianOptimizationOracle
     )
     with pytest.raises(ValueError, match="allowed"):
-        tuner.make_oracle("grid")
-    assert tuner.distributed_role({}) == "single"
+        oracles.make_oracle("grid")
+    assert distribute.distributed_role({}) == "single"
     env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8000"}
-    assert tuner.distributed_role(dict(env, KERASTUNER_TUNER_ID="chief")) == "chief"
-    assert tuner.distributed_role(dict(env, KERASTUNER_TUNER_ID="worker1")) == "worker"
+    assert distribute.distributed_role(dict(env, KERASTUNER_TUNER_ID="chief")) == "chief"
+    assert distribute.distributed_role(dict(env, KERASTUNER_TUNER_ID="worker1")) == "worker"
 
 
 # ----------------------------------------------------------------------------
@@ -618,7 +624,7 @@ def test_short_training_evaluates_in_inference_mode():
     rng = np.random.default_rng(0)
     x = rng.random((1024,) + SHAPE).astype("float32")
     y = (x.mean((1, 2, 3)) > 0.5).astype("int64")
-    training.compile_plain(model, keras.optimizers.Adam(3e-3))
+    train_lib.compile_plain(model, keras.optimizers.Adam(3e-3))
     model.fit(x, y, batch_size=32, epochs=2, verbose=0)  # 64 steps
     train_mode = np.mean(model(x, training=True).numpy().argmax(-1) == y)
     inference = np.mean(model(x, training=False).numpy().argmax(-1) == y)
@@ -679,14 +685,14 @@ def test_promoted_trial_continues_its_parent_like_one_uninterrupted_run(tmp_path
     teacher = models.build("cnn", SHAPE, CLASSES, width=0.25)
     search = _tuner(
         tmp_path,
-        tuner.make_oracle("hyperband", epochs=2, hyperband_factor=2),
-        train_config=training.TrainConfig(epochs=2, learning_rate=1e-2),
+        oracles.make_oracle("hyperband", epochs=2, hyperband_factor=2),
+        train_config=train_lib.TrainConfig(epochs=2, learning_rate=1e-2),
         augment=data_lib.AugmentConfig(crop_padding=1, flip=True),
         teacher=teacher,
-        kd=training.KDConfig(teacher_cache_views=2),
+        kd=distill.KDConfig(teacher_cache_views=2),
     )
     first = _run(search, "a", epochs=1, initial_epoch=0)
-    progress = training.read_progress(search.get_trial_dir("a"))
+    progress = train_lib.read_progress(search.get_trial_dir("a"))
     assert progress["epochs_done"] == 1 and progress["finished"] is False
     assert first["epochs"] == 1
     promoted = _run(search, "b", epochs=2, initial_epoch=1, trial_id="a")
@@ -711,11 +717,11 @@ def test_promoted_trial_continues_its_parent_like_one_uninterrupted_run(tmp_path
         "int8_file_bytes": 5,
         "file_bytes": 50,
     }
-    assert tuner.Budget(max_latency_us=20, max_bytes=10, int8=True).excess(figures) == {
+    assert objective_lib.Budget(max_latency_us=20, max_bytes=10, int8=True).excess(figures) == {
         "latency_us": 0.0,
         "file_bytes": 0.0,
     }
-    assert tuner.Budget(max_latency_us=20).excess(figures)["latency_us"] > 0
+    assert objective_lib.Budget(max_latency_us=20).excess(figures)["latency_us"] > 0
 
 
 class _T:
@@ -977,12 +983,12 @@ def test_final_step_retrains_the_pareto_set_and_hand_points(tmp_path):
     space = _space(filters=(4, 8, 16, 32, 48), expansions=(1, 2))
     search = StubSearch(
         space,
-        tuner.make_oracle("random", max_trials=3, seed=3),
+        oracles.make_oracle("random", max_trials=3, seed=3),
         data=tiny_dataset(64, SHAPE, CLASSES),
-        train_config=training.TrainConfig(epochs=1),
+        train_config=train_lib.TrainConfig(epochs=1),
         batch_size=32,
-        budget=tuner.Budget(max_params=MAX_PARAMS),
-        measure=tuner.MeasureConfig(num_runs=5, warmup=1),
+        budget=objective_lib.Budget(max_params=MAX_PARAMS),
+        measure=candidate.MeasureConfig(num_runs=5, warmup=1),
         directory=str(tmp_path),
         project_name="p",
     )
@@ -1204,7 +1210,7 @@ def _evolution(
 ):
     space = _space(filters=filters, max_blocks=2, conv_types=("standard", "separable"))
     start = start or [search_space.hand_point("cnn", 0.25), search_space.hand_point("cnn", 1.0)]
-    oracle = tuner.make_oracle(
+    oracle = oracles.make_oracle(
         "evolution",
         max_trials=trials,
         seed=seed,
@@ -1221,10 +1227,10 @@ def _evolution(
         space,
         oracle,
         data=tiny_dataset(64, SHAPE, CLASSES),
-        train_config=training.TrainConfig(epochs=1),
+        train_config=train_lib.TrainConfig(epochs=1),
         batch_size=32,
-        budget=budget or tuner.Budget(max_params=MAX_PARAMS),
-        measure=tuner.MeasureConfig(num_runs=5, warmup=1),
+        budget=budget or objective_lib.Budget(max_params=MAX_PARAMS),
+        measure=candidate.MeasureConfig(num_runs=5, warmup=1),
         directory=str(tmp_path),
         project_name="p",
     )
@@ -1253,7 +1259,7 @@ def _assert_mutates_window_winners(search, fitness, aiming_only=False):
         assert len(moved) == 1 or (not moved and structural), (parent, values[i])
         for k in moved:
             hp = next(h for h in search.oracle.hyperparameters.space if h.name == k)
-            assert values[i][k] in tuner.neighbours(hp, parent[k])
+            assert values[i][k] in oracles.neighbours(hp, parent[k])
 
 
 def test_cover_keys_aim_at_the_hand_points_nothing_covers_yet():
@@ -1331,8 +1337,8 @@ def test_cover_tournaments_draw_from_the_trials_that_aim_at_an_open_hand_point()
     done = [trial(i) for i in range(6)]
     # Trials 0-2 aim at an open start point; 3-5 cost more than every one.
     fitness = {t.trial_id: (1 if i < 3 else 0, 0.8) for i, t in enumerate(done)}
-    cover = tuner.make_oracle("evolution", fitness="cover", population=2, sample=2)
-    score = tuner.make_oracle("evolution", fitness="score", population=2, sample=2)
+    cover = oracles.make_oracle("evolution", fitness="cover", population=2, sample=2)
+    score = oracles.make_oracle("evolution", fitness="score", population=2, sample=2)
     ids = lambda ts: [t.trial_id for t in ts]  # noqa: E731
     assert ids(cover.tournament_window(done, fitness)) == ["01", "02"]
     assert ids(score.tournament_window(done, fitness)) == ["04", "05"]  # aging alone
@@ -1347,7 +1353,9 @@ def test_tournament_windows_keep_the_elite_fittest_and_the_latest_of_the_rest():
         return types.SimpleNamespace(trial_id=f"{i:02d}", score=score)
 
     def oracle(elite, fitness="aim"):
-        return tuner.make_oracle("evolution", fitness=fitness, population=3, sample=2, elite=elite)
+        return oracles.make_oracle(
+            "evolution", fitness=fitness, population=3, sample=2, elite=elite
+        )
 
     # Two good trials early on, then weak ones (e.g. cheap children aimed elsewhere).
     done = [trial(0, 0.88), trial(1, 0.86), trial(2, 0.70), trial(3, 0.75), trial(4, 0.72)]
@@ -1391,7 +1399,7 @@ def test_kept_seeds_stay_in_the_windows_they_belong_to():
         )
 
     def oracle(keep, elite=0, seeds=(seed,)):
-        return tuner.make_oracle(
+        return oracles.make_oracle(
             "evolution",
             fitness="aim",
             population=3,
@@ -1415,7 +1423,7 @@ def test_kept_seeds_stay_in_the_windows_they_belong_to():
     more = oracle(True, seeds=[dict(seed, stage2_filters=i) for i in range(5)])
     assert ids(more.window(many, {t.trial_id: 0.8 for t in many})) == ["00", "01", "02"]
     with pytest.raises(ValueError, match="--evolution_keep_seeds"):
-        tuner.make_oracle("evolution", keep_seeds=True)
+        oracles.make_oracle("evolution", keep_seeds=True)
 
 
 def test_a_band_window_leaves_out_the_trials_inside_a_cheaper_open_point():
@@ -1437,7 +1445,7 @@ def test_a_band_window_leaves_out_the_trials_inside_a_cheaper_open_point():
     ids = lambda ts: [t.trial_id for t in ts]  # noqa: E731
 
     def members(aim_window, aims, rows=rows, done=done):
-        o = tuner.make_oracle(
+        o = oracles.make_oracle(
             "evolution", fitness="aim", population=3, sample=2, aim_window=aim_window
         )
         o._rows = lambda done: rows
@@ -1460,7 +1468,7 @@ def test_a_band_window_leaves_out_the_trials_inside_a_cheaper_open_point():
     same_cost = [rows[0], _cost_row(0.80, 30, 30, True), _cost_row(0.70, 10, 10)]
     assert members("band", {}, same_cost, done[:3]) == ("00", done[:3])
     with pytest.raises(ValueError, match="--evolution_aim_window=nearest"):
-        tuner.make_oracle("evolution", fitness="aim", aim_window="nearest")
+        oracles.make_oracle("evolution", fitness="aim", aim_window="nearest")
 
 
 def test_a_scale_move_steps_every_stage_one_width_the_same_way(tmp_path):
@@ -1492,11 +1500,11 @@ def test_a_scale_move_steps_every_stage_one_width_the_same_way(tmp_path):
             assert len(moved) <= 1, (parent, child)
             assert recorded["moves"] == ["one"], recorded
     assert scaled >= 4, scaled
-    resumed = tuner.make_oracle("evolution", scale_moves=1.0)
+    resumed = oracles.make_oracle("evolution", scale_moves=1.0)
     resumed.set_state(search.oracle.get_state())
     assert resumed.parents == lineage
     with pytest.raises(ValueError, match="--evolution_scale_moves=1.5"):
-        tuner.make_oracle("evolution", scale_moves=1.5)
+        oracles.make_oracle("evolution", scale_moves=1.5)
 
 
 def test_search_summary_shows_the_figures_the_budget_was_checked_on():
@@ -1608,7 +1616,7 @@ def test_evolution_flags_and_hand_trials_are_not_found_students(tmp_path):
     from nas import final
 
     with pytest.raises(ValueError, match="--evolution_sample"):
-        tuner.make_oracle("evolution", max_trials=2, population=2, sample=3)
+        oracles.make_oracle("evolution", max_trials=2, population=2, sample=3)
     search, start = _evolution(tmp_path, trials=4)
     rows = report.write_outputs(search)["rows"]
     assert any(r["hyperparameters"] == start[0] for r in rows)
@@ -1628,9 +1636,9 @@ def test_evolution_flags_and_hand_trials_are_not_found_students(tmp_path):
 def test_oracle_seed_zero_is_a_fixed_seed():
     # keras-tuner draws a random seed for a falsy one; seed 0 must not mean "random".
     for kind in ("random", "hyperband", "evolution"):
-        a, b = tuner.make_oracle(kind, seed=0), tuner.make_oracle(kind, seed=0)
-        assert a.seed == b.seed == tuner.ZERO_SEED
-    assert tuner.make_oracle("random", seed=5).seed == 5
+        a, b = oracles.make_oracle(kind, seed=0), oracles.make_oracle(kind, seed=0)
+        assert a.seed == b.seed == oracles.ZERO_SEED
+    assert oracles.make_oracle("random", seed=5).seed == 5
 
 
 def test_the_budget_draw_measures_bytes_as_a_trained_model_has_them(tmp_path):
@@ -1638,9 +1646,9 @@ def test_the_budget_draw_measures_bytes_as_a_trained_model_has_them(tmp_path):
     scales) are stored once; a trained one's are not. The draw must judge the
     bytes the trained file will have."""
     values = search_space.hand_point("cnn", 0.25)
-    search = _tuner(tmp_path / "a", tuner.make_oracle("random", max_trials=1))
+    search = _tuner(tmp_path / "a", oracles.make_oracle("random", max_trials=1))
     search.hypermodel = _space(filters=(4, 8, 16))
-    images = search.data.x_train[: tuner.CALIBRATION_IMAGES]
+    images = search.data.x_train[: candidate.CALIBRATION_IMAGES]
 
     def int8_bytes(randomize):
         model = search.hypermodel.build(search_space.hyperparameters_from_values(values))
@@ -1654,15 +1662,15 @@ def test_the_budget_draw_measures_bytes_as_a_trained_model_has_them(tmp_path):
     assert fresh < trained  # what makes an untrained measurement wrong
     tight = _tuner(
         tmp_path / "b",
-        tuner.make_oracle("random", max_trials=1),
-        budget=tuner.Budget(max_bytes=(fresh + trained) // 2, int8=True),
+        oracles.make_oracle("random", max_trials=1),
+        budget=objective_lib.Budget(max_bytes=(fresh + trained) // 2, int8=True),
     )
     tight.hypermodel = search.hypermodel
     assert not tight.within_budget(values)
     roomy = _tuner(
         tmp_path / "c",
-        tuner.make_oracle("random", max_trials=1),
-        budget=tuner.Budget(max_bytes=trained + 64, int8=True),
+        oracles.make_oracle("random", max_trials=1),
+        budget=objective_lib.Budget(max_bytes=trained + 64, int8=True),
     )
     roomy.hypermodel = search.hypermodel
     assert roomy.within_budget(values)
@@ -1695,7 +1703,7 @@ def test_distinct_weights_keep_activations_at_the_initializers_scale():
     x = np.random.default_rng(1).uniform(0, 1, (4, 28, 28, 1)).astype("float32")
     before = np.abs(model(x).numpy()).max()
     initial = model.get_weights()
-    tuner.distinct_weights(model, np.random.default_rng(0))
+    candidate.distinct_weights(model, np.random.default_rng(0))
     after = np.abs(model(x).numpy()).max()
     assert np.isfinite(after) and after < 10 * before + 1
     for w0, w in zip(initial, model.get_weights()):
@@ -1716,8 +1724,8 @@ def _retime_inputs(max_latency_us):
 
     search = types.SimpleNamespace(
         data=tiny_dataset(8, SHAPE, CLASSES),
-        measure=tuner.MeasureConfig(threads=1),
-        budget=tuner.Budget(max_latency_us=max_latency_us),
+        measure=candidate.MeasureConfig(threads=1),
+        budget=objective_lib.Budget(max_latency_us=max_latency_us),
     )
     rows = [
         dict(
@@ -1809,7 +1817,7 @@ def test_seed_points_are_tried_after_the_start_points_and_are_never_a_target(tmp
     search, _ = _evolution(
         tmp_path,
         trials=8,
-        budget=tuner.Budget(max_params=30000),
+        budget=objective_lib.Budget(max_params=30000),
         fitness="aim",
         cls=AimedStub,
         start=start,
@@ -1889,7 +1897,7 @@ def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(
         elite=elite,
         aim_window=aim_window,
         trials=10,
-        budget=tuner.Budget(max_params=30000),  # cnn:0.5 (6,386) fits
+        budget=objective_lib.Budget(max_params=30000),  # cnn:0.5 (6,386) fits
         fitness="aim",
         cls=AimedStub,
         start=start,
@@ -1963,8 +1971,8 @@ def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(
     assert (banded > 0) == (aim_window == "band")
 
 
-class UntrainedSearch(tuner.StudentSearch):
-    """Real measuring (files), no training."""
+class UntrainedSearch(search.StudentSearch):
+    """Real measuring (files), no train_lib."""
 
     def _fit(self, model, train_config, trial_dir, until_epoch=None):
         return {"history": {}, "train_time_s": 0.0}
@@ -1972,9 +1980,9 @@ class UntrainedSearch(tuner.StudentSearch):
 
 @pytest.mark.parametrize("kind", ["random", "hyperband", "evolution"])
 def test_draw_counts_are_oracle_state(kind):
-    oracle = tuner.make_oracle(kind, max_trials=2, epochs=3)
+    oracle = oracles.make_oracle(kind, max_trials=2, epochs=3)
     oracle.draws, oracle.rejected, oracle.aim_rejected = 7, 3, 2
-    resumed = tuner.make_oracle(kind, max_trials=2, epochs=3)
+    resumed = oracles.make_oracle(kind, max_trials=2, epochs=3)
     assert (resumed.draws, resumed.rejected, resumed.aim_rejected) == (0, 0, 0)
     resumed.set_state(oracle.get_state())
     assert (resumed.draws, resumed.rejected, resumed.aim_rejected) == (7, 3, 2)
@@ -1989,7 +1997,7 @@ def test_costs_no_more_than_measures_the_draw_against_the_target_trial_file(tmp_
 
     small = search_space.hand_point("cnn", 0.25)
     big = dict(small, stage1_filters=32, stage2_filters=32, stage3_filters=32)
-    oracle = tuner.make_oracle(
+    oracle = oracles.make_oracle(
         "evolution", max_trials=2, start_points=[small, big], population=2, sample=2, fitness="aim"
     )
     space = _space(filters=(4, 8, 16, 32))
@@ -1997,9 +2005,9 @@ def test_costs_no_more_than_measures_the_draw_against_the_target_trial_file(tmp_
         space,
         oracle,
         data=tiny_dataset(64, SHAPE, CLASSES),
-        train_config=training.TrainConfig(epochs=1),
+        train_config=train_lib.TrainConfig(epochs=1),
         batch_size=32,
-        measure=tuner.MeasureConfig(num_runs=20, warmup=2),
+        measure=candidate.MeasureConfig(num_runs=20, warmup=2),
         directory=str(tmp_path),
         project_name="p",
     )

@@ -2,7 +2,7 @@
 
 Under oneDNN the gradients of the resnet teacher's 1x1 stride-2 projection
 convolutions corrupt the heap when a batch has an odd size (the process aborts
-or segfaults in some runs, not all). ``training.fit`` pads odd batches; each
+or segfaults in some runs, not all). ``train_lib.fit`` pads odd batches; each
 run here trains the smoke teacher on 21 examples in batches of 3 (seven odd
 batches per epoch) in its own process, several times, since the crash is
 intermittent.
@@ -19,14 +19,15 @@ RUNS = 4
 SCRIPT = """
 import sys, tempfile
 import numpy as np
-from kd_keras import data as data_lib, models, training
+from kd_keras import data as data_lib, models
+from kd_keras import train as train_lib
 rng = np.random.default_rng(0)
 x = rng.integers(0, 256, (21, 28, 28, 1)).astype(np.uint8)
 y = np.arange(21) % 10
 data = data_lib.Dataset("odd", x, y, x[:0], y[:0], x, y, num_classes=10)
 datasets = data_lib.make_datasets(data, batch_size=3)
 model = models.build("resnet", (28, 28, 1), 10, depth=10, width=0.5, stem_stride=2)
-out = training.fit(model, datasets, training.TrainConfig(epochs=2, optimizer="sgd"),
+out = train_lib.fit(model, datasets, train_lib.TrainConfig(epochs=2, optimizer="sgd"),
                    tempfile.mkdtemp(), verbose=0)
 assert len(out["history"]["loss"]) == 2
 print("trained")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import tiny_dataset, tiny_pipeline_config
 
+from kd_keras.app.study import runner
 from kd_keras.keras_compat import keras
-from kd_keras.study import runner
 
 BATCHES = 3
 
@@ -76,14 +76,16 @@ def test_kd_and_no_kd_runs_of_a_seed_see_the_same_batches(tmp_path, monkeypatch)
 
 def test_a_teacher_cache_shorter_than_training_warns_that_pairing_stops_at_its_views(tmp_path):
     from kd_keras import data as data_lib
-    from kd_keras import pipeline, training
+    from kd_keras import distill
+    from kd_keras import train as train_lib
+    from kd_keras.app import pipeline
 
     def config(views, epochs=6, crop=2, kd_mode="both"):
         return tiny_pipeline_config(
             str(tmp_path),
-            student_train=training.TrainConfig(epochs=epochs),
+            student_train=train_lib.TrainConfig(epochs=epochs),
             student_augment=data_lib.AugmentConfig(crop_padding=crop),
-            kd=training.KDConfig(teacher_cache_views=views),
+            kd=distill.KDConfig(teacher_cache_views=views),
             kd_mode=kd_mode,
         )
 

@@ -1,6 +1,6 @@
 """The pipeline report: KD gains pair each KD student with its plain twin."""
 
-from kd_keras import pipeline_report as report
+from kd_keras.app import report
 
 
 def _row(techniques, kd, acc, seed=0, role="student"):

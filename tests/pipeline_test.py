@@ -8,15 +8,17 @@ import pytest
 from conftest import tiny_dataset, tiny_pipeline_config
 
 from kd_keras import data as data_lib
-from kd_keras import models, pipeline, runs, training, variants
+from kd_keras import models, runs
+from kd_keras import train as train_lib
+from kd_keras.app import pipeline, variants
 from kd_keras.keras_compat import keras
 
 
 def _train(workdir, datasets):
-    cfg = training.TrainConfig(epochs=1, learning_rate=1e-3)
+    cfg = train_lib.TrainConfig(epochs=1, learning_rate=1e-3)
     spec = {"role": "student", "model": "cnn", "width": 0.25}
     build = lambda: models.build("cnn", (28, 28, 1), 10, width=0.25)  # noqa: E731
-    return training.train_or_load(workdir, "student", spec, build, datasets, cfg, verbose=0)
+    return train_lib.train_or_load(workdir, "student", spec, build, datasets, cfg, verbose=0)
 
 
 def test_moved_workdir_reuses_runs_and_reports_where_they_are_now(tmp_path):

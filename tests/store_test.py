@@ -1,4 +1,4 @@
-"""Splits kept on disk (kd_keras.store): read through tf.data a chunk at a
+"""Splits kept on disk (kd_keras.data.store): read through tf.data a chunk at a
 time, never with ``batch_size=-1``, and identical to the splits in memory."""
 
 import json
@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from kd_keras import data as data_lib
-from kd_keras import store
+from kd_keras.data import store
 from tests.conftest import write_image_folder
 
 

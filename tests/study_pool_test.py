@@ -1,11 +1,11 @@
-"""kd_keras.study.pool: studies of one configuration on different seeds, pooled."""
+"""kd_keras.app.study.pool: studies of one configuration on different seeds, pooled."""
 
 import json
 import math
 
 import pytest
 
-from kd_keras.study import pool
+from kd_keras.app.study import pool
 
 
 def _results(seeds, nokd, kd, workdir="w", temperature=2.0, teacher="abc"):

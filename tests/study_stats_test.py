@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from kd_keras.study import stats
+from kd_keras.app.study import stats
 
 
 def test_paired_interval_by_hand():

@@ -14,7 +14,7 @@ from scipy import stats as sp_stats
 
 from kd_keras import data as data_lib
 from kd_keras import runs
-from kd_keras.study import pool, runner
+from kd_keras.app.study import pool, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_DATA = (
@@ -94,9 +94,9 @@ def test_variance_view_by_hand():
 
 
 def test_report_states_the_setup_and_the_augmentation_comparison():
-    from kd_keras.pipeline import PipelineConfig
-    from kd_keras.study import report
-    from kd_keras.training import KDConfig
+    from kd_keras.app.pipeline import PipelineConfig
+    from kd_keras.app.study import report
+    from kd_keras.train import KDConfig
 
     acc = {
         ("none", False): [0.80, 0.82],
@@ -155,7 +155,7 @@ def test_progress_estimates_from_trained_runs_only(capsys):
 
 
 def test_bad_study_config():
-    from kd_keras.pipeline import PipelineConfig
+    from kd_keras.app.pipeline import PipelineConfig
 
     p = PipelineConfig(workdir="/tmp/x")
     with pytest.raises(ValueError, match="Unknown study techniques"):
@@ -298,14 +298,14 @@ def test_additivity_pairs_cover_kd_and_compositions_by_hand():
     d = np.subtract(acc["prune50"][1], acc["prune50"][0]) - np.subtract(*acc["none"][::-1])
     assert kd["mean"] == pytest.approx(d.mean())
     assert kd["high"] == pytest.approx(d.mean() + sp_stats.t.ppf(0.975, 2) * d.std(ddof=1) / 3**0.5)
-    from kd_keras.study import report
+    from kd_keras.app.study import report
 
     text = "\n".join(report.additivity_section(runner.additivity_pairs(rows, seeds)))
     assert "| prune50 × qat | no KD |" in text and "| KD × qat | vs plain student |" in text
 
 
 def test_bagging_verdict_reads_the_signs():
-    from kd_keras.study import report
+    from kd_keras.app.study import report
 
     var = {
         "nokd": {"disagreement": 0.05, "ensemble_gain": 0.010},

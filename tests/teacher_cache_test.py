@@ -9,7 +9,9 @@ import pytest
 from conftest import tiny_dataset
 
 from kd_keras import data as data_lib
-from kd_keras import models, teacher_cache, training
+from kd_keras import distill, models
+from kd_keras import train as train_lib
+from kd_keras.distill import teacher_cache
 from kd_keras.keras_compat import keras
 
 AUGMENT = data_lib.AugmentConfig(crop_padding=2, flip=True, cutout=6, mixup=0.4, cutmix=1.0)
@@ -83,11 +85,11 @@ def _fit(run_dir, views=2, stop=False):
     datasets = data_lib.make_datasets(data, 16, AUGMENT, seed=3)
     keras.utils.set_random_seed(1)
     student = models.build("cnn", SHAPE, 10, width=0.25, dropout=0.3)
-    kd = training.KDConfig(losses=("kd", "dkd"), teacher_cache_views=views)
-    out = training.fit(
+    kd = distill.KDConfig(losses=("kd", "dkd"), teacher_cache_views=views)
+    out = train_lib.fit(
         student,
         datasets,
-        training.TrainConfig(epochs=3, seed=1),
+        train_lib.TrainConfig(epochs=3, seed=1),
         run_dir,
         teacher=_teacher(),
         kd=kd,
@@ -105,7 +107,7 @@ def test_training_through_the_cache_is_deterministic_and_resumable(tmp_path):
     assert len(os.listdir(tmp_path / "cache")) == 1  # Computed once, reused by run b.
     with pytest.raises(KeyboardInterrupt):
         _fit(str(tmp_path / "c"), stop=True)
-    assert training.read_progress(str(tmp_path / "c"))["epochs_done"] == 1
+    assert train_lib.read_progress(str(tmp_path / "c"))["epochs_done"] == 1
     resumed, out_c = _fit(str(tmp_path / "c"))
     assert out_c["initial_epoch"] == 1
     for a, b, c in zip(whole, again, resumed):
@@ -119,10 +121,12 @@ def test_cache_refuses_feature_losses_and_negative_views(tmp_path):
     datasets = data_lib.make_datasets(data, 8, AUGMENT)
     student = models.build("cnn", SHAPE, 10, width=0.25)
     teacher = models.build("cnn", SHAPE, 10, width=0.5)
-    kd = training.KDConfig(
+    kd = distill.KDConfig(
         losses=("hint",), teacher_layer="block2", student_layer="block2", teacher_cache_views=2
     )
     with pytest.raises(ValueError, match="read features"):
-        training.fit(student, datasets, training.TrainConfig(epochs=1), str(tmp_path), teacher, kd)
+        train_lib.fit(
+            student, datasets, train_lib.TrainConfig(epochs=1), str(tmp_path), teacher, kd
+        )
     with pytest.raises(ValueError, match="teacher_cache_views"):
-        training.KDConfig(teacher_cache_views=-1)
+        distill.KDConfig(teacher_cache_views=-1)

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from kd_keras import data as data_lib
-from kd_keras import losses, runs, teachers
-from kd_keras.distiller import Distiller
+from kd_keras import runs
+from kd_keras.distill import losses, teachers
+from kd_keras.distill.distiller import Distiller
 from kd_keras.keras_compat import keras, keras3, tf
 from nas import teacher as nas_teacher
 

@@ -1,4 +1,4 @@
-"""training.fit: deterministic across processes, resumable after a kill, and the
+"""train_lib.fit: deterministic across processes, resumable after a kill, and the
 data order of each epoch a pure function of (seed, epoch).
 
 The killed trainings run in subprocesses (this file is also their script):
@@ -18,7 +18,8 @@ import pytest
 from conftest import tiny_dataset
 
 from kd_keras import data as data_lib
-from kd_keras import models, training
+from kd_keras import distill, models
+from kd_keras import train as train_lib
 from kd_keras.keras_compat import keras
 
 EPOCHS = 3
@@ -62,8 +63,8 @@ def train(mode, run_dir, kill=False):
     if mode != "plain":
         keras.utils.set_random_seed(2)
         teacher = models.build("cnn", (28, 28, 1), 10, width=0.5)
-    config = training.TrainConfig(epochs=EPOCHS, seed=1)
-    out = training.fit(
+    config = train_lib.TrainConfig(epochs=EPOCHS, seed=1)
+    out = train_lib.fit(
         student, datasets, config, run_dir, teacher=teacher, extra_callbacks=callbacks, verbose=0
     )
     return student.get_weights(), out
@@ -106,9 +107,9 @@ def test_two_processes_train_the_same_weights(plain_in_two_processes):
 
 def _kill_and_resume(mode, run_dir):
     _subprocess(mode, run_dir, kill=True)
-    progress = training.read_progress(run_dir)
+    progress = train_lib.read_progress(run_dir)
     assert progress["epochs_done"] == 1 and not progress["finished"]
-    assert os.listdir(os.path.join(run_dir, training.CHECKPOINT_DIR))  # Only epoch 1's.
+    assert os.listdir(os.path.join(run_dir, train_lib.CHECKPOINT_DIR))  # Only epoch 1's.
     resumed, out = train(mode, run_dir)
     assert out["initial_epoch"] == 1
     assert all(len(v) == EPOCHS for v in out["history"].values()) and out["history"]
@@ -134,7 +135,7 @@ def test_killed_and_resumed_distillation_with_augmentation_and_pruning(tmp_path)
     kernel = [w for w in resumed if w.ndim == 2][0]
     assert float((kernel == 0).mean()) == pytest.approx(0.5, abs=0.01)
     # A finished run is restored, not trained again.
-    assert training.read_progress(run_dir)["finished"]
+    assert train_lib.read_progress(run_dir)["finished"]
     again, out2 = train("kd-aug-prune", run_dir)
     assert out2["initial_epoch"] == EPOCHS and out2["history"] == out["history"]
     _assert_same(again, resumed)
@@ -206,19 +207,19 @@ if __name__ == "__main__":
 
 
 def _teacher_views(view, cache_views):
-    """(first batch, its example ids, the teacher) of a distilled augmented training."""
-    from kd_keras.distiller import Distiller
+    """(first batch, its example ids, the teacher) of a distilled augmented train_lib."""
+    from kd_keras.distill.distiller import Distiller
 
     data = tiny_dataset(32)
     keras.utils.set_random_seed(2)
     teacher = models.build("cnn", (28, 28, 1), 10, width=0.5)
     student = models.build("cnn", (28, 28, 1), 10, width=0.25)
-    kd = training.KDConfig(temperature=2.0, teacher_cache_views=cache_views)
+    kd = distill.KDConfig(temperature=2.0, teacher_cache_views=cache_views)
     distiller = Distiller(student, teacher, kd.build_losses(), temperature=2.0)
     datasets = data_lib.make_datasets(data, 16, AUGMENT, seed=3)
     import tempfile
 
-    fed = training.distillation_datasets(
+    fed = distill.distillation_datasets(
         distiller, datasets, kd, 3, os.path.join(tempfile.mkdtemp(), "run"), teacher_view=view
     )
     x, y = next(iter(fed["train"]))
@@ -280,7 +281,7 @@ def test_stopped_at_an_epoch_then_continued_keeps_optimizer_and_schedule(tmp_pat
     """A 3-epoch schedule stopped after 1 epoch (until_epoch) and continued from a
     copy of its state (successive halving's promotion) ends like 3 epochs in one go."""
     data = tiny_dataset(64, (8, 8, 1), 3)
-    config = training.TrainConfig(epochs=3, optimizer="adam", learning_rate=1e-2, warmup_epochs=1)
+    config = train_lib.TrainConfig(epochs=3, optimizer="adam", learning_rate=1e-2, warmup_epochs=1)
     datasets = data_lib.make_datasets(data, 16, seed=0)
     steps = 4  # 64 examples / 16
 
@@ -289,10 +290,10 @@ def test_stopped_at_an_epoch_then_continued_keeps_optimizer_and_schedule(tmp_pat
         return models.build("cnn", (8, 8, 1), 3, width=0.25)
 
     whole = build()
-    training.fit(whole, datasets, config, str(tmp_path / "whole"), verbose=0)
+    train_lib.fit(whole, datasets, config, str(tmp_path / "whole"), verbose=0)
 
     first, at_stop = build(), _OptimizerSnapshot("end")
-    training.fit(
+    train_lib.fit(
         first,
         datasets,
         config,
@@ -301,16 +302,16 @@ def test_stopped_at_an_epoch_then_continued_keeps_optimizer_and_schedule(tmp_pat
         until_epoch=1,
         extra_callbacks=[at_stop],
     )
-    progress = training.read_progress(str(tmp_path / "first"))
+    progress = train_lib.read_progress(str(tmp_path / "first"))
     assert progress["epochs_done"] == 1 and progress["finished"] is False
     assert at_stop.iterations == steps
     # The schedule is the 3-epoch one: after the 1-epoch warm-up it is at its peak.
     assert at_stop.lr == pytest.approx(1e-2)
 
-    assert training.copy_state(str(tmp_path / "first"), str(tmp_path / "second"))
-    assert not training.copy_state(str(tmp_path / "nothing"), str(tmp_path / "third"))
+    assert train_lib.copy_state(str(tmp_path / "first"), str(tmp_path / "second"))
+    assert not train_lib.copy_state(str(tmp_path / "nothing"), str(tmp_path / "third"))
     second, at_restart = build(), _OptimizerSnapshot("begin")
-    out = training.fit(
+    out = train_lib.fit(
         second, datasets, config, str(tmp_path / "second"), verbose=0, extra_callbacks=[at_restart]
     )
     assert out["initial_epoch"] == 1
@@ -324,13 +325,13 @@ def test_stopped_at_an_epoch_then_continued_keeps_optimizer_and_schedule(tmp_pat
     for i, (restored, saved) in enumerate(zip(at_restart.variables, at_stop.variables)):
         np.testing.assert_array_equal(restored, saved, err_msg=f"optimizer variable {i}")
     assert any(np.abs(v).sum() > 0 for v in at_stop.variables[1:])
-    assert training.read_progress(str(tmp_path / "second"))["finished"] is True
+    assert train_lib.read_progress(str(tmp_path / "second"))["finished"] is True
     for a, b in zip(second.get_weights(), whole.get_weights()):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     # A restart from scratch (fresh Adam, fresh schedule) does not give these weights.
     restarted = build()
     restarted.set_weights(first.get_weights())
-    training.fit(
+    train_lib.fit(
         restarted,
         datasets,
         dataclasses.replace(config, epochs=2, warmup_epochs=0),

@@ -6,7 +6,7 @@
     distiller.fit(train_ds, validation_data=val_ds, epochs=10)
     distiller.student.save("student.keras")   # a plain Keras model
 
-Loss per batch (see ``kd_keras.losses`` for each ``L_k``)::
+Loss per batch (see ``kd_keras.distill.losses`` for each ``L_k``)::
 
     loss = alpha * CE(y, student(x)) + (1 - alpha) * sum_k w_k * L_k
            + the student's own regularization losses
@@ -22,7 +22,7 @@ updated; gradients flow to the student and to the losses' learned parts
 ``evaluate`` and validation report the student's loss and metrics.
 """
 
-from kd_keras import losses as losses_lib
+from kd_keras.distill import losses as losses_lib
 from kd_keras.keras_compat import keras, tf
 
 ENSEMBLE_MODES = ("logits", "probs")
@@ -33,7 +33,7 @@ def find_layer(model, name):
 
     Raises:
       ValueError: no such layer, listing the model's layer names, or saying
-        that the model wraps an opaque foreign model (``kd_keras.teachers``).
+        that the model wraps an opaque foreign model (``kd_keras.distill.teachers``).
     """
     for layer in model.layers:
         if layer.name == name:
@@ -42,7 +42,7 @@ def find_layer(model, name):
         if layer.name.endswith("_" + name) and hasattr(layer, "layer"):
             return layer
     opaque = [l for l in model.layers if getattr(l, "opaque", False)]
-    if opaque:  # kd_keras.teachers.ForeignModel: a Keras 3 model or a SavedModel.
+    if opaque:  # kd_keras.distill.teachers.ForeignModel: a Keras 3 model or a SavedModel.
         raise ValueError(
             f"Model '{model.name}' runs a model loaded from {opaque[0].source} as one opaque "
             f"layer, so its layer '{name}' cannot be read: feature losses (hint, attention) "
@@ -92,7 +92,7 @@ class Distiller(keras.Model):
       student: functional keras.Model producing logits; trained.
       teacher: keras.Model or list of them producing logits; frozen.
       distillation_losses: a loss name ('kd', 'hint', 'attention'), a
-        ``kd_keras.losses.DistillationLoss``, or a list of them.
+        ``kd_keras.distill.losses.DistillationLoss``, or a list of them.
       distillation_loss_weights: one weight per loss (default all 1).
       alpha: weight of the student's cross-entropy with the labels, in [0, 1];
         ``1 - alpha`` weighs the distillation terms.

@@ -4,7 +4,7 @@ Every run of the study (a student variant, a bagging member, the second
 teacher) is one trial: the oracle's search space is one ``Choice`` named
 ``run`` whose values are the runs' labels, and :class:`StudyOracle` hands out
 each label once, in the study's order. A trial's work is the run's cached
-training (``kd_keras.training.train_or_load`` under its ``RunLock``), so its
+training (``kd_keras.train.train_or_load`` under its ``RunLock``), so its
 result lands in the workdir's run cache; the report is built from that cache
 once every trial is done.
 
@@ -25,7 +25,7 @@ import time
 import keras_tuner as kt
 from keras_tuner.engine import base_tuner
 
-from nas import tuner as nas_tuner
+from kd_keras import distribute
 
 RUN = "run"
 OBJECTIVE = "test_accuracy"
@@ -124,7 +124,7 @@ def run(jobs, workdir, role=None):
       jobs: {label: callable} in the order the runs should start.
       workdir: the study's workdir (holds the oracle's project).
       role: 'single', 'chief' or 'worker' (default: from the KERASTUNER_*
-        environment, ``nas.tuner.distributed_role``).
+        environment, ``kd_keras.distribute.distributed_role``).
 
     Returns:
       The role.
@@ -133,7 +133,7 @@ def run(jobs, workdir, role=None):
       TrialsFailedError: (single or chief) trials that did not complete.
       Exception: in one process, the first failing run's own exception.
     """
-    role = role or nas_tuner.distributed_role()
+    role = role or distribute.distributed_role()
     oracle = StudyOracle(list(jobs))
     if role == "worker":
         directory, project = os.path.join(workdir, WORKERS), os.environ["KERASTUNER_TUNER_ID"]

@@ -2,7 +2,8 @@
 
 import os
 
-from kd_keras import kd_selection, runs
+from kd_keras import runs
+from kd_keras.app import kd_selection
 
 COLUMNS = (
     ("name", "run", "{}"),

@@ -99,6 +99,9 @@ class DistillationLoss:
 
     name = "base"
     needs_labels = False
+    # Constructor argument -> the KDConfig field it is built from
+    # (kd_keras.distill.config.KDConfig.build_losses).
+    kd_settings = {}
 
     def __init__(self, teacher_layer=None, student_layer=None):
         self.teacher_layer = teacher_layer
@@ -152,6 +155,7 @@ class LogitsKD(DistillationLoss):
     """Hinton's KD: ``T^2 * KL(teacher_T || student_T)``."""
 
     name = "kd"
+    kd_settings = {"temperature": "temperature"}
 
     def __init__(self, temperature=4.0):
         if not isinstance(temperature, (int, float)) or temperature <= 0:
@@ -180,6 +184,7 @@ class DecoupledKD(DistillationLoss):
     """DKD: target-class and non-target-class KD weighted separately."""
 
     name = "dkd"
+    kd_settings = {"temperature": "temperature", "alpha": "dkd_alpha", "beta": "dkd_beta"}
     needs_labels = True
 
     def __init__(self, temperature=4.0, alpha=1.0, beta=8.0):
@@ -233,6 +238,7 @@ class DIST(DistillationLoss):
     """DIST: Pearson relations between softened predictions, inter and intra class."""
 
     name = "dist"
+    kd_settings = {"temperature": "temperature", "beta": "dist_beta", "gamma": "dist_gamma"}
 
     def __init__(self, temperature=4.0, beta=1.0, gamma=1.0):
         for key, value in (("temperature", temperature), ("beta", beta), ("gamma", gamma)):
@@ -298,6 +304,7 @@ class HintLoss(DistillationLoss):
     """FitNets hint loss with a learned 1x1 convolution adapter per teacher."""
 
     name = "hint"
+    kd_settings = {"teacher_layer": "teacher_layer", "student_layer": "student_layer"}
 
     def __init__(self, teacher_layer="stage3", student_layer="block3"):
         super().__init__(teacher_layer, student_layer)
@@ -335,6 +342,7 @@ class AttentionTransfer(DistillationLoss):
     """Activation-based attention transfer between two named layers."""
 
     name = "attention"
+    kd_settings = {"teacher_layer": "teacher_layer", "student_layer": "student_layer"}
 
     def __init__(self, teacher_layer="stage3", student_layer="block3"):
         super().__init__(teacher_layer, student_layer)
@@ -356,7 +364,7 @@ REGISTRY = {
     for cls in (LogitsKD, HintLoss, AttentionTransfer, DecoupledKD, DIST, StandardizedKD)
 }
 # Losses that read the logits only and take a temperature.
-LOGIT_LOSSES = ("kd", "dkd", "dist", "lskd")
+LOGIT_LOSSES = tuple(name for name, cls in REGISTRY.items() if "temperature" in cls.kd_settings)
 
 
 def get(identifier, **kwargs):

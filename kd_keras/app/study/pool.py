@@ -11,9 +11,9 @@ files describe the same study (their configs agree except for the workdir, the
 seeds and how the KD setting was arrived at: ``--kd_select`` writes its choice
 into the KD setting, which is compared; the teachers' weights agree), that no
 seed appears in two files, and gives each technique's KD gain over all seeds
-with the paired interval of :func:`kd_keras.study.stats.paired_interval`::
+with the paired interval of :func:`kd_keras.app.study.stats.paired_interval`::
 
-    python -m kd_keras.study.pool W0/results.json W5/results.json W10/results.json
+    python -m kd_keras.app.study.pool W0/results.json W5/results.json W10/results.json
 """
 
 import argparse
@@ -22,7 +22,7 @@ import json
 import sys
 
 from kd_keras import runs
-from kd_keras.study import stats
+from kd_keras.app.study import stats
 
 # Config entries allowed to differ between the pooled files.
 _FREE = (("pipeline", "workdir"), ("pipeline", "kd_select"), ("study", "seeds"))
@@ -56,7 +56,7 @@ def pool(named_results):
 
     Args:
       named_results: list of (name, results dict) pairs, the dicts as
-        ``kd_keras.study`` writes them to results.json; names are for errors.
+        ``kd_keras.app.study`` writes them to results.json; names are for errors.
 
     Returns:
       dict: technique -> {"seeds", "nokd", "kd" (test accuracy per seed, in
@@ -144,7 +144,7 @@ def markdown(pooled):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m kd_keras.study.pool",
+        prog="python -m kd_keras.app.study.pool",
         description="Pools the KD gains of studies of one configuration run on different seeds.",
     )
     parser.add_argument("results", nargs="+", help="results.json files of the studies")

@@ -12,7 +12,7 @@ a GIF gives its first frame) and decoded with ``tf.io`` into uint8 arrays.
 :func:`shape` reads the listing and one image only, so a configuration is
 checked against the folder before the images are read; :func:`read` decodes
 them one at a time into an array it is given room in (in memory, or a file on
-disk through :mod:`kd_keras.store` for folders larger than memory).
+disk through :mod:`kd_keras.data.store` for folders larger than memory).
 """
 
 import os

@@ -30,8 +30,9 @@ import shutil
 
 from kd_keras import runs
 from nas import pareto
-from nas.search_space import BEST_HPS_FILE
-from nas.tuner import METRICS, MODEL_FILE, Budget
+from nas.objective import METRICS, Budget
+from nas.search import MODEL_FILE
+from nas.space import BEST_HPS_FILE
 
 INT_METRICS = (
     "file_bytes",
@@ -213,7 +214,7 @@ def plot(rows, front_rows, path, budget=None):
       rows: all trial rows.
       front_rows: the accuracy-vs-latency front (of the budget's file).
       path: PNG to write.
-      budget: optional :class:`nas.tuner.Budget`; its latency limit is drawn,
+      budget: optional :class:`nas.objective.Budget`; its latency limit is drawn,
         and with ``budget.int8`` the latency axis is the int8 file's (else
         the float32 file's).
     """
@@ -277,7 +278,7 @@ def write_outputs(tuner):
     """Writes the tables, fronts, plot and best model of a search.
 
     Args:
-      tuner: a :class:`nas.tuner.StudentSearch` after (or during) ``search``;
+      tuner: a :class:`nas.search.StudentSearch` after (or during) ``search``;
         not a distributed worker (its oracle lives in the chief).
 
     Returns:
@@ -444,9 +445,7 @@ def final_markdown(result):
     ]
     for r in sorted(rows, key=lambda r: (r["source"] != "search", r["int8_latency_us"])):
         shown = r
-        if r.get("seed"):
-            shown = dict(r, source="search (seed point)")
-        elif r.get("copy_of"):
+        if r.get("copy_of"):
             shown = dict(r, source=f"search (copy of {r['copy_of']})")
         lines.append("| " + " | ".join(_cell(shown.get(k)) for k, _ in FINAL_COLUMNS) + " |")
     epochs = sorted({r["final_epochs"] for r in rows})
@@ -475,14 +474,10 @@ def final_markdown(result):
             "Each hand-designed student and the most accurate found student at least as "
             "accurate with no more int8 bytes and no higher int8 latency:"
         )
-        seeds = {r["name"] for r in rows if r.get("seed")}
         copies = {r["name"]: r["copy_of"] for r in rows if r.get("copy_of")}
-        without = result.get("covered_without_seeds", {})
         new = result.get("covered_without_copies", {})
         for h, f in covered.items():
-            if f in seeds:
-                f = f"{f} (a seed point; without seed points: {without.get(h) or 'none'})"
-            elif f in copies:
+            if f in copies:
                 f = f"{f} (a same-cost copy of {copies[f]}; without copies: {new.get(h) or 'none'})"
             lines.append(f"- {h}: {f or 'none'}")
         lines.append("")
@@ -504,18 +499,12 @@ def final_markdown(result):
             f"found student >= {result['target_margin'] * 100:.1f} pt ahead of every hand point "
             f"that costs no more): {verdict}."
         )
-        if seeds:
-            n = sum(f is not None for f in without.values())
-            lines.append(
-                f"Covered by found students that are not seed points ({', '.join(sorted(seeds))} "
-                f"are): {n} of {len(without)}."
-            )
         if copies:
             n = sum(f is not None for f in new.values())
             named = ", ".join(f"{c} of {o}" for c, o in sorted(copies.items()))
             lines.append(
-                "Covered by found students that are neither seed points nor same-cost copies "
-                f"of a seed or hand point ({named}): {n} of {len(new)}."
+                "Covered by found students that are no same-cost copies of a hand point "
+                f"({named}): {n} of {len(new)}."
             )
         lines.append("")
     for key, n in (("spearman_all", "n_all"), ("spearman_found", "n_found")):

@@ -17,8 +17,11 @@ import os
 import keras_tuner as kt
 from keras_tuner.engine import base_tuner
 
-from kd_keras import console, losses, runs, training, variants
+from kd_keras import console, runs
 from kd_keras import data as data_lib
+from kd_keras import train as train_lib
+from kd_keras.app import variants
+from kd_keras.distill import losses
 from kd_keras.keras_compat import keras
 
 
@@ -27,7 +30,7 @@ class SelectionConfig:
     """The grid of KD settings and how long each point trains.
 
     Attributes:
-      losses: logit losses to try (names from ``kd_keras.losses.LOGIT_LOSSES``).
+      losses: logit losses to try (names from ``kd_keras.distill.losses.LOGIT_LOSSES``).
       temperatures: temperatures to try (> 0).
       alphas: label-loss weights to try, in [0, 1].
       epochs: epochs per point; 0 means the student's own epochs.
@@ -89,7 +92,7 @@ def validation_accuracy(ctx, variant, kd, train_cfg):
         scored_on="validation",
     )
     name = "select-" + (f"{kd.losses[0]}-T{kd.temperature:g}-a{kd.alpha:g}" if kd else "nokd")
-    _, result = training.train_or_load(
+    _, result = train_lib.train_or_load(
         ctx.workdir,
         name,
         spec,
@@ -142,7 +145,7 @@ def select(ctx, variant, train_cfg, config: SelectionConfig):
       config: the grid.
 
     Returns:
-      (the chosen ``training.KDConfig``, a dict with 'table' (one row per
+      (the chosen ``distill.KDConfig``, a dict with 'table' (one row per
       point: loss, temperature, alpha, val_accuracy), 'no_kd_val_accuracy',
       'chosen' and 'epochs').
     """

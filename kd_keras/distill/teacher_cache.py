@@ -30,7 +30,8 @@ import os
 import numpy as np
 
 from kd_keras import data as data_lib
-from kd_keras import runs, store
+from kd_keras import runs
+from kd_keras.data import store
 from kd_keras.keras_compat import tf
 
 FORMAT_VERSION = 1

@@ -11,11 +11,12 @@ import os
 from typing import Optional
 
 import nas
-from kd_keras import compression, console, kd_selection, models, runs, training, variants
+from kd_keras import compression, console, distill, models, runs
 from kd_keras import data as data_lib
-from kd_keras import pipeline_report as report
-from kd_keras import teachers as teachers_lib
-from kd_keras.distiller import Distiller
+from kd_keras import train as train_lib
+from kd_keras.app import kd_selection, report, variants
+from kd_keras.distill import teachers as teachers_lib
+from kd_keras.distill.config import make_distiller
 from kd_keras.keras_compat import keras, tf
 
 KD_MODES = ("both", "on", "off")
@@ -33,7 +34,7 @@ class PipelineConfig:
     limit_train: int = 0
     limit_test: int = 0
     batch_size: int = 128
-    data_storage: str = "auto"  # memory, disk or auto (kd_keras.store)
+    data_storage: str = "auto"  # memory, disk or auto (kd_keras.data.store)
     test_fraction: float = data_lib.DEFAULT_TEST_FRACTION  # dir: datasets only
     image_size: Optional[tuple] = None  # (height, width) to resize to
     train_split: str = "train"
@@ -41,18 +42,18 @@ class PipelineConfig:
     val_split: Optional[str] = None
     teacher: str = "resnet"  # A registry name, or comma-separated paths of saved models.
     teacher_kwargs: dict = dataclasses.field(default_factory=dict)
-    teacher_train: training.TrainConfig = training.TrainConfig()
+    teacher_train: train_lib.TrainConfig = train_lib.TrainConfig()
     teacher_augment: data_lib.AugmentConfig = data_lib.AugmentConfig()
     num_teachers: int = 1
-    # The value range a teacher given by path expects (kd_keras.teachers.INPUT_RANGES).
+    # The value range a teacher given by path expects (kd_keras.distill.teachers.INPUT_RANGES).
     teacher_input_range: str = teachers_lib.DEFAULT_INPUT_RANGE
     student: str = "cnn"
     student_kwargs: dict = dataclasses.field(default_factory=dict)
-    student_train: training.TrainConfig = training.TrainConfig()
+    student_train: train_lib.TrainConfig = train_lib.TrainConfig()
     student_augment: data_lib.AugmentConfig = data_lib.AugmentConfig()
-    kd: training.KDConfig = training.KDConfig()
+    kd: distill.KDConfig = distill.KDConfig()
     kd_mode: str = "both"
-    kd_select: object = None  # kd_keras.kd_selection.SelectionConfig; None = use `kd` as is
+    kd_select: object = None  # kd_keras.app.kd_selection.SelectionConfig; None = use `kd` as is
     techniques: tuple = ()
     compression: object = None  # kd_keras.compression.CompressionConfig; None = defaults
     compress_epochs: int = 2
@@ -156,7 +157,7 @@ def train_teachers(config, data, verbose=None):
     """Trains (or loads) the configured teacher(s).
 
     A teacher given by path (:meth:`PipelineConfig.teacher_paths`) is loaded
-    (``kd_keras.teachers.load_teacher``), never trained, and evaluated once
+    (``kd_keras.distill.teachers.load_teacher``), never trained, and evaluated once
     on the test split (the evaluation is cached by its file digest).
 
     Returns:
@@ -185,7 +186,7 @@ def train_teachers(config, data, verbose=None):
             "augment": runs.spec_of(config.teacher_augment),
             "data": config.data_spec(),
         }
-        model, result = training.train_or_load(
+        model, result = train_lib.train_or_load(
             config.workdir,
             f"teacher{i}",
             spec,
@@ -203,7 +204,7 @@ def train_teachers(config, data, verbose=None):
 
 
 def load_checked(path, config, input_shape, num_classes, sample_images=None):
-    """``kd_keras.teachers.load_teacher`` with errors naming the --teacher flag."""
+    """``kd_keras.distill.teachers.load_teacher`` with errors naming the --teacher flag."""
     try:
         return teachers_lib.load_teacher(path, input_shape, num_classes, sample_images)
     except ValueError as e:
@@ -218,7 +219,7 @@ def load_teachers(config, data):
 
     Returns:
       As :func:`train_teachers`; the digests are the files' sha256
-      (``kd_keras.teachers.file_digest``) and each row says where the teacher
+      (``kd_keras.distill.teachers.file_digest``) and each row says where the teacher
       came from (source, teacher_format, softmax).
     """
     datasets = data_lib.make_datasets(data, config.batch_size)
@@ -260,7 +261,7 @@ def load_teachers(config, data):
                 "teacher_format": loaded["format"],
                 "softmax": loaded["softmax"],
                 "layers_readable": loaded["layers_readable"],
-                "test_accuracy": training.evaluate(model, datasets["test"]),
+                "test_accuracy": train_lib.evaluate(model, datasets["test"]),
                 "params": loaded["params"],
                 "weights_digest": loaded["digest"],
             }
@@ -411,15 +412,7 @@ def validate(config: PipelineConfig, todo=None):
     todo = student_variants(config) if todo is None else todo
     if any(v.kd for v in todo):
         try:
-            Distiller(
-                student,
-                teacher,
-                config.kd.build_losses(),
-                list(config.kd.weights) or None,
-                alpha=config.kd.alpha,
-                temperature=config.kd.temperature,
-                ensemble=config.kd.ensemble,
-            )
+            make_distiller(config.kd, student, teacher)
         except ValueError as e:
             raise ValueError(
                 f"--kd_losses={','.join(config.kd.losses)} with "

@@ -25,10 +25,12 @@ import numpy as np
 
 import export
 import nas
-from kd_keras import compression, console, models, runs, store, training
+from kd_keras import compression, console, distill, models, runs
 from kd_keras import data as data_lib
+from kd_keras import train as train_lib
+from kd_keras.data import store
 from kd_keras.keras_compat import keras
-from nas.search_space import BEST_HPS_FILE
+from nas.space import BEST_HPS_FILE
 
 COMPRESS_MODES = ("finetune", "scratch")
 COMPRESS_TEACHERS = ("teacher", "student")
@@ -52,7 +54,7 @@ class Variant:
       compression: overrides of CompressionConfig fields, as (key, value) pairs.
       teacher_view: with KD and augmentation, what the teacher sees: 'same'
         (the student's augmented view) or 'clean' (the clean image of the
-        same example; ``kd_keras.training.distillation_datasets``).
+        same example; ``kd_keras.train.distillation_datasets``).
     """
 
     label: str = "none"
@@ -68,9 +70,9 @@ class Variant:
     teacher_view: str = "same"
 
     def __post_init__(self):
-        if self.teacher_view not in training.TEACHER_VIEWS:
+        if self.teacher_view not in distill.TEACHER_VIEWS:
             raise ValueError(
-                f"teacher_view must be one of {training.TEACHER_VIEWS}, got {self.teacher_view!r}."
+                f"teacher_view must be one of {distill.TEACHER_VIEWS}, got {self.teacher_view!r}."
             )
 
     @property
@@ -89,8 +91,8 @@ class Context:
     data: data_lib.Dataset
     teachers: list
     teacher_hashes: list
-    student_train: training.TrainConfig
-    kd: training.KDConfig
+    student_train: train_lib.TrainConfig
+    kd: distill.KDConfig
     batch_size: int = 128
     compression: object = None  # compression.CompressionConfig
     compress_epochs: int = 2
@@ -124,7 +126,7 @@ def compression_config(ctx, variant):
 
 
 def validate(ctx, variant):
-    """Raises ValueError for a variant that cannot be trained, before training."""
+    """Raises ValueError for a variant that cannot be trained, before train_lib."""
     cfg = compression_config(ctx, variant)
     model = build_student(variant, ctx.data)
     compression.validate_chain(variant.techniques, cfg, model=model)
@@ -235,7 +237,7 @@ def train(ctx: Context, variant: Variant):
     else:
         callbacks = ()
         build_fn = lambda: build_student(variant, data)  # noqa: E731
-    model, result = training.train_or_load(
+    model, result = train_lib.train_or_load(
         ctx.workdir,
         _run_name("base", variant),
         spec,
@@ -285,7 +287,7 @@ def train(ctx: Context, variant: Variant):
         wrapped, stage_callbacks = compression.apply_stage(
             model, technique, cfg, steps, ctx.compress_epochs, previous
         )
-        model, stage_result = training.train_or_load(
+        model, stage_result = train_lib.train_or_load(
             ctx.workdir,
             _run_name("+".join(previous + (technique,)), variant),
             dict(stage_spec, spec=spec),

@@ -5,8 +5,9 @@ import os
 
 import numpy as np
 
-from kd_keras import kd_selection, runs
-from kd_keras.study import stats
+from kd_keras import runs
+from kd_keras.app import kd_selection
+from kd_keras.app.study import stats
 
 
 def _pct(x):

@@ -93,8 +93,8 @@ import os
 
 import keras_tuner as kt
 
-from kd_keras import flag_groups
 from kd_keras.keras_compat import keras
+from kd_keras.literals import literal
 from kd_keras.models import cnn as cnn_lib
 
 layers = keras.layers
@@ -449,7 +449,7 @@ def hand_point(family, width, convs_per_block=1, stages=None):
       stages: its number of stages (default: the registry's 3). Stages past
         the third keep the third's width, e.g. ``('cnn', 0.5, stages=4)``
         has 8 / 16 / 32 / 32 channels: not a registry model, a start for
-        the search (``--seed_points``).
+        the search (``--start_points``).
 
     Returns:
       dict of hyperparameter values (build with
@@ -559,7 +559,7 @@ def _checked(space, item, values):
     return values
 
 
-def seed_points(items, space):
+def start_points(items, space):
     """``FAMILY:WIDTH[:STAGES][/NAME=VALUE...]`` items (:func:`hand_point`
     with `stages`, then :func:`changed_point`'s changes if any) as checked
     points of `space`: [(name, values)], e.g. ``cnn:0.5:4`` ->
@@ -575,7 +575,7 @@ def seed_points(items, space):
     return [changed_point(item, space) for item in items]
 
 
-def _seed_point(item, space):
+def _start_point(item, space):
     """One ``FAMILY:WIDTH[:STAGES]`` item as a checked point: (name, values)."""
     parts = str(item).split(":")
     stages = parts.pop() if len(parts) == 3 else None
@@ -595,11 +595,11 @@ def _seed_point(item, space):
 
 
 def changed_point(item, space):
-    """``FAMILY:WIDTH[:STAGES]/NAME=VALUE/...``: a hand or seed point (as
-    :func:`seed_points` reads it) with some hyperparameters changed, checked
+    """``FAMILY:WIDTH[:STAGES]/NAME=VALUE/...``: a hand or start point (as
+    :func:`start_points` reads it) with some hyperparameters changed, checked
     against `space`: (name, values), e.g. ``cnn:0.25/downsample=strided_stem``
     -> ('cnn_0.25+downsample-strided_stem', 4 / 8 / 16 with a strided stem).
-    VALUEs are read as :func:`kd_keras.flag_groups.literal` reads them. A
+    VALUEs are read as :func:`kd_keras.literals.literal` reads them. A
     change must name a hyperparameter the point uses
     (``StudentSpace.check_point``).
 
@@ -608,7 +608,7 @@ def changed_point(item, space):
         (naming the item and what the space allows).
     """
     start, *changes = str(item).split("/")
-    name, values = _seed_point(start, space)
+    name, values = _start_point(start, space)
     if not changes:
         return name, values
     values = dict(values)
@@ -616,7 +616,7 @@ def changed_point(item, space):
         key, sep, text = change.partition("=")
         if not sep or not key:
             raise ValueError(f"{item!r}: {change!r} is not NAME=VALUE.")
-        values[key] = flag_groups.literal(text)
+        values[key] = literal(text)
         name += f"+{key}-{text}"
     return name, _checked(space, item, values)
 

@@ -3,15 +3,15 @@
     python -m kd_keras.main --flagfile=kd_keras/configs/orthogonality_fashion_mnist_v2.flags
 
 One teacher (the pipeline's, cached), then for each technique T and seed s the
-student with and without KD under the same budget (``kd_keras.variants``).
+student with and without KD under the same budget (``kd_keras.app.variants``).
 Every run is cached under a hash of its configuration, so a crash or a rerun
 continues where it stopped and never trains the same run twice. Then the
 ensemble view: bagging baselines at equal total and at equal per-member
 budget, the students' disagreement across seeds, and an ensemble of teachers
 as the teacher. Every run is a trial of a keras-tuner oracle
-(``kd_keras.study.grid``), worked through by this process or, distributed,
+(``kd_keras.app.study.grid``), worked through by this process or, distributed,
 by keras-tuner workers; the report is then built from the run cache.
-``kd_keras.study.report`` turns the result into report.md and plots.
+``kd_keras.app.study.report`` turns the result into report.md and plots.
 """
 
 import dataclasses
@@ -21,10 +21,10 @@ import time
 import numpy as np
 
 from kd_keras import data as data_lib
-from kd_keras import kd_selection, pipeline, runs, variants
-from kd_keras.study import grid as grid_lib
-from kd_keras.study import report, stats
-from nas import tuner as nas_tuner
+from kd_keras import distribute, runs
+from kd_keras.app import kd_selection, pipeline, variants
+from kd_keras.app.study import grid as grid_lib
+from kd_keras.app.study import report, stats
 
 AUGMENT = data_lib.AugmentConfig(crop_padding=2, flip=True, cutout=8)
 
@@ -242,7 +242,7 @@ def validate(config):
             f"--teacher={config.pipeline.teacher} is a saved model; give the ensemble as "
             "comma-separated --teacher paths."
         )
-    if config.pipeline.kd_select is not None and nas_tuner.distributed_role() != "single":
+    if config.pipeline.kd_select is not None and distribute.distributed_role() != "single":
         raise ValueError(
             "--kd_select chooses the KD setting in one process; in a distributed study run "
             "it once first (one process, --seeds=<first seed>), then give the chosen "
@@ -384,7 +384,7 @@ class Interim:
     teacher-ensemble views wait for the full report, which goes to the
     workdir itself when every run has ended). A study stopped part way thus
     leaves the report of its finished seeds, which
-    ``kd_keras.study.pool`` can pool with other batches. Only the grid's
+    ``kd_keras.app.study.pool`` can pool with other batches. Only the grid's
     cached runs are read; a failure here is printed and never stops the
     study.
     """
@@ -426,13 +426,13 @@ def run(config: StudyConfig, role=None):
       role: 'single' (this process runs every trial), 'chief' (serves the
         trials to keras-tuner workers, then writes the report) or 'worker'
         (runs trials it is given; no report). Default: from the
-        ``KERASTUNER_*`` environment (``nas.tuner.distributed_role``).
+        ``KERASTUNER_*`` environment (``kd_keras.distribute.distributed_role``).
 
     Returns:
       The results dict (None on a worker).
     """
     p = config.pipeline
-    role = role or nas_tuner.distributed_role()
+    role = role or distribute.distributed_role()
     validate(config)  # Everything is validated before anything is loaded or trained.
     data = load_data(config)
 
@@ -460,7 +460,7 @@ def run(config: StudyConfig, role=None):
 def select_kd(config, data, teachers, hashes):
     """--kd_select: the KD setting every KD run of the study uses, chosen on the
     validation split with the first seed's plain student
-    (``kd_keras.kd_selection.select``; the test split plays no part).
+    (``kd_keras.app.kd_selection.select``; the test split plays no part).
 
     Returns:
       (`config` with the chosen setting as its pipeline's KD, the selection

@@ -1,0 +1,42 @@
+"""The in-memory Dataset, the data error, and the datasets known without loading."""
+
+import dataclasses
+
+import numpy as np
+
+DEFAULT_MANUAL_DIR = "/usr/share/datasets/fashion-mnist"
+SUPPORTED_DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
+# `--dataset=dir:PATH`: a folder with one sub-folder per class.
+FOLDER_PREFIX = "dir:"
+DEFAULT_TEST_FRACTION = 0.2
+# (input shape, number of classes) of each supported dataset, known without
+# loading it, so configurations are validated before any data is read.
+DATASET_SHAPES = {
+    "fashion_mnist": ((28, 28, 1), 10),
+    "mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10),
+    "cifar100": ((32, 32, 3), 100),
+}
+
+
+class DataError(ValueError):
+    """Raised when a dataset is missing, malformed or not what was asked for."""
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A dataset in memory: uint8 images (N, H, W, C) and int64 labels (N,)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    class_names: tuple = ()
+
+    @property
+    def input_shape(self):
+        return tuple(self.x_train.shape[1:])

@@ -5,7 +5,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 
@@ -771,11 +770,11 @@ def test_check_point_names_what_the_space_lacks():
         search_space.parse_hand_points(["resnet:1"])
 
 
-def test_seed_points_extend_the_hand_family_by_stages_of_the_last_width():
+def test_start_points_extend_the_hand_family_by_stages_of_the_last_width():
     space = search_space.StudentSpace(
         (28, 28, 1), 10, max_stages=4, max_blocks=1, filters=HAND_FILTERS, expansions=(1, 2)
     )
-    (name, values), (plain, three) = search_space.seed_points(["cnn:0.5:4", "cnn_dws:1"], space)
+    (name, values), (plain, three) = search_space.start_points(["cnn:0.5:4", "cnn_dws:1"], space)
     assert name == "cnn_0.5_4stages" and values["stages"] == 4
     assert [values[f"stage{i}_filters"] for i in range(1, 5)] == [8, 16, 32, 32]
     assert (plain, three) == ("cnn_dws_1", search_space.hand_point("cnn_dws", 1.0))
@@ -791,20 +790,20 @@ def test_seed_points_extend_the_hand_family_by_stages_of_the_last_width():
     assert search_space.hand_point("cnn", 0.5, stages=3) == search_space.hand_point("cnn", 0.5)
     for bad in ("cnn:0.5:0", "cnn:0.5:four", "resnet:1:4", "cnn:0.5:4:1"):
         with pytest.raises(ValueError, match="FAMILY:WIDTH\\[:STAGES\\]"):
-            search_space.seed_points([bad], space)
+            search_space.start_points([bad], space)
     with pytest.raises(ValueError, match="cnn:0.5:5 is not a point.*stages=5"):
-        search_space.seed_points(["cnn:0.5:5"], space)
+        search_space.start_points(["cnn:0.5:5"], space)
     # A seed can carry changes, as a screen's --points item does.
     changed = "cnn:0.5:4/stage1_filters=4/kernel_size=5"
-    assert search_space.seed_points([changed, "cnn:0.5:4"], space) == [
+    assert search_space.start_points([changed, "cnn:0.5:4"], space) == [
         search_space.changed_point(changed, space),
         (name, values),
     ]
-    assert search_space.seed_points([changed], space)[0][1] == dict(
+    assert search_space.start_points([changed], space)[0][1] == dict(
         values, stage1_filters=4, kernel_size=5
     )
     with pytest.raises(ValueError, match="stage1_filters=5 is not in the search space"):
-        search_space.seed_points(["cnn:0.5:4/stage1_filters=5"], space)
+        search_space.start_points(["cnn:0.5:4/stage1_filters=5"], space)
 
 
 def test_changed_points_are_hand_points_with_settings_changed_and_checked():
@@ -821,7 +820,7 @@ def test_changed_points_are_hand_points_with_settings_changed_and_checked():
     )
     assert (
         search_space.changed_point("cnn:0.5:4", space)
-        == search_space.seed_points(["cnn:0.5:4"], space)[0]
+        == search_space.start_points(["cnn:0.5:4"], space)[0]
     )
     with pytest.raises(ValueError, match="'stage1_filters' is not NAME=VALUE"):
         search_space.changed_point("cnn:0.25/stage1_filters", space)
@@ -1092,29 +1091,13 @@ def test_final_summary_needs_one_found_student_cheaper_and_as_accurate_on_both_c
         dict(s, rows=[dict(r, final_epochs=2, proxy_epochs=1) for r in hand + [c, big2]])
     )
     assert "- cnn_0.25: c" in text and ": not met." in text
-    assert "seed" not in text
-    # A seed point (a design given to the search) covers and is counted, but named,
-    # and the covers without seed points are reported beside it.
-    s = final.summarize(hand + [a, b, big, dict(c, seed=True)])
-    assert s["covered"] == {"cnn_0.25": "c", "cnn_1": "big"} and s["beats_hand"]
-    assert s["covered_without_seeds"] == {"cnn_0.25": None, "cnn_1": "big"}
-    assert s["n_seeds"] == 1
-    rows = hand + [a, b, big, dict(c, seed=True)]
-    text = report.final_markdown(
-        dict(s, rows=[dict(r, final_epochs=2, proxy_epochs=1) for r in rows])
-    )
-    assert "- cnn_0.25: c (a seed point; without seed points: none)" in text
-    assert "- cnn_1: big\n" in text
-    assert "not seed points (c are): 1 of 2." in text
-    assert "same-cost copies" not in text
-    # A same-cost copy of a seed or hand point (e.g. it with relu6) covers and is
+    # A same-cost copy of a hand point (e.g. it with relu6) covers and is
     # counted by the rule, but named, and the covers without copies beside it.
     copy = dict(c, copy_of="trial_08")
     sc = final.summarize(hand + [a, b, big, copy])
     assert sc["covered"] == {"cnn_0.25": "c", "cnn_1": "big"} and sc["beats_hand"]
-    assert sc["covered_without_seeds"] == {"cnn_0.25": "c", "cnn_1": "big"}
     assert sc["covered_without_copies"] == {"cnn_0.25": None, "cnn_1": "big"}
-    assert sc["n_copies"] == 1 and sc["n_seeds"] == 0
+    assert sc["n_copies"] == 1
     copied = report.final_markdown(
         dict(sc, rows=[dict(r, final_epochs=2, proxy_epochs=1) for r in hand + [a, b, big, copy]])
     )
@@ -1199,14 +1182,10 @@ def _evolution(
     sample=3,
     trials=8,
     budget=None,
-    fitness="score",
     cls=None,
     start=None,
     elite=0,
-    aim_window="envelope",
-    scale_moves=0.0,
     filters=(4, 8, 16, 32),
-    seeds=(),
 ):
     space = _space(filters=filters, max_blocks=2, conv_types=("standard", "separable"))
     start = start or [search_space.hand_point("cnn", 0.25), search_space.hand_point("cnn", 1.0)]
@@ -1217,11 +1196,7 @@ def _evolution(
         start_points=start,
         population=population,
         sample=sample,
-        fitness=fitness,
         elite=elite,
-        aim_window=aim_window,
-        scale_moves=scale_moves,
-        seed_points=seeds,
     )
     search = (cls or ScoredStub)(
         space,
@@ -1239,53 +1214,20 @@ def _evolution(
     return search, start
 
 
-def _assert_mutates_window_winners(search, fitness, aiming_only=False):
+def _assert_mutates_window_winners(search):
     """From the 4th trial on (population 3 completed), each trial is one
-    neighbouring move away from the fittest of the last 3 completed trials
-    (sample == population: the tournament winner is the window's best);
-    `fitness` maps the completed trials to their tournament keys. With
-    `aiming_only`, the window is the last 3 of the trials whose key aims at
-    an open start point (all trials when none does)."""
+    neighbouring move away from the best scoring of the last 3 completed
+    trials (sample == population: the tournament winner is the window's best)."""
     trials = sorted(search.oracle.trials.values(), key=lambda t: t.trial_id)
     values = [dict(t.hyperparameters.values) for t in trials]
     for i in range(3, len(trials)):
-        keys = fitness(trials[:i])
-        pool = trials[:i]
-        if aiming_only:
-            pool = [t for t in pool if keys[t.trial_id][0] == 1] or pool
-        parent = max(pool[-3:], key=lambda t: keys[t.trial_id]).hyperparameters.values
+        parent = max(trials[:i][-3:], key=lambda t: t.score).hyperparameters.values
         moved = _moves(None, parent, values[i])
         structural = set(parent) ^ set(values[i])
         assert len(moved) == 1 or (not moved and structural), (parent, values[i])
         for k in moved:
             hp = next(h for h in search.oracle.hyperparameters.space if h.name == k)
             assert values[i][k] in oracles.neighbours(hp, parent[k])
-
-
-def test_cover_keys_aim_at_the_hand_points_nothing_covers_yet():
-    def row(score, nbytes, latency, start=False):
-        return dict(score=score, int8_file_bytes=nbytes, int8_latency_us=latency, start=start)
-
-    cheap, dear = row(0.80, 10, 10, True), row(0.85, 30, 30, True)
-    near = row(0.83, 20, 20)  # cheaper than `dear`, 0.02 short of it
-    big = row(0.90, 40, 40)  # costs more than every hand point: aims at none
-    keys = tuner.cover_keys([cheap, dear, near, big])
-    assert keys[2] == (1, pytest.approx(0.83 - 0.85)) and keys[3] == (0, 0.90)
-    assert keys[2] > keys[3]  # by score alone `big` would win
-    assert keys[0] == (1, pytest.approx(0.80 - 0.80)) and keys[1] == (1, 0.0)
-    # Once `dear` is covered (`win`: as accurate, no dearer), it is no target:
-    # `near` then aims at none; `win` still aims at nothing open either.
-    win = row(0.85, 25, 30)
-    keys = tuner.cover_keys([cheap, dear, near, big, win])
-    assert keys[2] == (0, 0.83) and keys[4] == (0, 0.85)
-    assert keys[0] == (1, pytest.approx(0.0))  # `cheap` is still open
-    # Costing no more means on both figures: more latency is no cover.
-    slow = row(0.86, 20, 31)
-    assert tuner.cover_keys([dear, slow])[1] == (0, 0.86)
-    assert tuner.cover_keys([dear, slow])[0] == (1, 0.0)
-    # An unmeasured start point is no target; an unmeasured row aims at none.
-    unmeasured = row(0.70, float("inf"), float("inf"), True)
-    assert tuner.cover_keys([unmeasured, near]) == [(0, 0.70), (0, 0.83)]
 
 
 def test_evolution_starts_from_the_hand_points_then_mutates_tournament_winners(tmp_path):
@@ -1299,25 +1241,11 @@ def test_evolution_starts_from_the_hand_points_then_mutates_tournament_winners(t
     # From the 4th trial on (population 3 completed), each trial is one
     # neighbouring move away from the best of the last 3 completed trials
     # (sample == population: the tournament winner is the window's best).
-    _assert_mutates_window_winners(search, lambda done: {t.trial_id: t.score for t in done})
-    # One seed, one sequence of trials; another seed (here with the 'cover'
-    # tournament), another one.
+    _assert_mutates_window_winners(search)
+    # One seed, one sequence of trials; another seed, another one.
     again, _ = _evolution(tmp_path / "b")
-    other, _ = _evolution(tmp_path / "c", seed=1, fitness="cover")
-
-    def cover(done):
-        rows = [
-            dict(
-                score=t.score,
-                int8_file_bytes=t.metrics.get_last_value("int8_file_bytes"),
-                int8_latency_us=t.metrics.get_last_value("int8_latency_us"),
-                start=t.hyperparameters.values == start[0],
-            )
-            for t in done
-        ]
-        return {t.trial_id: k for t, k in zip(done, tuner.cover_keys(rows))}
-
-    _assert_mutates_window_winners(other, cover, aiming_only=True)
+    other, _ = _evolution(tmp_path / "c", seed=1)
+    _assert_mutates_window_winners(other)
 
     def seq(s):
         return [
@@ -1328,183 +1256,27 @@ def test_evolution_starts_from_the_hand_points_then_mutates_tournament_winners(t
     assert seq(again) == values and seq(other) != values
 
 
-def test_cover_tournaments_draw_from_the_trials_that_aim_at_an_open_hand_point():
-    import types
-
-    def trial(i):
-        return types.SimpleNamespace(trial_id=f"{i:02d}")
-
-    done = [trial(i) for i in range(6)]
-    # Trials 0-2 aim at an open start point; 3-5 cost more than every one.
-    fitness = {t.trial_id: (1 if i < 3 else 0, 0.8) for i, t in enumerate(done)}
-    cover = oracles.make_oracle("evolution", fitness="cover", population=2, sample=2)
-    score = oracles.make_oracle("evolution", fitness="score", population=2, sample=2)
-    ids = lambda ts: [t.trial_id for t in ts]  # noqa: E731
-    assert ids(cover.tournament_window(done, fitness)) == ["01", "02"]
-    assert ids(score.tournament_window(done, fitness)) == ["04", "05"]  # aging alone
-    nothing_aims = {k: (0, v[1]) for k, v in fitness.items()}
-    assert ids(cover.tournament_window(done, nothing_aims)) == ["04", "05"]
-
-
 def test_tournament_windows_keep_the_elite_fittest_and_the_latest_of_the_rest():
     import types
 
     def trial(i, score):
         return types.SimpleNamespace(trial_id=f"{i:02d}", score=score)
 
-    def oracle(elite, fitness="aim"):
-        return oracles.make_oracle(
-            "evolution", fitness=fitness, population=3, sample=2, elite=elite
-        )
+    def oracle(elite):
+        return oracles.make_oracle("evolution", population=3, sample=2, elite=elite)
 
-    # Two good trials early on, then weak ones (e.g. cheap children aimed elsewhere).
+    # Two good trials early on, then weak ones.
     done = [trial(0, 0.88), trial(1, 0.86), trial(2, 0.70), trial(3, 0.75), trial(4, 0.72)]
-    score = {t.trial_id: t.score for t in done}
     ids = lambda ts: [t.trial_id for t in ts]  # noqa: E731
-    assert ids(oracle(0).window(done, score)) == ["02", "03", "04"]  # aging alone
-    assert ids(oracle(3).window(done, score)) == ["00", "01", "03"]  # the best, in trial order
-    assert ids(oracle(1).window(done, score)) == ["00", "03", "04"]  # best 1 + latest 2
-    assert ids(oracle(2).window(done[2:], score)) == ["02", "03", "04"]  # all, when few
+    assert ids(oracle(0).window(done)) == ["02", "03", "04"]  # aging alone
+    assert ids(oracle(3).window(done)) == ["00", "01", "03"]  # the best, in trial order
+    assert ids(oracle(1).window(done)) == ["00", "03", "04"]  # best 1 + latest 2
+    assert ids(oracle(2).window(done[2:])) == ["02", "03", "04"]  # all, when few
     # Ties go to the later trial.
     tied = [trial(i, 0.8) for i in range(4)]
-    assert ids(oracle(3).window(tied, {t.trial_id: 0.8 for t in tied})) == ["01", "02", "03"]
-    # _aimed_members windows the trials inside the target's envelope that way:
-    # trial 00 is the target, all others cost less.
-    rows = [_cost_row(0.90, 30, 30, True)] + [_cost_row(s, 10, 10) for s in (0.8, 0.6, 0.7, 0.5)]
-    start = [trial(0, 0.90)] + [trial(i + 1, r["score"]) for i, r in enumerate(rows[1:])]
-    for elite, window in ((0, ["02", "03", "04"]), (3, ["00", "01", "03"])):
-        o = oracle(elite)
-        o._rows = lambda done: rows
-        target, members = o._aimed_members(start, {t.trial_id: t.score for t in start})
-        assert target == "00" and ids(members) == window
-    # Under 'cover' the elite are the fittest by cover key, and the window
-    # holds only trials that aim at an open start point.
-    keys = {"00": (1, -0.01), "01": (0, 0.9), "02": (1, -0.05), "03": (1, -0.02), "04": (1, -0.1)}
-    cover = [trial(i, None) for i in range(5)]
-    assert ids(oracle(1, "cover").tournament_window(cover, keys)) == ["00", "03", "04"]
-    assert ids(oracle(0, "cover").tournament_window(cover, keys)) == ["02", "03", "04"]
+    assert ids(oracle(3).window(tied)) == ["01", "02", "03"]
     with pytest.raises(ValueError, match="--evolution_elite"):
         oracle(4)
-
-
-def test_kept_seeds_stay_in_the_windows_they_belong_to():
-    import types
-
-    seed = {"stages": 4, "stage1_filters": 4}
-
-    def trial(i, score, values=None):
-        values = values or {"stages": 3, "stage1_filters": i}
-        return types.SimpleNamespace(
-            trial_id=f"{i:02d}", score=score, hyperparameters=types.SimpleNamespace(values=values)
-        )
-
-    def oracle(keep, elite=0, seeds=(seed,)):
-        return oracles.make_oracle(
-            "evolution",
-            fitness="aim",
-            population=3,
-            sample=2,
-            elite=elite,
-            seed_points=seeds,
-            keep_seeds=keep,
-        )
-
-    scores = (0.80, 0.86, 0.70, 0.75, 0.72, 0.71)
-    done = [trial(i, s, dict(seed) if i == 1 else None) for i, s in enumerate(scores)]
-    score = {t.trial_id: t.score for t in done}
-    ids = lambda ts: [t.trial_id for t in ts]  # noqa: E731
-    assert ids(oracle(False).window(done, score)) == ["03", "04", "05"]  # the seed aged out
-    assert ids(oracle(True).window(done, score)) == ["01", "04", "05"]  # the seed, latest 2
-    assert ids(oracle(True, elite=1).window(done, score)) == ["00", "01", "05"]
-    # Only among the trials given (e.g. those inside an aim target's envelope).
-    assert ids(oracle(True).window(done[2:], score)) == ["03", "04", "05"]
-    # More seed trials than the population: the earliest ones.
-    many = [trial(i, 0.8, dict(seed, stage2_filters=i)) for i in range(5)]
-    more = oracle(True, seeds=[dict(seed, stage2_filters=i) for i in range(5)])
-    assert ids(more.window(many, {t.trial_id: 0.8 for t in many})) == ["00", "01", "02"]
-    with pytest.raises(ValueError, match="--evolution_keep_seeds"):
-        oracles.make_oracle("evolution", keep_seeds=True)
-
-
-def test_a_band_window_leaves_out_the_trials_inside_a_cheaper_open_point():
-    import types
-
-    def trial(i, score):
-        return types.SimpleNamespace(trial_id=f"{i:02d}", score=score)
-
-    rows = [
-        _cost_row(0.90, 30, 30, True),  # 00: the dear target
-        _cost_row(0.80, 10, 10, True),  # 01: a cheaper open start point
-        _cost_row(0.85, 20, 20),  # 02: inside 00 only
-        _cost_row(0.70, 8, 8),  # 03: inside 01 (and 00)
-        _cost_row(0.75, 10, 12),  # 04: slower than 01: inside 00 only
-        _cost_row(0.60, 9, 9),  # 05: inside 01
-    ]
-    done = [trial(i, r["score"]) for i, r in enumerate(rows)]
-    score = {t.trial_id: t.score for t in done}
-    ids = lambda ts: [t.trial_id for t in ts]  # noqa: E731
-
-    def members(aim_window, aims, rows=rows, done=done):
-        o = oracles.make_oracle(
-            "evolution", fitness="aim", population=3, sample=2, aim_window=aim_window
-        )
-        o._rows = lambda done: rows
-        o.aims = aims
-        return o._aimed_members(done, score)
-
-    at_dear = {"03": "01", "05": "01"}  # 01 was aimed at more: 00 is the target
-    assert members("envelope", at_dear) == ("00", done[3:])
-    target, window = members("band", at_dear)
-    assert target == "00" and ids(window) == ["00", "02", "04"]
-    # The cheap target's own window is its envelope: nothing open is cheaper.
-    at_cheap = {"02": "00", "04": "00"}
-    assert members("band", at_cheap) == members("envelope", at_cheap)
-    assert ids(members("band", at_cheap)[1]) == ["01", "03", "05"]
-    # Once 01 is covered (04 now as accurate as 01 at no more cost), it no
-    # longer keeps its envelope's trials out of 00's tournaments.
-    covered = rows[:4] + [_cost_row(0.80, 10, 10)] + rows[5:]
-    assert members("band", at_dear, covered) == members("envelope", at_dear, covered)
-    # Every trial inside a cheaper open point: the whole envelope.
-    same_cost = [rows[0], _cost_row(0.80, 30, 30, True), _cost_row(0.70, 10, 10)]
-    assert members("band", {}, same_cost, done[:3]) == ("00", done[:3])
-    with pytest.raises(ValueError, match="--evolution_aim_window=nearest"):
-        oracles.make_oracle("evolution", fitness="aim", aim_window="nearest")
-
-
-def test_a_scale_move_steps_every_stage_one_width_the_same_way(tmp_path):
-    # With scale_moves=1 a mutation is a scale move (the best of the last 3
-    # trials with all its stages one width up or all one width down, nothing
-    # else changed) unless both scaled points were tried or refused already:
-    # then one neighbouring move, so the search does not stop early.
-    filters = (4, 8, 12, 16, 24, 32)
-    search, _ = _evolution(tmp_path, scale_moves=1.0, filters=filters, trials=10)
-    trials = sorted(search.oracle.trials.values(), key=lambda t: t.trial_id)
-    assert len(trials) == 10 and _over_budget_trials(search) == []
-    scaled = 0
-    # The oracle records each mutated trial's parent and its moves, in its state.
-    lineage = search.oracle.get_state()["parents"]
-    assert sorted(lineage) == [t.trial_id for t in trials[3:]]
-    for i in range(3, len(trials)):
-        best = max(trials[i - 3 : i], key=lambda t: t.score)
-        parent = best.hyperparameters.values
-        child = trials[i].hyperparameters.values
-        stages = [k for k in parent if re.fullmatch(r"stage\d+_filters", k)]
-        steps = {filters.index(child[k]) - filters.index(parent[k]) for k in stages}
-        moved = _moves(None, parent, child)
-        recorded = lineage[trials[i].trial_id]
-        assert recorded["parent"] == best.trial_id
-        if set(moved) == set(stages) and steps in ({1}, {-1}):
-            scaled += 1
-            assert recorded["moves"] == ["scale"], recorded
-        else:
-            assert len(moved) <= 1, (parent, child)
-            assert recorded["moves"] == ["one"], recorded
-    assert scaled >= 4, scaled
-    resumed = oracles.make_oracle("evolution", scale_moves=1.0)
-    resumed.set_state(search.oracle.get_state())
-    assert resumed.parents == lineage
-    with pytest.raises(ValueError, match="--evolution_scale_moves=1.5"):
-        oracles.make_oracle("evolution", scale_moves=1.5)
 
 
 def test_search_summary_shows_the_figures_the_budget_was_checked_on():
@@ -1560,56 +1332,51 @@ def _trial_row(trial_id, values, acc, nbytes, latency):
     )
 
 
-def test_final_entries_mark_same_cost_copies_of_seeds_and_hand_points():
+def test_final_entries_mark_same_cost_copies_of_hand_points():
     from nas import final
 
     space = search_space.StudentSpace((28, 28, 1), 10, filters=(4, 8, 16))
     hand = search_space.hand_point("cnn", 0.25)
-    seed = search_space.hand_point("cnn", 0.25, stages=4)
+    deeper = search_space.hand_point("cnn", 0.25, stages=4)
     rows = [
         _trial_row("00", hand, 0.81, 6816, 10.0),
-        _trial_row("08", seed, 0.86, 10360, 10.4),
-        _trial_row("13", dict(seed, activation="relu6"), 0.86, 10360, 10.3),
+        _trial_row("08", deeper, 0.86, 10360, 10.4),
+        _trial_row("13", dict(hand, activation="relu6"), 0.82, 6816, 10.3),
         _trial_row("14", dict(hand, dropout=0.1), 0.82, 6816, 9.9),
-        _trial_row("18", dict(seed, stage2_blocks=2), 0.87, 11752, 11.7),
+        _trial_row("18", dict(deeper, stage2_blocks=2), 0.87, 11752, 11.7),
     ]
-    got = final.entries(rows, top=10, hand=["cnn:0.25"], hypermodel=space, seeds=[seed])
-    marks = {e["name"]: (e["seed"], e["copy_of"]) for e in got if e["source"] == "search"}
-    assert marks == {
-        "trial_08": (True, None),
-        "trial_13": (False, "trial_08"),
-        "trial_14": (False, "cnn_0.25"),
-        "trial_18": (False, None),
-    }
-    # Without --seed_points a relu6 seed is nobody's copy.
     got = final.entries(rows, top=10, hand=["cnn:0.25"], hypermodel=space)
-    assert {e["name"]: e["copy_of"] for e in got if e["source"] == "search"}["trial_13"] is None
+    marks = {e["name"]: e["copy_of"] for e in got if e["source"] == "search"}
+    assert marks == {
+        "trial_08": None,
+        "trial_13": "cnn_0.25",
+        "trial_14": "cnn_0.25",
+        "trial_18": None,
+    }
 
 
 def test_final_challengers_are_students_whose_covers_count():
     """A hand point's challenger is the most accurate trial within its cost
-    that is neither a seed point nor a same-cost copy, even when a seed or a
-    copy scored higher: only the former's cover counts as found."""
+    that is no same-cost copy of a hand point, even when a copy scored
+    higher: only the former's cover counts as found."""
     from nas import final
 
     space = search_space.StudentSpace((28, 28, 1), 10, filters=(4, 8, 12, 16, 32))
     hand = search_space.hand_point("cnn", 0.5)
-    seed = search_space.hand_point("cnn", 0.25, stages=4)
+    deeper = search_space.hand_point("cnn", 0.25, stages=4)
     rows = [
         _trial_row("01", hand, 0.850, 12120, 11.1),
-        _trial_row("08", seed, 0.860, 10360, 10.6),
-        _trial_row("19", dict(seed, activation="relu6"), 0.858, 10360, 10.6),
-        _trial_row("14", dict(hand, dropout=0.1), 0.855, 12120, 11.0),
-        _trial_row("34", dict(seed, stage4_filters=12, head_units=32), 0.856, 11600, 10.6),
-        _trial_row("42", dict(seed, stage3_filters=12), 0.850, 9384, 10.5),
+        _trial_row("14", dict(hand, dropout=0.1), 0.860, 12120, 11.0),
+        _trial_row("34", dict(deeper, stage4_filters=12, head_units=32), 0.856, 11600, 10.6),
+        _trial_row("42", dict(deeper, stage3_filters=12), 0.850, 9384, 10.5),
     ]
-    got = final.entries(rows, top=1, hand=["cnn:0.5"], hypermodel=space, seeds=[seed])
+    got = final.entries(rows, top=1, hand=["cnn:0.5"], hypermodel=space)
     assert [e["name"] for e in got if e["source"] == "search"] == ["trial_34"]
-    # Seeds and copies are still retrained when the spread along the fronts takes them.
-    got = final.entries(rows, top=10, hand=["cnn:0.5"], hypermodel=space, seeds=[seed])
-    assert {"trial_08", "trial_34"} <= {e["name"] for e in got if e["source"] == "search"}
-    # Without the rule (every row a challenger) the seed would be taken.
-    assert [r["trial_id"] for r in final.select(rows[1:], 1, rows[:1])] == ["08"]
+    # Copies are still retrained when the spread along the fronts takes them.
+    got = final.entries(rows, top=10, hand=["cnn:0.5"], hypermodel=space)
+    assert {"trial_14", "trial_34"} <= {e["name"] for e in got if e["source"] == "search"}
+    # Without the rule (every row a challenger) the copy would be taken.
+    assert [r["trial_id"] for r in final.select(rows[1:], 1, rows[:1])] == ["14"]
 
 
 def test_evolution_flags_and_hand_trials_are_not_found_students(tmp_path):
@@ -1624,13 +1391,6 @@ def test_evolution_flags_and_hand_trials_are_not_found_students(tmp_path):
     found = [e for e in got if e["source"] == "search"]
     assert found and all(e["values"] != start[0] for e in found)
     assert [e["name"] for e in got if e["source"] == "hand"] == ["cnn_0.25"]
-    assert not any(e["seed"] for e in found)
-    # A trial of a seed point is retrained as a found architecture, marked as a seed.
-    seeded = final.entries(
-        rows, top=10, hand=["cnn:0.25"], hypermodel=search.hypermodel, seeds=[found[0]["values"]]
-    )
-    marks = {e["name"]: e["seed"] for e in seeded if e["source"] == "search"}
-    assert marks == {e["name"]: e["name"] == found[0]["name"] for e in found}
 
 
 def test_oracle_seed_zero_is_a_fixed_seed():
@@ -1804,173 +1564,6 @@ def test_final_timing_in_several_processes_takes_each_files_median_process(monke
         final.retime(search, rows, timings=0)
 
 
-# -- the 'aim' tournament -----------------------------------------------------
-
-
-def _cost_row(score, nbytes, latency, start=False):
-    return dict(score=score, int8_file_bytes=nbytes, int8_latency_us=latency, start=start)
-
-
-def test_seed_points_are_tried_after_the_start_points_and_are_never_a_target(tmp_path):
-    start = [search_space.hand_point("cnn", 0.25)]
-    seed = search_space.hand_point("cnn", 0.5)  # dearer than the start point
-    search, _ = _evolution(
-        tmp_path,
-        trials=8,
-        budget=objective_lib.Budget(max_params=30000),
-        fitness="aim",
-        cls=AimedStub,
-        start=start,
-        seeds=[seed],
-    )
-    oracle = search.oracle
-    trials = sorted(oracle.trials.values(), key=lambda t: t.trial_id)
-    assert [t.hyperparameters.values for t in trials[:2]] == [start[0], seed]
-    done = [t for t in trials if t.status == "COMPLETED"]
-    rows = oracle._rows(done[:2])
-    assert [(r["start"], r["seed"]) for r in rows] == [(True, False), (False, True)]
-    assert not any(r["copy"] for r in rows)
-    # Same-cost copies of either (relu6, dropout) are marked; other moves are not.
-    assert oracle._is_copy(dict(start[0], activation="relu6"))
-    assert oracle._is_copy(dict(seed, dropout=0.1))
-    assert not oracle._is_copy(dict(seed, activation="hard_swish"))
-    assert not oracle._is_copy(dict(start[0], stage2_filters=16))
-    # Every aimed mutation aims at the start point, none at the seed.
-    assert oracle.aims and set(oracle.aims.values()) == {trials[0].trial_id}
-    assert trials[1].trial_id not in oracle.parents
-
-
-def test_aim_target_takes_the_open_hand_points_in_turn():
-    cheap, dear = _cost_row(0.80, 10, 10, True), _cost_row(0.85, 30, 30, True)
-    # Nothing aimed yet: the cheaper one first, whatever the order.
-    assert tuner.aim_target([dear, cheap], [0, 0]) == 1
-    assert tuner.aim_target([cheap, dear], [0, 0]) == 0
-    # Then the one fewer trials aimed at, though found trials inside the
-    # cheap one's envelope lie inside the dear one's too (nested envelopes).
-    inside_both = _cost_row(0.70, 9, 9)
-    assert tuner.aim_target([cheap, dear, inside_both], [1, 0, 0]) == 1
-    assert tuner.aim_target([cheap, dear, inside_both], [1, 1, 0]) == 0
-    assert tuner.aim_target([cheap, dear, inside_both], [3, 2, 0]) == 1
-    # A covered hand point is no target (as accurate, no more bytes, no more
-    # latency); once all are covered there is none.
-    cover_cheap = _cost_row(0.81, 10, 9)
-    assert tuner.aim_target([cheap, dear, cover_cheap], [0, 5, 0]) == 1
-    assert tuner.aim_target([cheap, dear, _cost_row(0.81, 10, 11)], [0, 5, 0]) == 0
-    cover_dear = _cost_row(0.86, 30, 30)
-    assert tuner.aim_target([cheap, dear, cover_cheap, cover_dear], [0, 0, 0, 0]) is None
-    # A start point does not cover another start point, nor does a seed point
-    # (given, not found: the final step counts covers without seeds).
-    assert tuner.open_points([cheap, _cost_row(0.90, 5, 5, True)]) == [0, 1]
-    seed = dict(_cost_row(0.90, 5, 5), seed=True)
-    assert tuner.open_points([cheap, seed]) == [0]
-    assert tuner.aim_target([cheap, dear, seed, cover_dear], [9, 0, 0, 0]) == 0
-    assert tuner.open_points([cheap, seed, cover_cheap]) == []
-    # Nor does a same-cost copy of a start or seed point (e.g. it with relu6).
-    copy = dict(_cost_row(0.90, 5, 5), copy=True)
-    assert tuner.open_points([cheap, dear, copy]) == [0, 1]
-    assert tuner.open_points([cheap, dear, copy, cover_dear]) == [0]
-
-
-class AimedStub(ScoredStub):
-    """ScoredStub whose 'costs no more' is its arithmetic figures: no more
-    parameters (int8 bytes = params + 1000, latency = params / 300)."""
-
-    def costs_no_more_than(self, values, trial_id):
-        model = self.hypermodel.build(search_space.hyperparameters_from_values(values))
-        target = self.oracle.get_trial(trial_id).metrics.get_last_value("params")
-        ok = model.count_params() <= target
-        self.aimed = getattr(self, "aimed", []) + [(dict(values), trial_id, ok)]
-        return ok
-
-    def trial_latencies(self, trial_ids):
-        get = self.oracle.get_trial
-        return {t: get(t).metrics.get_last_value("int8_latency_us") for t in trial_ids}
-
-
-@pytest.mark.parametrize("elite,aim_window", [(0, "envelope"), (2, "envelope"), (0, "band")])
-def test_aimed_mutations_cost_no_more_than_their_target_and_come_from_inside_it(
-    tmp_path, elite, aim_window
-):
-    start = [search_space.hand_point("cnn", 0.5), search_space.hand_point("cnn", 0.25)]
-    search, _ = _evolution(
-        tmp_path,
-        elite=elite,
-        aim_window=aim_window,
-        trials=10,
-        budget=objective_lib.Budget(max_params=30000),  # cnn:0.5 (6,386) fits
-        fitness="aim",
-        cls=AimedStub,
-        start=start,
-    )
-    oracle = search.oracle
-    assert oracle.aim_check == search.costs_no_more_than  # wired by the tuner
-    trials = sorted(oracle.trials.values(), key=lambda t: t.trial_id)
-    assert [t.hyperparameters.values for t in trials[:2]] == start
-
-    def rows(done):
-        return [
-            dict(
-                score=t.score,
-                int8_file_bytes=t.metrics.get_last_value("int8_file_bytes"),
-                int8_latency_us=t.metrics.get_last_value("int8_latency_us"),
-                start=t.hyperparameters.values in start,
-            )
-            for t in done
-        ]
-
-    index = {t.trial_id: i for i, t in enumerate(trials)}
-    aimed = banded = 0
-    for i in range(3, len(trials)):  # mutations start once 3 trials completed
-        done = trials[:i]
-        r = rows(done)
-        counts = [sum(oracle.aims.get(c.trial_id) == t.trial_id for c in done) for t in done]
-        target = tuner.aim_target(r, counts)
-        child = trials[i]
-        assert oracle.aims.get(child.trial_id) == (
-            None if target is None else done[target].trial_id
-        )
-        if target is None:
-            continue
-        aimed += 1
-        params = lambda t: t.metrics.get_last_value("params")  # noqa: E731
-        assert params(child) <= params(done[target]), (i, child.hyperparameters.values)
-        assert (child.hyperparameters.values, done[target].trial_id, True) in search.aimed
-        # The tournament draws all 3 of its window inside the target's
-        # envelope: the last 3 (elite 0), or the best 2 and the latest other
-        # one (elite 2), so the parent is the best of the last 3, or the best.
-        # Under 'band', those outside the open cnn_0.25's envelope when the
-        # target is cnn_0.5 (and any trial is).
-        inside = [t for t, x in zip(done, r) if pareto.costs_no_more(x, r[target])]
-        if aim_window == "band":
-            cheaper = [r[j] for j in tuner.open_points(r) if j != target]
-            cheaper = [c for c in cheaper if pareto.costs_no_more(c, r[target])]
-            band = [
-                t
-                for t, x in zip(done, r)
-                if t in inside and not any(pareto.costs_no_more(x, c) for c in cheaper)
-            ]
-            banded += bool(band) and band != inside
-            inside = band or inside
-        inside = inside if elite else inside[-3:]
-        parent = max(inside, key=lambda t: (t.score, t.trial_id)).hyperparameters.values
-        moved = _moves(None, parent, child.hyperparameters.values)
-        structural = set(parent) ^ set(child.hyperparameters.values)
-        assert 1 <= len(moved) <= 2 or (len(moved) <= 1 and structural), (parent, child)
-    assert all(index[c] > index[t] for c, t in oracle.aims.items())
-    # Both hand points were aimed at (in turn), and the aims are saved state.
-    assert len(set(oracle.aims.values())) == 2
-    saved = json.load(open(os.path.join(str(tmp_path), "p", "oracle.json")))
-    assert saved["aims"] == oracle.aims
-    assert aimed >= 3
-    # Draws that cost more than their target were refused, never trained.
-    refused = [v for v, _, ok in search.aimed if not ok]
-    trained = [t.hyperparameters.values for t in trials]
-    assert refused and not any(v in trained for v in refused)
-    assert oracle.aim_rejected == len(refused)
-    # 'band' left trials out of a tournament at least once.
-    assert (banded > 0) == (aim_window == "band")
-
-
 class UntrainedSearch(search.StudentSearch):
     """Real measuring (files), no train_lib."""
 
@@ -1981,63 +1574,12 @@ class UntrainedSearch(search.StudentSearch):
 @pytest.mark.parametrize("kind", ["random", "hyperband", "evolution"])
 def test_draw_counts_are_oracle_state(kind):
     oracle = oracles.make_oracle(kind, max_trials=2, epochs=3)
-    oracle.draws, oracle.rejected, oracle.aim_rejected = 7, 3, 2
+    oracle.draws, oracle.rejected = 7, 3
     resumed = oracles.make_oracle(kind, max_trials=2, epochs=3)
-    assert (resumed.draws, resumed.rejected, resumed.aim_rejected) == (0, 0, 0)
+    assert (resumed.draws, resumed.rejected) == (0, 0)
     resumed.set_state(oracle.get_state())
-    assert (resumed.draws, resumed.rejected, resumed.aim_rejected) == (7, 3, 2)
+    assert (resumed.draws, resumed.rejected) == (7, 3)
 
 
 def _refuse_conversion(*args, **kwargs):
     raise convert_lib.ExportError("converted again")
-
-
-def test_costs_no_more_than_measures_the_draw_against_the_target_trial_file(tmp_path, monkeypatch):
-    from nas import final
-
-    small = search_space.hand_point("cnn", 0.25)
-    big = dict(small, stage1_filters=32, stage2_filters=32, stage3_filters=32)
-    oracle = oracles.make_oracle(
-        "evolution", max_trials=2, start_points=[small, big], population=2, sample=2, fitness="aim"
-    )
-    space = _space(filters=(4, 8, 16, 32))
-    search = UntrainedSearch(
-        space,
-        oracle,
-        data=tiny_dataset(64, SHAPE, CLASSES),
-        train_config=train_lib.TrainConfig(epochs=1),
-        batch_size=32,
-        measure=candidate.MeasureConfig(num_runs=20, warmup=2),
-        directory=str(tmp_path),
-        project_name="p",
-    )
-    search.search(verbose=0)
-    ids = {
-        json.dumps(t.hyperparameters.values, sort_keys=True): t.trial_id
-        for t in oracle.trials.values()
-    }
-    small_id, big_id = (ids[json.dumps(v, sort_keys=True)] for v in (small, big))
-    assert os.path.exists(search.trial_int8_path(big_id))
-    assert not search.costs_no_more_than(big, small_id)  # more bytes than the small file
-    assert search.costs_no_more_than(small, big_id)  # fewer bytes, faster when timed together
-    # An aimed draw is converted once: the aim check reuses the int8 file the
-    # budget check made of the same draw, and converts any other draw itself.
-    assert search.within_budget(small)
-    with monkeypatch.context() as m:
-        m.setattr(convert_lib, "convert", _refuse_conversion)
-        assert search.costs_no_more_than(small, big_id)  # its file from within_budget
-        smaller = dict(small, stage3_filters=8)
-        assert not search.costs_no_more_than(smaller, big_id)  # converted (refused) anew
-    # The final step compares trials on their files timed together, written once.
-    rows = report.trial_rows(oracle)
-    timed = final.timed_trials(search, rows, str(tmp_path / "final"))
-    assert {r["trial_id"] for r in timed if "int8_latency_us_alone" in r} == {small_id, big_id}
-    by_id = {r["trial_id"]: r for r in timed}
-    assert by_id[small_id]["int8_latency_us"] < by_id[big_id]["int8_latency_us"]
-
-    def no_timing(ids):
-        raise AssertionError("a resumed final step must not time the trials again")
-
-    monkeypatch.setattr(search, "trial_latencies", no_timing)
-    again = final.timed_trials(search, report.trial_rows(oracle), str(tmp_path / "final"))
-    assert again == timed

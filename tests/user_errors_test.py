@@ -327,39 +327,29 @@ def test_search_and_export_errors(paths):
         ),
         ("activation unknown", base + ["--activations=relu,gelu"], ["activations", "gelu"]),
         (
-            "cover nothing",
+            "start point stages",
+            base + ["--oracle=evolution", "--start_points=cnn:0.5:x"],
+            ["--start_points=cnn:0.5:x", "FAMILY:WIDTH[:STAGES]"],
+        ),
+        (
+            "start point change not in the space",
+            base + ["--oracle=evolution", "--start_points=cnn:0.25/stem_padding=full"],
+            ["--start_points=cnn:0.25/stem_padding=full", "stem_padding='full'", "allowed"],
+        ),
+        (
+            "start point change of an unknown name",
+            base + ["--oracle=evolution", "--start_points=cnn:0.25/stage1_filterz=8"],
+            ["--start_points=cnn:0.25/stage1_filterz=8", "'stage1_filterz' is not a hyper"],
+        ),
+        (
+            "start point without evolution",
+            base + ["--start_points=cnn:0.5:4"],
+            ["--start_points=cnn:0.5:4", "--oracle=evolution"],
+        ),
+        (
+            "retired covering flag",
             base + ["--oracle=evolution", "--evolution_fitness=cover"],
-            ["--evolution_fitness=cover", "--start_points"],
-        ),
-        (
-            "seed point stages",
-            base + ["--oracle=evolution", "--seed_points=cnn:0.5:x"],
-            ["--seed_points=cnn:0.5:x", "FAMILY:WIDTH[:STAGES]"],
-        ),
-        (
-            "seed point change not in the space",
-            base + ["--oracle=evolution", "--seed_points=cnn:0.25/stem_padding=full"],
-            ["--seed_points=cnn:0.25/stem_padding=full", "stem_padding='full'", "allowed"],
-        ),
-        (
-            "seed point change of an unknown name",
-            base + ["--oracle=evolution", "--seed_points=cnn:0.25/stage1_filterz=8"],
-            ["--seed_points=cnn:0.25/stage1_filterz=8", "'stage1_filterz' is not a hyper"],
-        ),
-        (
-            "seed point without evolution",
-            base + ["--seed_points=cnn:0.5:4"],
-            ["--seed_points=cnn:0.5:4", "--oracle=evolution"],
-        ),
-        (
-            "kept seeds without seeds",
-            base + ["--oracle=evolution", "--evolution_keep_seeds"],
-            ["--evolution_keep_seeds=true", "--seed_points"],
-        ),
-        (
-            "fitness unknown",
-            base + ["--oracle=evolution", "--evolution_fitness=best"],
-            ["--evolution_fitness", "best", "cover"],
+            ["evolution_fitness"],
         ),
     ]
     _check(_run("nas.main", cases), cases)

@@ -14,6 +14,7 @@ Example::
         --export_formats=float32,int8 --out_dir=/tmp/export --export_threads=1,2
 """
 
+import dataclasses
 import os
 import sys
 
@@ -88,14 +89,8 @@ def main(argv):
     data = None
     if f.DATA.dataset.value != f.NO_DATASET:
         try:
-            data = data_lib.load_dataset(
-                f.DATA.dataset.value,
-                data_dir=f.DATA.data_dir.value,
-                manual_dir=f.DATA.manual_dir.value,
-                val_size=0,
-                limit_test=f.DATA.limit_test.value,
-                storage=f.DATA.data_storage.value,
-            )
+            config = dataclasses.replace(flag_groups.data_config(f.DATA), val_size=0)
+            data = config.load()
         except data_lib.DataError as e:
             sys.exit(f"Cannot load the dataset: {e}")
     name = f.NAME.value or os.path.splitext(os.path.basename(model_path.rstrip("/")))[0]

@@ -208,6 +208,35 @@ def image_size(items):
     return size
 
 
+def data_config(data, source=None):
+    """The :class:`kd_keras.data.DataConfig` of the data flags `data`
+    (:func:`define_data_flags`) and, when given, the source flags `source`
+    (:func:`define_source_flags`).
+
+    Raises:
+      ValueError: a malformed --image_size.
+    """
+    fields = dict(
+        dataset=data.dataset.value,
+        data_dir=data.data_dir.value,
+        manual_dir=data.manual_dir.value,
+        val_size=data.val_size.value,
+        limit_train=data.limit_train.value,
+        limit_test=data.limit_test.value,
+        batch_size=data.batch_size.value,
+        storage=data.data_storage.value,
+    )
+    if source is not None:
+        fields.update(
+            test_fraction=source.test_fraction.value,
+            image_size=image_size(source.image_size.value),
+            train_split=source.train_split.value,
+            test_split=source.test_split.value,
+            val_split=source.val_split.value,
+        )
+    return data_lib.DataConfig(**fields)
+
+
 def _define_train_flags(role, epochs, optimizer, lr, warmup, augment):
     return dict(
         epochs=flags.DEFINE_integer(f"{role}_epochs", epochs, f"{role} epochs.", lower_bound=1),

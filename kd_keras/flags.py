@@ -7,7 +7,7 @@ The flags shared with ``nas.main`` and ``export.main`` come from
 from absl import flags
 
 from kd_keras import compression, flag_groups
-from kd_keras.app import kd_selection, pipeline
+from kd_keras.app import kd_selection, pipeline, variants
 from kd_keras.app.study import runner
 from kd_keras.distill import teachers as teachers_lib
 
@@ -265,22 +265,9 @@ def pipeline_config():
                     f"--{name} is a study setting; it needs --mode=study "
                     "(the pipeline trains one --seed)."
                 )
-    d = DATA
     return pipeline.PipelineConfig(
         workdir=_WORKDIR.value,
-        dataset=d.dataset.value,
-        data_dir=d.data_dir.value,
-        manual_dir=d.manual_dir.value,
-        val_size=d.val_size.value,
-        limit_train=d.limit_train.value,
-        limit_test=d.limit_test.value,
-        batch_size=d.batch_size.value,
-        data_storage=d.data_storage.value,
-        test_fraction=SOURCE.test_fraction.value,
-        image_size=flag_groups.image_size(SOURCE.image_size.value),
-        train_split=SOURCE.train_split.value,
-        test_split=SOURCE.test_split.value,
-        val_split=SOURCE.val_split.value,
+        data=flag_groups.data_config(DATA, SOURCE),
         teacher=TEACHER.teacher.value,
         teacher_kwargs=flag_groups.parse_kwargs(TEACHER.teacher_args.value, "teacher_args"),
         teacher_train=flag_groups.train_config(
@@ -299,14 +286,18 @@ def pipeline_config():
         kd_mode=_KD.value,
         kd_select=kd_select_config(),
         techniques=tuple(_TECHNIQUES.value),
-        compression=compression_config(),
-        compress_epochs=_COMPRESS_EPOCHS.value,
-        compress_mode=_COMPRESS_MODE.value,
-        compress_teacher=_COMPRESS_TEACHER.value,
-        export_formats=tuple(EXPORT.export_formats.value),
-        export_threads=flag_groups.export_threads(EXPORT),
+        compress=variants.CompressSettings(
+            compression_config(),
+            _COMPRESS_EPOCHS.value,
+            _COMPRESS_MODE.value,
+            _COMPRESS_TEACHER.value,
+        ),
+        export=variants.ExportSettings(
+            EXPORT.export_formats.value,
+            flag_groups.export_threads(EXPORT),
+            EXPORT.latency_runs.value,
+            EXPORT.num_calibration.value,
+        ),
         export_teacher=_EXPORT_TEACHER.value,
-        latency_runs=EXPORT.latency_runs.value,
-        num_calibration=EXPORT.num_calibration.value,
         verbose=int(RUN.verbose.value),
     )

@@ -205,23 +205,14 @@ def make_search(cfg, project, verbose=0, overwrite=False):
       kd_keras.data.DataError: the dataset cannot be loaded.
     """
     f = nas_flags
-    d = f.DATA
-    data = data_lib.load_dataset(
-        d.dataset.value,
-        d.data_dir.value,
-        d.manual_dir.value,
-        d.val_size.value,
-        seed=0,
-        limit_train=d.limit_train.value,
-        limit_test=d.limit_test.value,
-        storage=d.data_storage.value,
-    )
+    data_config = flag_groups.data_config(f.DATA)
+    data = data_config.load()
     return search.StudentSearch(
         make_space(data.input_shape, data.num_classes),
         cfg["oracle"],
         data,
         cfg["train_config"],
-        batch_size=d.batch_size.value,
+        batch_size=data_config.batch_size,
         augment=cfg["augment"],
         budget=cfg["budget"],
         teacher=_teacher_fn(data, project, verbose),

@@ -326,6 +326,20 @@ def test_only_entry_points_define_flags():
     assert not wrong, "\n".join(wrong)
 
 
+def test_functions_over_100_lines_say_why():
+    """A function over 100 lines says why in its docstring (``Length: ...``)."""
+    long = []
+    for module in modules():
+        if not module.startswith(("kd_keras/", "export/", "nas/")):
+            continue
+        tree = ast.parse(open(os.path.join(ROOT, module)).read(), module)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno >= 100:
+                if "Length:" not in (ast.get_docstring(node) or ""):
+                    long.append(f"{module}:{node.lineno} {node.name}")
+    assert not long, long
+
+
 def test_no_module_is_over_800_lines():
     long = {}
     for module in modules():

@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kd_keras import data as data_lib  # noqa: E402
-from kd_keras import train as train_lib
-from kd_keras.app import pipeline  # noqa: E402
+from kd_keras import train as train_lib  # noqa: E402
+from kd_keras.app import pipeline, variants  # noqa: E402
 
 
 def pytest_collection_modifyitems(items):
@@ -91,20 +91,20 @@ def write_image_folder(
     return directory
 
 
-def tiny_pipeline_config(workdir, **overrides):
+def tiny_pipeline_config(workdir, batch_size=16, dataset="fashion_mnist", **overrides):
     """A PipelineConfig for tiny data: width-0.25 `cnn` teacher and student,
-    one epoch each, batches of 16, no export; `overrides` replace fields."""
+    one epoch each, batches of `batch_size`, no export; `overrides` replace
+    fields."""
     fields = dict(
         workdir=workdir,
-        dataset="fashion_mnist",
-        batch_size=16,
+        data=data_lib.DataConfig(dataset=dataset, batch_size=batch_size),
         teacher="cnn",
         teacher_kwargs={"width": 0.25},
         teacher_train=train_lib.TrainConfig(epochs=1),
         student="cnn",
         student_kwargs={"width": 0.25},
         student_train=train_lib.TrainConfig(epochs=1),
-        export_formats=(),
+        export=variants.ExportSettings(formats=()),
         verbose=0,
     )
     fields.update(overrides)

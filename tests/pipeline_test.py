@@ -59,7 +59,7 @@ def _variants(workdir, data):
         teacher_augment=data_lib.AugmentConfig(),
         kd_mode="on",
         techniques=("prune",),
-        compress_epochs=1,
+        compress=variants.CompressSettings(epochs=1),
     )
     teachers, digests, teacher_rows = pipeline.train_teachers(config, data)
     ctx = pipeline.variant_context(config, data, teachers, digests)

@@ -8,10 +8,9 @@ trains only what is missing.
 
 import dataclasses
 import os
-from typing import Optional
 
 import nas
-from kd_keras import compression, console, distill, models, runs
+from kd_keras import console, distill, models, runs
 from kd_keras import data as data_lib
 from kd_keras import train as train_lib
 from kd_keras.app import kd_selection, report, variants
@@ -27,19 +26,7 @@ class PipelineConfig:
     """Everything one pipeline run needs; `kd_keras.flags` builds it from flags."""
 
     workdir: str
-    dataset: str = "fashion_mnist"
-    data_dir: Optional[str] = None
-    manual_dir: str = data_lib.DEFAULT_MANUAL_DIR
-    val_size: int = 5000
-    limit_train: int = 0
-    limit_test: int = 0
-    batch_size: int = 128
-    data_storage: str = "auto"  # memory, disk or auto (kd_keras.data.store)
-    test_fraction: float = data_lib.DEFAULT_TEST_FRACTION  # dir: datasets only
-    image_size: Optional[tuple] = None  # (height, width) to resize to
-    train_split: str = "train"
-    test_split: str = "test"
-    val_split: Optional[str] = None
+    data: data_lib.DataConfig = data_lib.DataConfig()
     teacher: str = "resnet"  # A registry name, or comma-separated paths of saved models.
     teacher_kwargs: dict = dataclasses.field(default_factory=dict)
     teacher_train: train_lib.TrainConfig = train_lib.TrainConfig()
@@ -55,15 +42,9 @@ class PipelineConfig:
     kd_mode: str = "both"
     kd_select: object = None  # kd_keras.app.kd_selection.SelectionConfig; None = use `kd` as is
     techniques: tuple = ()
-    compression: object = None  # kd_keras.compression.CompressionConfig; None = defaults
-    compress_epochs: int = 2
-    compress_mode: str = "finetune"
-    compress_teacher: str = "teacher"
-    export_formats: tuple = ("float32", "int8")
-    export_threads: tuple = (1,)
+    compress: variants.CompressSettings = variants.CompressSettings()
+    export: variants.ExportSettings = variants.ExportSettings()
     export_teacher: bool = False
-    latency_runs: int = 200
-    num_calibration: int = 200
     verbose: int = 1
 
     def __post_init__(self):
@@ -93,64 +74,9 @@ class PipelineConfig:
                 f"by path; --teacher={self.teacher} is trained here on [0, 1] inputs."
             )
 
-        if self.compression is None:
-            self.compression = compression.CompressionConfig()
-
     def teacher_paths(self):
         """The saved teachers' paths, or [] for a registry teacher."""
         return teachers_lib.parse_teacher(self.teacher)[1]
-
-    def data_spec(self):
-        """The data settings that change what a run trains on (part of run keys).
-
-        The settings of user datasets enter only when they differ from their
-        defaults, so the keys of runs on the registered datasets are unchanged.
-        """
-        spec = {
-            k: getattr(self, k)
-            for k in ("dataset", "val_size", "limit_train", "limit_test", "batch_size")
-        }
-        for field in dataclasses.fields(self):
-            if field.name in _SOURCE_FIELDS and getattr(self, field.name) != field.default:
-                spec[field.name] = getattr(self, field.name)
-        return spec
-
-    def shapes(self):
-        """An empty Dataset with the data's shapes and class count (read
-        without loading the data).
-
-        Raises:
-          ValueError: naming --dataset and what is wrong.
-        """
-        try:
-            return data_lib.placeholder(self.dataset, self.data_dir, self.image_size)
-        except data_lib.DataError as e:
-            raise ValueError(f"--dataset={self.dataset}: {e}") from None
-
-    def load_data(self):
-        """The Dataset these settings describe (train/validation seed 0).
-
-        Raises:
-          kd_keras.data.DataError: the data is missing or malformed.
-        """
-        return data_lib.load_dataset(
-            self.dataset,
-            self.data_dir,
-            self.manual_dir,
-            self.val_size,
-            seed=0,
-            limit_train=self.limit_train,
-            limit_test=self.limit_test,
-            test_fraction=self.test_fraction,
-            image_size=self.image_size,
-            train_split=self.train_split,
-            test_split=self.test_split,
-            val_split=self.val_split,
-            storage=self.data_storage,
-        )
-
-
-_SOURCE_FIELDS = ("test_fraction", "image_size", "train_split", "test_split", "val_split")
 
 
 def train_teachers(config, data, verbose=None):
@@ -176,7 +102,7 @@ def train_teachers(config, data, verbose=None):
         # Seeded before the pipeline is built: its shuffle depends on the global seed.
         keras.utils.set_random_seed(train_cfg.seed)
         datasets = data_lib.make_datasets(
-            data, config.batch_size, config.teacher_augment, seed=train_cfg.seed
+            data, config.data.batch_size, config.teacher_augment, seed=train_cfg.seed
         )
         spec = {
             "role": "teacher",
@@ -184,7 +110,7 @@ def train_teachers(config, data, verbose=None):
             "kwargs": config.teacher_kwargs,
             "train": runs.spec_of(train_cfg),
             "augment": runs.spec_of(config.teacher_augment),
-            "data": config.data_spec(),
+            "data": config.data.spec(),
         }
         model, result = train_lib.train_or_load(
             config.workdir,
@@ -222,7 +148,7 @@ def load_teachers(config, data):
       (``kd_keras.distill.teachers.file_digest``) and each row says where the teacher
       came from (source, teacher_format, softmax).
     """
-    datasets = data_lib.make_datasets(data, config.batch_size)
+    datasets = data_lib.make_datasets(data, config.data.batch_size)
     samples = next(iter(datasets["test"]))[0]  # Probes a foreign model for probabilities.
     probe = min(len(data.y_train), RANGE_PROBE_IMAGES)  # Checks the input value range.
     teachers, hashes, results = [], [], []
@@ -244,7 +170,7 @@ def load_teachers(config, data):
             "source": "path",
             "digest": loaded["digest"],
             "softmax": loaded["softmax"],
-            "data": config.data_spec(),
+            "data": config.data.spec(),
         }
         if fed != teachers_lib.DEFAULT_INPUT_RANGE:
             spec["input_range"] = fed
@@ -303,15 +229,9 @@ def variant_context(config, data, teachers, teacher_hashes):
         teacher_hashes=teacher_hashes,
         student_train=config.student_train,
         kd=config.kd,
-        batch_size=config.batch_size,
-        compression=config.compression,
-        compress_epochs=config.compress_epochs,
-        compress_mode=config.compress_mode,
-        compress_teacher=config.compress_teacher,
-        export_formats=tuple(config.export_formats),
-        export_threads=tuple(config.export_threads),
-        latency_runs=config.latency_runs,
-        num_calibration=config.num_calibration,
+        batch_size=config.data.batch_size,
+        compress=config.compress,
+        export=config.export,
         verbose=config.verbose,
     )
 
@@ -391,7 +311,7 @@ def validate(config: PipelineConfig, todo=None):
     Raises:
       ValueError: naming the flag, the value and what is wrong.
     """
-    shapes = config.shapes()
+    shapes = config.data.placeholder()
     shape, classes = shapes.input_shape, shapes.num_classes
     paths = config.teacher_paths()
     if paths:  # Loaded and checked against the data's shapes; --teacher_args do not apply.
@@ -436,7 +356,7 @@ def prepare(config: PipelineConfig, todo=None):
       ValueError: invalid configuration (or kd_keras.data.DataError).
     """
     todo = validate(config) if todo is None else todo
-    return config.load_data(), todo
+    return config.data.load(), todo
 
 
 def run(config: PipelineConfig, flags_used=None, prepared=None, strategy=None):
@@ -448,7 +368,7 @@ def run(config: PipelineConfig, flags_used=None, prepared=None, strategy=None):
       prepared: the output of :func:`prepare`, if already called.
       strategy: a ``tf.distribute`` strategy (``kd_keras.distribute.make_strategy``)
         in whose scope every model, optimizer and Distiller is built and
-        trained; `config.batch_size` is then the global batch. Default: the
+        trained; `config.data.batch_size` is then the global batch. Default: the
         current one.
 
     Returns:
@@ -464,7 +384,7 @@ def _run(config, flags_used, data, todo):
     probe = variant_context(config, data, [], [])
 
     teachers, teacher_hashes, rows = train_teachers(config, data)
-    if config.export_teacher and config.export_formats:
+    if config.export_teacher and config.export.formats:
         for teacher, row in zip(teachers, rows):
             row.update(variants.measure_variant(probe, teacher, (), row["run_dir"], data))
     ctx = variant_context(config, data, teachers, teacher_hashes)
@@ -491,7 +411,7 @@ def _run(config, flags_used, data, todo):
         rows.append(dict(row, role="student"))
 
     results = {
-        "dataset": config.dataset,
+        "dataset": config.data.dataset,
         "class_names": list(data.class_names),
         "models": rows,
         "flags": flags_used or {},

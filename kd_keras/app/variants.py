@@ -19,6 +19,7 @@ sparsity, unique values per clustered kernel and the TFLite export figures.
 
 import dataclasses
 import os
+import typing
 from typing import Optional
 
 import numpy as np
@@ -83,6 +84,53 @@ class Variant:
         return "-".join(parts)
 
 
+@dataclasses.dataclass(frozen=True)
+class CompressSettings:
+    """How a technique chain is applied to a trained student.
+
+    Attributes:
+      config: the techniques' settings (``compression.CompressionConfig``;
+        None: its defaults).
+      epochs: fine-tuning epochs per stage of the chain.
+      mode: one of COMPRESS_MODES: fine-tune the trained student, or train
+        the compressed one from scratch.
+      teacher: one of COMPRESS_TEACHERS: what a KD variant distils from while
+        compressing, the teacher or the uncompressed student.
+    """
+
+    config: object = None
+    epochs: int = 2
+    mode: str = "finetune"
+    teacher: str = "teacher"
+
+    def __post_init__(self):
+        if self.mode not in COMPRESS_MODES:
+            raise ValueError(f"compress_mode must be one of {COMPRESS_MODES}, got {self.mode!r}.")
+        if self.teacher not in COMPRESS_TEACHERS:
+            raise ValueError(
+                f"compress_teacher must be one of {COMPRESS_TEACHERS}, got {self.teacher!r}."
+            )
+        if self.epochs < 1:
+            raise ValueError(f"compress_epochs must be >= 1, got {self.epochs}.")
+        if self.config is None:
+            object.__setattr__(self, "config", compression.CompressionConfig())
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSettings:
+    """What every student is exported as and how it is measured
+    (``export.export_model``)."""
+
+    formats: tuple = ("float32", "int8")
+    threads: tuple = (1,)
+    latency_runs: int = 200
+    num_calibration: int = 200
+
+    def __post_init__(self):
+        object.__setattr__(self, "formats", tuple(self.formats))
+        object.__setattr__(self, "threads", tuple(self.threads))
+
+
 @dataclasses.dataclass
 class Context:
     """What every variant of one pipeline or study shares."""
@@ -94,35 +142,14 @@ class Context:
     student_train: train_lib.TrainConfig
     kd: distill.KDConfig
     batch_size: int = 128
-    compression: object = None  # compression.CompressionConfig
-    compress_epochs: int = 2
-    compress_mode: str = "finetune"
-    compress_teacher: str = "teacher"
-    export_formats: tuple = ("float32", "int8")
-    export_threads: tuple = (1,)
-    latency_runs: int = 200
-    num_calibration: int = 200
+    compress: CompressSettings = CompressSettings()
+    export: ExportSettings = ExportSettings()
     verbose: int = 2
-
-    def __post_init__(self):
-        if self.compress_mode not in COMPRESS_MODES:
-            raise ValueError(
-                f"compress_mode must be one of {COMPRESS_MODES}, got {self.compress_mode!r}."
-            )
-        if self.compress_teacher not in COMPRESS_TEACHERS:
-            raise ValueError(
-                f"compress_teacher must be one of {COMPRESS_TEACHERS}, "
-                f"got {self.compress_teacher!r}."
-            )
-        if self.compress_epochs < 1:
-            raise ValueError(f"compress_epochs must be >= 1, got {self.compress_epochs}.")
-        if self.compression is None:
-            self.compression = compression.CompressionConfig()
 
 
 def compression_config(ctx, variant):
     """The context's CompressionConfig with the variant's overrides."""
-    return dataclasses.replace(ctx.compression, **dict(variant.compression))
+    return dataclasses.replace(ctx.compress.config, **dict(variant.compression))
 
 
 def validate(ctx, variant):
@@ -130,7 +157,7 @@ def validate(ctx, variant):
     cfg = compression_config(ctx, variant)
     model = build_student(variant, ctx.data)
     compression.validate_chain(variant.techniques, cfg, model=model)
-    if ctx.compress_mode == "scratch" and variant.techniques[:1] == ("cluster",):
+    if ctx.compress.mode == "scratch" and variant.techniques[:1] == ("cluster",):
         raise ValueError(
             "compress_mode='scratch' starts pruning or QAT on a fresh student; "
             "clustering needs trained weights: use compress_mode='finetune'."
@@ -204,6 +231,60 @@ def base_spec(ctx, variant, train_cfg):
     return spec
 
 
+class RunInputs(typing.NamedTuple):
+    """What every run of one variant trains on: its tf.data pipelines, the
+    in-memory data its teacher outputs are computed from when it does not
+    augment (else None), and its teacher(s) (None without KD)."""
+
+    datasets: dict
+    offline: object
+    teacher: object
+
+
+def _train_run(ctx, variant, part, spec, build_fn, run, train_cfg, callbacks):
+    """One cached run of `variant` (its base training or a compression stage
+    named `part`), through ``train_lib.train_or_load``: (model, result)."""
+    return train_lib.train_or_load(
+        ctx.workdir,
+        _run_name(part, variant),
+        spec,
+        build_fn,
+        run.datasets,
+        train_cfg,
+        teacher=run.teacher,
+        kd=ctx.kd,
+        callbacks=callbacks,
+        verbose=ctx.verbose,
+        postprocess=compression.strip,
+        offline_data=run.offline,
+        batch_size=ctx.batch_size,
+        load_fn=load_model,
+        teacher_view=variant.teacher_view,
+    )
+
+
+def stage_config(ctx, train_cfg):
+    """How a compression stage fine-tunes: `ctx.compress.epochs` epochs at a
+    tenth of the run's learning rate, without warm-up."""
+    return dataclasses.replace(
+        train_cfg,
+        epochs=ctx.compress.epochs,
+        warmup_epochs=0,
+        learning_rate=train_cfg.learning_rate / 10,
+    )
+
+
+def wrapped_layers(variant, data, chain, cfg):
+    """{technique: names of the layers it wraps} for pruning and clustering in
+    `chain`, read from a fresh student (layer names before any wrapping)."""
+    fresh = build_student(variant, data)
+    return {
+        t: compression.select_layers(fresh, t, cfg.skip_layers, cfg.include_layers)
+        for t in ("prune", "cluster")
+        if t in chain
+    }
+
+
 def train(ctx: Context, variant: Variant):
     """Trains (or loads) a variant and measures it.
 
@@ -226,7 +307,7 @@ def train(ctx: Context, variant: Variant):
     steps = int(datasets["train"].cardinality())
 
     spec = base_spec(ctx, variant, train_cfg)
-    scratch = bool(ctx.compress_mode == "scratch" and chain)
+    scratch = bool(ctx.compress.mode == "scratch" and chain)
     keras.utils.set_random_seed(variant.seed)
     if scratch:  # The first technique wraps the fresh student for the whole base run.
         spec = dict(spec, scratch_stage=chain[0], compression=runs.spec_of(cfg))
@@ -237,23 +318,8 @@ def train(ctx: Context, variant: Variant):
     else:
         callbacks = ()
         build_fn = lambda: build_student(variant, data)  # noqa: E731
-    model, result = train_lib.train_or_load(
-        ctx.workdir,
-        _run_name("base", variant),
-        spec,
-        build_fn,
-        datasets,
-        train_cfg,
-        teacher=teacher,
-        kd=ctx.kd,
-        callbacks=callbacks,
-        verbose=ctx.verbose,
-        postprocess=compression.strip,
-        offline_data=offline,
-        batch_size=ctx.batch_size,
-        load_fn=load_model,
-        teacher_view=variant.teacher_view,
-    )
+    run = RunInputs(datasets, offline, teacher)
+    model, result = _train_run(ctx, variant, "base", spec, build_fn, run, train_cfg, callbacks)
     total_time = result["train_time_s"]
     parts = [result["run_dir"]]
     reused = result["reused"]
@@ -268,41 +334,29 @@ def train(ctx: Context, variant: Variant):
             "stage": technique,
             "previous": list(previous),
             "compression": runs.spec_of(cfg),
-            "epochs": ctx.compress_epochs,
+            "epochs": ctx.compress.epochs,
             "kd": variant.kd,
-            "compress_teacher": ctx.compress_teacher if variant.kd else None,
+            "compress_teacher": ctx.compress.teacher if variant.kd else None,
             "lr": ctx.student_train.learning_rate,
         }
-        stage_cfg = dataclasses.replace(
-            train_cfg,
-            epochs=ctx.compress_epochs,
-            warmup_epochs=0,
-            learning_rate=train_cfg.learning_rate / 10,
-        )
+        stage_cfg = stage_config(ctx, train_cfg)
         stage_teacher = teacher
-        if variant.kd and ctx.compress_teacher == "student":
+        if variant.kd and ctx.compress.teacher == "student":
             stage_teacher = keras.models.clone_model(model)
             stage_teacher.set_weights(model.get_weights())
         keras.utils.set_random_seed(variant.seed)
         wrapped, stage_callbacks = compression.apply_stage(
-            model, technique, cfg, steps, ctx.compress_epochs, previous
+            model, technique, cfg, steps, ctx.compress.epochs, previous
         )
-        model, stage_result = train_lib.train_or_load(
-            ctx.workdir,
-            _run_name("+".join(previous + (technique,)), variant),
+        model, stage_result = _train_run(
+            ctx,
+            variant,
+            "+".join(previous + (technique,)),
             dict(stage_spec, spec=spec),
             lambda wrapped=wrapped: wrapped,
-            datasets,
+            run._replace(teacher=stage_teacher),
             stage_cfg,
-            teacher=stage_teacher,
-            kd=ctx.kd,
-            callbacks=stage_callbacks,
-            verbose=ctx.verbose,
-            postprocess=compression.strip,
-            offline_data=offline,
-            batch_size=ctx.batch_size,
-            load_fn=load_model,
-            teacher_view=variant.teacher_view,
+            stage_callbacks,
         )
         total_time += stage_result["train_time_s"]
         reused = reused and stage_result["reused"]
@@ -326,13 +380,8 @@ def train(ctx: Context, variant: Variant):
         "reused": reused,
         "weights_digest": result["weights_digest"],
     }
-    fresh = build_student(variant, data)  # Layer names before any wrapping.
-    wrapped_layers = {
-        t: compression.select_layers(fresh, t, cfg.skip_layers, cfg.include_layers)
-        for t in ("prune", "cluster")
-        if t in chain
-    }
-    row.update(measure_variant(ctx, model, chain, parts[-1], data, wrapped_layers))
+    wrapped = wrapped_layers(variant, data, chain, cfg)
+    row.update(measure_variant(ctx, model, chain, parts[-1], data, wrapped))
     return model, row
 
 
@@ -348,10 +397,10 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None):
     path = os.path.join(run_dir, "measure.json")
     cached = runs.read_json(path) if os.path.exists(path) else None
     key = {
-        "formats": list(ctx.export_formats),
-        "threads": list(ctx.export_threads),
-        "latency_runs": ctx.latency_runs,
-        "num_calibration": ctx.num_calibration,
+        "formats": list(ctx.export.formats),
+        "threads": list(ctx.export.threads),
+        "latency_runs": ctx.export.latency_runs,
+        "num_calibration": ctx.export.num_calibration,
         "weights": runs.weights_digest(model),
         "data": {
             "dataset": ctx.data.name,
@@ -371,17 +420,17 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None):
         )
     if "qat" in chain:
         figures["qat_layers"] = bool(compression.has_quantize_layers(model))
-    if ctx.export_formats:
-        console.progress(f"exporting to TFLite: {', '.join(ctx.export_formats)}")
+    if ctx.export.formats:
+        console.progress(f"exporting to TFLite: {', '.join(ctx.export.formats)}")
         try:
             figures["export"] = export.export_model(
                 model,
                 os.path.join(run_dir, "tflite"),
-                ctx.export_formats,
+                ctx.export.formats,
                 data=ctx.data,
-                num_calibration=ctx.num_calibration,
-                threads=ctx.export_threads,
-                latency_runs=ctx.latency_runs,
+                num_calibration=ctx.export.num_calibration,
+                threads=ctx.export.threads,
+                latency_runs=ctx.export.latency_runs,
                 name="student",
             )
         except export.ExportError as e:

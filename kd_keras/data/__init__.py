@@ -25,6 +25,9 @@ from kd_keras.data.augment import (  # noqa: F401
     mix_batch,
     preprocess,
 )
+from kd_keras.data.config import (  # noqa: F401
+    DataConfig,
+)
 from kd_keras.data.dataset import (  # noqa: F401
     DATASET_SHAPES,
     DEFAULT_MANUAL_DIR,

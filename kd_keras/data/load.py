@@ -77,6 +77,8 @@ def load_dataset(
 
     Raises:
       DataError: the dataset is missing, malformed, or not obtainable.
+
+    Length: over 100 lines with its Args and Returns; its code is 91 lines.
     """
     image_size = tuple(image_size) if image_size else None
     val_split = None if is_folder(name) else val_split

@@ -51,6 +51,8 @@ def distillation_datasets(
 
     Raises:
       ValueError: an unknown view, or a view the losses or datasets cannot give.
+
+    Length: over 100 lines with its Args and Returns; its code is 74 lines.
     """
 
     def rebuilt(data, batch, **kwargs):  # `datasets` with a train pipeline that feeds logits

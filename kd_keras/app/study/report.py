@@ -259,10 +259,8 @@ def variance_section(var, n_seeds):
     return lines + [""]
 
 
-def markdown(results):
-    """The whole study report (Markdown) from the study's results dict."""
-    seeds = results["seeds"]
-    summary = ordered_summary(results)
+def header_section(results, summary, seeds):
+    """The title, the interim notice, the teachers, the setup and the main table."""
     parts = [f"# Orthogonality study: {results['dataset']}", ""]
     interim = results.get("interim")
     if interim:
@@ -291,6 +289,12 @@ def markdown(results):
         orthogonality_table(summary),
         "",
     ]
+    return parts
+
+
+def zero_gain_note(summary):
+    """A note when the plain student's KD gain has an interval containing 0."""
+    parts = []
     g_none = summary.get("none", {}).get("kd_gain")
     if g_none and not math.isnan(g_none["low"]) and g_none["low"] <= 0 <= g_none["high"]:
         parts += [
@@ -308,6 +312,12 @@ def markdown(results):
                 "(stats.seeds_to_exclude_zero; a planning figure: more seeds move both).",
                 "",
             ]
+    return parts
+
+
+def compression_section(summary):
+    """What the techniques left after stripping (sparsity, unique values, QAT layers)."""
+    parts = []
     measured = [
         (label, e)
         for label, e in summary.items()
@@ -327,12 +337,12 @@ def markdown(results):
                 f"{_num(e.get('max_unique_values'))} | {e.get('qat_layers', '')} |"
             )
         parts.append("")
-    parts += additivity_section(results.get("additivity"))
-    parts += augmentation_section(summary)
-    var = results.get("variance")
-    if var:
-        parts += variance_section(var, len(seeds))
-    bags = results.get("bagging") or {}
+    return parts
+
+
+def bagging_section(bags, seeds):
+    """The bagging baselines, one table per budget."""
+    parts = []
     if "members" in bags:  # One bag, as older results stored it.
         bags = {"total": bags}
     for budget, bag in sorted(bags.items()):
@@ -362,27 +372,48 @@ def markdown(results):
                 f"{_ms(bag['kd_student_accuracy_seeds'])} | {bag['student_params']:,} |",
             ]
         parts.append("")
-    ens = results.get("teacher_ensemble")
-    if ens:
-        g = ens["gain"]
-        ci = "" if math.isnan(g["low"]) else f" [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]"
-        et = ens["extra_teacher"]
-        parts += [
-            "## An ensemble of teachers as the teacher",
-            "",
-            (
-                f"Second teacher loaded from `{et['kwargs']['path']}`: "
-                if "path" in et["kwargs"]
-                else f"Second teacher {et['kwargs']} ({et['epochs']} epochs): "
-            )
-            + f"{100 * et['test_accuracy']:.2f}%, {et['params']:,} parameters; ensemble "
-            f"averages {ens['ensemble_mode']}.",
-            "",
-            f"KD from the teacher alone: {_ms(ens['kd_single_teacher'])}%; from the "
-            f"ensemble: {_ms(ens['kd_teacher_ensemble'])}%; paired difference "
-            f"{100 * g['mean']:+.2f} pts{ci}.",
-            "",
-        ]
+    return parts
+
+
+def teacher_ensemble_section(ens):
+    """KD from an ensemble of teachers against KD from the teacher alone."""
+    if not ens:
+        return []
+    g = ens["gain"]
+    ci = "" if math.isnan(g["low"]) else f" [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]"
+    et = ens["extra_teacher"]
+    return [
+        "## An ensemble of teachers as the teacher",
+        "",
+        (
+            f"Second teacher loaded from `{et['kwargs']['path']}`: "
+            if "path" in et["kwargs"]
+            else f"Second teacher {et['kwargs']} ({et['epochs']} epochs): "
+        )
+        + f"{100 * et['test_accuracy']:.2f}%, {et['params']:,} parameters; ensemble "
+        f"averages {ens['ensemble_mode']}.",
+        "",
+        f"KD from the teacher alone: {_ms(ens['kd_single_teacher'])}%; from the "
+        f"ensemble: {_ms(ens['kd_teacher_ensemble'])}%; paired difference "
+        f"{100 * g['mean']:+.2f} pts{ci}.",
+        "",
+    ]
+
+
+def markdown(results):
+    """The whole study report (Markdown) from the study's results dict."""
+    seeds = results["seeds"]
+    summary = ordered_summary(results)
+    parts = header_section(results, summary, seeds)
+    parts += zero_gain_note(summary)
+    parts += compression_section(summary)
+    parts += additivity_section(results.get("additivity"))
+    parts += augmentation_section(summary)
+    var = results.get("variance")
+    if var:
+        parts += variance_section(var, len(seeds))
+    parts += bagging_section(results.get("bagging") or {}, seeds)
+    parts += teacher_ensemble_section(results.get("teacher_ensemble"))
     if results.get("kd_selection"):
         parts += ["## The KD setting", "", kd_selection.markdown(results["kd_selection"]), ""]
     verdict = results.get("kd_as_bagging")

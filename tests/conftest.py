@@ -14,6 +14,9 @@ from kd_keras import data as data_lib  # noqa: E402
 from kd_keras import train as train_lib  # noqa: E402
 from kd_keras.app import pipeline, variants  # noqa: E402
 
+# Fixtures of the search tests (the `searched` search), shared by several files.
+pytest_plugins = ("nas_helpers",)
+
 
 def pytest_collection_modifyitems(items):
     """Runs the tests marked ``slow(seconds)`` first, longest first, so that

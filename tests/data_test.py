@@ -10,6 +10,7 @@ import pytest
 from conftest import tiny_dataset, write_idx, write_idx_dir
 
 from kd_keras import data as data_lib
+from kd_keras.data import sources
 
 
 def test_read_idx_round_trip(tmp_path):
@@ -139,7 +140,7 @@ def test_no_data_names_both_ways(tmp_path):
 @pytest.mark.parametrize("name, manual", [("cifar10", None), ("fashion_mnist", "empty")])
 def test_offline_download_fails_in_seconds(tmp_path, monkeypatch, name, manual):
     # A closed local port stands for an unreachable download server.
-    monkeypatch.setattr(data_lib, "DOWNLOAD_HOST", ("127.0.0.1", 9))
+    monkeypatch.setattr(sources, "DOWNLOAD_HOST", ("127.0.0.1", 9))
     manual_dir = tmp_path / "empty"
     manual_dir.mkdir()
     start = time.time()
@@ -164,7 +165,7 @@ def test_unknown_dataset():
 def test_tfds_dataset_not_prepared_offline(tmp_path, monkeypatch):
     """Any TFDS image-classification name is accepted; one neither prepared in
     --data_dir nor downloadable is a clear error (this machine is offline)."""
-    monkeypatch.setattr(data_lib, "_offline_reason", lambda: "no network")
+    monkeypatch.setattr(sources, "offline_reason", lambda: "no network")
     with pytest.raises(data_lib.DataError, match=r"'beans' is not prepared in .*no network"):
         data_lib.placeholder("beans", data_dir=str(tmp_path))
     with pytest.raises(data_lib.DataError, match="not image classification"):

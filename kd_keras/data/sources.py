@@ -85,7 +85,7 @@ def _tfds_shape(name, data_dir):
     """
     builder = _tfds_builder(name, data_dir)
     if not builder.is_prepared():
-        offline = _offline_reason()
+        offline = offline_reason()
         if offline:
             raise DataError(
                 f"TFDS dataset '{name}' is not prepared in {builder.data_dir_root} and cannot "
@@ -245,7 +245,7 @@ def write_split(builder, split, image_size, path):
 DOWNLOAD_HOST = ("storage.googleapis.com", 443)
 
 
-def _offline_reason(timeout=5.0):
+def offline_reason(timeout=5.0):
     """Why TFDS's download server is unreachable, or None when it is reachable."""
     host = DOWNLOAD_HOST
     try:
@@ -312,7 +312,7 @@ def _prepare(builder, name, data_dir, manual_dir, verify_counts, download):
         raise DataError(
             _no_data_message(name, data_dir, manual_dir, FileNotFoundError("download disabled"))
         )
-    offline = _offline_reason()
+    offline = offline_reason()
     if offline:  # TFDS would retry for minutes before giving up.
         raise DataError(_no_data_message(name, data_dir, manual_dir, ConnectionError(offline)))
     try:

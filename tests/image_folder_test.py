@@ -119,7 +119,7 @@ def test_folder_end_to_end_through_main(tmp_path, folder):
     results = json.loads((workdir / "results.json").read_text())
     assert results["class_names"] == ["cat", "dog", "eel"]
     assert "Classes (3): cat, dog, eel" in (workdir / "results.md").read_text()
-    assert results["config"]["image_size"] == [10, 10]
+    assert results["config"]["data"]["image_size"] == [10, 10]
     labels = sorted(workdir.glob("runs/*/tflite/*.labels.txt"))
     assert len(labels) == 2  # the student without and with KD
     for path in labels:

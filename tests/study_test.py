@@ -96,7 +96,7 @@ def test_variance_view_by_hand():
 def test_report_states_the_setup_and_the_augmentation_comparison():
     from kd_keras.app.pipeline import PipelineConfig
     from kd_keras.app.study import report
-    from kd_keras.train import KDConfig
+    from kd_keras.distill import KDConfig
 
     acc = {
         ("none", False): [0.80, 0.82],

@@ -72,15 +72,21 @@ def setup_line(p):
     if not p:
         return ""
     t, kd = p["student_train"], p["kd"]
+    # Configs written before the data and compression settings were nested keep them flat.
+    batch = p["data"]["batch_size"] if "data" in p else p["batch_size"]
+    compress = p.get("compress") or {
+        "epochs": p.get("compress_epochs"),
+        "mode": p.get("compress_mode", "finetune"),
+    }
     return (
         f"Student `{p['student']}` {p['student_kwargs']}: {t['epochs']} epochs, "
-        f"{t['optimizer']} lr {t['learning_rate']:g}, batch {p['batch_size']}. KD: losses "
+        f"{t['optimizer']} lr {t['learning_rate']:g}, batch {batch}. KD: losses "
         f"{list(kd['losses'])}, T = {kd['temperature']:g}, alpha = {kd['alpha']:g} "
         f"(weight of the label loss). "
         + (
-            f"Compression: one fine-tuning stage of {p['compress_epochs']} epoch(s) at "
+            f"Compression: one fine-tuning stage of {compress['epochs']} epoch(s) at "
             "lr/10 per technique, from the trained student of the same seed and KD setting."
-            if p.get("compress_mode", "finetune") == "finetune"
+            if compress["mode"] == "finetune"
             else "Compression: the first technique wraps the fresh student from the start."
         )
     )

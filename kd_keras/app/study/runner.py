@@ -250,7 +250,7 @@ def validate(config):
         )
     pipeline.validate(config.pipeline, todo=plan(config))
     if config.extra_teacher:
-        shapes = config.pipeline.shapes()
+        shapes = config.pipeline.data.placeholder()
         pipeline.build_checked(
             config.pipeline.teacher,
             config.extra_teacher,
@@ -262,7 +262,7 @@ def validate(config):
 
 def load_data(config):
     """The study's Dataset."""
-    return config.pipeline.load_data()
+    return config.pipeline.data.load()
 
 
 EXTRA_TEACHER = "extra-teacher"
@@ -503,7 +503,7 @@ def aggregate(config, data, study, teacher_rows, seeds=None):
     grid = [v for v in study.grid if v.seed in config.seeds]
     rows, probs = _train_all(study.ctx, grid, keep_probs=lambda v: v.label == "none")
     results = {
-        "dataset": p.dataset,
+        "dataset": p.data.dataset,
         "teacher": teacher_rows,
         "runs": rows,
         "seeds": list(config.seeds),
@@ -741,6 +741,6 @@ def describe_budget(config):
     p = config.pipeline
     return (
         f"student '{p.student}' {p.student_kwargs}, {p.student_train.epochs} epochs; "
-        f"compression stages {p.compress_epochs} epoch(s) each at lr/10 from the trained "
+        f"compression stages {p.compress.epochs} epoch(s) each at lr/10 from the trained "
         f"student of the same seed and KD setting"
     )

@@ -3,6 +3,7 @@
 import gzip
 import os
 import struct
+import subprocess
 import sys
 
 import numpy as np
@@ -112,3 +113,54 @@ def tiny_pipeline_config(workdir, batch_size=16, dataset="fashion_mnist", **over
     )
     fields.update(overrides)
     return pipeline.PipelineConfig(**fields)
+
+
+# `python -m kd_keras.main` with every training replaced by a trivial job: a
+# fit that sleeps `KD_KERAS_TEST_FIT_SECONDS` and changes no weight. The run
+# cache, the study's scheduling (keras-tuner's oracle, chief and workers),
+# resumption, aggregation and reports run as they do for real; the tests that
+# use it check orchestration, not learning.
+TRIVIAL_FIT_MAIN = r"""
+import os, sys, time
+from absl import app
+from kd_keras.train import cached
+
+def fit(model, datasets, config, run_dir, **kwargs):
+    seconds = float(os.environ.get("KD_KERAS_TEST_FIT_SECONDS", "0"))
+    time.sleep(seconds)
+    return {"history": {}, "train_time_s": seconds, "initial_epoch": 0}
+
+cached.fit = fit
+from kd_keras import main
+app.run(main.main, argv=["kd_keras.main"] + sys.argv[1:], flags_parser=main.parse_flags)
+"""
+
+# The smoke study on tiny data with trivial training (TRIVIAL_FIT_MAIN).
+TINY_STUDY_FLAGS = [
+    "--flagfile=kd_keras/configs/study_smoke.flags",
+    "--limit_train=128",
+    "--limit_test=64",
+    "--val_size=64",
+    "--batch_size=32",
+    "--teacher=cnn",
+    "--teacher_args=width=0.25",
+    "--extra_teacher_args=width=0.25",
+    "--latency_runs=5",
+    "--num_calibration=8",
+]
+
+
+def trivial_fit_study(workdir, *flags, env=None, fit_seconds=0.0):
+    """Starts the tiny smoke study in `workdir` with trivial training: a Popen
+    (stdout and stderr piped, text)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ if env is None else env, PYTHONPATH=root)
+    env["KD_KERAS_TEST_FIT_SECONDS"] = str(fit_seconds)
+    return subprocess.Popen(
+        [sys.executable, "-c", TRIVIAL_FIT_MAIN, *TINY_STUDY_FLAGS, *flags, f"--workdir={workdir}"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import tiny_dataset, tiny_pipeline_config
 
 from kd_keras import console, runs
 from kd_keras import data as data_lib
+from kd_keras.app import pipeline, variants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CI sets KD_KERAS_REQUIRE_DATA=1 so that missing data fails instead of skipping.
@@ -99,25 +101,24 @@ def test_smoke_config_end_to_end_and_rerun_reuses(tmp_path):
     ]
 
 
-@pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
-@pytest.mark.slow(20)
 def test_teacher_export_rows(tmp_path):
-    workdir = str(tmp_path / "work")
-    proc = _main(
-        "--flagfile=kd_keras/configs/smoke.flags",
-        f"--workdir={workdir}",
-        "--techniques=",
-        "--kd=off",
-        "--export_teacher",
-        "--export_formats=float32",
-        "--export_threads=1,2",
-        "--latency_runs=10",
+    """--export_teacher exports the teacher too, one row per format and
+    thread count (in process, on tiny data: the entry point's flags are
+    covered by the smoke run above)."""
+    data = tiny_dataset(64)
+    config = tiny_pipeline_config(
+        str(tmp_path),
+        dataset="tiny",
+        kd_mode="off",
+        export_teacher=True,
+        export=variants.ExportSettings(formats=("float32",), threads=(1, 2), latency_runs=5),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    teacher = json.load(open(os.path.join(workdir, "results.json")))["models"][0]
+    results = pipeline.run(config, prepared=(data, pipeline.validate(config)))
+    teacher = results["models"][0]
     assert teacher["role"] == "teacher"
     assert [(e["format"], e["threads"]) for e in teacher["export"]] == [
         ("float32", 1),
         ("float32", 2),
     ]
-    assert "| teacher0 |" in proc.stdout and "| float32 |" in proc.stdout
+    assert all(e["file_bytes"] > 0 and e["latency_us_median"] > 0 for e in teacher["export"])
+    assert "| teacher0 |" in open(os.path.join(str(tmp_path), "results.md")).read()

@@ -4,12 +4,11 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from conftest import trivial_fit_study
 from scipy import stats as sp_stats
 
 from kd_keras import data as data_lib
@@ -167,20 +166,9 @@ def test_bad_study_config():
 
 
 def _study(workdir):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kd_keras.main",
-            "--flagfile=kd_keras/configs/study_smoke.flags",
-            f"--workdir={workdir}",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Trivial training (conftest.TRIVIAL_FIT_MAIN): a run takes about a second,
+    # long enough to kill the study between runs.
+    return trivial_fit_study(workdir, fit_seconds=0.5)
 
 
 def _finished(workdir):
@@ -195,8 +183,11 @@ def _finished(workdir):
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
-@pytest.mark.slow(150)
+@pytest.mark.slow(60)
 def test_smoke_study_killed_midway_resumes_without_retraining(tmp_path):
+    """The tiny smoke study with trivial training, killed with SIGKILL after four
+    finished runs and run again: it trains only what was not finished, and
+    aggregates every run into the report (checked against a hand computation)."""
     workdir = str(tmp_path / "study")
     proc = _study(workdir)
     deadline = time.time() + 600

@@ -108,7 +108,6 @@ def test_teacher_export_rows(tmp_path):
     data = tiny_dataset(64)
     config = tiny_pipeline_config(
         str(tmp_path),
-        dataset="tiny",
         kd_mode="off",
         export_teacher=True,
         export=variants.ExportSettings(formats=("float32",), threads=(1, 2), latency_runs=5),

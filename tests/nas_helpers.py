@@ -1,6 +1,8 @@
 """Shared helpers of the nas tests: tiny spaces, stub searches, rows."""
 
+import fcntl
 import os
+import shutil
 
 import keras_tuner as kt
 import numpy as np
@@ -322,13 +324,29 @@ def refuse_conversion(*args, **kwargs):
 
 @pytest.fixture(scope="session")
 def searched(tmp_path_factory):
-    """A finished three-trial random search with a teacher (one per test
-    process), and its written outputs: for the tests that read a real search."""
+    """A finished three-trial random search with a teacher, and its written
+    outputs: for the tests that read a real search.
+
+    The search runs once per test session: the first test process runs it
+    (under a lock) in a folder the processes share; every process then opens
+    its own copy of the finished project, where keras-tuner resumes it with
+    no trial left to run."""
+    shared = tmp_path_factory.getbasetemp().parent / "searched"
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "done").exists():
+            keras.utils.set_random_seed(0)
+            teacher = models.build("cnn", SHAPE, CLASSES, width=0.25)
+            oracle = oracles.make_oracle("random", max_trials=3, seed=3)
+            make_tuner(shared / "project", oracle, teacher=teacher).search(verbose=0)
+            (shared / "done").write_text("")
     directory = tmp_path_factory.mktemp("search")
+    shutil.copytree(shared / "project", directory, dirs_exist_ok=True)
     keras.utils.set_random_seed(0)
     teacher = models.build("cnn", SHAPE, CLASSES, width=0.25)
     search = make_tuner(
         directory, oracles.make_oracle("random", max_trials=3, seed=3), teacher=teacher
     )
-    search.search(verbose=0)
+    search.search(verbose=0)  # Reloads the finished trials; none is run again.
     return search, report.write_outputs(search)

@@ -312,8 +312,17 @@ def test_changed_points_are_hand_points_with_settings_changed_and_checked():
         search_space.changed_point("cnn:0.25/downsample=strided_stem", narrow)
 
 
-@pytest.mark.slow(20)
-def test_every_option_converts_to_int8_and_runs_on_tflm():
+@pytest.mark.slow(15)
+@pytest.mark.parametrize(
+    "downsample, activation, stem_padding",
+    [
+        ("avgpool", "hard_swish", "same"),
+        ("strided", "relu6", "valid"),
+        ("strided_first", "relu", "same"),
+        ("strided_stem", "relu", "valid"),
+    ],
+)
+def test_every_option_converts_to_int8_and_runs_on_tflm(downsample, activation, stem_padding):
     from export import convert, measure, micro
 
     space = search_space.StudentSpace(
@@ -321,36 +330,30 @@ def test_every_option_converts_to_int8_and_runs_on_tflm():
     )
     images = np.random.default_rng(0).integers(0, 256, (16,) + SHAPE).astype(np.uint8)
     x = data_lib.preprocess(images[:2])
-    for downsample, activation, stem_padding in (
-        ("avgpool", "hard_swish", "same"),
-        ("strided", "relu6", "valid"),
-        ("strided_first", "relu", "same"),
-        ("strided_stem", "relu", "valid"),
-    ):
-        values = dict(
-            POINT,
-            stem_padding=stem_padding,
-            stages=3,
-            stage2_blocks=2,
-            stage3_filters=8,
-            stage3_blocks=1,
-            se=4,
-            activation=activation,
-            downsample=downsample,
-            head_units=16,
-            dropout=0.1,
-        )
-        model = space.build(search_space.hyperparameters_from_values(values))
-        kinds = {type(l).__name__ for l in model.layers}
-        assert kinds <= set(search_space.ALLOWED_LAYERS)
-        assert {"Add", "Multiply", "DepthwiseConv2D"} <= kinds  # residual, SE, inverted
-        int8 = convert.convert(model, "int8", representative_images=images)
-        ops = measure.model_stats(int8)["ops"]
-        assert {"ADD", "MUL", "MEAN", "LOGISTIC", "DEPTHWISE_CONV_2D"} <= set(ops), ops
-        tflm = micro.micro(int8)
-        assert tflm["tflm_runs"] and tflm["arena_bytes"] > 0, tflm
-        lite, _ = measure.predict(convert.convert(model, "float32"), x)
-        np.testing.assert_allclose(lite, model(x, training=False).numpy(), atol=1e-4)
+    values = dict(
+        POINT,
+        stem_padding=stem_padding,
+        stages=3,
+        stage2_blocks=2,
+        stage3_filters=8,
+        stage3_blocks=1,
+        se=4,
+        activation=activation,
+        downsample=downsample,
+        head_units=16,
+        dropout=0.1,
+    )
+    model = space.build(search_space.hyperparameters_from_values(values))
+    kinds = {type(l).__name__ for l in model.layers}
+    assert kinds <= set(search_space.ALLOWED_LAYERS)
+    assert {"Add", "Multiply", "DepthwiseConv2D"} <= kinds  # residual, SE, inverted
+    int8 = convert.convert(model, "int8", representative_images=images)
+    ops = measure.model_stats(int8)["ops"]
+    assert {"ADD", "MUL", "MEAN", "LOGISTIC", "DEPTHWISE_CONV_2D"} <= set(ops), ops
+    tflm = micro.micro(int8)
+    assert tflm["tflm_runs"] and tflm["arena_bytes"] > 0, tflm
+    lite, _ = measure.predict(convert.convert(model, "float32"), x)
+    np.testing.assert_allclose(lite, model(x, training=False).numpy(), atol=1e-4)
 
 
 def test_options_tf_mot_refuses_are_the_documented_ones():

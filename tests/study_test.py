@@ -168,7 +168,7 @@ def test_bad_study_config():
 def _study(workdir):
     # Trivial training (conftest.TRIVIAL_FIT_MAIN): a run takes about a second,
     # long enough to kill the study between runs.
-    return trivial_fit_study(workdir, fit_seconds=0.5)
+    return trivial_fit_study(workdir, "--export_formats=", fit_seconds=0.5)
 
 
 def _finished(workdir):
@@ -209,7 +209,7 @@ def test_smoke_study_killed_midway_resumes_without_retraining(tmp_path):
     assert "cached" in out and "ETA" in out
 
     results = json.load(open(os.path.join(workdir, "results.json")))
-    for name in ("report.md", "acc_vs_gzip.png", "acc_vs_latency.png", "kd_gain.png"):
+    for name in ("report.md", "kd_gain.png"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
     # Aggregation agrees with a hand computation from the runs themselves.
     acc = {(r["label"], r["kd"], r["seed"]): r["test_accuracy"] for r in results["runs"]}
@@ -219,8 +219,6 @@ def test_smoke_study_killed_midway_resumes_without_retraining(tmp_path):
         assert gain["mean"] == pytest.approx(np.mean(d))
         half = sp_stats.t.ppf(0.975, 1) * np.std(d, ddof=1) / math.sqrt(2)
         assert gain["high"] == pytest.approx(np.mean(d) + half)
-    assert results["summary"]["prune50"]["int8_gzip_bytes"] > 0
-    assert results["summary"]["prune50"]["int8_arena_bytes"] > 0  # TFLite Micro, measured
     assert set(results["variance"]) == {"nokd", "kd"}
     assert results["bagging"]["total"]["members"] == 2
     assert set(results["bagging"]) == {"total", "member"}

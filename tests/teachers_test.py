@@ -199,23 +199,18 @@ def _check_distilled(workdir, proc, paths):
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
 @pytest.mark.slow(20)
-def test_main_distils_from_a_keras3_file(saved, tmp_path):
-    path = saved["keras3.keras"][0]
-    proc = _main(tmp_path / "work", path)
-    rows = _check_distilled(str(tmp_path / "work"), proc, [path])
-    assert rows["teacher0"]["teacher_format"] == "keras3"
-
-
-@pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
-@pytest.mark.slow(20)
 def test_main_distils_from_an_ensemble_of_every_format(saved, tmp_path):
-    names = ["tf_keras.keras", "tf_keras.h5", "softmax.keras", "keras3_softmax_export"]
+    """One run of the entry point distils from teachers saved in every format
+    (a Keras 3 .keras file among them), loaded, never trained."""
+    names = ["keras3.keras", "tf_keras.keras", "tf_keras.h5", "softmax.keras"]
+    names.append("keras3_softmax_export")
     paths = [saved[n][0] for n in names]
     proc = _main(tmp_path / "work", ",".join(paths))
     rows = _check_distilled(str(tmp_path / "work"), proc, paths)
     assert [rows[f"teacher{i}"]["softmax"] for i in range(len(paths))] == [
         EXPECTED[n][1] for n in names
     ]
+    assert rows["teacher0"]["teacher_format"] == "keras3"
     assert "ends in softmax" in proc.stdout
 
 

@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 DATA_DIR := /usr/share/datasets/fashion-mnist
 WORKDIR ?= workdirs/quickstart
 # Test worker processes (pytest-xdist); 0 runs the suite in this process.
+# Work stealing keeps both busy to the end (a worker that runs out takes
+# queued tests from the other).
 TEST_WORKERS ?= 2
 
 .PHONY: setup data quickstart test lint bench clean
@@ -36,7 +38,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 test: setup lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15 tests
 
 bench: setup
 	$(PY) bench/distill_step.py

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import signal
+import socket
 import time
 
 import numpy as np
@@ -165,10 +166,53 @@ def test_bad_study_config():
         runner.StudyConfig(pipeline=p, bagging_members=1)
 
 
-def _study(workdir):
-    # Trivial training (conftest.TRIVIAL_FIT_MAIN): a run takes about a second,
-    # long enough to kill the study between runs.
-    return trivial_fit_study(workdir, "--export_formats=", fit_seconds=0.5)
+def _study(workdir, tuner_id=None, port=None):
+    """The tiny smoke study with trivial training (conftest.TRIVIAL_FIT_MAIN),
+    without TFLite export (latency differs between processes); with
+    `tuner_id`, as that keras-tuner process of a chief/worker study. A run
+    takes about a second: long enough to kill the study between runs, and for
+    both workers to get runs."""
+    env = dict(os.environ)
+    for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        env.pop(key, None)
+    if tuner_id:
+        env.update(
+            KERASTUNER_TUNER_ID=tuner_id,
+            KERASTUNER_ORACLE_IP="127.0.0.1",
+            KERASTUNER_ORACLE_PORT=str(port),
+        )
+    return trivial_fit_study(workdir, "--export_formats=", env=env, fit_seconds=0.5)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _deterministic(results):
+    """The numbers of results.json that training fixes (no timings, no paths)."""
+    runs = {
+        r["name"]: (r["test_accuracy"], r["weights_digest"], r["params"]) for r in results["runs"]
+    }
+    summary = {
+        label: {k: e[k] for k in ("keras_accuracy", "kd_gain", "orthogonality_ratio")}
+        for label, e in results["summary"].items()
+    }
+    bagging = {
+        budget: {k: v for k, v in view.items() if k != "budget"}
+        for budget, view in results["bagging"].items()
+    }
+    return {
+        "runs": runs,
+        "bagging": bagging,
+        "teacher_ensemble": results.get("teacher_ensemble"),
+        "verdict": results["kd_as_bagging"],
+        "summary": summary,
+        "additivity": results["additivity"],
+        "variance": results["variance"],
+        "teacher": [r["test_accuracy"] for r in results["teacher"]],
+    }
 
 
 def _finished(workdir):
@@ -183,11 +227,13 @@ def _finished(workdir):
 
 
 @pytest.mark.skipif(not HAVE_DATA, reason="needs `apt-get install dataset-fashion-mnist`")
-@pytest.mark.slow(60)
-def test_smoke_study_killed_midway_resumes_without_retraining(tmp_path):
+@pytest.mark.slow(120)
+def test_a_killed_study_resumes_and_a_distributed_one_gives_its_report(tmp_path):
     """The tiny smoke study with trivial training, killed with SIGKILL after four
     finished runs and run again: it trains only what was not finished, and
-    aggregates every run into the report (checked against a hand computation)."""
+    aggregates every run into the report (checked against a hand computation).
+    Then the same study with a chief and two workers on 127.0.0.1 sharing
+    another workdir gives the same numbers and report."""
     workdir = str(tmp_path / "study")
     proc = _study(workdir)
     deadline = time.time() + 600
@@ -239,6 +285,28 @@ def test_smoke_study_killed_midway_resumes_without_retraining(tmp_path):
     assert "bagging" not in interim and "teacher_ensemble" not in interim
     assert "Interim report: seeds [0]" in open(os.path.join(workdir, "interim", "report.md")).read()
     assert pool.pool([("interim", interim)])["none"]["seeds"] == [0]
+
+    # The same study, distributed: a chief (the oracle) and two workers.
+    shared = str(tmp_path / "distributed")
+    port = _free_port()
+    procs = {t: _study(shared, t, port) for t in ("chief", "tuner0", "tuner1")}
+    outs = {t: p.communicate(timeout=900) for t, p in procs.items()}
+    for t, p in procs.items():
+        assert p.returncode == 0, f"{t}:\n{outs[t][1][-3000:]}"
+    assert "Study report written" in outs["chief"][0]
+    for t in ("tuner0", "tuner1"):
+        assert "no study runs left" in outs[t][0]
+        assert "[study]" in outs[t][0]  # Both workers ran trials.
+    got = json.load(open(os.path.join(shared, "results.json")))
+    assert _deterministic(got) == _deterministic(results)
+    # Every run directory was trained once: one result, no corrupt copies.
+    names = os.listdir(os.path.join(shared, "runs"))
+    assert not [n for n in names if ".corrupt-" in n]
+    assert sorted(n for n in names if not n.endswith(".lock")) == sorted(
+        n for n in os.listdir(os.path.join(workdir, "runs")) if not n.endswith(".lock")
+    )
+    # The markdown reports agree too (no timings or latencies without export).
+    assert open(os.path.join(shared, "report.md")).read() == text
 
 
 def test_over_budget_names_the_limits_a_technique_exceeds():

@@ -110,3 +110,20 @@ def stage(index, total, text):
 def progress(text):
     """Prints ``  ... text`` (a step of the current stage) and flushes."""
     print(f"  ... {text}", flush=True)
+
+
+# The exit status of a process stopped by Ctrl-C (128 + SIGINT).
+INTERRUPTED_EXIT = 130
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(resumes):
+    """Turns Ctrl-C (KeyboardInterrupt) inside the block into one line on
+    stderr, ``Interrupted: <resumes>``, and exit status 130, instead of a
+    traceback from inside TensorFlow. `resumes` says what a rerun of the same
+    command does with the work done so far."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"Interrupted: {resumes}", file=sys.stderr, flush=True)
+        sys.exit(INTERRUPTED_EXIT)

@@ -136,6 +136,13 @@ def in_workdir(config, study_cfg, workdir):
     return config, study_cfg
 
 
+# What a rerun does after Ctrl-C (kd_keras.console.exit_on_interrupt).
+RESUMES = (
+    "finished runs are kept and the run in progress resumes from its last finished "
+    "epoch; rerun the same command to go on."
+)
+
+
 def main(argv):
     """Runs the pipeline or the study the flags describe."""
     if len(argv) > 1:
@@ -156,11 +163,13 @@ def main(argv):
             with distribute.worker_workdir(config.workdir) as workdir:
                 config, study_cfg = in_workdir(config, study_cfg, workdir)
                 console.setup(workdir, verbose=kd_flags.CONSOLE.show_logs.value)
-                run(config, study_cfg, todo, strategy, multi_worker)
+                with console.exit_on_interrupt(RESUMES):
+                    run(config, study_cfg, todo, strategy, multi_worker)
             return
         with runs.WorkdirLock(config.workdir, group=study_job(study_cfg)):
             console.setup(config.workdir, verbose=kd_flags.CONSOLE.show_logs.value)
-            run(config, study_cfg, todo, strategy, multi_worker)
+            with console.exit_on_interrupt(RESUMES):
+                run(config, study_cfg, todo, strategy, multi_worker)
     except (runs.WorkdirLockedError, grid.TrialsFailedError) as e:
         sys.exit(str(e))
     except ValueError as e:  # Data that is missing or not what was asked for.

@@ -225,6 +225,17 @@ def make_search(cfg, project, verbose=0, overwrite=False):
     )
 
 
+# What a rerun does after Ctrl-C (kd_keras.console.exit_on_interrupt).
+RESUMES = (
+    "finished trials are kept and the trial in progress is run again; rerun the same "
+    "command to go on."
+)
+FINAL_RESUMES = (
+    "the search is finished; the final step keeps the students it measured and resumes "
+    "the one in training from its last finished epoch; rerun the same command to go on."
+)
+
+
 def main(argv):
     """Runs (or resumes) the search the flags describe and writes its report."""
     if len(argv) > 1:
@@ -260,7 +271,8 @@ def main(argv):
             f"Search ({role}) in {project}: "
             + (f"{remaining} new trials to go." if remaining is not None else "Hyperband.")
         )
-    search.search(verbose=min(verbose, 1))
+    with console.exit_on_interrupt(RESUMES):
+        search.search(verbose=min(verbose, 1))
     if getattr(search.oracle, "rejected", 0):
         print(
             f"Sampling within the budget: {search.oracle.rejected} of {search.oracle.draws} "
@@ -277,16 +289,17 @@ def main(argv):
         f"Plot: {outputs['paths']['accuracy_vs_latency.png']}"
     )
     if f.FINAL_EPOCHS.value:
-        result = final.run_final(
-            search,
-            outputs["rows"],
-            f.FINAL_EPOCHS.value,
-            top=f.FINAL_TOP.value,
-            hand=f.FINAL_HAND.value,
-            latency_runs=f.EXPORT.latency_runs.value,
-            latency_warmup=f.EXPORT.latency_warmup.value,
-            timings=f.FINAL_TIMINGS.value,
-        )
+        with console.exit_on_interrupt(FINAL_RESUMES):
+            result = final.run_final(
+                search,
+                outputs["rows"],
+                f.FINAL_EPOCHS.value,
+                top=f.FINAL_TOP.value,
+                hand=f.FINAL_HAND.value,
+                latency_runs=f.EXPORT.latency_runs.value,
+                latency_warmup=f.EXPORT.latency_warmup.value,
+                timings=f.FINAL_TIMINGS.value,
+            )
         print("\nFinal step (full budget, int8):\n")
         print(open(result["paths"]["final.md"]).read())
         paths = result["paths"]

@@ -85,7 +85,7 @@ def validation_accuracy(ctx, variant, kd, train_cfg):
     keras.utils.set_random_seed(variant.seed)  # Before the pipeline is built.
     datasets = data_lib.make_datasets(ctx.data, ctx.batch_size, variant.augment, seed=variant.seed)
     # Scored on validation: the test split never takes part in the choice.
-    datasets = dict(datasets, test=datasets["val"])
+    datasets = data_lib.with_items(datasets, test=datasets["val"])
     point_ctx = dataclasses.replace(ctx, kd=kd or ctx.kd)
     spec = dict(
         variants.base_spec(point_ctx, dataclasses.replace(variant, kd=kd is not None), train_cfg),

@@ -304,7 +304,7 @@ def train(ctx: Context, variant: Variant):
     teacher = ctx.teachers if variant.kd else None
     cfg = compression_config(ctx, variant)
     chain = compression.validate_chain(variant.techniques, cfg)
-    steps = int(datasets["train"].cardinality())
+    steps = datasets["steps_per_epoch"]
 
     spec = base_spec(ctx, variant, train_cfg)
     scratch = bool(ctx.compress.mode == "scratch" and chain)

@@ -26,6 +26,7 @@ from kd_keras.data.augment import (  # noqa: F401
     preprocess,
 )
 from kd_keras.data.config import (  # noqa: F401
+    SOURCE_FIELDS,
     DataConfig,
 )
 from kd_keras.data.dataset import (  # noqa: F401
@@ -50,7 +51,9 @@ from kd_keras.data.load import (  # noqa: F401
     load_dataset,
 )
 from kd_keras.data.pipeline import (  # noqa: F401
+    Pipelines,
     make_datasets,
+    with_items,
 )
 from kd_keras.data.sources import (  # noqa: F401
     DOWNLOAD_HOST,
@@ -60,6 +63,7 @@ from kd_keras.data.sources import (  # noqa: F401
     folder_path,
     folder_shape,
     is_folder,
+    offline_reason,
     placeholder,
     preparation_lock,
     prepare_builder,

@@ -148,10 +148,48 @@ def make_datasets(
 
     val = evaluation(data.x_val, data.y_val) if len(data.x_val) else None
     test = evaluation(data.x_test, data.y_test)
-    return {
-        "train": train_epochs(start_epoch, last),
+    items = {
         "val": val,
         "test": test,
         "train_epochs": train_epochs,
+        "steps_per_epoch": -(-n // batch_size),
         "recipe": {"data": data, "batch_size": batch_size, "augment": augment, "seed": seed},
     }
+    return Pipelines(items, lazy={"train": lambda: train_epochs(start_epoch, last)})
+
+
+class Pipelines(dict):
+    """What :func:`make_datasets` returns, by name: 'train', 'val', 'test',
+    'train_epochs', 'steps_per_epoch' and 'recipe'.
+
+    'train' is built on first use: building it traces the epoch's ``tf.data``
+    functions, and a fit builds the pass it needs from 'train_epochs'
+    instead. Its content is a pure function of the seed and the epochs, so
+    when it is built does not change it.
+    """
+
+    def __init__(self, items, lazy=None):
+        super().__init__(items)
+        self.lazy = dict(lazy or {})
+
+    def __missing__(self, key):
+        if key not in self.lazy:
+            raise KeyError(key)
+        value = self[key] = self.lazy.pop(key)()
+        return value
+
+    def __contains__(self, key):
+        return dict.__contains__(self, key) or key in self.lazy
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
+def with_items(datasets, lazy=None, **items):
+    """A copy of `datasets` (a :class:`Pipelines` or a plain dict) with
+    `items` in their place, and `lazy` ({name: zero-argument builder}) built
+    on first use; entries not replaced stay as they were, built or not."""
+    replaced = set(items) | set(lazy or {})
+    kept = {k: v for k, v in dict.items(datasets) if k not in replaced}
+    pending = {k: v for k, v in getattr(datasets, "lazy", {}).items() if k not in replaced}
+    return Pipelines(dict(kept, **items), lazy=dict(pending, **(lazy or {})))

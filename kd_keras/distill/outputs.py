@@ -57,7 +57,12 @@ def distillation_datasets(
 
     def rebuilt(data, batch, **kwargs):  # `datasets` with a train pipeline that feeds logits
         out = data_lib.make_datasets(data, batch, **kwargs)
-        return dict(datasets, train=out["train"], train_epochs=out["train_epochs"])
+        return data_lib.with_items(
+            datasets,
+            lazy={"train": lambda: out["train"]},
+            train_epochs=out["train_epochs"],
+            steps_per_epoch=out["steps_per_epoch"],
+        )
 
     def clean_logits(data):  # The teachers' logits on the clean training images, once.
         return distiller.precompute_teacher_logits(data_lib.image_batches(data.x_train))

@@ -171,7 +171,9 @@ def fit(
     else:
         model = student
     train_epochs = datasets.get("train_epochs")
-    steps = int((train_epochs(0, 1) if train_epochs else datasets["train"]).cardinality())
+    steps = datasets.get("steps_per_epoch") or int(
+        (train_epochs(0, 1) if train_epochs else datasets["train"]).cardinality()
+    )
     optimizer = make_optimizer(config, steps)
     if teacher is not None:
         model.compile(optimizer=optimizer, weighted_metrics=["accuracy"])

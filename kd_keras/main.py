@@ -157,23 +157,22 @@ def main(argv):
         sys.exit(f"Invalid configuration: {e}")
     for line in pipeline.pairing_warnings(config, study=study_cfg is not None):
         print(f"Warning: {line}", file=sys.stderr)
-    try:
-        if multi_worker and not distribute.is_chief():
-            # The chief holds the workdir's lock; this worker writes to its own copy.
-            with distribute.worker_workdir(config.workdir) as workdir:
-                config, study_cfg = in_workdir(config, study_cfg, workdir)
-                console.setup(workdir, verbose=kd_flags.CONSOLE.show_logs.value)
-                with console.exit_on_interrupt(RESUMES):
+    with console.exit_on_interrupt(RESUMES):
+        try:
+            if multi_worker and not distribute.is_chief():
+                # The chief holds the workdir's lock; this worker writes to its own copy.
+                with distribute.worker_workdir(config.workdir) as workdir:
+                    config, study_cfg = in_workdir(config, study_cfg, workdir)
+                    console.setup(workdir, verbose=kd_flags.CONSOLE.show_logs.value)
                     run(config, study_cfg, todo, strategy, multi_worker)
-            return
-        with runs.WorkdirLock(config.workdir, group=study_job(study_cfg)):
-            console.setup(config.workdir, verbose=kd_flags.CONSOLE.show_logs.value)
-            with console.exit_on_interrupt(RESUMES):
+                return
+            with runs.WorkdirLock(config.workdir, group=study_job(study_cfg)):
+                console.setup(config.workdir, verbose=kd_flags.CONSOLE.show_logs.value)
                 run(config, study_cfg, todo, strategy, multi_worker)
-    except (runs.WorkdirLockedError, grid.TrialsFailedError) as e:
-        sys.exit(str(e))
-    except ValueError as e:  # Data that is missing or not what was asked for.
-        sys.exit(f"Error: {e}")
+        except (runs.WorkdirLockedError, grid.TrialsFailedError) as e:
+            sys.exit(str(e))
+        except ValueError as e:  # Data that is missing or not what was asked for.
+            sys.exit(f"Error: {e}")
 
 
 if __name__ == "__main__":

@@ -109,25 +109,18 @@ def _teacher_fn(data, project, verbose):
     return make
 
 
-def _given_points(flag, items, parse, space):
-    """`items` of --`flag` parsed by `parse` as hyperparameter values of
-    `space` (raises ValueError naming the flag)."""
+def _start_points(space):
+    """--start_points as hyperparameter values of `space` (raises ValueError naming it)."""
+    items = nas_flags.START_POINTS.value
     if items and nas_flags.ORACLE.value != "evolution":
         raise ValueError(
-            f"--{flag}={','.join(items)}: only --oracle=evolution starts from given "
+            f"--start_points={','.join(items)}: only --oracle=evolution starts from given "
             f"points (got --oracle={nas_flags.ORACLE.value})."
         )
     try:
-        return [values for _, values in parse(items, space)]
+        return [values for _, values in search_space.start_points(items, space)]
     except ValueError as e:
-        raise ValueError(f"--{flag}={','.join(items)}: {e}") from None
-
-
-def _start_points(space):
-    """--start_points as hyperparameter values of `space` (raises ValueError naming it)."""
-    return _given_points(
-        "start_points", nas_flags.START_POINTS.value, search_space.start_points, space
-    )
+        raise ValueError(f"--start_points={','.join(items)}: {e}") from None
 
 
 def configure():

@@ -333,20 +333,21 @@ def searched(tmp_path_factory):
     no trial left to run."""
     shared = tmp_path_factory.getbasetemp().parent / "searched"
     shared.mkdir(exist_ok=True)
+    keras.utils.set_random_seed(0)
+    teacher = models.build("cnn", SHAPE, CLASSES, width=0.25)
+
+    def tuner(directory):
+        return make_tuner(
+            directory, oracles.make_oracle("random", max_trials=3, seed=3), teacher=teacher
+        )
+
     with open(shared / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (shared / "done").exists():
-            keras.utils.set_random_seed(0)
-            teacher = models.build("cnn", SHAPE, CLASSES, width=0.25)
-            oracle = oracles.make_oracle("random", max_trials=3, seed=3)
-            make_tuner(shared / "project", oracle, teacher=teacher).search(verbose=0)
+            tuner(shared / "project").search(verbose=0)
             (shared / "done").write_text("")
     directory = tmp_path_factory.mktemp("search")
     shutil.copytree(shared / "project", directory, dirs_exist_ok=True)
-    keras.utils.set_random_seed(0)
-    teacher = models.build("cnn", SHAPE, CLASSES, width=0.25)
-    search = make_tuner(
-        directory, oracles.make_oracle("random", max_trials=3, seed=3), teacher=teacher
-    )
+    search = tuner(directory)
     search.search(verbose=0)  # Reloads the finished trials; none is run again.
     return search, report.write_outputs(search)

@@ -112,3 +112,34 @@ def test_a_distributed_study_refuses_kd_select_before_loading_data(monkeypatch):
     )
     with pytest.raises(ValueError, match="--kd_select chooses the KD setting in one process"):
         runner.run(study)
+
+
+@pytest.mark.slow(15)
+def test_an_interrupted_sweep_resumes_to_the_whole_grid(tmp_path, monkeypatch):
+    data = tiny_dataset(n=64)
+    grid = kd_selection.SelectionConfig(losses=("kd",), temperatures=(1.0, 2.0, 4.0), alphas=(0.5,))
+    workdir = str(tmp_path / "work")
+    config = _config(workdir, grid)
+    real = kd_selection.validation_accuracy
+    calls = []
+
+    def interrupted(ctx, variant, kd, train_cfg):
+        calls.append(kd)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(ctx, variant, kd, train_cfg)
+
+    monkeypatch.setattr(kd_selection, "validation_accuracy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, prepared=(data, pipeline.validate(config)))
+    monkeypatch.setattr(kd_selection, "validation_accuracy", real)
+    first = glob.glob(os.path.join(workdir, "runs", "select-kd-T1-*", "result.json"))
+    assert len(first) == 1
+    stamp = os.path.getmtime(first[0])
+
+    results = pipeline.run(config, prepared=(data, pipeline.validate(config)))
+    table = results["kd_selection"]["table"]
+    assert [r["temperature"] for r in table] == [1.0, 2.0, 4.0]
+    assert os.path.getmtime(first[0]) == stamp  # The finished point was reused.
+    report = open(os.path.join(workdir, "results.md")).read()
+    assert report.count("| kd |") == 3 and report.count("chosen") >= 1

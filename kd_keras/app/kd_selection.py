@@ -6,18 +6,15 @@ small student a point. :func:`select` answers it on the *validation* split,
 never the test split: every point of the grid loss x T x alpha trains the
 plain student with KD (``epochs`` each, its own seed) and is scored by its
 validation accuracy; a no-KD run scored the same way is the reference. The
-grid is walked by keras-tuner's grid oracle (resumable: a rerun continues),
-and every point is a cached run, so nothing is trained twice. The pipeline
+grid is walked in order and every point is a cached run, so nothing is
+trained twice and an interrupted sweep resumes where it stopped. The pipeline
 then trains its KD students with the winner and reports the sweep.
 """
 
 import dataclasses
-import os
+import itertools
 
-import keras_tuner as kt
-from keras_tuner.engine import base_tuner
-
-from kd_keras import console, runs
+from kd_keras import console
 from kd_keras import data as data_lib
 from kd_keras import train as train_lib
 from kd_keras.app import variants
@@ -108,34 +105,22 @@ def validation_accuracy(ctx, variant, kd, train_cfg):
     return result["test_accuracy"]
 
 
-class KDSelection(base_tuner.BaseTuner):
-    """keras-tuner's grid oracle over (loss, T, alpha); each trial one cached run."""
-
-    def __init__(self, oracle, ctx, variant, train_cfg, directory, project_name):
-        self.ctx, self.variant, self.train_cfg = ctx, variant, train_cfg
-        super().__init__(oracle, hypermodel=None, directory=directory, project_name=project_name)
-
-    def run_trial(self, trial, *args, **kwargs):
-        """Trains one grid point; its metric is the validation accuracy."""
-        del args, kwargs
-        values = trial.hyperparameters.values
-        console.progress(
-            f"KD setting {values['loss']}, T={values['temperature']:g}, alpha={values['alpha']:g}"
-        )
-        kd = _kd_of(self.ctx.kd, values)
-        return {"val_accuracy": validation_accuracy(self.ctx, self.variant, kd, self.train_cfg)}
-
-    def save_model(self, trial_id, model, step=0):
-        """Nothing to save: every point is a cached run of its own."""
-        del trial_id, model, step
-
-    def load_model(self, trial):
-        """Not used: the points' models live in their runs."""
-        raise NotImplementedError
+def grid(config: SelectionConfig):
+    """The grid points in order: dicts of loss, temperature and alpha."""
+    return [
+        {"loss": x, "temperature": float(t), "alpha": float(a)}
+        for x, t, a in itertools.product(config.losses, config.temperatures, config.alphas)
+    ]
 
 
 def select(ctx, variant, train_cfg, config: SelectionConfig):
     """Chooses the KD setting for `variant` on the validation split.
+
+    Every point of the grid is a cached run: a rerun after an interruption
+    reuses the finished points, resumes the interrupted one from its last
+    epoch and trains the rest, so the choice is always made from the whole
+    grid (a point that fails stops the selection; nothing is chosen from
+    part of it).
 
     Args:
       ctx: the ``variants.Context`` (data, teachers, workdir, KD defaults).
@@ -146,8 +131,8 @@ def select(ctx, variant, train_cfg, config: SelectionConfig):
 
     Returns:
       (the chosen ``distill.KDConfig``, a dict with 'table' (one row per
-      point: loss, temperature, alpha, val_accuracy), 'no_kd_val_accuracy',
-      'chosen' and 'epochs').
+      point, in grid order: loss, temperature, alpha, val_accuracy),
+      'no_kd_val_accuracy', 'chosen' and 'epochs').
     """
     if config.epochs:
         train_cfg = dataclasses.replace(
@@ -155,48 +140,17 @@ def select(ctx, variant, train_cfg, config: SelectionConfig):
             epochs=config.epochs,
             warmup_epochs=min(train_cfg.warmup_epochs, config.epochs - 1),
         )
-    hp = kt.HyperParameters()
-    hp.Choice("loss", list(config.losses))
-    hp.Choice("temperature", [float(t) for t in config.temperatures])
-    hp.Choice("alpha", [float(a) for a in config.alphas])
-    oracle = kt.oracles.GridSearchOracle(
-        objective=kt.Objective("val_accuracy", "max"),
-        max_trials=config.size,
-        hyperparameters=hp,
-        seed=variant.seed,
-    )
-    key = runs.config_hash(
-        {
-            "grid": runs.spec_of(config),
-            "student": variants.base_spec(ctx, dataclasses.replace(variant, kd=True), train_cfg),
-        }
-    )
-    tuner = KDSelection(
-        oracle, ctx, variant, train_cfg, os.path.join(ctx.workdir, "kd_select"), key
-    )
-    tuner.search(verbose=0)
     table = []
-    for trial in tuner.oracle.trials.values():
-        score = trial.metrics.get_best_value("val_accuracy")
-        if score is not None:
-            table.append(dict(trial.hyperparameters.values, val_accuracy=float(score)))
-    if not table:
-        raise RuntimeError("No KD setting finished training; see the log.")
-    order = {
-        (x, t, a): i
-        for i, (x, t, a) in enumerate(
-            (x, float(t), float(a))
-            for x in config.losses
-            for t in config.temperatures
-            for a in config.alphas
+    points = grid(config)
+    for i, values in enumerate(points):
+        console.progress(
+            f"KD setting {i + 1}/{len(points)}: {values['loss']}, "
+            f"T={values['temperature']:g}, alpha={values['alpha']:g}"
         )
-    }
-    table.sort(key=lambda r: order.get((r["loss"], r["temperature"], r["alpha"]), 0))
+        kd = _kd_of(ctx.kd, values)
+        table.append(dict(values, val_accuracy=validation_accuracy(ctx, variant, kd, train_cfg)))
     # Highest validation accuracy; ties go to the earlier grid point.
-    best = max(
-        table,
-        key=lambda r: (r["val_accuracy"], -order.get((r["loss"], r["temperature"], r["alpha"]), 0)),
-    )
+    best = max(enumerate(table), key=lambda item: (item[1]["val_accuracy"], -item[0]))[1]
     no_kd = validation_accuracy(ctx, dataclasses.replace(variant, kd=False), None, train_cfg)
     chosen = _kd_of(ctx.kd, best)
     return chosen, {

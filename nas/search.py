@@ -51,6 +51,11 @@ from nas.candidate import CandidateMeasurement, MeasureConfig
 from nas.objective import Budget, objective
 
 MODEL_FILE = "model.keras"
+DATA_FILE = "data.json"  # The data a project searches on (dataset name, content digest).
+
+
+class OtherDataError(ValueError):
+    """A project's trials were trained on other data than this run's."""
 
 
 class StudentSearch(CandidateMeasurement, base_tuner.BaseTuner):
@@ -121,6 +126,28 @@ class StudentSearch(CandidateMeasurement, base_tuner.BaseTuner):
         super().__init__(
             oracle, hypermodel, directory=directory, project_name=project_name, overwrite=overwrite
         )
+        self._check_data()
+
+    def _check_data(self):
+        """Records which data the project searches on; refuses to resume it on other data.
+
+        Raises:
+          OtherDataError: the project's trials were trained on other images
+            (its ``data.json`` holds another content digest).
+        """
+        path = os.path.join(self.project_dir, DATA_FILE)
+        mine = {"dataset": self.data.name, "digest": self.data.content_digest}
+        if os.path.exists(path):
+            theirs = runs.read_json(path)
+            if theirs.get("digest") != mine["digest"]:
+                raise OtherDataError(
+                    f"the search in {self.project_dir} was run on other data "
+                    f"({theirs.get('dataset')}, digest {theirs.get('digest')}; this run's "
+                    f"{mine['dataset']} has digest {mine['digest']}: other images, splits or "
+                    "limits). Pass --overwrite to start it afresh, or another --project_name."
+                )
+        else:
+            runs.write_json(path, mine)
 
     # -- pieces --------------------------------------------------------------
 

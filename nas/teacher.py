@@ -85,6 +85,7 @@ def train_or_load_teacher(
             "train": len(data.x_train),
             "val": len(data.x_val),
             "test": len(data.x_test),
+            "digest": data.content_digest,
             "batch_size": batch_size,
         },
     }

@@ -75,6 +75,40 @@ def test_folder_errors(tmp_path, folder):
         data_lib.placeholder(f"dir:{folder}")
 
 
+def test_links_are_followed_once(tmp_path, folder):
+    """A link loop, a link to the root or to another class adds no image twice."""
+    before = image_folder.list_images(folder)
+    os.symlink("..", os.path.join(folder, "cat", "loop"))  # Back to the root: every class.
+    os.symlink(os.path.join(folder, "cat"), os.path.join(folder, "cat", "self"))
+    os.symlink(os.path.join(folder, "eel"), os.path.join(folder, "dog", "eels"))
+    after = image_folder.list_images(folder)
+    assert after[0] == before[0] and after[1] == before[1]
+    np.testing.assert_array_equal(after[2], before[2])
+    # A linked folder outside the tree is read, once.
+    extra = write_image_folder(str(tmp_path / "more"), ("x",), per_class=2)
+    os.symlink(os.path.join(extra, "x"), os.path.join(folder, "dog", "more"))
+    os.symlink(os.path.join(extra, "x"), os.path.join(folder, "dog", "again"))
+    assert len(image_folder.list_images(folder)[1]) == len(before[1]) + 2
+    # One real image under two classes has no single label.
+    os.symlink(os.path.join(folder, "cat", "00.png"), os.path.join(folder, "dog", "cat.png"))
+    with pytest.raises(image_folder.FolderError, match="two class folders"):
+        image_folder.list_images(folder)
+
+
+def test_the_content_digest_tells_splits_and_contents_apart(tmp_path, folder):
+    data = data_lib.load_dataset(f"dir:{folder}", val_size=6)
+    assert data_lib.load_dataset(f"dir:{folder}", val_size=6).content_digest == data.content_digest
+    assert data_lib.load_dataset(f"dir:{folder}", val_size=3).content_digest != data.content_digest
+    assert data_lib.load_dataset(f"dir:{folder}", val_size=6, limit_train=5).content_digest != (
+        data.content_digest
+    )
+    os.rename(os.path.join(folder, "cat"), os.path.join(folder, "tmp"))
+    os.rename(os.path.join(folder, "dog"), os.path.join(folder, "cat"))
+    os.rename(os.path.join(folder, "tmp"), os.path.join(folder, "dog"))
+    swapped = data_lib.load_dataset(f"dir:{folder}", val_size=6)
+    assert swapped.content_digest != data.content_digest
+
+
 def test_test_fraction_bounds():
     x, y = np.zeros((10, 2, 2, 1), np.uint8), np.arange(10) % 2
     with pytest.raises(data_lib.DataError, match="test_fraction"):

@@ -7,6 +7,7 @@ import os
 import keras_tuner as kt
 import numpy as np
 import pytest
+from conftest import tiny_dataset
 from nas_helpers import (
     CLASSES,
     MAX_PARAMS,
@@ -25,7 +26,7 @@ from kd_keras import data as data_lib
 from kd_keras import distill, models
 from kd_keras import train as train_lib
 from kd_keras.keras_compat import keras
-from nas import candidate, hardware, oracles, report
+from nas import candidate, hardware, oracles, report, search
 from nas import objective as objective_lib
 from nas import space as search_space
 
@@ -76,6 +77,17 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
     rows = report.write_outputs(third)["rows"]
     assert sorted(r["trial_id"] for r in rows) == sorted([finished] + second.calls)
     assert all(r["status"] == "COMPLETED" for r in rows)
+
+
+def test_a_project_refuses_to_resume_on_other_data(tmp_path):
+    make_tuner(tmp_path, oracles.make_oracle("random", max_trials=1, seed=1), StubSearch)
+    other = tiny_dataset(64, SHAPE, CLASSES, seed=5)  # Same name and counts, other images.
+    with pytest.raises(search.OtherDataError, match="--overwrite"):
+        make_tuner(tmp_path, oracles.make_oracle("random", max_trials=1, seed=1), data=other)
+    # The same data resumes; --overwrite starts afresh on the new data.
+    make_tuner(tmp_path, oracles.make_oracle("random", max_trials=1, seed=1), StubSearch)
+    make_tuner(tmp_path, oracles.make_oracle("random", max_trials=1), data=other, overwrite=True)
+    make_tuner(tmp_path, oracles.make_oracle("random", max_trials=1), data=other)
 
 
 def test_hyperband_without_a_parent_state_warm_starts_from_its_weights(tmp_path):

@@ -93,3 +93,30 @@ def test_a_parent_with_other_weights_retrains_its_dependents(tmp_path):
     assert not any(r["reused"] for r in retrained)
     for old, new in zip(rows, retrained):
         assert not set(old["run_dirs"]) & set(new["run_dirs"])
+
+
+def test_other_images_with_the_same_counts_retrain_every_run(tmp_path, monkeypatch):
+    """A run's key holds the data's content digest: another validation split
+    (same counts), a changed folder or limit retrains the teacher and every
+    student instead of reusing runs trained on other images."""
+    from kd_keras.train import cached
+
+    monkeypatch.setattr(
+        cached, "fit", lambda *a, **k: {"history": {}, "train_time_s": 0.0, "initial_epoch": 0}
+    )
+    data = tiny_dataset(n=32)
+    workdir = str(tmp_path / "work")
+    config = tiny_pipeline_config(workdir, kd_mode="both")
+    first = pipeline.run(config, prepared=(data, pipeline.validate(config)))["models"]
+    again = pipeline.run(config, prepared=(data, pipeline.validate(config)))["models"]
+    assert all(r["reused"] for r in again) and len(again) == len(first) == 3
+    # One training image and one validation image trade places.
+    x_train, x_val = data.x_train.copy(), data.x_val.copy()
+    x_train[0], x_val[0] = data.x_val[0], data.x_train[0]
+    y_train, y_val = data.y_train.copy(), data.y_val.copy()
+    y_train[0], y_val[0] = data.y_val[0], data.y_train[0]
+    other = data_lib.Dataset(
+        "tiny", x_train, y_train, x_val, y_val, data.x_test, data.y_test, num_classes=10
+    )
+    moved = pipeline.run(config, prepared=(other, pipeline.validate(config)))["models"]
+    assert not any(r["reused"] for r in moved)

@@ -110,7 +110,7 @@ def train_teachers(config, data, verbose=None):
             "kwargs": config.teacher_kwargs,
             "train": runs.spec_of(train_cfg),
             "augment": runs.spec_of(config.teacher_augment),
-            "data": config.data.spec(),
+            "data": dict(config.data.spec(), digest=data.content_digest),
         }
         model, result = train_lib.train_or_load(
             config.workdir,
@@ -170,7 +170,7 @@ def load_teachers(config, data):
             "source": "path",
             "digest": loaded["digest"],
             "softmax": loaded["softmax"],
-            "data": config.data.spec(),
+            "data": dict(config.data.spec(), digest=data.content_digest),
         }
         if fed != teachers_lib.DEFAULT_INPUT_RANGE:
             spec["input_range"] = fed

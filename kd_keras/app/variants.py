@@ -219,6 +219,7 @@ def base_spec(ctx, variant, train_cfg):
             "dataset": ctx.data.name,
             "n_train": len(ctx.data.x_train),
             "n_test": len(ctx.data.x_test),
+            "digest": ctx.data.content_digest,  # Which images: splits, folder contents.
             "batch_size": ctx.batch_size,
         },
         "kd": runs.spec_of(ctx.kd) if variant.kd else None,
@@ -406,6 +407,7 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None):
             "dataset": ctx.data.name,
             "n_train": len(ctx.data.x_train),
             "n_test": len(ctx.data.x_test),
+            "digest": ctx.data.content_digest,
         },
     }
     if cached is not None and cached.get("key") == key:

@@ -8,7 +8,10 @@ The layout ``keras.utils.image_dataset_from_directory`` reads::
 
 Class names are the sorted sub-folder names (class ``i`` is the ``i``-th);
 images are found recursively inside each class folder (PNG, JPEG, BMP, GIF;
-a GIF gives its first frame) and decoded with ``tf.io`` into uint8 arrays.
+a GIF gives its first frame). Links are followed, each real directory and
+each real file once: a link loop, a link to the root or to another class's
+folder adds no image twice, and one image under two classes is an error.
+Images are decoded with ``tf.io`` into uint8 arrays.
 :func:`shape` reads the listing and one image only, so a configuration is
 checked against the folder before the images are read; :func:`read` decodes
 them one at a time into an array it is given room in (in memory, or a file on
@@ -52,13 +55,38 @@ def list_images(path):
             f"({', '.join(classes) or 'none'}); it needs one sub-folder per class, at least 2."
         )
     files, labels = [], []
+    # Links are followed, each real directory at most once: a link back to
+    # the root, to another class's folder or into a cycle adds nothing, and a
+    # file reached twice (by a link) counts once.
+    seen_dirs = {os.path.realpath(path)} | {
+        os.path.realpath(os.path.join(path, name)) for name in classes
+    }
+    owner = {}  # real path of each image -> its class
     for label, name in enumerate(classes):
-        found = sorted(
-            os.path.join(root, f)
-            for root, _, names in os.walk(os.path.join(path, name), followlinks=True)
-            for f in names
-            if f.lower().endswith(IMAGE_EXTENSIONS)
-        )
+        found = []
+        for root, dirs, names in os.walk(os.path.join(path, name), followlinks=True):
+            keep = []
+            for d in sorted(dirs):
+                real = os.path.realpath(os.path.join(root, d))
+                if real not in seen_dirs:
+                    seen_dirs.add(real)
+                    keep.append(d)
+            dirs[:] = keep
+            for f in names:
+                if not f.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                file = os.path.join(root, f)
+                real = os.path.realpath(file)
+                if real in owner:
+                    if owner[real] != name:
+                        raise FolderError(
+                            f"image {real} is in two class folders ({owner[real]} and {name}, "
+                            "through a link); an image must have one class."
+                        )
+                    continue
+                owner[real] = name
+                found.append(file)
+        found.sort()
         if not found:
             raise FolderError(
                 f"class folder {os.path.join(path, name)} holds no image "

@@ -62,6 +62,9 @@ def results_table(rows):
     return "\n".join(lines)
 
 
+# What a rerun does after a full disk (kd_keras.console.exit_on_full_disk).
+RESUMES = "rerun the same command to export the model again."
+
 # absl's flag parsing, an invalid flag reported in one line.
 parse_flags = flag_groups.parse_flags
 
@@ -76,55 +79,57 @@ def main(argv):
         sys.exit(f"Invalid flag: --model={model_path} does not exist.")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         sys.exit(f"Invalid flag: --out_dir={out_dir} is a file; it must be a directory.")
-    os.makedirs(out_dir, exist_ok=True)
-    console.setup(out_dir, verbose=f.CONSOLE.show_logs.value)
-    runs.write_text(
-        os.path.join(out_dir, "export_flags.txt"),
-        "".join(
-            flag.serialize() + "\n"
-            for module in (export_flags, flag_groups)
-            for flag in FLAGS.get_key_flags_for_module(module)
-        ),
-    )
-    data = None
-    if f.DATA.dataset.value != f.NO_DATASET:
+    with console.exit_on_full_disk(RESUMES):
+        os.makedirs(out_dir, exist_ok=True)
+        console.setup(out_dir, verbose=f.CONSOLE.show_logs.value)
+        runs.write_text(
+            os.path.join(out_dir, "export_flags.txt"),
+            "".join(
+                flag.serialize() + "\n"
+                for module in (export_flags, flag_groups)
+                for flag in FLAGS.get_key_flags_for_module(module)
+            ),
+        )
+        data = None
+        if f.DATA.dataset.value != f.NO_DATASET:
+            try:
+                config = dataclasses.replace(flag_groups.data_config(f.DATA), val_size=0)
+                data = config.load()
+            except data_lib.DataError as e:
+                sys.exit(f"Cannot load the dataset: {e}")
+        name = f.NAME.value or os.path.splitext(os.path.basename(model_path.rstrip("/")))[0]
         try:
-            config = dataclasses.replace(flag_groups.data_config(f.DATA), val_size=0)
-            data = config.load()
-        except data_lib.DataError as e:
-            sys.exit(f"Cannot load the dataset: {e}")
-    name = f.NAME.value or os.path.splitext(os.path.basename(model_path.rstrip("/")))[0]
-    try:
-        rows = export.export_model(
-            model_path,
-            out_dir,
-            f.EXPORT.export_formats.value,
-            data=data,
-            num_calibration=f.EXPORT.num_calibration.value,
-            threads=flag_groups.export_threads(f.EXPORT),
-            latency_runs=f.EXPORT.latency_runs.value,
-            name=name,
-            warmup=f.EXPORT.latency_warmup.value,
-            xnnpack=f.EXPORT.xnnpack.value,
-            int8_io=f.EXPORT.int8_io.value,
-            batch_size=f.EVAL_BATCH.value,
-            results_file=RESULTS_FILE,
-        )
-    except export.ExportError as e:
-        sys.exit(f"Export failed: {e}")
-    results_path = os.path.join(out_dir, RESULTS_FILE)
-    skipped = rows[0].get("formats_skipped") if rows else None
-    if skipped:
-        print(
-            f"{model_path} is a quantization-aware-trained model: exported as int8 only "
-            f"({', '.join(skipped)} not made; a QAT model converts to int8 whatever the format)."
-        )
-    for row in rows:
-        if row.get("tflm_runs") is False and row["threads"] == rows[0]["threads"]:
-            print(f"{row['format']} does not run on TFLite Micro: {row['tflm_error']}")
-    print()
-    print(results_table(rows))
-    print(f"\nResults written to {results_path}")
+            rows = export.export_model(
+                model_path,
+                out_dir,
+                f.EXPORT.export_formats.value,
+                data=data,
+                num_calibration=f.EXPORT.num_calibration.value,
+                threads=flag_groups.export_threads(f.EXPORT),
+                latency_runs=f.EXPORT.latency_runs.value,
+                name=name,
+                warmup=f.EXPORT.latency_warmup.value,
+                xnnpack=f.EXPORT.xnnpack.value,
+                int8_io=f.EXPORT.int8_io.value,
+                batch_size=f.EVAL_BATCH.value,
+                results_file=RESULTS_FILE,
+            )
+        except export.ExportError as e:
+            sys.exit(f"Export failed: {e}")
+        results_path = os.path.join(out_dir, RESULTS_FILE)
+        skipped = rows[0].get("formats_skipped") if rows else None
+        if skipped:
+            print(
+                f"{model_path} is a quantization-aware-trained model: exported as int8 only "
+                f"({', '.join(skipped)} not made; a QAT model converts to int8 whatever the "
+                "format)."
+            )
+        for row in rows:
+            if row.get("tflm_runs") is False and row["threads"] == rows[0]["threads"]:
+                print(f"{row['format']} does not run on TFLite Micro: {row['tflm_error']}")
+        print()
+        print(results_table(rows))
+        print(f"\nResults written to {results_path}")
 
 
 if __name__ == "__main__":

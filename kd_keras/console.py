@@ -13,6 +13,7 @@ parsed) are captured by ``kd_keras.keras_compat`` and always copied into
 """
 
 import contextlib
+import errno
 import faulthandler
 import logging
 import os
@@ -127,3 +128,52 @@ def exit_on_interrupt(resumes):
     except KeyboardInterrupt:
         print(f"Interrupted: {resumes}", file=sys.stderr, flush=True)
         sys.exit(INTERRUPTED_EXIT)
+
+
+# errno values of a write that found no room: the disk is full, or the user's quota is.
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# The exit status of a process stopped by a full disk.
+FULL_DISK_EXIT = 1
+_FULL_DISK_TEXTS = tuple(os.strerror(code) for code in FULL_DISK_ERRNOS)
+
+
+def full_disk_error(exc):
+    """The error in `exc`'s chain (itself, its causes and contexts) that says
+    the disk or quota is full, or None.
+
+    An ``OSError`` with errno ENOSPC or EDQUOT, or an error of a library that
+    wraps one in its own type and message (TensorFlow's file writers).
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            if exc.errno in FULL_DISK_ERRNOS:
+                return exc
+        elif any(text in str(exc) for text in _FULL_DISK_TEXTS):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def exit_on_full_disk(resumes):
+    """Turns a full disk (or quota) inside the block into one line on stderr,
+    ``<error>: <path>. Once space is freed: <resumes>``, and exit status
+    :data:`FULL_DISK_EXIT`, instead of a traceback. `resumes` says what a
+    rerun of the same command does with the work done so far. Any other error
+    propagates unchanged."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - re-raised unless the disk is full.
+        full = full_disk_error(e)
+        if full is None:
+            raise
+        if isinstance(full, OSError):
+            what = (
+                f"{full.strerror or os.strerror(full.errno)}: {full.filename or '(no path given)'}"
+            )
+        else:
+            what = " ".join(str(full).split())[:300]
+        print(f"{what}. Once space is freed: {resumes}", file=sys.stderr, flush=True)
+        sys.exit(FULL_DISK_EXIT)

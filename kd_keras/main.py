@@ -136,7 +136,8 @@ def in_workdir(config, study_cfg, workdir):
     return config, study_cfg
 
 
-# What a rerun does after Ctrl-C (kd_keras.console.exit_on_interrupt).
+# What a rerun does after Ctrl-C or a full disk (kd_keras.console.exit_on_interrupt,
+# exit_on_full_disk).
 RESUMES = (
     "finished runs are kept and the run in progress resumes from its last finished "
     "epoch; rerun the same command to go on."
@@ -157,7 +158,7 @@ def main(argv):
         sys.exit(f"Invalid configuration: {e}")
     for line in pipeline.pairing_warnings(config, study=study_cfg is not None):
         print(f"Warning: {line}", file=sys.stderr)
-    with console.exit_on_interrupt(RESUMES):
+    with console.exit_on_interrupt(RESUMES), console.exit_on_full_disk(RESUMES):
         try:
             if multi_worker and not distribute.is_chief():
                 # The chief holds the workdir's lock; this worker writes to its own copy.

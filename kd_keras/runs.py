@@ -13,10 +13,15 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import shutil
 import tempfile
+import time
 
 import numpy as np
+
+from kd_keras import console
 
 
 def _read_umask():
@@ -92,10 +97,74 @@ def read_json(path):
         return json.load(f)
 
 
+def move_aside(path):
+    """Renames the file or directory `path` to ``<path>.corrupt-<time>`` (kept
+    for a look, never read again) and returns its new path."""
+    aside = f"{path}.corrupt-{int(time.time())}"
+    n = 1
+    while os.path.exists(aside):
+        aside, n = f"{path}.corrupt-{int(time.time())}-{n}", n + 1
+    shutil.move(path, aside)
+    return aside
+
+
+def set_aside(path, reason, then):
+    """Moves a corrupt `path` aside (:func:`move_aside`) and says so in one
+    console line naming it, what is wrong (`reason`) and what happens instead
+    (`then`). Returns the new path."""
+    aside = move_aside(path)
+    logging.warning("%s is corrupt (%s); moved it to %s: %s", path, reason, aside, then)
+    console.progress(f"{path} is corrupt ({reason}); moved it to {aside}: {then}")
+    return aside
+
+
+def read_valid_json(path, check=None, then="it is made again"):
+    """The JSON value stored in `path`, or None when there is no such file or
+    it is corrupt: not JSON, or `check(value)` names a problem.
+
+    A corrupt file is set aside (:func:`set_aside`, with `then` saying what
+    the caller does instead) so that the next call finds no file.
+
+    Args:
+      path: the file.
+      check: optional function (value) -> None when the value is usable, else
+        a short description of what is wrong with it.
+      then: what happens instead of using the file (said on the console).
+    """
+    if not os.path.exists(path):
+        return None
+    try:
+        value = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError.
+        set_aside(path, f"not JSON: {e}", then)
+        return None
+    problem = check(value) if check is not None else None
+    if problem:
+        set_aside(path, problem, then)
+        return None
+    return value
+
+
+def missing_keys(value, keys):
+    """None when `value` is a dict holding every key of `keys`, else what is not so."""
+    if not isinstance(value, dict):
+        return f"a JSON {type(value).__name__}, not an object"
+    missing = [key for key in keys if key not in value]
+    return f"no {', '.join(map(repr, missing))}" if missing else None
+
+
+# What every result.json holds (a trained run's and an evaluated teacher's).
+RESULT_KEYS = ("name", "test_accuracy")
+
+
 def load_result(directory):
-    """The finished run's result dict, or None if it has not finished."""
-    path = os.path.join(directory, "result.json")
-    return read_json(path) if os.path.exists(path) else None
+    """The finished run's result dict, or None if it has not finished (or its
+    result.json is corrupt: moved aside, and the run is finished again)."""
+    return read_valid_json(
+        os.path.join(directory, "result.json"),
+        lambda value: missing_keys(value, RESULT_KEYS),
+        then="the run is made again (from its saved training state when it has one)",
+    )
 
 
 MODEL_FILES = ("model.keras", "model.h5")

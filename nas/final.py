@@ -448,7 +448,9 @@ def timed_trials(search, rows, directory):
         for r in rows
         if r["status"] == "COMPLETED" and os.path.exists(search.trial_int8_path(r["trial_id"]))
     ]
-    saved = runs.read_json(path) if os.path.exists(path) else None
+    saved = runs.read_valid_json(
+        path, lambda value: runs.missing_keys(value, ()), then="the latencies are measured again"
+    )
     if saved is None or set(saved) != set(ids):
         saved = search.trial_latencies(ids) if ids else {}
         runs.write_json(path, saved)
@@ -495,8 +497,12 @@ def run_final(
     for entry in entries(rows, top, hand, search.hypermodel):
         directory = os.path.join(out_dir, entry["name"])
         path = os.path.join(directory, ROW_FILE)
-        if os.path.exists(path):
-            saved = runs.read_json(path)
+        saved = runs.read_valid_json(
+            path,
+            lambda value: runs.missing_keys(value, ("final_epochs", "values", "tflite")),
+            then="this student's final step runs again",
+        )
+        if saved is not None:
             if saved.get("final_epochs") == final_epochs and saved.get("values") == entry["values"]:
                 # Its file, in this run's directory: the stored path is as the
                 # writing process named it (relative to its working directory).

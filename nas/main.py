@@ -218,7 +218,8 @@ def make_search(cfg, project, verbose=0, overwrite=False):
     )
 
 
-# What a rerun does after Ctrl-C (kd_keras.console.exit_on_interrupt).
+# What a rerun does after Ctrl-C or a full disk (kd_keras.console.exit_on_interrupt,
+# exit_on_full_disk).
 RESUMES = (
     "finished trials are kept and the trial in progress is run again; rerun the same "
     "command to go on."
@@ -245,65 +246,67 @@ def main(argv):
         cfg = configure()
     except ValueError as e:
         sys.exit(f"Invalid configuration: {e}")
-    console.setup(project, verbose=f.CONSOLE.show_logs.value)
+    with console.exit_on_full_disk(RESUMES):  # The final step says its own resume text.
+        console.setup(project, verbose=f.CONSOLE.show_logs.value)
 
-    try:
-        tuner = make_search(cfg, project, verbose, overwrite=f.OVERWRITE.value)
-    except data_lib.DataError as e:
-        sys.exit(f"Cannot load the dataset: {e}")
-    except search.OtherDataError as e:
-        sys.exit(f"Cannot resume the search: {e}")
-    if role != "worker":
-        if f.SAMPLE_WITHIN_BUDGET.value:
-            tuner.sample_within_budget()
-        runs.write_text(os.path.join(project, "flags.txt"), FLAGS.flags_into_string())
         try:
-            tuner.get_teacher()  # Before serving or searching: workers then only load it.
-        except ValueError as e:
-            sys.exit(f"Invalid teacher: {e}")
-        remaining = tuner.remaining_trials
-        print(
-            f"Search ({role}) in {project}: "
-            + (f"{remaining} new trials to go." if remaining is not None else "Hyperband.")
-        )
-    with console.exit_on_interrupt(RESUMES):
-        tuner.search(verbose=min(verbose, 1))
-    if getattr(tuner.oracle, "rejected", 0):
-        print(
-            f"Sampling within the budget: {tuner.oracle.rejected} of {tuner.oracle.draws} "
-            "random draws missed it and were drawn again (never trained)."
-        )
-    if role == "worker":
-        print(f"Worker {os.environ.get('KERASTUNER_TUNER_ID')}: no trials left.")
-        return
-    outputs = search_report.write_outputs(tuner)
-    print()
-    print(search_report.summary_text(outputs, f.TOP.value))
-    print(
-        f"\nTrials table: {outputs['paths']['trials.csv']}\n"
-        f"Plot: {outputs['paths']['accuracy_vs_latency.png']}"
-    )
-    if f.FINAL_EPOCHS.value:
-        with console.exit_on_interrupt(FINAL_RESUMES):
-            result = final.run_final(
-                tuner,
-                outputs["rows"],
-                f.FINAL_EPOCHS.value,
-                top=f.FINAL_TOP.value,
-                hand=f.FINAL_HAND.value,
-                latency_runs=f.EXPORT.latency_runs.value,
-                latency_warmup=f.EXPORT.latency_warmup.value,
-                timings=f.FINAL_TIMINGS.value,
+            search = make_search(cfg, project, verbose, overwrite=f.OVERWRITE.value)
+        except data_lib.DataError as e:
+            sys.exit(f"Cannot load the dataset: {e}")
+        if role != "worker":
+            if f.SAMPLE_WITHIN_BUDGET.value:
+                search.sample_within_budget()
+            runs.write_text(os.path.join(project, "flags.txt"), FLAGS.flags_into_string())
+            try:
+                search.get_teacher()  # Before serving or searching: workers then only load it.
+            except ValueError as e:
+                sys.exit(f"Invalid teacher: {e}")
+            remaining = search.remaining_trials
+            print(
+                f"Search ({role}) in {project}: "
+                + (f"{remaining} new trials to go." if remaining is not None else "Hyperband.")
             )
-        print("\nFinal step (full budget, int8):\n")
-        print(open(result["paths"]["final.md"]).read())
-        paths = result["paths"]
-        print(f"Final table: {paths['final.md']}\nPlot: {paths['final_fronts.png']}")
-    if not any(row.get("feasible") for row in outputs["rows"]):
-        sys.exit(
-            "No trial met the budget (--max_latency_us, --max_bytes, --max_params, "
-            "--max_arena_bytes): relax the budget or widen the search space."
+        with console.exit_on_interrupt(RESUMES):
+            search.search(verbose=min(verbose, 1))
+        if getattr(search.oracle, "rejected", 0):
+            print(
+                f"Sampling within the budget: {search.oracle.rejected} of {search.oracle.draws} "
+                "random draws missed it and were drawn again (never trained)."
+            )
+        if role == "worker":
+            print(f"Worker {os.environ.get('KERASTUNER_TUNER_ID')}: no trials left.")
+            return
+        outputs = search_report.write_outputs(search)
+        print()
+        print(search_report.summary_text(outputs, f.TOP.value))
+        print(
+            f"\nTrials table: {outputs['paths']['trials.csv']}\n"
+            f"Plot: {outputs['paths']['accuracy_vs_latency.png']}"
         )
+        if f.FINAL_EPOCHS.value:
+            with (
+                console.exit_on_interrupt(FINAL_RESUMES),
+                console.exit_on_full_disk(FINAL_RESUMES),
+            ):
+                result = final.run_final(
+                    search,
+                    outputs["rows"],
+                    f.FINAL_EPOCHS.value,
+                    top=f.FINAL_TOP.value,
+                    hand=f.FINAL_HAND.value,
+                    latency_runs=f.EXPORT.latency_runs.value,
+                    latency_warmup=f.EXPORT.latency_warmup.value,
+                    timings=f.FINAL_TIMINGS.value,
+                )
+            print("\nFinal step (full budget, int8):\n")
+            print(open(result["paths"]["final.md"]).read())
+            paths = result["paths"]
+            print(f"Final table: {paths['final.md']}\nPlot: {paths['final_fronts.png']}")
+        if not any(row.get("feasible") for row in outputs["rows"]):
+            sys.exit(
+                "No trial met the budget (--max_latency_us, --max_bytes, --max_params, "
+                "--max_arena_bytes): relax the budget or widen the search space."
+            )
 
 
 if __name__ == "__main__":

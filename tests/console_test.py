@@ -2,6 +2,7 @@
 console holds only stage lines, epochs and results, with the library chatter in
 log.txt, is checked on the smoke run in main_test.)"""
 
+import errno
 import os
 import subprocess
 import sys
@@ -42,17 +43,26 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys):
     assert capsys.readouterr().err == "Interrupted: rerun to go on.\n"
 
 
-# Each entry point with its long work replaced by a Ctrl-C.
+# Each entry point with its long work replaced by a Ctrl-C, or with
+# KD_FAULT=full_disk by a full disk met while writing a model card (an OSError
+# with errno ENOSPC, and another error raised while handling it).
 INTERRUPT = r"""
-import sys, types
+import errno, os, sys, types
 from absl import app
 module = __import__(sys.argv[1], fromlist=["main"])
 
 def interrupt(*args, **kwargs):
-    raise KeyboardInterrupt
+    if os.environ.get("KD_FAULT") != "full_disk":
+        raise KeyboardInterrupt
+    try:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/full/disk/student.card.json")
+    except OSError:
+        raise RuntimeError("the model card was not written")
 
 if sys.argv[1] == "kd_keras.main":
     module.run = interrupt
+elif sys.argv[1] == "export.main":
+    module.export.export_model = interrupt
 else:
     stub = types.SimpleNamespace(
         sample_within_budget=lambda: False, get_teacher=lambda: None,
@@ -71,17 +81,68 @@ app.run(module.main, argv=["prog"] + sys.argv[2:], flags_parser=module.parse_fla
     ],
 )
 def test_entry_points_stop_on_ctrl_c_with_one_line(tmp_path, module, flags):
+    proc = _run_entry_point(tmp_path, module, flags)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Interrupted: ") and "rerun the same command" in last, last
+    assert "Traceback" not in proc.stderr
+
+
+def _run_entry_point(tmp_path, module, flags, fault="interrupt"):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = "--project_dir" if module == "nas.main" else "--workdir"
-    proc = subprocess.run(
+    out = {"nas.main": "--project_dir", "export.main": "--out_dir"}.get(module, "--workdir")
+    return subprocess.run(
         [sys.executable, "-c", INTERRUPT, module, *flags, f"{out}={tmp_path}"],
         cwd=root,
-        env=dict(os.environ, PYTHONPATH=root),
+        env=dict(os.environ, PYTHONPATH=root, KD_FAULT=fault),
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 130, proc.stderr[-2000:]
+
+
+def _full_disk(path="/full/disk/card.json", code=errno.ENOSPC):
+    try:
+        raise OSError(code, os.strerror(code), path)
+    except OSError:
+        raise RuntimeError("the model card was not written")  # noqa: B904 - chained as a rewrite would.
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_is_one_line_naming_the_path(capsys, code):
+    with pytest.raises(SystemExit) as stop:
+        with console.exit_on_full_disk("rerun to go on."):
+            _full_disk(code=code)
+    assert stop.value.code == console.FULL_DISK_EXIT != 0
+    assert capsys.readouterr().err == (
+        f"{os.strerror(code)}: /full/disk/card.json. Once space is freed: rerun to go on.\n"
+    )
+
+
+def test_other_errors_pass_a_full_disk_guard_unchanged():
+    with pytest.raises(PermissionError):
+        with console.exit_on_full_disk("rerun to go on."):
+            raise PermissionError(errno.EACCES, "Permission denied", "/x")
+    with pytest.raises(RuntimeError, match="no disk here"):
+        with console.exit_on_full_disk("rerun to go on."):
+            raise RuntimeError("no disk here")
+
+
+@pytest.mark.parametrize(
+    "module, flags",
+    [
+        ("kd_keras.main", ["--flagfile=kd_keras/configs/smoke.flags"]),
+        ("nas.main", ["--flagfile=kd_keras/configs/nas_smoke.flags"]),
+        ("export.main", ["--model=MODEL", "--dataset=none"]),
+    ],
+)
+def test_entry_points_stop_on_a_full_disk_with_one_line(tmp_path, module, flags):
+    model = tmp_path / "student.keras"
+    model.write_bytes(b"")
+    flags = [flag.replace("MODEL", str(model)) for flag in flags]
+    proc = _run_entry_point(tmp_path / "out", module, flags, fault="full_disk")
+    assert proc.returncode == console.FULL_DISK_EXIT, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("Interrupted: ") and "rerun the same command" in last, last
+    assert last.startswith("No space left on device: /full/disk/student.card.json. "), last
+    assert "Once space is freed: " in last and "rerun the same command" in last, last
     assert "Traceback" not in proc.stderr

@@ -52,6 +52,26 @@ def test_a_corrupt_cached_model_is_moved_aside_and_retrained(tmp_path, capsys):
     assert os.path.basename(first["run_dir"]) in out and "corrupt" in out
 
 
+def test_a_corrupt_result_is_set_aside_and_the_run_made_again_from_its_state(tmp_path, capsys):
+    datasets = data_lib.make_datasets(tiny_dataset(n=32), batch_size=16)
+    workdir = str(tmp_path / "work")
+    _, first = _train(workdir, datasets)
+    path = os.path.join(first["run_dir"], "result.json")
+    with open(path, "w") as f:
+        f.write('{"name": "student", "test_accuracy": ')
+    capsys.readouterr()
+    _, again = _train(workdir, datasets)
+    assert not again["reused"] and again["run_dir"] == first["run_dir"]
+    # Its finished training state was restored, not trained again.
+    assert again["train_time_s"] == first["train_time_s"]
+    assert again["weights_digest"] == first["weights_digest"]
+    assert runs.load_result(first["run_dir"])["test_accuracy"] == first["test_accuracy"]
+    aside = [n for n in os.listdir(first["run_dir"]) if n.startswith("result.json.corrupt-")]
+    assert len(aside) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if "corrupt" in line]
+    assert len(lines) == 1 and f"{path} is corrupt (not JSON: " in lines[0], lines
+
+
 def _variants(workdir, data):
     config = tiny_pipeline_config(
         workdir,

@@ -1,8 +1,12 @@
 """Splits kept on disk (kd_keras.data.store): read through tf.data a chunk at a
 time, never with ``batch_size=-1``, and identical to the splits in memory."""
 
+import errno
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -153,3 +157,69 @@ def test_gather_images_reads_only_the_rows_asked(tmp_path):
     batches = list(data_lib.image_batches(images, 8, np.arange(20)).as_numpy_iterator())
     assert [len(b[0]) for b in batches] == [8, 8, 4]
     np.testing.assert_allclose(batches[2][0][:, 0, 0, 0], np.arange(16, 20) / 255.0, rtol=1e-6)
+
+
+def _full_disk(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_is_a_data_error_and_leaves_no_temporary_directory(
+    tmp_path, store_root, monkeypatch
+):
+    folder = write_image_folder(str(tmp_path / "images"), per_class=6)
+    monkeypatch.setattr(os, "posix_fallocate", _full_disk)
+    with pytest.raises(data_lib.DataError) as error:
+        data_lib.load_dataset(f"dir:{folder}", val_size=2, storage="disk")
+    message = str(error.value)
+    assert "\n" not in message and str(store_root) in message
+    assert "bytes" in message and "--data_storage=memory" in message
+    assert "$KD_KERAS_STORE" in message
+    assert not store_root.exists() or not list(store_root.iterdir())
+
+
+def test_too_little_free_space_is_refused_before_writing(tmp_path, store_root, monkeypatch):
+    folder = write_image_folder(str(tmp_path / "images"), per_class=6)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    with pytest.raises(data_lib.DataError, match=r"needs [\d,]+ bytes and 1,000 are free"):
+        data_lib.load_dataset(f"dir:{folder}", val_size=2, storage="disk")
+    assert not store_root.exists() or not list(store_root.iterdir())
+
+
+def test_reserving_without_fallocate_keeps_the_header(tmp_path, monkeypatch):
+    def unsupported(*args):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    images = store.create(str(tmp_path / "c.npy"), 5, (3, 3, 1))
+    images[:] = 7
+    images.flush()
+    np.testing.assert_array_equal(np.load(str(tmp_path / "c.npy")), np.full((5, 3, 3, 1), 7))
+
+
+def _dead_pid():
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **_OUT)
+    return int(proc.stdout)
+
+
+_OUT = dict(capture_output=True, text=True, check=True)
+
+
+def test_orphans_of_dead_builds_are_removed_at_the_next_build(tmp_path, store_root, capsys):
+    host, dead = store.host_name(), _dead_pid()
+    orphans = [store_root / f"a-1.tmp-{host}-{dead}", store_root / f"b-2.tmp-{dead}"]
+    kept = [
+        store_root / f"c-3.tmp-{host}-{os.getppid()}",  # A running process.
+        store_root / f"d-4.tmp-elsewhere-{dead}",  # Another host's: its pid means nothing here.
+    ]
+    for path in orphans + kept:
+        path.mkdir(parents=True)
+        (path / "train.images.npy").write_bytes(b"x" * 100)
+    folder = write_image_folder(str(tmp_path / "images"), per_class=6)
+    data = data_lib.load_dataset(f"dir:{folder}", val_size=2, storage="disk")
+    assert isinstance(data.x_train, np.memmap)
+    assert not any(path.exists() for path in orphans)
+    assert all(path.exists() for path in kept)
+    out = capsys.readouterr().out
+    for path in orphans:
+        assert f"removed {path}" in out and f"process {dead} (no longer running)" in out

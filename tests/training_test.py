@@ -8,6 +8,7 @@ end with the weights of an uninterrupted one.
 """
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -341,3 +342,63 @@ def test_stopped_at_an_epoch_then_continued_keeps_optimizer_and_schedule(tmp_pat
     assert not all(
         np.allclose(a, b, atol=1e-6) for a, b in zip(restarted.get_weights(), whole.get_weights())
     )
+
+
+def _tiny_fit(run_dir, **model_kwargs):
+    """A 1-epoch fit of a tiny cnn in `run_dir`: (student, fit result)."""
+    data = tiny_dataset(32, (8, 8, 1), 3)
+    datasets = data_lib.make_datasets(data, 16, seed=0)
+    keras.utils.set_random_seed(0)
+    student = models.build("cnn", (8, 8, 1), 3, **dict(dict(width=0.25), **model_kwargs))
+    config = train_lib.TrainConfig(epochs=1, seed=0)
+    return student, train_lib.fit(student, datasets, config, str(run_dir), verbose=0)
+
+
+@pytest.fixture(scope="module")
+def clean_fit(tmp_path_factory):
+    student, _ = _tiny_fit(tmp_path_factory.mktemp("clean"))
+    return student.get_weights()
+
+
+CORRUPT_PROGRESS = {
+    "unparsable": '{\n "epochs_done": 1,\n "history" {}\n}',
+    "not an object": "[1, 2]",
+    "a key missing": '{"epochs_done": 1, "history": {}, "finished": false}',
+    "no checkpoint": json.dumps(
+        {
+            "epochs_done": 1,
+            "history": {},
+            "train_time_s": 1.0,
+            "checkpoint": "checkpoints/epoch-1",
+            "finished": False,
+        }
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", [*CORRUPT_PROGRESS, "wider model", "model with dropout"])
+def test_a_corrupt_progress_file_is_set_aside_and_the_fit_starts_again(
+    tmp_path, capsys, clean_fit, kind
+):
+    run_dir = tmp_path / "run"
+    if kind in CORRUPT_PROGRESS:
+        run_dir.mkdir()
+        (run_dir / train_lib.PROGRESS_FILE).write_text(CORRUPT_PROGRESS[kind])
+    elif kind == "wider model":  # A complete state that does not fit this model.
+        _tiny_fit(run_dir, width=0.5)
+    else:  # Its weights fit, its random generator has no place: read in part, then failed.
+        _tiny_fit(run_dir, dropout=0.3)
+    capsys.readouterr()
+    student, out = _tiny_fit(run_dir)
+    assert out["initial_epoch"] == 0 and len(out["history"]["loss"]) == 1
+    assert train_lib.read_progress(str(run_dir))["finished"] is True
+    aside = list(run_dir.glob(f"{train_lib.PROGRESS_FILE}.corrupt-*"))
+    assert len(aside) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if "corrupt" in line]
+    path = str(run_dir / train_lib.PROGRESS_FILE)
+    assert len(lines) == 1 and f"{path} is corrupt (" in lines[0], lines
+    assert str(aside[0]) in lines[0] and "starts again from its first epoch" in lines[0]
+    # Trained from its initial weights, as in a fresh run directory (a failed
+    # restore put back what it had partly read).
+    for a, b in zip(student.get_weights(), clean_fit):
+        np.testing.assert_array_equal(a, b)

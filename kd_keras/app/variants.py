@@ -396,7 +396,9 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None):
     (``export_error``) but never cached, so the next run tries again.
     """
     path = os.path.join(run_dir, "measure.json")
-    cached = runs.read_json(path) if os.path.exists(path) else None
+    cached = runs.read_valid_json(
+        path, lambda value: runs.missing_keys(value, ("key", "figures")), then="measured again"
+    )
     key = {
         "formats": list(ctx.export.formats),
         "threads": list(ctx.export.threads),

@@ -76,9 +76,10 @@ def load_dataset(
       resized (run keys then tell the sizes apart).
 
     Raises:
-      DataError: the dataset is missing, malformed, or not obtainable.
+      DataError: the dataset is missing, malformed, or not obtainable, or
+        its store does not fit on the disk (:class:`store.Build`).
 
-    Length: over 100 lines with its Args and Returns; its code is 91 lines.
+    Length: over 100 lines with its Args and Returns; its code is 98 lines.
     """
     image_size = tuple(image_size) if image_size else None
     val_split = None if is_folder(name) else val_split
@@ -95,8 +96,10 @@ def load_dataset(
         builder = prepare_builder(name, data_dir, manual_dir, verify_counts)
         shape = builder_image_shape(builder, image_size)
         splits = [train_split, test_split] + ([val_split] if val_split else [])
-        count = sum(split_count(builder, s) for s in splits)
-    mode = store.choose(storage, count * int(np.prod(shape)))
+        counts = [split_count(builder, s) for s in splits]
+        count = sum(counts)
+    image_bytes = int(np.prod(shape))
+    mode = store.choose(storage, count * image_bytes)
     if mode == "disk":
         if builder is None:  # The store of a folder changes with its files.
             stamps = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files]
@@ -111,8 +114,13 @@ def load_dataset(
             seed=seed,
             splits=[train_split, test_split, val_split] if builder else test_fraction,
         )
+        if builder is None:  # all.npy, test and rest, then val and train from rest.
+            written = 3 * count - int(count * test_fraction)
+        else:  # Each split; without a validation split, train twice (rest, val + train).
+            written = count + (0 if val_split else counts[0])
+        needed = written * image_bytes + 16 * count + STORE_SLACK_BYTES
         arrays, num_classes, class_names = _stored_splits(
-            name, builder, settings, image_size, val_size, seed, test_fraction
+            name, builder, settings, image_size, val_size, seed, test_fraction, needed
         )
         x_train, y_train, x_val, y_val, x_test, y_test = arrays
     elif builder is None:
@@ -158,11 +166,14 @@ def load_dataset(
 
 
 SPLITS = ("train", "val", "test")
+# Bytes a store build needs beyond its images and labels (file headers, meta.json).
+STORE_SLACK_BYTES = 1 << 20
 
 
-def _stored_splits(name, builder, settings, image_size, val_size, seed, test_fraction):
+def _stored_splits(name, builder, settings, image_size, val_size, seed, test_fraction, needed):
     """The splits of a dataset from its store on disk, building the store first
-    when it does not exist yet (see :mod:`kd_keras.data.store`).
+    when it does not exist yet (see :mod:`kd_keras.data.store`), which takes
+    `needed` bytes of disk at most.
 
     Returns:
       ((x_train, y_train, x_val, y_val, x_test, y_test) with the images as
@@ -171,7 +182,7 @@ def _stored_splits(name, builder, settings, image_size, val_size, seed, test_fra
     final = store.directory(name, settings)
     meta_path = os.path.join(final, "meta.json")
     if not os.path.exists(meta_path):
-        with store.Build(final) as build:
+        with store.Build(final, needed) as build:
             meta = _build_store(
                 build, name, builder, settings, image_size, val_size, seed, test_fraction
             )

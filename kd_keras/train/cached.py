@@ -4,8 +4,6 @@ trained once per key, loaded on every later call, resumed when interrupted.
 
 import logging
 import os
-import shutil
-import time
 
 from kd_keras import console, runs
 from kd_keras.keras_compat import keras
@@ -81,8 +79,7 @@ def train_or_load(
             try:
                 model = _load_finished(directory, model_path, load_fn)
             except CorruptRunError as e:
-                aside = f"{directory}.corrupt-{int(time.time())}"
-                shutil.move(directory, aside)
+                aside = runs.move_aside(directory)
                 logging.warning(
                     "Cached run %s could not be loaded (%s); moved it to %s and training it again.",
                     directory,

@@ -14,7 +14,7 @@ from kd_keras.distill.outputs import distillation_datasets
 from kd_keras.keras_compat import keras, tf
 from kd_keras.train.callbacks import Progress, ResumableEarlyStopping
 from kd_keras.train.config import TrainConfig, make_optimizer
-from kd_keras.train.state import read_progress, training_state
+from kd_keras.train.state import discard_progress, read_progress, state_variables, training_state
 
 
 def even_batches(dataset, multiple=2):
@@ -151,7 +151,7 @@ def fit(
       an interruption), train_time_s (cumulative over interruptions),
       initial_epoch (the epoch this call started at).
 
-    Length: over 100 lines with its Args and Returns; its code is 97 lines.
+    Length: over 100 lines with its Args and Returns; its code is 102 lines.
     """
     keras.utils.set_random_seed(config.seed)
     if teacher is not None:
@@ -187,7 +187,12 @@ def fit(
     progress = read_progress(run_dir)
     initial_epoch, best_weights = 0, None
     if progress is not None:
-        initial_epoch, best_weights = _restore(model, checkpoint, run_dir, progress)
+        try:
+            initial_epoch, best_weights = _restore(model, checkpoint, run_dir, progress)
+        except _UnrestorableError as e:
+            discard_progress(run_dir, f"its checkpoint cannot be restored: {e}")
+            progress = None
+    if progress is not None:
         if progress.get("finished") or initial_epoch >= stop:
             return {
                 "history": progress["history"],
@@ -239,21 +244,38 @@ def fit(
     }
 
 
+class _UnrestorableError(Exception):
+    """A saved training state that cannot be read back into the model."""
+
+
 def _restore(model, checkpoint, run_dir, progress):
     """Restores a run's saved state into `model` (weights, optimizer, random
-    generators): (epochs done, early stopping's best weights or None)."""
+    generators): (epochs done, early stopping's best weights or None).
+
+    Raises:
+      _UnrestorableError: the checkpoint or best weights cannot be read or do
+        not match the model; `model` then holds the values it had before.
+    """
     # Optimizer slots made now are restored now; made later, some are not.
     model.optimizer.build(
         model.trainable_variables_for_update
         if isinstance(model, Distiller)
         else model.trainable_variables
     )
-    status = checkpoint.read(os.path.join(run_dir, progress["checkpoint"]))
-    status.assert_consumed()
-    best_weights = None
-    if progress.get("best_weights"):
-        with np.load(os.path.join(run_dir, progress["best_weights"])) as f:
-            best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
+    variables = state_variables(model)
+    before = [variable.numpy() for variable in variables]
+    try:
+        status = checkpoint.read(os.path.join(run_dir, progress["checkpoint"]))
+        status.assert_consumed()
+        best_weights = None
+        if progress.get("best_weights"):
+            with np.load(os.path.join(run_dir, progress["best_weights"])) as f:
+                best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
+    except Exception as e:  # noqa: BLE001 - TensorFlow, numpy and zipfile errors alike.
+        for variable, value in zip(variables, before):
+            variable.assign(value)
+        message = " ".join(str(e).split())[:200]
+        raise _UnrestorableError(f"{type(e).__name__}: {message}") from e
     return int(progress["epochs_done"]), best_weights
 
 

@@ -50,10 +50,73 @@ def training_state(model):
     )
 
 
+# What a fit does when its progress.json or checkpoint is corrupt (said on the console).
+RESTARTS = "this fit starts again from its first epoch"
+# The keys of progress.json (see kd_keras.train.callbacks.Progress) and their types.
+PROGRESS_TYPES = {
+    "epochs_done": int,
+    "history": dict,
+    "train_time_s": (int, float),
+    "checkpoint": str,
+    "finished": bool,
+}
+EARLY_STOPPING_KEYS = ("wait", "best", "best_epoch", "stopped_epoch")
+
+
+def progress_problem(run_dir, progress):
+    """None when `progress` (read from `run_dir`'s progress.json) is one a fit
+    can resume from, else what is wrong with it: a key missing or of the wrong
+    type, or a file it names (checkpoint, best weights) missing."""
+    problem = runs.missing_keys(progress, PROGRESS_TYPES)
+    if problem:
+        return problem
+    for key, kind in PROGRESS_TYPES.items():
+        value = progress[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{key!r} is {value!r}"
+    if progress["epochs_done"] < 0:
+        return f"'epochs_done' is {progress['epochs_done']}"
+    index = os.path.join(run_dir, progress["checkpoint"]) + ".index"
+    if not os.path.exists(index):
+        return f"its checkpoint {index} is missing"
+    es = progress.get("early_stopping")
+    if es is not None and runs.missing_keys(es, EARLY_STOPPING_KEYS):
+        return f"'early_stopping': {runs.missing_keys(es, EARLY_STOPPING_KEYS)}"
+    best = progress.get("best_weights")
+    if best and not (isinstance(best, str) and os.path.exists(os.path.join(run_dir, best))):
+        return f"its best weights {best!r} are missing"
+    return None
+
+
 def read_progress(run_dir):
-    """The progress.json of an interrupted or finished fit in `run_dir`, or None."""
-    path = os.path.join(run_dir, PROGRESS_FILE)
-    return runs.read_json(path) if os.path.exists(path) else None
+    """The progress.json of an interrupted or finished fit in `run_dir`, or None.
+
+    A progress.json that is not JSON, lacks a key, or names a checkpoint that
+    is not there is moved aside with a line on the console
+    (:func:`kd_keras.runs.read_valid_json`), and None is returned: the fit
+    starts again.
+    """
+    return runs.read_valid_json(
+        os.path.join(run_dir, PROGRESS_FILE),
+        lambda progress: progress_problem(run_dir, progress),
+        then=RESTARTS,
+    )
+
+
+def discard_progress(run_dir, reason):
+    """Sets aside `run_dir`'s progress.json, whose checkpoint cannot be
+    restored (`reason`), saying so on the console."""
+    runs.set_aside(os.path.join(run_dir, PROGRESS_FILE), reason, RESTARTS)
+
+
+def state_variables(model):
+    """Every variable :func:`training_state` checkpoints (and the frozen
+    teachers' too): the model's, its optimizer's and the random generators'."""
+    student = model.student if isinstance(model, Distiller) else model
+    optimizer = model.optimizer.variables
+    optimizer = optimizer() if callable(optimizer) else optimizer
+    generators = [generator.state for generator in random_generators(student)]
+    return list(model.variables) + list(optimizer) + generators
 
 
 def copy_state(src_dir, dst_dir):

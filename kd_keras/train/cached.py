@@ -112,6 +112,7 @@ def train_or_load(
             kd=kd,
             extra_callbacks=callbacks,
             verbose=verbose,
+            name=name,
             **fit_kwargs,
         )
         if postprocess is not None:

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from kd_keras import distribute
+from kd_keras import console, distribute
 from kd_keras.distill import losses as losses_lib
 from kd_keras.distill.config import KDConfig, make_distiller
 from kd_keras.distill.distiller import Distiller
@@ -91,6 +91,7 @@ def fit(
     teacher_cache_dir=None,
     teacher_view="same",
     until_epoch=None,
+    name=None,
 ):
     """Trains `student` in place, plainly or distilled from `teacher`; resumable.
 
@@ -145,13 +146,15 @@ def fit(
         count and the schedule's position: k epochs then the rest give the
         weights of one uninterrupted run. Successive halving promotes trials
         this way.
+      name: the run's name in the console line a resumed fit prints
+        (``resuming NAME from epoch N of M``); default: `run_dir`'s base name.
 
     Returns:
       dict: history (per-epoch metrics of all epochs, including those before
       an interruption), train_time_s (cumulative over interruptions),
       initial_epoch (the epoch this call started at).
 
-    Length: over 100 lines with its Args and Returns; its code is 97 lines.
+    Length: over 100 lines with its Args and Returns; its code is 99 lines.
     """
     keras.utils.set_random_seed(config.seed)
     if teacher is not None:
@@ -194,6 +197,8 @@ def fit(
                 "train_time_s": progress["train_time_s"],
                 "initial_epoch": initial_epoch,
             }
+        run_name = name or os.path.basename(os.path.normpath(run_dir))
+        console.progress(f"resuming {run_name} from epoch {initial_epoch + 1} of {config.epochs}")
 
     callbacks = [
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), profile_batch=0),

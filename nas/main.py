@@ -156,9 +156,9 @@ def configure():
         kd=flag_groups.kd_config(f.KD),
     )
     flag_groups.train_config(f.TEACHER, "teacher")
-    flag_groups.parse_kwargs(f.TEACHER.teacher_args.value, "teacher_args")
+    flag_groups.model_kwargs(f.TEACHER.teacher_args.value, "teacher_args", f.TEACHER.teacher.value)
     flag_groups.augment_config(f.TEACHER.teacher_augment)
-    shapes = data_lib.placeholder(f.DATA.dataset.value)
+    shapes = flag_groups.data_config(f.DATA).placeholder()
     space = make_space(shapes.input_shape, shapes.num_classes)
     out["oracle"] = oracles.make_oracle(
         f.ORACLE.value,

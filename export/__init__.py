@@ -13,13 +13,21 @@ from kd_keras import keras_compat  # noqa: F401  TensorFlow is imported there fi
 
 # isort: on
 
-from export.convert import QUANTIZATIONS, ExportError, load_model, save_tflite, strip_wrappers
+from export.convert import (
+    QUANTIZATIONS,
+    ExportError,
+    check_model_path,
+    load_model,
+    save_tflite,
+    strip_wrappers,
+)
 from export.exporter import RESULTS_SUFFIX, export_model
 
 __all__ = [
     "ExportError",
     "QUANTIZATIONS",
     "RESULTS_SUFFIX",
+    "check_model_path",
     "export_model",
     "load_model",
     "save_tflite",

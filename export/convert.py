@@ -127,6 +127,46 @@ def load_model(path):
     return model
 
 
+# The first bytes of an HDF5 file (an .h5 Keras model) and of a zip archive (a .keras one).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"
+
+
+def check_model_path(path):
+    """Checks, without loading it, that `path` is a kind of model
+    :func:`load_model` reads: a ``.keras`` archive, an HDF5 ``.h5`` file or a
+    SavedModel directory.
+
+    Raises:
+      ExportError: the path is missing, a TFLite file, a directory without
+        saved_model.pb, or a file that is neither a zip archive (.keras) nor
+        HDF5 (.h5), saying which.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ExportError(f"{path} does not exist.")
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise ExportError(f"{path} is a directory without saved_model.pb: not a SavedModel.")
+        return
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if path.endswith(".tflite") or head[4:8] == TFLITE_IDENTIFIER:
+        raise ExportError(f"{path} is already a TFLite model; give the Keras model it came from.")
+    if path.endswith(".keras") and head[:4] != ZIP_SIGNATURE:
+        raise ExportError(f"{path} is not a .keras archive (not a zip file); save the model again.")
+    if path.endswith((".h5", ".hdf5")) and head != HDF5_SIGNATURE:
+        raise ExportError(f"{path} is not an HDF5 file (no HDF5 signature); save the model again.")
+    if (
+        not path.endswith((".keras", ".h5", ".hdf5"))
+        and head[:4] != ZIP_SIGNATURE
+        and (head != HDF5_SIGNATURE)
+    ):
+        raise ExportError(
+            f"{path} is not a Keras model: give a .keras or .h5 file or a SavedModel directory."
+        )
+
+
 def is_plain_saved_model(path):
     """True for a SavedModel directory that Keras did not write (no keras_metadata.pb)."""
     return (

@@ -75,10 +75,12 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     f = export_flags
     out_dir, model_path = f.OUT_DIR.value, f.MODEL.value
-    if not os.path.exists(model_path):
-        sys.exit(f"Invalid flag: --model={model_path} does not exist.")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         sys.exit(f"Invalid flag: --out_dir={out_dir} is a file; it must be a directory.")
+    try:  # The model's kind, before any data is loaded.
+        export.check_model_path(model_path)
+    except export.ExportError as e:
+        sys.exit(f"Invalid flag: --model: {e}")
     with console.exit_on_full_disk(RESUMES):
         os.makedirs(out_dir, exist_ok=True)
         console.setup(out_dir, verbose=f.CONSOLE.show_logs.value)

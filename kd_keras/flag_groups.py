@@ -509,6 +509,24 @@ def parse_kwargs(items, flag_name):
     return out
 
 
+def model_kwargs(items, flag_name, model):
+    """:func:`parse_kwargs`, then checked against registered model `model`'s
+    keyword arguments (names and types; ``kd_keras.models.check_kwargs``).
+    A `model` that is not a registry name (a path) is not checked.
+
+    Raises:
+      ValueError: a malformed item, an unknown name or a value of the wrong
+        type, naming the flag.
+    """
+    kwargs = parse_kwargs(items, flag_name)
+    if model in models.REGISTRY:
+        try:
+            models.check_kwargs(model, kwargs)
+        except ValueError as e:
+            raise ValueError(f"--{flag_name}={','.join(items)}: {e}") from None
+    return kwargs
+
+
 def numbers(items, kind, flag_name):
     """``items`` converted by `kind` (int, float).
 

@@ -156,9 +156,9 @@ def configure():
         kd=flag_groups.kd_config(f.KD),
     )
     flag_groups.train_config(f.TEACHER, "teacher")
-    flag_groups.parse_kwargs(f.TEACHER.teacher_args.value, "teacher_args")
+    flag_groups.model_kwargs(f.TEACHER.teacher_args.value, "teacher_args", f.TEACHER.teacher.value)
     flag_groups.augment_config(f.TEACHER.teacher_augment)
-    shapes = data_lib.placeholder(f.DATA.dataset.value)
+    shapes = flag_groups.data_config(f.DATA).placeholder()
     space = make_space(shapes.input_shape, shapes.num_classes)
     out["oracle"] = oracles.make_oracle(
         f.ORACLE.value,
@@ -250,33 +250,35 @@ def main(argv):
         console.setup(project, verbose=f.CONSOLE.show_logs.value)
 
         try:
-            search = make_search(cfg, project, verbose, overwrite=f.OVERWRITE.value)
+            tuner = make_search(cfg, project, verbose, overwrite=f.OVERWRITE.value)
         except data_lib.DataError as e:
             sys.exit(f"Cannot load the dataset: {e}")
+        except search.OtherDataError as e:
+            sys.exit(f"Cannot resume the search: {e}")
         if role != "worker":
             if f.SAMPLE_WITHIN_BUDGET.value:
-                search.sample_within_budget()
+                tuner.sample_within_budget()
             runs.write_text(os.path.join(project, "flags.txt"), FLAGS.flags_into_string())
             try:
-                search.get_teacher()  # Before serving or searching: workers then only load it.
+                tuner.get_teacher()  # Before serving or searching: workers then only load it.
             except ValueError as e:
                 sys.exit(f"Invalid teacher: {e}")
-            remaining = search.remaining_trials
+            remaining = tuner.remaining_trials
             print(
                 f"Search ({role}) in {project}: "
                 + (f"{remaining} new trials to go." if remaining is not None else "Hyperband.")
             )
         with console.exit_on_interrupt(RESUMES):
-            search.search(verbose=min(verbose, 1))
-        if getattr(search.oracle, "rejected", 0):
+            tuner.search(verbose=min(verbose, 1))
+        if getattr(tuner.oracle, "rejected", 0):
             print(
-                f"Sampling within the budget: {search.oracle.rejected} of {search.oracle.draws} "
+                f"Sampling within the budget: {tuner.oracle.rejected} of {tuner.oracle.draws} "
                 "random draws missed it and were drawn again (never trained)."
             )
         if role == "worker":
             print(f"Worker {os.environ.get('KERASTUNER_TUNER_ID')}: no trials left.")
             return
-        outputs = search_report.write_outputs(search)
+        outputs = search_report.write_outputs(tuner)
         print()
         print(search_report.summary_text(outputs, f.TOP.value))
         print(
@@ -289,7 +291,7 @@ def main(argv):
                 console.exit_on_full_disk(FINAL_RESUMES),
             ):
                 result = final.run_final(
-                    search,
+                    tuner,
                     outputs["rows"],
                     f.FINAL_EPOCHS.value,
                     top=f.FINAL_TOP.value,

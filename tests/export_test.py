@@ -187,6 +187,29 @@ def test_pruned_model_compresses(data, flatbuffers):
     )  # Without gzip, zeros cost as much as any weight.
 
 
+def test_model_path_checked_without_loading(tmp_path, model):
+    """check_model_path tells the kind of a path from its first bytes: what
+    load_model reads passes, anything else is named."""
+    good = str(tmp_path / "good.keras")
+    model.save(good)
+    export.check_model_path(good)
+    cases = {
+        "junk.keras": (b"not a model", "not a .keras archive"),
+        "junk.h5": (b"not a model", "not an HDF5 file"),
+        "m.tflite": (b"\0\0\0\0TFL3", "already a TFLite model"),
+        "model.bin": (b"12345678", "not a Keras model"),
+    }
+    for name, (content, fragment) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(export.ExportError, match=fragment):
+            export.check_model_path(str(tmp_path / name))
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(export.ExportError, match="without saved_model.pb"):
+        export.check_model_path(str(tmp_path / "dir"))
+    with pytest.raises(export.ExportError, match="does not exist"):
+        export.check_model_path(str(tmp_path / "nope.keras"))
+
+
 def test_conversion_errors_name_the_problem(tmp_path, model):
     missing = str(tmp_path / "nope.keras")
     with pytest.raises(export.ExportError, match="not found: .*nope.keras"):

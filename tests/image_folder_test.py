@@ -158,3 +158,32 @@ def test_folder_end_to_end_through_main(tmp_path, folder):
     assert len(labels) == 2  # the student without and with KD
     for path in labels:
         assert path.read_text().split() == ["cat", "dog", "eel"]
+
+
+def test_rgba_folder_says_its_channels(tmp_path, capsys):
+    """An RGBA folder trains a 4-channel model: one console line says so; an
+    RGB folder's load says nothing of channels."""
+    rgba = write_image_folder(str(tmp_path / "rgba"), ("a", "b"), per_class=3, channels=4)
+    data = data_lib.load_dataset(f"dir:{rgba}", val_size=0)
+    assert data.input_shape[-1] == 4
+    lines = [line for line in capsys.readouterr().out.splitlines() if "channels" in line]
+    assert len(lines) == 1, lines
+    assert rgba in lines[0] and "4 channels (RGBA)" in lines[0]
+    assert "the model takes 4-channel input" in lines[0]
+    rgb = write_image_folder(str(tmp_path / "rgb"), ("a", "b"), per_class=3, channels=3)
+    data_lib.load_dataset(f"dir:{rgb}", val_size=0)
+    assert "channels" not in capsys.readouterr().out
+
+
+def test_val_size_checked_against_the_listing(folder):
+    """36 images, 7 held out for test (--test_fraction=0.2): at most 28 for validation."""
+    assert data_lib.split_sizes(f"dir:{folder}") == (29, 7)
+    config = data_lib.DataConfig(dataset=f"dir:{folder}", val_size=29)
+    with pytest.raises(ValueError) as raised:
+        config.placeholder()
+    message = str(raised.value)
+    assert message.startswith("--val_size=29: ") and "36 images, 29 for training" in message
+    assert "at most 28" in message, message
+    data_lib.DataConfig(dataset=f"dir:{folder}", val_size=28).placeholder()
+    data = data_lib.DataConfig(dataset=f"dir:{folder}", val_size=28).load()
+    assert len(data.x_val) == 28 and len(data.x_train) == 1

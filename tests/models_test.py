@@ -48,3 +48,16 @@ def test_feature_layers_are_named():
 def test_bad_arguments(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         models.build(name, (28, 28, 1), 10, **kwargs)
+
+
+def test_builder_kwargs_checked_by_name_and_type():
+    """check_kwargs reads the builder's signature: unknown names list the
+    allowed ones; a value of the wrong type says the type and the default."""
+    models.check_kwargs("resnet", {"depth": 16, "width": 1.5, "weight_decay": 0, "name": "t"})
+    with pytest.raises(ValueError, match=r"depth='abc' is not an int; .*default 10"):
+        models.check_kwargs("resnet", {"depth": "abc"})
+    with pytest.raises(ValueError, match=r"takes no argument 'foo'; it takes depth, width"):
+        models.check_kwargs("resnet", {"foo": 1})
+    with pytest.raises(ValueError, match=r"dropout=True is not a float"):
+        models.check_kwargs("cnn", {"dropout": True})
+    assert models.arguments("cnn")["convs_per_block"] == (int, 1)

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -286,3 +287,66 @@ def test_main_names_the_range_a_teacher_expects(tmp_path):
     result = json.loads((tmp_path / "b" / "results.json").read_text())
     (teacher,) = [r for r in result["models"] if r.get("role") == "teacher"]
     assert teacher["test_accuracy"] == 1.0
+
+
+def test_unregistered_custom_layer_is_named_with_the_fix(tmp_path):
+    """A Keras 3 teacher with a custom layer class Keras 3 does not know: the
+    error names the file, the class and both fixes, whole; with the class
+    given as custom_objects the teacher loads."""
+    k3 = keras3()
+
+    class Doubling(k3.layers.Layer):  # Defined here, never registered.
+        def call(self, x):
+            return x * 2.0
+
+    inputs = k3.Input(SHAPE)
+    x = k3.layers.GlobalAveragePooling2D()(Doubling()(inputs))
+    path = str(tmp_path / "custom.keras")
+    k3.Model(inputs, k3.layers.Dense(CLASSES)(x)).save(path)
+    with pytest.raises(ValueError) as raised:
+        teachers.load_teacher(path, SHAPE, CLASSES)
+    message = str(raised.value)
+    assert path in message and "Doubling" in message, message
+    assert "@keras.saving.register_keras_serializable()" in message
+    assert "custom_objects={'Doubling': Doubling}" in message
+    assert message.endswith(".") and "\n" not in message
+    model, report = teachers.load_teacher(
+        path, SHAPE, CLASSES, custom_objects={"Doubling": Doubling}
+    )
+    assert report["format"] == "keras3" and model.output_shape == (None, CLASSES)
+
+
+def test_missing_classes_from_the_archive_config(tmp_path):
+    """Without a class name in the error, the archive's config.json lists the
+    classes that come from no Keras module."""
+    path = tmp_path / "m.keras"
+    config = {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "config": {
+            "layers": [
+                {"module": "keras.layers", "class_name": "Dense", "config": {}},
+                {"module": None, "class_name": "Scale", "registered_name": "mine>Scale"},
+                {"class_name": "__keras_tensor__", "config": {}},
+            ]
+        },
+    }
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("config.json", json.dumps(config))
+    error = TypeError("could not be deserialized; use register_keras_serializable")
+    assert teachers.missing_classes(str(path), error) == ["mine>Scale"]
+    assert teachers.missing_classes(str(path), TypeError("something else")) == []
+
+
+def test_truncated_h5_teacher_says_so(tmp_path):
+    path = str(tmp_path / "teacher.h5")
+    tf_keras_model().save(path)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(ValueError) as raised:
+        teachers.load_teacher(path, SHAPE, CLASSES)
+    message = str(raised.value)
+    assert path in message and "truncated" in message, message
+    assert f"{len(data) // 2} of the {len(data)} bytes" in message
+    assert "Keras 3 model" not in message

@@ -402,3 +402,24 @@ def test_a_corrupt_progress_file_is_set_aside_and_the_fit_starts_again(
     # restore put back what it had partly read).
     for a, b in zip(student.get_weights(), clean_fit):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_resumed_fit_says_so(tmp_path, capsys):
+    """A fit continued from progress.json prints one line naming the run, the
+    epoch it continues at and the total; a fresh fit prints none."""
+    data = tiny_dataset(32, (8, 8, 1), 3)
+    config = train_lib.TrainConfig(epochs=2, optimizer="adam", learning_rate=1e-2)
+    datasets = data_lib.make_datasets(data, 16, seed=0)
+    model = models.build("cnn", (8, 8, 1), 3, width=0.25)
+    run_dir = str(tmp_path / "student-a1")
+    train_lib.fit(model, datasets, config, run_dir, verbose=0, until_epoch=1)
+    assert "resuming" not in capsys.readouterr().out
+    train_lib.fit(model, datasets, config, run_dir, verbose=0)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "resuming" in line]
+    assert lines == ["  ... resuming student-a1 from epoch 2 of 2"]
+    train_lib.fit(model, datasets, config, run_dir, verbose=0)
+    assert "resuming" not in capsys.readouterr().out  # Finished: nothing to resume.
+    other = str(tmp_path / "b2")
+    train_lib.fit(model, datasets, config, other, verbose=0, until_epoch=1)
+    train_lib.fit(model, datasets, config, other, verbose=0, name="student plain")
+    assert "  ... resuming student plain from epoch 2 of 2" in capsys.readouterr().out

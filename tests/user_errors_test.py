@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import write_image_folder
 
 from kd_keras import runs
 
@@ -89,6 +90,15 @@ def _save_teachers(directory):
         "model(keras, (32, 32, 3), 10).save(d + '/rgb32.keras')\n"
         "model(keras, (28, 28, 1), 100).save(d + '/classes100.h5')\n"
         "model(keras3(), (28, 28, 1), 10).save(d + '/keras3.keras')\n"
+        "class Doubling(keras3().layers.Layer):\n"
+        "    def call(self, x):\n"
+        "        return x * 2.0\n"
+        "i = keras3().Input((28, 28, 1))\n"
+        "y = keras3().layers.Dense(10)(keras3().layers.Flatten()(Doubling()(i)))\n"
+        "keras3().Model(i, y).save(d + '/custom3.keras')\n"
+        "model(keras, (28, 28, 1), 10).save(d + '/whole.h5')\n"
+        "whole = open(d + '/whole.h5', 'rb').read()\n"
+        "open(d + '/truncated.h5', 'wb').write(whole[: len(whole) // 2])\n"
     )
     subprocess.run(
         [sys.executable, "-c", code, str(directory)],
@@ -98,7 +108,8 @@ def _save_teachers(directory):
         capture_output=True,
         timeout=300,
     )
-    return {n: str(directory / n) for n in ("rgb32.keras", "classes100.h5", "keras3.keras")}
+    names = ("rgb32.keras", "classes100.h5", "keras3.keras", "custom3.keras", "truncated.h5")
+    return {n: str(directory / n) for n in names}
 
 
 @pytest.fixture
@@ -115,6 +126,7 @@ def paths(tmp_path):
         (tmp_path / "bad_image" / name).mkdir(parents=True)
         (tmp_path / "bad_image" / name / "0.png").write_bytes(b"not a png")
     return {
+        "images": write_image_folder(str(tmp_path / "images")),
         "empty": str(empty),
         "one_class": str(tmp_path / "one_class"),
         "bad_image": str(tmp_path / "bad_image"),
@@ -165,6 +177,21 @@ def test_teacher_path_errors(paths, tmp_path):
             ["--kd_losses=hint", "opaque", "tf_keras teacher"],
         ),
         (
+            "Keras 3 teacher with an unregistered custom layer",
+            base + [f"--teacher={saved['custom3.keras']}"],
+            [
+                f"--teacher={saved['custom3.keras']}",
+                "custom class(es) Doubling",
+                "@keras.saving.register_keras_serializable()",
+                "custom_objects={'Doubling': Doubling}",
+            ],
+        ),
+        (
+            "truncated .h5 teacher",
+            base + [f"--teacher={saved['truncated.h5']}"],
+            [f"--teacher={saved['truncated.h5']}", "not a readable HDF5", "truncated"],
+        ),
+        (
             "num_teachers against paths",
             base + [f"--teacher={saved['keras3.keras']}", "--num_teachers=3"],
             ["--num_teachers=3", "1 teacher path"],
@@ -188,12 +215,27 @@ def test_pipeline_and_study_errors(paths):
         (
             "teacher_args bad value",
             base + ["--teacher_args=depth=abc"],
-            ["--teacher_args=depth=abc", "resnet"],
+            ["--teacher_args=depth=abc", "depth='abc' is not an int", "'resnet'", "default 10"],
         ),
         (
             "teacher_args unknown key",
             base + ["--teacher_args=foo=1"],
-            ["--teacher_args=foo=1", "foo"],
+            ["--teacher_args=foo=1", "takes no argument 'foo'", "depth, width"],
+        ),
+        (
+            "student_args bad value",
+            base + ["--student_args=width=wide"],
+            ["--student_args=width=wide", "width='wide' is not a float", "'cnn'"],
+        ),
+        (
+            "val_size beyond the training split",
+            base + ["--val_size=70000"],
+            ["--val_size=70000", "60000 training examples", "at most 59999"],
+        ),
+        (
+            "val_size beyond a folder's training images",
+            base + [f"--dataset=dir:{paths['images']}", "--val_size=40"],
+            ["--val_size=40", "36 images, 29 for training", "at most 28"],
         ),
         (
             "workdir is a file",
@@ -321,6 +363,16 @@ def test_search_and_export_errors(paths):
         ("filters not integers", base + ["--filters=8,wide"], ["--filters", "wide"]),
         ("teacher_args garbage", base + ["--teacher_args=oops"], ["--teacher_args", "oops"]),
         (
+            "teacher_args not of the teacher",
+            base + ["--teacher_args=depth=10"],
+            ["--teacher_args=depth=10", "'cnn' takes no argument 'depth'", "width"],
+        ),
+        (
+            "val_size beyond the training split",
+            base + ["--val_size=70000"],
+            ["--val_size=70000", "at most 59999"],
+        ),
+        (
             "hand point outside the space",
             base + ["--final_hand=cnn:0.75"],
             ["--final_hand=cnn:0.75", "stage1_filters=12", "allowed"],
@@ -366,6 +418,11 @@ def test_search_and_export_errors(paths):
             ["--export_formats", "int4"],
         ),
         ("missing model", base + ["--model=/nonexistent.keras"], ["--model=/nonexistent.keras"]),
+        (
+            "model not a .keras archive",
+            base + [f"--model={paths['corrupt']}"],
+            [f"--model={paths['corrupt']}", "not a .keras archive"],
+        ),
         (
             "out_dir is a file",
             [f"--model={paths['corrupt']}", f"--out_dir={paths['file']}"],

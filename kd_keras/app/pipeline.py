@@ -261,14 +261,22 @@ def student_variants(config):
 
 
 def build_checked(name, kwargs, flag, shape, classes):
-    """Builds registry model `name`; a failure is a ValueError naming `--flag`."""
+    """Builds registry model `name`; a failure is a ValueError naming `--flag`.
+
+    The kwargs are checked against the builder's keyword arguments first
+    (``kd_keras.models.check_kwargs``): an unknown name or a value of the
+    wrong type is reported as such, not as whatever the builder raises.
+    """
+    given = f"--{flag}={','.join(f'{k}={v}' for k, v in kwargs.items())}"
+    if name in models.REGISTRY:
+        try:
+            models.check_kwargs(name, kwargs)
+        except ValueError as e:
+            raise ValueError(f"{given}: {e}") from None
     try:
         return models.build(name, shape, classes, **kwargs)
     except (TypeError, ValueError) as e:
-        raise ValueError(
-            f"--{flag}={','.join(f'{k}={v}' for k, v in kwargs.items())} "
-            f"does not build {name!r}: {e}"
-        ) from None
+        raise ValueError(f"{given} does not build {name!r}: {e}") from None
 
 
 def pairing_warnings(config: PipelineConfig, study=False):

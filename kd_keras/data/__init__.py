@@ -31,6 +31,7 @@ from kd_keras.data.config import (  # noqa: F401
 )
 from kd_keras.data.dataset import (  # noqa: F401
     DATASET_SHAPES,
+    DATASET_SIZES,
     DEFAULT_MANUAL_DIR,
     DEFAULT_TEST_FRACTION,
     FOLDER_PREFIX,
@@ -68,12 +69,14 @@ from kd_keras.data.sources import (  # noqa: F401
     preparation_lock,
     prepare_builder,
     split_count,
+    split_sizes,
     write_split,
 )
 from kd_keras.data.splits import (  # noqa: F401
     split_test,
     split_validation,
     test_index,
+    test_size,
     validation_index,
 )
 from kd_keras.data.views import (  # noqa: F401

@@ -6,7 +6,7 @@ from typing import Optional
 
 from kd_keras.data.dataset import DEFAULT_MANUAL_DIR, DEFAULT_TEST_FRACTION, DataError
 from kd_keras.data.load import load_dataset
-from kd_keras.data.sources import placeholder
+from kd_keras.data.sources import folder_path, is_folder, placeholder, split_sizes
 
 # Settings of user datasets, part of a run's key only when not the default.
 SOURCE_FIELDS = ("test_fraction", "image_size", "train_split", "test_split", "val_split")
@@ -67,9 +67,41 @@ class DataConfig:
           ValueError: naming --dataset and what is wrong.
         """
         try:
-            return placeholder(self.dataset, self.data_dir, self.image_size)
+            shapes = placeholder(self.dataset, self.data_dir, self.image_size)
         except DataError as e:
             raise ValueError(f"--dataset={self.dataset}: {e}") from None
+        self.check_sizes()
+        return shapes
+
+    def check_sizes(self):
+        """Checks --val_size against the training split's size when that is
+        known without loading the data (``kd_keras.data.sources.split_sizes``).
+
+        Raises:
+          ValueError: naming --val_size, the value and the largest allowed.
+        """
+        if self.val_split or not self.val_size:
+            return
+        try:
+            sizes = split_sizes(
+                self.dataset, self.data_dir, self.test_fraction, self.train_split, self.test_split
+            )
+        except DataError as e:
+            raise ValueError(f"--dataset={self.dataset}: {e}") from None
+        if sizes is None or self.val_size < sizes[0]:
+            return
+        if is_folder(self.dataset):
+            total = sizes[0] + sizes[1]
+            what = (
+                f"image folder {folder_path(self.dataset)} has {total} images, {sizes[0]} "
+                f"for training after --test_fraction={self.test_fraction:g}"
+            )
+        else:
+            what = f"{self.dataset} has {sizes[0]} training examples"
+        raise ValueError(
+            f"--val_size={self.val_size}: {what}; the validation split is carved from them "
+            f"and must leave some, so --val_size must be at most {max(sizes[0] - 1, 0)}."
+        )
 
     def load(self, seed=0):
         """The Dataset these settings describe (its validation split drawn with `seed`).

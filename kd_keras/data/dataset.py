@@ -21,6 +21,15 @@ DATASET_SHAPES = {
     "cifar100": ((32, 32, 3), 100),
 }
 
+# (train, test) examples of each supported dataset's 'train' and 'test'
+# splits, known without loading it, so --val_size is checked before any data is read.
+DATASET_SIZES = {
+    "fashion_mnist": (60000, 10000),
+    "mnist": (60000, 10000),
+    "cifar10": (50000, 10000),
+    "cifar100": (50000, 10000),
+}
+
 
 class DataError(ValueError):
     """Raised when a dataset is missing, malformed or not what was asked for."""

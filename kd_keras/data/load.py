@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from kd_keras import console
 from kd_keras.data import folders as image_folder
 from kd_keras.data import store
 from kd_keras.data.dataset import DEFAULT_MANUAL_DIR, DEFAULT_TEST_FRACTION, DataError, Dataset
@@ -22,6 +23,10 @@ from kd_keras.data.sources import (
     write_split,
 )
 from kd_keras.data.splits import split_test, split_validation, test_index, validation_index
+
+# Channel counts of images with an alpha channel, which a folder's model then
+# takes as input too (said on the console: it is rarely what is meant).
+ALPHA_CHANNELS = {2: "grayscale and alpha", 4: "RGBA"}
 
 
 def load_dataset(
@@ -91,6 +96,11 @@ def load_dataset(
             raise DataError(str(e)) from None
         shape = (tuple(image_size) + shape[2:]) if image_size else shape
         count = len(files)
+        if shape[-1] in ALPHA_CHANNELS:
+            console.progress(
+                f"image folder {folder_path(name)}: its images have {shape[-1]} channels "
+                f"({ALPHA_CHANNELS[shape[-1]]}); the model takes {shape[-1]}-channel input"
+            )
         builder = None
     else:
         builder = prepare_builder(name, data_dir, manual_dir, verify_counts)

@@ -14,13 +14,16 @@ from kd_keras.data import folders as image_folder
 from kd_keras.data import store
 from kd_keras.data.dataset import (
     DATASET_SHAPES,
+    DATASET_SIZES,
     DEFAULT_MANUAL_DIR,
+    DEFAULT_TEST_FRACTION,
     FOLDER_PREFIX,
     SUPPORTED_DATASETS,
     DataError,
     Dataset,
 )
 from kd_keras.data.idx import IDX_FILES, missing_idx_files, read_idx_split, verify_fashion_mnist
+from kd_keras.data.splits import test_size
 from kd_keras.keras_compat import tf
 
 
@@ -128,6 +131,40 @@ def placeholder(name, data_dir=None, image_size=None):
     x = np.zeros((0,) + tuple(shape), np.uint8)
     y = np.zeros((0,), np.int64)
     return Dataset(name, x, y, x, y, x, y, num_classes=classes)
+
+
+def split_sizes(
+    name, data_dir=None, test_fraction=DEFAULT_TEST_FRACTION, train_split="train", test_split="test"
+):
+    """(training examples, test examples) of a dataset, known without loading
+    it, or None when they are not known cheaply.
+
+    The registered datasets' sizes are known (DATASET_SIZES, for the splits
+    'train' and 'test'); a ``dir:PATH`` folder's come from its listing and
+    `test_fraction` (the split :func:`kd_keras.data.splits.test_index` makes);
+    another TFDS dataset's from its builder's info when it is prepared.
+
+    Raises:
+      DataError: a missing or empty folder, or one with fewer than 2 classes.
+    """
+    if is_folder(name):
+        try:
+            _, files, _ = image_folder.list_images(folder_path(name))
+        except image_folder.FolderError as e:
+            raise DataError(str(e)) from None
+        test = test_size(len(files), test_fraction) if len(files) > 1 else 0
+        return len(files) - test, test
+    if (train_split, test_split) != ("train", "test"):
+        return None
+    if name in DATASET_SIZES:
+        return DATASET_SIZES[name]
+    try:
+        builder = _tfds_builder(name, data_dir)
+        if not builder.is_prepared():
+            return None
+        return split_count(builder, train_split), split_count(builder, test_split)
+    except Exception:  # noqa: BLE001 — unknown sizes are checked when the data loads.
+        return None
 
 
 # ----------------------------------------------------------------------------

@@ -45,8 +45,13 @@ def test_index(y, fraction, seed=0):
         raise DataError(f"test_fraction must lie in (0, 1); got {fraction}.")
     if len(y) < 2:
         raise DataError(f"{len(y)} example(s) cannot be split into train and test.")
-    size = min(max(1, int(round(fraction * len(y)))), len(y) - 1)
-    return validation_index(y, size, seed)
+    return validation_index(y, test_size(len(y), fraction), seed)
+
+
+def test_size(n, fraction):
+    """Examples :func:`test_index` holds out of `n` for test:
+    ``round(fraction * n)``, at least 1 and at most n - 1."""
+    return min(max(1, int(round(fraction * n))), n - 1)
 
 
 def split_test(x, y, fraction, seed=0):

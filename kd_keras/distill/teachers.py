@@ -29,6 +29,7 @@ key their runs by it.
 import hashlib
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -41,6 +42,8 @@ DIGEST_LENGTH = 16
 # Rows of non-negative numbers summing to 1 within this are probabilities.
 PROB_TOLERANCE = 1e-3
 PROBE_IMAGES = 8
+# An error quoted in a message is cut (at a word) past this many characters.
+MESSAGE_LIMIT = 200
 
 
 class ForeignModel(keras.layers.Layer):
@@ -172,7 +175,7 @@ def detect_format(path):
     raise ValueError(f"{path}: a teacher is a .keras or .h5 file or a SavedModel directory.")
 
 
-def load_teacher(path, input_shape, num_classes, sample_images=None):
+def load_teacher(path, input_shape, num_classes, sample_images=None, custom_objects=None):
     """Loads a saved model as a frozen teacher giving logits.
 
     Args:
@@ -182,6 +185,10 @@ def load_teacher(path, input_shape, num_classes, sample_images=None):
       sample_images: float32 images in [0, 1] on which a foreign model's
         outputs are checked for probabilities (default: a few seeded uniform
         random images of `input_shape`).
+      custom_objects: {class name: class} of custom layers (and other
+        objects) the saved model uses that are not registered with
+        ``keras.saving.register_keras_serializable`` (Keras 3) or
+        ``tf_keras.saving.register_keras_serializable``.
 
     Returns:
       (model, report). `model` is a ``tf_keras`` functional model, input
@@ -201,19 +208,22 @@ def load_teacher(path, input_shape, num_classes, sample_images=None):
         rng = np.random.default_rng(0)
         sample_images = rng.random((PROBE_IMAGES,) + input_shape, dtype=np.float32)
     sample_images = tf.convert_to_tensor(sample_images, tf.float32)
+    tried = None  # Why tf_keras could not load an .h5 file then tried with Keras 3.
     if fmt == "tf_keras":
         try:
-            model = keras.models.load_model(path, compile=False)
+            model = keras.models.load_model(path, compile=False, custom_objects=custom_objects)
         except Exception as e:  # noqa: BLE001 — an .h5 file may come from Keras 3.
             if not path.endswith((".h5", ".hdf5")):
                 raise _unreadable(path, "tf_keras", e) from None
-            fmt = "keras3"
+            if isinstance(e, OSError):  # h5py cannot open it: no format would read it.
+                raise _not_hdf5(path, e) from None
+            fmt, tried = "keras3", e
         else:
             model, softmax = _tf_keras_logits(model, path, input_shape, num_classes, sample_images)
             layers_readable = True
             params = int(model.count_params())
     if fmt != "tf_keras":
-        fn, t_in, params = _foreign(path, fmt)
+        fn, t_in, params = _foreign(path, fmt, custom_objects, tried)
         _check_input(path, t_in, input_shape, num_classes, fn, sample_images)
         out = np.asarray(fn(sample_images))
         _check_output(path, input_shape, out.shape[1:], input_shape, num_classes)
@@ -306,9 +316,87 @@ def _model_name(path):
     return f"teacher_{clean or 'model'}"
 
 
-def _unreadable(path, fmt, error):
+def _short(error, limit=MESSAGE_LIMIT):
+    """`error`'s type and the first line of its message, cut at a word (never
+    mid-word) when longer than `limit` characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _unreadable(path, fmt, error, tried=None):
+    missing = missing_classes(path, error)
+    if missing:
+        return _custom_classes(path, fmt, missing)
+    before = f"tf_keras failed ({_short(tried)}), then " if tried is not None else ""
+    return ValueError(f"{path} cannot be loaded: {before}{fmt} failed ({_short(error)}).")
+
+
+def _not_hdf5(path, error):
+    """The error of an .h5 teacher that h5py cannot open: truncated or corrupt."""
+    size = os.path.getsize(path)
+    found = re.search(r"\beof = (\d+).*\bstored_eof = (\d+)", str(error))
+    what = (
+        f"it is truncated: {found.group(1)} of the {found.group(2)} bytes it declares"
+        if found
+        else f"it looks truncated or corrupt ({size} bytes; {_short(error)})"
+    )
     return ValueError(
-        f"{path} cannot be loaded as a {fmt} model ({type(error).__name__}: {str(error)[:200]})."
+        f"teacher {path} is not a readable HDF5 (.h5) file, so neither tf_keras nor Keras 3 "
+        f"can load it: {what}; copy or save the model again."
+    )
+
+
+# Where Keras says it does not know a class: Keras 3 ("Could not locate class
+# 'X'") and tf_keras ("Unknown layer: 'X'").
+MISSING_CLASS = re.compile(r"(?:Could not locate (?:class|function)|Unknown \w+:) '([^']+)'")
+# Modules whose classes Keras knows without registration.
+KNOWN_MODULES = ("keras", "tf_keras", "tensorflow")
+
+
+def missing_classes(path, error=None):
+    """The names of the classes a saved model uses that Keras could not find:
+    those `error` names, else the custom ones (not from a Keras module) the
+    ``config.json`` of a ``.keras`` archive lists. [] when it is not that."""
+    names = MISSING_CLASS.findall(str(error or ""))
+    if names or error is None or "register_keras_serializable" not in str(error):
+        return list(dict.fromkeys(names))
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
+        return []
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            module = node.get("module")
+            custom = "module" in node and not str(module or "").startswith(KNOWN_MODULES)
+            if "class_name" in node and custom:
+                found.append(node.get("registered_name") or node["class_name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return list(dict.fromkeys(found))
+
+
+def _custom_classes(path, fmt, names):
+    package = "keras" if fmt == "Keras 3" else "tf_keras"
+    listed = ", ".join(names)
+    objects = ", ".join(f"'{n}': {n.split('>')[-1]}" for n in names)
+    return ValueError(
+        f"teacher {path} ({fmt}) uses custom class(es) {listed} that {fmt} does not know: "
+        f"decorate each with @{package}.saving.register_keras_serializable() in a module "
+        "that is imported before the teacher loads (a Python script that imports it, then "
+        "runs kd_keras), or load the teacher from Python with "
+        f"kd_keras.distill.teachers.load_teacher(path, input_shape, num_classes, "
+        f"custom_objects={{{objects}}})."
     )
 
 
@@ -359,14 +447,15 @@ def _tf_keras_logits(model, path, input_shape, num_classes, sample_images):
     return model, "no"
 
 
-def _foreign(path, fmt):
-    """(callable, its input shape or None, params or None) of a foreign model."""
+def _foreign(path, fmt, custom_objects=None, tried=None):
+    """(callable, its input shape or None, params or None) of a foreign model;
+    `tried`: the error tf_keras gave on it first, if any (for the message)."""
     if fmt == "keras3":
         k3 = keras3()
         try:
-            model = k3.models.load_model(path, compile=False)
+            model = k3.models.load_model(path, compile=False, custom_objects=custom_objects)
         except Exception as e:  # noqa: BLE001 — any failure to load means an unusable file.
-            raise _unreadable(path, "Keras 3", e) from None
+            raise _unreadable(path, "Keras 3", e, tried) from None
         if len(model.inputs or []) > 1 or len(model.outputs or []) > 1:
             raise ValueError(f"teacher {path} must have one input and one output.")
         t_in = tuple(model.inputs[0].shape[1:]) if model.inputs else None

@@ -42,7 +42,7 @@ def resnet(
     input_shape,
     num_classes,
     depth=10,
-    width=1,
+    width: float = 1,
     stem_stride=1,
     weight_decay=5e-4,
     dropout=0.0,

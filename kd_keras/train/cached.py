@@ -109,6 +109,7 @@ def train_or_load(
             kd=kd,
             extra_callbacks=callbacks,
             verbose=verbose,
+            name=name,
             **fit_kwargs,
         )
         if postprocess is not None:

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from kd_keras import distribute
+from kd_keras import console, distribute
 from kd_keras.distill import losses as losses_lib
 from kd_keras.distill.config import KDConfig, make_distiller
 from kd_keras.distill.distiller import Distiller
@@ -91,6 +91,7 @@ def fit(
     teacher_cache_dir=None,
     teacher_view="same",
     until_epoch=None,
+    name=None,
 ):
     """Trains `student` in place, plainly or distilled from `teacher`; resumable.
 
@@ -145,6 +146,8 @@ def fit(
         count and the schedule's position: k epochs then the rest give the
         weights of one uninterrupted run. Successive halving promotes trials
         this way.
+      name: the run's name in the console line a resumed fit prints
+        (``resuming NAME from epoch N of M``); default: `run_dir`'s base name.
 
     Returns:
       dict: history (per-epoch metrics of all epochs, including those before
@@ -199,6 +202,8 @@ def fit(
                 "train_time_s": progress["train_time_s"],
                 "initial_epoch": initial_epoch,
             }
+        run_name = name or os.path.basename(os.path.normpath(run_dir))
+        console.progress(f"resuming {run_name} from epoch {initial_epoch + 1} of {config.epochs}")
 
     callbacks = [
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), profile_batch=0),

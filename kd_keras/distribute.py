@@ -26,10 +26,15 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 from kd_keras.keras_compat import tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+DEFAULT_TIMEOUT_S = 300  # --distribution_timeout: how long workers wait for each other.
+# Exit status of a process the watchdog stops (as if killed by SIGKILL).
+TIMEOUT_EXIT = 137
 WORKER_DIR_PREFIX = ".workertemp_"
 # Not copied into a worker's private workdir: what only the chief appends to
 # (the log), or never reads back (TensorBoard logs, exported files, lock).
@@ -83,7 +88,7 @@ def is_chief(config=None):
     return kind == "worker" and index == 0
 
 
-def make_strategy(name, tpu=""):
+def make_strategy(name, tpu="", timeout_s=DEFAULT_TIMEOUT_S):
     """The ``tf.distribute`` strategy called `name` (one of :data:`STRATEGIES`).
 
     'default' is the current strategy (one device, no distribution);
@@ -93,12 +98,20 @@ def make_strategy(name, tpu=""):
     operation; 'tpu' is ``TPUStrategy`` on the TPU ``TPUClusterResolver``
     finds (`tpu`: its name or address; '' = this TPU VM or ``TPU_NAME``).
 
+    Creating the multi-worker strategy waits for every task of the cluster to
+    connect, in TensorFlow's native code (which neither lets Python run nor
+    stops on SIGTERM): a :func:`watchdog` process says every 10 s which
+    addresses it waits for, and after `timeout_s` seconds ends this process
+    with one line naming them.
+
     Raises:
       ValueError: an unknown name, 'multi_worker' without a usable TF_CONFIG,
         or 'tpu' where no TPU is found; naming --distribution.
     """
     if name not in STRATEGIES:
         raise ValueError(f"--distribution={name}: allowed: {', '.join(STRATEGIES)}.")
+    if timeout_s <= 0:
+        raise ValueError(f"--distribution_timeout={timeout_s}: must be > 0 seconds.")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -121,7 +134,14 @@ def make_strategy(name, tpu=""):
                 f"--distribution=multi_worker: TF_CONFIG's task {kind} {index} is not a "
                 f"chief or worker of its cluster {config['cluster']}."
             )
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        peers = [
+            address
+            for kind_, members in config["cluster"].items()
+            for i, address in enumerate(members)
+            if (kind_, i) != (kind, index)
+        ]
+        with watchdog("the other tasks of the cluster", timeout_s, peers=peers):
+            return tf.distribute.MultiWorkerMirroredStrategy()
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
@@ -185,6 +205,47 @@ def worker_workdir(workdir, config=None):
     shutil.rmtree(mine, ignore_errors=True)
 
 
+def remove_worker_dirs(workdir):
+    """Deletes the private workdirs of other workers left in `workdir` (a
+    worker killed mid-run cannot delete its own); the chief calls it when the
+    cluster's run has finished. Returns the names deleted."""
+    if not os.path.isdir(workdir):
+        return []
+    names = sorted(n for n in os.listdir(workdir) if n.startswith(WORKER_DIR_PREFIX))
+    for name in names:
+        shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    return names
+
+
+# What TensorFlow raises in a task when another task of its cluster stops.
+LOST_PEER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.AbortedError,
+    tf.errors.CancelledError,
+)
+
+
+@contextlib.contextmanager
+def exit_on_lost_peer(resumes, active=True):
+    """Turns a lost task of the cluster inside the block into one line on
+    stderr and exit status 1, instead of TensorFlow's traceback. `resumes`
+    says what a rerun does; nothing is caught unless `active` (multi-worker)."""
+    try:
+        yield
+    except LOST_PEER_ERRORS as e:
+        if not active:
+            raise
+        first = " ".join((getattr(e, "message", "") or str(e)).split())[:200]
+        print(
+            f"A task of the cluster stopped or cannot be reached ({type(e).__name__}: {first}). "
+            f"Start every task again with the same command: {resumes}",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(1)
+
+
 def distributed_role(environ=None):
     """'single', 'chief' or 'worker', from keras-tuner's environment variables.
 
@@ -196,3 +257,78 @@ def distributed_role(environ=None):
     if "KERASTUNER_ORACLE_IP" not in env:
         return "single"
     return "chief" if "chief" in env.get("KERASTUNER_TUNER_ID", "") else "worker"
+
+
+# The watchdog: a separate process, since while TensorFlow waits for the
+# cluster in native code no Python thread of the waiting process runs.
+_WATCHDOG = r"""
+import os, select, signal, socket, sys, time
+parent, timeout, interval = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+what, peers = sys.argv[4], sys.argv[5:]
+
+def down():
+    out = []
+    for address in peers:
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except (OSError, ValueError):
+            out.append(address)
+    return out
+
+def interrupted(signum, frame):
+    # The waiting process cannot take a signal while TensorFlow waits: stop it.
+    print(f"Interrupted while waiting for {what}.", file=sys.stderr, flush=True)
+    os.kill(parent, signal.SIGKILL)
+    sys.exit(0)
+
+signal.signal(signal.SIGINT, interrupted)
+signal.signal(signal.SIGTERM, interrupted)
+start = time.monotonic()
+while True:
+    left = timeout - (time.monotonic() - start)
+    ready, _, _ = select.select([sys.stdin], [], [], max(0.0, min(interval, left)))
+    if ready and not sys.stdin.buffer.read1(1):
+        sys.exit(0)  # The wait ended (or the waiting process is gone).
+    waited = time.monotonic() - start
+    missing = down()
+    if waited >= timeout:
+        print(
+            f"Gave up after {waited:.0f} s waiting for {what}; not listening: "
+            f"{', '.join(missing) or 'none (they started but did not join)'}. Start every task "
+            "with the same TF_CONFIG cluster, or raise --distribution_timeout.",
+            file=sys.stderr, flush=True,
+        )
+        os.kill(parent, signal.SIGKILL)
+        sys.exit(0)
+    print(
+        f"  ... waiting for {what}: {waited:.0f} s of {timeout:.0f} s "
+        f"(--distribution_timeout); not listening yet: {', '.join(missing) or 'none'}",
+        file=sys.stderr, flush=True,
+    )
+"""
+
+
+@contextlib.contextmanager
+def watchdog(what, timeout_s, interval_s=10.0, peers=()):
+    """Bounds a wait that may block in native code: a separate process prints
+    a progress line every `interval_s` seconds and, if the block has not
+    ended after `timeout_s` seconds, prints one line on stderr and kills this
+    process (exit status 137, as SIGKILL).
+
+    Args:
+      what: what is waited for, as the lines say it.
+      timeout_s: seconds before giving up (> 0).
+      interval_s: seconds between progress lines.
+      peers: "host:port" addresses the progress lines check for a listener.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout_s), str(interval_s), what]
+        + list(peers),
+        stdin=subprocess.PIPE,
+    )
+    try:
+        yield
+    finally:
+        process.stdin.close()
+        process.wait()

@@ -463,7 +463,14 @@ def define_distribution_flags():
             "worker, same flags and --workdir; the chief writes the results); tpu: "
             "TPUStrategy on the TPU TPUClusterResolver finds. --batch_size is the global "
             "batch, split over all replicas.",
-        )
+        ),
+        distribution_timeout=flags.DEFINE_float(
+            "distribution_timeout",
+            distribute.DEFAULT_TIMEOUT_S,
+            "--distribution=multi_worker: seconds a task waits for the others of its cluster "
+            "to start before it gives up with one line naming the addresses that are not "
+            "listening (progress every 10 s).",
+        ),
     )
 
 

@@ -151,14 +151,20 @@ def main(argv):
     try:  # Invalid flags and combinations fail here, before any data or training.
         # A multi-worker strategy must exist before any other TensorFlow operation.
         name = kd_flags.DISTRIBUTION.distribution.value
-        strategy = distribute.make_strategy(name)
+        strategy = distribute.make_strategy(
+            name, timeout_s=kd_flags.DISTRIBUTION.distribution_timeout.value
+        )
         multi_worker = name == "multi_worker"
         config, study_cfg, todo = configure()
     except ValueError as e:
         sys.exit(f"Invalid configuration: {e}")
     for line in pipeline.pairing_warnings(config, study=study_cfg is not None):
         print(f"Warning: {line}", file=sys.stderr)
-    with console.exit_on_interrupt(RESUMES), console.exit_on_full_disk(RESUMES):
+    with (
+        console.exit_on_interrupt(RESUMES),
+        console.exit_on_full_disk(RESUMES),
+        distribute.exit_on_lost_peer(RESUMES, active=multi_worker),
+    ):
         try:
             if multi_worker and not distribute.is_chief():
                 # The chief holds the workdir's lock; this worker writes to its own copy.
@@ -170,6 +176,8 @@ def main(argv):
             with runs.WorkdirLock(config.workdir, group=study_job(study_cfg)):
                 console.setup(config.workdir, verbose=kd_flags.CONSOLE.show_logs.value)
                 run(config, study_cfg, todo, strategy, multi_worker)
+                if multi_worker:  # Left by workers killed in an earlier attempt.
+                    distribute.remove_worker_dirs(config.workdir)
         except (runs.WorkdirLockedError, grid.TrialsFailedError) as e:
             sys.exit(str(e))
         except ValueError as e:  # Data that is missing or not what was asked for.

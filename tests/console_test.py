@@ -3,9 +3,12 @@ console holds only stage lines, epochs and results, with the library chatter in
 log.txt, is checked on the smoke run in main_test.)"""
 
 import errno
+import json
 import os
+import socket
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -52,6 +55,10 @@ from absl import app
 module = __import__(sys.argv[1], fromlist=["main"])
 
 def interrupt(*args, **kwargs):
+    if os.environ.get("KD_FAULT") == "lost_peer":
+        import tensorflow as tf
+        message = "Collective ops is aborted by: task 1 is unhealthy"
+        raise tf.errors.UnavailableError(None, None, message)
     if os.environ.get("KD_FAULT") != "full_disk":
         raise KeyboardInterrupt
     try:
@@ -88,13 +95,13 @@ def test_entry_points_stop_on_ctrl_c_with_one_line(tmp_path, module, flags):
     assert "Traceback" not in proc.stderr
 
 
-def _run_entry_point(tmp_path, module, flags, fault="interrupt"):
+def _run_entry_point(tmp_path, module, flags, fault="interrupt", env=None):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = {"nas.main": "--project_dir", "export.main": "--out_dir"}.get(module, "--workdir")
     return subprocess.run(
         [sys.executable, "-c", INTERRUPT, module, *flags, f"{out}={tmp_path}"],
         cwd=root,
-        env=dict(os.environ, PYTHONPATH=root, KD_FAULT=fault),
+        env=dict(os.environ, PYTHONPATH=root, KD_FAULT=fault, **(env or {})),
         capture_output=True,
         text=True,
         timeout=300,
@@ -138,11 +145,33 @@ def test_other_errors_pass_a_full_disk_guard_unchanged():
 )
 def test_entry_points_stop_on_a_full_disk_with_one_line(tmp_path, module, flags):
     model = tmp_path / "student.keras"
-    model.write_bytes(b"")
+    with zipfile.ZipFile(model, "w") as archive:  # Passes the check of --model's kind.
+        archive.writestr("config.json", "{}")
     flags = [flag.replace("MODEL", str(model)) for flag in flags]
     proc = _run_entry_point(tmp_path / "out", module, flags, fault="full_disk")
     assert proc.returncode == console.FULL_DISK_EXIT, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("No space left on device: /full/disk/student.card.json. "), last
     assert "Once space is freed: " in last and "rerun the same command" in last, last
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_lost_task_of_the_cluster_is_one_line(tmp_path):
+    # A one-task cluster: the strategy starts without waiting for anyone.
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{port.getsockname()[1]}"
+    port.close()
+    tf_config = {"cluster": {"worker": [address]}, "task": {"type": "worker", "index": 0}}
+    proc = _run_entry_point(
+        tmp_path,
+        "kd_keras.main",
+        ["--flagfile=kd_keras/configs/smoke.flags", "--distribution=multi_worker"],
+        fault="lost_peer",
+        env={"TF_CONFIG": json.dumps(tf_config)},
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("A task of the cluster stopped or cannot be reached (Unavailable"), last
+    assert "unhealthy" in last and "rerun the same command" in last, last
     assert "Traceback" not in proc.stderr

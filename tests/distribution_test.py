@@ -101,6 +101,41 @@ def test_a_non_chief_works_in_a_copy_it_deletes(tmp_path, monkeypatch):
         assert mine == str(workdir)
 
 
+def test_the_chief_removes_workers_dirs_left_by_killed_workers(tmp_path):
+    (tmp_path / ".workertemp_worker_1" / "runs").mkdir(parents=True)
+    (tmp_path / "runs").mkdir()
+    assert distribute.remove_worker_dirs(str(tmp_path)) == [".workertemp_worker_1"]
+    assert os.listdir(tmp_path) == ["runs"]
+
+
+@pytest.mark.slow(20)
+def test_a_task_whose_peer_never_starts_gives_up_with_one_line(tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    tf_config = {"cluster": cluster, "task": {"type": "worker", "index": 0}}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kd_keras.main",
+            "--flagfile=kd_keras/configs/smoke.flags",
+            "--distribution=multi_worker",
+            "--distribution_timeout=11",
+            f"--workdir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT, TF_CONFIG=json.dumps(tf_config)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    progress = [x for x in lines if "waiting for the other tasks of the cluster" in x]
+    assert progress and cluster["worker"][1] in progress[0] and "of 11 s" in progress[0]
+    assert lines[-1].startswith("Gave up after 11 s waiting for the other tasks"), lines[-1]
+    assert cluster["worker"][1] in lines[-1] and "--distribution_timeout" in lines[-1]
+
+
 def test_batches_padded_to_an_even_share_per_replica():
     from kd_keras.keras_compat import tf
 

@@ -36,7 +36,7 @@ import socket
 import numpy as np
 
 from kd_keras import console
-from kd_keras.data.dataset import DataError
+from kd_keras.data.dataset import DataError, digest  # noqa: F401 - also store.digest
 
 # `--data_storage=auto` keeps the splits in memory up to this many image bytes.
 MEMORY_LIMIT_BYTES = 2 << 30
@@ -72,9 +72,9 @@ def choose(storage, image_bytes, limit=MEMORY_LIMIT_BYTES):
 def directory(name, settings):
     """The store directory of dataset `name` built with `settings` (a JSON-able dict)."""
     key = json.dumps(dict(settings, version=FORMAT_VERSION), sort_keys=True, default=str)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    key_digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[-60:] or "data"
-    return os.path.join(root(), f"{safe}-{digest}")
+    return os.path.join(root(), f"{safe}-{key_digest}")
 
 
 def create(path, count, shape):
@@ -173,16 +173,6 @@ def take(images, index, path=None):
         out.flush()
         return open_images(path, len(index), images.shape[1:])
     return out
-
-
-def digest(arrays, length=16):
-    """A sha256 of arrays' shapes, dtypes and bytes, read a chunk at a time."""
-    h = hashlib.sha256()
-    for array in arrays:
-        h.update(f"{tuple(array.shape)}:{array.dtype}".encode())
-        for start in range(0, len(array), CHUNK):
-            h.update(np.ascontiguousarray(array[start : start + CHUNK]).tobytes())
-    return h.hexdigest()[:length]
 
 
 def free_bytes(path):

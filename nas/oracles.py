@@ -10,16 +10,19 @@ that misses the budget is drawn again, up to ``MAX_DRAWS`` times: the trials,
 and Hyperband's rungs, are spent on candidates that can be deployed.
 """
 
-import logging
+import time
 
 import keras_tuner as kt
 import numpy as np
 
+from kd_keras import console
 from nas.objective import OBJECTIVE
 
 ORACLES = ("random", "bayesian", "hyperband", "evolution")
-# Random draws per new trial when sampling within the budget.
+# Random draws per new trial when sampling within the budget, and the seconds
+# they may take (each draw builds and measures a candidate: 1-6 s).
 MAX_DRAWS = 50
+MAX_DRAW_SECONDS = 120.0
 # The oracle seed used for seed 0 (keras-tuner would draw a random one).
 ZERO_SEED = 7919
 
@@ -29,8 +32,9 @@ class BudgetedDraws:
 
     ``budget_check`` (None = accept every draw) is a callable taking a dict of
     hyperparameter values and returning whether that candidate meets the
-    budget; at most ``MAX_DRAWS`` draws are made for one trial (the last one
-    is used if none passes, with a warning). ``draws`` and ``rejected`` count
+    budget; at most ``MAX_DRAWS`` draws, for at most ``MAX_DRAW_SECONDS``, are
+    made for one trial (the last one is used if none passes, said on the
+    console, as are 10 and 25 misses in a row). ``draws`` and ``rejected`` count
     the draws made and rejected; they are oracle state: a resumed search goes
     on counting from the saved ones.
     """
@@ -55,6 +59,7 @@ class BudgetedDraws:
 
     def _random_values(self):
         values = None
+        start = time.monotonic()
         for attempt in range(MAX_DRAWS):
             values = super()._random_values()
             self.draws += values is not None
@@ -62,15 +67,18 @@ class BudgetedDraws:
                 return values
             self.rejected += 1
             self.refused.add(self._compute_values_hash(values))
+            seconds = time.monotonic() - start
             if attempt + 1 in (10, 25):
-                logging.warning(
-                    "%d draws in a row missed the budget (up to %d are made per trial); "
-                    "a budget this tight may leave no feasible candidate.",
-                    attempt + 1,
-                    MAX_DRAWS,
+                console.progress(
+                    f"{attempt + 1} draws in a row missed the budget ({seconds:.0f} s; up to "
+                    f"{MAX_DRAWS} draws or {MAX_DRAW_SECONDS:.0f} s per trial): a budget this "
+                    "tight may leave no feasible candidate"
                 )
-        logging.warning(
-            "No candidate in %d random draws met the budget; training the last one.", MAX_DRAWS
+            if seconds >= MAX_DRAW_SECONDS:
+                break
+        console.progress(
+            f"no candidate in {attempt + 1} random draws ({time.monotonic() - start:.0f} s) met "
+            "the budget; training the last one (it will be marked over budget)"
         )
         return values
 

@@ -137,3 +137,19 @@ def test_draw_counts_are_oracle_state(kind):
     assert (resumed.draws, resumed.rejected) == (0, 0)
     resumed.set_state(oracle.get_state())
     assert (resumed.draws, resumed.rejected) == (7, 3)
+
+
+@pytest.mark.parametrize("seconds, draws", [(1e9, oracles.MAX_DRAWS), (0.0, 1)])
+def test_draws_that_miss_the_budget_are_bounded_in_count_and_time(
+    monkeypatch, capsys, seconds, draws
+):
+    monkeypatch.setattr(oracles, "MAX_DRAW_SECONDS", seconds)
+    oracle = oracles.make_oracle("random", max_trials=2, seed=1)
+    oracle.hyperparameters = kt.HyperParameters()
+    oracle.hyperparameters.Int("width", 1, 1000)
+    oracle.budget_check = lambda values: False  # An impossible budget.
+    assert oracle._random_values() is not None
+    assert oracle.draws == draws and oracle.rejected == draws
+    out = capsys.readouterr().out
+    assert f"no candidate in {draws} random draws" in out
+    assert ("10 draws in a row missed the budget" in out) == (draws == oracles.MAX_DRAWS)

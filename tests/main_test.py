@@ -69,8 +69,11 @@ def test_smoke_config_end_to_end_and_rerun_reuses(tmp_path):
         for e in row.get("export", []):
             assert e["file_bytes"] > 0 and e["latency_us_median"] > 0
             assert 0.0 <= e["accuracy"] <= 1.0
+            # One clock: the run's 6 student files timed together at its end.
+            assert e["latency_timed_with"] == 6 and e["latency_us_median_alone"] > 0
     assert results["flags"]["limit_train"] == 512
-    assert "| teacher0 |" in open(os.path.join(workdir, "results.md")).read()
+    report = open(os.path.join(workdir, "results.md")).read()
+    assert "| teacher0 |" in report and "6 TFLite files per thread count timed" in report
     assert "--limit_train=512" in open(os.path.join(workdir, "flags.txt")).read()
     assert "| none-kd-s0 | none | True |" in proc.stdout  # the table is printed
     assert "KD gain (pts)" in proc.stdout

@@ -127,6 +127,18 @@ def write(workdir, results):
         + markdown_table(flatten(results["models"]))
         + "\n"
     )
+    together = [
+        e.get("latency_timed_with")
+        for m in results["models"]
+        for e in m.get("export") or []
+        if e.get("latency_timed_with")
+    ]
+    if together:
+        text += (
+            f"\nLatency: the run's {max(together)} TFLite files per thread count timed "
+            "together at its end, interleaved in one process, so the rows compare "
+            "(`latency_us_median_alone` in results.json: each file timed at its own export).\n"
+        )
     gains = kd_gains(results["models"])
     if gains:
         text += "\n" + gains_markdown(gains) + "\n"

@@ -26,6 +26,7 @@ import numpy as np
 
 import export
 import nas
+from export import measure as export_measure
 from kd_keras import compression, console, distill, models, runs
 from kd_keras import data as data_lib
 from kd_keras import train as train_lib
@@ -443,3 +444,67 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None):
             return figures  # Not cached: the next run tries the export again.
     runs.write_json(path, {"key": key, "figures": figures})
     return figures
+
+
+# The latency figures of a file that joint timing replaces.
+LATENCY_FIELDS = (
+    "latency_us_median",
+    "latency_us_p10",
+    "latency_us_p90",
+    "latency_us_iqr",
+    "latency_us_mean",
+    "latency_us_std",
+    "latency_us_min",
+    "latency_cv",
+    "latency_us_ci95",
+    "latency_runs",
+    "latency_converged",
+    "overhead_us_median",
+    "latency_us_net_median",
+)
+
+
+def time_together(rows, ctx):
+    """Times every TFLite file of a run's rows together, at the end of the run.
+
+    Each export timed its own files when it ran, on a machine whose load
+    changes over a run; the rows of one table compare only when timed in the
+    same rounds. For every thread count, all files are timed interleaved in
+    one process (``export.measure.latency_together``), and each export row's
+    latency figures are replaced by these, with ``latency_us_median_alone``
+    keeping the figure of its own export and ``latency_timed_with`` the
+    number of files timed together. Rows without exports are left as they
+    are; a failed timing leaves every row's own figures and is said on the
+    console.
+
+    Args:
+      rows: result rows (dicts) whose ``export`` lists hold ``path``,
+        ``threads`` and the latency figures.
+      ctx: the ``Context`` (its export settings and data).
+    """
+    by_threads = {}
+    for i, row in enumerate(rows):
+        for j, e in enumerate(row.get("export") or []):
+            if e.get("path") and os.path.exists(e["path"]) and "latency_us_median" in e:
+                by_threads.setdefault(e["threads"], {})[f"{i}/{j}"] = e
+    example = ctx.data.x_test[0] if len(ctx.data.x_test) else None
+    for threads, entries in sorted(by_threads.items()):
+        if len(entries) < 2:
+            continue
+        console.progress(
+            f"timing the run's {len(entries)} TFLite files together ({threads} thread(s))"
+        )
+        try:
+            timed = export_measure.latency_together(
+                {key: e["path"] for key, e in entries.items()},
+                example,
+                num_runs=ctx.export.latency_runs,
+                threads=threads,
+            )
+        except export.ExportError as err:
+            console.progress(f"joint timing failed; each file keeps its own timing: {err}")
+            continue
+        for key, e in entries.items():
+            e["latency_us_median_alone"] = e["latency_us_median"]
+            e.update({k: v for k, v in timed[key].items() if k in LATENCY_FIELDS})
+            e["latency_timed_with"] = len(entries)

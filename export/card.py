@@ -197,7 +197,22 @@ def _tflm_text(tflm):
     if not tflm:
         return "not measured (int8 files only)"
     if tflm.get("tflm_runs"):
-        return "runs"
+        if tflm.get("tflm_litert_agreement") is None:
+            return "runs"
+        diff, step = tflm["tflm_litert_max_abs_diff"], tflm.get("tflm_output_step")
+        text = (
+            f"runs; its top-1 class agrees with LiteRT's on "
+            f"{100 * tflm['tflm_litert_agreement']:.1f}% of the test images "
+            f"({tflm.get('tflm_litert_differ', 0)} differ); outputs differ by at most {diff:.4g}"
+        )
+        if step:
+            text += f" ({diff / step:.0f} output step(s) of {step:.4g})"
+        if diff > 0:
+            text += (
+                ": the two runtimes' int8 kernels round differently, so an image whose two "
+                "best classes are that close may change class"
+            )
+        return text
     return f"does not run ({tflm.get('tflm_error')})"
 
 

@@ -21,6 +21,7 @@ import tempfile
 import numpy as np
 from tflite_micro import runtime
 
+from export import measure as measure_lib
 from export.convert import ExportError
 from kd_keras import console
 from kd_keras import data as data_lib
@@ -136,12 +137,26 @@ def micro(content, x_test=None, y_test=None, arena_limit=DEFAULT_ARENA_LIMIT):
         }
     result = {"tflm_runs": True, **parse_allocations(text)}
     if x_test is not None:
-        result.update(micro_accuracy(interpreter, x_test, y_test))
+        result.update(micro_accuracy(interpreter, x_test, y_test, content))
     return result
 
 
-def micro_accuracy(interpreter, x_test, y_test):
-    """Top-1 accuracy of a TFLM interpreter on (x_test, y_test), one example per call.
+def micro_accuracy(interpreter, x_test, y_test, content=None):
+    """Top-1 accuracy of a TFLM interpreter on (x_test, y_test), one example per call,
+    and, given the flatbuffer `content`, its agreement with LiteRT on the same file.
+
+    The two runtimes' int8 kernels may round a requantization differently,
+    so an output can differ by an output step or more; where a test image's
+    two best classes are within twice that, the top-1 class can differ (a
+    barely trained model has many such images). The agreement figures say
+    how often and by how much, so a card explains two accuracies of one file.
+
+    Returns:
+      dict: tflm_accuracy, tflm_num_test and, with `content`,
+      tflm_litert_agreement (fraction of equal top-1 classes),
+      tflm_litert_max_abs_diff (largest output difference, dequantized),
+      tflm_output_step (the output's quantization scale, or None) and
+      tflm_litert_differ (images whose top-1 class differs).
 
     Raises:
       ExportError: mismatched or empty data, or a failed invocation.
@@ -152,16 +167,35 @@ def micro_accuracy(interpreter, x_test, y_test):
             f"x_test and y_test must be non-empty and of equal length, got "
             f"{len(x_test)} and {len(y_test)}."
         )
-    correct = 0
+    correct, agree, max_diff = 0, 0, 0.0
     try:
         for start in range(0, len(y_test), 1024):  # A chunk at a time: may be a memmap.
             x = np.asarray(x_test[start : start + 1024])
             if np.issubdtype(x.dtype, np.integer):
                 x = np.asarray(data_lib.preprocess(x), np.float32)
-            for image, label in zip(x, y_test[start : start + 1024]):
+            outputs = []
+            for image in x:
                 _set_input(interpreter, image[None])
                 interpreter.invoke()
-                correct += int(np.argmax(_get_output(interpreter)) == int(label))
+                outputs.append(_get_output(interpreter).reshape(-1))
+            outputs = np.stack(outputs)
+            labels = y_test[start : start + 1024]
+            correct += int(np.sum(outputs.argmax(-1) == labels))
+            if content is not None:
+                reference, _ = measure_lib.predict(content, x)
+                reference = reference.reshape(len(x), -1)
+                max_diff = max(max_diff, float(np.abs(reference - outputs).max()))
+                agree += int(np.sum(reference.argmax(-1) == outputs.argmax(-1)))
     except RuntimeError as e:
         raise ExportError(f"TFLM invocation failed: {e}") from e
-    return {"tflm_accuracy": round(correct / len(y_test), 6), "tflm_num_test": len(y_test)}
+    result = {"tflm_accuracy": round(correct / len(y_test), 6), "tflm_num_test": len(y_test)}
+    if content is not None:
+        params = interpreter.get_output_details(0)["quantization_parameters"]
+        scales = list(params.get("scales", []))
+        result.update(
+            tflm_litert_agreement=round(agree / len(y_test), 6),
+            tflm_litert_max_abs_diff=max_diff,
+            tflm_output_step=float(scales[0]) if scales else None,
+            tflm_litert_differ=len(y_test) - agree,
+        )
+    return result

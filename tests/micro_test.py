@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from export import card, micro
 from export import convert as convert_lib
 from export import measure as measure_lib
-from export import micro
 from kd_keras import models
 from kd_keras.keras_compat import keras, tf
 
@@ -46,6 +46,25 @@ def test_tflm_accuracy_matches_litert_predictions(narrow):
     figures = micro.micro(narrow, IMAGES, labels)
     assert figures["tflm_num_test"] == 16
     assert figures["tflm_accuracy"] == 0.5  # Reference kernels agree with LiteRT's.
+    assert figures["tflm_litert_agreement"] == 1.0 and figures["tflm_litert_differ"] == 0
+    assert figures["tflm_output_step"] is None  # Float outputs: no output scale.
+    assert figures["tflm_litert_max_abs_diff"] < 0.01
+
+
+def test_a_disagreement_with_litert_is_counted_and_explained(narrow, monkeypatch):
+    logits, _ = measure_lib.predict(narrow, IMAGES)
+    step = 0.01
+    shifted = logits.copy()
+    second = np.argsort(logits[0])[-2]
+    shifted[0, second] = logits[0].max() + 3 * step  # Image 0 changes class by 3 steps.
+    monkeypatch.setattr(micro.measure_lib, "predict", lambda content, x: (shifted, False))
+    figures = micro.micro(narrow, IMAGES, logits.argmax(-1))
+    assert figures["tflm_litert_differ"] == 1 and figures["tflm_litert_agreement"] == 15 / 16
+    gap = logits[0].max() + 3 * step - logits[0, second]
+    assert figures["tflm_litert_max_abs_diff"] == pytest.approx(gap, abs=0.01)
+    text = card._tflm_text(figures)
+    assert "agrees with LiteRT's on 93.8% of the test images (1 differ)" in text
+    assert "round differently" in text
 
 
 def test_unsupported_op_is_named():

@@ -122,12 +122,24 @@ def exit_on_interrupt(resumes):
     """Turns Ctrl-C (KeyboardInterrupt) inside the block into one line on
     stderr, ``Interrupted: <resumes>``, and exit status 130, instead of a
     traceback from inside TensorFlow. `resumes` says what a rerun of the same
-    command does with the work done so far."""
+    command does with the work done so far; the line ends with what the last
+    checkpoint saved (:func:`note_saved`), if any."""
     try:
         yield
     except KeyboardInterrupt:
-        print(f"Interrupted: {resumes}", file=sys.stderr, flush=True)
+        where = f" ({_last_saved})" if _last_saved else ""
+        print(f"Interrupted: {resumes}{where}", file=sys.stderr, flush=True)
         sys.exit(INTERRUPTED_EXIT)
+
+
+_last_saved = None  # What the last checkpoint of this process saved, for that line.
+
+
+def note_saved(text):
+    """Records what the latest checkpoint saved (e.g. "student-x saved at epoch
+    3 of 10"); an interruption's line ends with it. None clears it."""
+    global _last_saved
+    _last_saved = text
 
 
 # errno values of a write that found no room: the disk is full, or the user's quota is.

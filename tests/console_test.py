@@ -46,6 +46,38 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys):
     assert capsys.readouterr().err == "Interrupted: rerun to go on.\n"
 
 
+def test_ctrl_c_in_training_says_the_epoch_a_rerun_resumes_from(tmp_path, capsys):
+    from conftest import tiny_dataset
+
+    from kd_keras import data as data_lib
+    from kd_keras import models
+    from kd_keras import train as train_lib
+    from kd_keras.keras_compat import keras
+
+    class StopAtEpoch2(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    datasets = data_lib.make_datasets(tiny_dataset(16, (8, 8, 1), 3), 8, seed=0)
+    student = models.build("cnn", (8, 8, 1), 3, width=0.25)
+    with pytest.raises(SystemExit):
+        with console.exit_on_interrupt("rerun to go on."):
+            train_lib.fit(
+                student,
+                datasets,
+                train_lib.TrainConfig(epochs=3, warmup_epochs=0),
+                str(tmp_path / "student-x"),
+                extra_callbacks=[StopAtEpoch2()],
+                verbose=0,
+            )
+    assert capsys.readouterr().err == (
+        "Interrupted: rerun to go on. (student-x saved at epoch 1 of 3; a rerun resumes it "
+        "from epoch 2)\n"
+    )
+    console.note_saved(None)
+
+
 # Each entry point with its long work replaced by a Ctrl-C, or with
 # KD_FAULT=full_disk by a full disk met while writing a model card (an OSError
 # with errno ENOSPC, and another error raised while handling it).

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from kd_keras import runs
+from kd_keras import console, runs
 from kd_keras.keras_compat import keras
 from kd_keras.train.state import CHECKPOINT_DIR, PROGRESS_FILE
 
@@ -120,6 +120,15 @@ class Progress(keras.callbacks.Callback):
                 "best_weights": best and os.path.join(CHECKPOINT_DIR, best),
                 "finished": finished,
             },
+        )
+        run = os.path.basename(os.path.normpath(self.run_dir))
+        total = self.total_epochs or (self.params or {}).get("epochs")
+        console.note_saved(
+            None
+            if finished
+            else f"{run} saved at epoch {self.epochs_done}"
+            + (f" of {total}" if total else "")
+            + f"; a rerun resumes it from epoch {self.epochs_done + 1}"
         )
         for entry in os.listdir(directory):
             if entry.split(".")[0] != name:

@@ -153,9 +153,19 @@ def findings_section(ev, bagging_verdict=None):
         setting = "with KD" if e["kd"] else "without KD"
         lines.append(f"* {' × '.join(e['pair'])} {setting}: **{e['words']}**, {_iv(e)}.")
     if kd_pairs and not any(e["outcome"] in ("equivalent", "small difference") for e in kd_pairs):
+        inside = [
+            e["pair"][1] for e in kd_pairs if not math.isnan(e["tost"]["p"]) and e["tost"]["p"] <= a
+        ]
         lines.append(
-            f"* No technique was shown additive with KD within ±{m:g} pts: with "
-            f"{len(d['seeds'])} seeds the TOST intervals are wider than the margin."
+            f"* No technique was shown additive with KD within ±{m:g} pts after the Holm "
+            "adjustment"
+            + (
+                f" (unadjusted, the {100 * (1 - 2 * a):g}% interval lies inside ±{m:g} pts "
+                f"for {_names(inside)}; the adjustment over {len(ev['interactions'])} pairs "
+                "is what keeps them inconclusive)."
+                if inside
+                else "."
+            )
         )
     if bagging_verdict:
         lines.append(f"* KD as bagging: {bagging_verdict}")

@@ -146,6 +146,26 @@ _EXTRA_TEACHER_PATH = flags.DEFINE_string(
 _EXTRA_TEACHER_EPOCHS = flags.DEFINE_integer(
     "extra_teacher_epochs", 10, "Epochs of the second teacher.", lower_bound=1
 )
+_PRIMARY_METRIC = flags.DEFINE_enum(
+    "primary_metric",
+    "test_accuracy",
+    ["test_accuracy", "int8_accuracy"],
+    "The study's primary metric: Keras test accuracy or the int8 TFLite file's.",
+)
+_STUDY_ALPHA = flags.DEFINE_float(
+    "study_alpha",
+    0.05,
+    "The level of the study's tests (Holm-adjusted within each family).",
+    lower_bound=0.001,
+    upper_bound=0.25,
+)
+_EQUIVALENCE_MARGIN = flags.DEFINE_float(
+    "equivalence_margin",
+    0.5,
+    "The study's equivalence margin in accuracy points: 'additive' or 'no difference' "
+    "only when two one-sided tests put the difference inside it.",
+    lower_bound=0.001,
+)
 
 flags.mark_flag_as_required("workdir")
 flags.register_validator(
@@ -204,6 +224,9 @@ def study_config(pipeline_cfg):
         extra_teacher=extra,
         extra_teacher_epochs=_EXTRA_TEACHER_EPOCHS.value,
         extra_teacher_path=_EXTRA_TEACHER_PATH.value,
+        primary_metric=_PRIMARY_METRIC.value,
+        alpha=_STUDY_ALPHA.value,
+        equivalence_margin=_EQUIVALENCE_MARGIN.value,
         budget={
             "max_bytes": BUDGET.max_bytes.value,
             "max_arena_bytes": BUDGET.max_arena_bytes.value,
@@ -255,6 +278,9 @@ def pipeline_config():
             "extra_teacher_args",
             "extra_teacher_path",
             "extra_teacher_epochs",
+            "primary_metric",
+            "study_alpha",
+            "equivalence_margin",
             "max_bytes",
             "max_arena_bytes",
             "max_latency_us",

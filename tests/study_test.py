@@ -272,6 +272,11 @@ def test_a_killed_study_resumes_and_a_distributed_one_gives_its_report(tmp_path)
     assert "kd_teacher_ensemble" in results["teacher_ensemble"]
     text = open(os.path.join(workdir, "report.md")).read()
     assert "| prune50 |" in text and "Bagging baseline" in text
+    # The tested sections, and bootstrap intervals over seeds and test images.
+    assert "## Additivity, tested" in text and "## KD's gain per technique, tested" in text
+    boot = results["bagging_intervals"]["disagreement"]["kd_minus_nokd"]
+    assert boot["over"] == "seeds and images" and boot["resamples"] == 2000
+    assert set(results["evidence"]["gains"]) == {"none", "prune50"}
 
     # Once seed 0 had ended (in the killed run or, from the cache, in the
     # resumed one) the report of seed 0 alone went to interim/.
@@ -355,28 +360,63 @@ def test_additivity_pairs_cover_kd_and_compositions_by_hand():
     d = np.subtract(acc["prune50"][1], acc["prune50"][0]) - np.subtract(*acc["none"][::-1])
     assert kd["mean"] == pytest.approx(d.mean())
     assert kd["high"] == pytest.approx(d.mean() + sp_stats.t.ppf(0.975, 2) * d.std(ddof=1) / 3**0.5)
-    from kd_keras.app.study import report
+    from kd_keras.app.study import evidence, findings
 
-    text = "\n".join(report.additivity_section(runner.additivity_pairs(rows, seeds)))
+    results = {"runs": rows, "seeds": list(seeds), "techniques": list(acc)}
+    ev = evidence.analyze(results)
+    # The tested pairs are the same pairs with the same per-seed interactions.
+    tested = {(tuple(e["pair"]), e["kd"]): e for e in ev["interactions"]}
+    assert set(tested) == set(pairs)
+    for key, e in tested.items():
+        assert e["interval"]["mean"] == pytest.approx(pairs[key]["interaction"]["mean"])
+    text = "\n".join(findings.additivity_section(ev))
     assert "| prune50 × qat | no KD |" in text and "| KD × qat | vs plain student |" in text
 
 
-def test_bagging_verdict_reads_the_signs():
+def test_bagging_verdict_reads_intervals_never_point_estimates():
     from kd_keras.app.study import report
 
     var = {
         "nokd": {"disagreement": 0.05, "ensemble_gain": 0.010},
         "kd": {"disagreement": 0.03, "ensemble_gain": 0.004},
     }
-    bag = {
-        "student_accuracy_seeds": (0.80, 0.01),
-        "kd_student_accuracy_seeds": (0.81, 0.01),
-        "bag_accuracy": 0.82,
+    bag = {"bag_accuracy": 0.82}
+    results = {"variance": var, "bagging": {"member": bag}, "seeds": [0, 1], "runs": []}
+    # Without intervals the lower disagreement is only described, never a sign "for".
+    v = report.bagging_verdict(results, {"intervals": {}, "note": ""})
+    assert v["signs"] == {
+        "disagreement": "untested",
+        "ensemble_gain": "untested",
+        "bag_member": "untested",
     }
-    v = report.bagging_verdict({"variance": var, "bagging": {"member": bag}})
-    assert v["signs"] == {"disagreement": "for", "ensemble_gain": "for", "bag_member": "for"}
-    assert v["verdict"].startswith("Supported")
-    assert any("50% of that" in s for s in v["sentences"])
-    var["kd"]["disagreement"] = 0.06
-    v = report.bagging_verdict({"variance": var, "bagging": {"member": bag}})
-    assert v["verdict"].startswith("Partly supported") and "disagreement" in v["verdict"]
+    assert v["verdict"].startswith("Not tested")
+
+    def iv(low, high):
+        return {"estimate": (low + high) / 2, "low": low, "high": high}
+
+    intervals = {
+        "disagreement": {"kd_minus_nokd": iv(-0.03, -0.01)},
+        "ensemble_gain": {"kd_minus_nokd": iv(-0.01, 0.002)},
+        "bags": {
+            "member": {
+                "bag_gain": iv(0.01, 0.02),
+                "kd_gain": iv(0.0, 0.01),
+                "share_test": iv(0.001, 0.005),
+            }
+        },
+    }
+    v = report.bagging_verdict(results, {"intervals": intervals, "note": ""})
+    assert v["signs"] == {
+        "disagreement": "for",
+        "ensemble_gain": "inconclusive",
+        "bag_member": "for",
+    }
+    assert v["verdict"].startswith("Not settled") and "inconclusive: ensemble_gain" in v["verdict"]
+    intervals["ensemble_gain"]["kd_minus_nokd"] = iv(-0.01, -0.001)
+    v = report.bagging_verdict(results, {"intervals": intervals, "note": ""})
+    assert v["verdict"].startswith("Supported on the 3 sign(s) tested")
+    # A bag that does not beat the plain student gives no sign.
+    intervals["bags"]["member"]["bag_gain"] = iv(-0.02, -0.01)
+    v = report.bagging_verdict(results, {"intervals": intervals, "note": ""})
+    assert "bag_member" not in v["signs"]
+    assert any("does not beat the plain student" in s for s in v["sentences"])

@@ -1,13 +1,25 @@
-"""The study's report: results.json, report.md and plots, from the results dict."""
+"""The study's report: results.json, report.md and plots, from the results dict.
 
+A study's report can be written again from its results.json alone, with no
+training (the tests and verdicts are recomputed from the runs)::
+
+    python -m kd_keras.app.study.report W/results.json            # W/report.md
+    python -m kd_keras.app.study.report docs/orthogonality/results.json \
+        --into=docs/orthogonality/report.md    # the generated part of a results doc
+"""
+
+import argparse
+import json
 import math
 import os
+import sys
 
 import numpy as np
 
 from kd_keras import runs
 from kd_keras.app import kd_selection
-from kd_keras.app.study import stats
+from kd_keras.app.study import evidence as evidence_lib
+from kd_keras.app.study import findings, stats
 
 
 def _pct(x):
@@ -36,16 +48,21 @@ def ordered_summary(results):
     return {t: summary[t] for t in order + sorted(set(summary) - set(order))}
 
 
-def orthogonality_table(summary):
-    """The Markdown table of KD gains per technique, with intervals and additivity."""
+def orthogonality_table(summary, ev=None):
+    """The Markdown table of KD gains per technique, with intervals and additivity
+    (and, given the analysis `ev` of ``evidence.analyze``, each test's outcome)."""
     lines = [
-        "| technique | acc no KD (%) | acc KD (%) | KD gain Δ (pts) [95% CI] | Δ(T)/Δ(none) | "
+        "| technique | acc no KD (%) | acc KD (%) | KD gain Δ (pts) [95% CI] | gain, tested | "
+        "Δ(T)/Δ(none) | "
         "T+KD gain vs plain: measured / sum of parts (pts) [95% CI of the difference] | "
-        "int8 TFLite acc no KD / KD (%) | "
+        "additivity, tested | int8 TFLite acc no KD / KD (%) | val acc no KD / KD (%) | "
         "params | int8 gzip bytes | int8 TFLM arena bytes | int8 latency µs | over budget |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, e in summary.items():
+        tested = (ev or {}).get("gains", {}).get(label)
+        inter = evidence_lib.interaction_of(ev, label) if ev else None
+        val = e.get("val_accuracy") or {}
         g = e["kd_gain"]
         ci = "" if math.isnan(g["low"]) else f" [{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]"
         add = e.get("additivity")
@@ -58,8 +75,11 @@ def orthogonality_table(summary):
         t8 = e["tflite_accuracy"]["int8"]
         lines.append(
             f"| {label} | {_ms(e['keras_accuracy']['nokd'])} | {_ms(e['keras_accuracy']['kd'])} "
-            f"| {100 * g['mean']:+.2f}{ci} | {_num(e['orthogonality_ratio'], '{:.2f}')} "
-            f"| {add_txt} | {_ms(t8['nokd'])} / {_ms(t8['kd'])} | {e['params']:,} "
+            f"| {100 * g['mean']:+.2f}{ci} | {tested['words'] if tested else ''} "
+            f"| {_num(e['orthogonality_ratio'], '{:.2f}')} "
+            f"| {add_txt} | {inter['words'] if inter else ''} "
+            f"| {_ms(t8['nokd'])} / {_ms(t8['kd'])} "
+            f"| {_ms(val.get('nokd')) or '–'} / {_ms(val.get('kd')) or '–'} | {e['params']:,} "
             f"| {_num(e.get('int8_gzip_bytes'))} | {_num(e.get('int8_arena_bytes'))} "
             f"| {_num(e.get('int8_latency_us_median'), '{:.1f}')} "
             f"| {', '.join(e.get('over_budget') or []) or '-'} |"
@@ -99,9 +119,9 @@ AUGMENT_FORMS = (
 )
 
 
-def augmentation_section(summary):
+def augmentation_section(summary, ev=None):
     """KD against explicit data augmentation, and both together, for each
-    form of augmentation the study has."""
+    form of augmentation the study has (with the tested outcomes of `ev`)."""
     forms = [(k, name) for k, name in AUGMENT_FORMS if k in summary]
     if not forms or "none" not in summary:
         return []
@@ -127,126 +147,163 @@ def augmentation_section(summary):
         lines.append(
             f"{name[0].upper() + name[1:]} and KD together against the plain student: "
             f"measured {100 * add['measured']:+.2f} pts, sum of the separate effects "
-            f"{100 * add['expected']:+.2f} pts, difference {_interval(add['interaction'])} pts."
+            f"{100 * add['expected']:+.2f} pts, difference {_interval(add['interaction'])} pts"
+            + (
+                f": {evidence_lib.interaction_of(ev, key)['words']}."
+                if ev and evidence_lib.interaction_of(ev, key)
+                else "."
+            )
         )
     return lines + [""]
 
 
-def additivity_section(pairs):
-    """Every pair's measured gain, sum of parts and the interval of their difference."""
-    if not pairs:
-        return []
-    lines = [
-        "## Additivity, pair by pair",
-        "",
-        "Per seed: measured = acc(both) − acc(base); sum of parts = Σ (acc(one) − "
-        "acc(base)); interaction = measured − sum of parts, with its 95% paired "
-        "t-interval over seeds. For KD × T the base is the plain student and the "
-        "interaction equals Δ(T) − Δ(none). An interval that contains 0 means the "
-        "gains add up as far as these seeds can tell.",
-        "",
-        "| pair | setting | measured (pts) | sum of parts (pts) | interaction (pts) [95% CI] "
-        "| adds up |",
-        "|---|---|---|---|---|---|",
-    ]
-    for e in pairs:
-        g = e["interaction"]
-        setting = "vs plain student" if e["kd"] is None else ("with KD" if e["kd"] else "no KD")
-        verdict = (
-            ""
-            if math.isnan(g["low"])
-            else "yes"
-            if g["low"] <= 0 <= g["high"]
-            else "more than additive"
-            if g["low"] > 0
-            else "less than additive"
-        )
-        lines.append(
-            f"| {' × '.join(e['pair'])} | {setting} | {100 * e['measured']:+.2f} "
-            f"| {100 * e['expected']:+.2f} | {_interval(g)} | {verdict} |"
-        )
-    return lines + [""]
+def _ci(iv, scale=100, fmt="{:+.2f}"):
+    """'[low, high]' of an interval dict, scaled (points by default)."""
+    return f"[{fmt.format(scale * iv['low'])}, {fmt.format(scale * iv['high'])}]"
 
 
-def bagging_verdict(results):
+def _sign_of(interval, predicted):
+    """'for' / 'against' / 'inconclusive' from an interval of a difference the
+    bagging view predicts to be `predicted` ('below 0' or 'above 0')."""
+    where = evidence_lib.outcome_of(interval)
+    if where == "contains 0":
+        return "inconclusive"
+    return "for" if where == predicted else "against"
+
+
+def bagging_verdict(results, bagging=None):
     """Plain sentences on whether the numbers support "KD acts like bagging".
 
-    Three signs of the paper's mechanism, each read off the study's numbers:
-    (1) KD students of different seeds disagree less than plain ones (KD
-    already averages over label noise, as a bag averages members); (2)
-    averaging the seeds gains less with KD (part of what an ensemble adds,
-    KD has added already); (3) a single KD student gains over the plain
-    student a sizeable part of what a bag gains. Each sign is 'for',
-    'against' or absent (not measured).
+    Three signs of the mechanism, each read off an interval, never a point
+    estimate: (1) KD students of different seeds disagree less than plain
+    ones (the interval of KD minus no-KD disagreement lies below 0); (2)
+    averaging the seeds gains less with KD (the interval of the difference
+    of ensemble gains lies below 0); (3) one KD student gains over the plain
+    student at least evidence_lib.BAG_SHARE of what a bag that beats it
+    gains (the interval of kd_gain - share * bag_gain lies above 0). Each
+    sign is 'for', 'against' (the interval lies on the other side) or
+    'inconclusive' (it contains 0); a sign without an interval (no per-image
+    predictions stored) is 'untested' and its numbers are only described.
+
+    Args:
+      results: the study's results dict.
+      bagging: ``evidence.bagging_evidence`` of the results (default:
+        computed from them).
 
     Returns:
-      dict: signs ({name: 'for' | 'against'}), sentences (list of str),
-      verdict (one sentence).
+      dict: signs ({name: 'for' | 'against' | 'inconclusive' | 'untested'}),
+      sentences (list of str), verdict (one sentence).
+
+    Length: each sign's rule sits beside the words of its every outcome, so
+    the sentences cannot drift from the rule.
     """
+    if bagging is None:
+        bagging = evidence_lib.bagging_evidence(results, evidence_lib.design_of(results))
+    iv = bagging["intervals"]
     signs, sentences = {}, []
     var = results.get("variance")
     if var:
         d0, d1 = var["nokd"]["disagreement"], var["kd"]["disagreement"]
-        signs["disagreement"] = "for" if d1 < d0 else "against"
-        sentences.append(
+        text = (
             f"Students of different seeds disagree on {100 * d0:.2f}% of test images "
-            f"without KD and {100 * d1:.2f}% with KD ("
-            + ("lower with KD, as a bagging-like averaging predicts" if d1 < d0 else "not lower")
-            + ")."
+            f"without KD and {100 * d1:.2f}% with KD"
         )
-        g0, g1 = var["nokd"]["ensemble_gain"], var["kd"]["ensemble_gain"]
-        signs["ensemble_gain"] = "for" if g1 < g0 else "against"
-        sentences.append(
-            f"Averaging the seeds' predictions gains {100 * g0:+.2f} pts without KD and "
-            f"{100 * g1:+.2f} pts with KD ("
-            + (
-                "smaller with KD: part of what the ensemble adds, KD had added already"
-                if g1 < g0
-                else "not smaller with KD"
-            )
-            + ")."
-        )
-    for budget, bag in sorted((results.get("bagging") or {}).items()):
-        plain = bag["student_accuracy_seeds"][0]
-        kd = bag["kd_student_accuracy_seeds"][0]
-        bag_gain, kd_gain = bag["bag_accuracy"] - plain, kd - plain
-        name = "equal total" if budget == "total" else "equal per-member"
-        if bag_gain > 0:
-            share = kd_gain / bag_gain
-            signs[f"bag_{budget}"] = "for" if share >= 0.25 else "against"
-            sentences.append(
-                f"The bag at {name} budget gains {100 * bag_gain:+.2f} pts over the plain "
-                f"student (mean over seeds); one KD student gains {100 * kd_gain:+.2f} pts, "
-                f"{100 * share:.0f}% of that with one member's cost."
+        if "disagreement" in iv:
+            diff = iv["disagreement"]["kd_minus_nokd"]
+            signs["disagreement"] = _sign_of(diff, "below 0")
+            text += (
+                f"; KD minus no KD {_ci(diff)} pts: "
+                + {
+                    "for": "lower with KD, as a bagging-like averaging predicts.",
+                    "against": "higher with KD.",
+                    "inconclusive": "the interval contains 0.",
+                }[signs["disagreement"]]
             )
         else:
-            sentences.append(
-                f"The bag at {name} budget does not beat the plain student "
-                f"({100 * bag_gain:+.2f} pts); a KD student gains {100 * kd_gain:+.2f} pts."
+            signs["disagreement"] = "untested"
+            text += " (no interval: not tested)."
+        sentences.append(text)
+        g0, g1 = var["nokd"]["ensemble_gain"], var["kd"]["ensemble_gain"]
+        text = (
+            f"Averaging the seeds' predictions gains {100 * g0:+.2f} pts without KD and "
+            f"{100 * g1:+.2f} pts with KD"
+        )
+        if "ensemble_gain" in iv:
+            diff = iv["ensemble_gain"]["kd_minus_nokd"]
+            signs["ensemble_gain"] = _sign_of(diff, "below 0")
+            text += (
+                f"; KD minus no KD {_ci(diff)} pts: "
+                + {
+                    "for": "smaller with KD (KD had added part of what the ensemble adds).",
+                    "against": "larger with KD.",
+                    "inconclusive": "the interval contains 0.",
+                }[signs["ensemble_gain"]]
             )
-    n_for = sum(v == "for" for v in signs.values())
-    if not signs:
-        verdict = "Not measured: the study had no seed ensemble and no bag."
-    elif n_for == len(signs):
-        verdict = (
-            f"Supported: all {len(signs)} signs point the way 'KD acts like bagging' predicts."
+        else:
+            signs["ensemble_gain"] = "untested"
+            text += " (no interval: not tested)."
+        sentences.append(text)
+    for budget, bag in sorted((results.get("bagging") or {}).items()):
+        name = "equal total" if budget == "total" else "equal per-member"
+        b = iv.get("bags", {}).get(budget)
+        if not b:
+            signs[f"bag_{budget}"] = "untested"
+            sentences.append(
+                f"The bag at {name} budget: {100 * bag['bag_accuracy']:.2f}% (no interval: "
+                "not tested)."
+            )
+            continue
+        bag_gain, kd_gain, share = b["bag_gain"], b["kd_gain"], b["share_test"]
+        where = evidence_lib.outcome_of(bag_gain)
+        head = (
+            f"The bag at {name} budget against the plain students: {_ci(bag_gain)} pts; "
+            f"one KD student: {_ci(kd_gain)} pts"
         )
-    elif n_for == 0:
-        verdict = f"Not supported: none of the {len(signs)} signs points that way."
+        if where != "above 0":
+            sentences.append(
+                head
+                + (
+                    ". The bag does not beat the plain student, so it says nothing of KD."
+                    if where == "below 0"
+                    else ". Whether the bag beats the plain student is inconclusive."
+                )
+            )
+            continue
+        signs[f"bag_{budget}"] = _sign_of(share, "above 0")
+        share_pct = f"{100 * evidence_lib.BAG_SHARE:.0f}%"
+        sentences.append(
+            head
+            + f"; KD gain − {share_pct} of the bag's gain {_ci(share)} pts: "
+            + {
+                "for": f"one KD student reaches at least {share_pct} of the bag's gain.",
+                "against": f"one KD student reaches less than {share_pct} of the bag's gain.",
+                "inconclusive": "the interval contains 0.",
+            }[signs[f"bag_{budget}"]]
+        )
+    tested = {k: v for k, v in signs.items() if v != "untested"}
+    by = {o: [k for k, v in tested.items() if v == o] for o in ("for", "against", "inconclusive")}
+    untested = [k for k, v in signs.items() if v == "untested"]
+    rest = f" Not tested (no interval): {', '.join(untested)}." if untested else ""
+    if not tested:
+        verdict = "Not tested: no sign of the bagging view has an interval." + (
+            f" Described only: {', '.join(untested)}." if untested else ""
+        )
+    elif len(by["for"]) == len(tested):
+        verdict = f"Supported on the {len(tested)} sign(s) tested ({', '.join(by['for'])}).{rest}"
+    elif len(by["against"]) == len(tested):
+        verdict = f"Not supported: every sign tested points the other way.{rest}"
     else:
-        against = [k for k, v in signs.items() if v == "against"]
         verdict = (
-            f"Partly supported: {n_for} of {len(signs)} signs point that way; against: "
-            f"{', '.join(against)}."
+            "Not settled: "
+            + "; ".join(f"{o}: {', '.join(ks)}" for o, ks in by.items() if ks)
+            + f".{rest}"
         )
-    sentences.append(
-        "These are single numbers on one test split (no interval across seeds for an "
-        "ensemble); read them with the seed spread of the tables above."
-    )
+    if bagging.get("note"):
+        sentences.append(bagging["note"])
     return {"signs": signs, "sentences": sentences, "verdict": verdict}
 
 
-def variance_section(var, n_seeds):
+def variance_section(var, n_seeds, intervals=None):
     """Disagreement, prediction variance and what averaging the seeds adds."""
     lines = [
         "## Disagreement between seeds, without and with KD (the bagging view)",
@@ -255,17 +312,38 @@ def variance_section(var, n_seeds):
         f"ensemble of the {n_seeds} seeds (%) | ensemble gain (pts) |",
         "|---|---|---|---|---|---|",
     ]
-    for kd, name in (("nokd", "no KD"), ("kd", "KD")):
+    iv = intervals or {}
+    for kd, name in (("nokd", "no KD"), ("kd", "KD"), ("kd_minus_nokd", "KD − no KD")):
+        if kd == "kd_minus_nokd":
+            if "disagreement" in iv:
+                lines.append(
+                    f"| {name} | {_ci(iv['disagreement'][kd])} pts | | | | "
+                    f"{_ci(iv['ensemble_gain'][kd])} |"
+                )
+            continue
         v = var[kd]
+        dis = f"{100 * v['disagreement']:.2f}%"
+        gain = f"{100 * v['ensemble_gain']:+.2f}"
+        if "disagreement" in iv:
+            dis += f" {_ci(iv['disagreement'][kd], fmt='{:.2f}')}"
+            gain += f" {_ci(iv['ensemble_gain'][kd])}"
         lines.append(
-            f"| {name} | {100 * v['disagreement']:.2f}% | "
+            f"| {name} | {dis} | "
             f"{v['prediction_variance']:.5f} | {_ms(v['member_accuracy'])} | "
-            f"{_pct(v['ensemble_accuracy'])} | {100 * v['ensemble_gain']:+.2f} |"
+            f"{_pct(v['ensemble_accuracy'])} | {gain} |"
         )
+    if "disagreement" in iv:
+        lines += ["", "Brackets: 95% bootstrap intervals over seeds and test images."]
+    else:
+        lines += [
+            "",
+            "No intervals: these results hold no per-image predictions, so disagreement and "
+            "ensemble gain are single numbers.",
+        ]
     return lines + [""]
 
 
-def header_section(results, summary, seeds):
+def header_section(results, summary, seeds, ev=None):
     """The title, the interim notice, the teachers, the setup and the main table."""
     parts = [f"# Orthogonality study: {results['dataset']}", ""]
     interim = results.get("interim")
@@ -288,11 +366,13 @@ def header_section(results, summary, seeds):
     parts += [
         "",
         f"Seeds: {seeds}. Accuracy is mean ± sample std over seeds on the full "
-        "test split. Δ(T) = acc(T+KD) − acc(T), paired by seed, with a 95% paired "
+        "test split (val: the validation split; – where the results predate it). "
+        "Δ(T) = acc(T+KD) − acc(T), paired by seed, with a 95% paired "
         "t-interval (n − 1 degrees of freedom). Additivity compares the measured gain "
-        "of T+KD over the plain student with (gain of T) + (gain of KD).",
+        "of T+KD over the plain student with (gain of T) + (gain of KD). The 'tested' "
+        "columns are the outcomes of [the tests](#the-statistical-design).",
         "",
-        orthogonality_table(summary),
+        orthogonality_table(summary, ev),
         "",
     ]
     return parts
@@ -410,19 +490,23 @@ def markdown(results):
     """The whole study report (Markdown) from the study's results dict."""
     seeds = results["seeds"]
     summary = ordered_summary(results)
-    parts = header_section(results, summary, seeds)
+    ev = evidence_lib.analyze(results)
+    verdict = bagging_verdict(results, ev["bagging"]) if results.get("variance") else None
+    parts = header_section(results, summary, seeds, ev)
+    parts += findings.findings_section(ev, verdict and verdict["verdict"])
+    parts += findings.design_section(ev)
+    parts += findings.gains_section(ev)
     parts += zero_gain_note(summary)
     parts += compression_section(summary)
-    parts += additivity_section(results.get("additivity"))
-    parts += augmentation_section(summary)
+    parts += findings.additivity_section(ev)
+    parts += augmentation_section(summary, ev)
     var = results.get("variance")
     if var:
-        parts += variance_section(var, len(seeds))
+        parts += variance_section(var, len(seeds), ev["bagging"]["intervals"])
     parts += bagging_section(results.get("bagging") or {}, seeds)
     parts += teacher_ensemble_section(results.get("teacher_ensemble"))
     if results.get("kd_selection"):
         parts += ["## The KD setting", "", kd_selection.markdown(results["kd_selection"]), ""]
-    verdict = results.get("kd_as_bagging")
     if verdict:
         parts += ["## Does KD act like bagging?", "", *verdict["sentences"], ""]
         parts += [f"**{verdict['verdict']}**", ""]
@@ -581,3 +665,55 @@ def write(workdir, results):
     text = markdown(results)
     runs.write_text(os.path.join(workdir, "report.md"), text)
     return text
+
+
+GENERATED_MARKER = "# The generated report"
+
+
+def embed(doc, text):
+    """`doc` with everything after its GENERATED_MARKER line replaced by the
+    report `text` without its title line.
+
+    Raises:
+      ValueError: `doc` has no line starting with GENERATED_MARKER.
+    """
+    lines = doc.split("\n")
+    at = [i for i, line in enumerate(lines) if line.startswith(GENERATED_MARKER)]
+    if not at:
+        raise ValueError(f"no line starting with {GENERATED_MARKER!r} to put the report after.")
+    body = text.split("\n", 1)[1] if text.startswith("# ") else text
+    return "\n".join(lines[: at[0] + 1]) + "\n\n" + body.lstrip("\n")
+
+
+def main(argv=None):
+    """Writes a study's report.md again from its results.json (no training)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m kd_keras.app.study.report",
+        description="Writes a study's report from its results.json, without training.",
+    )
+    parser.add_argument("results", help="the study's results.json")
+    parser.add_argument("--out", help="report file (default: report.md beside results.json)")
+    parser.add_argument(
+        "--into", help="a results doc whose part after its generated-report heading is replaced"
+    )
+    args = parser.parse_args(argv)
+    try:
+        with open(args.results) as f:
+            results = json.load(f)
+        text = markdown(results)
+        if args.into:
+            with open(args.into) as f:
+                text_out, path = embed(f.read(), text), args.into
+        else:
+            text_out = text
+            path = args.out or os.path.join(os.path.dirname(args.results), "report.md")
+    except (OSError, json.JSONDecodeError, KeyError, ValueError) as e:
+        print(f"error: cannot render {args.results}: {e!r}", file=sys.stderr)
+        return 2
+    runs.write_text(path, text_out)
+    print(f"Report written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,8 +23,8 @@ import numpy as np
 from kd_keras import data as data_lib
 from kd_keras import distribute, runs
 from kd_keras.app import kd_selection, pipeline, variants
+from kd_keras.app.study import evidence, report, stats
 from kd_keras.app.study import grid as grid_lib
-from kd_keras.app.study import report, stats
 
 AUGMENT = data_lib.AugmentConfig(crop_padding=2, flip=True, cutout=8)
 
@@ -98,6 +98,9 @@ class StudyConfig:
       budget: device budgets checked against each technique's measured int8
         files, {"max_bytes", "max_arena_bytes", "max_latency_us"} (0 or
         absent = no limit); techniques over a budget are marked in the report.
+      primary_metric, alpha, equivalence_margin: the statistical design the
+        report's tests follow (``kd_keras.app.study.evidence.Design``; the
+        margin in accuracy points).
     """
 
     pipeline: pipeline.PipelineConfig
@@ -111,8 +114,14 @@ class StudyConfig:
     extra_teacher_epochs: int = 10
     extra_teacher_path: str = None
     budget: dict = None
+    primary_metric: str = "test_accuracy"
+    alpha: float = 0.05
+    equivalence_margin: float = 0.5
 
     def __post_init__(self):
+        evidence.Design(
+            self.seeds or (0,), self.primary_metric, self.alpha, self.equivalence_margin
+        )
         bad = {k: v for k, v in (self.budget or {}).items() if k not in BUDGET_FIGURES or v < 0}
         if bad:
             raise ValueError(
@@ -521,17 +530,25 @@ def aggregate(config, data, study, teacher_rows, seeds=None):
 
     if interim:
         results["interim"] = interim
+    members = {}
     if study.bags and not interim:
         results["bagging"] = {}
         for budget, bag in study.bags.items():
             bag_rows, bag_probs = _train_all(study.ctx, bag, keep_probs=lambda v: True)
             view = bagging_view(bag_rows, bag_probs, data, rows, config)
             results["bagging"][budget] = dict(view, budget=budget)
+            members[budget] = np.stack([bag_probs[r["name"]] for r in bag_rows])
+    if results["variance"]:  # Per-image predictions exist only here: bootstrap now.
+        arm = lambda kd: np.stack([probs[f"none-{kd}-s{s}"] for s in config.seeds])  # noqa: E731
+        results["bagging_intervals"] = evidence.bagging_bootstrap(
+            arm("nokd"), arm("kd"), data.y_test, members
+        )
     if study.ensemble and not interim:
         results["teacher_ensemble"] = teacher_ensemble_view(config, study, rows)
     if study.selection:
         results["kd_selection"] = study.selection
-    results["kd_as_bagging"] = report.bagging_verdict(results)
+    results["evidence"] = evidence.analyze(results)
+    results["kd_as_bagging"] = report.bagging_verdict(results, results["evidence"]["bagging"])
     report.write(out_dir, results)
     return results
 

@@ -162,3 +162,183 @@ def prediction_variance(probabilities):
     if p.shape[0] < 2:
         raise ValueError(f"prediction_variance needs at least 2 models, got {p.shape[0]}.")
     return float(p.var(axis=0, ddof=1).mean())
+
+
+def _t_test(d):
+    """(mean, standard error, degrees of freedom) of paired differences `d`."""
+    d = np.asarray(d, dtype=float)
+    n = d.size
+    if n < 2:
+        return float(d.mean()) if n else math.nan, math.nan, 0
+    return float(d.mean()), float(d.std(ddof=1)) / math.sqrt(n), n - 1
+
+
+def paired_t_p(d):
+    """Two-sided p-value of the paired t-test that the mean difference is 0.
+
+    Args:
+      d: per-seed paired differences.
+
+    Returns:
+      float p; NaN with fewer than 2 differences; 0 or 1 when the differences
+      do not vary (a nonzero or a zero mean).
+    """
+    mean, se, df = _t_test(d)
+    if df == 0:
+        return math.nan
+    if se == 0:
+        return 0.0 if mean != 0 else 1.0
+    return float(2 * sp_stats.t.sf(abs(mean) / se, df))
+
+
+def wilcoxon(d):
+    """Two-sided Wilcoxon signed-rank test that the differences centre on 0.
+
+    Zero differences are dropped (Wilcoxon's convention); without ties among
+    the rest the p-value is exact (scipy's table of the 2^n sign patterns).
+    With n nonzero differences the smallest p the test can give is
+    ``2 / 2^n`` (every difference of one sign): 0.0625 for 5 seeds, so with
+    5 seeds the rank test cannot reach 0.05 whatever the data.
+
+    Returns:
+      dict: p (NaN with no nonzero difference), n (nonzero differences),
+      min_p (the smallest attainable two-sided p, 2 / 2^n capped at 1).
+    """
+    d = np.asarray(d, dtype=float)
+    nz = d[d != 0]
+    n = int(nz.size)
+    if n == 0:
+        return {"p": math.nan, "n": 0, "min_p": 1.0}
+    p = float(sp_stats.wilcoxon(nz, alternative="two-sided").pvalue)
+    return {"p": min(p, 1.0), "n": n, "min_p": min(1.0, 2.0 / 2**n)}
+
+
+def holm(pvalues):
+    """Holm's step-down adjustment of a family of p-values.
+
+    Sorted ascending, the i-th smallest (i from 0) is multiplied by
+    ``m - i``; the adjusted values are made non-decreasing in that order and
+    capped at 1. Rejecting where the adjusted p <= alpha controls the
+    family-wise error at alpha. NaN entries (no test) stay NaN and do not
+    count in m.
+
+    Returns:
+      list of adjusted p-values, in the input order.
+    """
+    p = [float(x) for x in pvalues]
+    idx = sorted((i for i, x in enumerate(p) if not math.isnan(x)), key=lambda i: p[i])
+    m = len(idx)
+    out = [math.nan] * len(p)
+    running = 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def tost(d, margin, alpha=0.05):
+    """Two one-sided paired t-tests that the mean difference lies within ±margin.
+
+    H0: mean <= -margin or mean >= +margin. The p-value is the larger of
+    the two one-sided p-values, ``1 - F((mean + margin) / se)`` and
+    ``F((mean - margin) / se)`` (F the t distribution with n - 1 d.o.f.);
+    p <= alpha exactly when the ``1 - 2 alpha`` t-interval lies inside
+    (-margin, +margin).
+
+    Args:
+      d: per-seed paired differences.
+      margin: the equivalence margin (> 0), in the units of `d`.
+      alpha: the test's level, used for the interval.
+
+    Returns:
+      dict: p (NaN with fewer than 2 differences), low, high (the
+      ``1 - 2 alpha`` interval), margin.
+    """
+    if margin <= 0:
+        raise ValueError(f"tost needs a margin > 0, got {margin}.")
+    mean, se, df = _t_test(d)
+    if df == 0:
+        return {"p": math.nan, "low": math.nan, "high": math.nan, "margin": margin}
+    if se == 0:
+        p = 0.0 if abs(mean) < margin else 1.0
+        return {"p": p, "low": mean, "high": mean, "margin": margin}
+    p_low = float(sp_stats.t.sf((mean + margin) / se, df))
+    p_high = float(sp_stats.t.cdf((mean - margin) / se, df))
+    half = float(sp_stats.t.ppf(1 - alpha, df)) * se
+    return {"p": max(p_low, p_high), "low": mean - half, "high": mean + half, "margin": margin}
+
+
+def verdict(mean, p_difference, p_equivalence, alpha):
+    """The one rule by which the study words a paired difference.
+
+    * ``difference`` when the (Holm-adjusted) two-sided t-test's p <= alpha
+      and not equivalent: the difference is not 0 and may be large;
+    * ``equivalent`` when the (Holm-adjusted) TOST p <= alpha and not
+      different: the difference lies within ±margin;
+    * ``small difference`` when both hold: not 0, but within ±margin;
+    * ``inconclusive`` otherwise (and with no test, NaN p-values): these
+      seeds say neither.
+
+    Returns:
+      (outcome, sign): outcome as above, sign +1 / -1 of the mean for a
+      difference, else 0.
+    """
+    diff = not math.isnan(p_difference) and p_difference <= alpha
+    equiv = not math.isnan(p_equivalence) and p_equivalence <= alpha
+    sign = (1 if mean > 0 else -1) if diff else 0
+    if diff and equiv:
+        return "small difference", sign
+    if diff:
+        return "difference", sign
+    if equiv:
+        return "equivalent", 0
+    return "inconclusive", 0
+
+
+def bootstrap(statistic, n_seeds, n_images=None, resamples=2000, seed=0, confidence=0.95):
+    """Percentile bootstrap interval of statistics over seeds (and images).
+
+    Each resample draws `n_seeds` seed indices with replacement and, when
+    `n_images` is given, `n_images` test-image indices with replacement,
+    independently (a two-way bootstrap: seed-to-seed and test-set
+    variation), from a numpy Generator seeded with `seed`, so a given seed
+    gives the same interval every time.
+
+    Args:
+      statistic: fn(seed_idx, image_idx) -> float or 1-D array of floats
+        (several statistics from one resample); image_idx is None without
+        `n_images`.
+      n_seeds: seeds to resample.
+      n_images: test images to resample, or None (seeds only).
+      resamples: bootstrap resamples.
+      seed: the generator's seed.
+      confidence: two-sided level of the percentile interval.
+
+    Returns:
+      dict: estimate (the statistic on the data as they are), low, high (as
+      floats or arrays like the statistic), resamples, seed, over ('seeds'
+      or 'seeds and images').
+    """
+    rng = np.random.default_rng(seed)
+    all_seeds = np.arange(n_seeds)
+    all_images = None if n_images is None else np.arange(n_images)
+    estimate = np.asarray(statistic(all_seeds, all_images), dtype=float)
+    draws = np.empty((resamples,) + estimate.shape)
+    for r in range(resamples):
+        s = rng.integers(0, n_seeds, n_seeds)
+        i = None if n_images is None else rng.integers(0, n_images, n_images)
+        draws[r] = statistic(s, i)
+    q = (1 - confidence) / 2
+    low, high = np.nanquantile(draws, [q, 1 - q], axis=0)
+
+    def out(x):
+        return float(x) if np.ndim(x) == 0 else [float(v) for v in x]
+
+    return {
+        "estimate": out(estimate),
+        "low": out(low),
+        "high": out(high),
+        "resamples": int(resamples),
+        "seed": int(seed),
+        "over": "seeds" if n_images is None else "seeds and images",
+    }

@@ -307,7 +307,8 @@ def validate(config: PipelineConfig, todo=None):
     loaded or model trained: the teacher and student build with their
     arguments (a teacher given by path loads and fits the data's shapes),
     the distillation losses find their layers, and every variant's
-    compression chain applies.
+    compression chain wraps the actual student (each technique applied, in
+    chain order, to a copy of it).
 
     Args:
       config: the PipelineConfig.
@@ -348,8 +349,20 @@ def validate(config: PipelineConfig, todo=None):
                 f"--student_layer={config.kd.student_layer}: {e}"
             ) from None
     probe = variant_context(config, shapes, [], [])
+    checked = set()  # A chain is wrapped once per student, whether or not KD is on.
     for variant in todo:
-        variants.validate(probe, variant)
+        key = (variant.student, variant.student_kwargs, variant.techniques, variant.compression)
+        if key in checked:
+            continue
+        checked.add(key)
+        try:
+            variants.validate(probe, variant)
+        except ValueError as e:
+            if not variant.techniques:
+                raise
+            raise ValueError(
+                f"--techniques={','.join(variant.techniques)} on --student={variant.student}: {e}"
+            ) from None
     return todo
 
 

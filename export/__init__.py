@@ -16,6 +16,7 @@ from kd_keras import keras_compat  # noqa: F401  TensorFlow is imported there fi
 from export.convert import (
     QUANTIZATIONS,
     ExportError,
+    check_input_range,
     check_model_path,
     load_model,
     save_tflite,
@@ -27,6 +28,7 @@ __all__ = [
     "ExportError",
     "QUANTIZATIONS",
     "RESULTS_SUFFIX",
+    "check_input_range",
     "check_model_path",
     "export_model",
     "load_model",

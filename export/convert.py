@@ -20,12 +20,14 @@ the cause.
 
 import contextlib
 import os
+import tempfile
 
 import numpy as np
 
 from kd_keras import compression, console, runs
 from kd_keras import data as data_lib
-from kd_keras.keras_compat import keras, tf
+from kd_keras.distill import teachers
+from kd_keras.keras_compat import keras, keras3, tf
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 DEFAULT_NUM_CALIBRATION = 200
@@ -93,16 +95,19 @@ def _custom_object_scopes():
 
 
 def load_model(path):
-    """Loads a saved Keras model (``.keras``, ``.h5`` or a Keras SavedModel dir).
+    """Loads a saved Keras model (``.keras``, ``.h5`` or a Keras SavedModel dir)
+    with the loader of teachers (``kd_keras.distill.teachers.load_saved``).
 
     TF-MOT's pruning, clustering and quantization layers are in scope, so
-    wrapped models load too.
+    wrapped models load too. A file ``tf_keras`` cannot read, such as a
+    Keras 3 ``.keras`` file, loads as a Keras 3 model; :func:`convert` takes
+    it through a SavedModel Keras 3 writes.
 
     Args:
       path: file or directory.
 
     Returns:
-      The ``keras.Model``.
+      The ``keras.Model`` (``tf_keras``, or Keras 3).
 
     Raises:
       ExportError: the path does not exist or does not hold a Keras model.
@@ -113,18 +118,113 @@ def load_model(path):
     if path.endswith(".tflite"):
         raise ExportError(f"{path} is already a TFLite model; convert takes a Keras model.")
     try:
-        with contextlib.ExitStack() as stack:
-            for scope in _custom_object_scopes():
-                stack.enter_context(scope)
-            model = keras.models.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 — Keras raises many types for a bad file.
+        with model_scope():
+            model, _ = teachers.load_saved(path)
+    except ValueError as e:
         raise ExportError(
-            f"Cannot load {path} as a Keras model ({type(e).__name__}: "
-            f"{_short(e)}). Expected a .keras/.h5 file or a SavedModel directory."
+            f"Cannot load {path} as a Keras model ({_short(e)}). Expected a .keras/.h5 file "
+            "or a SavedModel directory."
         ) from e
-    if not isinstance(model, keras.Model):
+    if not (isinstance(model, keras.Model) or teachers.is_keras3_model(model)):
         raise ExportError(f"{path} loaded as {type(model).__name__}, not a keras.Model.")
     return model
+
+
+@contextlib.contextmanager
+def model_scope():
+    """TF-MOT's pruning, clustering and quantization classes in scope, for loading."""
+    with contextlib.ExitStack() as stack:
+        for scope in _custom_object_scopes():
+            stack.enter_context(scope)
+        yield
+
+
+def write_keras3_saved_model(model, directory):
+    """Writes a Keras 3 `model` as a SavedModel (Keras 3's ``ExportArchive``)
+    whose one endpoint runs it in inference mode (``training=False``), so
+    random augmentation layers inside it (RandomFlip and the like) are
+    identities and leave no random ops for the converter.
+
+    Returns:
+      `directory`.
+    """
+    k3 = keras3()
+    shape = (None,) + tuple(model.inputs[0].shape[1:])
+    archive = k3.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve",
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec(shape, tf.float32)],
+    )
+    with console.capture_native_output():
+        archive.write_out(directory, verbose=False)
+    return directory
+
+
+class RangedImages:
+    """uint8 images read, a slice at a time, as float32 images in an input
+    range: ``kd_keras.data.preprocess`` ([0, 1]) then ``* scale + offset``.
+
+    Float arrays are what calibration and measurement take as already
+    preprocessed, so a model expecting [0, 255] is calibrated and scored on
+    [0, 255] images without the split being copied whole.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, images, input_range):
+        self.images = images
+        _, (self.scale, self.offset) = teachers.parse_input_range(input_range)
+        self.shape = tuple(np.shape(images))
+        self.ndim = len(self.shape)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        x = np.asarray(data_lib.preprocess(np.asarray(self.images[index])), np.float32)
+        return x * np.float32(self.scale) + np.float32(self.offset)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+def in_range(images, input_range):
+    """`images` as the model expects them: unchanged for [0, 1] (or when
+    None), else a :class:`RangedImages` view."""
+    if images is None or teachers.parse_input_range(input_range)[0] == "0,1":
+        return images
+    return RangedImages(images, input_range)
+
+
+def check_input_range(path, data, input_range="0,1"):
+    """The model at `path` read as a teacher (``kd_keras.distill.teachers.open_teacher``)
+    and its input range checked on `data`'s training images.
+
+    Returns:
+      The loader's report: accuracy on those images fed in `input_range`,
+      sample_count, ...
+
+    Raises:
+      ExportError: the model plainly expects another range (naming it and
+        --input_range), or it cannot be read as a classifier of `data`.
+    """
+    try:
+        with model_scope():
+            _, report = teachers.open_teacher(
+                os.fspath(path),
+                data.input_shape,
+                data.num_classes,
+                input_range,
+                sample=(data.x_train, data.y_train),
+                split="training",
+                fix="--input_range={}",
+            )
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    return report
 
 
 # The first bytes of an HDF5 file (an .h5 Keras model) and of a zip archive (a .keras one).
@@ -201,17 +301,18 @@ def representative_dataset(images, num_calibration=DEFAULT_NUM_CALIBRATION, seed
     Raises:
       ExportError: no images, or images that are not (N, H, W, C).
     """
-    images = np.asarray(images)
-    if images.ndim != 4 or len(images) == 0:
+    if not hasattr(images, "shape"):
+        images = np.asarray(images)
+    if len(images.shape) != 4 or len(images) == 0:
         raise ExportError(
             f"representative_images must be a non-empty (N, H, W, C) array, got shape "
-            f"{images.shape}."
+            f"{tuple(images.shape)}."
         )
     if num_calibration < 1:
         raise ExportError(f"num_calibration must be >= 1, got {num_calibration}.")
     rng = np.random.default_rng(seed)
     count = min(int(num_calibration), len(images))
-    chosen = images[np.sort(rng.choice(len(images), count, replace=False))]
+    chosen = np.asarray(images[np.sort(rng.choice(len(images), count, replace=False))])
     if np.issubdtype(chosen.dtype, np.integer):
         chosen = np.asarray(data_lib.preprocess(chosen))
     chosen = chosen.astype(np.float32)
@@ -227,9 +328,10 @@ def _check_input_shape(model, images, name):
     if isinstance(model.input_shape, list):  # Several inputs: leave it to the converter.
         return
     expected = tuple(model.input_shape[1:])
-    if None not in expected and tuple(np.shape(images)[1:]) != expected:
+    shape = tuple(images.shape if hasattr(images, "shape") else np.shape(images))
+    if None not in expected and shape[1:] != expected:
         raise ExportError(
-            f"Representative images of shape {np.shape(images)[1:]} do not fit model "
+            f"Representative images of shape {shape[1:]} do not fit model "
             f"'{name}' whose input shape is {expected}."
         )
 
@@ -271,6 +373,14 @@ def convert(
     if int8_io and quantization != "int8":
         raise ExportError(f"int8_io needs quantization='int8', got {quantization!r}.")
     keras_model, saved_model_dir, label = _resolve(model)
+    if keras_model is not None and teachers.is_keras3_model(keras_model):
+        if quantization == "int8" and representative_images is not None:
+            _check_input_shape(keras_model, representative_images, label)
+        with tempfile.TemporaryDirectory() as directory:
+            write_keras3_saved_model(keras_model, directory)
+            return convert(
+                directory, quantization, representative_images, num_calibration, int8_io, seed
+            )
     if keras_model is not None:
         keras_model = strip_wrappers(keras_model)
         qat = is_qat_model(keras_model)
@@ -327,7 +437,7 @@ def _resolve(model):
             return None, path, path
         loaded = load_model(path)
         return loaded, None, f"{loaded.name} ({path})"
-    if isinstance(model, keras.Model):
+    if isinstance(model, keras.Model) or teachers.is_keras3_model(model):
         return model, None, model.name
     raise ExportError(f"convert() takes a keras.Model or a path, got {type(model).__name__}.")
 

@@ -34,6 +34,7 @@ from export.convert import (
 )
 from export.measure import DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUNS, DEFAULT_NUM_RUNS, DEFAULT_WARMUP
 from kd_keras import runs
+from kd_keras.distill import teachers
 
 RESULTS_SUFFIX = ".export.json"
 
@@ -56,6 +57,7 @@ def export_model(
     command=None,
     max_latency_runs=DEFAULT_MAX_RUNS,
     tflm=True,
+    input_range="0,1",
 ):
     """Converts, saves and measures a model in several TFLite formats, with model cards.
 
@@ -92,6 +94,9 @@ def export_model(
       command: the command recorded in the cards; default ``sys.argv``.
       max_latency_runs: cap on timed rounds.
       tflm: run int8 files on TFLM.
+      input_range: the value range the model expects its images in ('0,1',
+        '0,255', '-1,1' or a (low, high) pair): `data`'s uint8 images are
+        mapped to it for calibration, accuracy and timing.
 
     Returns:
       One dict per (format, thread count), in that order: name, format, path,
@@ -114,6 +119,10 @@ def export_model(
     if class_names is None and data is not None:
         class_names = getattr(data, "class_names", ())
     class_names = list(class_names or ())
+    x_train = x_test = y_test = None
+    if data is not None:
+        x_train = convert_lib.in_range(data.x_train, input_range)
+        x_test, y_test = convert_lib.in_range(data.x_test, input_range), data.y_test
     paths, static = {}, {}
     for fmt in formats:
         paths[fmt] = os.path.join(out_dir, f"{name}.{fmt}.tflite")
@@ -122,7 +131,7 @@ def export_model(
             keras_model,
             fmt,
             paths[fmt],
-            data,
+            (x_train, x_test, y_test),
             num_calibration=num_calibration,
             int8_io=int8_io and fmt == "int8",
             threads=threads[0],
@@ -130,7 +139,7 @@ def export_model(
             batch_size=batch_size,
             tflm=tflm,
         )
-    example = data.x_test[0] if data is not None and len(data.x_test) else None
+    example = x_test[0] if x_test is not None and len(x_test) else None
     timed = {
         count: measure_lib.latency_together(
             paths,
@@ -190,7 +199,8 @@ def _resolve_source(model, name):
         keras_model = None if convert_lib.is_plain_saved_model(path) else load_model(path)
         source = keras_model or path
     if keras_model is not None:
-        source = keras_model = strip_wrappers(keras_model)
+        if not teachers.is_keras3_model(keras_model):  # TF-MOT wraps tf_keras models only.
+            source = keras_model = strip_wrappers(keras_model)
         name = name or keras_model.name
     return source, keras_model, name
 
@@ -212,7 +222,7 @@ def _convert_and_measure(
     keras_model,
     fmt,
     path,
-    data,
+    images,
     num_calibration,
     int8_io,
     threads,
@@ -222,22 +232,22 @@ def _convert_and_measure(
 ):
     """Converts `source` to `fmt`, saves it at `path` and returns its untimed
     figures: size, accuracy, agreement with the Keras model, the profile path
-    and, for int8 with `tflm`, the TFLite Micro figures."""
+    and, for int8 with `tflm`, the TFLite Micro figures. `images`: (x_train,
+    x_test, y_test), each None without data."""
+    x_train, x_test, y_test = images
     content = convert_lib.convert(
         source,
         fmt,
-        representative_images=data.x_train if data is not None else None,
+        representative_images=x_train,
         num_calibration=num_calibration,
         int8_io=int8_io,
     )
     save_tflite(content, path)
-    x_test = data.x_test if data is not None else None
-    y_test = data.y_test if data is not None else None
     figures = measure_lib.measure(
         path,
         x_test=x_test,
         y_test=y_test,
-        keras_model=keras_model if data is not None else None,
+        keras_model=keras_model if x_test is not None else None,
         threads=threads,
         xnnpack=xnnpack,
         batch_size=batch_size,

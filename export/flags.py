@@ -8,6 +8,7 @@ from absl import flags
 
 from export.measure import DEFAULT_BATCH_SIZE
 from kd_keras import flag_groups
+from kd_keras.distill import teachers
 
 NO_DATASET = flag_groups.NO_DATASET
 
@@ -16,6 +17,15 @@ MODEL = flags.DEFINE_string(
 )
 OUT_DIR = flags.DEFINE_string("out_dir", None, "Directory of the .tflite files and results.")
 NAME = flags.DEFINE_string("name", None, "File name stem (default: the model file's stem).")
+INPUT_RANGE = flags.DEFINE_enum(
+    "input_range",
+    teachers.DEFAULT_INPUT_RANGE,
+    list(teachers.INPUT_RANGES),
+    "Input value range the model expects: calibration, accuracy and timing feed it the "
+    "data's images mapped to it (the .tflite file takes the same range). With data, a "
+    "model that plainly expects another range (much higher accuracy there on training "
+    "images) is an error naming it.",
+)
 DATA = flag_groups.define_data_flags(allow_none=True)
 EXPORT = flag_groups.define_export_flags()
 EVAL_BATCH = flags.DEFINE_integer(

@@ -24,6 +24,7 @@ import export
 from export import flags as export_flags
 from kd_keras import console, flag_groups, runs
 from kd_keras import data as data_lib
+from kd_keras.distill import teachers
 
 FLAGS = flags.FLAGS
 RESULTS_FILE = "export_results.json"
@@ -99,6 +100,12 @@ def main(argv):
                 data = config.load()
             except data_lib.DataError as e:
                 sys.exit(f"Cannot load the dataset: {e}")
+        if data is not None:  # The range it expects, on training images (what calibrates it).
+            try:
+                report = export.check_input_range(model_path, data, f.INPUT_RANGE.value)
+            except export.ExportError as e:
+                sys.exit(f"Cannot check --input_range={f.INPUT_RANGE.value}: {e}")
+            print(teachers.accuracy_line("Model", report))
         name = f.NAME.value or os.path.splitext(os.path.basename(model_path.rstrip("/")))[0]
         try:
             rows = export.export_model(
@@ -115,6 +122,7 @@ def main(argv):
                 int8_io=f.EXPORT.int8_io.value,
                 batch_size=f.EVAL_BATCH.value,
                 results_file=RESULTS_FILE,
+                input_range=f.INPUT_RANGE.value,
             )
         except export.ExportError as e:
             sys.exit(f"Export failed: {e}")

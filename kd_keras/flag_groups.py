@@ -276,6 +276,18 @@ def _define_kwargs(name, help_text):
     return holder
 
 
+def define_teacher_input_range_flag():
+    """--teacher_input_range: the value range a teacher given by path expects."""
+    return flags.DEFINE_enum(
+        "teacher_input_range",
+        teachers.DEFAULT_INPUT_RANGE,
+        list(teachers.INPUT_RANGES),
+        "Input value range a teacher given by path expects; kd_keras feeds images in [0, 1] "
+        "and rescales them for the teacher. A teacher that plainly expects another range "
+        "(much higher accuracy there on validation images) is an error naming it.",
+    )
+
+
 def define_teacher_flags():
     """--teacher, --teacher_args and how the teacher trains (--teacher_epochs,
     --teacher_optimizer, --teacher_lr, --teacher_warmup, --teacher_augment).

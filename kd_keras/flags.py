@@ -9,7 +9,6 @@ from absl import flags
 from kd_keras import compression, flag_groups
 from kd_keras.app import kd_selection, pipeline, variants
 from kd_keras.app.study import runner
-from kd_keras.distill import teachers as teachers_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (cache, models, results).")
 RUN = flag_groups.define_run_flags(
@@ -20,14 +19,7 @@ DATA = flag_groups.define_data_flags()
 SOURCE = flag_groups.define_source_flags()
 TEACHER = flag_groups.define_teacher_flags()
 _NUM_TEACHERS = flags.DEFINE_integer("num_teachers", 1, "Teachers in the ensemble.", lower_bound=1)
-_TEACHER_INPUT_RANGE = flags.DEFINE_enum(
-    "teacher_input_range",
-    teachers_lib.DEFAULT_INPUT_RANGE,
-    list(teachers_lib.INPUT_RANGES),
-    "Input value range a teacher given by path expects; kd_keras feeds images in [0, 1] "
-    "and rescales them for the teacher. A teacher that plainly expects another range "
-    "(much higher accuracy there on training images) is an error naming it.",
-)
+_TEACHER_INPUT_RANGE = flag_groups.define_teacher_input_range_flag()
 STUDENT = flag_groups.define_student_flags()
 KD = flag_groups.define_kd_flags()
 EXPORT = flag_groups.define_export_flags()

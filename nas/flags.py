@@ -80,6 +80,7 @@ SEED, VERBOSE = RUN.seed, RUN.verbose
 DATA = flag_groups.define_data_flags()
 STUDENT = flag_groups.define_student_flags(model=False)
 TEACHER = flag_groups.define_teacher_flags()
+TEACHER_INPUT_RANGE = flag_groups.define_teacher_input_range_flag()
 KD = flag_groups.define_kd_flags()
 EXPORT = flag_groups.define_export_flags()
 BUDGET = flag_groups.define_budget_flags()

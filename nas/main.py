@@ -83,7 +83,20 @@ def _teacher_fn(data, project, verbose):
         return None
     path, flag = _teacher_path()
     if path:
-        return lambda: teacher.load_teacher(path, data.input_shape, data.num_classes, flag)
+
+        def load():
+            model, report = teacher.load_teacher(
+                path,
+                data.input_shape,
+                data.num_classes,
+                flag,
+                f.TEACHER_INPUT_RANGE.value,
+                sample=(data.x_val, data.y_val),
+            )
+            print(teachers_lib.accuracy_line("Teacher", report))
+            return model
+
+        return load
     config = flag_groups.train_config(f.TEACHER, "teacher", seed=0)
     kwargs = flag_groups.parse_kwargs(f.TEACHER.teacher_args.value, "teacher_args")
     augment = flag_groups.augment_config(f.TEACHER.teacher_augment)
@@ -180,8 +193,15 @@ def configure():
         except ValueError as e:
             raise ValueError(f"--final_hand={hand}: {e}") from None
     path, flag = _teacher_path()
-    if f.DISTILL.value and path:  # Loads it once: a bad file fails here.
-        teacher.load_teacher(path, shapes.input_shape, shapes.num_classes, flag)
+    fed = f.TEACHER_INPUT_RANGE.value
+    if fed != teachers_lib.DEFAULT_INPUT_RANGE and not (f.DISTILL.value and path):
+        why = "--nodistill" if not f.DISTILL.value else f"--teacher={f.TEACHER.teacher.value}"
+        raise ValueError(
+            f"--teacher_input_range={fed} applies to a teacher given by path that the search "
+            f"distils from; with {why} there is none."
+        )
+    if f.DISTILL.value and path:  # Loads it once: a bad file fails here (its range needs data).
+        teacher.load_teacher(path, shapes.input_shape, shapes.num_classes, flag, fed)
     return out
 
 

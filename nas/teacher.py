@@ -17,8 +17,17 @@ from kd_keras.distill import teachers
 from kd_keras.keras_compat import keras
 
 
-def load_teacher(path, input_shape, num_classes, flag="teacher_model"):
-    """Loads a saved teacher (``distill.teachers.load_teacher``) and checks it fits the data.
+def load_teacher(
+    path,
+    input_shape,
+    num_classes,
+    flag="teacher_model",
+    input_range=teachers.DEFAULT_INPUT_RANGE,
+    sample=None,
+):
+    """Loads a saved teacher (``distill.teachers.open_teacher``, the loader of
+    ``kd_keras.load_teacher``), checks it fits the data and, with `sample`,
+    that it is fed the input range it expects.
 
     Args:
       path: a ``.keras`` / ``.h5`` file (tf_keras or Keras 3) or a SavedModel
@@ -26,20 +35,23 @@ def load_teacher(path, input_shape, num_classes, flag="teacher_model"):
       input_shape: (H, W, C) the teacher must accept.
       num_classes: logits it must produce.
       flag: the flag that named `path`, for messages.
+      input_range: the value range the teacher expects (--teacher_input_range).
+      sample: (images, labels) of the validation split, or None.
 
     Returns:
-      The frozen ``keras.Model`` giving logits (a model ending in softmax
-      gives its pre-softmax tensor or the log of its probabilities).
+      (the frozen ``keras.Model`` taking [0, 1] images and giving logits (a
+      model ending in softmax gives its pre-softmax tensor or the log of its
+      probabilities), the loader's report: accuracy on `sample`, ...).
 
     Raises:
-      ValueError: naming the flag: the path is missing or unreadable, or the
-        model's input shape or class count differs from the data's.
+      ValueError: naming the flag: the path is missing or unreadable, the
+        model's input shape or class count differs from the data's, or it
+        plainly expects another input range than `input_range`.
     """
     try:
-        model, _ = teachers.load_teacher(path, input_shape, num_classes)
+        return teachers.open_teacher(path, input_shape, num_classes, input_range, sample=sample)
     except ValueError as e:
         raise ValueError(f"--{flag}={path}: {e}") from None
-    return model
 
 
 def train_or_load_teacher(

@@ -1,6 +1,8 @@
 """Cached runs: found again after the workdir moved, a corrupt one retrained, and
 a parent with other weights retrains its dependents."""
 
+import dataclasses
+import json
 import os
 import shutil
 
@@ -140,3 +142,50 @@ def test_other_images_with_the_same_counts_retrain_every_run(tmp_path, monkeypat
     )
     moved = pipeline.run(config, prepared=(other, pipeline.validate(config)))["models"]
     assert not any(r["reused"] for r in moved)
+
+
+def test_a_chain_that_cannot_wrap_the_student_is_refused_before_any_data(tmp_path, monkeypatch):
+    """A searched student with squeeze-excite (a Multiply layer) and
+    --techniques=prune,qat: validation applies the chain to a copy of the
+    student and refuses it in one line naming the layer and the technique;
+    the data is never loaded. Without squeeze-excite the same chain passes."""
+    from nas import space as search_space
+
+    def searched(se):
+        space = search_space.StudentSpace(
+            (28, 28, 1),
+            10,
+            min_stages=2,
+            max_stages=2,
+            max_blocks=1,
+            filters=(4,),
+            kernel_sizes=(3,),
+            conv_types=("standard",),
+            downsampling=("maxpool",),
+            se_ratios=(se,),
+            activations=("relu",),
+            head_units=(0,),
+            dropouts=(0.0,),
+        )
+        values = {"stages": 2, "stage1_filters": 4, "stage1_blocks": 1, "stage2_filters": 4}
+        values.update(stage2_blocks=1, conv="standard", kernel_size=3, downsample="maxpool")
+        values.update(se=se, activation="relu", head_units=0, dropout=0.0)
+        path = tmp_path / f"se{se}.json"
+        path.write_text(json.dumps({"values": values, "search_space": space.get_config()}))
+        return f"nas:{path}"
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data loaded before the configuration was validated")
+
+    monkeypatch.setattr(data_lib.DataConfig, "load", no_data)
+    config = tiny_pipeline_config(
+        str(tmp_path / "work"), student=searched(4), student_kwargs={}, techniques=("prune", "qat")
+    )
+    with pytest.raises(ValueError) as raised:
+        pipeline.prepare(config)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("--techniques=prune,qat on --student=nas:"), message
+    assert "qat (its 'prune_preserve' scheme) cannot wrap layer 'block2' (Multiply)" in message
+    plain = dataclasses.replace(config, student=searched(0))
+    assert [v.label for v in pipeline.validate(plain)] == ["none", "none", "prune+qat", "prune+qat"]

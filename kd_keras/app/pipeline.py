@@ -129,19 +129,30 @@ def train_teachers(config, data, verbose=None):
     return teachers, hashes, results
 
 
-def load_checked(path, config, input_shape, num_classes, sample_images=None):
-    """``kd_keras.distill.teachers.load_teacher`` with errors naming the --teacher flag."""
+def load_checked(path, config, input_shape, num_classes, sample=None, split="validation"):
+    """``kd_keras.distill.teachers.open_teacher`` (the loader of ``kd_keras.load_teacher``)
+    fed as --teacher_input_range says, with errors naming the --teacher flag.
+
+    Returns:
+      (model taking [0, 1] images, report).
+    """
     try:
-        return teachers_lib.load_teacher(path, input_shape, num_classes, sample_images)
+        return teachers_lib.open_teacher(
+            path,
+            input_shape,
+            num_classes,
+            config.teacher_input_range,
+            sample=sample,
+            split=split,
+        )
     except ValueError as e:
         raise ValueError(f"--teacher={config.teacher}: {e}") from None
 
 
-RANGE_PROBE_IMAGES = 512
-
-
 def load_teachers(config, data):
-    """Loads the teachers given by path and evaluates each on the test split.
+    """Loads the teachers given by path, checks the input range each is fed
+    on validation images (training images without a validation split), says
+    its accuracy there in one line, and evaluates it on the test split.
 
     Returns:
       As :func:`train_teachers`; the digests are the files' sha256
@@ -149,22 +160,18 @@ def load_teachers(config, data):
       came from (source, teacher_format, softmax).
     """
     datasets = data_lib.make_datasets(data, config.data.batch_size)
-    samples = next(iter(datasets["test"]))[0]  # Probes a foreign model for probabilities.
-    probe = min(len(data.y_train), RANGE_PROBE_IMAGES)  # Checks the input value range.
+    split = "validation" if len(data.y_val) else "training"
+    sample = (data.x_val, data.y_val) if len(data.y_val) else (data.x_train, data.y_train)
     teachers, hashes, results = [], [], []
     paths = config.teacher_paths()
     total = len(paths) + len(student_variants(config))
     for i, path in enumerate(paths):
         console.stage(i + 1, total, f"teacher{i} (loaded from {path})")
-        model, loaded = load_checked(path, config, data.input_shape, data.num_classes, samples)
-        fed = config.teacher_input_range
-        accuracies = teachers_lib.range_accuracies(
-            model, data.x_train[:probe], data.y_train[:probe]
+        model, loaded = load_checked(
+            path, config, data.input_shape, data.num_classes, sample, split
         )
-        error = teachers_lib.input_range_error(path, accuracies, fed, data.num_classes, probe)
-        if error:
-            raise ValueError(f"--teacher={config.teacher}: {error}")
-        model = teachers_lib.with_input_range(model, fed)
+        console.progress(teachers_lib.accuracy_line(f"teacher{i}", loaded))
+        fed = loaded["input_range"]
         spec = {
             "role": "teacher",
             "source": "path",
@@ -192,8 +199,6 @@ def load_teachers(config, data):
                 "weights_digest": loaded["digest"],
             }
             runs.write_json(os.path.join(directory, "result.json"), result)
-        if "input_range" in spec:
-            console.progress(f"teacher{i} is fed inputs rescaled from [0, 1] to [{fed}]")
         if loaded["softmax"] != "no":
             console.progress(f"teacher{i} ends in softmax: distilling from its {loaded['softmax']}")
         teachers.append(model)
@@ -307,7 +312,8 @@ def validate(config: PipelineConfig, todo=None):
     loaded or model trained: the teacher and student build with their
     arguments (a teacher given by path loads and fits the data's shapes),
     the distillation losses find their layers, and every variant's
-    compression chain applies.
+    compression chain wraps the actual student (each technique applied, in
+    chain order, to a copy of it).
 
     Args:
       config: the PipelineConfig.
@@ -348,8 +354,20 @@ def validate(config: PipelineConfig, todo=None):
                 f"--student_layer={config.kd.student_layer}: {e}"
             ) from None
     probe = variant_context(config, shapes, [], [])
+    checked = set()  # A chain is wrapped once per student, whether or not KD is on.
     for variant in todo:
-        variants.validate(probe, variant)
+        key = (variant.student, variant.student_kwargs, variant.techniques, variant.compression)
+        if key in checked:
+            continue
+        checked.add(key)
+        try:
+            variants.validate(probe, variant)
+        except ValueError as e:
+            if not variant.techniques:
+                raise
+            raise ValueError(
+                f"--techniques={','.join(variant.techniques)} on --student={variant.student}: {e}"
+            ) from None
     return todo
 
 

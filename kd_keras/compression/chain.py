@@ -19,6 +19,8 @@ plain functional student:
 ``validate_chain`` raises every error it can before any training.
 """
 
+import re
+
 from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (  # noqa: E501
     cluster_utils,
 )
@@ -54,7 +56,8 @@ def validate_chain(techniques, config, model=None):
     Raises:
       ValueError: unknown or repeated technique, techniques out of order
         (prune before cluster before qat; qat last), a config that is not a
-        CompressionConfig, or (with `model`) layer names that do not resolve.
+        CompressionConfig, or (with `model`) layer names that do not resolve
+        or a layer a technique cannot wrap (:func:`check_wraps`).
     """
     chain = parse_chain(techniques)
     if not isinstance(config, CompressionConfig):
@@ -85,7 +88,50 @@ def validate_chain(techniques, config, model=None):
         for t in ("prune", "cluster"):
             if t in chain:
                 selection.select_layers(model, t, config.skip_layers, config.include_layers)
+        check_wraps(chain, config, model)
     return chain
+
+
+# TF-MOT names the class of a layer it cannot wrap as "<class 'module.Name'>".
+_CLASS_IN_ERROR = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>")
+
+
+def check_wraps(techniques, config, model):
+    """Applies the chain's wrappers to a copy of `model`, stage by stage, as
+    training will (prune, cluster, qat in chain order, each with the scheme
+    the chain gives it, stripped in between), so a layer a technique cannot
+    wrap is found before anything is trained. `model` is not modified.
+
+    Raises:
+      ValueError: one line naming the technique (and its QAT scheme), the
+        layer (name and class) it cannot wrap and the model.
+    """
+    current = model
+    for technique, previous in stages(techniques):
+        try:
+            wrapped, _ = apply_stage(current, technique, config, 10, 1, previous)
+        except ValueError as e:
+            raise _unwrappable(model, technique, previous, e) from None
+        current = strip(wrapped)
+
+
+def _unwrappable(model, technique, previous, error):
+    """The ValueError of a stage that could not wrap `model`, naming the layer."""
+    what = technique
+    if technique == "qat":
+        what = f"qat (its '{quantize_lib.scheme_after(previous)}' scheme)"
+    found = _CLASS_IN_ERROR.search(str(error))
+    if found is None:
+        return ValueError(f"{what} cannot wrap model '{model.name}': {error}")
+    cls = found.group(1)
+    names = [layer.name for layer in model.layers if type(layer).__name__ == cls]
+    layer = f"layer '{names[0]}' ({cls})" if names else f"a {cls} layer"
+    more = f" and {len(names) - 1} more like it" if len(names) > 1 else ""
+    return ValueError(
+        f"{what} cannot wrap {layer}{more} of model '{model.name}': TF-MOT does not "
+        f"support {cls} layers; leave {technique} out of the chain or use a student "
+        f"without {cls} layers."
+    )
 
 
 def stages(techniques):

@@ -1,6 +1,8 @@
 """Teachers a user already has: a saved model turned into a frozen logits model.
 
     model, report = teachers.load_teacher("my_teacher.keras", (28, 28, 1), 10)
+    model, report = teachers.open_teacher("my_teacher.keras", (28, 28, 1), 10,
+                                          input_range="0,255", sample=(x_val, y_val))
 
 accepts
 
@@ -208,22 +210,14 @@ def load_teacher(path, input_shape, num_classes, sample_images=None, custom_obje
         rng = np.random.default_rng(0)
         sample_images = rng.random((PROBE_IMAGES,) + input_shape, dtype=np.float32)
     sample_images = tf.convert_to_tensor(sample_images, tf.float32)
-    tried = None  # Why tf_keras could not load an .h5 file then tried with Keras 3.
+    if fmt != "saved_model":
+        loaded, fmt = load_saved(path, custom_objects)
     if fmt == "tf_keras":
-        try:
-            model = keras.models.load_model(path, compile=False, custom_objects=custom_objects)
-        except Exception as e:  # noqa: BLE001 — an .h5 file may come from Keras 3.
-            if not path.endswith((".h5", ".hdf5")):
-                raise _unreadable(path, "tf_keras", e) from None
-            if isinstance(e, OSError):  # h5py cannot open it: no format would read it.
-                raise _not_hdf5(path, e) from None
-            fmt, tried = "keras3", e
-        else:
-            model, softmax = _tf_keras_logits(model, path, input_shape, num_classes, sample_images)
-            layers_readable = True
-            params = int(model.count_params())
-    if fmt != "tf_keras":
-        fn, t_in, params = _foreign(path, fmt, custom_objects, tried)
+        model, softmax = _tf_keras_logits(loaded, path, input_shape, num_classes, sample_images)
+        layers_readable = True
+        params = int(model.count_params())
+    else:
+        fn, t_in, params = _foreign(path, loaded if fmt == "keras3" else None)
         _check_input(path, t_in, input_shape, num_classes, fn, sample_images)
         out = np.asarray(fn(sample_images))
         _check_output(path, input_shape, out.shape[1:], input_shape, num_classes)
@@ -252,20 +246,49 @@ DEFAULT_INPUT_RANGE = "0,1"
 # A teacher scoring this much higher (absolute accuracy) in another range
 # than in the one it is fed is taken to expect that other range.
 RANGE_MARGIN = 0.25
+# Labelled images the input range is checked on (and the accuracy measured).
+RANGE_PROBE_IMAGES = 512
+
+
+def parse_input_range(input_range):
+    """The name ('0,255') and (scale, offset) of an input range.
+
+    Args:
+      input_range: a key of INPUT_RANGES, 'LOW,HIGH' text, or a (low, high)
+        pair of numbers, low < high.
+
+    Returns:
+      (name, (scale, offset)): `scale` and `offset` map [0, 1] onto the range.
+
+    Raises:
+      ValueError: not a range, saying what is allowed.
+    """
+    value = input_range
+    if isinstance(value, str):
+        value = value.strip().strip("[]()").split(",")
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        low = high = None
+    if low is None or not low < high:
+        raise ValueError(
+            f"input range must be (low, high) with low < high, or one of {list(INPUT_RANGES)}; "
+            f"got {input_range!r}."
+        )
+    return f"{low:g},{high:g}", (high - low, low)
 
 
 def with_input_range(model, input_range):
-    """`model` fed [0, 1] images rescaled to `input_range` (a key of INPUT_RANGES).
+    """`model` fed [0, 1] images rescaled to `input_range` (as
+    :func:`parse_input_range` reads it: '0,255' or a (low, high) pair).
 
     For any range but [0, 1] the result is a new frozen model whose first
     layer rescales; the teacher itself is nested inside it, so losses that
     read intermediate layers cannot find its layers by name.
     """
-    if input_range not in INPUT_RANGES:
-        raise ValueError(f"input range must be one of {list(INPUT_RANGES)}, got {input_range!r}.")
-    if input_range == DEFAULT_INPUT_RANGE:
+    name, (scale, offset) = parse_input_range(input_range)
+    if name == DEFAULT_INPUT_RANGE:
         return model
-    scale, offset = INPUT_RANGES[input_range]
     inputs = keras.Input(model.input_shape[1:], name="image")
     scaled = keras.layers.Rescaling(scale, offset, name="input_range")(inputs)
     wrapped = keras.Model(inputs, model(scaled, training=False), name=model.name)
@@ -273,32 +296,124 @@ def with_input_range(model, input_range):
     return wrapped
 
 
-def range_accuracies(model, images, labels, batch_size=256):
-    """Top-1 accuracy of a logits `model` on uint8 `images` mapped to each of
-    INPUT_RANGES: {range: accuracy}."""
-    x = np.asarray(images, np.float32) / 255.0
+def as_unit_images(images):
+    """Images as float32 in [0, 1]: uint8 (integer) ones divided by 255,
+    floating ones taken as already in [0, 1]."""
+    images = np.asarray(images)
+    if np.issubdtype(images.dtype, np.integer):
+        return images.astype(np.float32) / 255.0
+    return images.astype(np.float32)
+
+
+def range_accuracies(model, images, labels, batch_size=256, also=()):
+    """Top-1 accuracy of a logits `model` on `images` (uint8, or floats in
+    [0, 1]) mapped to each of INPUT_RANGES and to the ranges in `also`:
+    {range name: accuracy}."""
+    x = as_unit_images(images)
     labels = np.asarray(labels).reshape(-1)
+    ranges = dict(INPUT_RANGES)
+    ranges.update(parse_input_range(r) for r in also)
     out = {}
-    for name, (scale, offset) in INPUT_RANGES.items():
+    for name, (scale, offset) in ranges.items():
         logits = model.predict(x * scale + offset, batch_size=batch_size, verbose=0)
         out[name] = float(np.mean(np.argmax(logits, -1) == labels))
     return out
 
 
-def input_range_error(path, accuracies, fed, num_classes, count):
+def shown_range(name):
+    """'0,255' -> '[0, 255]'."""
+    return "[" + ", ".join(name.split(",")) + "]"
+
+
+def input_range_error(
+    path, accuracies, fed, num_classes, count, split="training", fix="--teacher_input_range={}"
+):
     """A one-line message when the teacher at `path` plainly expects another
     input range than `fed` (None when it does not): its accuracy on `count`
-    labelled images there beats the fed range's by RANGE_MARGIN and chance."""
+    labelled `split` images there beats the fed range's by RANGE_MARGIN and
+    chance. The message ends with `fix` formatted with the range to give."""
+    fed = parse_input_range(fed)[0]
     best = max(accuracies, key=accuracies.get)
     if best == fed or accuracies[best] < accuracies[fed] + RANGE_MARGIN:
         return None
     if accuracies[best] <= 1.5 / num_classes:
         return None
-    shown = lambda r: "[" + ", ".join(r.split(",")) + "]"  # noqa: E731
     return (
-        f"teacher {path} scores {accuracies[fed]:.0%} on {count} training images with inputs "
-        f"in {shown(fed)} (what it is fed) but {accuracies[best]:.0%} with inputs in "
-        f"{shown(best)}: it expects inputs in {shown(best)}; pass --teacher_input_range={best}."
+        f"teacher {path} scores {accuracies[fed]:.0%} on {count} {split} images with inputs "
+        f"in {shown_range(fed)} (what it is fed) but {accuracies[best]:.0%} with inputs in "
+        f"{shown_range(best)}: it expects inputs in {shown_range(best)}; pass {fix.format(best)}."
+    )
+
+
+def open_teacher(
+    path,
+    input_shape,
+    num_classes,
+    input_range=DEFAULT_INPUT_RANGE,
+    custom_objects=None,
+    sample=None,
+    split="validation",
+    fix="--teacher_input_range={}",
+):
+    """:func:`load_teacher`, the input range checked on labelled images, and
+    the model made to take [0, 1] inputs (:func:`with_input_range`).
+
+    Args:
+      path, input_shape, num_classes, custom_objects: as in :func:`load_teacher`.
+      input_range: the range the saved model expects (:func:`parse_input_range`).
+      sample: (images, labels) to check the range on and measure the
+        accuracy with (uint8 images, or floats in [0, 1]); at most
+        RANGE_PROBE_IMAGES of them are used. None: no check.
+      split: what the sample is, for messages ('validation', 'training').
+      fix: what the refusal tells the user to pass, {} standing for the range.
+
+    Returns:
+      (model taking [0, 1] images, report): the report of :func:`load_teacher`
+      plus input_range, accuracy (on the sample, fed as `input_range` says;
+      None without a sample), sample_count and split.
+
+    Raises:
+      ValueError: what :func:`load_teacher` raises, or the teacher plainly
+        expects another input range than `input_range` (the message names both).
+    """
+    fed, _ = parse_input_range(input_range)
+    probe = None
+    if sample is not None:
+        images, labels = sample
+        probe = (
+            as_unit_images(images[:RANGE_PROBE_IMAGES]),
+            np.asarray(labels)[:RANGE_PROBE_IMAGES],
+        )
+        if not len(probe[1]):
+            probe = None
+    model, report = load_teacher(
+        path,
+        input_shape,
+        num_classes,
+        probe[0][:PROBE_IMAGES] if probe is not None else None,
+        custom_objects=custom_objects,
+    )
+    report.update(input_range=fed, accuracy=None, sample_count=0, split=split)
+    if probe is not None:
+        accuracies = range_accuracies(model, probe[0], probe[1], also=(fed,))
+        count = len(probe[1])
+        error = input_range_error(path, accuracies, fed, num_classes, count, split, fix)
+        if error:
+            raise ValueError(error)
+        report.update(accuracy=accuracies[fed], sample_count=count)
+    return with_input_range(model, fed), report
+
+
+def accuracy_line(name, report):
+    """One console line: the teacher's accuracy on its sample and the input
+    range it is fed (the report of :func:`open_teacher`)."""
+    fed = report["input_range"]
+    feeding = "" if fed == DEFAULT_INPUT_RANGE else f", fed inputs rescaled to {shown_range(fed)}"
+    if report.get("accuracy") is None:
+        return f"{name} ({report['path']}): loaded{feeding}; no labelled images to measure it on"
+    return (
+        f"{name} ({report['path']}): {report['split']} accuracy {report['accuracy']:.4f} "
+        f"on {report['sample_count']} images{feeding}"
     )
 
 
@@ -395,7 +510,7 @@ def _custom_classes(path, fmt, names):
         f"decorate each with @{package}.saving.register_keras_serializable() in a module "
         "that is imported before the teacher loads (a Python script that imports it, then "
         "runs kd_keras), or load the teacher from Python with "
-        f"kd_keras.distill.teachers.load_teacher(path, input_shape, num_classes, "
+        f"kd_keras.load_teacher(path, input_shape, num_classes, "
         f"custom_objects={{{objects}}})."
     )
 
@@ -447,15 +562,55 @@ def _tf_keras_logits(model, path, input_shape, num_classes, sample_images):
     return model, "no"
 
 
-def _foreign(path, fmt, custom_objects=None, tried=None):
-    """(callable, its input shape or None, params or None) of a foreign model;
-    `tried`: the error tf_keras gave on it first, if any (for the message)."""
-    if fmt == "keras3":
-        k3 = keras3()
+def load_saved(path, custom_objects=None):
+    """The Keras model saved at `path`, as it was saved: the loader of
+    teachers and of the exporter.
+
+    Args:
+      path: a ``.keras`` / ``.h5`` file (tf_keras or Keras 3) or a tf_keras
+        SavedModel directory.
+      custom_objects: as in :func:`load_teacher`.
+
+    Returns:
+      (model, 'tf_keras' or 'keras3'): a ``tf_keras`` model, or a Keras 3
+      one for a file ``tf_keras`` cannot read.
+
+    Raises:
+      ValueError: a missing or unreadable path, or a SavedModel without
+        Keras metadata (no Keras model to load; :func:`load_teacher` runs it).
+    """
+    if not os.path.exists(path):
+        raise ValueError(f"{path} does not exist.")
+    fmt = detect_format(path)
+    if fmt == "saved_model":
+        raise ValueError(f"{path} is a SavedModel without Keras metadata: not a Keras model.")
+    tried = None  # Why tf_keras could not load an .h5 file then tried with Keras 3.
+    if fmt == "tf_keras":
         try:
-            model = k3.models.load_model(path, compile=False, custom_objects=custom_objects)
-        except Exception as e:  # noqa: BLE001 — any failure to load means an unusable file.
-            raise _unreadable(path, "Keras 3", e, tried) from None
+            return keras.models.load_model(path, compile=False, custom_objects=custom_objects), fmt
+        except Exception as e:  # noqa: BLE001 — an .h5 file may come from Keras 3.
+            if not path.endswith((".h5", ".hdf5")):
+                raise _unreadable(path, "tf_keras", e) from None
+            if isinstance(e, OSError):  # h5py cannot open it: no format would read it.
+                raise _not_hdf5(path, e) from None
+            tried = e
+    k3 = keras3()
+    try:
+        return k3.models.load_model(path, compile=False, custom_objects=custom_objects), "keras3"
+    except Exception as e:  # noqa: BLE001 — any failure to load means an unusable file.
+        raise _unreadable(path, "Keras 3", e, tried) from None
+
+
+def is_keras3_model(model):
+    """True for a model of Keras 3 (not of ``tf_keras``)."""
+    return not isinstance(model, keras.Model) and type(model).__module__.startswith("keras")
+
+
+def _foreign(path, keras3_model=None):
+    """(callable, its input shape or None, params or None) of a foreign model:
+    a loaded Keras 3 model, or else the plain SavedModel at `path`."""
+    if keras3_model is not None:
+        model = keras3_model
         if len(model.inputs or []) > 1 or len(model.outputs or []) > 1:
             raise ValueError(f"teacher {path} must have one input and one output.")
         t_in = tuple(model.inputs[0].shape[1:]) if model.inputs else None

@@ -43,6 +43,8 @@ def test_feature_layers_are_named():
         ("resnet", {"depth": 12}, "6n"),
         ("cnn", {"width": 0}, "width"),
         ("resnet", {"stem_stride": 3}, "stem_stride"),
+        ("mobilenet_v2", {"width": 0.0}, "width"),
+        ("ds_cnn", {"dropout": 1.0}, "dropout"),
     ],
 )
 def test_bad_arguments(name, kwargs, match):

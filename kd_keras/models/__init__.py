@@ -8,12 +8,17 @@ Intermediate layers the feature losses can use are named ``stage1``,
 
 import inspect
 
-from kd_keras.models import cnn, resnet
+from kd_keras.models import cnn, mobilenet, resnet, tiny
 
 REGISTRY = {
     "resnet": resnet.resnet,
     "cnn": cnn.cnn,
     "cnn_dws": cnn.cnn_dws,
+    "mobilenet_v1": mobilenet.mobilenet_v1,
+    "mobilenet_v2": mobilenet.mobilenet_v2,
+    "mobilenet_v3_small": mobilenet.mobilenet_v3_small,
+    "resnet8": tiny.resnet8,
+    "ds_cnn": tiny.ds_cnn,
 }
 
 

@@ -23,6 +23,7 @@ and deleted when it ends.
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -36,9 +37,10 @@ DEFAULT_TIMEOUT_S = 300  # --distribution_timeout: how long workers wait for eac
 # Exit status of a process the watchdog stops (as if killed by SIGKILL).
 TIMEOUT_EXIT = 137
 WORKER_DIR_PREFIX = ".workertemp_"
+ALIVE_FILE = ".alive"  # Locked by the worker whose private workdir holds it.
 # Not copied into a worker's private workdir: what only the chief appends to
 # (the log), or never reads back (TensorBoard logs, exported files, lock).
-_NOT_COPIED = ("log.txt", ".lock", "tensorboard", "tflite")
+_NOT_COPIED = ("log.txt", ".lock", "tensorboard", "tflite", ALIVE_FILE)
 
 
 def tf_config():
@@ -197,24 +199,35 @@ def worker_workdir(workdir, config=None):
         yield workdir
         return
     shutil.rmtree(mine, ignore_errors=True)
-    if os.path.isdir(workdir):
-        shutil.copytree(workdir, mine, ignore=_ignored)
-    else:
-        os.makedirs(mine)
-    yield mine
+    os.makedirs(mine)
+    # Held while this worker lives: the chief deletes only copies nobody holds.
+    with open(os.path.join(mine, ALIVE_FILE), "w") as alive:
+        fcntl.flock(alive, fcntl.LOCK_EX)
+        if os.path.isdir(workdir):
+            shutil.copytree(workdir, mine, ignore=_ignored, dirs_exist_ok=True)
+        yield mine
     shutil.rmtree(mine, ignore_errors=True)
 
 
 def remove_worker_dirs(workdir):
-    """Deletes the private workdirs of other workers left in `workdir` (a
-    worker killed mid-run cannot delete its own); the chief calls it when the
-    cluster's run has finished. Returns the names deleted."""
+    """Deletes the private workdirs left in `workdir` by workers that no
+    longer run (a worker killed mid-run cannot delete its own); the chief
+    calls it when its run has finished. A worker holds a lock on its copy's
+    :data:`ALIVE_FILE` while it runs; copies whose lock is held, or without
+    that file, are left alone. Returns the names deleted."""
     if not os.path.isdir(workdir):
         return []
-    names = sorted(n for n in os.listdir(workdir) if n.startswith(WORKER_DIR_PREFIX))
-    for name in names:
-        shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
-    return names
+    removed = []
+    for name in sorted(n for n in os.listdir(workdir) if n.startswith(WORKER_DIR_PREFIX)):
+        path = os.path.join(workdir, name)
+        try:
+            with open(os.path.join(path, ALIVE_FILE)) as alive:
+                fcntl.flock(alive, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # Missing (being made, or not a worker's) or held.
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(name)
+    return removed
 
 
 # What TensorFlow raises in a task when another task of its cluster stops.

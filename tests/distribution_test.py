@@ -87,7 +87,7 @@ def test_a_non_chief_works_in_a_copy_it_deletes(tmp_path, monkeypatch):
         assert runs.read_json(os.path.join(copy, "progress.json")) == {"epochs_done": 1}
         assert os.path.exists(os.path.join(copy, "checkpoints", "epoch-1.index"))
         assert not os.path.exists(os.path.join(copy, "tensorboard"))
-        assert sorted(os.listdir(mine)) == ["runs"]
+        assert sorted(os.listdir(mine)) == [distribute.ALIVE_FILE, "runs"]
         runs.write_json(os.path.join(copy, "progress.json"), {"epochs_done": 2})
     assert not os.path.exists(mine)
     assert runs.read_json(str(run / "progress.json")) == {"epochs_done": 1}  # Untouched.
@@ -101,11 +101,17 @@ def test_a_non_chief_works_in_a_copy_it_deletes(tmp_path, monkeypatch):
         assert mine == str(workdir)
 
 
-def test_the_chief_removes_workers_dirs_left_by_killed_workers(tmp_path):
-    (tmp_path / ".workertemp_worker_1" / "runs").mkdir(parents=True)
+def test_the_chief_removes_workers_dirs_left_by_killed_workers(tmp_path, monkeypatch):
     (tmp_path / "runs").mkdir()
-    assert distribute.remove_worker_dirs(str(tmp_path)) == [".workertemp_worker_1"]
-    assert os.listdir(tmp_path) == ["runs"]
+    config = {"cluster": _cluster("worker", "worker", "worker"), "task": {"type": "worker"}}
+    dead = tmp_path / ".workertemp_worker_1"
+    (dead / "runs").mkdir(parents=True)
+    (dead / distribute.ALIVE_FILE).write_text("")  # Its worker died: nobody holds the lock.
+    config["task"]["index"] = 2
+    with distribute.worker_workdir(str(tmp_path), config) as alive:
+        assert distribute.remove_worker_dirs(str(tmp_path)) == [".workertemp_worker_1"]
+        assert os.path.isdir(alive)  # A running worker's copy stays.
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
 
 
 @pytest.mark.slow(20)

@@ -417,7 +417,11 @@ def test_search_and_export_errors(paths):
             base + [f"--model={paths['corrupt']}", "--export_formats=int4"],
             ["--export_formats", "int4"],
         ),
-        ("missing model", base + ["--model=/nonexistent.keras"], ["--model=/nonexistent.keras"]),
+        (
+            "missing model",
+            base + ["--model=/nonexistent.keras"],
+            ["--model: /nonexistent.keras does not exist"],
+        ),
         (
             "model not a .keras archive",
             base + [f"--model={paths['corrupt']}"],

@@ -81,7 +81,7 @@ def main(argv):
     try:  # The model's kind, before any data is loaded.
         export.check_model_path(model_path)
     except export.ExportError as e:
-        sys.exit(f"Invalid flag: --model: {e}")
+        sys.exit(f"Invalid flag: --model={model_path}: {e}")
     with console.exit_on_full_disk(RESUMES):
         os.makedirs(out_dir, exist_ok=True)
         console.setup(out_dir, verbose=f.CONSOLE.show_logs.value)

@@ -420,7 +420,7 @@ def test_search_and_export_errors(paths):
         (
             "missing model",
             base + ["--model=/nonexistent.keras"],
-            ["--model: /nonexistent.keras does not exist"],
+            ["--model=/nonexistent.keras"],
         ),
         (
             "model not a .keras archive",

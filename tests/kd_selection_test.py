@@ -39,7 +39,8 @@ def test_selection_scores_on_validation_and_the_kd_student_uses_the_winner(tmp_p
         result = runs.read_json(os.path.join(path, "result.json"))
         model = keras.models.load_model(os.path.join(path, "model.keras"), compile=False)
         val_acc = float(np.mean(np.argmax(model.predict(x_val, verbose=0), -1) == data.y_val))
-        assert result["test_accuracy"] == pytest.approx(val_acc, abs=1e-6)
+        assert result["val_accuracy"] == pytest.approx(val_acc, abs=1e-6)
+        assert result["test_accuracy"] is None
     # The KD student trained with the chosen loss.
     kd_row = next(r for r in results["models"] if r.get("kd") is True)
     spec = runs.read_json(os.path.join(kd_row["run_dir"], "spec.json"))
@@ -143,3 +144,87 @@ def test_an_interrupted_sweep_resumes_to_the_whole_grid(tmp_path, monkeypatch):
     assert os.path.getmtime(first[0]) == stamp  # The finished point was reused.
     report = open(os.path.join(workdir, "results.md")).read()
     assert report.count("| kd |") == 3 and report.count("chosen") >= 1
+
+
+class _Sealed:
+    """A split that has a length and nothing else: reading it fails the test."""
+
+    def __init__(self, n):
+        self._n = n
+
+    def __len__(self):
+        return self._n
+
+    def _read(self, *args, **kwargs):
+        raise AssertionError("the test split was read while choosing")
+
+    __getitem__ = __array__ = __iter__ = _read
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the test split was read while choosing (.{name})")
+
+
+def _choice_data():
+    """Tiny data whose validation labels favour class 2 and test labels class 0."""
+    import dataclasses
+
+    data = tiny_dataset(n=32)
+    y_val = np.array([2, 2, 2, 1, 1, 0, 3, 3], np.int64)
+    y_test = np.array([0] * 8 + [1] * 4 + [2] * 2 + [3] * 2, np.int64)
+    return dataclasses.replace(data, y_val=y_val, y_test=y_test)
+
+
+def _select(workdir, data, grid):
+    from kd_keras import models
+    from kd_keras.app import variants
+
+    config = tiny_pipeline_config(workdir, kd_select=grid)
+    teacher = models.build("cnn", data.input_shape, data.num_classes, width=0.25)
+    ctx = pipeline.variant_context(config, data, [teacher], ["teacher"])
+    plain = variants.Variant(student="cnn", student_kwargs=(("width", 0.25),), seed=0)
+    return kd_selection.select(ctx, plain, config.student_train, grid)
+
+
+@pytest.mark.slow(15)
+def test_the_kd_setting_is_chosen_without_reading_the_test_split(tmp_path, monkeypatch):
+    """Each point's "training" makes its student predict one class (T=1: class
+    0, T=2: 1, T=4: 2; no KD: 3), so its real accuracy on a split is that
+    class's share there: validation picks T=4, the test split would pick
+    T=1. With the test images and labels sealed (reading them fails), the
+    choice and every score are the clean run's."""
+    import dataclasses
+
+    from kd_keras.train import cached
+
+    classes = {1.0: 0, 2.0: 1, 4.0: 2}
+
+    def one_class_fit(model, datasets, config, run_dir, kd=None, **kwargs):
+        c = 3 if kd is None else classes[kd.temperature]
+        logits = model.get_layer("logits")
+        kernel, bias = logits.get_weights()
+        logits.set_weights([np.zeros_like(kernel), 10.0 * np.eye(len(bias))[c]])
+        return {"history": {}, "train_time_s": 0.0, "initial_epoch": 0}
+
+    monkeypatch.setattr(cached, "fit", one_class_fit)
+    grid = kd_selection.SelectionConfig(losses=("kd",), temperatures=(1.0, 2.0, 4.0), alphas=(0.5,))
+    data = _choice_data()
+    chosen, selection = _select(str(tmp_path / "clean"), data, grid)
+    assert [r["val_accuracy"] for r in selection["table"]] == pytest.approx([1 / 8, 2 / 8, 3 / 8])
+    assert selection["no_kd_val_accuracy"] == pytest.approx(2 / 8)
+    assert selection["chosen"]["temperature"] == chosen.temperature == 4.0
+    # On the test split the same points rank the other way round.
+    test_share = [np.mean(data.y_test == c) for c in (0, 1, 2)]
+    assert int(np.argmax(test_share)) == 0
+    # The points' results hold no test accuracy: they were scored on validation only.
+    for path in glob.glob(os.path.join(str(tmp_path / "clean"), "runs", "select-*", "result.json")):
+        assert runs.read_json(path)["test_accuracy"] is None
+
+    sealed = dataclasses.replace(
+        data, x_test=_Sealed(len(data.x_test)), y_test=_Sealed(len(data.y_test))
+    )
+    # The run keys hash the splits' contents (which data a run is on, not a
+    # choice); the sealed data keeps the clean data's identity.
+    sealed.__dict__["content_digest"] = data.content_digest
+    chosen_sealed, selection_sealed = _select(str(tmp_path / "sealed"), sealed, grid)
+    assert chosen_sealed == chosen
+    assert selection_sealed == selection

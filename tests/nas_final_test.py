@@ -340,3 +340,43 @@ def test_final_timing_in_several_processes_takes_each_files_median_process(monke
     assert [r["feasible"] for r in got] == [True, True]  # b's slow processes do not count
     with pytest.raises(ValueError, match="timings must be >= 1"):
         final.retime(search, rows, timings=0)
+
+
+class _TestSealedRow(dict):
+    """A trial row whose test figures are garbage that fails the test when read."""
+
+    def __getitem__(self, key):
+        if "test" in key:
+            raise AssertionError(f"the final step's choice read {key}")
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
+def test_final_choice_reads_validation_and_costs_never_test_figures():
+    """What the final step retrains is chosen from the trials' validation
+    accuracy and costs: rows carrying test figures (reading one fails the
+    test; a copy would carry garbage, ranked against the validation order)
+    give the same choice as rows without them."""
+    from nas import final
+
+    space = search_space.StudentSpace((28, 28, 1), 10, filters=(4, 8, 12, 16, 32))
+    hand = search_space.hand_point("cnn", 0.5)
+    deeper = search_space.hand_point("cnn", 0.25, stages=4)
+    rows = [
+        trial_row("01", hand, 0.850, 12120, 11.1),
+        trial_row("14", dict(hand, dropout=0.1), 0.860, 12120, 11.0),
+        trial_row("34", dict(deeper, stage4_filters=12, head_units=32), 0.856, 11600, 10.6),
+        trial_row("42", dict(deeper, stage3_filters=12), 0.850, 9384, 10.5),
+        trial_row("50", dict(deeper, stage3_filters=16), 0.840, 9900, 10.8),
+    ]
+    clean = final.entries(rows, top=2, hand=["cnn:0.5"], hypermodel=space)
+    garbage = [
+        _TestSealedRow(r, test_accuracy=1.0 - r["val_accuracy"], int8_test_accuracy=float("nan"))
+        for r in rows
+    ]
+    assert final.entries(garbage, top=2, hand=["cnn:0.5"], hypermodel=space) == clean
+    assert [r["trial_id"] for r in final.select(garbage[1:], 2, garbage[:1])] == [
+        r["trial_id"] for r in final.select(rows[1:], 2, rows[:1])
+    ]

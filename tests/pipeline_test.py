@@ -189,3 +189,49 @@ def test_a_chain_that_cannot_wrap_the_student_is_refused_before_any_data(tmp_pat
     assert "qat (its 'prune_preserve' scheme) cannot wrap layer 'block2' (Multiply)" in message
     plain = dataclasses.replace(config, student=searched(0))
     assert [v.label for v in pipeline.validate(plain)] == ["none", "none", "prune+qat", "prune+qat"]
+
+
+def test_every_row_carries_its_validation_accuracy_and_old_runs_get_it_on_reuse(
+    tmp_path, monkeypatch
+):
+    """Teacher and students report accuracy on the validation split beside
+    the test split's (results.json and the results.md table); a run cached
+    before it was kept gets it when reused; without a validation split it is
+    None, a dash in the table."""
+    import glob
+
+    import numpy as np
+
+    from kd_keras.train import cached
+
+    monkeypatch.setattr(
+        cached, "fit", lambda *a, **k: {"history": {}, "train_time_s": 0.0, "initial_epoch": 0}
+    )
+    data = tiny_dataset(n=32)
+    workdir = str(tmp_path / "work")
+    config = tiny_pipeline_config(workdir, kd_mode="both")
+    first = pipeline.run(config, prepared=(data, pipeline.validate(config)))["models"]
+    x_val = data_lib.preprocess(data.x_val).numpy()
+    for row in first:
+        model = keras.models.load_model(runs.saved_model_path(row["run_dir"]), compile=False)
+        expected = float(np.mean(np.argmax(model.predict(x_val, verbose=0), -1) == data.y_val))
+        assert row["val_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert "| Keras val acc | Keras test acc |" in open(os.path.join(workdir, "results.md")).read()
+
+    # Runs written before val_accuracy was kept: computed on reuse, and stored.
+    for path in glob.glob(os.path.join(workdir, "runs", "*", "result.json")):
+        result = runs.read_json(path)
+        del result["val_accuracy"]
+        runs.write_json(path, result)
+    again = pipeline.run(config, prepared=(data, pipeline.validate(config)))["models"]
+    assert all(r["reused"] for r in again)
+    assert [r["val_accuracy"] for r in again] == pytest.approx([r["val_accuracy"] for r in first])
+    for path in glob.glob(os.path.join(workdir, "runs", "*", "result.json")):
+        assert runs.read_json(path)["val_accuracy"] is not None
+
+    no_val = dataclasses.replace(data, x_val=data.x_val[:0], y_val=data.y_val[:0])
+    other = tiny_pipeline_config(str(tmp_path / "no_val"), kd_mode="off")
+    rows = pipeline.run(other, prepared=(no_val, pipeline.validate(other)))["models"]
+    assert [r["val_accuracy"] for r in rows] == [None, None]
+    table = open(os.path.join(str(tmp_path / "no_val"), "results.md")).read()
+    assert table.splitlines()[4].split(" | ")[3] == "–"

@@ -72,6 +72,27 @@ def test_summary_by_hand_on_fixed_inputs():
     assert summary["prune"]["int8_gzip_bytes"] == 600
 
 
+def test_the_main_table_shows_validation_accuracy_and_a_dash_where_a_run_has_none():
+    from kd_keras.app.study import report
+
+    accs = {("none", False): [0.80, 0.82], ("none", True): [0.83, 0.85]}
+    rows = [
+        dict(_row(label, kd, s, a), val_accuracy=a + 0.01)
+        for (label, kd), values in accs.items()
+        for s, a in zip((0, 1), values)
+    ]
+    summary = runner.summarize(rows, (0, 1))
+    assert summary["none"]["val_accuracy"]["nokd"][0] == pytest.approx(0.82)
+    assert summary["none"]["val_accuracy"]["kd"][0] == pytest.approx(0.85)
+    line = report.orthogonality_table(summary).splitlines()[2]
+    assert "| 82.00 ± 1.41 / 85.00 ± 1.41 |" in line
+    # A run without it (no validation split, or results written before it was kept).
+    del rows[0]["val_accuracy"]
+    summary = runner.summarize(rows, (0, 1))
+    assert summary["none"]["val_accuracy"]["nokd"] is None
+    assert "| – / 85.00 ± 1.41 |" in report.orthogonality_table(summary).splitlines()[2]
+
+
 def test_variance_view_by_hand():
     labels = np.array([0, 1, 1, 0])
     onehot = lambda classes: np.eye(2)[classes]  # noqa: E731

@@ -75,14 +75,20 @@ def _kd_of(kd, values):
 
 def validation_accuracy(ctx, variant, kd, train_cfg):
     """Trains the variant's student (with `kd`, or plainly when None) as a
-    cached run scored on the validation split; returns that accuracy."""
+    cached run scored on the validation split only; returns that accuracy.
+
+    Points trained before runs recorded ``val_accuracy`` held it as their
+    ``test_accuracy`` (the validation pipeline was passed as the test one);
+    on reuse ``train_or_load`` computes their ``val_accuracy`` from the
+    validation split, the same figure."""
     if not len(ctx.data.x_val):
         raise ValueError("--kd_select needs a validation split: set --val_size > 0.")
     train_cfg = dataclasses.replace(train_cfg, seed=variant.seed)  # As variants.train does.
     keras.utils.set_random_seed(variant.seed)  # Before the pipeline is built.
     datasets = data_lib.make_datasets(ctx.data, ctx.batch_size, variant.augment, seed=variant.seed)
-    # Scored on validation: the test split never takes part in the choice.
-    datasets = data_lib.with_items(datasets, test=datasets["val"])
+    # Scored on validation: no test pipeline, so the test split never takes
+    # part in the choice (the point's result has val_accuracy, test_accuracy None).
+    datasets = data_lib.with_items(datasets, test=None)
     point_ctx = dataclasses.replace(ctx, kd=kd or ctx.kd)
     spec = dict(
         variants.base_spec(point_ctx, dataclasses.replace(variant, kd=kd is not None), train_cfg),
@@ -102,7 +108,7 @@ def validation_accuracy(ctx, variant, kd, train_cfg):
         offline_data=None if variant.augment.enabled else ctx.data,
         batch_size=ctx.batch_size,
     )
-    return result["test_accuracy"]
+    return result["val_accuracy"]
 
 
 def grid(config: SelectionConfig):

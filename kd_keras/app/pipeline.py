@@ -184,6 +184,9 @@ def load_teachers(config, data):
         directory = runs.run_dir(config.workdir, f"teacher{i}", spec)
         result = runs.load_result(directory)
         reused = result is not None
+        if reused and "val_accuracy" not in result:  # Written before teachers recorded it.
+            result = dict(result, val_accuracy=train_lib.split_accuracy(model, datasets, "val"))
+            runs.write_json(os.path.join(directory, "result.json"), result)
         if not reused:
             console.progress(f"evaluating teacher{i} ({loaded['format']}) on the test split")
             runs.write_json(os.path.join(directory, "spec.json"), spec)
@@ -194,6 +197,7 @@ def load_teachers(config, data):
                 "teacher_format": loaded["format"],
                 "softmax": loaded["softmax"],
                 "layers_readable": loaded["layers_readable"],
+                "val_accuracy": train_lib.split_accuracy(model, datasets, "val"),
                 "test_accuracy": train_lib.evaluate(model, datasets["test"]),
                 "params": loaded["params"],
                 "weights_digest": loaded["digest"],

@@ -9,6 +9,7 @@ COLUMNS = (
     ("name", "run", "{}"),
     ("techniques", "techniques", "{}"),
     ("kd", "KD", "{}"),
+    ("val_accuracy", "Keras val acc", "{:.4f}"),
     ("test_accuracy", "Keras test acc", "{:.4f}"),
     ("params", "params", "{:,}"),
     ("train_time_s", "train s", "{:.1f}"),
@@ -56,12 +57,22 @@ def flatten(models):
     return rows
 
 
-def markdown_table(rows, columns=COLUMNS):
-    """A GitHub markdown table of `rows` (dicts); missing cells are blank.
+# Figures a row may lack (no validation split, or results written before it
+# was kept): always a column, a dash where missing.
+DASHED = ("val_accuracy",)
 
-    Columns that are blank in every row are left out.
+
+def markdown_table(rows, columns=COLUMNS):
+    """A GitHub markdown table of `rows` (dicts); missing cells are blank
+    (a dash for the DASHED figures).
+
+    Columns that are blank in every row are left out, the DASHED ones kept.
     """
-    columns = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
+
+    def shown(key):
+        return key in DASHED or any(r.get(key) is not None for r in rows)
+
+    columns = [c for c in columns if shown(c[0])]
     lines = [
         "| " + " | ".join(title for _, title, _ in columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",
@@ -70,7 +81,8 @@ def markdown_table(rows, columns=COLUMNS):
         cells = []
         for key, _, fmt in columns:
             value = row.get(key)
-            cells.append("" if value is None or value == "" else fmt.format(value))
+            blank = "–" if key in DASHED else ""
+            cells.append(blank if value is None or value == "" else fmt.format(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

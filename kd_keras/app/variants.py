@@ -291,8 +291,9 @@ def train(ctx: Context, variant: Variant):
     """Trains (or loads) a variant and measures it.
 
     Returns:
-      (stripped keras model, result dict): test accuracy, params, training
-      time of all parts, compression measurements, export rows.
+      (stripped keras model, result dict): validation accuracy (None
+      without a validation split) and test accuracy of the last part, params,
+      training time of all parts, compression measurements, export rows.
     """
     data = ctx.data if variant.bootstrap < 0 else bootstrap_dataset(ctx.data, variant.bootstrap)
     train_cfg = dataclasses.replace(
@@ -373,6 +374,7 @@ def train(ctx: Context, variant: Variant):
         "seed": variant.seed,
         "bootstrap": variant.bootstrap,
         "model": model.name,
+        "val_accuracy": result.get("val_accuracy"),  # Of the last part, as test_accuracy.
         "test_accuracy": result["test_accuracy"],
         "params": result["params"],
         "train_time_s": round(total_time, 2),

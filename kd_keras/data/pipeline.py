@@ -147,15 +147,19 @@ def make_datasets(
         )
 
     val = evaluation(data.x_val, data.y_val) if len(data.x_val) else None
-    test = evaluation(data.x_test, data.y_test)
     items = {
         "val": val,
-        "test": test,
         "train_epochs": train_epochs,
         "steps_per_epoch": -(-n // batch_size),
         "recipe": {"data": data, "batch_size": batch_size, "augment": augment, "seed": seed},
     }
-    return Pipelines(items, lazy={"train": lambda: train_epochs(start_epoch, last)})
+    # 'test' too is built on first use: what never reads it (the choice of a
+    # KD setting on validation) never touches the test images.
+    lazy = {
+        "train": lambda: train_epochs(start_epoch, last),
+        "test": lambda: evaluation(data.x_test, data.y_test),
+    }
+    return Pipelines(items, lazy=lazy)
 
 
 class Pipelines(dict):
@@ -165,7 +169,8 @@ class Pipelines(dict):
     'train' is built on first use: building it traces the epoch's ``tf.data``
     functions, and a fit builds the pass it needs from 'train_epochs'
     instead. Its content is a pure function of the seed and the epochs, so
-    when it is built does not change it.
+    when it is built does not change it. 'test' is built on first use too,
+    so code that never reads it never reads the test split.
     """
 
     def __init__(self, items, lazy=None):

@@ -8,6 +8,7 @@ This package re-exports the public names of its modules:
 
 from kd_keras.train.cached import (  # noqa: F401
     CorruptRunError,
+    split_accuracy,
     train_or_load,
 )
 from kd_keras.train.callbacks import (  # noqa: F401

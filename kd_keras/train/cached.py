@@ -22,6 +22,13 @@ def _load_finished(directory, model_path, load_fn):
         raise CorruptRunError(f"{model_path}: {type(e).__name__}: {str(e)[:200]}") from e
 
 
+def split_accuracy(model, datasets, split):
+    """The model's accuracy on one split's pipeline of `datasets` ('val' or
+    'test'), or None when the split is empty or left out (None)."""
+    dataset = datasets.get(split)
+    return None if dataset is None else evaluate(model, dataset)
+
+
 def train_or_load(
     workdir,
     name,
@@ -52,7 +59,8 @@ def train_or_load(
       spec: JSON-able dict that fully determines the run (hashed), including
         the weights digest of every run it depends on.
       build_fn: () -> fresh keras.Model.
-      datasets: dict of tf.data pipelines.
+      datasets: dict of tf.data pipelines ('val' and 'test' None when the
+        run is not scored on that split).
       train_cfg: TrainConfig.
       teacher, kd: for distillation.
       callbacks: extra Keras callbacks.
@@ -64,7 +72,10 @@ def train_or_load(
       **fit_kwargs: passed to :func:`fit` (offline_data, batch_size).
 
     Returns:
-      (model, result dict). The result holds test accuracy, parameters,
+      (model, result dict). The result holds validation accuracy (None
+      without a validation split; computed and added to ``result.json`` when
+      a run finished before runs recorded it), test accuracy (None when
+      `datasets` has no test pipeline), parameters,
       training time, history, the weights digest, the run directory, and
       `reused` (True when the run had finished before and was loaded).
 
@@ -94,6 +105,9 @@ def train_or_load(
                 logging.info("Reusing finished run %s", directory)
                 console.progress(f"reusing finished run {name} ({directory})")
                 digest = result.get("weights_digest") or runs.weights_digest(model)
+                if "val_accuracy" not in result:  # Written before runs recorded it.
+                    result = dict(result, val_accuracy=split_accuracy(model, datasets, "val"))
+                    runs.write_json(os.path.join(directory, "result.json"), result)
                 # run_dir is where the run is now (the workdir may have been moved).
                 return model, dict(result, run_dir=directory, reused=True, weights_digest=digest)
         runs.write_json(os.path.join(directory, "spec.json"), spec)
@@ -118,7 +132,8 @@ def train_or_load(
         result = {
             "name": name,
             "model": model.name,
-            "test_accuracy": evaluate(model, datasets["test"]),
+            "val_accuracy": split_accuracy(model, datasets, "val"),
+            "test_accuracy": split_accuracy(model, datasets, "test"),
             "params": int(model.count_params()),
             "train_time_s": round(fit_out["train_time_s"], 2),
             "epochs": len(next(iter(fit_out["history"].values()), [])),

@@ -674,6 +674,10 @@ def summarize(rows, seeds):
         vals = [_export_figure(by[(label, kd, s)], fmt, "accuracy") for s in seeds]
         return stats.mean_std(vals) if all(v is not None for v in vals) else None
 
+    def val(label, kd):  # None when a run has none (no split, or cached before it was kept).
+        vals = [by[(label, kd, s)].get("val_accuracy") for s in seeds]
+        return stats.mean_std(vals) if all(v is not None for v in vals) else None
+
     gain_none = stats.paired_interval(acc("none", True), acc("none", False))
     summary = {}
     for label in labels:
@@ -687,6 +691,7 @@ def summarize(rows, seeds):
                 fmt: {"nokd": tfl(label, False, fmt), "kd": tfl(label, True, fmt)}
                 for fmt in ("float32", "int8")
             },
+            "val_accuracy": {"nokd": val(label, False), "kd": val(label, True)},
             "kd_gain": gain,
             "orthogonality_ratio": stats.orthogonality_ratio(gain["mean"], gain_none["mean"]),
             "params": by[(label, False, seeds[0])]["params"],

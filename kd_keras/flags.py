@@ -109,6 +109,12 @@ _STUDY_TECHNIQUES = flags.DEFINE_list(
     "Study techniques (add 'nas' with --nas_student).",
 )
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Study seeds.")
+_EXTEND_SEEDS = flags.DEFINE_bool(
+    "extend_seeds",
+    False,
+    "Let --seeds add seeds to the finished study in --workdir; the report then names the "
+    "first design's seeds and the added ones (its pooled analysis is not pre-declared).",
+)
 _NAS_STUDENT = flags.DEFINE_string(
     "nas_student", None, "NAS result (project dir) used by the 'nas' technique."
 )
@@ -219,6 +225,7 @@ def study_config(pipeline_cfg):
         primary_metric=_PRIMARY_METRIC.value,
         alpha=_STUDY_ALPHA.value,
         equivalence_margin=_EQUIVALENCE_MARGIN.value,
+        extend_seeds=_EXTEND_SEEDS.value,
         budget={
             "max_bytes": BUDGET.max_bytes.value,
             "max_arena_bytes": BUDGET.max_arena_bytes.value,
@@ -262,6 +269,7 @@ def pipeline_config():
     if _MODE.value == "pipeline":
         for name in (
             "seeds",
+            "extend_seeds",
             "study_techniques",
             "nas_student",
             "bagging_members",

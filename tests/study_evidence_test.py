@@ -229,3 +229,25 @@ def test_study_config_checks_the_design():
     with pytest.raises(ValueError, match="primary_metric"):
         runner.StudyConfig(pipeline=p, primary_metric="loss")
     assert runner.StudyConfig(pipeline=p, alpha=0.01).alpha == 0.01
+
+
+def test_the_report_of_an_extended_study_names_its_declared_and_added_seeds():
+    results, gain = _study()
+    results["summary"] = runner.summarize(results["runs"], tuple(results["seeds"]))
+    results["dataset"] = "d"
+    plain = report.markdown(results)
+    assert "fixed before the runs" in plain and "interim look" not in plain
+    results["seed_extension"] = {"declared": [0, 1, 2], "added": [3, 4]}
+    text = report.markdown(results)
+    assert "fixed before the runs" not in text
+    assert "[0, 1, 2] declared before the runs, [3, 4] added after" in text
+    assert "## Seeds added after an interim look" in text
+    assert "not a pre-declared analysis" in text
+    # KD's gain over each batch apart and pooled, for every technique.
+    row = next(x for x in text.splitlines() if x.startswith("| none | +"))
+    declared, added, pooled = (
+        stats.paired_interval(gain[s], np.zeros(len(gain[s])))["mean"]
+        for s in (slice(0, 3), slice(3, 5), slice(0, 5))
+    )
+    assert row.startswith(f"| none | {100 * declared:+.2f} [")
+    assert f"| {100 * added:+.2f} [" in row and f"| {100 * pooled:+.2f} [" in row

@@ -100,3 +100,41 @@ def test_main_gives_one_line_for_a_bad_file(tmp_path, capsys):
     assert pool.main([str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: cannot read {bad}")
+
+
+def test_each_batch_is_reported_apart_beside_the_pooled_gain():
+    a = _results([0, 1], [0.90, 0.92], [0.91, 0.92], workdir="w0")
+    b = _results([2, 3], [0.91, 0.93], [0.94, 0.935], workdir="w1")
+    got = pool.pool([("a", a), ("b", b)])["none"]
+    assert [(x["batch"], x["seeds"]) for x in got["batches"]] == [("a", [0, 1]), ("b", [2, 3])]
+    assert got["batches"][0]["kd_gain"]["mean"] == pytest.approx(0.005)
+    assert got["batches"][1]["kd_gain"]["mean"] == pytest.approx(0.0175)
+    assert got["extended"] == []
+    text = pool.markdown(pool.pool([("a", a), ("b", b)]))
+    assert "| a | 0, 1 | +0.50 [" in text and "| b | 2, 3 | +1.75 [" in text
+    assert "| pooled | all 4 |" in text
+    assert "interim look" not in text
+
+
+def test_a_study_extended_after_its_results_is_split_and_marked():
+    """A file whose seeds 2, 3 were added to a finished study of seeds 0, 1:
+    the declared and the added seeds each get their own line, and the output
+    says the pooled interval is not a pre-declared analysis."""
+    a = _results([0, 1, 2, 3], [0.90, 0.92, 0.91, 0.93], [0.91, 0.92, 0.94, 0.935])
+    a["config"]["study"]["extend_seeds"] = True
+    a["seed_extension"] = {"declared": [0, 1], "added": [2, 3]}
+    b = _results([4, 5], [0.90, 0.90], [0.91, 0.92], workdir="w4")
+    pooled = pool.pool([("a", a), ("b", b)])
+    got = pooled["none"]
+    assert [(x["batch"], x["seeds"]) for x in got["batches"]] == [
+        ("a (declared)", [0, 1]),
+        ("a (added)", [2, 3]),
+        ("b", [4, 5]),
+    ]
+    assert got["extended"] == [{"file": "a", "declared": [0, 1], "added": [2, 3]}]
+    assert got["kd_gain"]["n"] == 6
+    text = pool.markdown(pooled)
+    assert "Seeds added after an interim look** (a)" in text
+    assert "declared seeds [0, 1]; seeds [2, 3] were added" in text
+    assert "not a pre-declared analysis" in text
+    assert "| a (added) | 2, 3 | +1.75 [" in text

@@ -441,3 +441,39 @@ def test_bagging_verdict_reads_intervals_never_point_estimates():
     v = report.bagging_verdict(results, {"intervals": intervals, "note": ""})
     assert "bag_member" not in v["signs"]
     assert any("does not beat the plain student" in s for s in v["sentences"])
+
+
+def test_seeds_are_added_to_a_finished_study_only_with_extend_seeds(tmp_path, monkeypatch):
+    from conftest import tiny_pipeline_config
+
+    workdir = str(tmp_path / "w")
+
+    def study(seeds, extend=False):
+        return runner.StudyConfig(
+            pipeline=tiny_pipeline_config(workdir),
+            techniques=("none",),
+            seeds=seeds,
+            bagging_members=0,
+            extend_seeds=extend,
+        )
+
+    # No finished study yet: any seeds.
+    assert pool.seed_extension(workdir, (0, 1, 2)) is None
+    runs.write_json(os.path.join(workdir, "results.json"), {"seeds": [0, 1]})
+    assert pool.seed_extension(workdir, (0, 1)) is None
+    # Refused in one line, before any data is loaded.
+    monkeypatch.setattr(runner, "load_data", lambda config: pytest.fail("data was loaded"))
+    with pytest.raises(ValueError, match=r"seeds \[0, 1\]; --seeds adds \[2, 3\]") as e:
+        runner.run(study((0, 1, 2, 3)))
+    assert "--extend_seeds" in str(e.value) and "\n" not in str(e.value)
+    got = pool.seed_extension(workdir, (0, 1, 2, 3), True)
+    assert got == {"declared": [0, 1], "added": [2, 3]}
+    # The extended study's results keep the record; the first design stays the declared one.
+    runs.write_json(
+        os.path.join(workdir, "results.json"), {"seeds": [0, 1, 2, 3], "seed_extension": got}
+    )
+    assert pool.seed_extension(workdir, (0, 1, 2, 3)) == got
+    with pytest.raises(ValueError, match="--extend_seeds"):
+        pool.seed_extension(workdir, (0, 1, 2, 3, 4))
+    again = pool.seed_extension(workdir, (0, 1, 2, 3, 4), True)
+    assert again == {"declared": [0, 1], "added": [2, 3, 4]}

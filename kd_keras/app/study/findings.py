@@ -28,9 +28,18 @@ def _level(design):
     return f"{100 * (1 - design['alpha']):g}%"
 
 
-def design_section(ev):
-    """What was declared, and the rules every verdict follows."""
+def design_section(ev, extension=None):
+    """What was declared, and the rules every verdict follows (`extension`:
+    the seeds added after an interim look, ``results["seed_extension"]``)."""
     d = ev["design"]
+    seeds = f"Seeds {list(d['seeds'])}, fixed before the runs"
+    if extension:
+        seeds = (
+            f"Seeds {list(d['seeds'])}: {list(extension['declared'])} declared before the runs, "
+            f"{list(extension['added'])} added after their results were written "
+            "(so the tests below are not a pre-declared analysis; see "
+            "[the added seeds](#seeds-added-after-an-interim-look))"
+        )
     a, m = d["alpha"], d["equivalence_margin"]
     declared = (
         "declared in the study's flagfile (`--study_alpha`, `--equivalence_margin`, "
@@ -45,7 +54,7 @@ def design_section(ev):
     return [
         "## The statistical design",
         "",
-        f"Seeds {list(d['seeds'])}, fixed before the runs; primary metric: {metric}; "
+        f"{seeds}; primary metric: {metric}; "
         f"α = {a:g}; equivalence margin ±{m:g} pts. The design is {declared}.",
         "",
         f"* **KD's gain** per technique: the {_level(d)} paired t-interval over seeds, the "

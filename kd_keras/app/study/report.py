@@ -19,7 +19,7 @@ import numpy as np
 from kd_keras import runs
 from kd_keras.app import kd_selection
 from kd_keras.app.study import evidence as evidence_lib
-from kd_keras.app.study import findings, stats
+from kd_keras.app.study import findings, pool, stats
 
 
 def _pct(x):
@@ -486,6 +486,44 @@ def teacher_ensemble_section(ens):
     ]
 
 
+def extension_section(results, ev):
+    """When seeds were added to the finished study (``--extend_seeds``): which
+    seeds the first design declared, which were added, and KD's gain over
+    each batch apart beside the pooled one."""
+    ext = results.get("seed_extension")
+    if not ext:
+        return []
+    name = ev["design"]["primary_metric"]
+    rows = [dict(r, primary=evidence_lib.metric(r, name)) for r in results.get("runs", [])]
+    rows = [r for r in rows if r["primary"] is not None]
+    seeds = list(results["seeds"])
+    batches = [
+        ("declared", [s for s in seeds if s in ext["declared"]]),
+        ("added", [s for s in seeds if s in ext["added"]]),
+        ("pooled", seeds),
+    ]
+    lines = [
+        "## Seeds added after an interim look",
+        "",
+        f"The study's first design declared seeds {list(ext['declared'])}; its results "
+        f"were written, and seeds {list(ext['added'])} were added afterwards "
+        "(`--extend_seeds`). The pooled intervals and tests of this report are therefore "
+        "not a pre-declared analysis: how many seeds to run was decided with results in "
+        "view. The declared seeds' own gain is the pre-declared one; the added seeds' gain "
+        "is an independent replication.",
+        "",
+        f"| technique | KD gain, declared seeds (pts) [95% CI] | added seeds | pooled ({name}) |",
+        "|---|---|---|---|",
+    ]
+    for label, parts in pool.batch_gains(rows, batches, metric="primary").items():
+        cells = {b["batch"]: pool.gain_text(b["kd_gain"]) for b in parts}
+        lines.append(
+            f"| {label} | {cells.get('declared', '–')} | {cells.get('added', '–')} "
+            f"| {cells.get('pooled', '–')} |"
+        )
+    return lines + [""]
+
+
 def markdown(results):
     """The whole study report (Markdown) from the study's results dict."""
     seeds = results["seeds"]
@@ -494,7 +532,8 @@ def markdown(results):
     verdict = bagging_verdict(results, ev["bagging"]) if results.get("variance") else None
     parts = header_section(results, summary, seeds, ev)
     parts += findings.findings_section(ev, verdict and verdict["verdict"])
-    parts += findings.design_section(ev)
+    parts += findings.design_section(ev, results.get("seed_extension"))
+    parts += extension_section(results, ev)
     parts += findings.gains_section(ev)
     parts += zero_gain_note(summary)
     parts += compression_section(summary)

@@ -23,7 +23,7 @@ import numpy as np
 from kd_keras import data as data_lib
 from kd_keras import distribute, runs
 from kd_keras.app import kd_selection, pipeline, variants
-from kd_keras.app.study import evidence, report, stats
+from kd_keras.app.study import evidence, pool, report, stats
 from kd_keras.app.study import grid as grid_lib
 
 AUGMENT = data_lib.AugmentConfig(crop_padding=2, flip=True, cutout=8)
@@ -101,6 +101,9 @@ class StudyConfig:
       primary_metric, alpha, equivalence_margin: the statistical design the
         report's tests follow (``kd_keras.app.study.evidence.Design``; the
         margin in accuracy points).
+      extend_seeds: allow `seeds` to add seeds to a finished study in the
+        workdir (its results.json written); without it the study refuses
+        (``kd_keras.app.study.pool.seed_extension``).
     """
 
     pipeline: pipeline.PipelineConfig
@@ -117,6 +120,7 @@ class StudyConfig:
     primary_metric: str = "test_accuracy"
     alpha: float = 0.05
     equivalence_margin: float = 0.5
+    extend_seeds: bool = False
 
     def __post_init__(self):
         evidence.Design(
@@ -398,9 +402,9 @@ class Interim:
     study.
     """
 
-    def __init__(self, config, data, study, teacher_rows):
+    def __init__(self, config, data, study, teacher_rows, extension=None):
         self.config, self.data, self.study = config, data, study
-        self.teacher_rows = teacher_rows
+        self.teacher_rows, self.extension = teacher_rows, extension
         self.by_seed = {s: {v.name for v in study.grid if v.seed == s} for s in config.seeds}
         self.ended, self.written = set(), ()
 
@@ -416,7 +420,11 @@ class Interim:
         self.written = done
         out = interim_dir(self.config.pipeline.workdir)
         try:
-            aggregate(self.config, self.data, self.study, self.teacher_rows, seeds=done)
+            ext = self.extension and [s for s in self.extension["added"] if s in done]
+            ext = ext and dict(self.extension, added=ext)
+            aggregate(
+                self.config, self.data, self.study, self.teacher_rows, seeds=done, extension=ext
+            )
         except Exception as e:  # noqa: BLE001 - an interim report must not end a long study.
             print(f"[study] the interim report of seeds {list(done)} failed: {e!r}", flush=True)
             return
@@ -443,6 +451,9 @@ def run(config: StudyConfig, role=None):
     p = config.pipeline
     role = role or distribute.distributed_role()
     validate(config)  # Everything is validated before anything is loaded or trained.
+    extension = None
+    if role != "worker":  # Refuses seeds added to a finished study without --extend_seeds.
+        extension = pool.seed_extension(p.workdir, config.seeds, config.extend_seeds)
     data = load_data(config)
 
     teachers, hashes, teacher_rows = pipeline.train_teachers(p, data)
@@ -450,7 +461,7 @@ def run(config: StudyConfig, role=None):
     study = Runs(config, data, teachers, hashes, selection)
     jobs = study.jobs()
     progress = Progress(len(jobs))
-    interim = Interim(config, data, study, teacher_rows) if role == "single" else None
+    interim = Interim(config, data, study, teacher_rows, extension) if role == "single" else None
     jobs = study.jobs(progress, interim)
     if role != "worker":
         n_bag = sum(len(b) for b in study.bags.values())
@@ -463,7 +474,7 @@ def run(config: StudyConfig, role=None):
         )
     if grid_lib.run(jobs, p.workdir, role) == "worker":
         return None
-    return aggregate(config, data, study, teacher_rows)
+    return aggregate(config, data, study, teacher_rows, extension=extension)
 
 
 def select_kd(config, data, teachers, hashes):
@@ -493,9 +504,12 @@ def select_kd(config, data, teachers, hashes):
     return dataclasses.replace(config, pipeline=dataclasses.replace(p, kd=chosen)), selection
 
 
-def aggregate(config, data, study, teacher_rows, seeds=None):
+def aggregate(config, data, study, teacher_rows, seeds=None, extension=None):
     """The results of a study whose runs are all finished (loaded from the
     run cache), written to the workdir as results.json, report.md and plots.
+
+    `extension` (``pool.seed_extension``) is stored as ``seed_extension``:
+    the report then says which seeds were added after an interim look.
 
     With `seeds` (a part of the study's seeds whose grid runs have ended),
     the interim results of those seeds alone, without the bagging and
@@ -530,6 +544,8 @@ def aggregate(config, data, study, teacher_rows, seeds=None):
 
     if interim:
         results["interim"] = interim
+    if extension:
+        results["seed_extension"] = extension
     members = {}
     if study.bags and not interim:
         results["bagging"] = {}

@@ -149,7 +149,7 @@ def markdown(model_card):
         f"- Labels: `{c['labels_file']}` ({len(c['class_labels'])} classes)",
         f"- Ops: {', '.join(f'{k} x{v}' for k, v in sorted((c['ops'] or {}).items()))}",
         f"- TFLM tensor arena: {_or_dash(c['arena_bytes'])} bytes",
-        f"- TFLM: {_tflm_text(c['tflm'])}",
+        f"- TFLM: {tflm_text(c['tflm'])}",
         f"- LiteRT peak memory: {c['litert_peak_memory']}",
         f"- Accuracy: Keras {_or_dash(c['accuracy']['keras'])}, TFLite "
         f"{_or_dash(c['accuracy']['tflite'])}, TFLM {_or_dash(c['accuracy']['tflm'])} "
@@ -193,7 +193,9 @@ def _or_dash(value):
     return "-" if value is None else str(value)
 
 
-def _tflm_text(tflm):
+def tflm_text(tflm):
+    """The card's words on TFLite Micro: whether the file runs, and how far its
+    top-1 classes agree with LiteRT's on the same file."""
     if not tflm:
         return "not measured (int8 files only)"
     if tflm.get("tflm_runs"):

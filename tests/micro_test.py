@@ -62,7 +62,7 @@ def test_a_disagreement_with_litert_is_counted_and_explained(narrow, monkeypatch
     assert figures["tflm_litert_differ"] == 1 and figures["tflm_litert_agreement"] == 15 / 16
     gap = logits[0].max() + 3 * step - logits[0, second]
     assert figures["tflm_litert_max_abs_diff"] == pytest.approx(gap, abs=0.01)
-    text = card._tflm_text(figures)
+    text = card.tflm_text(figures)
     assert "agrees with LiteRT's on 93.8% of the test images (1 differ)" in text
     assert "round differently" in text
 

@@ -109,12 +109,14 @@ class Progress(keras.callbacks.Callback):
         if es is not None and es.best_weights is not None and not finished:
             best = name + ".best.npz"
             np.savez(os.path.join(directory, best), *es.best_weights)
+        # The figure the state holds; fit reports the same one.
+        self.saved_train_time_s = self.train_time_s
         runs.write_json(
             os.path.join(self.run_dir, PROGRESS_FILE),
             {
                 "epochs_done": self.epochs_done,
                 "history": self.history,
-                "train_time_s": self.train_time_s,
+                "train_time_s": self.saved_train_time_s,
                 "checkpoint": os.path.relpath(prefix, self.run_dir),
                 "early_stopping": es.state() if es is not None else None,
                 "best_weights": best and os.path.join(CHECKPOINT_DIR, best),

@@ -244,7 +244,7 @@ def fit(
     )
     return {
         "history": tracker.history,
-        "train_time_s": tracker.train_time_s,
+        "train_time_s": getattr(tracker, "saved_train_time_s", tracker.train_time_s),
         "initial_epoch": initial_epoch,
     }
 

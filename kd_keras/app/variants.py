@@ -448,24 +448,6 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None):
     return figures
 
 
-# The latency figures of a file that joint timing replaces.
-LATENCY_FIELDS = (
-    "latency_us_median",
-    "latency_us_p10",
-    "latency_us_p90",
-    "latency_us_iqr",
-    "latency_us_mean",
-    "latency_us_std",
-    "latency_us_min",
-    "latency_cv",
-    "latency_us_ci95",
-    "latency_runs",
-    "latency_converged",
-    "overhead_us_median",
-    "latency_us_net_median",
-)
-
-
 def time_together(rows, ctx):
     """Times every TFLite file of a run's rows together, at the end of the run.
 
@@ -508,5 +490,7 @@ def time_together(rows, ctx):
             continue
         for key, e in entries.items():
             e["latency_us_median_alone"] = e["latency_us_median"]
-            e.update({k: v for k, v in timed[key].items() if k in LATENCY_FIELDS})
+            e.update(
+                {k: v for k, v in timed[key].items() if k.startswith(("latency_", "overhead_"))}
+            )
             e["latency_timed_with"] = len(entries)

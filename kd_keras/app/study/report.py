@@ -162,6 +162,19 @@ def _ci(iv, scale=100, fmt="{:+.2f}"):
     return f"[{fmt.format(scale * iv['low'])}, {fmt.format(scale * iv['high'])}]"
 
 
+def _tested(text, intervals, key, words, signs):
+    """`text` with KD-minus-no-KD's interval of `key` and the words its sign
+    earns ("for", "against", or the interval containing 0); records the sign
+    in `signs` ("untested" without an interval)."""
+    if key not in intervals:
+        signs[key] = "untested"
+        return text + " (no interval: not tested)."
+    diff = intervals[key]["kd_minus_nokd"]
+    signs[key] = _sign_of(diff, "below 0")
+    words = dict(words, inconclusive="the interval contains 0.")
+    return text + f"; KD minus no KD {_ci(diff)} pts: " + words[signs[key]]
+
+
 def _sign_of(interval, predicted):
     """'for' / 'against' / 'inconclusive' from an interval of a difference the
     bagging view predicts to be `predicted` ('below 0' or 'above 0')."""
@@ -208,41 +221,21 @@ def bagging_verdict(results, bagging=None):
             f"Students of different seeds disagree on {100 * d0:.2f}% of test images "
             f"without KD and {100 * d1:.2f}% with KD"
         )
-        if "disagreement" in iv:
-            diff = iv["disagreement"]["kd_minus_nokd"]
-            signs["disagreement"] = _sign_of(diff, "below 0")
-            text += (
-                f"; KD minus no KD {_ci(diff)} pts: "
-                + {
-                    "for": "lower with KD, as a bagging-like averaging predicts.",
-                    "against": "higher with KD.",
-                    "inconclusive": "the interval contains 0.",
-                }[signs["disagreement"]]
-            )
-        else:
-            signs["disagreement"] = "untested"
-            text += " (no interval: not tested)."
-        sentences.append(text)
+        words = {
+            "for": "lower with KD, as a bagging-like averaging predicts.",
+            "against": "higher with KD.",
+        }
+        sentences.append(_tested(text, iv, "disagreement", words, signs))
         g0, g1 = var["nokd"]["ensemble_gain"], var["kd"]["ensemble_gain"]
         text = (
             f"Averaging the seeds' predictions gains {100 * g0:+.2f} pts without KD and "
             f"{100 * g1:+.2f} pts with KD"
         )
-        if "ensemble_gain" in iv:
-            diff = iv["ensemble_gain"]["kd_minus_nokd"]
-            signs["ensemble_gain"] = _sign_of(diff, "below 0")
-            text += (
-                f"; KD minus no KD {_ci(diff)} pts: "
-                + {
-                    "for": "smaller with KD (KD had added part of what the ensemble adds).",
-                    "against": "larger with KD.",
-                    "inconclusive": "the interval contains 0.",
-                }[signs["ensemble_gain"]]
-            )
-        else:
-            signs["ensemble_gain"] = "untested"
-            text += " (no interval: not tested)."
-        sentences.append(text)
+        words = {
+            "for": "smaller with KD (KD had added part of what the ensemble adds).",
+            "against": "larger with KD.",
+        }
+        sentences.append(_tested(text, iv, "ensemble_gain", words, signs))
     for budget, bag in sorted((results.get("bagging") or {}).items()):
         name = "equal total" if budget == "total" else "equal per-member"
         b = iv.get("bags", {}).get(budget)

@@ -27,6 +27,7 @@ from kd_keras.data import store
 from kd_keras.distill import losses as losses_lib
 from kd_keras.distill import teachers
 from kd_keras.literals import literal
+from kd_keras.models import own
 
 EXPORT_FORMATS = ("float32", "float16", "dynamic", "int8")
 NO_DATASET = "none"
@@ -340,14 +341,25 @@ def define_student_flags(model=True):
         holders["student"] = flags.DEFINE_string(
             "student",
             "cnn",
-            f"Student model: a registry name ({', '.join(sorted(models.REGISTRY))}) or "
+            f"Student model: a registry name ({', '.join(sorted(models.REGISTRY))}); "
             "nas:PATH, the best architecture of a finished search (its project directory "
-            "or best_hyperparameters.json), trained from scratch.",
+            "or best_hyperparameters.json); the path of a saved model (.keras or .h5 of "
+            "tf_keras or Keras 3, or a tf_keras SavedModel directory), its architecture; or "
+            "MODULE:FUNCTION, a builder importable from PYTHONPATH called as "
+            "FUNCTION(input_shape, num_classes, **student_args). Trained from scratch "
+            "unless --student_init=file.",
         )
         flags.register_validator(
             "student",
-            lambda v: v in models.REGISTRY or (v.startswith("nas:") and len(v) > 4),
-            message=f"--student must be one of {sorted(models.REGISTRY)} or nas:PATH.",
+            own.looks_valid,
+            message=f"--student must be {own.FORMS}.",
+        )
+        holders["student_init"] = flags.DEFINE_enum(
+            "student_init",
+            "scratch",
+            list(own.INITS),
+            "scratch: the student starts from fresh weights; file: a --student given as a "
+            "saved model starts from the weights it holds.",
         )
         holders["student_args"] = _define_kwargs("student_args", "Student builder kwargs,")
     return _holders(**holders)

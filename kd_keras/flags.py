@@ -295,6 +295,7 @@ def pipeline_config():
         num_teachers=_NUM_TEACHERS.value,
         teacher_input_range=_TEACHER_INPUT_RANGE.value,
         student=STUDENT.student.value,
+        student_init=STUDENT.student_init.value,
         student_kwargs=flag_groups.parse_kwargs(STUDENT.student_args.value, "student_args"),
         student_train=flag_groups.train_config(
             STUDENT, "student", seed=RUN.seed.value, early_stopping=_EARLY.value

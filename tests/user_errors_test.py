@@ -192,6 +192,41 @@ def test_teacher_path_errors(paths, tmp_path):
             [f"--teacher={saved['truncated.h5']}", "not a readable HDF5", "truncated"],
         ),
         (
+            "student path missing",
+            base + ["--student=/no/such/student.keras"],
+            ["--student=/no/such/student.keras", "does not exist"],
+        ),
+        (
+            "student builder module missing",
+            base + ["--student=no_such_module:build"],
+            ["--student=no_such_module:build", "cannot import module", "PYTHONPATH"],
+        ),
+        (
+            "student builder function missing",
+            base + ["--student=kd_keras.models.cnn:no_such_builder"],
+            ["--student=kd_keras.models.cnn:no_such_builder", "has no function"],
+        ),
+        (
+            "student of the wrong output size",
+            base + [f"--student={saved['classes100.h5']}", "--student_args="],
+            [f"--student={saved['classes100.h5']}", "(100,)", "10 classes"],
+        ),
+        (
+            "student of the wrong input shape",
+            base + [f"--student={saved['rgb32.keras']}", "--student_args="],
+            [f"--student={saved['rgb32.keras']}", "(32, 32, 3)", "(28, 28, 1)"],
+        ),
+        (
+            "student neither name, path nor builder",
+            base + ["--student=resnet50"],
+            ["--student", "resnet50", "MODULE:FUNCTION"],
+        ),
+        (
+            "student_init file of a registry student",
+            base + ["--student_init=file"],
+            ["--student=", "--student_init=file", "saved model file"],
+        ),
+        (
             "num_teachers against paths",
             base + [f"--teacher={saved['keras3.keras']}", "--num_teachers=3"],
             ["--num_teachers=3", "1 teacher path"],

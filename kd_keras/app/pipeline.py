@@ -60,6 +60,11 @@ class PipelineConfig:
             raise ValueError(
                 f"--student_init={self.student_init}: allowed: {', '.join(own.INITS)}."
             )
+        if self.student_init == "file" and own.kind(self.student) != "file":
+            try:
+                own.check(self.student, self.student_init)
+            except ValueError as e:
+                raise ValueError(f"--student={self.student} --student_init=file: {e}") from None
         try:
             _, paths = teachers_lib.parse_teacher(self.teacher)
         except ValueError as e:

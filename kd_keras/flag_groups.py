@@ -71,6 +71,12 @@ def _check_dataset(allow_none):
     def check(value):
         if value == NO_DATASET and allow_none:
             return True
+        if data_lib.is_npz(value):
+            if not value[len(data_lib.NPZ_PREFIX) :].strip():
+                raise flags.ValidationError(
+                    f"{value!r}: give the file, --dataset={data_lib.NPZ_PREFIX}PATH."
+                )
+            return True
         if data_lib.is_folder(value):
             if not value[len(data_lib.FOLDER_PREFIX) :].strip():
                 raise flags.ValidationError(
@@ -81,7 +87,8 @@ def _check_dataset(allow_none):
             raise flags.ValidationError(
                 f"{value!r} is not a dataset; allowed: {', '.join(data_lib.SUPPORTED_DATASETS)}, "
                 f"another TFDS image-classification dataset name, or "
-                f"{data_lib.FOLDER_PREFIX}PATH (a folder with one sub-folder per class)"
+                f"{data_lib.FOLDER_PREFIX}PATH (a folder with one sub-folder per class), or "
+                f"{data_lib.NPZ_PREFIX}PATH (arrays in an .npz file)"
                 + (f", or '{NO_DATASET}'." if allow_none else ".")
             )
         return True
@@ -113,7 +120,10 @@ def define_data_flags(allow_none=False):
             "fashion_mnist",
             f"{', '.join(data_lib.SUPPORTED_DATASETS)}, another TFDS image-classification "
             f"dataset (features 'image' and 'label'), or {data_lib.FOLDER_PREFIX}PATH: a "
-            "folder with one sub-folder per class (PNG/JPEG/BMP/GIF)."
+            "folder with one sub-folder per class (PNG/JPEG/BMP/GIF), or "
+            f"{data_lib.NPZ_PREFIX}PATH: an .npz with x_train, y_train, x_test, y_test "
+            "(optional x_val, y_val, class_names), inputs (N, H, W, C) of uint8 (images, "
+            "scaled by 1/255) or float32 (used as given)."
             + (f" '{NO_DATASET}': no data (sizes and latency only)." if allow_none else ""),
         ),
         data_dir=flags.DEFINE_string(

@@ -337,6 +337,7 @@ def validate(config: PipelineConfig, todo=None):
     shapes = config.data.placeholder()
     shape, classes = shapes.input_shape, shapes.num_classes
     paths = config.teacher_paths()
+    check_inputs(config, shapes)
     if paths:  # Loaded and checked against the data's shapes; --teacher_args do not apply.
         teacher = [load_checked(p, config, shape, classes)[0] for p in paths]
     else:
@@ -386,6 +387,38 @@ def validate(config: PipelineConfig, todo=None):
                 f"--techniques={','.join(variant.techniques)} on --student={variant.student}: {e}"
             ) from None
     return todo
+
+
+def check_inputs(config, shapes):
+    """Refuses what applies to images only when the data's inputs are not
+    images (``Dataset.image_like``: an npz of float32, or of other than 1 or 3
+    channels): crop and flip augmentation, and rescaling a teacher's input
+    range (float inputs are fed as given).
+
+    Raises:
+      ValueError: naming the flag, its value and what is allowed.
+    """
+    if shapes.image_like:
+        return
+    what = (
+        f"--dataset={config.data.dataset} holds {shapes.x_train.dtype} inputs of shape "
+        f"{shapes.input_shape}, not images (uint8 with 1 or 3 channels)"
+    )
+    augments = [("student_augment", config.student_augment)]
+    if not config.teacher_paths():
+        augments.append(("teacher_augment", config.teacher_augment))
+    for flag, augment in augments:
+        if augment.spatial:
+            raise ValueError(
+                f"--{flag} asks for {' and '.join(augment.spatial)}, which move pixels of "
+                f"images; {what}: allowed are cutout, mixup, cutmix or none."
+            )
+    if config.teacher_input_range != teachers_lib.DEFAULT_INPUT_RANGE:
+        raise ValueError(
+            f"--teacher_input_range={config.teacher_input_range} rescales [0, 1] images; "
+            f"{what}, fed to the teacher as given: leave it at "
+            f"{teachers_lib.DEFAULT_INPUT_RANGE}."
+        )
 
 
 def prepare(config: PipelineConfig, todo=None):

@@ -55,7 +55,6 @@ from kd_keras.data.load import (  # noqa: F401
     load_dataset,
 )
 from kd_keras.data.npz import (  # noqa: F401
-    image_like,
     is_npz,
     npz_path,
 )

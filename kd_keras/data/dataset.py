@@ -68,10 +68,12 @@ class Dataset:
 
     @property
     def image_like(self):
-        """True for images (uint8, 1 or 3 channels); False for other inputs
-        of an npz (float32, or other channel counts), which refuse the
-        augmentations that move pixels (crop, flip)."""
-        return self.x_train.dtype == np.uint8 and self.input_shape[-1:] in ((1,), (3,))
+        """False for the inputs of an npz that are not images (float32, or
+        other than 1 or 3 channels), which refuse the augmentations that move
+        pixels (crop, flip); True for every other dataset's uint8 images."""
+        if self.x_train.dtype != np.uint8:
+            return False
+        return not self.name.startswith(NPZ_PREFIX) or self.input_shape[-1] in (1, 3)
 
     @functools.cached_property
     def content_digest(self):

@@ -17,7 +17,7 @@ The file (``numpy.savez`` or ``savez_compressed``) holds
 :func:`describe` reads only the arrays' headers and the labels, so a run's
 configuration is checked without loading the inputs. An npz whose inputs are
 not images (float32, or other than 1 or 3 channels) refuses the augmentations
-that move pixels (crop, flip; :func:`image_like`).
+that move pixels (crop, flip; ``Dataset.image_like``).
 """
 
 import os
@@ -30,7 +30,6 @@ from kd_keras.data.dataset import NPZ_PREFIX, DataError, Dataset
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 OPTIONAL = ("x_val", "y_val", "class_names")
 DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
-IMAGE_CHANNELS = (1, 3)
 
 
 def is_npz(name):
@@ -148,11 +147,6 @@ def _class_names(path, arrays):
             "of strings, one per class."
         )
     return [str(n) for n in names]
-
-
-def image_like(input_shape, dtype):
-    """True for inputs that are images: uint8 with 1 or 3 channels."""
-    return np.dtype(dtype) == np.uint8 and tuple(input_shape)[-1] in IMAGE_CHANNELS
 
 
 def placeholder(name):

@@ -147,7 +147,10 @@ def build(value, input_shape, num_classes, kwargs=None, init="scratch"):
         what = f"the model {value} builds"
     else:
         if kwargs:
-            raise ValueError(f"a saved student takes no builder arguments; got {kwargs}.")
+            raise ValueError(
+                f"--student_args {kwargs} apply to a registry or MODULE:FUNCTION student; "
+                "a saved model's architecture takes none."
+            )
         model, fmt = teachers.load_saved(value)
         what = f"student {value}"
     if teachers.is_keras3_model(model):

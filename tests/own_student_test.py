@@ -160,3 +160,23 @@ def test_a_student_of_the_wrong_output_size_is_refused(tmp_path):
     config = tiny_pipeline_config(str(tmp_path / "w"), student=path, student_kwargs={})
     with pytest.raises(ValueError, match=r"--student=.*gives outputs of shape \(5,\).*10 classes"):
         pipeline.validate(config)
+
+
+def test_a_keras3_student_tf_keras_cannot_rebuild_is_refused_saying_what_to_do(tmp_path):
+    k3 = keras3()
+
+    @k3.saving.register_keras_serializable(package="own_student_test")
+    class Halving(k3.layers.Layer):
+        def call(self, x):
+            return x * 0.5
+
+    inputs = k3.Input((28, 28, 1))
+    outputs = k3.layers.Dense(10)(k3.layers.Flatten()(Halving()(inputs)))
+    path = str(tmp_path / "custom3.keras")
+    k3.Model(inputs, outputs).save(path)
+    with pytest.raises(ValueError) as e:
+        own.build(path, (28, 28, 1), 10)
+    message = str(e.value)
+    assert "Keras 3 model that tf_keras cannot rebuild" in message and "Halving" in message
+    assert "save it with tf_keras" in message and "MODULE:FUNCTION" in message
+    assert "\n" not in message

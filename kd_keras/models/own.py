@@ -222,10 +222,17 @@ def _rebuild(model):
             shape = layer_config.get("batch_shape") or layer_config.get("batch_input_shape")
             tensors[(name, 0, 0)] = keras.Input(tuple(shape[1:]), name=name)
             continue
-        layer_config = _known(entry["class_name"], layer_config)
-        layer = keras.layers.deserialize(
-            {"class_name": entry["class_name"], "config": layer_config}
-        )
+        class_name = entry["class_name"]
+        if not isinstance(getattr(keras.layers, class_name, None), type):
+            raise ValueError(f"its layer {name!r} is a {class_name}, which tf_keras does not have")
+        try:
+            layer = keras.layers.deserialize(
+                {"class_name": class_name, "config": _known(class_name, layer_config)}
+            )
+        except Exception as e:  # noqa: BLE001 — said with the layer's name.
+            raise ValueError(
+                f"its layer {name!r} ({class_name}): {teachers.short_error(e)}"
+            ) from None
         nodes = entry.get("inbound_nodes")
         if nodes is None:  # Sequential: one chain.
             previous = tensors[next(reversed(tensors))] if tensors else None

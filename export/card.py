@@ -18,7 +18,8 @@ from export import profile as profile_lib
 from kd_keras import runs
 
 PREPROCESSING = (
-    "uint8 image (H, W, C) -> float32 = uint8 / 255.0 (kd_keras.data.preprocess); "
+    "uint8 image (H, W, C) -> float32 = uint8 / 255.0 (kd_keras.data.preprocess); float32 "
+    "inputs (an npz dataset of float32) are fed as they are; "
     "an int8 input then takes round(float / scale) + zero_point, clipped to [-128, 127]."
 )
 LITERT_PEAK_MEMORY = (

@@ -27,6 +27,7 @@ from kd_keras.data import store
 from kd_keras.distill import losses as losses_lib
 from kd_keras.distill import teachers
 from kd_keras.literals import literal
+from kd_keras.models import own
 
 EXPORT_FORMATS = ("float32", "float16", "dynamic", "int8")
 NO_DATASET = "none"
@@ -70,6 +71,12 @@ def _check_dataset(allow_none):
     def check(value):
         if value == NO_DATASET and allow_none:
             return True
+        if data_lib.is_npz(value):
+            if not value[len(data_lib.NPZ_PREFIX) :].strip():
+                raise flags.ValidationError(
+                    f"{value!r}: give the file, --dataset={data_lib.NPZ_PREFIX}PATH."
+                )
+            return True
         if data_lib.is_folder(value):
             if not value[len(data_lib.FOLDER_PREFIX) :].strip():
                 raise flags.ValidationError(
@@ -80,7 +87,8 @@ def _check_dataset(allow_none):
             raise flags.ValidationError(
                 f"{value!r} is not a dataset; allowed: {', '.join(data_lib.SUPPORTED_DATASETS)}, "
                 f"another TFDS image-classification dataset name, or "
-                f"{data_lib.FOLDER_PREFIX}PATH (a folder with one sub-folder per class)"
+                f"{data_lib.FOLDER_PREFIX}PATH (a folder with one sub-folder per class), or "
+                f"{data_lib.NPZ_PREFIX}PATH (arrays in an .npz file)"
                 + (f", or '{NO_DATASET}'." if allow_none else ".")
             )
         return True
@@ -112,7 +120,10 @@ def define_data_flags(allow_none=False):
             "fashion_mnist",
             f"{', '.join(data_lib.SUPPORTED_DATASETS)}, another TFDS image-classification "
             f"dataset (features 'image' and 'label'), or {data_lib.FOLDER_PREFIX}PATH: a "
-            "folder with one sub-folder per class (PNG/JPEG/BMP/GIF)."
+            "folder with one sub-folder per class (PNG/JPEG/BMP/GIF), or "
+            f"{data_lib.NPZ_PREFIX}PATH: an .npz with x_train, y_train, x_test, y_test "
+            "(optional x_val, y_val, class_names), inputs (N, H, W, C) of uint8 (images, "
+            "scaled by 1/255) or float32 (used as given)."
             + (f" '{NO_DATASET}': no data (sizes and latency only)." if allow_none else ""),
         ),
         data_dir=flags.DEFINE_string(
@@ -340,14 +351,25 @@ def define_student_flags(model=True):
         holders["student"] = flags.DEFINE_string(
             "student",
             "cnn",
-            f"Student model: a registry name ({', '.join(sorted(models.REGISTRY))}) or "
+            f"Student model: a registry name ({', '.join(sorted(models.REGISTRY))}); "
             "nas:PATH, the best architecture of a finished search (its project directory "
-            "or best_hyperparameters.json), trained from scratch.",
+            "or best_hyperparameters.json); the path of a saved model (.keras or .h5 of "
+            "tf_keras or Keras 3, or a tf_keras SavedModel directory), its architecture; or "
+            "MODULE:FUNCTION, a builder importable from PYTHONPATH called as "
+            "FUNCTION(input_shape, num_classes, **student_args). Trained from scratch "
+            "unless --student_init=file.",
         )
         flags.register_validator(
             "student",
-            lambda v: v in models.REGISTRY or (v.startswith("nas:") and len(v) > 4),
-            message=f"--student must be one of {sorted(models.REGISTRY)} or nas:PATH.",
+            own.looks_valid,
+            message=f"--student must be {own.FORMS}.",
+        )
+        holders["student_init"] = flags.DEFINE_enum(
+            "student_init",
+            "scratch",
+            list(own.INITS),
+            "scratch: the student starts from fresh weights; file: a --student given as a "
+            "saved model starts from the weights it holds.",
         )
         holders["student_args"] = _define_kwargs("student_args", "Student builder kwargs,")
     return _holders(**holders)

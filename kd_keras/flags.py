@@ -7,6 +7,7 @@ The flags shared with ``nas.main`` and ``export.main`` come from
 from absl import flags
 
 from kd_keras import compression, flag_groups
+from kd_keras import data as data_lib
 from kd_keras.app import kd_selection, pipeline, variants
 from kd_keras.app.study import runner
 
@@ -260,6 +261,22 @@ def compression_config():
     )
 
 
+def teacher_augment():
+    """--teacher_augment's AugmentConfig. Its default (crop and flip) is for
+    images: for an npz whose inputs are not images, a default left unset
+    drops crop and flip; set explicitly, they are refused (pipeline.validate).
+    """
+    augment = flag_groups.augment_config(TEACHER.teacher_augment)
+    dataset = DATA.dataset.value
+    if TEACHER.teacher_augment.present or not data_lib.is_npz(dataset):
+        return augment
+    try:
+        shapes = data_lib.npz.placeholder(dataset)
+    except data_lib.DataError:
+        return augment  # Said in one line by pipeline.validate.
+    return augment if shapes.image_like else augment.without_spatial()
+
+
 def pipeline_config():
     """The PipelineConfig the flags describe.
 
@@ -299,10 +316,11 @@ def pipeline_config():
         teacher_train=flag_groups.train_config(
             TEACHER, "teacher", seed=0, early_stopping=_EARLY.value
         ),
-        teacher_augment=flag_groups.augment_config(TEACHER.teacher_augment),
+        teacher_augment=teacher_augment(),
         num_teachers=_NUM_TEACHERS.value,
         teacher_input_range=_TEACHER_INPUT_RANGE.value,
         student=STUDENT.student.value,
+        student_init=STUDENT.student_init.value,
         student_kwargs=flag_groups.parse_kwargs(STUDENT.student_args.value, "student_args"),
         student_train=flag_groups.train_config(
             STUDENT, "student", seed=RUN.seed.value, early_stopping=_EARLY.value

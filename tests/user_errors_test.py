@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import write_image_folder
 
@@ -125,7 +126,25 @@ def paths(tmp_path):
     for name in ("cat", "dog"):
         (tmp_path / "bad_image" / name).mkdir(parents=True)
         (tmp_path / "bad_image" / name / "0.png").write_bytes(b"not a png")
+    npz = {}
+    rng = np.random.default_rng(0)
+    for name, changes in {
+        "mfcc": {},
+        "no_labels": {"y_test": None},
+        "short_labels": {"y_train": np.zeros(299, np.int64)},
+        "label_range": {"y_test": np.full(40, 12), "class_names": np.array(list("abcd"))},
+    }.items():
+        arrays = {
+            "x_train": rng.normal(size=(300, 49, 10, 1)).astype(np.float32),
+            "y_train": np.arange(300) % 4,
+            "x_test": rng.normal(size=(40, 49, 10, 1)).astype(np.float32),
+            "y_test": np.arange(40) % 4,
+        }
+        arrays.update(changes)
+        npz[name] = str(tmp_path / f"{name}.npz")
+        np.savez(npz[name], **{k: v for k, v in arrays.items() if v is not None})
     return {
+        **npz,
         "images": write_image_folder(str(tmp_path / "images")),
         "empty": str(empty),
         "one_class": str(tmp_path / "one_class"),
@@ -190,6 +209,41 @@ def test_teacher_path_errors(paths, tmp_path):
             "truncated .h5 teacher",
             base + [f"--teacher={saved['truncated.h5']}"],
             [f"--teacher={saved['truncated.h5']}", "not a readable HDF5", "truncated"],
+        ),
+        (
+            "student path missing",
+            base + ["--student=/no/such/student.keras"],
+            ["--student=/no/such/student.keras", "does not exist"],
+        ),
+        (
+            "student builder module missing",
+            base + ["--student=no_such_module:build"],
+            ["--student=no_such_module:build", "cannot import module", "PYTHONPATH"],
+        ),
+        (
+            "student builder function missing",
+            base + ["--student=kd_keras.models.cnn:no_such_builder"],
+            ["--student=kd_keras.models.cnn:no_such_builder", "has no function"],
+        ),
+        (
+            "student of the wrong output size",
+            base + [f"--student={saved['classes100.h5']}", "--student_args="],
+            [f"--student={saved['classes100.h5']}", "(100,)", "10 classes"],
+        ),
+        (
+            "student of the wrong input shape",
+            base + [f"--student={saved['rgb32.keras']}", "--student_args="],
+            [f"--student={saved['rgb32.keras']}", "(32, 32, 3)", "(28, 28, 1)"],
+        ),
+        (
+            "student neither name, path nor builder",
+            base + ["--student=resnet50"],
+            ["--student", "resnet50", "MODULE:FUNCTION"],
+        ),
+        (
+            "student_init file of a registry student",
+            base + ["--student_init=file"],
+            ["--student=", "--student_init=file", "saved model file"],
         ),
         (
             "num_teachers against paths",
@@ -320,6 +374,46 @@ def test_pipeline_and_study_errors(paths):
             "dataset folder bad image",
             base + [f"--dataset=dir:{paths['bad_image']}"],
             [f"--dataset=dir:{paths['bad_image']}", "cannot decode image", "0.png"],
+        ),
+        (
+            "npz missing",
+            base + ["--dataset=npz:/no/such/data.npz"],
+            ["--dataset=npz:/no/such/data.npz", "does not exist"],
+        ),
+        (
+            "npz without a key",
+            base + [f"--dataset=npz:{paths['no_labels']}"],
+            [f"--dataset=npz:{paths['no_labels']}", "lacks y_test", "x_train, y_train"],
+        ),
+        (
+            "npz labels of another length",
+            base + [f"--dataset=npz:{paths['short_labels']}"],
+            [f"--dataset=npz:{paths['short_labels']}", "y_train", "(299,) for 300 inputs"],
+        ),
+        (
+            "npz labels out of range",
+            base + [f"--dataset=npz:{paths['label_range']}"],
+            [f"--dataset=npz:{paths['label_range']}", "label 12 is out of range", "[0, 4)"],
+        ),
+        (
+            "npz float inputs with crop",
+            base + [f"--dataset=npz:{paths['mfcc']}", "--student_augment=crop=2"],
+            ["--student_augment", "crop", f"--dataset=npz:{paths['mfcc']}", "float32", "cutout"],
+        ),
+        (
+            "npz float inputs with a flipping teacher",
+            base + [f"--dataset=npz:{paths['mfcc']}", "--teacher_augment=flip"],
+            ["--teacher_augment", "flip", "not images"],
+        ),
+        (
+            "npz on disk",
+            base + [f"--dataset=npz:{paths['mfcc']}", "--data_storage=disk"],
+            ["--data_storage=disk", "npz", "memory"],
+        ),
+        (
+            "npz resized",
+            base + [f"--dataset=npz:{paths['mfcc']}", "--image_size=8"],
+            [f"--dataset=npz:{paths['mfcc']}", "--image_size"],
         ),
         ("image_size garbage", base + ["--image_size=big"], ["--image_size", "big"]),
         ("test_fraction 1", base + ["--test_fraction=1"], ["--test_fraction"]),

@@ -17,6 +17,7 @@ from kd_keras.app import kd_selection, report, variants
 from kd_keras.distill import teachers as teachers_lib
 from kd_keras.distill.config import make_distiller
 from kd_keras.keras_compat import keras, tf
+from kd_keras.models import own
 
 KD_MODES = ("both", "on", "off")
 
@@ -34,7 +35,8 @@ class PipelineConfig:
     num_teachers: int = 1
     # The value range a teacher given by path expects (kd_keras.distill.teachers.INPUT_RANGES).
     teacher_input_range: str = teachers_lib.DEFAULT_INPUT_RANGE
-    student: str = "cnn"
+    student: str = "cnn"  # Registry name, nas:PATH, model path or MODULE:FUNCTION.
+    student_init: str = "scratch"  # 'file': a saved student keeps its weights.
     student_kwargs: dict = dataclasses.field(default_factory=dict)
     student_train: train_lib.TrainConfig = train_lib.TrainConfig()
     student_augment: data_lib.AugmentConfig = data_lib.AugmentConfig()
@@ -52,11 +54,17 @@ class PipelineConfig:
             raise ValueError(f"kd_mode must be one of {KD_MODES}, got {self.kd_mode!r}.")
         if self.num_teachers < 1:
             raise ValueError(f"num_teachers must be >= 1, got {self.num_teachers}.")
-        if self.student not in models.REGISTRY and not self.student.startswith("nas:"):
+        if not own.looks_valid(self.student):
+            raise ValueError(f"--student={self.student} is none of: {own.FORMS}.")
+        if self.student_init not in own.INITS:
             raise ValueError(
-                f"student must be a registered model {sorted(models.REGISTRY)} or nas:PATH; "
-                f"got {self.student!r}."
+                f"--student_init={self.student_init}: allowed: {', '.join(own.INITS)}."
             )
+        if self.student_init == "file" and own.kind(self.student) != "file":
+            try:
+                own.check(self.student, self.student_init)
+            except ValueError as e:
+                raise ValueError(f"--student={self.student} --student_init=file: {e}") from None
         try:
             _, paths = teachers_lib.parse_teacher(self.teacher)
         except ValueError as e:
@@ -252,6 +260,7 @@ def student_variants(config):
     common = dict(
         student=config.student,
         student_kwargs=tuple(sorted(config.student_kwargs.items())),
+        student_init=config.student_init,
         augment=config.student_augment,
         seed=config.student_train.seed,
     )
@@ -332,6 +341,7 @@ def validate(config: PipelineConfig, todo=None):
     shapes = config.data.placeholder()
     shape, classes = shapes.input_shape, shapes.num_classes
     paths = config.teacher_paths()
+    check_inputs(config, shapes)
     if paths:  # Loaded and checked against the data's shapes; --teacher_args do not apply.
         teacher = [load_checked(p, config, shape, classes)[0] for p in paths]
     else:
@@ -343,6 +353,14 @@ def validate(config: PipelineConfig, todo=None):
             student = nas.load_student(config.student[4:], shape, classes)
         except ValueError as e:
             raise ValueError(f"--student={config.student}: {e}") from None
+    elif own.kind(config.student) in ("file", "builder"):  # The user's own student.
+        init = f" --student_init={config.student_init}" if config.student_init != "scratch" else ""
+        try:
+            student = own.build(
+                config.student, shape, classes, config.student_kwargs, config.student_init
+            )
+        except ValueError as e:
+            raise ValueError(f"--student={config.student}{init}: {e}") from None
     else:
         student = build_checked(
             config.student, config.student_kwargs, "student_args", shape, classes
@@ -373,6 +391,38 @@ def validate(config: PipelineConfig, todo=None):
                 f"--techniques={','.join(variant.techniques)} on --student={variant.student}: {e}"
             ) from None
     return todo
+
+
+def check_inputs(config, shapes):
+    """Refuses what applies to images only when the data's inputs are not
+    images (``Dataset.image_like``: an npz of float32, or of other than 1 or 3
+    channels): crop and flip augmentation, and rescaling a teacher's input
+    range (float inputs are fed as given).
+
+    Raises:
+      ValueError: naming the flag, its value and what is allowed.
+    """
+    if shapes.image_like:
+        return
+    what = (
+        f"--dataset={config.data.dataset} holds {shapes.x_train.dtype} inputs of shape "
+        f"{shapes.input_shape}, not images (uint8 with 1 or 3 channels)"
+    )
+    augments = [("student_augment", config.student_augment)]
+    if not config.teacher_paths():
+        augments.append(("teacher_augment", config.teacher_augment))
+    for flag, augment in augments:
+        if augment.spatial:
+            raise ValueError(
+                f"--{flag} asks for {' and '.join(augment.spatial)}, which move pixels of "
+                f"images; {what}: allowed are cutout, mixup, cutmix or none."
+            )
+    if config.teacher_input_range != teachers_lib.DEFAULT_INPUT_RANGE:
+        raise ValueError(
+            f"--teacher_input_range={config.teacher_input_range} rescales [0, 1] images; "
+            f"{what}, fed to the teacher as given: leave it at "
+            f"{teachers_lib.DEFAULT_INPUT_RANGE}."
+        )
 
 
 def prepare(config: PipelineConfig, todo=None):

@@ -32,6 +32,7 @@ from kd_keras import data as data_lib
 from kd_keras import train as train_lib
 from kd_keras.data import store
 from kd_keras.keras_compat import keras
+from kd_keras.models import own
 from nas.space import BEST_HPS_FILE
 
 COMPRESS_MODES = ("finetune", "scratch")
@@ -46,8 +47,11 @@ class Variant:
       label: the technique's name in tables ('none', 'prune50', 'dws', ...).
       techniques: compression chain, e.g. ('prune', 'qat').
       kd: distil from the teacher(s).
-      student: registry name or 'nas:PATH'.
+      student: registry name, 'nas:PATH', a saved model's path or
+        'MODULE:FUNCTION' (``kd_keras.models.own``).
       student_kwargs: builder kwargs, as sorted (key, value) pairs.
+      student_init: 'scratch' (fresh weights) or 'file' (a saved student's
+        own weights).
       augment: training augmentation of the base student.
       seed: initialization and data-order seed.
       bootstrap: >= 0 trains on a bootstrap resample drawn with this seed
@@ -64,6 +68,7 @@ class Variant:
     kd: bool = False
     student: str = "cnn"
     student_kwargs: tuple = ()
+    student_init: str = "scratch"
     augment: data_lib.AugmentConfig = data_lib.AugmentConfig()
     seed: int = 0
     bootstrap: int = -1
@@ -170,6 +175,10 @@ def build_student(variant, data):
     kwargs = dict(variant.student_kwargs)
     if variant.student.startswith("nas:"):
         return nas.load_student(variant.student[4:], data.input_shape, data.num_classes)
+    if own.kind(variant.student) in ("file", "builder"):
+        return own.build(
+            variant.student, data.input_shape, data.num_classes, kwargs, variant.student_init
+        )
     return models.build(variant.student, data.input_shape, data.num_classes, **kwargs)
 
 
@@ -228,6 +237,11 @@ def base_spec(ctx, variant, train_cfg):
     }
     if variant.student.startswith("nas:"):
         spec["architecture"] = _architecture_id(variant.student)
+    elif own.kind(variant.student) in ("file", "builder"):
+        # The file's bytes (architecture and weights) or the builder's source.
+        spec["architecture"] = own.digest(variant.student)
+        if variant.student_init != "scratch":
+            spec["init"] = variant.student_init
     if variant.kd and variant.teacher_view != "same":  # Absent by default: keys unchanged.
         spec["teacher_view"] = variant.teacher_view
     return spec

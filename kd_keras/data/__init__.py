@@ -2,7 +2,8 @@
 
 ``load_dataset`` (:mod:`.load`) returns the train / validation / test splits of
 one of the four registered datasets, any other TFDS image-classification
-dataset, or an image folder (``dir:PATH``, :mod:`.folders`), read through
+dataset, an image folder (``dir:PATH``, :mod:`.folders`) or arrays in an
+``.npz`` file (``npz:PATH``, :mod:`.npz`), read through
 ``tf.data`` a chunk at a time (:mod:`.sources`): as numpy arrays in memory when
 they fit, or written once to a store on disk (:mod:`.store`) when they do not.
 Fashion-MNIST has an offline path through its IDX files (:mod:`.idx`).
@@ -14,6 +15,7 @@ This package re-exports the public names of its modules, so callers write
 ``from kd_keras import data as data_lib`` and ``data_lib.load_dataset(...)``.
 """
 
+from kd_keras.data import npz  # noqa: F401
 from kd_keras.data.augment import (  # noqa: F401
     MIX_CUTMIX,
     MIX_MIXUP,
@@ -35,6 +37,7 @@ from kd_keras.data.dataset import (  # noqa: F401
     DEFAULT_MANUAL_DIR,
     DEFAULT_TEST_FRACTION,
     FOLDER_PREFIX,
+    NPZ_PREFIX,
     SUPPORTED_DATASETS,
     DataError,
     Dataset,
@@ -50,6 +53,10 @@ from kd_keras.data.idx import (  # noqa: F401
 from kd_keras.data.load import (  # noqa: F401
     SPLITS,
     load_dataset,
+)
+from kd_keras.data.npz import (  # noqa: F401
+    is_npz,
+    npz_path,
 )
 from kd_keras.data.pipeline import (  # noqa: F401
     Pipelines,

@@ -49,6 +49,16 @@ class AugmentConfig:
         return bool(self.crop_padding or self.flip or self.cutout or self.mixes)
 
     @property
+    def spatial(self):
+        """The augmentations on that move pixels ('crop', 'flip'): for images
+        only. Cutout, mixup and CutMix mask or blend inputs of any kind."""
+        return tuple(name for name, on in (("crop", self.crop_padding), ("flip", self.flip)) if on)
+
+    def without_spatial(self):
+        """This config without crop and flip (for inputs that are not images)."""
+        return dataclasses.replace(self, crop_padding=0, flip=False)
+
+    @property
     def mixes(self):
         """True when batches are mixed (mixup or cutmix): labels are soft."""
         return bool(self.mixup or self.cutmix)
@@ -87,7 +97,12 @@ class AugmentConfig:
 
 
 def preprocess(images):
-    """uint8 images -> float32 in [0, 1]. The exporter uses the same function."""
+    """uint8 images -> float32 in [0, 1]; float inputs (an npz of float32,
+    ``kd_keras.data.npz``) -> float32, unchanged. Training, teacher outputs,
+    export calibration and accuracy all go through this function."""
+    images = tf.convert_to_tensor(images)
+    if images.dtype.is_floating:
+        return tf.cast(images, tf.float32)
     return tf.cast(images, tf.float32) / 255.0
 
 

@@ -6,6 +6,7 @@ from typing import Optional
 
 from kd_keras.data.dataset import DEFAULT_MANUAL_DIR, DEFAULT_TEST_FRACTION, DataError
 from kd_keras.data.load import load_dataset
+from kd_keras.data.npz import is_npz
 from kd_keras.data.sources import folder_path, is_folder, placeholder, split_sizes
 
 # Settings of user datasets, part of a run's key only when not the default.
@@ -17,13 +18,15 @@ class DataConfig:
     """A dataset, its splits and how it is stored and batched.
 
     Attributes:
-      dataset: a TFDS name or ``dir:PATH`` (an image folder).
+      dataset: a TFDS name, ``dir:PATH`` (an image folder) or ``npz:PATH``
+        (arrays in an .npz file, :mod:`kd_keras.data.npz`).
       data_dir: TFDS data directory (None: TFDS's default).
       manual_dir: where the offline Fashion-MNIST IDX files are.
       val_size: validation examples carved from train (0: none).
       limit_train, limit_test: keep this many examples (0: all).
       batch_size: training batch size.
-      storage: 'memory', 'disk' or 'auto' (``kd_keras.data.store``).
+      storage: 'memory', 'disk' or 'auto' (``kd_keras.data.store``); an
+        npz is held in memory ('disk' is refused).
       test_fraction: ``dir:`` datasets only, the held-out test share.
       image_size: (height, width) to resize to, or None.
       train_split, test_split, val_split: TFDS split strings (val_split
@@ -66,6 +69,11 @@ class DataConfig:
         Raises:
           ValueError: naming --dataset and what is wrong.
         """
+        if is_npz(self.dataset) and self.storage == "disk":
+            raise ValueError(
+                f"--data_storage=disk with --dataset={self.dataset}: an npz is read whole "
+                "into memory (numpy.load); use --data_storage=memory or auto."
+            )
         try:
             shapes = placeholder(self.dataset, self.data_dir, self.image_size)
         except DataError as e:

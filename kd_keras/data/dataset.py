@@ -10,6 +10,8 @@ DEFAULT_MANUAL_DIR = "/usr/share/datasets/fashion-mnist"
 SUPPORTED_DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
 # `--dataset=dir:PATH`: a folder with one sub-folder per class.
 FOLDER_PREFIX = "dir:"
+# `--dataset=npz:PATH`: arrays in an .npz file (kd_keras.data.npz).
+NPZ_PREFIX = "npz:"
 DEFAULT_TEST_FRACTION = 0.2
 DIGEST_CHUNK = 8192  # Examples hashed at a time.
 # (input shape, number of classes) of each supported dataset, known without
@@ -47,7 +49,8 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Dataset:
-    """A dataset in memory: uint8 images (N, H, W, C) and int64 labels (N,)."""
+    """A dataset in memory: uint8 images (N, H, W, C) — or float32 inputs of an
+    npz, used as given — and int64 labels (N,)."""
 
     name: str
     x_train: np.ndarray
@@ -62,6 +65,15 @@ class Dataset:
     @property
     def input_shape(self):
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def image_like(self):
+        """False for the inputs of an npz that are not images (float32, or
+        other than 1 or 3 channels), which refuse the augmentations that move
+        pixels (crop, flip); True for every other dataset's uint8 images."""
+        if self.x_train.dtype != np.uint8:
+            return False
+        return not self.name.startswith(NPZ_PREFIX) or self.input_shape[-1] in (1, 3)
 
     @functools.cached_property
     def content_digest(self):

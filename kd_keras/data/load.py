@@ -10,7 +10,7 @@ import numpy as np
 
 from kd_keras import console
 from kd_keras.data import folders as image_folder
-from kd_keras.data import store
+from kd_keras.data import npz, store
 from kd_keras.data.dataset import DEFAULT_MANUAL_DIR, DEFAULT_TEST_FRACTION, DataError, Dataset
 from kd_keras.data.idx import verify_fashion_mnist
 from kd_keras.data.sources import (
@@ -87,6 +87,8 @@ def load_dataset(
     Length: over 100 lines with its Args and Returns; its code is 98 lines.
     """
     image_size = tuple(image_size) if image_size else None
+    if npz.is_npz(name):
+        return _npz_dataset(name, val_size, seed, limit_train, limit_test)
     val_split = None if is_folder(name) else val_split
     if is_folder(name):
         try:
@@ -172,6 +174,29 @@ def load_dataset(
         y_test,
         num_classes=num_classes,
         class_names=tuple(class_names),
+    )
+
+
+def _npz_dataset(name, val_size, seed, limit_train, limit_test):
+    """The Dataset of an npz file (:mod:`kd_keras.data.npz`), held in memory:
+    its own validation split, or `val_size` examples carved from train."""
+    x_train, y_train, x_val, y_val, x_test, y_test, info = npz.read(name)
+    if x_val is None:
+        x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_size, seed)
+    if limit_train:
+        x_train, y_train = x_train[:limit_train], y_train[:limit_train]
+    if limit_test:
+        x_test, y_test = x_test[:limit_test], y_test[:limit_test]
+    return Dataset(
+        name,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        num_classes=info["num_classes"],
+        class_names=info["class_names"],
     )
 
 

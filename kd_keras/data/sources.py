@@ -11,7 +11,7 @@ import socket
 import numpy as np
 
 from kd_keras.data import folders as image_folder
-from kd_keras.data import store
+from kd_keras.data import npz, store
 from kd_keras.data.dataset import (
     DATASET_SHAPES,
     DATASET_SIZES,
@@ -116,6 +116,12 @@ def placeholder(name, data_dir=None, image_size=None):
     Raises:
       DataError: the dataset cannot be found or is not image classification.
     """
+    if npz.is_npz(name):
+        if image_size:
+            raise DataError(
+                "--image_size applies to images; an npz dataset is used at its own shape."
+            )
+        return npz.placeholder(name)
     if is_folder(name):
         shape, classes = folder_shape(folder_path(name))
     elif name in DATASET_SHAPES:
@@ -147,6 +153,9 @@ def split_sizes(
     Raises:
       DataError: a missing or empty folder, or one with fewer than 2 classes.
     """
+    if npz.is_npz(name):
+        info = npz.describe(npz.npz_path(name))
+        return None if info["has_val"] else (info["sizes"]["train"], info["sizes"]["test"])
     if is_folder(name):
         try:
             _, files, _ = image_folder.list_images(folder_path(name))

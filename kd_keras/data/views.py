@@ -140,7 +140,8 @@ def epoch_views(config: AugmentConfig, n, image_shape, seed, epoch, batch_size):
 
 
 def gather_images(images):
-    """A function ids -> the uint8 images of those example ids, as a tensor.
+    """A function ids -> the images (uint8, or an npz's float32 inputs) of
+    those example ids, as a tensor.
 
     For images in memory, a ``tf.gather`` from a constant; for images on
     disk (a memmap, see :mod:`kd_keras.data.store`), a read of just those rows
@@ -151,11 +152,13 @@ def gather_images(images):
         return lambda ids: tf.gather(constant, ids)
     shape = tuple(images.shape[1:])
 
+    dtype = np.dtype(images.dtype)
+
     def read(ids):
-        return np.asarray(images[np.asarray(ids, np.int64)], np.uint8)
+        return np.asarray(images[np.asarray(ids, np.int64)], dtype)
 
     def gather(ids):
-        out = tf.numpy_function(read, [ids], tf.uint8, stateful=False)
+        out = tf.numpy_function(read, [ids], tf.as_dtype(dtype), stateful=False)
         out.set_shape((None,) + shape)
         return out
 

@@ -213,7 +213,7 @@ def load_teacher(path, input_shape, num_classes, sample_images=None, custom_obje
     if fmt != "saved_model":
         loaded, fmt = load_saved(path, custom_objects)
     if fmt == "tf_keras":
-        model, softmax = _tf_keras_logits(loaded, path, input_shape, num_classes, sample_images)
+        model, softmax = logits_model(loaded, path, input_shape, num_classes, sample_images)
         layers_readable = True
         params = int(model.count_params())
     else:
@@ -431,7 +431,7 @@ def _model_name(path):
     return f"teacher_{clean or 'model'}"
 
 
-def _short(error, limit=MESSAGE_LIMIT):
+def short_error(error, limit=MESSAGE_LIMIT):
     """`error`'s type and the first line of its message, cut at a word (never
     mid-word) when longer than `limit` characters."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -445,8 +445,8 @@ def _unreadable(path, fmt, error, tried=None):
     missing = missing_classes(path, error)
     if missing:
         return _custom_classes(path, fmt, missing)
-    before = f"tf_keras failed ({_short(tried)}), then " if tried is not None else ""
-    return ValueError(f"{path} cannot be loaded: {before}{fmt} failed ({_short(error)}).")
+    before = f"tf_keras failed ({short_error(tried)}), then " if tried is not None else ""
+    return ValueError(f"{path} cannot be loaded: {before}{fmt} failed ({short_error(error)}).")
 
 
 def _not_hdf5(path, error):
@@ -456,7 +456,7 @@ def _not_hdf5(path, error):
     what = (
         f"it is truncated: {found.group(1)} of the {found.group(2)} bytes it declares"
         if found
-        else f"it looks truncated or corrupt ({size} bytes; {_short(error)})"
+        else f"it looks truncated or corrupt ({size} bytes; {short_error(error)})"
     )
     return ValueError(
         f"teacher {path} is not a readable HDF5 (.h5) file, so neither tf_keras nor Keras 3 "
@@ -536,7 +536,7 @@ def _check_output(path, t_in, t_out, input_shape, num_classes):
         raise _mismatch(path, t_in, classes, input_shape, num_classes)
 
 
-def _tf_keras_logits(model, path, input_shape, num_classes, sample_images):
+def logits_model(model, path, input_shape, num_classes, sample_images):
     """(logits model, softmax note) of a loaded tf_keras model, shapes checked."""
     if len(model.inputs or []) != 1 or len(model.outputs or []) != 1:
         raise ValueError(

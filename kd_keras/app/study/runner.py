@@ -171,6 +171,7 @@ def technique_variant(config, technique, seed, kd):
         kd=kd,
         student=student,
         student_kwargs=kwargs,
+        student_init=p.student_init if student == p.student else "scratch",
         seed=seed,
         augment=fields.pop("augment", p.student_augment),
         **fields,

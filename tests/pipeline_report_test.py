@@ -55,3 +55,12 @@ def test_a_runs_files_are_timed_together_and_keep_their_own_figures(tmp_path, mo
     assert (first["latency_us_median_alone"], second["latency_us_median_alone"]) == (10.6, 14.6)
     assert first["latency_timed_with"] == 2 and first["latency_runs"] == 300
     assert "latency_timed_with" not in rows[2]["export"][0]
+
+
+def test_an_epoch_of_few_steps_is_warned_about():
+    from kd_keras.app import pipeline
+
+    assert pipeline.few_steps_warning(4000, 128) is None  # 32 steps.
+    line = pipeline.few_steps_warning(300, 128)  # 3 steps: students stay near chance.
+    assert line.startswith("--batch_size=128: an epoch of the 300 training images is 3 step(s)")
+    assert "try --batch_size=15 or less" in line

@@ -8,6 +8,7 @@ trains only what is missing.
 
 import dataclasses
 import os
+import sys
 
 import nas
 from kd_keras import console, distill, models, runs
@@ -460,7 +461,28 @@ def run(config: PipelineConfig, flags_used=None, prepared=None, strategy=None):
         return _run(config, flags_used, data, todo)
 
 
+# Fewer optimizer steps than this per epoch train poorly (BatchNorm statistics,
+# the learning-rate schedule): said before training.
+MIN_STEPS_PER_EPOCH = 20
+
+
+def few_steps_warning(n_train, batch_size):
+    """A warning line when an epoch has fewer than MIN_STEPS_PER_EPOCH steps, else None."""
+    steps = -(-n_train // batch_size)
+    if steps >= MIN_STEPS_PER_EPOCH:
+        return None
+    fitting = max(1, n_train // MIN_STEPS_PER_EPOCH)
+    return (
+        f"--batch_size={batch_size}: an epoch of the {n_train} training images is {steps} "
+        f"step(s); with fewer than {MIN_STEPS_PER_EPOCH} students may stay near chance "
+        f"(BatchNorm statistics and the schedule need steps): try --batch_size={fitting} or less."
+    )
+
+
 def _run(config, flags_used, data, todo):
+    warning = few_steps_warning(len(data.y_train), config.data.batch_size)
+    if warning:
+        print(f"Warning: {warning}", file=sys.stderr, flush=True)
     probe = variant_context(config, data, [], [])
 
     teachers, teacher_hashes, rows = train_teachers(config, data)

@@ -4,7 +4,7 @@ import types
 
 import numpy as np
 
-from kd_keras.app import report, variants
+from kd_keras.app import pipeline, report, variants
 
 
 def _row(techniques, kd, acc, seed=0, role="student"):
@@ -58,8 +58,6 @@ def test_a_runs_files_are_timed_together_and_keep_their_own_figures(tmp_path, mo
 
 
 def test_an_epoch_of_few_steps_is_warned_about():
-    from kd_keras.app import pipeline
-
     assert pipeline.few_steps_warning(4000, 128) is None  # 32 steps.
     line = pipeline.few_steps_warning(300, 128)  # 3 steps: students stay near chance.
     assert line.startswith("--batch_size=128: an epoch of the 300 training images is 3 step(s)")

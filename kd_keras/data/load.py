@@ -158,10 +158,8 @@ def load_dataset(
         and (train_split, test_split, val_split) == ("train", "test", None)
     ):
         verify_fashion_mnist(np.concatenate([y_train, y_val]), y_test)
-    if limit_train:
-        x_train, y_train = x_train[:limit_train], y_train[:limit_train]
-    if limit_test:
-        x_test, y_test = x_test[:limit_test], y_test[:limit_test]
+    x_train, y_train = _limited(x_train, y_train, limit_train)
+    x_test, y_test = _limited(x_test, y_test, limit_test)
     if image_size:
         name = f"{name}@{image_size[0]}x{image_size[1]}"
     return Dataset(
@@ -177,16 +175,19 @@ def load_dataset(
     )
 
 
+def _limited(x, y, limit):
+    """The first `limit` examples of a split (all of them when `limit` is 0)."""
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
 def _npz_dataset(name, val_size, seed, limit_train, limit_test):
     """The Dataset of an npz file (:mod:`kd_keras.data.npz`), held in memory:
     its own validation split, or `val_size` examples carved from train."""
     x_train, y_train, x_val, y_val, x_test, y_test, info = npz.read(name)
     if x_val is None:
         x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_size, seed)
-    if limit_train:
-        x_train, y_train = x_train[:limit_train], y_train[:limit_train]
-    if limit_test:
-        x_test, y_test = x_test[:limit_test], y_test[:limit_test]
+    x_train, y_train = _limited(x_train, y_train, limit_train)
+    x_test, y_test = _limited(x_test, y_test, limit_test)
     return Dataset(
         name,
         x_train,

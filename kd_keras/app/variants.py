@@ -400,10 +400,16 @@ def train(ctx: Context, variant: Variant):
         "reused": reused,
         "weights_digest": result["weights_digest"],
     }
-    wrapped = wrapped_layers(variant, data, chain, cfg)
-    unslimmed = build_student(variant, data) if "slim" in chain else None
-    row.update(measure_variant(ctx, model, chain, parts[-1], data, wrapped, unslimmed))
+    row.update(measure_variant(ctx, model, chain, parts[-1], data, *_before(variant, data, cfg)))
     return model, row
+
+
+def _before(variant, data, cfg):
+    """What `measure_variant` compares the compressed student with: the layers
+    its chain wraps, and an unslimmed student when the chain slims (else None)."""
+    chain = variant.techniques
+    unslimmed = build_student(variant, data) if "slim" in chain else None
+    return wrapped_layers(variant, data, chain, cfg), unslimmed
 
 
 def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None, unslimmed=None):

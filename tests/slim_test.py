@@ -37,12 +37,10 @@ def _randomize(model, seed=0):
 
 
 def _zero_removed(model, plan):
-    """A copy of `model` whose removed channels output exactly zero: the
+    """Makes the channels `plan` removes output exactly zero, in place: the
     filters and biases producing them, depthwise biases, and BatchNorm's gamma
     and beta over them are zeroed (so every removed position carries 0)."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    for layer in copy.layers:
+    for layer in model.layers:
         removed = plan.removed(model, layer.name)
         if not removed or not layer.weights:
             continue
@@ -53,7 +51,7 @@ def _zero_removed(model, plan):
                 w[..., removed] = 0.0
             weights.append(w)
         layer.set_weights(weights)
-    return copy
+    return model
 
 
 def _coverage_model(shape=(12, 12, 3)):
@@ -117,12 +115,13 @@ def test_slimmed_equals_original_with_removed_channels_zeroed(name):
     plan = compression.plan_slim(model, 0.5)
     slimmed = compression.slim_model(model, plan)
     x = np.random.default_rng(1).random((4,) + model.input_shape[1:]).astype("float32")
-    expected = _zero_removed(model, plan)(x, training=False).numpy()
+    unzeroed = model(x, training=False).numpy()
     got = slimmed(x, training=False).numpy()
+    expected = _zero_removed(model, plan)(x, training=False).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     # Something was removed, and it mattered; input and classifier are intact.
     assert compression.params(slimmed) < 0.6 * compression.params(model)
-    assert not np.allclose(model(x, training=False).numpy(), got, atol=1e-3)
+    assert not np.allclose(unzeroed, got, atol=1e-3)
     assert slimmed.input_shape == model.input_shape
     assert slimmed.output_shape == model.output_shape
     assert [l.name for l in slimmed.layers] == [l.name for l in model.layers]
@@ -220,22 +219,6 @@ def test_slim_report_counts_params_and_macs():
 # ------------------------------------------------------ export and chains
 
 
-def test_slimmed_model_runs_int8_on_tflite_micro():
-    model = STUDENTS["ds_cnn"]()
-    slimmed = compression.slim_model(model, compression.plan_slim(model, 0.5))
-    images = np.random.default_rng(0).integers(0, 256, (8, 12, 12, 1)).astype(np.uint8)
-    contents = [
-        convert_lib.convert(m, "int8", representative_images=images, num_calibration=8)
-        for m in (model, slimmed)
-    ]
-    stats = [measure_lib.model_stats(c) for c in contents]
-    assert stats[1]["macs"] < 0.5 * stats[0]["macs"]
-    assert stats[1]["macs"] == compression.macs(slimmed)
-    figures = [micro.micro(c) for c in contents]
-    assert figures[1]["tflm_runs"] is True
-    assert figures[1]["arena_bytes"] < figures[0]["arena_bytes"]
-
-
 def _datasets(shape):
     rng = np.random.default_rng(0)
     x = rng.random((N,) + shape).astype("float32")
@@ -267,32 +250,50 @@ def _train_chain(model, chain, config, run_dir, teacher=None):
     return model, stages
 
 
-def test_slim_then_qat_trains_with_kd_and_converts_to_int8(tmp_path):
+@pytest.fixture(scope="module")
+def slim_qat(tmp_path_factory):
+    """A student through the chain slim,qat with KD: (student, stages, final model)."""
     student = _build("cnn", (8, 8, 1), width=0.25)
     teacher = _build("cnn", (8, 8, 1), width=0.5)
     config = compression.CompressionConfig(slim_fraction=0.5)
-    chain = compression.validate_chain("slim,qat", config, model=student)
-    model, stages = _train_chain(student, chain, config, tmp_path, teacher)
+    chain = compression.validate_chain("slim,qat", config)
+    final, stages = _train_chain(student, chain, config, tmp_path_factory.mktemp("c"), teacher)
+    return student, stages, final
+
+
+def test_slim_then_qat_trains_with_kd(slim_qat):
+    student, stages, final = slim_qat
     (_, slimmed, slim_trained), (_, qat, qat_trained) = stages
     assert slim_trained and qat_trained
     assert compression.params(slimmed) < 0.5 * compression.params(student)
-    assert compression.has_quantize_layers(model)
+    assert compression.has_quantize_layers(final)
+    assert compression.params(final) == compression.params(slimmed)
     assert compression.scheme_after(("slim",)) == "default"
-    converted = compression.int8_tflite_converts(model)
-    assert converted["int8"], converted
 
 
-def test_slim_prune_qat_chain_keeps_both(tmp_path):
-    student = _build("cnn", (8, 8, 1), width=0.5)
+def test_slimmed_model_exports_int8_and_runs_on_tflite_micro(slim_qat):
+    student, _, final = slim_qat
+    content = convert_lib.convert(final, "int8")
+    stats = measure_lib.model_stats(content)
+    assert set(stats["weight_dtypes"]) >= {"int8"}
+    # The file's MACs are the slimmed model's, half the student's or fewer.
+    assert stats["macs"] == compression.macs(final) < 0.5 * compression.macs(student)
+    figures = micro.micro(content)
+    assert figures["tflm_runs"] is True and figures["arena_bytes"] > 0
+
+
+def test_slim_then_prune_keeps_both(tmp_path):
+    student = _build("cnn", (8, 8, 1), width=0.25)
     config = compression.CompressionConfig(slim_fraction=0.5, sparsity=0.5, pruning_frequency=1)
-    chain = compression.validate_chain("slim,prune,qat", config, model=student)
-    assert compression.stages(chain)[2] == ("qat", ("slim", "prune"))
-    model, stages = _train_chain(student, chain, config, tmp_path)
-    pruned = compression.strip(stages[1][1])
-    assert pruned.get_layer("b2c1_conv").filters == 8  # Slimmed from 16, then pruned.
+    # The whole chain is tried on the student before training (QAT after both).
+    assert compression.validate_chain("slim,prune,qat", config, model=student)
+    assert compression.stages("slim,prune,qat")[2] == ("qat", ("slim", "prune"))
+    assert compression.scheme_after(("slim", "prune")) == "prune_preserve"
+    pruned, stages = _train_chain(student, ("slim", "prune"), config, tmp_path)
+    assert all(trained for _, _, trained in stages)
+    assert pruned.get_layer("b2c1_conv").filters == 4  # Slimmed from 8, then pruned.
     sparsity = compression.sparsity_report(pruned, ["b2c1_conv", "b3c1_conv"])
     assert sparsity["pruned_overall"] == pytest.approx(0.5, abs=0.02)
-    assert compression.int8_tflite_converts(model)["int8"]
 
 
 def test_slim_spec_leaves_other_chains_keys_unchanged():

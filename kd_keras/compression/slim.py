@@ -35,10 +35,11 @@ rounded up to a multiple), ranked by
   summed (network slimming); a group without BatchNormalization falls back
   to 'l1'.
 
-The slimmed model has the same layer names; each kernel keeps the rows of its
-kept input channels and the columns of its kept output channels, biases and
-BatchNormalization's gamma, beta, moving mean and variance their kept
-entries. Anything else (subclassed models, shared layers, nested models,
+A Sequential model is read as the functional model of its layers. The
+slimmed model is functional and has the same layer names; each kernel keeps
+the rows of its kept input channels and the columns of its kept output
+channels, biases and BatchNormalization's gamma, beta, moving mean and
+variance their kept entries. Anything else (subclassed models, shared layers, nested models,
 other layer classes, channels-first layouts, grouped convolutions) is refused
 by :func:`plan_slim` in one line before any weight is copied.
 """
@@ -98,6 +99,12 @@ _OTHERS = (L.InputLayer, L.BatchNormalization, L.Dense, L.Concatenate, L.Flatten
 SUPPORTED = tuple(
     sorted({c.__name__ for c in _CONVS + _DEPTHWISE + _MERGES + _PASS + _OTHERS} | {"Softmax"})
 )
+# What the refusals say slim handles (SUPPORTED lists every class).
+HANDLES = (
+    "Conv1D/2D/3D, DepthwiseConv1D/2D, Dense, BatchNormalization, activations (ReLU, "
+    "Activation, Softmax, ...), dropout, pooling, padding, cropping, upsampling, "
+    "Add/Subtract/Multiply/Average/Maximum/Minimum, Concatenate, Flatten and Reshape layers"
+)
 _CHANNEL_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 
 
@@ -124,7 +131,7 @@ class SlimPlan:
 
     def removed(self, model, layer_name):
         """Indices of `layer_name`'s output positions the plan removes."""
-        width = _width(model.get_layer(layer_name))
+        width = _width(_functional(model).get_layer(layer_name))
         keep = set(self.kept[layer_name])
         return [i for i in range(width) if i not in keep]
 
@@ -133,10 +140,18 @@ class SlimPlan:
         return self.kept[self.inputs[layer_name][0]]
 
 
+def _functional(model):
+    """A Sequential model as a functional model of the same layers (its config
+    then names each layer's inputs); any other model as it is."""
+    if isinstance(model, keras.Sequential):
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+    return model
+
+
 def _refuse(model, layer, why):
     return ValueError(
         f"slim cannot handle layer '{layer.name}' ({type(layer).__name__}) of model "
-        f"'{model.name}': {why}; slim handles functional models of {', '.join(SUPPORTED)}."
+        f"'{model.name}': {why}; slim handles functional models of {HANDLES}."
     )
 
 
@@ -158,6 +173,7 @@ def _graph(model):
     inputs = {}
     for entry in config["layers"]:
         layer = model.get_layer(entry["name"])
+        _kind(model, layer)  # Refuses other classes before reading their nodes.
         nodes = entry["inbound_nodes"]
         if len(nodes) > 1:
             raise _refuse(model, layer, f"it is called {len(nodes)} times (a shared layer)")
@@ -241,10 +257,23 @@ class _Atoms:
         self.fixed[self.find(a)] = True
 
 
+def _in_order(model, inputs):
+    """`model`'s layers, each after the layers feeding it."""
+    order, done, pending = [], set(), list(model.layers)
+    while pending:
+        ready = [l for l in pending if all(s in done for s in inputs[l.name])]
+        if not ready:
+            raise _refuse(model, pending[0], "its inputs could not be ordered")
+        order += ready
+        done.update(l.name for l in ready)
+        pending = [l for l in pending if l.name not in done]
+    return order
+
+
 def _walk(model, inputs, outputs):
     """Channel maps: {layer name: [atom per last-axis position]}, and the atoms."""
     atoms, maps = _Atoms(), {}
-    for layer in model.layers:
+    for layer in _in_order(model, inputs):
         kind = _kind(model, layer)
         srcs = [maps[s] for s in inputs[layer.name]]
         width = _width(layer)
@@ -334,6 +363,7 @@ def plan_slim(model, fraction, criterion="l1", multiple=1):
     if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
         raise ValueError(f"slim_multiple must be an integer >= 1, got {multiple!r}.")
     wrappers.check_plain(model, "slim")
+    model = _functional(model)
     inputs, outputs = _graph(model)
     maps, atoms = _walk(model, inputs, outputs)
 
@@ -431,6 +461,7 @@ def slim_model(model, plan):
     def rebuild(layer):
         return type(layer).from_config(_sliced_config(layer, plan))
 
+    model = _functional(model)
     slimmed = keras.models.clone_model(model, clone_function=rebuild)
     for layer in model.layers:
         if layer.weights:

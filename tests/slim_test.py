@@ -14,6 +14,7 @@ from export import measure as measure_lib
 from export import micro
 from kd_keras import compression, distill, models
 from kd_keras import train as train_lib
+from kd_keras.app import report
 from kd_keras.keras_compat import keras, tf
 
 L = keras.layers
@@ -231,6 +232,14 @@ def test_slim_report_counts_params_and_macs():
     assert report["params"] == slimmed.count_params() == 9 * 2 + 2 + 2 * CLASSES + CLASSES
     assert report["channels"] == {"conv": [4, 2]}
     assert report["macs_before"] == compression.macs(model)
+
+
+def test_results_table_shows_the_macs_slimming_kept():
+    plain = {"name": "none-kd-s0", "params": 100, "export": [{"format": "int8"}]}
+    slimmed = dict(plain, name="slim-kd-s0", slim={"macs_ratio": 0.3})
+    assert "MACs kept" not in report.markdown_table(report.flatten([plain]))
+    table = report.markdown_table(report.flatten([plain, slimmed]))
+    assert "| MACs kept |" in table and "| 30.0% |" in table
 
 
 # ------------------------------------------------------ export and chains

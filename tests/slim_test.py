@@ -8,6 +8,7 @@ that a wrongly sliced vector changes the outputs.
 
 import numpy as np
 import pytest
+from conftest import tiny_pipeline_config
 
 from export import convert as convert_lib
 from export import measure as measure_lib
@@ -15,6 +16,7 @@ from export import micro
 from kd_keras import compression, distill, models
 from kd_keras import train as train_lib
 from kd_keras.app import report
+from kd_keras.app.study import runner
 from kd_keras.keras_compat import keras, tf
 
 L = keras.layers
@@ -240,6 +242,31 @@ def test_results_table_shows_the_macs_slimming_kept():
     assert "MACs kept" not in report.markdown_table(report.flatten([plain]))
     table = report.markdown_table(report.flatten([plain, slimmed]))
     assert "| MACs kept |" in table and "| 30.0% |" in table
+
+
+def test_study_techniques_slim_and_their_composition(tmp_path):
+    study = runner.StudyConfig(
+        pipeline=tiny_pipeline_config(str(tmp_path)),
+        techniques=("none", "slim50", "qat", "slim50+qat"),
+        bagging_members=0,
+    )
+    variant = runner.technique_variant(study, "slim50+qat", 0, True)
+    assert variant.techniques == ("slim", "qat")
+    assert dict(variant.compression) == {"slim_fraction": 0.5}
+    rows = [
+        dict(label=label, kd=kd, seed=s, test_accuracy=0.8, params=100, export=[])
+        for label in study.techniques
+        for kd in (False, True)
+        for s in (0, 1)
+    ]
+    for row in rows:
+        if row["label"].startswith("slim"):
+            row["slim"] = {"macs_ratio": 0.25}
+    summary = runner.summarize(rows, (0, 1))
+    assert summary["slim50"]["slim_macs_ratio"] == (0.25, 0.0)
+    assert "slim_macs_ratio" not in summary["qat"]
+    pairs = [p["pair"] for p in runner.additivity_pairs(rows, (0, 1))]
+    assert ["slim50", "qat"] in pairs
 
 
 # ------------------------------------------------------ export and chains

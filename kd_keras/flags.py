@@ -68,6 +68,12 @@ _SLIM_CRITERION = flags.DEFINE_enum(
     "How slim ranks channels: l1 (L1 norm of the filters) or bn_gamma (|gamma| of the "
     "BatchNormalizations over them).",
 )
+_SLIM_TARGET_MACS = flags.DEFINE_float(
+    "slim_target_macs",
+    None,
+    "If set, the share of the student's MACs slim may keep, in (0, 1): slim finds the "
+    "smallest fraction reaching it (instead of --slim_fraction).",
+)
 _SLIM_MULTIPLE = flags.DEFINE_integer(
     "slim_multiple",
     1,
@@ -279,6 +285,7 @@ def compression_config():
         slim_fraction=_SLIM_FRACTION.value,
         slim_criterion=_SLIM_CRITERION.value,
         slim_multiple=_SLIM_MULTIPLE.value,
+        slim_target_macs=_SLIM_TARGET_MACS.value,
     )
 
 

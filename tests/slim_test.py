@@ -145,6 +145,7 @@ def test_slimmed_equals_original_with_removed_channels_zeroed(name):
     assert slimmed.output_shape == model.output_shape
     names = lambda m: [l.name for l in m.layers if not isinstance(l, L.InputLayer)]  # noqa: E731
     assert names(slimmed) == names(model)
+    assert compression.plan_macs(model, plan) == compression.macs(slimmed)
 
 
 def test_residual_channels_are_removed_together():
@@ -219,6 +220,19 @@ def test_kept_counts_keep_one_and_round_to_a_multiple():
     }
     slimmed = compression.slim_model(model, compression.plan_slim(model, 0.7, multiple=4))
     assert slimmed.get_layer("b3c1_conv").filters == 12
+
+
+@pytest.mark.parametrize("target", [0.5, 0.2])
+def test_a_macs_target_is_met_with_the_fewest_channels_removed(target):
+    model = STUDENTS["resnet8"]()
+    full = compression.macs(model)
+    plan = compression.plan_slim(model, target_macs=target)
+    assert compression.plan_macs(model, plan) <= target * full
+    # A slightly smaller fraction misses the target: no more is removed than needed.
+    looser = compression.plan_slim(model, max(plan.fraction - 2e-3, 1e-3))
+    assert compression.plan_macs(model, looser) > target * full
+    with pytest.raises(ValueError, match="slim_target_macs=0.001 cannot be reached"):
+        compression.plan_slim(model, target_macs=0.001)
 
 
 def test_slim_report_counts_params_and_macs():
@@ -428,6 +442,7 @@ def test_shared_layer_is_refused():
         ({"slim_fraction": 0}, "slim_fraction must be a number in (0, 1), got 0"),
         ({"slim_criterion": "l2"}, "slim_criterion must be one of ('l1', 'bn_gamma'), got 'l2'"),
         ({"slim_multiple": 0}, "slim_multiple must be an integer >= 1, got 0"),
+        ({"slim_target_macs": 1.5}, "slim_target_macs must be None or a number in (0, 1)"),
     ],
 )
 def test_config_rejects_bad_slim_values(kwargs, fragment):

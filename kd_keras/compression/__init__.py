@@ -60,7 +60,7 @@ from kd_keras.compression.quantize import (
     standalone_batch_norms,
 )
 from kd_keras.compression.selection import default_skip_layers, select_layers
-from kd_keras.compression.slim import SlimPlan, plan_slim, slim_model
+from kd_keras.compression.slim import SlimPlan, plan_macs, plan_slim, slim_model
 from kd_keras.compression.wrappers import wrapper_kinds
 
 __all__ = [
@@ -84,6 +84,7 @@ __all__ = [
     "macs",
     "params",
     "parse_chain",
+    "plan_macs",
     "plan_slim",
     "prune_model",
     "prune_wrappers",

@@ -177,7 +177,11 @@ def apply_stage(model, technique, config, steps_per_epoch, epochs, previous=(), 
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
     if technique == "slim":
         plan = slim.plan_slim(
-            model, config.slim_fraction, config.slim_criterion, config.slim_multiple
+            model,
+            config.slim_fraction,
+            config.slim_criterion,
+            config.slim_multiple,
+            config.slim_target_macs,
         )
         return slim.slim_model(model, plan), []
     if technique == "prune":

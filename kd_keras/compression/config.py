@@ -13,7 +13,7 @@ TECHNIQUES = ("slim", "prune", "cluster", "qat")
 SLIM_CRITERIA = ("l1", "bn_gamma")
 # Fields read only by the slim stage: left out of a chain's spec without slim
 # (:func:`spec`), so the cache keys of chains without slim stay as they were.
-SLIM_FIELDS = ("slim_fraction", "slim_criterion", "slim_multiple")
+SLIM_FIELDS = ("slim_fraction", "slim_criterion", "slim_multiple", "slim_target_macs")
 PRUNING_SCHEDULES = ("polynomial", "constant")
 PRUNING_STRUCTURES = ("unstructured", "2:4")
 CLUSTER_INITS = ("kmeans++", "linear", "density-based", "random")
@@ -85,6 +85,9 @@ class CompressionConfig:
         or 'bn_gamma' (|gamma| of the BatchNormalizations over them).
       slim_multiple: slim rounds each group's kept channels up to a multiple
         of this (>= 1).
+      slim_target_macs: None, or the share of the student's MACs the slimmed
+        student may keep, in (0, 1): slim then finds the smallest fraction
+        reaching it and ignores `slim_fraction`.
 
     Raises:
       ValueError: a field outside its allowed values (the message names both).
@@ -105,6 +108,7 @@ class CompressionConfig:
     slim_fraction: float = 0.5
     slim_criterion: str = "l1"
     slim_multiple: int = 1
+    slim_target_macs: float = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # frozen dataclass
@@ -175,6 +179,13 @@ class CompressionConfig:
             )
         if not _is_int(self.slim_multiple) or self.slim_multiple < 1:
             raise ValueError(f"slim_multiple must be an integer >= 1, got {self.slim_multiple!r}.")
+        if self.slim_target_macs is not None and (
+            not _is_number(self.slim_target_macs) or not 0.0 < self.slim_target_macs < 1.0
+        ):
+            raise ValueError(
+                f"slim_target_macs must be None or a number in (0, 1), "
+                f"got {self.slim_target_macs!r}."
+            )
 
     def get_config(self):
         """A JSON-able dict; ``CompressionConfig.from_config(c.get_config()) == c``."""

@@ -336,37 +336,15 @@ def _scores(model, maps, atoms, criterion):
     return l1, gamma
 
 
-def plan_slim(model, fraction, criterion="l1", multiple=1):
-    """Decides which channels of `model` a slimmed copy keeps.
-
-    Args:
-      model: functional keras.Model without TF-MOT wrappers.
-      fraction: share of each group's removable channels to remove, in (0, 1).
-      criterion: one of CRITERIA ('l1' or 'bn_gamma').
-      multiple: the kept channels of a group are rounded up to a multiple of
-        this (>= 1; never above the group's channels).
+def _analyze(model, criterion):
+    """The walk and the ranking, which do not depend on the fraction.
 
     Returns:
-      a :class:`SlimPlan`.
-
-    Raises:
-      ValueError: a bad argument, a model that is not functional or holds
-        TF-MOT wrappers, or a layer slim cannot handle (one line naming the
-        layer, its class and what slim handles).
+      (inputs, maps, atoms, groups): groups are (producer names, candidates
+      ranked best first, the criterion that ranked them).
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise ValueError(f"slim_fraction must be a number in (0, 1), got {fraction!r}.")
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"slim_fraction must be a number in (0, 1), got {fraction!r}.")
-    if criterion not in CRITERIA:
-        raise ValueError(f"slim_criterion must be one of {CRITERIA}, got {criterion!r}.")
-    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-        raise ValueError(f"slim_multiple must be an integer >= 1, got {multiple!r}.")
-    wrappers.check_plain(model, "slim")
-    model = _functional(model)
     inputs, outputs = _graph(model)
     maps, atoms = _walk(model, inputs, outputs)
-
     # Candidates (roots of non-fixed atoms), grouped by the producers they couple.
     producers = {}
     for a, origin in enumerate(atoms.origin):
@@ -386,31 +364,113 @@ def plan_slim(model, fraction, criterion="l1", multiple=1):
             a, b = find_layer(first), find_layer(n)
             if a != b:
                 layer_root[b] = a
-    groups = {}
+    by_layer = {}
     for r in sorted(producers):
-        groups.setdefault(find_layer(min(producers[r])), []).append(r)
+        by_layer.setdefault(find_layer(min(producers[r])), []).append(r)
 
     l1, gamma = _scores(model, maps, atoms, criterion)
+    groups = []
+    for key in sorted(by_layer, key=lambda k: min(by_layer[k])):
+        candidates = by_layer[key]
+        use_gamma = criterion == "bn_gamma" and any(r in gamma for r in candidates)
+        score = gamma if use_gamma else l1
+        ranked = sorted(candidates, key=lambda r: (-score.get(r, 0.0), r))
+        names = sorted({n for r in candidates for n in producers[r]})
+        groups.append((names, ranked, "bn_gamma" if use_gamma else "l1"))
+    return inputs, maps, atoms, groups
+
+
+def _choose(analysis, fraction, criterion, multiple):
+    """The SlimPlan removing `fraction` of each analysed group (0 keeps all)."""
+    inputs, maps, atoms, groups = analysis
     removed, report = set(), []
-    for key in sorted(groups, key=lambda k: min(groups[k])):
-        candidates = groups[key]
-        used = criterion
-        score = gamma if criterion == "bn_gamma" and any(r in gamma for r in candidates) else l1
-        if criterion == "bn_gamma" and score is l1:
-            used = "l1"
-        n = len(candidates)
+    for names, ranked, used in groups:
+        n = len(ranked)
         keep = max(1, n - int(math.floor(fraction * n + 1e-9)))
         keep = min(n, int(math.ceil(keep / multiple)) * multiple)
-        ranked = sorted(candidates, key=lambda r: (-score.get(r, 0.0), r))
         removed.update(ranked[keep:])
-        names = sorted({n for r in candidates for n in producers[r]})
         report.append({"layers": names, "channels": n, "kept": keep, "criterion": used})
-
     kept = {
         name: [i for i, a in enumerate(m) if atoms.find(a) not in removed]
         for name, m in maps.items()
     }
     return SlimPlan(kept, inputs, report, float(fraction), criterion, multiple)
+
+
+def plan_macs(model, plan):
+    """Multiply-accumulates of one example in the model `plan` would build
+    (convolutions, depthwise convolutions and dense layers), without building it."""
+    model = _functional(model)
+    total = 0
+    for layer in model.layers:
+        kind = _kind(model, layer)
+        if kind not in ("producer", "depthwise"):
+            continue
+        shape = layer.output_shape
+        positions = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
+        kernel = layer.depthwise_kernel if kind == "depthwise" else layer.kernel
+        window = int(np.prod(kernel.shape[:-2]))
+        width = len(plan.kept[layer.name])
+        if kind == "producer":
+            width *= len(plan.input_kept(layer.name))
+        total += window * width * positions
+    return total
+
+
+def plan_slim(model, fraction=0.5, criterion="l1", multiple=1, target_macs=None):
+    """Decides which channels of `model` a slimmed copy keeps.
+
+    Args:
+      model: functional (or Sequential) keras.Model without TF-MOT wrappers.
+      fraction: share of each group's removable channels to remove, in (0, 1).
+      criterion: one of CRITERIA ('l1' or 'bn_gamma').
+      multiple: the kept channels of a group are rounded up to a multiple of
+        this (>= 1; never above the group's channels).
+      target_macs: if given, a share of `model`'s MACs in (0, 1): `fraction`
+        is ignored and the smallest fraction (to 1e-4, by bisection) whose
+        slimmed model has at most that share is used.
+
+    Returns:
+      a :class:`SlimPlan`.
+
+    Raises:
+      ValueError: a bad argument, a model that is not functional or holds
+        TF-MOT wrappers, a layer slim cannot handle (one line naming the
+        layer, its class and what slim handles), or a MACs target that
+        removing channels cannot reach.
+    """
+    if target_macs is None:
+        if not _is_number(fraction) or not 0.0 < fraction < 1.0:
+            raise ValueError(f"slim_fraction must be a number in (0, 1), got {fraction!r}.")
+    elif not _is_number(target_macs) or not 0.0 < target_macs < 1.0:
+        raise ValueError(f"slim_target_macs must be a number in (0, 1), got {target_macs!r}.")
+    if criterion not in CRITERIA:
+        raise ValueError(f"slim_criterion must be one of {CRITERIA}, got {criterion!r}.")
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise ValueError(f"slim_multiple must be an integer >= 1, got {multiple!r}.")
+    wrappers.check_plain(model, "slim")
+    model = _functional(model)
+    analysis = _analyze(model, criterion)
+    if target_macs is None:
+        return _choose(analysis, fraction, criterion, multiple)
+    full = plan_macs(model, _choose(analysis, 0.0, criterion, multiple))
+    macs = lambda f: plan_macs(model, _choose(analysis, f, criterion, multiple))  # noqa: E731
+    low, high = 0.0, 0.9999
+    least = macs(high)
+    if least > target_macs * full:
+        raise ValueError(
+            f"slim_target_macs={target_macs} cannot be reached on model '{model.name}': "
+            f"removing channels leaves at least {least / full:.3f} of its {full:,} MACs "
+            "(the input, the classifier and one channel per group stay)."
+        )
+    while high - low > 1e-4:
+        mid = (low + high) / 2
+        low, high = (low, mid) if macs(mid) <= target_macs * full else (mid, high)
+    return _choose(analysis, high, criterion, multiple)
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _sliced_config(layer, plan):
@@ -469,6 +529,6 @@ def slim_model(model, plan):
     return slimmed
 
 
-def slim(model, fraction, criterion="l1", multiple=1):
-    """``slim_model(model, plan_slim(model, fraction, criterion, multiple))``."""
-    return slim_model(model, plan_slim(model, fraction, criterion, multiple))
+def slim(model, fraction=0.5, criterion="l1", multiple=1, target_macs=None):
+    """``slim_model(model, plan_slim(model, ...))`` with the same arguments."""
+    return slim_model(model, plan_slim(model, fraction, criterion, multiple, target_macs))

@@ -292,6 +292,8 @@ def _walk(model, inputs, outputs):
             maps[layer.name] = list(srcs[0])
         elif kind == "merge":
             full = [s for s in srcs if len(s) == width]
+            if not full:
+                raise _refuse(model, layer, "none of its inputs has its output's channels")
             for s in srcs:
                 if len(s) == width:
                     for a, b in zip(full[0], s):

@@ -58,14 +58,15 @@ def _zero_removed(model, plan):
 
 
 def _coverage_model(shape=(12, 12, 3)):
-    """Every coupling slim knows: padding, pooling, dropout, a depthwise with
-    multiplier 2, squeeze-excite (Reshape, Multiply), a residual Add,
-    Concatenate, Flatten into a hidden Dense."""
+    """Every coupling slim knows: padding, pooling, dropout, TensorFlow ops, a
+    depthwise with multiplier 2, squeeze-excite (Reshape, Multiply), a
+    residual Add, Concatenate, Flatten into a hidden Dense."""
     inputs = keras.Input(shape)
     x = L.ZeroPadding2D(1, name="pad")(inputs)
     x = L.Conv2D(8, 3, name="c1")(x)
     x = L.BatchNormalization(name="bn1")(x)
     x = L.ReLU(6.0, name="r1")(x)
+    x = x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0)  # Hard-swish, as TensorFlow ops.
     d = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(x)
     d = L.BatchNormalization(name="bn_dw")(d)
     s = L.GlobalAveragePooling2D(name="se_gap")(d)
@@ -122,6 +123,10 @@ STUDENTS = {
     "resnet8": lambda: _build("resnet8", (12, 12, 3), width=0.5),
     "ds_cnn": lambda: _build("ds_cnn", (12, 12, 1), width=0.25),
     "mobilenet_v2": lambda: _build("mobilenet_v2", (16, 16, 3), width=0.35),
+    # Squeeze-excite and hard-swish as TensorFlow ops, Rescaling, a softmax output.
+    "keras_mobilenet_v3": lambda: keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), alpha=0.75, weights=None, classes=CLASSES
+    ),
 }
 
 
@@ -403,7 +408,10 @@ def _with(layer):
             lambda: _with(_Odd(name="doubler")),
             ["layer 'doubler' (_Odd) of model 'odd_model'", "slim handles", "Conv1D/2D/3D"],
         ),
-        (lambda: _with(lambda x: x + 1.0), ["(TFOpLambda)", "not a layer slim knows"]),
+        (
+            lambda: _with(lambda x: tf.math.reduce_mean(x, axis=-1, keepdims=True)),
+            ["(TFOpLambda)", "tf.math.reduce_mean, not an elementwise op"],
+        ),
         (
             lambda: _with(L.LayerNormalization(name="ln")),
             ["layer 'ln' (LayerNormalization)", "not a layer slim knows"],

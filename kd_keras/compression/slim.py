@@ -17,7 +17,9 @@ layer creates is an *atom*; each tensor's last axis is a list of atoms:
   depth multiplier m, input channel c becomes outputs c*m .. c*m+m-1);
 * Add, Subtract, Multiply (squeeze-excite), Average, Maximum and Minimum
   couple the channels at the same position of their inputs: those are
-  removed together or kept together;
+  removed together or kept together; so do elementwise TensorFlow ops called
+  on Keras tensors (``x * tf.nn.relu6(x + 3.0)``: hard-swish), which pass
+  channels through when their other arguments are scalars;
 * Concatenate (last axis) puts its inputs' channels side by side;
 * Flatten repeats the channels once per spatial position (a Dense after it
   loses the rows of a removed channel at every position); a Reshape keeping
@@ -40,7 +42,8 @@ slimmed model is functional and has the same layer names; each kernel keeps
 the rows of its kept input channels and the columns of its kept output
 channels, biases and BatchNormalization's gamma, beta, moving mean and
 variance their kept entries. Anything else (subclassed models, shared layers, nested models,
-other layer classes, channels-first layouts, grouped convolutions) is refused
+other layer classes and TensorFlow ops, channels-first layouts, grouped
+convolutions) is refused
 by :func:`plan_slim` in one line before any weight is copied.
 """
 
@@ -97,15 +100,47 @@ _PASS = (
 )
 _OTHERS = (L.InputLayer, L.BatchNormalization, L.Dense, L.Concatenate, L.Flatten, L.Reshape)
 SUPPORTED = tuple(
-    sorted({c.__name__ for c in _CONVS + _DEPTHWISE + _MERGES + _PASS + _OTHERS} | {"Softmax"})
+    sorted(
+        {c.__name__ for c in _CONVS + _DEPTHWISE + _MERGES + _PASS + _OTHERS}
+        | {"Softmax", "TFOpLambda"}
+    )
 )
 # What the refusals say slim handles (SUPPORTED lists every class).
 HANDLES = (
     "Conv1D/2D/3D, DepthwiseConv1D/2D, Dense, BatchNormalization, activations (ReLU, "
     "Activation, Softmax, ...), dropout, pooling, padding, cropping, upsampling, "
-    "Add/Subtract/Multiply/Average/Maximum/Minimum, Concatenate, Flatten and Reshape layers"
+    "Add/Subtract/Multiply/Average/Maximum/Minimum, Concatenate, Flatten and Reshape layers, "
+    "and elementwise TensorFlow ops (x + 3.0, tf.nn.relu6, x * y, ...)"
 )
 _CHANNEL_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
+# TensorFlow ops called on Keras tensors (TFOpLambda layers) that act on each
+# element: with scalar constants they pass channels through, with a second
+# tensor they couple channels like Add.
+_ELEMENTWISE_OPS = (
+    "__operators__.add",
+    "math.add",
+    "math.subtract",
+    "math.multiply",
+    "math.truediv",
+    "math.divide",
+    "math.maximum",
+    "math.minimum",
+    "math.negative",
+    "math.abs",
+    "math.square",
+    "math.sqrt",
+    "math.exp",
+    "math.sigmoid",
+    "math.tanh",
+    "nn.relu",
+    "nn.relu6",
+    "nn.elu",
+    "nn.leaky_relu",
+    "nn.sigmoid",
+    "nn.silu",
+    "nn.swish",
+    "clip_by_value",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,13 +214,33 @@ def _graph(model):
             raise _refuse(model, layer, f"it is called {len(nodes)} times (a shared layer)")
         sources = []
         for node in nodes:
+            if node and isinstance(node[0], str):  # A TensorFlow op's one call.
+                node = [node]
             for inbound in node:
                 if inbound[2] != 0:
                     raise _refuse(model, layer, "it reads the second output of a layer")
                 sources.append(inbound[0])
+                sources += _tensor_arguments(model, layer, inbound)
         inputs[entry["name"]] = sources
     outputs = [o[0] for o in config["output_layers"]]
     return inputs, outputs
+
+
+def _tensor_arguments(model, layer, inbound):
+    """Layers whose outputs a TensorFlow op takes as keyword arguments (a
+    Keras layer takes none); constants must be scalars."""
+    kwargs = inbound[3] if len(inbound) > 3 and isinstance(inbound[3], dict) else {}
+    if type(layer).__name__ != "TFOpLambda":
+        return []
+    names = []
+    for key, value in kwargs.items():
+        if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+            if value[2] != 0:
+                raise _refuse(model, layer, "it reads the second output of a layer")
+            names.append(value[0])
+        elif not (value is None or isinstance(value, (int, float, str, bool))):
+            raise _refuse(model, layer, f"its argument {key}={value!r} is not a scalar")
+    return names
 
 
 def _kind(model, layer):
@@ -226,6 +281,11 @@ def _kind(model, layer):
         return "reshape"
     if cls is L.InputLayer:
         return "input"
+    if cls.__name__ == "TFOpLambda":
+        function = layer.get_config().get("function")
+        if function in _ELEMENTWISE_OPS:
+            return "merge"
+        raise _refuse(model, layer, f"it calls tf.{function}, not an elementwise op slim knows")
     raise _refuse(model, layer, "it is not a layer slim knows how to slice")
 
 

@@ -59,7 +59,7 @@ def _zero_removed(model, plan):
 
 def _coverage_model(shape=(12, 12, 3)):
     """Every coupling slim knows: padding, pooling, dropout, TensorFlow ops, a
-    depthwise with multiplier 2, squeeze-excite (Reshape, Multiply), a
+    depthwise with multiplier 2, squeeze-excite (Reshape, a multiplying op), a
     residual Add, Concatenate, Flatten into a hidden Dense."""
     inputs = keras.Input(shape)
     x = L.ZeroPadding2D(1, name="pad")(inputs)
@@ -73,7 +73,7 @@ def _coverage_model(shape=(12, 12, 3)):
     s = L.Reshape((1, 1, 16), name="se_reshape")(s)
     s = L.Conv2D(4, 1, activation="relu", name="se_reduce")(s)
     s = L.Conv2D(16, 1, activation="sigmoid", name="se_expand")(s)
-    d = L.Multiply(name="se_mul")([d, s])
+    d = d * s  # Squeeze-excite as a TensorFlow op: couples d's and s's channels.
     p = L.Conv2D(8, 1, name="pw")(d)
     x = L.Add(name="add")([x, p])
     y = L.Conv2D(6, 3, padding="same", activation="relu", name="side")(x)

@@ -26,7 +26,8 @@ layer creates is an *atom*; each tensor's last axis is a list of atoms:
   the last axis passes them through, one changing it keeps its input whole.
 
 Channels coupled with the network's input or one of its outputs (the
-classifier's units) are never removed, nor are the inputs of a softmax.
+classifier's units) are never removed, nor are the inputs of a softmax or of
+a Normalization layer (its statistics stay whole).
 Coupled channels form a *candidate*; the producers coupled through any
 candidate form a *group*. In each group, ``fraction`` of the candidates with
 the lowest score go (at least one candidate stays; the kept count can be
@@ -102,13 +103,14 @@ _OTHERS = (L.InputLayer, L.BatchNormalization, L.Dense, L.Concatenate, L.Flatten
 SUPPORTED = tuple(
     sorted(
         {c.__name__ for c in _CONVS + _DEPTHWISE + _MERGES + _PASS + _OTHERS}
-        | {"Softmax", "TFOpLambda"}
+        | {"Normalization", "Softmax", "TFOpLambda"}
     )
 )
 # What the refusals say slim handles (SUPPORTED lists every class).
 HANDLES = (
-    "Conv1D/2D/3D, DepthwiseConv1D/2D, Dense, BatchNormalization, activations (ReLU, "
-    "Activation, Softmax, ...), dropout, pooling, padding, cropping, upsampling, "
+    "Conv1D/2D/3D, DepthwiseConv1D/2D, Dense, BatchNormalization, Normalization, "
+    "activations (ReLU, Activation, Softmax, ...), dropout, pooling, padding, cropping, "
+    "upsampling, "
     "Add/Subtract/Multiply/Average/Maximum/Minimum, Concatenate, Flatten and Reshape layers, "
     "and elementwise TensorFlow ops (x + 3.0, tf.nn.relu6, x * y, ...)"
 )
@@ -266,6 +268,10 @@ def _kind(model, layer):
     if cls is L.Softmax or (
         cls is L.Activation and layer.get_config()["activation"] in _CHANNEL_MIXING_ACTIVATIONS
     ):
+        return "fix"
+    if cls is L.Normalization:  # Its statistics (weights or config) keep every channel.
+        if tuple(layer.axis) not in ((-1,), (_rank(layer) - 1,)):
+            raise _refuse(model, layer, f"it normalizes axis {layer.axis}, not the last one")
         return "fix"
     if cls in _PASS:
         return "pass"
@@ -562,6 +568,8 @@ def _sliced_weights(layer, plan):
             w = w.take(in_keep, axis=-2)
         elif attr in ("bias", "gamma", "beta", "moving_mean", "moving_variance"):
             w = w.take(out_keep, axis=-1)
+        elif attr in ("mean", "variance", "count"):
+            pass  # Normalization: its channels are never removed.
         else:
             raise ValueError(f"slim does not know weight '{var.name}' of layer '{layer.name}'.")
         sliced.append(w)

@@ -421,6 +421,7 @@ def _with(layer):
             ["layer 'perm' (Permute)"],
         ),
     ],
+    ids=["subclassed", "custom_layer", "layer_norm", "permute", "tf_reduce"],
 )
 def test_what_slim_cannot_handle_is_refused_in_one_line(make, fragments):
     model = make()

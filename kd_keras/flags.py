@@ -53,8 +53,32 @@ _KD_SELECT_EPOCHS = flags.DEFINE_integer(
 _TECHNIQUES = flags.DEFINE_list(
     "techniques",
     [],
-    "Compression chain applied to the student, in order: prune, cluster, qat "
-    "(e.g. prune,qat). Trained besides the plain student, with KD as --kd says.",
+    "Compression chain applied to the student, in order: slim, prune, cluster, qat "
+    "(e.g. prune,qat or slim,qat). Trained besides the plain student, with KD as --kd says.",
+)
+_SLIM_FRACTION = flags.DEFINE_float(
+    "slim_fraction",
+    0.5,
+    "Share of each group of coupled channels the slim technique removes, in (0, 1).",
+)
+_SLIM_CRITERION = flags.DEFINE_enum(
+    "slim_criterion",
+    "l1",
+    list(compression.SLIM_CRITERIA),
+    "How slim ranks channels: l1 (L1 norm of the filters) or bn_gamma (|gamma| of the "
+    "BatchNormalizations over them).",
+)
+_SLIM_TARGET_MACS = flags.DEFINE_float(
+    "slim_target_macs",
+    None,
+    "If set, the share of the student's MACs slim may keep, in (0, 1): slim finds the "
+    "smallest fraction reaching it (instead of --slim_fraction).",
+)
+_SLIM_MULTIPLE = flags.DEFINE_integer(
+    "slim_multiple",
+    1,
+    "Slim rounds each group's kept channels up to a multiple of this.",
+    lower_bound=1,
 )
 _SPARSITY = flags.DEFINE_float("sparsity", 0.5, "Pruning target sparsity in [0, 1).")
 _SCHEDULE = flags.DEFINE_enum(
@@ -87,7 +111,7 @@ _COMPRESS_MODE = flags.DEFINE_enum(
     "finetune",
     ["finetune", "scratch"],
     "finetune: each technique fine-tunes the trained student; scratch: the first technique "
-    "(prune or qat) wraps the fresh student for its whole training.",
+    "(slim, prune or qat) is applied to the fresh student for its whole training.",
 )
 _COMPRESS_TEACHER = flags.DEFINE_enum(
     "compress_teacher",
@@ -258,6 +282,10 @@ def compression_config():
         skip_layers=_SKIP.value,
         clusters=_CLUSTERS.value,
         cluster_init=_CLUSTER_INIT.value,
+        slim_fraction=_SLIM_FRACTION.value,
+        slim_criterion=_SLIM_CRITERION.value,
+        slim_multiple=_SLIM_MULTIPLE.value,
+        slim_target_macs=_SLIM_TARGET_MACS.value,
     )
 
 

@@ -98,6 +98,10 @@ def _save_teachers(directory):
         "y = keras3().layers.Dense(10)(keras3().layers.Flatten()(Doubling()(i)))\n"
         "keras3().Model(i, y).save(d + '/custom3.keras')\n"
         "model(keras, (28, 28, 1), 10).save(d + '/whole.h5')\n"
+        "i = keras.Input((28, 28, 1))\n"
+        "x = keras.layers.LayerNormalization(name='ln')(keras.layers.Conv2D(4, 3)(i))\n"
+        "x = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))\n"
+        "keras.Model(i, x).save(d + '/layernorm.keras')\n"
         "whole = open(d + '/whole.h5', 'rb').read()\n"
         "open(d + '/truncated.h5', 'wb').write(whole[: len(whole) // 2])\n"
     )
@@ -109,7 +113,14 @@ def _save_teachers(directory):
         capture_output=True,
         timeout=300,
     )
-    names = ("rgb32.keras", "classes100.h5", "keras3.keras", "custom3.keras", "truncated.h5")
+    names = (
+        "rgb32.keras",
+        "classes100.h5",
+        "keras3.keras",
+        "custom3.keras",
+        "truncated.h5",
+        "layernorm.keras",
+    )
     return {n: str(directory / n) for n in names}
 
 
@@ -165,6 +176,12 @@ def test_teacher_path_errors(paths, tmp_path):
         f"--data_dir={paths['data']}",
     ]
     cases = [
+        (
+            "slim on a student layer it cannot slice",
+            base
+            + ["--techniques=slim,qat", f"--student={saved['layernorm.keras']}", "--student_args="],
+            ["--techniques=slim,qat", "layer 'ln' (LayerNormalization)", "slim handles"],
+        ),
         (
             "teacher path missing",
             base + ["--teacher=/no/such/teacher.keras"],
@@ -312,6 +329,12 @@ def test_pipeline_and_study_errors(paths):
         ("qat before prune", base + ["--techniques=qat,prune"], ["qat must be last"]),
         ("repeated technique", base + ["--techniques=prune,prune"], ["repeats"]),
         ("sparsity 1", base + ["--sparsity=1.0"], ["sparsity must be a number in [0, 1)"]),
+        (
+            "slim_fraction 1",
+            base + ["--techniques=slim", "--slim_fraction=1.0"],
+            ["slim_fraction must be a number in (0, 1), got 1.0"],
+        ),
+        ("slim after prune", base + ["--techniques=prune,slim"], ["out of order", "slim first"]),
         (
             "skip a missing layer",
             base + ["--compress_skip_layers=no_such_layer"],

@@ -14,6 +14,7 @@ COLUMNS = (
     ("params", "params", "{:,}"),
     ("train_time_s", "train s", "{:.1f}"),
     ("sparsity_overall", "zeros", "{:.1%}"),
+    ("slim_macs_ratio", "MACs kept", "{:.1%}"),
     ("format", "format", "{}"),
     ("accuracy", "TFLite acc", "{:.4f}"),
     ("file_bytes", "bytes", "{:,}"),
@@ -34,6 +35,9 @@ def flatten(models):
         sparsity = model.get("sparsity") or {}
         if "overall" in sparsity:
             base["sparsity_overall"] = sparsity["overall"]
+        slim = model.get("slim") or {}
+        if slim.get("macs_ratio") is not None:  # Of the Keras layers, slimmed / unslimmed.
+            base["slim_macs_ratio"] = slim["macs_ratio"]
         exports = model.get("export") or []
         if not exports:
             rows.append(base)

@@ -6,15 +6,17 @@ A variant is trained in up to two parts, each a cached run
 1. the *base* student — registry model or NAS result, optional augmentation,
    optional bootstrap resample (bagging), with or without KD — for
    ``student_train.epochs``;
-2. for a compression chain (``prune``, ``cluster``, ``qat`` in that order),
-   one fine-tuning stage per technique, starting from the trained base student
-   of the same seed and KD setting (``compress_mode='finetune'``, default), or
-   with the first technique applied from scratch (``'scratch'``, prune/qat).
+2. for a compression chain (``slim``, ``prune``, ``cluster``, ``qat`` in that
+   order), one fine-tuning stage per technique, starting from the trained base
+   student of the same seed and KD setting (``compress_mode='finetune'``,
+   default), or with the first technique applied from scratch (``'scratch'``,
+   slim/prune/qat; slim then ranks untrained weights: a narrower student).
    With KD on, the teacher during a stage is the pipeline's teacher, or the
    uncompressed trained student itself (``compress_teacher='student'``).
 
 Wrappers are stripped before a model is saved; the result records measured
-sparsity, unique values per clustered kernel and the TFLite export figures.
+sparsity, unique values per clustered kernel, the channels, params and MACs
+slimming removed, and the TFLite export figures.
 """
 
 import dataclasses
@@ -327,7 +329,7 @@ def train(ctx: Context, variant: Variant):
     scratch = bool(ctx.compress.mode == "scratch" and chain)
     keras.utils.set_random_seed(variant.seed)
     if scratch:  # The first technique wraps the fresh student for the whole base run.
-        spec = dict(spec, scratch_stage=chain[0], compression=runs.spec_of(cfg))
+        spec = dict(spec, scratch_stage=chain[0], compression=cfg.spec(chain))
         first, callbacks = compression.apply_stage(
             build_student(variant, data), chain[0], cfg, steps, train_cfg.epochs
         )
@@ -350,7 +352,7 @@ def train(ctx: Context, variant: Variant):
             "parent": result["weights_digest"],
             "stage": technique,
             "previous": list(previous),
-            "compression": runs.spec_of(cfg),
+            "compression": cfg.spec(chain),
             "epochs": ctx.compress.epochs,
             "kd": variant.kd,
             "compress_teacher": ctx.compress.teacher if variant.kd else None,
@@ -398,16 +400,25 @@ def train(ctx: Context, variant: Variant):
         "reused": reused,
         "weights_digest": result["weights_digest"],
     }
-    wrapped = wrapped_layers(variant, data, chain, cfg)
-    row.update(measure_variant(ctx, model, chain, parts[-1], data, wrapped))
+    row.update(measure_variant(ctx, model, chain, parts[-1], data, *_before(variant, data, cfg)))
     return model, row
 
 
-def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None):
+def _before(variant, data, cfg):
+    """What `measure_variant` compares the compressed student with: the layers
+    its chain wraps, and an unslimmed student when the chain slims (else None)."""
+    chain = variant.techniques
+    unslimmed = build_student(variant, data) if "slim" in chain else None
+    return wrapped_layers(variant, data, chain, cfg), unslimmed
+
+
+def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None, unslimmed=None):
     """Compression figures and TFLite exports of a trained, stripped variant.
 
     Sparsity and unique values are summarized over the layers the chain
-    wrapped (`wrapped_layers`: {'prune': names, 'cluster': names}). Cached in
+    wrapped (`wrapped_layers`: {'prune': names, 'cluster': names}); after
+    slimming, params, MACs and channels are compared with `unslimmed` (a
+    student of the architecture before slimming). Cached in
     ``run_dir/measure.json`` under a key holding the model's weights digest and
     every export setting; a failed export is reported in the figures
     (``export_error``) but never cached, so the next run tries again.
@@ -433,6 +444,8 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None):
         return cached["figures"]
     figures = {}
     wrapped_layers = wrapped_layers or {}
+    if "slim" in chain and unslimmed is not None:
+        figures["slim"] = compression.slim_report(unslimmed, model)
     if "prune" in chain:
         figures["sparsity"] = compression.sparsity_report(model, wrapped_layers.get("prune"))
     if "cluster" in chain:

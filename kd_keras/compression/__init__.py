@@ -1,8 +1,10 @@
-"""Compression that composes with distillation: pruning, clustering, QAT (TF-MOT).
+"""Compression that composes with distillation: channel slimming, and pruning,
+clustering, QAT (TF-MOT).
 
-Each technique wraps the functional student *before* the Distiller wraps it,
-trains as one stage (with or without a teacher), and is stripped before the
-next stage or the export. See ``chain`` for the stage loop, ``config`` for the
+Each technique trains as one stage (with or without a teacher). Slimming
+rebuilds a smaller plain student; the others wrap the functional student
+*before* the Distiller wraps it and are stripped before the next stage or
+the export. See ``chain`` for the stage loop, ``config`` for the
 settings, ``measure`` for the numbers that go into results.json.
 
     from kd_keras import compression
@@ -25,6 +27,7 @@ from kd_keras.compression.config import (
     CLUSTER_INITS,
     PRUNING_SCHEDULES,
     PRUNING_STRUCTURES,
+    SLIM_CRITERIA,
     TECHNIQUES,
     CompressionConfig,
 )
@@ -32,6 +35,9 @@ from kd_keras.compression.figures import (
     has_quantize_layers,
     int8_tflite_converts,
     kernels,
+    macs,
+    params,
+    slim_report,
     sparsity_report,
     unique_values_report,
 )
@@ -54,6 +60,7 @@ from kd_keras.compression.quantize import (
     standalone_batch_norms,
 )
 from kd_keras.compression.selection import default_skip_layers, select_layers
+from kd_keras.compression.slim import SlimPlan, plan_macs, plan_slim, slim_model
 from kd_keras.compression.wrappers import wrapper_kinds
 
 __all__ = [
@@ -62,9 +69,11 @@ __all__ = [
     "PRUNING_SCHEDULES",
     "PRUNING_STRUCTURES",
     "SCHEMES",
+    "SLIM_CRITERIA",
     "TECHNIQUES",
     "CompressionConfig",
     "OutputQuantizeConfig",
+    "SlimPlan",
     "UpdatePruningStep",
     "apply_stage",
     "cluster_model",
@@ -72,7 +81,11 @@ __all__ = [
     "has_quantize_layers",
     "int8_tflite_converts",
     "kernels",
+    "macs",
+    "params",
     "parse_chain",
+    "plan_macs",
+    "plan_slim",
     "prune_model",
     "prune_wrappers",
     "pruning_callbacks",
@@ -82,6 +95,8 @@ __all__ = [
     "schedule_for_stage",
     "scheme_after",
     "select_layers",
+    "slim_model",
+    "slim_report",
     "sparsity_report",
     "stage_steps",
     "stages",

@@ -1,10 +1,11 @@
 """A chain of compression techniques, trained one stage at a time.
 
-A chain is an ordered subset of ``prune``, ``cluster``, ``qat``, in that
-order: TF-MOT's collaborative optimizations go prune -> (sparsity-preserving)
-cluster -> (prune/cluster-preserving) QAT. Each technique is one training
-stage; between stages the wrappers are stripped, so the next stage wraps a
-plain functional student:
+A chain is an ordered subset of ``slim``, ``prune``, ``cluster``, ``qat``, in
+that order: ``slim`` removes channels and rebuilds a smaller plain student
+(``slim.py``), then TF-MOT's collaborative optimizations go prune ->
+(sparsity-preserving) cluster -> (prune/cluster-preserving) QAT. Each
+technique is one training stage; between stages the wrappers are stripped, so
+the next stage wraps a plain functional student:
 
     techniques = validate_chain("prune,qat", config, model=student)
     model = student
@@ -28,7 +29,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cl
 from kd_keras.compression import cluster as cluster_lib
 from kd_keras.compression import prune as prune_lib
 from kd_keras.compression import quantize as quantize_lib
-from kd_keras.compression import selection, wrappers
+from kd_keras.compression import selection, slim, wrappers
 from kd_keras.compression.config import TECHNIQUES, CompressionConfig
 
 
@@ -45,7 +46,7 @@ def validate_chain(techniques, config, model=None):
     """Checks a chain and its config before anything is trained.
 
     Args:
-      techniques: 'prune,cluster,qat'-style string or sequence of names.
+      techniques: 'slim,prune,cluster,qat'-style string or sequence of names.
       config: CompressionConfig.
       model: optional student; when given, the layers pruning and clustering
         would wrap are resolved now, so bad layer names fail here too.
@@ -55,9 +56,10 @@ def validate_chain(techniques, config, model=None):
 
     Raises:
       ValueError: unknown or repeated technique, techniques out of order
-        (prune before cluster before qat; qat last), a config that is not a
-        CompressionConfig, or (with `model`) layer names that do not resolve
-        or a layer a technique cannot wrap (:func:`check_wraps`).
+        (slim before prune before cluster before qat; qat last), a config
+        that is not a CompressionConfig, or (with `model`) layer names that
+        do not resolve, a layer slim cannot slice or a layer a technique
+        cannot wrap (:func:`check_wraps`).
     """
     chain = parse_chain(techniques)
     if not isinstance(config, CompressionConfig):
@@ -80,9 +82,10 @@ def validate_chain(techniques, config, model=None):
     order = [t for t in TECHNIQUES if t in chain]
     if list(chain) != order:
         raise ValueError(
-            f"Chain {list(chain)} is out of order; use {order}: prune before cluster "
-            "(sparsity-preserving clustering keeps the zeros, while pruning a clustered model "
-            "would add a value to every kernel), and qat last."
+            f"Chain {list(chain)} is out of order; use {order}: slim first (it rebuilds "
+            "a smaller plain model, which the other techniques then wrap), prune before "
+            "cluster (sparsity-preserving clustering keeps the zeros, while pruning a "
+            "clustered model would add a value to every kernel), and qat last."
         )
     if model is not None:
         for t in ("prune", "cluster"):
@@ -97,20 +100,23 @@ _CLASS_IN_ERROR = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>")
 
 
 def check_wraps(techniques, config, model):
-    """Applies the chain's wrappers to a copy of `model`, stage by stage, as
-    training will (prune, cluster, qat in chain order, each with the scheme
-    the chain gives it, stripped in between), so a layer a technique cannot
-    wrap is found before anything is trained. `model` is not modified.
+    """Applies the chain's stages to a copy of `model`, as training will
+    (slim's surgery, then prune, cluster, qat in chain order, each with the
+    scheme the chain gives it, stripped in between), so a layer a technique
+    cannot slice or wrap is found before anything is trained. `model` is not
+    modified.
 
     Raises:
       ValueError: one line naming the technique (and its QAT scheme), the
-        layer (name and class) it cannot wrap and the model.
+        layer (name and class) it cannot handle and the model.
     """
     current = model
     for technique, previous in stages(techniques):
         try:
             wrapped, _ = apply_stage(current, technique, config, 10, 1, previous)
         except ValueError as e:
+            if technique == "slim":
+                raise  # Its own message names the layer and what slim handles.
             raise _unwrappable(model, technique, previous, e) from None
         current = strip(wrapped)
 
@@ -147,7 +153,8 @@ def apply_stage(model, technique, config, steps_per_epoch, epochs, previous=(), 
       model: functional student without TF-MOT wrappers (not modified): the
         fresh or trained student for the first stage, ``strip(previous
         stage's model)`` afterwards.
-      technique: 'prune', 'cluster' or 'qat'.
+      technique: 'slim' (a smaller copy without wrappers: the stage
+        fine-tunes it), 'prune', 'cluster' or 'qat'.
       config: CompressionConfig.
       steps_per_epoch: optimizer steps per epoch of this stage (>= 1).
       epochs: epochs of this stage (>= 1); pruning schedules its steps over
@@ -161,12 +168,22 @@ def apply_stage(model, technique, config, steps_per_epoch, epochs, previous=(), 
       with or without the Distiller).
 
     Raises:
-      ValueError: invalid technique, step counts, chain order or layer names.
+      ValueError: invalid technique, step counts, chain order or layer names,
+        or a layer slim cannot slice.
     """
     validate_chain(tuple(previous) + (technique,), config)
     for name, value in (("steps_per_epoch", steps_per_epoch), ("epochs", epochs)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    if technique == "slim":
+        plan = slim.plan_slim(
+            model,
+            config.slim_fraction,
+            config.slim_criterion,
+            config.slim_multiple,
+            config.slim_target_macs,
+        )
+        return slim.slim_model(model, plan), []
     if technique == "prune":
         names = selection.select_layers(model, "prune", config.skip_layers, config.include_layers)
         schedule = prune_lib.schedule_for_stage(config, steps_per_epoch * epochs)

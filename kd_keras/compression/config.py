@@ -1,15 +1,19 @@
 """CompressionConfig: every knob of the compression chain, validated up front.
 
-One frozen dataclass holds the settings of all techniques (pruning,
-clustering, quantization-aware training); a technique reads only its own
-fields. ``__post_init__`` checks each field on its own; cross-technique rules
+One frozen dataclass holds the settings of all techniques (channel slimming,
+pruning, clustering, quantization-aware training); a technique reads only its
+own fields. ``__post_init__`` checks each field on its own; cross-technique rules
 (order, 2:4 with clustering, ...) live in :func:`kd_keras.compression.chain.
 validate_chain`, which also knows the chain.
 """
 
 import dataclasses
 
-TECHNIQUES = ("prune", "cluster", "qat")
+TECHNIQUES = ("slim", "prune", "cluster", "qat")
+SLIM_CRITERIA = ("l1", "bn_gamma")
+# Fields read only by the slim stage: left out of a chain's spec without slim
+# (:func:`spec`), so the cache keys of chains without slim stay as they were.
+SLIM_FIELDS = ("slim_fraction", "slim_criterion", "slim_multiple", "slim_target_macs")
 PRUNING_SCHEDULES = ("polynomial", "constant")
 PRUNING_STRUCTURES = ("unstructured", "2:4")
 CLUSTER_INITS = ("kmeans++", "linear", "density-based", "random")
@@ -75,6 +79,15 @@ class CompressionConfig:
         'density-based' or 'random'.
       cluster_per_channel: cluster each output channel of a convolution
         separately (`clusters` values per channel instead of per kernel).
+      slim_fraction: share of each group of coupled channels the slim stage
+        removes, in (0, 1) (at least one channel of a group stays).
+      slim_criterion: how slim ranks channels: 'l1' (L1 norm of the filters)
+        or 'bn_gamma' (|gamma| of the BatchNormalizations over them).
+      slim_multiple: slim rounds each group's kept channels up to a multiple
+        of this (>= 1).
+      slim_target_macs: None, or the share of the student's MACs the slimmed
+        student may keep, in (0, 1): slim then finds the smallest fraction
+        reaching it and ignores `slim_fraction`.
 
     Raises:
       ValueError: a field outside its allowed values (the message names both).
@@ -92,6 +105,10 @@ class CompressionConfig:
     clusters: int = 16
     cluster_init: str = "kmeans++"
     cluster_per_channel: bool = False
+    slim_fraction: float = 0.5
+    slim_criterion: str = "l1"
+    slim_multiple: int = 1
+    slim_target_macs: float = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # frozen dataclass
@@ -152,6 +169,23 @@ class CompressionConfig:
             raise ValueError(
                 f"cluster_per_channel must be a bool, got {self.cluster_per_channel!r}."
             )
+        if not _is_number(self.slim_fraction) or not 0.0 < self.slim_fraction < 1.0:
+            raise ValueError(
+                f"slim_fraction must be a number in (0, 1), got {self.slim_fraction!r}."
+            )
+        if self.slim_criterion not in SLIM_CRITERIA:
+            raise ValueError(
+                f"slim_criterion must be one of {SLIM_CRITERIA}, got {self.slim_criterion!r}."
+            )
+        if not _is_int(self.slim_multiple) or self.slim_multiple < 1:
+            raise ValueError(f"slim_multiple must be an integer >= 1, got {self.slim_multiple!r}.")
+        if self.slim_target_macs is not None and (
+            not _is_number(self.slim_target_macs) or not 0.0 < self.slim_target_macs < 1.0
+        ):
+            raise ValueError(
+                f"slim_target_macs must be None or a number in (0, 1), "
+                f"got {self.slim_target_macs!r}."
+            )
 
     def get_config(self):
         """A JSON-able dict; ``CompressionConfig.from_config(c.get_config()) == c``."""
@@ -164,6 +198,15 @@ class CompressionConfig:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def spec(self, techniques):
+        """The settings a run of chain `techniques` depends on, for its run spec:
+        :meth:`get_config` without the slim fields when the chain has no slim."""
+        config = dataclasses.asdict(self)
+        if "slim" not in techniques:
+            for key in SLIM_FIELDS:
+                del config[key]
+        return config
 
 
 def _is_number(x):

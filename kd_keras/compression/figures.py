@@ -48,6 +48,78 @@ def kernels(model):
     return out
 
 
+_PARAM_ATTRS = KERNEL_ATTRS + ("bias", "gamma", "beta", "moving_mean", "moving_variance")
+
+
+def _layer_weights(model):
+    """[(layer, inner layer name, attribute, variable)] of the model's own
+    weights (not the quantizers' ranges), wrappers looked through."""
+    out = []
+    for layer in _readable(model).layers:
+        inner = layer.layer if isinstance(layer, quantize_wrapper.QuantizeWrapper) else layer
+        for var in layer.weights:
+            attr = var.name.rsplit("/", 1)[-1].split(":")[0]
+            if attr in _PARAM_ATTRS:
+                out.append((layer, inner.name, attr, var))
+    return out
+
+
+def macs(model):
+    """Multiply-accumulates of one example in the model's kernels, from the
+    Keras layers' shapes: kernel size times output positions, for every
+    convolution, depthwise convolution and dense layer (QAT wrappers looked
+    through). Transposed convolutions are not counted right."""
+    total = 0
+    for layer, _, attr, var in _layer_weights(model):
+        if attr in KERNEL_ATTRS:
+            shape = layer.output_shape
+            positions = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
+            total += int(np.prod(var.shape)) * positions
+    return total
+
+
+def params(model):
+    """Weights of the model's layers (kernels, biases, BatchNormalization's
+    four vectors), without the ranges QAT adds."""
+    return sum(int(np.prod(var.shape)) for _, _, _, var in _layer_weights(model))
+
+
+def _out_channels(model):
+    channels = {}
+    for _, name, attr, var in _layer_weights(model):
+        if attr == "depthwise_kernel":
+            channels[name] = int(var.shape[-2] * var.shape[-1])
+        elif attr in KERNEL_ATTRS:
+            channels[name] = int(var.shape[-1])
+    return channels
+
+
+def slim_report(unslimmed, slimmed):
+    """What slimming removed: params and MACs before and after, and the
+    output channels of every kernel layer whose width changed.
+
+    Args:
+      unslimmed: the model before the slim stage (or a fresh one of its
+        architecture: only shapes are read).
+      slimmed: the slimmed model, possibly further wrapped or stripped.
+
+    Returns:
+      dict: params_before, params, params_ratio, macs_before, macs,
+      macs_ratio, channels {layer: [before, after]}.
+    """
+    before, after = _out_channels(unslimmed), _out_channels(slimmed)
+    p0, p1, m0, m1 = params(unslimmed), params(slimmed), macs(unslimmed), macs(slimmed)
+    return {
+        "params_before": p0,
+        "params": p1,
+        "params_ratio": p1 / p0 if p0 else None,
+        "macs_before": m0,
+        "macs": m1,
+        "macs_ratio": m1 / m0 if m0 else None,
+        "channels": {n: [c, after[n]] for n, c in before.items() if after.get(n, c) != c},
+    }
+
+
 def _key(name, attr):
     return name if attr == "kernel" else f"{name}/{attr}"
 

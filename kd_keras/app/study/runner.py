@@ -45,6 +45,10 @@ TECHNIQUES = {
     "augment_consistent": {"augment": AUGMENT},
     "augment_inconsistent": {"augment": AUGMENT, "teacher_view": "clean"},
     "prune50+qat": {"techniques": ("prune", "qat"), "compression": (("sparsity", 0.5),)},
+    # Channel slimming: half / three quarters of each group's channels removed.
+    "slim50": {"techniques": ("slim",), "compression": (("slim_fraction", 0.5),)},
+    "slim75": {"techniques": ("slim",), "compression": (("slim_fraction", 0.75),)},
+    "slim50+qat": {"techniques": ("slim", "qat"), "compression": (("slim_fraction", 0.5),)},
 }
 
 
@@ -720,6 +724,9 @@ def summarize(rows, seeds):
         unique = [r["unique_values"]["max_unique"] for r in measured if r.get("unique_values")]
         if unique:
             entry["max_unique_values"] = int(max(unique))
+        slimmed = [r["slim"]["macs_ratio"] for r in measured if r.get("slim")]
+        if slimmed:  # Keras-layer MACs of the slimmed student over the unslimmed one's.
+            entry["slim_macs_ratio"] = stats.mean_std(slimmed)
         if any("qat_layers" in r for r in measured):
             entry["qat_layers"] = all(r.get("qat_layers") for r in measured)
         if label != "none":

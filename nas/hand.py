@@ -155,6 +155,18 @@ def identity(entry):
     return {"student": entry.get("student"), "digest": entry.get("digest")}
 
 
+def pipeline_flags(entry):
+    """The pipeline's ``--student`` flags that train a registry or own hand
+    student (None for space points and found students)."""
+    kind = entry.get("kind")
+    if entry.get("source") != "hand" or kind not in ("registry", "own"):
+        return None
+    if kind == "registry":
+        name, _, width = entry["student"].partition(":")
+        return f"--student={name} --student_args=width={width}"
+    return f"--student={entry['student']}"
+
+
 def describe(entry):
     """The table's word for where a row comes from: 'search', 'hand' (a
     space point), 'hand (registry)' or 'hand (own)'."""

@@ -468,6 +468,11 @@ def final_markdown(result):
             f"Best: {best['name']} ({hand_lib.describe(best)}), the most accurate on the "
             f"validation split within the budget (val acc {best['val_accuracy']:.4f}; test "
             "figures are reported, never used to choose)."
+            + (
+                f" The pipeline trains it with {hand_lib.pipeline_flags(best)}."
+                if hand_lib.pipeline_flags(best)
+                else ""
+            )
         )
     if result.get("left_out"):
         lines.append(

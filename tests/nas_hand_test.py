@@ -128,6 +128,7 @@ def test_the_best_student_is_chosen_on_validation_within_the_budget_and_may_be_h
             name=name,
             source=source,
             kind=kind,
+            student=name.replace("_", ":", 1) if kind else None,
             val_accuracy=val,
             test_accuracy=test,
             feasible=feasible,
@@ -141,13 +142,14 @@ def test_the_best_student_is_chosen_on_validation_within_the_budget_and_may_be_h
     rows = [
         row("trial_01", "search", 0.80, 0.95),  # Best on test: not what chooses.
         row("resnet8_0.5", "hand", 0.85, 0.70, kind="registry"),
-        row("mobilenet_v2_1", "hand", 0.99, 0.99, feasible=False, kind="registry"),
+        row("ds_cnn_1", "hand", 0.99, 0.99, feasible=False, kind="registry"),
     ]
     summary = final.summarize(rows)
     assert summary["best"] == "resnet8_0.5"
     text = report.final_markdown(dict(summary, rows=rows))
     assert "| **resnet8_0.5** (best) | hand (registry) |" in text
     assert "Best: resnet8_0.5 (hand (registry))" in text
+    assert "trains it with --student=resnet8 --student_args=width=0.5." in text
     assert final.summarize([dict(r, feasible=False) for r in rows])["best"] is None
 
 

@@ -64,7 +64,7 @@ def _own_name(item):
     return os.path.splitext(os.path.basename(str(item).rstrip("/")))[0]
 
 
-def entries(items, space, build=False):
+def entries(items, space, build=False, layers=()):
     """``--final_hand`` items as final-step entries, checked.
 
     Args:
@@ -72,6 +72,8 @@ def entries(items, space, build=False):
       space: the search's ``StudentSpace`` (its points, input shape and classes).
       build: also build every registry and own student once, so one that does
         not fit the input shape or class count is refused now.
+      layers: with `build`, layer names every registry and own student must
+        have (the student layers of feature distillation losses).
 
     Returns:
       list of dicts: name, source ('hand'), kind (one of KINDS), student (the
@@ -109,7 +111,13 @@ def entries(items, space, build=False):
         else:
             raise ValueError(f"{item!r} is not a hand student: allowed are {allowed()}.")
         if build and entry["kind"] != "space":
-            build_model(entry, space)
+            names = {layer.name for layer in build_model(entry, space).layers}
+            missing = [n for n in layers if n not in names]
+            if missing:
+                raise ValueError(
+                    f"{item!r} has no layer {missing[0]!r}, which the feature distillation "
+                    "loss reads (--student_layer); leave the item out or name a layer it has."
+                )
         out.append(entry)
     names = [e["name"] for e in out]
     twice = sorted({n for n in names if names.count(n) > 1})

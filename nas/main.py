@@ -189,8 +189,10 @@ def configure():
     )
     if f.FINAL_EPOCHS.value:
         hand = ",".join(f.FINAL_HAND.value)
-        try:
-            hand_lib.entries(f.FINAL_HAND.value, space, build=True)
+        losses = out["kd"].build_losses() if f.DISTILL.value else []
+        layers = sorted({x.student_layer for x in losses if getattr(x, "student_layer", None)})
+        try:  # Registry and own students built once: shapes, classes, feature layers.
+            hand_lib.entries(f.FINAL_HAND.value, space, build=True, layers=layers)
         except ValueError as e:
             raise ValueError(f"--final_hand={hand}: {e}") from None
     path, flag = _teacher_path()

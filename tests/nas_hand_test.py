@@ -179,6 +179,10 @@ def test_a_hand_student_that_does_not_fit_the_data_is_refused_when_built(tmp_pat
     with pytest.raises(ValueError, match=r"takes inputs of shape \(8, 8, 3\)"):
         hand.entries([path], tiny_space(), build=True)
     assert [e["kind"] for e in hand.entries([path], tiny_space())] == ["own"]  # Not built.
+    # A feature distillation loss reads a student layer the student must have.
+    with pytest.raises(ValueError, match="'ds_cnn:0.5' has no layer 'block9'"):
+        hand.entries(["ds_cnn:0.5"], tiny_space(), build=True, layers=["block9"])
+    assert hand.entries(["ds_cnn:0.5"], tiny_space(), build=True, layers=["block2"])
 
 
 def write_npz(path, n=48):

@@ -438,23 +438,10 @@ def _cell(value):
     return str(value)
 
 
-def final_markdown(result):
-    """The final step's report (``nas.final.run_final``'s result) as markdown."""
+def _choice_lines(result):
+    """The final table's legend, its best student and the hand students left out."""
     rows = result["rows"]
     lines = [
-        "| " + " | ".join(title for _, title in FINAL_COLUMNS) + " |",
-        "|" + "---|" * len(FINAL_COLUMNS),
-    ]
-    for r in sorted(rows, key=lambda r: (r["source"] != "search", r["int8_latency_us"])):
-        shown = dict(r, source=hand_lib.describe(r))
-        if r.get("copy_of"):
-            shown = dict(r, source=f"search (copy of {r['copy_of']})")
-        if r["name"] == result.get("best"):
-            shown["name"] = f"**{r['name']}** (best)"
-        lines.append("| " + " | ".join(_cell(shown.get(k)) for k, _ in FINAL_COLUMNS) + " |")
-    epochs = sorted({r["final_epochs"] for r in rows})
-    proxy = sorted({r["proxy_epochs"] for r in rows})
-    lines += [
         "",
         "Source: search = found by the search; hand = a hand-designed point of the search "
         "space; hand (registry) = a registry student; hand (own) = a student given by path "
@@ -480,6 +467,26 @@ def final_markdown(result):
             + "; ".join(f"{n} ({why})" for n, why in result["left_out"].items())
             + "."
         )
+    return lines
+
+
+def final_markdown(result):
+    """The final step's report (``nas.final.run_final``'s result) as markdown."""
+    rows = result["rows"]
+    lines = [
+        "| " + " | ".join(title for _, title in FINAL_COLUMNS) + " |",
+        "|" + "---|" * len(FINAL_COLUMNS),
+    ]
+    for r in sorted(rows, key=lambda r: (r["source"] != "search", r["int8_latency_us"])):
+        shown = dict(r, source=hand_lib.describe(r))
+        if r.get("copy_of"):
+            shown = dict(r, source=f"search (copy of {r['copy_of']})")
+        if r["name"] == result.get("best"):
+            shown["name"] = f"**{r['name']}** (best)"
+        lines.append("| " + " | ".join(_cell(shown.get(k)) for k, _ in FINAL_COLUMNS) + " |")
+    epochs = sorted({r["final_epochs"] for r in rows})
+    proxy = sorted({r["proxy_epochs"] for r in rows})
+    lines += _choice_lines(result)
     lines += [
         "",
         f"Final budget: {', '.join(map(str, epochs))} epochs; proxy: validation accuracy "

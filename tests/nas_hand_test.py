@@ -217,7 +217,7 @@ main.app.run(main.main, argv=["nas.main"] + sys.argv[2:], flags_parser=main.pars
 """
 
 
-@pytest.mark.slow(12)
+@pytest.mark.slow(15)
 def test_the_search_cli_runs_on_an_npz_with_registry_and_own_hand_students(tmp_path):
     npz = write_npz(tmp_path / "kws.npz")
     builder = write_builders(str(tmp_path / "mods"))

@@ -19,7 +19,8 @@ An item is one of
 
 Registry and own students are not points of the search space, so the search
 never draws them; the final step retrains them with the same recipe as the
-found students, so its best student cannot be worse than they are.
+found students and chooses its best among all of them, so on validation its
+choice is never worse than a listed student within the budget.
 """
 
 import os
@@ -171,7 +172,10 @@ def pipeline_flags(entry):
         return None
     if kind == "registry":
         name, _, width = entry["student"].partition(":")
-        return f"--student={name} --student_args=width={width}"
+        args = f"width={width}"
+        if "bn_momentum" in models.arguments(name):
+            args += f",bn_momentum={search_space.BN_MOMENTUM}"
+        return f"--student={name} --student_args={args}"
     return f"--student={entry['student']}"
 
 

@@ -149,7 +149,7 @@ def test_the_best_student_is_chosen_on_validation_within_the_budget_and_may_be_h
     text = report.final_markdown(dict(summary, rows=rows))
     assert "| **resnet8_0.5** (best) | hand (registry) |" in text
     assert "Best: resnet8_0.5 (hand (registry))" in text
-    assert "trains it with --student=resnet8 --student_args=width=0.5." in text
+    assert "trains it with --student=resnet8 --student_args=width=0.5,bn_momentum=0.9." in text
     assert final.summarize([dict(r, feasible=False) for r in rows])["best"] is None
 
 

@@ -261,7 +261,8 @@ def hand_over_budget(search, entries, directory):
                 figures, excess = search.budget_figures(model)
                 why = search.budget.overs(figures, excess)
             except convert_lib.ExportError as error:
-                why = f"does not convert to int8 ({error})"
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                why = f"does not convert to int8: {first}"
             known = dict(key, over=why)
             saved[e["name"]] = known
             changed = True

@@ -5,12 +5,14 @@ over the budget named and left out, the best student chosen on validation."""
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 from conftest import tiny_dataset
 from nas_helpers import CLASSES, MAX_PARAMS, ROOT, SHAPE, StubSearch, tiny_space
 
+from export import convert as convert_lib
 from kd_keras import models
 from kd_keras import train as train_lib
 from kd_keras.keras_compat import keras
@@ -263,3 +265,19 @@ def test_the_search_cli_runs_on_an_npz_with_registry_and_own_hand_students(tmp_p
         == models.build("ds_cnn", (49, 10, 1), 3, width=0.25).count_params()
     )
     assert "| hand (registry) |" in out and "Best student of the final step:" in out
+
+
+def test_a_hand_student_the_converter_refuses_is_left_out_in_one_line(tmp_path):
+    def refuse(model):
+        raise convert_lib.ExportError("op HARD_SWISH is not supported\n  (long details)")
+
+    search = types.SimpleNamespace(
+        budget=objective_lib.Budget(max_params=MAX_PARAMS),
+        budget_figures=refuse,
+        train_config=train_lib.TrainConfig(epochs=1),
+        hypermodel=tiny_space(),
+    )
+    entries = hand.entries(["ds_cnn:0.25"], search.hypermodel)
+    left = final.hand_over_budget(search, entries, str(tmp_path))
+    assert left == {"ds_cnn_0.25": "does not convert to int8: op HARD_SWISH is not supported"}
+    assert "\n" not in final.left_out_line(left)

@@ -8,7 +8,8 @@ continue their parent's training), ``hardware`` (TFLite latency / size / TFLM
 arena of a candidate), ``pareto``, ``search_report`` (tables, Pareto sets,
 plots, Spearman, best model), ``final`` (the Pareto set and the hand-designed
 students retrained at full budget and measured as int8 files), ``teacher``,
-``flags`` and ``main``.
+``hand`` (the final step's hand-designed students: space points, registry
+students at a width, own students), ``flags`` and ``main``.
 
 The pipeline uses a search's result as a student through :func:`load_student`,
 which rebuilds the best feasible architecture untrained.

@@ -20,7 +20,6 @@ from export import convert as convert_lib
 from export import measure as measure_lib
 from nas import hardware, oracles
 from nas import space as search_space
-from nas.objective import Budget
 
 # Training images that calibrate each candidate's int8 file (its TFLM arena).
 CALIBRATION_IMAGES = 64
@@ -125,17 +124,27 @@ class CandidateMeasurement:
         """
         model = self._untrained(values)
         try:
-            figures, _ = self._measure_int8(model)
-            if not self.budget.int8 and (self.budget.max_latency_us or self.budget.max_bytes):
-                figures.update(self._measure_float(model))
+            figures, excess = self.budget_figures(model)
         except convert_lib.ExportError as e:
             logging.info("Draw rejected: it does not convert (%s).", e)
             return False
-        figures["params"] = int(model.count_params())
-        excess = self.budget.excess(figures)
         if any(excess.values()):
             self._warn_if_start_point(values, figures, excess)
         return not any(excess.values())
+
+    def budget_figures(self, model):
+        """(figures, excess): what the budget limits of `model` (its files as
+        :meth:`within_budget` makes them: the int8 file, and the float32 one
+        when the budget limits it; its parameters) and their overshoot.
+
+        Raises:
+          export.convert.ExportError: the converter or TFLite refuses it.
+        """
+        figures, _ = self._measure_int8(model)
+        if not self.budget.int8 and (self.budget.max_latency_us or self.budget.max_bytes):
+            figures.update(self._measure_float(model))
+        figures["params"] = int(model.count_params())
+        return figures, self.budget.excess(figures)
 
     def _warn_if_start_point(self, values, figures, excess):
         """Says at once, in one line, when a start point (e.g. a hand-designed
@@ -147,12 +156,7 @@ class CandidateMeasurement:
         index = [i for i, p in enumerate(points) if oracles.EvolutionDraws.is_one_of(values, [p])]
         if not index:
             return
-        over = ", ".join(
-            f"{self.budget.figure(f)} {figures[self.budget.figure(f)]:g} > "
-            f"--{attr}={getattr(self.budget, attr):g}"
-            for f, attr in Budget.LIMITS
-            if excess.get(f)
-        )
+        over = self.budget.overs(figures, excess)
         logging.warning(
             "Start point %d of %d (--start_points) is over the budget (%s), measured on this "
             "machine: it will not be trained. If every start point is, the budget lies "

@@ -12,9 +12,13 @@ measured as an int8 file. :func:`run_final`:
    :func:`timed_trials`); then feasible architectures on either Pareto set
    of the search (accuracy vs int8 latency, accuracy vs int8 bytes), spread from
    the most accurate to the cheapest;
-2. adds the hand-designed students (``kd_keras.models.cnn`` / ``cnn_dws`` at
-   given widths), built as points of the search space
-   (``nas.space.hand_point``);
+2. adds the hand-designed students (``nas.hand``): ``kd_keras.models.cnn`` /
+   ``cnn_dws`` at given widths, built as points of the search space
+   (``nas.space.hand_point``); registry students at a width
+   (``mobilenet_v2:0.35``); the user's own students (a saved model's path or
+   ``MODULE:FUNCTION``). Each is measured first as the search measures an
+   untrained candidate (:func:`hand_over_budget`); those over the search's
+   budget are left out, named (`report`, and in ``final.md``);
 3. gives every one of them a proxy score at the same fidelity: the
    validation accuracy after the search's largest trial budget
    (``train_config.epochs``, Hyperband's ``max_epochs``) -- read from the
@@ -35,7 +39,11 @@ measured as an int8 file. :func:`run_final`:
    in one timing process, or in each of several one after the other taking
    every file's median process (:func:`retime`), and those latencies are
    the ones compared;
-5. returns the rows, the fronts of found and of hand-designed students, which
+5. chooses the best student: the most accurate on the validation split
+   within the budget, found or hand-designed (:func:`best_row`; test
+   figures are reported, never used to choose), and copies its model to
+   ``<project>/final/best_model.keras``;
+6. returns the rows, the fronts of found and of hand-designed students, which
    hand points a found student covers (at least as accurate, no more int8
    bytes, no higher latency), each found student's lead over the hand points
    that cost no more, and Spearman's rank
@@ -48,13 +56,19 @@ command resumes and measures nothing twice.
 
 import dataclasses
 import os
+import shutil
 
+import numpy as np
+
+from export import convert as convert_lib
 from export import export_model
 from export import measure as measure_lib
 from export import micro as micro_lib
 from kd_keras import runs
 from kd_keras import train as train_lib
 from kd_keras.keras_compat import keras
+from nas import candidate as candidate_lib
+from nas import hand as hand_lib
 from nas import pareto
 from nas import report as search_report
 from nas import space as search_space
@@ -64,6 +78,11 @@ ROW_FILE = "final.json"
 # The search's trials' int8 files timed together, written once: selection uses
 # these figures, and a resumed final step selects the same students.
 TRIAL_LATENCY_FILE = "trial_latencies.json"
+# The hand students' budget check, written once: a resumed final step leaves
+# out the same students.
+HAND_BUDGET_FILE = "hand_budget.json"
+MODEL_FILE = "model.keras"  # Each retrained student's model, in its directory.
+BEST_MODEL = "best_model.keras"
 FINAL_FRONTS = {
     "accuracy_vs_int8_latency": ("test_accuracy", "int8_latency_us"),
     "accuracy_vs_int8_bytes": ("test_accuracy", "int8_file_bytes"),
@@ -144,8 +163,9 @@ def entries(rows, top, hand, hypermodel):
     Args:
       rows: the search's trial rows.
       top: most found architectures.
-      hand: ``FAMILY:WIDTH`` items (see ``search_space.parse_hand_points``).
-      hypermodel: the search's ``StudentSpace`` (hand points must be in it).
+      hand: ``--final_hand`` items (``nas.hand``: space points, registry
+        and own students).
+      hypermodel: the search's ``StudentSpace`` (space hand points must be in it).
 
     The found architectures are :func:`select`'s, a hand point's challenger
     being the most accurate trial that costs no more and is no same-cost
@@ -153,28 +173,29 @@ def entries(rows, top, hand, hypermodel):
 
     Returns:
       list of dicts: name, source ('search' or 'hand'), trial_id (None for
-      hand points), values (hyperparameters); found ones also copy_of (the
+      hand points), values (hyperparameters; None for registry and own
+      students); hand ones also kind, student (``nas.hand.entries``); found
+      ones also copy_of (the
       hand point's name when the found architecture is a same-cost copy of
       it, the same int8 network up to ``search_space.SAME_COST`` choices such
       as relu6 for relu; else None).
 
     Raises:
-      ValueError: a hand point the space cannot express (naming it).
+      ValueError: a hand item that is none of ``nas.hand``'s forms, or a
+        hand point the space cannot express (naming it).
     """
-    hand_entries = [
-        {"name": name, "source": "hand", "trial_id": None, "values": values}
-        for name, values in search_space.hand_points(hand, hypermodel)
-    ]
+    hand_entries = hand_lib.entries(hand, hypermodel)
+    points = [e for e in hand_entries if e["values"] is not None]
     # A trial of a hand-designed architecture (e.g. an evolution start point) is
     # not a found student: it is retrained once, as the hand point.
-    hand_keys = {search_report.architecture_key(e["values"]) for e in hand_entries}
+    hand_keys = {search_report.architecture_key(e["values"]) for e in points}
     found, tried = [], []
     for r in rows:
         key = search_report.architecture_key(r["hyperparameters"])
         (tried if key in hand_keys else found).append(r)
     # What a found architecture may be a same-cost copy of: the hand points.
     originals = {}
-    for e in hand_entries:
+    for e in points:
         originals.setdefault(search_space.same_cost_key(e["values"]), e["name"])
 
     def marks(r):
@@ -198,9 +219,58 @@ def entries(rows, top, hand, hypermodel):
     return out + hand_entries
 
 
-def _build(search, values):
+def _build(search, entry):
     keras.utils.set_random_seed(search.train_config.seed)
-    return search.hypermodel.build(search_space.hyperparameters_from_values(values))
+    if entry["source"] == "hand":
+        return hand_lib.build_model(entry, search.hypermodel)
+    return search.hypermodel.build(search_space.hyperparameters_from_values(entry["values"]))
+
+
+def hand_over_budget(search, entries, directory):
+    """{name: why} of the hand entries over the search's budget, measured as
+    the search measures an untrained candidate
+    (``CandidateMeasurement.budget_figures``: distinct random weights, the
+    int8 file, and the float32 one when the budget limits it; parameters).
+
+    Space points are measured too: a hand point is a baseline only where a
+    found student could be. The verdicts are written to
+    ``directory/HAND_BUDGET_FILE`` and read back on a resumed step (a
+    latency measured again could fall on the other side of the limit).
+    """
+    if not any(getattr(search.budget, attr) for _, attr in search.budget.LIMITS):
+        return {}
+    path = os.path.join(directory, HAND_BUDGET_FILE)
+    saved = (
+        runs.read_valid_json(
+            path,
+            lambda value: runs.missing_keys(value, ()),
+            then="the hand students are measured again",
+        )
+        or {}
+    )
+    out, changed = {}, False
+    for e in entries:
+        if e["source"] != "hand":
+            continue
+        key = {"identity": hand_lib.identity(e), "budget": dataclasses.asdict(search.budget)}
+        known = saved.get(e["name"])
+        if not known or {k: known.get(k) for k in key} != key:
+            model = _build(search, e)
+            candidate_lib.distinct_weights(model, np.random.default_rng(0))
+            try:
+                figures, excess = search.budget_figures(model)
+                why = search.budget.overs(figures, excess)
+            except convert_lib.ExportError as error:
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                why = f"does not convert to int8: {first}"
+            known = dict(key, over=why)
+            saved[e["name"]] = known
+            changed = True
+        if known["over"]:
+            out[e["name"]] = known["over"]
+    if changed:
+        runs.write_json(path, saved)
+    return out
 
 
 def proxy_score(search, entry, rows, directory):
@@ -221,7 +291,7 @@ def proxy_score(search, entry, rows, directory):
         ]
         if done:
             return done[0]["val_accuracy"], f"trial {done[0]['trial_id']}"
-    model = _build(search, entry["values"])
+    model = _build(search, entry)
     source = "trained from scratch"
     if entry["trial_id"] is not None and search.continue_from(entry["trial_id"], directory):
         source = f"continued trial {entry['trial_id']}"
@@ -250,8 +320,9 @@ def retrain(search, entry, final_epochs, directory, latency_runs=100, latency_wa
         epochs=int(final_epochs),
         warmup_epochs=min(search.train_config.warmup_epochs, int(final_epochs) - 1),
     )
-    model = _build(search, entry["values"])
+    model = _build(search, entry)
     fit_out = search.train(model, config, os.path.join(directory, "train"))
+    _save(model, os.path.join(directory, MODEL_FILE))
     datasets = search.datasets
     row = {
         "params": int(model.count_params()),
@@ -285,6 +356,25 @@ def retrain(search, entry, final_epochs, directory, latency_runs=100, latency_wa
     )
     row.update(_feasibility(search, row))
     return row
+
+
+def _save(model, path):
+    """Saves `model` atomically (a temporary name, then renamed)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = path[: -len(".keras")] + ".partial.keras"
+    model.save(partial)
+    os.replace(partial, path)
+
+
+def best_row(rows):
+    """The final step's choice: the row with the highest validation accuracy
+    among those within the budget (ties: lower int8 latency, then name),
+    found or hand-designed; None when none is within it. Test figures are
+    never read."""
+    within = [r for r in rows if r.get("feasible") and r.get("val_accuracy") is not None]
+    if not within:
+        return None
+    return min(within, key=lambda r: (-r["val_accuracy"], r["int8_latency_us"], r["name"]))
 
 
 def _feasibility(search, row):
@@ -377,7 +467,8 @@ def summarize(rows, target_margin=0.005):
       covered_without_copies (as covered, by found rows that are no
       same-cost copies of a hand point: ``copy_of``), n_copies,
       spearman_all / spearman_found (proxy score vs test accuracy; None with
-      fewer than 3 points) and n_all / n_found.
+      fewer than 3 points), n_all / n_found, and best (:func:`best_row`'s
+      name, or None).
     """
     found = [r for r in rows if r["source"] == "search"]
     hand = [r for r in rows if r["source"] == "hand"]
@@ -429,7 +520,17 @@ def summarize(rows, target_margin=0.005):
         "spearman_found": rho(found),
         "n_all": len(rows),
         "n_found": len(found),
+        "best": (best_row(rows) or {}).get("name"),
     }
+
+
+def left_out_line(left_out):
+    """One line naming the hand students left out and the limits each breaks."""
+    named = "; ".join(f"{name} ({why})" for name, why in left_out.items())
+    return (
+        f"Final step: {len(left_out)} hand-designed student(s) over the search's budget, "
+        f"measured as the search measures a candidate, left out: {named}."
+    )
 
 
 def timed_trials(search, rows, directory):
@@ -473,6 +574,7 @@ def run_final(
     latency_runs=100,
     latency_warmup=10,
     timings=1,
+    report=None,
 ):
     """Retrains and measures the Pareto set and the hand points; writes the report.
 
@@ -481,20 +583,28 @@ def run_final(
       rows: its ``search_report.trial_rows``.
       final_epochs: full training budget (epochs).
       top: most found architectures.
-      hand: hand-designed points, ``FAMILY:WIDTH`` items.
+      hand: hand-designed students, ``--final_hand`` items (``nas.hand``).
       latency_runs, latency_warmup: the exporter's latency protocol settings.
       timings: joint timing processes of the final figures (:func:`retime`).
+      report: None, or a callable given one line of text naming the hand
+        students left out as over the budget, before any training.
 
     Returns:
       dict: rows (one per retrained student: name, source, trial_id, values,
       proxy_val_accuracy, proxy_source and :func:`retrain`'s figures), the
-      :func:`summarize` figures, and paths of final.json, final.md and
-      final_fronts.png in ``<project>/final/``.
+      :func:`summarize` figures, left_out ({hand name: the limits it
+      breaks}), and paths of final.json, final.md, final_fronts.png and
+      (when a student is within the budget) best_model.keras in
+      ``<project>/final/``.
     """
     out_dir = os.path.join(search.project_dir, FINAL_DIR)
     rows = timed_trials(search, rows, out_dir)
+    todo = entries(rows, top, hand, search.hypermodel)
+    left_out = hand_over_budget(search, todo, out_dir)
+    if left_out and report is not None:
+        report(left_out_line(left_out))
     final_rows = []
-    for entry in entries(rows, top, hand, search.hypermodel):
+    for entry in (e for e in todo if e["name"] not in left_out):
         directory = os.path.join(out_dir, entry["name"])
         path = os.path.join(directory, ROW_FILE)
         saved = runs.read_valid_json(
@@ -503,7 +613,10 @@ def run_final(
             then="this student's final step runs again",
         )
         if saved is not None:
-            if saved.get("final_epochs") == final_epochs and saved.get("values") == entry["values"]:
+            same = hand_lib.identity(entry)
+            if saved.get("final_epochs") == final_epochs and all(
+                saved.get(k) == v for k, v in same.items()
+            ):
                 # Its file, in this run's directory: the stored path is as the
                 # writing process named it (relative to its working directory).
                 saved["tflite"] = os.path.join(
@@ -530,7 +643,20 @@ def run_final(
     paths = {
         name: os.path.join(out_dir, name) for name in ("final.json", "final.md", "final_fronts.png")
     }
-    result = dict(summary, rows=final_rows, paths=paths, latency_timings=int(timings))
+    if summary["best"] is not None:
+        src = os.path.join(out_dir, summary["best"], MODEL_FILE)
+        if os.path.exists(src):
+            paths[BEST_MODEL] = os.path.join(out_dir, BEST_MODEL)
+            partial = paths[BEST_MODEL] + ".partial"
+            shutil.copyfile(src, partial)
+            os.replace(partial, paths[BEST_MODEL])
+    result = dict(
+        summary,
+        rows=final_rows,
+        paths=paths,
+        latency_timings=int(timings),
+        left_out=left_out,
+    )
     runs.write_json(paths["final.json"], {k: v for k, v in result.items() if k != "fronts"})
     runs.write_text(paths["final.md"], search_report.final_markdown(result))
     search_report.plot_final(final_rows, summary["fronts"], paths["final_fronts.png"])

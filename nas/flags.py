@@ -11,6 +11,7 @@ from absl import flags
 
 from kd_keras import flag_groups
 from nas import final, oracles
+from nas import hand as hand_lib
 from nas import space as search_space
 
 # -- project ------------------------------------------------------------------
@@ -175,8 +176,15 @@ FINAL_TIMINGS = flags.DEFINE_integer(
 FINAL_HAND = flags.DEFINE_list(
     "final_hand",
     list(final.DEFAULT_HAND),
-    "Hand-designed students of the final step, FAMILY:WIDTH with FAMILY in "
-    f"{sorted(search_space.HAND_FAMILIES)}; each must be a point of the search space.",
+    "Hand-designed students the final step retrains beside the found ones, with the same "
+    "recipe, as baselines (its best student may be one of them): FAMILY:WIDTH with FAMILY "
+    f"in {sorted(search_space.HAND_FAMILIES)} (a point of the search space); NAME:WIDTH with "
+    f"NAME a registry student taking a width ({', '.join(hand_lib.registry_names())}), e.g. "
+    "mobilenet_v2:0.35 or ds_cnn:1; the path of a saved model (its architecture, fresh "
+    "weights); or MODULE:FUNCTION (a builder on PYTHONPATH, called with the input shape and "
+    "class count). Each is built for the search's input shape and classes; those over the "
+    "budget (--max_params, --max_bytes, --max_latency_us, --max_arena_bytes, measured as "
+    "the search measures a candidate) are named and left out.",
 )
 
 flags.mark_flag_as_required("project_dir")

@@ -24,6 +24,7 @@ from kd_keras import data as data_lib
 from kd_keras.distill import teachers as teachers_lib
 from nas import candidate, final, oracles, search, teacher
 from nas import flags as nas_flags
+from nas import hand as hand_lib
 from nas import objective as objective_lib
 from nas import report as search_report
 from nas import space as search_space
@@ -188,8 +189,10 @@ def configure():
     )
     if f.FINAL_EPOCHS.value:
         hand = ",".join(f.FINAL_HAND.value)
-        try:
-            final.entries([], 1, f.FINAL_HAND.value, space)
+        losses = out["kd"].build_losses() if f.DISTILL.value else []
+        layers = sorted({x.student_layer for x in losses if getattr(x, "student_layer", None)})
+        try:  # Registry and own students built once: shapes, classes, feature layers.
+            hand_lib.entries(f.FINAL_HAND.value, space, build=True, layers=layers)
         except ValueError as e:
             raise ValueError(f"--final_hand={hand}: {e}") from None
     path, flag = _teacher_path()
@@ -319,11 +322,14 @@ def main(argv):
                     latency_runs=f.EXPORT.latency_runs.value,
                     latency_warmup=f.EXPORT.latency_warmup.value,
                     timings=f.FINAL_TIMINGS.value,
+                    report=print,
                 )
             print("\nFinal step (full budget, int8):\n")
             print(open(result["paths"]["final.md"]).read())
             paths = result["paths"]
             print(f"Final table: {paths['final.md']}\nPlot: {paths['final_fronts.png']}")
+            if final.BEST_MODEL in paths:
+                print(f"Best student of the final step: {paths[final.BEST_MODEL]}")
         if not any(row.get("feasible") for row in outputs["rows"]):
             sys.exit(
                 "No trial met the budget (--max_latency_us, --max_bytes, --max_params, "

@@ -105,6 +105,15 @@ class Budget:
             out[figure] = max(0.0, float(figures[source]) / float(limit) - 1.0)
         return out
 
+    def overs(self, figures, excess):
+        """The limits `figures` break, in words: ``'params 9000 > --max_params=4000'``
+        (comma-separated; `excess` from :meth:`excess`)."""
+        return ", ".join(
+            f"{self.figure(f)} {figures[self.figure(f)]:g} > --{attr}={getattr(self, attr):g}"
+            for f, attr in self.LIMITS
+            if excess.get(f)
+        )
+
     def figure(self, limited):
         """The trial figure a limit named by `limited` (a LIMITS figure) applies to."""
         if self.int8 and limited in ("latency_us", "file_bytes"):

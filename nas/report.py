@@ -29,6 +29,7 @@ import os
 import shutil
 
 from kd_keras import runs
+from nas import hand as hand_lib
 from nas import pareto
 from nas.objective import METRICS, Budget
 from nas.search import MODEL_FILE
@@ -416,6 +417,7 @@ FINAL_COLUMNS = (
     ("source", "source"),
     ("params", "params"),
     ("proxy_val_accuracy", "proxy val acc"),
+    ("val_accuracy", "val acc"),
     ("test_accuracy", "test acc"),
     ("int8_test_accuracy", "int8 test acc"),
     ("int8_file_bytes", "int8 bytes"),
@@ -436,6 +438,38 @@ def _cell(value):
     return str(value)
 
 
+def _choice_lines(result):
+    """The final table's legend, its best student and the hand students left out."""
+    rows = result["rows"]
+    lines = [
+        "",
+        "Source: search = found by the search; hand = a hand-designed point of the search "
+        "space; hand (registry) = a registry student; hand (own) = a student given by path "
+        "or MODULE:FUNCTION (--final_hand).",
+    ]
+    best = next((r for r in rows if r["name"] == result.get("best")), None)
+    if best is None:
+        lines.append("Best: none (no retrained student is within the budget).")
+    else:
+        lines.append(
+            f"Best: {best['name']} ({hand_lib.describe(best)}), the most accurate on the "
+            f"validation split within the budget (val acc {best['val_accuracy']:.4f}; test "
+            "figures are reported, never used to choose)."
+            + (
+                f" The pipeline trains it with {hand_lib.pipeline_flags(best)}."
+                if hand_lib.pipeline_flags(best)
+                else ""
+            )
+        )
+    if result.get("left_out"):
+        lines.append(
+            "Left out, over the search's budget: "
+            + "; ".join(f"{n} ({why})" for n, why in result["left_out"].items())
+            + "."
+        )
+    return lines
+
+
 def final_markdown(result):
     """The final step's report (``nas.final.run_final``'s result) as markdown."""
     rows = result["rows"]
@@ -444,12 +478,15 @@ def final_markdown(result):
         "|" + "---|" * len(FINAL_COLUMNS),
     ]
     for r in sorted(rows, key=lambda r: (r["source"] != "search", r["int8_latency_us"])):
-        shown = r
+        shown = dict(r, source=hand_lib.describe(r))
         if r.get("copy_of"):
             shown = dict(r, source=f"search (copy of {r['copy_of']})")
+        if r["name"] == result.get("best"):
+            shown["name"] = f"**{r['name']}** (best)"
         lines.append("| " + " | ".join(_cell(shown.get(k)) for k, _ in FINAL_COLUMNS) + " |")
     epochs = sorted({r["final_epochs"] for r in rows})
     proxy = sorted({r["proxy_epochs"] for r in rows})
+    lines += _choice_lines(result)
     lines += [
         "",
         f"Final budget: {', '.join(map(str, epochs))} epochs; proxy: validation accuracy "

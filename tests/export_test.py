@@ -353,9 +353,15 @@ def test_export_model_rows(tmp_path, monkeypatch, model, data, flatbuffers):
         export.export_model(model, str(tmp_path), ["int3"])
 
 
-def test_cli(tmp_path, model, flatbuffers):
+def test_cli(tmp_path, model, data, flatbuffers):
+    """export.main on an npz dataset (``--dataset=npz:PATH``): its training
+    inputs check the model's input range and its test split scores the file."""
     model_path = str(tmp_path / "student.keras")
     model.save(model_path)
+    npz = str(tmp_path / "bands.npz")
+    np.savez(
+        npz, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test
+    )
     out_dir = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=REPO)
     command = [
@@ -365,7 +371,7 @@ def test_cli(tmp_path, model, flatbuffers):
         f"--model={model_path}",
         "--export_formats=float32",
         f"--out_dir={out_dir}",
-        "--dataset=none",
+        f"--dataset=npz:{npz}",
         "--export_threads=1,2",
         "--latency_runs=3",
         "--latency_warmup=0",
@@ -377,6 +383,10 @@ def test_cli(tmp_path, model, flatbuffers):
     with open(out_dir / "export_results.json") as f:
         rows = json.load(f)
     assert [(r["format"], r["threads"]) for r in rows] == [("float32", 1), ("float32", 2)]
+    # Scored on the npz's test split: as the Keras model scores it.
+    keras_accuracy = float(np.mean(keras_logits(model, data.x_test).argmax(-1) == data.y_test))
+    assert rows[0]["accuracy"] == pytest.approx(keras_accuracy, abs=1e-6)
+    assert "training accuracy" in proc.stdout and "on 64 " in proc.stdout
     assert os.path.getsize(out_dir / "student.float32.tflite") == rows[0]["file_bytes"]
     assert "| float32 | 2 |" in proc.stdout and "export_results.json" in proc.stdout
     assert "--export_threads=1,2" in (out_dir / "export_flags.txt").read_text()

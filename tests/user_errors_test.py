@@ -496,8 +496,28 @@ def test_search_and_export_errors(paths):
         ),
         (
             "hand family unknown",
-            base + ["--final_hand=resnet:1"],
-            ["--final_hand=resnet:1", "FAMILY:WIDTH"],
+            base + ["--final_hand=resnt:1"],
+            ["--final_hand=resnt:1", "FAMILY:WIDTH", "MODULE:FUNCTION", "mobilenet_v2"],
+        ),
+        (
+            "hand registry student without a width",
+            base + ["--final_hand=cnn:0.25,ds_cnn"],
+            ["--final_hand=cnn:0.25,ds_cnn", "needs a width", "ds_cnn:WIDTH"],
+        ),
+        (
+            "hand registry student of a bad width",
+            base + ["--final_hand=mobilenet_v2:wide"],
+            ["--final_hand=mobilenet_v2:wide", "NAME:WIDTH", "WIDTH > 0"],
+        ),
+        (
+            "hand builder that does not import",
+            base + ["--final_hand=no_such_module_here:build"],
+            ["--final_hand=no_such_module_here:build", "cannot import module", "PYTHONPATH"],
+        ),
+        (
+            "hand student file missing",
+            base + ["--final_hand=/nonexistent/mine.keras"],
+            ["--final_hand=/nonexistent/mine.keras", "does not exist"],
         ),
         ("activation unknown", base + ["--activations=relu,gelu"], ["activations", "gelu"]),
         (

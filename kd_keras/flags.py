@@ -8,7 +8,7 @@ from absl import flags
 
 from kd_keras import compression, flag_groups
 from kd_keras import data as data_lib
-from kd_keras.app import kd_selection, pipeline, variants
+from kd_keras.app import kd_selection, pipeline, recipe, variants
 from kd_keras.app.study import runner
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (cache, models, results).")
@@ -277,8 +277,34 @@ def teacher_augment():
     return augment if shapes.image_like else augment.without_spatial()
 
 
+# Flags whose defaults kd_keras.app.recipe scales to the data when they are not set.
+SCALED_FLAGS = ("val_size", "batch_size")
+
+
 def pipeline_config():
-    """The PipelineConfig the flags describe.
+    """The PipelineConfig the flags describe, with the defaults of flags not
+    set scaled to the data (:func:`resolved_pipeline_config`).
+
+    Raises:
+      ValueError: an invalid value or combination, naming the flag.
+    """
+    return resolved_pipeline_config()[0]
+
+
+def resolved_pipeline_config():
+    """(the PipelineConfig the flags describe, lines saying each default that
+    was scaled to the data): ``kd_keras.app.recipe.scale`` applied to the
+    settings whose flags were not set (on the command line or in a flagfile).
+
+    Raises:
+      ValueError: an invalid value or combination, naming the flag.
+    """
+    present = {name for name in SCALED_FLAGS if flags.FLAGS[name].present}
+    return recipe.scale(given_pipeline_config(), present)
+
+
+def given_pipeline_config():
+    """The PipelineConfig of the flags' values as given (defaults unscaled).
 
     Raises:
       ValueError: an invalid value or combination, naming the flag.

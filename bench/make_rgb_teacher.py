@@ -52,19 +52,19 @@ def resnet(keras, input_shape, num_classes, width):
     x = layers.RandomFlip("horizontal_and_vertical")(x)
     x = layers.RandomRotation(0.5, fill_mode="reflect")(x)
     x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
     x = layers.ReLU()(x)
     for stage, filters in enumerate((width, 2 * width, 4 * width)):
         for block in range(2):
             stride = 2 if stage and not block else 1
             y = layers.Conv2D(filters, 3, stride, padding="same", use_bias=False)(x)
-            y = layers.BatchNormalization()(y)
+            y = layers.BatchNormalization(momentum=0.9)(y)
             y = layers.ReLU()(y)
             y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
-            y = layers.BatchNormalization()(y)
+            y = layers.BatchNormalization(momentum=0.9)(y)
             if stride != 1 or x.shape[-1] != filters:
                 x = layers.Conv2D(filters, 1, stride, use_bias=False)(x)
-                x = layers.BatchNormalization()(x)
+                x = layers.BatchNormalization(momentum=0.9)(x)
             x = layers.ReLU()(layers.Add()([x, y]))
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(num_classes, activation="softmax")(x)

@@ -53,11 +53,11 @@ _OUT = flags.DEFINE_string("out", None, "Folder to write (one sub-folder per cla
 _PER_CLASS = flags.DEFINE_integer("per_class", 400, "Images per class.", lower_bound=1)
 _SIZE = flags.DEFINE_integer("size", 32, "Image height and width, pixels.", lower_bound=8)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed: the same seed writes the same files.")
-_CLUTTER = flags.DEFINE_integer("clutter", 6, "Distractors per image.", lower_bound=0)
-_NOISE = flags.DEFINE_float("noise", 18.0, "Pixel noise standard deviation (of 255).")
+_CLUTTER = flags.DEFINE_integer("clutter", 4, "Distractors per image.", lower_bound=0)
+_NOISE = flags.DEFINE_float("noise", 10.0, "Pixel noise standard deviation (of 255).")
 _FADE = flags.DEFINE_float(
     "fade",
-    0.25,
+    0.15,
     "Share of objects whose colour is pulled towards the background.",
     lower_bound=0,
     upper_bound=1,
@@ -146,7 +146,7 @@ def _distractor(image, grid, n, rng):
     _paint(image, alpha * rng.uniform(0.4, 0.9), _colour(rng))
 
 
-def render(name, size, rng, clutter=6, noise=18.0, fade=0.25):
+def render(name, size, rng, clutter=4, noise=10.0, fade=0.15):
     """One image of class `name` as a uint8 array (size, size, 3).
 
     Args:
@@ -210,7 +210,7 @@ def png_bytes(image):
     )
 
 
-def write_folder(out, per_class=400, size=32, seed=0, clutter=6, noise=18.0, fade=0.25):
+def write_folder(out, per_class=400, size=32, seed=0, clutter=4, noise=10.0, fade=0.15):
     """Writes ``out/<class>/<i>.png`` for every class of CLASSES.
 
     Image i of class k is drawn from its own generator, seeded by (`seed`,

@@ -34,6 +34,14 @@ _EARLY = flags.DEFINE_integer(
 _KD = flags.DEFINE_enum(
     "kd", "both", list(pipeline.KD_MODES), "Train the student without KD, with KD, or both."
 )
+_TEACHER_VIEW = flags.DEFINE_enum(
+    "teacher_view",
+    "same",
+    ["same", "clean"],
+    "With KD and --student_augment, what the teacher sees: same = the student's augmented "
+    "view; clean = the un-augmented image of the same example (its logits computed once), "
+    "for a teacher that the augmented views mislead (e.g. zero-padded crops it never saw).",
+)
 _KD_SELECT = flags.DEFINE_bool(
     "kd_select",
     False,
@@ -354,6 +362,7 @@ def given_pipeline_config():
         student_augment=flag_groups.augment_config(STUDENT.student_augment),
         kd=flag_groups.kd_config(KD),
         kd_mode=_KD.value,
+        teacher_view=_TEACHER_VIEW.value,
         kd_select=kd_select_config(),
         techniques=tuple(_TECHNIQUES.value),
         compress=variants.CompressSettings(

@@ -123,3 +123,18 @@ def test_unknown_sizes_keep_the_defaults(tmp_path):
 def test_the_rules_agree_with_the_few_steps_warning():
     for n in np.linspace(20 * 16, 60000, 50).astype(int):
         assert pipeline.few_steps_warning(n, recipe.batch_size_for(n)) is None
+
+
+def test_teacher_view_clean_reaches_the_kd_variants_only():
+    config = dataclasses.replace(
+        _config("fashion_mnist"), teacher_view="clean", techniques=("prune",)
+    )
+    views = {(v.label, v.kd): v.teacher_view for v in pipeline.student_variants(config)}
+    assert views == {
+        ("none", False): "same",
+        ("none", True): "clean",
+        ("prune", False): "same",
+        ("prune", True): "clean",
+    }
+    with pytest.raises(ValueError, match="--teacher_view=blurry: allowed: same, clean"):
+        _config("fashion_mnist", teacher_view="blurry")

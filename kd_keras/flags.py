@@ -8,7 +8,7 @@ from absl import flags
 
 from kd_keras import compression, flag_groups
 from kd_keras import data as data_lib
-from kd_keras.app import kd_selection, pipeline, variants
+from kd_keras.app import kd_selection, pipeline, recipe, variants
 from kd_keras.app.study import runner
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (cache, models, results).")
@@ -33,6 +33,14 @@ _EARLY = flags.DEFINE_integer(
 
 _KD = flags.DEFINE_enum(
     "kd", "both", list(pipeline.KD_MODES), "Train the student without KD, with KD, or both."
+)
+_TEACHER_VIEW = flags.DEFINE_enum(
+    "teacher_view",
+    "same",
+    ["same", "clean"],
+    "With KD and --student_augment, what the teacher sees: same = the student's augmented "
+    "view; clean = the un-augmented image of the same example (its logits computed once), "
+    "for a teacher that the augmented views mislead (e.g. zero-padded crops it never saw).",
 )
 _KD_SELECT = flags.DEFINE_bool(
     "kd_select",
@@ -305,8 +313,34 @@ def teacher_augment():
     return augment if shapes.image_like else augment.without_spatial()
 
 
+# Flags whose defaults kd_keras.app.recipe scales to the data when they are not set.
+SCALED_FLAGS = ("val_size", "batch_size")
+
+
 def pipeline_config():
-    """The PipelineConfig the flags describe.
+    """The PipelineConfig the flags describe, with the defaults of flags not
+    set scaled to the data (:func:`resolved_pipeline_config`).
+
+    Raises:
+      ValueError: an invalid value or combination, naming the flag.
+    """
+    return resolved_pipeline_config()[0]
+
+
+def resolved_pipeline_config():
+    """(the PipelineConfig the flags describe, lines saying each default that
+    was scaled to the data): ``kd_keras.app.recipe.scale`` applied to the
+    settings whose flags were not set (on the command line or in a flagfile).
+
+    Raises:
+      ValueError: an invalid value or combination, naming the flag.
+    """
+    present = {name for name in SCALED_FLAGS if flags.FLAGS[name].present}
+    return recipe.scale(given_pipeline_config(), present)
+
+
+def given_pipeline_config():
+    """The PipelineConfig of the flags' values as given (defaults unscaled).
 
     Raises:
       ValueError: an invalid value or combination, naming the flag.
@@ -356,6 +390,7 @@ def pipeline_config():
         student_augment=flag_groups.augment_config(STUDENT.student_augment),
         kd=flag_groups.kd_config(KD),
         kd_mode=_KD.value,
+        teacher_view=_TEACHER_VIEW.value,
         kd_select=kd_select_config(),
         techniques=tuple(_TECHNIQUES.value),
         compress=variants.CompressSettings(

@@ -53,7 +53,9 @@ def configure():
     Raises:
       ValueError: naming the flag, the value and what is allowed.
     """
-    config = kd_flags.pipeline_config()
+    config, scaled = kd_flags.resolved_pipeline_config()
+    for line in scaled:
+        console.progress(line)
     if kd_flags.mode() == "study":
         study_cfg, todo = kd_flags.study_config(config), None
         runner.validate(study_cfg)

@@ -44,6 +44,9 @@ class PipelineConfig:
     kd: distill.KDConfig = distill.KDConfig()
     kd_mode: str = "both"
     kd_select: object = None  # kd_keras.app.kd_selection.SelectionConfig; None = use `kd` as is
+    # With KD and student augmentation, what the teacher sees (distill.TEACHER_VIEWS):
+    # 'same' (the student's augmented view) or 'clean' (the un-augmented image).
+    teacher_view: str = "same"
     techniques: tuple = ()
     compress: variants.CompressSettings = variants.CompressSettings()
     export: variants.ExportSettings = variants.ExportSettings()
@@ -53,6 +56,10 @@ class PipelineConfig:
     def __post_init__(self):
         if self.kd_mode not in KD_MODES:
             raise ValueError(f"kd_mode must be one of {KD_MODES}, got {self.kd_mode!r}.")
+        if self.teacher_view not in distill.TEACHER_VIEWS:
+            raise ValueError(
+                f"--teacher_view={self.teacher_view}: allowed: {', '.join(distill.TEACHER_VIEWS)}."
+            )
         if self.num_teachers < 1:
             raise ValueError(f"num_teachers must be >= 1, got {self.num_teachers}.")
         if not own.looks_valid(self.student):
@@ -265,13 +272,15 @@ def student_variants(config):
         augment=config.student_augment,
         seed=config.student_train.seed,
     )
-    out = [variants.Variant(label="none", kd=k, **common) for k in kd_flags]
+    view = lambda k: config.teacher_view if k else "same"  # noqa: E731
+    out = [variants.Variant(label="none", kd=k, teacher_view=view(k), **common) for k in kd_flags]
     if config.techniques:
         out += [
             variants.Variant(
                 label="+".join(config.techniques),
                 techniques=tuple(config.techniques),
                 kd=k,
+                teacher_view=view(k),
                 **common,
             )
             for k in kd_flags

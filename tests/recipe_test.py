@@ -1,0 +1,140 @@
+"""Defaults that scale with the data (kd_keras.app.recipe): the rules, that a
+flag set is kept, and that a folder's sizes are read from its listing."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from kd_keras import data as data_lib
+from kd_keras import train as train_lib
+from kd_keras.app import pipeline, recipe
+
+
+def test_validation_is_a_tenth_of_train_capped_at_5000():
+    assert recipe.val_size_for(3200) == 320
+    assert recipe.val_size_for(60000) == 5000  # Fashion-MNIST keeps its 5,000.
+    assert recipe.val_size_for(50000) == 5000
+    assert recipe.val_size_for(7) == 1
+    assert recipe.val_size_for(2) == 1  # Leaves one to train on.
+    assert recipe.val_size_for(1) == 0
+
+
+@pytest.mark.parametrize(
+    "n, batch", [(55000, 128), (2880, 128), (2400, 64), (1000, 32), (300, 16), (40, 16)]
+)
+def test_the_batch_is_halved_until_an_epoch_has_20_steps_not_below_16(n, batch):
+    assert recipe.batch_size_for(n) == batch
+    steps = recipe.steps_per_epoch(n, batch)
+    assert steps >= pipeline.MIN_STEPS_PER_EPOCH or batch == recipe.BATCH_FLOOR
+    if batch < recipe.BATCH_START:  # Halving stopped as soon as it had enough steps.
+        assert recipe.steps_per_epoch(n, 2 * batch) < pipeline.MIN_STEPS_PER_EPOCH
+
+
+def test_batch_norm_momentum_is_0_9_for_runs_under_2000_steps():
+    assert recipe.bn_momentum_for(1999) == 0.9
+    assert recipe.bn_momentum_for(2000) is None
+
+
+def _folder(root, per_class=50, classes=4):
+    for k in range(classes):
+        os.makedirs(root / f"c{k}")
+        for i in range(per_class):
+            (root / f"c{k}" / f"{i}.png").write_bytes(b"")  # Listed, never decoded.
+    return f"{data_lib.FOLDER_PREFIX}{root}"
+
+
+def _config(dataset, **kwargs):
+    return pipeline.PipelineConfig(
+        workdir="/nonexistent",
+        data=data_lib.DataConfig(dataset=dataset),
+        student="resnet8",
+        student_train=train_lib.TrainConfig(epochs=20),
+        **kwargs,
+    )
+
+
+def test_a_folder_of_2000_images_gets_scaled_defaults_and_says_so(tmp_path):
+    config = _config(_folder(tmp_path, per_class=500))  # 2000 images: 1600 train + val.
+    scaled, lines = recipe.scale(config, present=set())
+    assert scaled.data.val_size == 160
+    assert scaled.data.batch_size == 64  # 1440 / 64 = 23 steps; 1440 / 128 = 12.
+    assert scaled.student_kwargs == {"bn_momentum": 0.9}  # 20 epochs x 23 steps.
+    assert scaled.teacher_kwargs == {"bn_momentum": 0.9}  # The registry teacher too.
+    assert len(lines) == 4
+    assert lines[0].startswith("--val_size not set: 160")
+    assert lines[1].startswith(
+        "--batch_size not set: 64, so an epoch of 1440 examples has 23 steps"
+    )
+    assert "460 steps" in lines[2]
+
+
+def test_flags_that_are_set_are_kept(tmp_path):
+    config = _config(_folder(tmp_path, per_class=500), student_kwargs={"bn_momentum": 0.99})
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, val_size=400, batch_size=128)
+    )
+    scaled, lines = recipe.scale(config, present={"val_size", "batch_size"})
+    assert scaled.data.val_size == 400 and scaled.data.batch_size == 128
+    assert scaled.student_kwargs == {"bn_momentum": 0.99}
+    assert [line for line in lines if "--val_size" in line or "--batch_size" in line] == []
+    assert "460" not in " ".join(lines)
+
+
+def test_a_set_val_size_still_scales_the_batch_to_what_is_left(tmp_path):
+    config = _config(_folder(tmp_path, per_class=500))
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, val_size=1000))
+    scaled, _ = recipe.scale(config, present={"val_size"})
+    assert scaled.data.val_size == 1000
+    assert scaled.data.batch_size == 16  # 600 examples: 38 steps of 16, 19 of 32.
+
+
+def test_a_long_run_keeps_the_builders_momentum_and_limit_train_counts(tmp_path):
+    config = _config(_folder(tmp_path, per_class=500))
+    config = dataclasses.replace(config, student_train=train_lib.TrainConfig(epochs=100))
+    scaled, _ = recipe.scale(config, present=set())
+    assert "bn_momentum" not in scaled.student_kwargs  # 100 x 23 = 2300 steps.
+    limited = dataclasses.replace(config, data=dataclasses.replace(config.data, limit_train=320))
+    scaled, _ = recipe.scale(limited, present=set())
+    assert scaled.data.batch_size == 16  # 320 examples per epoch.
+
+
+def test_a_teacher_given_by_path_and_an_own_student_are_left_alone(tmp_path):
+    config = dataclasses.replace(_config(_folder(tmp_path, per_class=500)), student="nas:/x")
+    scaled, _ = recipe.scale(config, present=set())
+    assert scaled.student_kwargs == {}
+
+
+def test_fashion_mnist_defaults_are_unchanged():
+    config = _config("fashion_mnist", student_kwargs={})
+    config = dataclasses.replace(config, student_train=train_lib.TrainConfig(epochs=10))
+    scaled, lines = recipe.scale(config, present=set())
+    assert (scaled.data.val_size, scaled.data.batch_size) == (5000, 128)
+    assert scaled.student_kwargs == {} and lines == []  # 10 x 430 steps.
+
+
+def test_unknown_sizes_keep_the_defaults(tmp_path):
+    config = _config(_folder(tmp_path / "missing_parent", per_class=0, classes=0))
+    scaled, lines = recipe.scale(config, present=set())
+    assert scaled == config and lines == []
+
+
+def test_the_rules_agree_with_the_few_steps_warning():
+    for n in np.linspace(20 * 16, 60000, 50).astype(int):
+        assert pipeline.few_steps_warning(n, recipe.batch_size_for(n)) is None
+
+
+def test_teacher_view_clean_reaches_the_kd_variants_only():
+    config = dataclasses.replace(
+        _config("fashion_mnist"), teacher_view="clean", techniques=("prune",)
+    )
+    views = {(v.label, v.kd): v.teacher_view for v in pipeline.student_variants(config)}
+    assert views == {
+        ("none", False): "same",
+        ("none", True): "clean",
+        ("prune", False): "same",
+        ("prune", True): "clean",
+    }
+    with pytest.raises(ValueError, match="--teacher_view=blurry: allowed: same, clean"):
+        _config("fashion_mnist", teacher_view="blurry")

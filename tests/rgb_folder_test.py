@@ -1,0 +1,106 @@
+"""The RGB folder of bench/make_rgb_folder.py (deterministic, the layout the
+pipeline reads) and kd_keras/configs/rgb_folder.flags (parses and validates
+on such a folder with a Keras 3 teacher expecting [0, 255])."""
+
+import filecmp
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kd_keras import data as data_lib
+from kd_keras.data import folders
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GENERATOR = os.path.join(ROOT, "bench", "make_rgb_folder.py")
+CONFIG = os.path.join(ROOT, "kd_keras", "configs", "rgb_folder.flags")
+CLASSES = ("blob checker circle cross dots ring square star stripes triangle").split()
+
+
+def _generate(out, *args):
+    proc = subprocess.run(
+        [sys.executable, GENERATOR, f"--out={out}", "--per_class=3", "--size=16", *args],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_the_generator_writes_a_class_folder_the_same_way_for_a_seed(tmp_path):
+    assert "30 images (10 classes, 16x16)" in _generate(tmp_path / "a")
+    _generate(tmp_path / "b")
+    _generate(tmp_path / "c", "--seed=1")
+    assert sorted(os.listdir(tmp_path / "a")) == CLASSES
+    names = ["00000.png", "00001.png", "00002.png"]
+    for name in CLASSES:
+        assert sorted(os.listdir(tmp_path / "a" / name)) == names
+        match, mismatch, errors = filecmp.cmpfiles(
+            tmp_path / "a" / name, tmp_path / "b" / name, names, shallow=False
+        )
+        assert match == names and not mismatch and not errors
+    _, other, _ = filecmp.cmpfiles(tmp_path / "a" / "star", tmp_path / "c" / "star", names, False)
+    assert other == names  # Another seed, other images.
+    classes, files, labels = folders.list_images(str(tmp_path / "a"))
+    assert classes == tuple(CLASSES) and len(files) == 30 and labels.max() == 9
+    image = folders.decode(files[0])
+    assert image.shape == (16, 16, 3) and image.std() > 0
+
+
+KERAS3_TEACHER = r"""
+import sys
+import keras
+inputs = keras.Input((16, 16, 3))
+x = keras.layers.Rescaling(1 / 255)(inputs)
+x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
+keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)).save(sys.argv[1])
+"""
+
+CHECK = r"""
+import sys
+from absl import flags
+from kd_keras import flags as kd_flags
+from kd_keras import models
+from kd_keras.app import pipeline
+
+flags.FLAGS(["check", *sys.argv[1:], "--workdir=/nonexistent/never_written"])
+cfg, lines = kd_flags.resolved_pipeline_config()
+pipeline.validate(cfg)
+student = models.build(cfg.student, (32, 32, 3), 10, **cfg.student_kwargs)
+print("OK", cfg.teacher_input_range, cfg.student, student.count_params())
+print("\n".join(lines))
+"""
+
+
+@pytest.mark.slow(30)
+def test_the_rgb_folder_recipe_parses_and_validates_on_such_a_folder(tmp_path):
+    _generate(tmp_path / "folder")
+    teacher = str(tmp_path / "teacher.keras")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    made = subprocess.run(
+        [sys.executable, "-c", KERAS3_TEACHER, teacher], env=env, capture_output=True, timeout=120
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHECK,
+            f"--flagfile={CONFIG}",
+            f"--dataset={data_lib.FOLDER_PREFIX}{tmp_path / 'folder'}",
+            f"--teacher={teacher}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ok = proc.stdout.split("OK ")[1].split()
+    assert ok[0] == "0,255"
+    assert int(ok[2]) <= 100_000  # A standard student of at most 100k parameters.

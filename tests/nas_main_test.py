@@ -1,7 +1,8 @@
-"""nas.main: the search smoke flagfile end to end."""
+"""nas.main: the search smoke flagfile end to end, without its final step
+(the final step runs through nas.main in nas_hand_test.py, on an npz, and in
+process in nas_final_test.py)."""
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ def test_smoke_flagfile_end_to_end(tmp_path):
             "nas.main",
             "--flagfile=kd_keras/configs/nas_smoke.flags",
             f"--project_dir={tmp_path}",
+            "--final_epochs=0",
         ],
         cwd=ROOT,
         env=env,
@@ -43,7 +45,6 @@ def test_smoke_flagfile_end_to_end(tmp_path):
         r["feasible"] == "True" for r in rows
     )
     assert len(os.listdir(os.path.join(project, "teacher_cache"))) == 1
-    final_rows = json.load(open(os.path.join(project, "final", "final.json")))["rows"]
-    assert final_rows[-1]["name"] == "cnn_0.25" and final_rows[-1]["final_epochs"] == 1
-    assert "Final step (full budget, int8)" in proc.stdout
+    assert not os.path.exists(os.path.join(project, "final"))  # --final_epochs=0
+    assert "Final step" not in proc.stdout
     assert "--max_params=4000" in open(os.path.join(project, "flags.txt")).read()

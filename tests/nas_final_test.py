@@ -5,22 +5,21 @@ import os
 
 import numpy as np
 import pytest
-from conftest import tiny_dataset
 from nas_helpers import (
     CLASSES,
     MAX_PARAMS,
     SHAPE,
     StubSearch,
     final_row,
+    make_tuner,
     retime_inputs,
     tiny_space,
     trial_row,
 )
 
 from kd_keras import models
-from kd_keras import train as train_lib
-from nas import candidate, oracles, pareto, report
 from nas import objective as objective_lib
+from nas import oracles, pareto, report
 from nas import space as search_space
 
 
@@ -64,16 +63,12 @@ def test_final_step_retrains_the_pareto_set_and_hand_points(tmp_path):
     from nas import final
 
     space = tiny_space(filters=(4, 8, 16, 32, 48), expansions=(1, 2))
-    search = StubSearch(
-        space,
+    search = make_tuner(
+        tmp_path,
         oracles.make_oracle("random", max_trials=3, seed=3),
-        data=tiny_dataset(64, SHAPE, CLASSES),
-        train_config=train_lib.TrainConfig(epochs=1),
-        batch_size=32,
+        StubSearch,
+        space=space,
         budget=objective_lib.Budget(max_params=MAX_PARAMS),
-        measure=candidate.MeasureConfig(num_runs=5, warmup=1),
-        directory=str(tmp_path),
-        project_name="p",
     )
     search.search(verbose=0)
     rows = report.write_outputs(search)["rows"]

@@ -9,14 +9,13 @@ import types
 
 import numpy as np
 import pytest
-from conftest import tiny_dataset
-from nas_helpers import CLASSES, MAX_PARAMS, ROOT, SHAPE, StubSearch, tiny_space
+from nas_helpers import CLASSES, MAX_PARAMS, ROOT, SHAPE, StubSearch, make_tuner, tiny_space
 
 from export import convert as convert_lib
 from kd_keras import models
 from kd_keras import train as train_lib
 from kd_keras.keras_compat import keras
-from nas import candidate, final, hand, oracles, report
+from nas import final, hand, oracles, report
 from nas import objective as objective_lib
 from nas import space as search_space
 
@@ -67,16 +66,12 @@ def test_registry_and_own_hand_students_retrained_and_over_budget_ones_left_out(
     builder = write_builders(str(tmp_path / "mods"))
     monkeypatch.syspath_prepend(str(tmp_path / "mods"))
     stub_export(monkeypatch)
-    search = StubSearch(
-        tiny_space(filters=(4, 8, 16, 48)),
+    search = make_tuner(
+        tmp_path,
         oracles.make_oracle("random", max_trials=1, seed=3),
-        data=tiny_dataset(64, SHAPE, CLASSES),
-        train_config=train_lib.TrainConfig(epochs=1),
-        batch_size=32,
+        StubSearch,
+        space=tiny_space(filters=(4, 8, 16, 48)),
         budget=objective_lib.Budget(max_params=MAX_PARAMS),
-        measure=candidate.MeasureConfig(num_runs=5, warmup=1),
-        directory=str(tmp_path),
-        project_name="p",
     )
     search.search(verbose=0)
     rows = report.write_outputs(search)["rows"]

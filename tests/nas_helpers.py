@@ -48,7 +48,9 @@ def tiny_space(**kw):
     return search_space.StudentSpace(SHAPE, CLASSES, **args)
 
 
-def make_tuner(directory, oracle, cls=search.StudentSearch, **kw):
+def make_tuner(directory, oracle, cls=search.StudentSearch, space=None, **kw):
+    """A search of class `cls` over `space` (default :func:`tiny_space`) on
+    tiny data; `kw` replace its arguments."""
     args = dict(
         data=tiny_dataset(64, SHAPE, CLASSES),
         train_config=train_lib.TrainConfig(epochs=1),
@@ -59,7 +61,7 @@ def make_tuner(directory, oracle, cls=search.StudentSearch, **kw):
         project_name="p",
     )
     args.update(kw)
-    return cls(tiny_space(), oracle, **args)
+    return cls(space or tiny_space(), oracle, **args)
 
 
 class StubSearch(search.StudentSearch):

@@ -152,25 +152,16 @@ def scale(config, present):
     if n is None:
         return config, lines
     changes = {"data": data}
-    student_kwargs, line = scale_kwargs(
-        "student",
-        config.student,
-        config.student_kwargs,
-        config.student_train.epochs,
-        n,
-        data.batch_size,
-    )
-    changes["student_kwargs"] = student_kwargs
-    lines += [line] if line else []
-    if not config.teacher_paths():
-        teacher_kwargs, line = scale_kwargs(
-            "teacher",
-            config.teacher,
-            config.teacher_kwargs,
-            config.teacher_train.epochs,
+    roles = ("student",) if config.teacher_paths() else ("student", "teacher")
+    for role in roles:  # A teacher given by path is loaded, never built here.
+        kwargs, line = scale_kwargs(
+            role,
+            getattr(config, role),
+            getattr(config, f"{role}_kwargs"),
+            getattr(config, f"{role}_train").epochs,
             n,
             data.batch_size,
         )
-        changes["teacher_kwargs"] = teacher_kwargs
+        changes[f"{role}_kwargs"] = kwargs
         lines += [line] if line else []
     return dataclasses.replace(config, **changes), lines

@@ -127,6 +127,16 @@ def entries(items, space, build=False, layers=()):
     return out
 
 
+def _registry_args(entry):
+    """(registry name, builder arguments beside the width) of a registry
+    entry: the space's BatchNormalization momentum where the builder takes
+    one, as every searched point has it."""
+    name = entry["student"].partition(":")[0]
+    if "bn_momentum" in models.arguments(name):
+        return name, {"bn_momentum": search_space.BN_MOMENTUM}
+    return name, {}
+
+
 def build_model(entry, space):
     """The untrained model of a hand entry, for `space`'s input shape and classes.
 
@@ -138,11 +148,8 @@ def build_model(entry, space):
     shape, classes = space.input_shape, space.num_classes
     try:
         if entry["kind"] == "registry":
-            name = entry["student"].partition(":")[0]
-            kwargs = {"width": entry["width"]}
-            if "bn_momentum" in models.arguments(name):
-                kwargs["bn_momentum"] = search_space.BN_MOMENTUM
-            return models.build(name, shape, classes, **kwargs)
+            name, extra = _registry_args(entry)
+            return models.build(name, shape, classes, width=entry["width"], **extra)
         return own.build(entry["student"], shape, classes)
     except ValueError as e:
         raise ValueError(
@@ -171,10 +178,9 @@ def pipeline_flags(entry):
     if entry.get("source") != "hand" or kind not in ("registry", "own"):
         return None
     if kind == "registry":
-        name, _, width = entry["student"].partition(":")
-        args = f"width={width}"
-        if "bn_momentum" in models.arguments(name):
-            args += f",bn_momentum={search_space.BN_MOMENTUM}"
+        name, extra = _registry_args(entry)
+        args = f"width={entry['student'].partition(':')[2]}"
+        args += "".join(f",{key}={value}" for key, value in extra.items())
         return f"--student={name} --student_args={args}"
     return f"--student={entry['student']}"
 

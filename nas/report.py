@@ -451,15 +451,12 @@ def _choice_lines(result):
     if best is None:
         lines.append("Best: none (no retrained student is within the budget).")
     else:
+        flags = hand_lib.pipeline_flags(best)
         lines.append(
             f"Best: {best['name']} ({hand_lib.describe(best)}), the most accurate on the "
             f"validation split within the budget (val acc {best['val_accuracy']:.4f}; test "
             "figures are reported, never used to choose)."
-            + (
-                f" The pipeline trains it with {hand_lib.pipeline_flags(best)}."
-                if hand_lib.pipeline_flags(best)
-                else ""
-            )
+            + (f" The pipeline trains it with {flags}." if flags else "")
         )
     if result.get("left_out"):
         lines.append(

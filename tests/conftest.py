@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kd_keras import data as data_lib  # noqa: E402
 from kd_keras import train as train_lib  # noqa: E402
 from kd_keras.app import pipeline, variants  # noqa: E402
+from kd_keras.train import cached  # noqa: E402
 
 # Fixtures of the search tests (the `searched` search), shared by several files.
 pytest_plugins = ("nas_helpers",)
@@ -93,6 +94,14 @@ def write_image_folder(
             with open(os.path.join(directory, name, f"{j:02d}.png"), "wb") as f:
                 f.write(png)
     return directory
+
+
+def trivial_fit(monkeypatch):
+    """Replaces the run cache's training by a fit that changes no weight:
+    for tests of what is cached, keyed, reported or exported, not learned."""
+    monkeypatch.setattr(
+        cached, "fit", lambda *a, **k: {"history": {}, "train_time_s": 0.0, "initial_epoch": 0}
+    )
 
 
 def tiny_pipeline_config(workdir, batch_size=16, dataset="fashion_mnist", **overrides):

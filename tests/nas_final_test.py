@@ -249,12 +249,9 @@ def test_final_entries_mark_same_cost_copies_of_hand_points():
     }
 
 
-def test_final_challengers_are_students_whose_covers_count():
-    """A hand point's challenger is the most accurate trial within its cost
-    that is no same-cost copy of a hand point, even when a copy scored
-    higher: only the former's cover counts as found."""
-    from nas import final
-
+def _trials_around_cnn_half():
+    """(space, trials, the deeper hand point): hand point cnn:0.5, a same-cost
+    copy of it scoring higher, and two deeper, cheaper students."""
     space = search_space.StudentSpace((28, 28, 1), 10, filters=(4, 8, 12, 16, 32))
     hand = search_space.hand_point("cnn", 0.5)
     deeper = search_space.hand_point("cnn", 0.25, stages=4)
@@ -264,6 +261,16 @@ def test_final_challengers_are_students_whose_covers_count():
         trial_row("34", dict(deeper, stage4_filters=12, head_units=32), 0.856, 11600, 10.6),
         trial_row("42", dict(deeper, stage3_filters=12), 0.850, 9384, 10.5),
     ]
+    return space, rows, deeper
+
+
+def test_final_challengers_are_students_whose_covers_count():
+    """A hand point's challenger is the most accurate trial within its cost
+    that is no same-cost copy of a hand point, even when a copy scored
+    higher: only the former's cover counts as found."""
+    from nas import final
+
+    space, rows, _ = _trials_around_cnn_half()
     got = final.entries(rows, top=1, hand=["cnn:0.5"], hypermodel=space)
     assert [e["name"] for e in got if e["source"] == "search"] == ["trial_34"]
     # Copies are still retrained when the spread along the fronts takes them.
@@ -356,16 +363,8 @@ def test_final_choice_reads_validation_and_costs_never_test_figures():
     give the same choice as rows without them."""
     from nas import final
 
-    space = search_space.StudentSpace((28, 28, 1), 10, filters=(4, 8, 12, 16, 32))
-    hand = search_space.hand_point("cnn", 0.5)
-    deeper = search_space.hand_point("cnn", 0.25, stages=4)
-    rows = [
-        trial_row("01", hand, 0.850, 12120, 11.1),
-        trial_row("14", dict(hand, dropout=0.1), 0.860, 12120, 11.0),
-        trial_row("34", dict(deeper, stage4_filters=12, head_units=32), 0.856, 11600, 10.6),
-        trial_row("42", dict(deeper, stage3_filters=12), 0.850, 9384, 10.5),
-        trial_row("50", dict(deeper, stage3_filters=16), 0.840, 9900, 10.8),
-    ]
+    space, rows, deeper = _trials_around_cnn_half()
+    rows.append(trial_row("50", dict(deeper, stage3_filters=16), 0.840, 9900, 10.8))
     clean = final.entries(rows, top=2, hand=["cnn:0.5"], hypermodel=space)
     garbage = [
         _TestSealedRow(r, test_accuracy=1.0 - r["val_accuracy"], int8_test_accuracy=float("nan"))

@@ -9,13 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_pipeline_config
+from conftest import tiny_pipeline_config, trivial_fit
 
 from export import measure as measure_lib
 from kd_keras import data as data_lib
 from kd_keras.app import pipeline, variants
 from kd_keras.data import npz
-from kd_keras.train import cached
 
 SHAPE = (49, 10, 1)  # MFCC frames of keyword spotting.
 CLASSES = 4
@@ -43,12 +42,6 @@ def write_npz(path, n_train=48, n_test=16, dtype=np.float32, shape=SHAPE, val=0,
     arrays = {k: v for k, v in arrays.items() if v is not None}
     np.savez(path, **arrays)
     return str(path)
-
-
-def _trivial_fit(monkeypatch):
-    monkeypatch.setattr(
-        cached, "fit", lambda *a, **k: {"history": {}, "train_time_s": 0.0, "initial_epoch": 0}
-    )
 
 
 def test_the_placeholder_has_the_shape_dtype_and_classes_of_the_file(tmp_path):
@@ -83,7 +76,7 @@ def test_an_npz_runs_through_the_pipeline_and_its_int8_export_calibrates_on_it(
     """A float32 npz whose values lie far outside [0, 1]: the int8 file agrees
     with the Keras student on the test split only if calibration, like
     training and accuracy, saw the inputs as given (not divided by 255)."""
-    _trivial_fit(monkeypatch)
+    trivial_fit(monkeypatch)
     path = write_npz(tmp_path / "kws.npz")
     config = tiny_pipeline_config(
         str(tmp_path / "work"),

@@ -5,12 +5,11 @@ run cache by the file's digest or the builder's name, arguments and source."""
 
 import numpy as np
 import pytest
-from conftest import tiny_dataset, tiny_pipeline_config
+from conftest import tiny_dataset, tiny_pipeline_config, trivial_fit
 
 from kd_keras.app import pipeline, variants
 from kd_keras.keras_compat import keras, keras3
 from kd_keras.models import own
-from kd_keras.train import cached
 
 BUILDER_MODULE = """
 from kd_keras.keras_compat import keras
@@ -22,12 +21,6 @@ def tiny(input_shape, num_classes, width=4):
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
 """
-
-
-def _trivial_fit(monkeypatch):
-    monkeypatch.setattr(
-        cached, "fit", lambda *a, **k: {"history": {}, "train_time_s": 0.0, "initial_epoch": 0}
-    )
 
 
 def _saved(path, classes=10, softmax=True, seed=0):
@@ -50,7 +43,7 @@ def _student_rows(results):
 def test_a_saved_student_trains_its_architecture_from_scratch_or_its_weights(
     tmp_path, monkeypatch, init
 ):
-    _trivial_fit(monkeypatch)  # Weights stay as built: what the student started from.
+    trivial_fit(monkeypatch)  # Weights stay as built: what the student started from.
     path = str(tmp_path / "student.keras")
     saved = _saved(path)
     config = tiny_pipeline_config(
@@ -74,7 +67,7 @@ def test_a_saved_student_trains_its_architecture_from_scratch_or_its_weights(
 
 
 def test_another_file_at_the_same_path_retrains(tmp_path, monkeypatch):
-    _trivial_fit(monkeypatch)
+    trivial_fit(monkeypatch)
     path = str(tmp_path / "student.h5")
     _saved(path, seed=0)
     config = tiny_pipeline_config(
@@ -90,7 +83,7 @@ def test_another_file_at_the_same_path_retrains(tmp_path, monkeypatch):
 
 
 def test_a_builder_is_imported_and_called_with_the_student_args(tmp_path, monkeypatch):
-    _trivial_fit(monkeypatch)
+    trivial_fit(monkeypatch)
     (tmp_path / "my_students.py").write_text(BUILDER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     config = tiny_pipeline_config(

@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from conftest import tiny_dataset, tiny_pipeline_config
+from conftest import tiny_dataset, tiny_pipeline_config, trivial_fit
 
 from kd_keras import data as data_lib
 from kd_keras import models, runs
@@ -121,11 +121,7 @@ def test_other_images_with_the_same_counts_retrain_every_run(tmp_path, monkeypat
     """A run's key holds the data's content digest: another validation split
     (same counts), a changed folder or limit retrains the teacher and every
     student instead of reusing runs trained on other images."""
-    from kd_keras.train import cached
-
-    monkeypatch.setattr(
-        cached, "fit", lambda *a, **k: {"history": {}, "train_time_s": 0.0, "initial_epoch": 0}
-    )
+    trivial_fit(monkeypatch)
     data = tiny_dataset(n=32)
     workdir = str(tmp_path / "work")
     config = tiny_pipeline_config(workdir, kd_mode="both")
@@ -202,11 +198,7 @@ def test_every_row_carries_its_validation_accuracy_and_old_runs_get_it_on_reuse(
 
     import numpy as np
 
-    from kd_keras.train import cached
-
-    monkeypatch.setattr(
-        cached, "fit", lambda *a, **k: {"history": {}, "train_time_s": 0.0, "initial_epoch": 0}
-    )
+    trivial_fit(monkeypatch)
     data = tiny_dataset(n=32)
     workdir = str(tmp_path / "work")
     config = tiny_pipeline_config(workdir, kd_mode="both")

@@ -114,6 +114,12 @@ _CLUSTER_INIT = flags.DEFINE_enum(
 _COMPRESS_EPOCHS = flags.DEFINE_integer(
     "compress_epochs", 2, "Fine-tuning epochs per compression stage.", lower_bound=1
 )
+_COMPRESS_LR_SCALE = flags.DEFINE_float(
+    "compress_lr_scale",
+    0.1,
+    "Peak learning rate of a compression stage's fine-tuning, as a share of --student_lr, "
+    "in (0, 1] (cosine decay, no warm-up).",
+)
 _COMPRESS_MODE = flags.DEFINE_enum(
     "compress_mode",
     "finetune",
@@ -213,6 +219,11 @@ flags.register_validator(
     "techniques",
     lambda v: all(t in compression.TECHNIQUES for t in v),
     message=f"--techniques items must be in {list(compression.TECHNIQUES)}.",
+)
+flags.register_validator(
+    "compress_lr_scale",
+    lambda v: 0 < v <= 1,
+    message="--compress_lr_scale must lie in (0, 1].",
 )
 flags.register_validator(
     "study_techniques",
@@ -398,6 +409,7 @@ def given_pipeline_config():
             _COMPRESS_EPOCHS.value,
             _COMPRESS_MODE.value,
             _COMPRESS_TEACHER.value,
+            _COMPRESS_LR_SCALE.value,
         ),
         export=variants.ExportSettings(
             EXPORT.export_formats.value,

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import shutil
+import types
 
 import pytest
 from conftest import tiny_dataset, tiny_pipeline_config, trivial_fit
@@ -227,3 +228,19 @@ def test_every_row_carries_its_validation_accuracy_and_old_runs_get_it_on_reuse(
     assert [r["val_accuracy"] for r in rows] == [None, None]
     table = open(os.path.join(str(tmp_path / "no_val"), "results.md")).read()
     assert table.splitlines()[4].split(" | ")[3] == "–"
+
+
+def test_a_stage_fine_tunes_at_its_share_of_the_students_learning_rate():
+    run = train_lib.TrainConfig(epochs=30, learning_rate=3e-3, warmup_epochs=2)
+    for scale, lr in ((None, 3e-4), (1.0, 3e-3), (0.5, 1.5e-3)):
+        settings = variants.CompressSettings(
+            epochs=4, **({} if scale is None else {"lr_scale": scale})
+        )
+        stage = variants.stage_config(types.SimpleNamespace(compress=settings), run)
+        assert (stage.epochs, stage.warmup_epochs) == (4, 0)
+        assert stage.learning_rate == pytest.approx(lr)
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(
+            ValueError, match=f"compress_lr_scale must lie in \\(0, 1\\], got {bad}"
+        ):
+            variants.CompressSettings(lr_scale=bad)

@@ -104,12 +104,14 @@ class CompressSettings:
         the compressed one from scratch.
       teacher: one of COMPRESS_TEACHERS: what a KD variant distils from while
         compressing, the teacher or the uncompressed student.
+      lr_scale: a stage's peak learning rate as a share of the student's.
     """
 
     config: object = None
     epochs: int = 2
     mode: str = "finetune"
     teacher: str = "teacher"
+    lr_scale: float = 0.1
 
     def __post_init__(self):
         if self.mode not in COMPRESS_MODES:
@@ -120,6 +122,8 @@ class CompressSettings:
             )
         if self.epochs < 1:
             raise ValueError(f"compress_epochs must be >= 1, got {self.epochs}.")
+        if not 0 < self.lr_scale <= 1:
+            raise ValueError(f"compress_lr_scale must lie in (0, 1], got {self.lr_scale}.")
         if self.config is None:
             object.__setattr__(self, "config", compression.CompressionConfig())
 
@@ -282,13 +286,14 @@ def _train_run(ctx, variant, part, spec, build_fn, run, train_cfg, callbacks):
 
 
 def stage_config(ctx, train_cfg):
-    """How a compression stage fine-tunes: `ctx.compress.epochs` epochs at a
-    tenth of the run's learning rate, without warm-up."""
+    """How a compression stage fine-tunes: `ctx.compress.epochs` epochs at
+    `ctx.compress.lr_scale` of the run's learning rate (a tenth by default),
+    without warm-up."""
     return dataclasses.replace(
         train_cfg,
         epochs=ctx.compress.epochs,
         warmup_epochs=0,
-        learning_rate=train_cfg.learning_rate / 10,
+        learning_rate=train_cfg.learning_rate * ctx.compress.lr_scale,
     )
 
 
@@ -358,6 +363,8 @@ def train(ctx: Context, variant: Variant):
             "compress_teacher": ctx.compress.teacher if variant.kd else None,
             "lr": ctx.student_train.learning_rate,
         }
+        if ctx.compress.lr_scale != CompressSettings.lr_scale:  # Default keys unchanged.
+            stage_spec["lr_scale"] = ctx.compress.lr_scale
         stage_cfg = stage_config(ctx, train_cfg)
         stage_teacher = teacher
         if variant.kd and ctx.compress.teacher == "student":

@@ -10,7 +10,9 @@ shapes, not the weights' values), slimmed by `kd_keras.compression.slim` at
 each fraction (L1 ranking), converted to int8 (calibrated on random images)
 and measured with TensorFlow Lite Micro; then all files are timed in one
 timing process, interleaved, so the ratios share one clock (the machine may
-be busy; ratios between rows hold better than absolute figures). A last row
+be busy; ratios between rows hold better than absolute figures), once with
+LiteRT's XNNPack delegate and once with its built-in kernels alone
+(`--noxnnpack` in the pipeline and the exporter). A last row
 per student times the model cut after its first convolution (with its
 BatchNormalization and activation): the share of the latency that removing
 channels cannot touch when that convolution reads the input's few channels.
@@ -99,25 +101,34 @@ def main(argv):
             rows.append(dict(row, label=label))
             print(f"converted {row['file']}: {row['int8_bytes']:,} bytes", flush=True)
         groups.append((spec, rows))
-    timed = measure_lib.latency_together(files, num_runs=_RUNS.value, warmup=_RUNS.value // 10)
+    timed = {
+        xnnpack: measure_lib.latency_together(
+            files, num_runs=_RUNS.value, warmup=_RUNS.value // 10, xnnpack=xnnpack
+        )
+        for xnnpack in (True, False)
+    }
     print(f"\nInput {'x'.join(map(str, shape))}, {_CLASSES.value} classes; int8, 1 thread.\n")
     print(
         "| student | file | params | MACs kept | int8 bytes | TFLM arena bytes "
-        "| latency µs (median) | latency vs unslimmed |"
+        "| XNNPack µs | vs unslimmed | built-in kernels µs | vs unslimmed |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for spec, rows in groups:
         base = rows[0]
-        base_latency = timed[base["file"]]["latency_us_median"]
         for row in rows:
-            latency = timed[row["file"]]["latency_us_median"]
             arena = "does not run" if row["arena_bytes"] is None else f"{row['arena_bytes']:,}"
             if row["label"] == "first conv only":
                 arena = "(float output)"  # Its float32 output map fills the arena.
+            cells = []
+            for xnnpack in (True, False):
+                latency = timed[xnnpack][row["file"]]["latency_us_median"]
+                ratio = latency / timed[xnnpack][base["file"]]["latency_us_median"]
+                cells.append(f"{latency:,.1f} | {ratio:.2f}")
             print(
                 f"| {spec} | {row['label']} | {row['params']:,} | "
                 f"{row['macs'] / base['macs']:.1%} | {row['int8_bytes']:,} | {arena} | "
-                f"{latency:,.1f} | {latency / base_latency:.2f} |"
+                + " | ".join(cells)
+                + " |"
             )
 
 

@@ -244,3 +244,41 @@ def test_a_stage_fine_tunes_at_its_share_of_the_students_learning_rate():
             ValueError, match=f"compress_lr_scale must lie in \\(0, 1\\], got {bad}"
         ):
             variants.CompressSettings(lr_scale=bad)
+
+
+def test_the_export_flags_reach_every_export_and_the_joint_timing(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_export(model, out_dir, formats, **kwargs):
+        calls.append(("export", kwargs))
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, "student.int8.tflite")
+        open(path, "wb").close()
+        return [{"format": "int8", "path": path, "threads": 1, "latency_us_median": 1.0}]
+
+    def fake_together(files, example=None, **kwargs):
+        calls.append(("together", kwargs))
+        return {key: {"latency_us_median": 2.0} for key in files}
+
+    monkeypatch.setattr(variants.export, "export_model", fake_export)
+    monkeypatch.setattr(variants.export_measure, "latency_together", fake_together)
+    data = tiny_dataset(n=16)
+    model = models.build("cnn", (28, 28, 1), 10, width=0.25)
+    settings = variants.ExportSettings(
+        formats=("int8",), latency_warmup=3, xnnpack=False, int8_io=True
+    )
+    ctx = types.SimpleNamespace(export=settings, data=data)
+    rows = [
+        variants.measure_variant(ctx, model, (), str(tmp_path / f"run{i}"), data) for i in (0, 1)
+    ]
+    variants.time_together(rows, ctx)
+    exports = [k for what, k in calls if what == "export"]
+    assert len(exports) == 2
+    assert all((k["warmup"], k["xnnpack"], k["int8_io"]) == (3, False, True) for k in exports)
+    [joint] = [k for what, k in calls if what == "together"]
+    assert (joint["warmup"], joint["xnnpack"]) == (3, False)
+    # The settings key the cached measurement: the default-XNNPack figures are not reused.
+    default = types.SimpleNamespace(export=variants.ExportSettings(formats=("int8",)), data=data)
+    variants.measure_variant(default, model, (), str(tmp_path / "run0"), data)
+    assert [what for what, _ in calls].count("export") == 3
+    assert calls[-1][1]["xnnpack"] is True

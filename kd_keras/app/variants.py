@@ -137,6 +137,9 @@ class ExportSettings:
     threads: tuple = (1,)
     latency_runs: int = 200
     num_calibration: int = 200
+    latency_warmup: int = 10
+    xnnpack: bool = True
+    int8_io: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "formats", tuple(self.formats))
@@ -439,6 +442,13 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None, unsli
         "threads": list(ctx.export.threads),
         "latency_runs": ctx.export.latency_runs,
         "num_calibration": ctx.export.num_calibration,
+        # The settings added later enter the key only when not their default,
+        # so measurements cached before them stay valid.
+        **{
+            k: getattr(ctx.export, k)
+            for k in ("latency_warmup", "xnnpack", "int8_io")
+            if getattr(ctx.export, k) != getattr(ExportSettings, k)
+        },
         "weights": runs.weights_digest(model),
         "data": {
             "dataset": ctx.data.name,
@@ -473,6 +483,9 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None, unsli
                 threads=ctx.export.threads,
                 latency_runs=ctx.export.latency_runs,
                 name="student",
+                warmup=ctx.export.latency_warmup,
+                xnnpack=ctx.export.xnnpack,
+                int8_io=ctx.export.int8_io,
             )
         except export.ExportError as e:
             console.progress(f"export of {os.path.basename(run_dir)} failed: {e}")
@@ -517,7 +530,9 @@ def time_together(rows, ctx):
                 {key: e["path"] for key, e in entries.items()},
                 example,
                 num_runs=ctx.export.latency_runs,
+                warmup=ctx.export.latency_warmup,
                 threads=threads,
+                xnnpack=ctx.export.xnnpack,
             )
         except export.ExportError as err:
             console.progress(f"joint timing failed; each file keeps its own timing: {err}")

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "kd_keras", "configs", "*.flags")))
 # Recipes for the user's own data and teacher (placeholders in the file, given
 # on the command line): tests/rgb_folder_test.py checks them on data it makes.
-USER_CONFIGS = ("rgb_folder.flags",)
+USER_CONFIGS = ("rgb_folder.flags", "rgb_folder_slim.flags")
 MAIN_CONFIGS = [
     c
     for c in CONFIGS

@@ -15,6 +15,7 @@ from kd_keras.data import folders
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GENERATOR = os.path.join(ROOT, "bench", "make_rgb_folder.py")
 CONFIG = os.path.join(ROOT, "kd_keras", "configs", "rgb_folder.flags")
+SLIM_CONFIG = os.path.join(ROOT, "kd_keras", "configs", "rgb_folder_slim.flags")
 CLASSES = ("blob checker circle cross dots ring square star stripes triangle").split()
 
 
@@ -71,7 +72,8 @@ flags.FLAGS(["check", *sys.argv[1:], "--workdir=/nonexistent/never_written"])
 cfg, lines = kd_flags.resolved_pipeline_config()
 pipeline.validate(cfg)
 student = models.build(cfg.student, (32, 32, 3), 10, **cfg.student_kwargs)
-print("OK", cfg.teacher_input_range, cfg.student, student.count_params())
+print("OK", cfg.teacher_input_range, cfg.student, student.count_params(),
+      "+".join(cfg.techniques) or "none", cfg.export.xnnpack, cfg.compress.lr_scale)
 print("\n".join(lines))
 """
 
@@ -85,22 +87,26 @@ def test_the_rgb_folder_recipe_parses_and_validates_on_such_a_folder(tmp_path):
         [sys.executable, "-c", KERAS3_TEACHER, teacher], env=env, capture_output=True, timeout=120
     )
     assert made.returncode == 0, made.stderr[-2000:]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CHECK,
-            f"--flagfile={CONFIG}",
-            f"--dataset={data_lib.FOLDER_PREFIX}{tmp_path / 'folder'}",
-            f"--teacher={teacher}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ok = proc.stdout.split("OK ")[1].split()
-    assert ok[0] == "0,255"
-    assert int(ok[2]) <= 100_000  # A standard student of at most 100k parameters.
+    for config, techniques in ((CONFIG, "none"), (SLIM_CONFIG, "slim")):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CHECK,
+                f"--flagfile={config}",
+                f"--dataset={data_lib.FOLDER_PREFIX}{tmp_path / 'folder'}",
+                f"--teacher={teacher}",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        ok = proc.stdout.split("OK ")[1].split()
+        assert ok[0] == "0,255"
+        assert int(ok[2]) <= 100_000  # A standard student of at most 100k parameters.
+        assert ok[3] == techniques
+    # The slim recipe times with the built-in kernels and fine-tunes at the full rate.
+    assert ok[4:6] == ["False", "1.0"]

@@ -302,12 +302,15 @@ def stage_config(ctx, train_cfg):
 
 def wrapped_layers(variant, data, chain, cfg):
     """{technique: names of the layers it wraps} for pruning and clustering in
-    `chain`, read from a fresh student (layer names before any wrapping)."""
+    `chain`, read from a fresh student (layer names before any wrapping); no
+    student is built for a chain without them."""
+    techniques = [t for t in ("prune", "cluster") if t in chain]
+    if not techniques:
+        return {}
     fresh = build_student(variant, data)
     return {
         t: compression.select_layers(fresh, t, cfg.skip_layers, cfg.include_layers)
-        for t in ("prune", "cluster")
-        if t in chain
+        for t in techniques
     }
 
 

@@ -21,6 +21,7 @@ from absl import app, flags, logging
 
 from kd_keras import console, distribute, flag_groups, runs
 from kd_keras import data as data_lib
+from kd_keras.app import recipe
 from kd_keras.distill import teachers as teachers_lib
 from nas import candidate, final, oracles, search, teacher
 from nas import flags as nas_flags
@@ -77,8 +78,9 @@ def _teacher_path():
     return (paths[0], "teacher") if paths else (None, None)
 
 
-def _teacher_fn(data, project, verbose):
-    """A zero-argument callable giving the teacher, or None without KD."""
+def _teacher_fn(data, project, verbose, batch):
+    """A zero-argument callable giving the teacher, or None without KD (a
+    registry teacher is trained once, with batches of `batch`)."""
     f = nas_flags
     if not f.DISTILL.value:
         return None
@@ -101,7 +103,7 @@ def _teacher_fn(data, project, verbose):
     config = flag_groups.train_config(f.TEACHER, "teacher", seed=0)
     kwargs = flag_groups.parse_kwargs(f.TEACHER.teacher_args.value, "teacher_args")
     augment = flag_groups.augment_config(f.TEACHER.teacher_augment)
-    name, batch = f.TEACHER.teacher.value, f.DATA.batch_size.value
+    name = f.TEACHER.teacher.value
 
     def make():
         model, result = teacher.train_or_load_teacher(
@@ -137,11 +139,22 @@ def _start_points(space):
         raise ValueError(f"--start_points={','.join(items)}: {e}") from None
 
 
+def data_config():
+    """(the DataConfig the flags describe, with --val_size and --batch_size
+    scaled to the data when not set, as the pipeline scales them
+    (``kd_keras.app.recipe.scale_data``); one line per default changed)."""
+    config = flag_groups.data_config(nas_flags.DATA)
+    present = {name for name in ("val_size", "batch_size") if FLAGS[name].present}
+    scaled, lines, _ = recipe.scale_data(config, present, recipe.training_pool(config))
+    return scaled, lines
+
+
 def configure():
     """Everything the flags describe that can be checked without data.
 
     Returns:
-      dict of train_config, augment, budget, measure, oracle, kd.
+      dict of train_config, augment, budget, measure, oracle, kd, data (the
+      DataConfig) and data_lines (the defaults scaled to the data, said).
 
     Raises:
       ValueError: naming the flag, the value and what is allowed.
@@ -172,7 +185,8 @@ def configure():
     flag_groups.train_config(f.TEACHER, "teacher")
     flag_groups.model_kwargs(f.TEACHER.teacher_args.value, "teacher_args", f.TEACHER.teacher.value)
     flag_groups.augment_config(f.TEACHER.teacher_augment)
-    shapes = flag_groups.data_config(f.DATA).placeholder()
+    out["data"], out["data_lines"] = data_config()
+    shapes = out["data"].placeholder()
     space = make_space(shapes.input_shape, shapes.num_classes)
     out["oracle"] = oracles.make_oracle(
         f.ORACLE.value,
@@ -221,17 +235,16 @@ def make_search(cfg, project, verbose=0, overwrite=False):
       kd_keras.data.DataError: the dataset cannot be loaded.
     """
     f = nas_flags
-    data_config = flag_groups.data_config(f.DATA)
-    data = data_config.load()
+    data = cfg["data"].load()
     return search.StudentSearch(
         make_space(data.input_shape, data.num_classes),
         cfg["oracle"],
         data,
         cfg["train_config"],
-        batch_size=data_config.batch_size,
+        batch_size=cfg["data"].batch_size,
         augment=cfg["augment"],
         budget=cfg["budget"],
-        teacher=_teacher_fn(data, project, verbose),
+        teacher=_teacher_fn(data, project, verbose, cfg["data"].batch_size),
         kd=cfg["kd"],
         measure=cfg["measure"],
         directory=f.PROJECT_DIR.value,
@@ -271,6 +284,8 @@ def main(argv):
         sys.exit(f"Invalid configuration: {e}")
     with console.exit_on_full_disk(RESUMES):  # The final step says its own resume text.
         console.setup(project, verbose=f.CONSOLE.show_logs.value)
+        for line in cfg["data_lines"]:
+            console.progress(line)
 
         try:
             tuner = make_search(cfg, project, verbose, overwrite=f.OVERWRITE.value)

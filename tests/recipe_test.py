@@ -3,6 +3,10 @@ flag set is kept, and that a folder's sizes are read from its listing."""
 
 import dataclasses
 import os
+import struct
+import subprocess
+import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -138,3 +142,69 @@ def test_teacher_view_clean_reaches_the_kd_variants_only():
     }
     with pytest.raises(ValueError, match="--teacher_view=blurry: allowed: same, clean"):
         _config("fashion_mnist", teacher_view="blurry")
+
+
+def _png(size=8):
+    """A valid grayscale PNG of `size` x `size` zeros."""
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 0, 0, 0, 0)
+    rows = b"".join(b"\x00" + bytes(size) for _ in range(size))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+PNG_28X28 = _png(28)
+
+NAS_CONFIGURE = r"""
+import sys
+from nas import main
+main.parse_flags(sys.argv)
+cfg = main.configure()
+print("DATA", cfg["data"].val_size, cfg["data"].batch_size)
+for line in cfg["data_lines"]:
+    print("LINE", line)
+"""
+
+
+@pytest.mark.slow(10)
+def test_the_search_scales_the_same_defaults_and_keeps_a_set_flag(tmp_path):
+    dataset = _folder(tmp_path / "folder", per_class=500)  # As the pipeline's test above.
+    for path in (tmp_path / "folder").glob("*/*.png"):  # The search reads one image's shape.
+        path.write_bytes(PNG_28X28)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def configure(*flags):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                NAS_CONFIGURE,
+                f"--dataset={dataset}",
+                "--nodistill",
+                f"--project_dir={tmp_path}",
+                *flags,
+            ],
+            cwd=root,
+            env=dict(os.environ, PYTHONPATH=root),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = proc.stdout.splitlines()
+        data = next(line for line in out if line.startswith("DATA ")).split()[1:]
+        return [int(x) for x in data], [line[5:] for line in out if line.startswith("LINE ")]
+
+    (val, batch), lines = configure()
+    assert (val, batch) == (160, 64)
+    assert lines[0].startswith("--val_size not set: 160") and "--batch_size not set: 64" in lines[1]
+    (val, batch), lines = configure("--batch_size=32")
+    assert (val, batch) == (160, 32) and len(lines) == 1

@@ -426,9 +426,9 @@ def test_the_search_refuses_the_wrong_range_and_says_the_teachers_accuracy(keras
         "from nas import main\n"
         "main.parse_flags(sys.argv)\n"
         "cfg = main.configure()\n"
-        "data = main.flag_groups.data_config(main.nas_flags.DATA).load()\n"
+        "data = cfg['data'].load()\n"
         "try:\n"
-        "    main._teacher_fn(data, sys.argv[0], 0)()\n"
+        "    main._teacher_fn(data, sys.argv[0], 0, cfg['data'].batch_size)()\n"
         "except ValueError as e:\n"
         "    print('REFUSED', e)\n"
     )

@@ -39,7 +39,7 @@ def test_a_runs_files_are_timed_together_and_keep_their_own_figures(tmp_path, mo
     ]
     asked = []
 
-    def together(models, example, num_runs, threads):
+    def together(models, example, num_runs, threads, **kwargs):
         asked.append((sorted(models.values()), threads))
         return {key: {"latency_us_median": 12.0, "latency_runs": 300} for key in models}
 

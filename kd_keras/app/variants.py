@@ -288,6 +288,25 @@ def _train_run(ctx, variant, part, spec, build_fn, run, train_cfg, callbacks):
     )
 
 
+def _stage_spec(ctx, variant, parent, technique, previous, compression_spec):
+    """The run spec of a compression stage. The stage fine-tunes the model the
+    previous part produced (`parent`, its result): that model's weights
+    digest keys the stage, so a retrained parent retrains it."""
+    spec = {
+        "parent": parent["weights_digest"],
+        "stage": technique,
+        "previous": list(previous),
+        "compression": compression_spec,
+        "epochs": ctx.compress.epochs,
+        "kd": variant.kd,
+        "compress_teacher": ctx.compress.teacher if variant.kd else None,
+        "lr": ctx.student_train.learning_rate,
+    }
+    if ctx.compress.lr_scale != CompressSettings.lr_scale:  # Default keys unchanged.
+        spec["lr_scale"] = ctx.compress.lr_scale
+    return spec
+
+
 def stage_config(ctx, train_cfg):
     """How a compression stage fine-tunes: `ctx.compress.epochs` epochs at
     `ctx.compress.lr_scale` of the run's learning rate (a tenth by default),
@@ -357,20 +376,7 @@ def train(ctx: Context, variant: Variant):
     for technique, previous in compression.stages(chain):
         if technique in done:
             continue
-        # The stage fine-tunes the model the previous part produced: its
-        # weights digest keys the stage, so a retrained parent retrains it.
-        stage_spec = {
-            "parent": result["weights_digest"],
-            "stage": technique,
-            "previous": list(previous),
-            "compression": cfg.spec(chain),
-            "epochs": ctx.compress.epochs,
-            "kd": variant.kd,
-            "compress_teacher": ctx.compress.teacher if variant.kd else None,
-            "lr": ctx.student_train.learning_rate,
-        }
-        if ctx.compress.lr_scale != CompressSettings.lr_scale:  # Default keys unchanged.
-            stage_spec["lr_scale"] = ctx.compress.lr_scale
+        stage_spec = _stage_spec(ctx, variant, result, technique, previous, cfg.spec(chain))
         stage_cfg = stage_config(ctx, train_cfg)
         stage_teacher = teacher
         if variant.kd and ctx.compress.teacher == "student":

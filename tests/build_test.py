@@ -436,3 +436,8 @@ def test_the_build_checks_fail_on_a_cycle_and_an_undeclared_import():
 
 if __name__ == "__main__":
     sys.stdout.write(render(expected_build()))
+
+
+def test_the_readme_is_a_user_guide_of_at_most_350_lines():
+    lines = open(os.path.join(ROOT, "README.md")).read().splitlines()
+    assert len(lines) <= 350, f"README.md has {len(lines)} lines; move detail to docs/"

@@ -319,20 +319,6 @@ def stage_config(ctx, train_cfg):
     )
 
 
-def wrapped_layers(variant, data, chain, cfg):
-    """{technique: names of the layers it wraps} for pruning and clustering in
-    `chain`, read from a fresh student (layer names before any wrapping); no
-    student is built for a chain without them."""
-    techniques = [t for t in ("prune", "cluster") if t in chain]
-    if not techniques:
-        return {}
-    fresh = build_student(variant, data)
-    return {
-        t: compression.select_layers(fresh, t, cfg.skip_layers, cfg.include_layers)
-        for t in techniques
-    }
-
-
 def train(ctx: Context, variant: Variant):
     """Trains (or loads) a variant and measures it.
 
@@ -419,25 +405,37 @@ def train(ctx: Context, variant: Variant):
         "reused": reused,
         "weights_digest": result["weights_digest"],
     }
-    row.update(measure_variant(ctx, model, chain, parts[-1], data, *_before(variant, data, cfg)))
+    before = lambda: _before(variant, data, cfg)  # noqa: E731 — built only on a cache miss.
+    row.update(measure_variant(ctx, model, chain, parts[-1], data, before))
     return model, row
 
 
 def _before(variant, data, cfg):
-    """What `measure_variant` compares the compressed student with: the layers
-    its chain wraps, and an unslimmed student when the chain slims (else None)."""
+    """What `measure_variant` compares the compressed student with, read from
+    one fresh student (layer names and shapes before any wrapping or
+    slimming): ({technique: names of the layers it wraps} for pruning and
+    clustering in the chain, the fresh student when the chain slims, else
+    None). No student is built for a chain without these techniques."""
     chain = variant.techniques
-    unslimmed = build_student(variant, data) if "slim" in chain else None
-    return wrapped_layers(variant, data, chain, cfg), unslimmed
+    if not any(t in chain for t in ("slim", "prune", "cluster")):
+        return {}, None
+    fresh = build_student(variant, data)
+    wrapped = {
+        t: compression.select_layers(fresh, t, cfg.skip_layers, cfg.include_layers)
+        for t in ("prune", "cluster")
+        if t in chain
+    }
+    return wrapped, fresh if "slim" in chain else None
 
 
-def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None, unslimmed=None):
+def measure_variant(ctx, model, chain, run_dir, data, before=None):
     """Compression figures and TFLite exports of a trained, stripped variant.
 
-    Sparsity and unique values are summarized over the layers the chain
-    wrapped (`wrapped_layers`: {'prune': names, 'cluster': names}); after
-    slimming, params, MACs and channels are compared with `unslimmed` (a
-    student of the architecture before slimming). Cached in
+    `before` (None, or a zero-argument callable, called only when the
+    figures are not cached) gives (the layers the chain wrapped: {'prune':
+    names, 'cluster': names}, an unslimmed student or None): sparsity and
+    unique values are summarized over those layers; after slimming, params,
+    MACs and channels are compared with the unslimmed student. Cached in
     ``run_dir/measure.json`` under a key holding the model's weights digest and
     every export setting; a failed export is reported in the figures
     (``export_error``) but never cached, so the next run tries again.
@@ -469,15 +467,13 @@ def measure_variant(ctx, model, chain, run_dir, data, wrapped_layers=None, unsli
     if cached is not None and cached.get("key") == key:
         return cached["figures"]
     figures = {}
-    wrapped_layers = wrapped_layers or {}
+    wrapped, unslimmed = before() if before is not None else ({}, None)
     if "slim" in chain and unslimmed is not None:
         figures["slim"] = compression.slim_report(unslimmed, model)
     if "prune" in chain:
-        figures["sparsity"] = compression.sparsity_report(model, wrapped_layers.get("prune"))
+        figures["sparsity"] = compression.sparsity_report(model, wrapped.get("prune"))
     if "cluster" in chain:
-        figures["unique_values"] = compression.unique_values_report(
-            model, wrapped_layers.get("cluster")
-        )
+        figures["unique_values"] = compression.unique_values_report(model, wrapped.get("cluster"))
     if "qat" in chain:
         figures["qat_layers"] = bool(compression.has_quantize_layers(model))
     if ctx.export.formats:

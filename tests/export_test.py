@@ -101,6 +101,29 @@ def weight_dtypes(content):
 # Conversion
 
 
+def test_the_converter_writes_what_from_keras_model_writes(model, data):
+    """keras_compat.tflite_converter skips from_keras_model's Keras SavedModel
+    and gives the same bytes, calibrated int8 and quantization-aware int8."""
+    from kd_keras import compression
+    from kd_keras.keras_compat import tf, tflite_converter
+
+    images = np.asarray(data_lib.preprocess(data.x_train[:4]), np.float32)
+
+    def calibration():
+        for image in images:
+            yield [image[None]]
+
+    qat, _ = compression.apply_stage(model, "qat", compression.CompressionConfig(), 2, 1)
+    for m in (model, qat):
+        files = []
+        for make in (tf.lite.TFLiteConverter.from_keras_model, tflite_converter):
+            converter = make(m)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = calibration
+            files.append(converter.convert())
+        assert files[0] == files[1], m.name
+
+
 @pytest.mark.parametrize(
     "quantization, filter_dtypes, weight_dtypes_",
     [

@@ -13,6 +13,7 @@ from tensorflow_model_optimization.python.core.quantization.keras import (
     quantize_wrapper,
 )
 
+from kd_keras import keras_compat
 from kd_keras.compression import cluster as cluster_lib
 from kd_keras.compression import prune as prune_lib
 from kd_keras.compression import wrappers
@@ -233,7 +234,7 @@ def int8_tflite_converts(model):
         "float_ops": [],
     }
     try:
-        converter = tf.lite.TFLiteConverter.from_keras_model(strip(model))
+        converter = keras_compat.tflite_converter(strip(model))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         flatbuffer = converter.convert()
     except Exception as e:  # noqa: BLE001  the converter raises many types

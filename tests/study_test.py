@@ -191,7 +191,7 @@ def _study(workdir, tuner_id=None, port=None):
     """The tiny smoke study with trivial training (conftest.TRIVIAL_FIT_MAIN),
     without TFLite export (latency differs between processes); with
     `tuner_id`, as that keras-tuner process of a chief/worker study. A run
-    takes about a second: long enough to kill the study between runs, and for
+    takes under a second: long enough to kill the study between runs, and for
     both workers to get runs."""
     env = dict(os.environ)
     for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
@@ -202,7 +202,7 @@ def _study(workdir, tuner_id=None, port=None):
             KERASTUNER_ORACLE_IP="127.0.0.1",
             KERASTUNER_ORACLE_PORT=str(port),
         )
-    return trivial_fit_study(workdir, "--export_formats=", env=env, fit_seconds=0.5)
+    return trivial_fit_study(workdir, "--export_formats=", env=env, fit_seconds=0.2)
 
 
 def _free_port():

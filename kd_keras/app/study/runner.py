@@ -14,6 +14,7 @@ by keras-tuner workers; the report is then built from the run cache.
 ``kd_keras.app.study.report`` turns the result into report.md and plots.
 """
 
+import copy
 import dataclasses
 import os
 import time
@@ -227,14 +228,15 @@ def _probabilities(model, data):
     return e / e.sum(-1, keepdims=True)
 
 
-def _train_all(ctx, todo, keep_probs):
-    """Rows (and kept test probabilities) of variants, trained or loaded."""
+def _train_all(study, todo, keep_probs):
+    """Rows (and kept test probabilities) of variants, trained or loaded
+    (:meth:`Runs.train`)."""
     rows, probs = [], {}
     for v in todo:
-        model, row = variants.train(ctx, v)
+        row, p = study.train(v, probabilities=keep_probs(v))
         rows.append(row)
-        if keep_probs(v):
-            probs[v.name] = _probabilities(model, ctx.data)
+        if p is not None:
+            probs[v.name] = p
     return rows, probs
 
 
@@ -316,6 +318,7 @@ class Runs:
             else []
         )
         self._extra = None
+        self._trained = {}
 
     def variants(self):
         """Every student variant, without repeats, in trial order."""
@@ -342,6 +345,27 @@ class Runs:
             self._extra = pipeline.train_teachers(extra_cfg, self.data)
         return self._extra
 
+    def needs_probabilities(self, variant):
+        """Whether the aggregation reads the variant's test probabilities:
+        the plain students of the grid (variance) and the bags' members."""
+        bags = [v for bag in self.bags.values() for v in bag]
+        return (variant.label == "none" and variant in self.grid) or variant in bags
+
+    def train(self, variant, probabilities=False):
+        """(row, test probabilities or None) of a variant, trained or loaded
+        in its context once per process and kept (not its model): the grid's
+        trials, the interim and the final aggregation share them instead of
+        loading every run's model again. With `probabilities`, the
+        probabilities are computed, loading the model if they were not."""
+        row, probs = self._trained.get(variant, (None, None))
+        if row is None or (probabilities and probs is None):
+            ctx = self.context(variant)
+            model, row = variants.train(ctx, variant)
+            if probabilities:
+                probs = _probabilities(model, ctx.data)
+            self._trained[variant] = (row, probs)
+        return copy.deepcopy(row), probs
+
     def context(self, variant):
         """The Context a variant trains in (the teacher ensemble's for 'ens-teacher')."""
         if variant.label != "ens-teacher":
@@ -367,7 +391,10 @@ class Runs:
             )
         for v in self.variants():
             out[v.name] = self._timed(
-                v.name, lambda v=v: variants.train(self.context(v), v)[1], progress, on_done
+                v.name,
+                lambda v=v: self.train(v, self.needs_probabilities(v))[0],
+                progress,
+                on_done,
             )
         return out
 
@@ -529,7 +556,7 @@ def aggregate(config, data, study, teacher_rows, seeds=None, extension=None):
         out_dir = interim_dir(p.workdir)
         os.makedirs(out_dir, exist_ok=True)
     grid = [v for v in study.grid if v.seed in config.seeds]
-    rows, probs = _train_all(study.ctx, grid, keep_probs=lambda v: v.label == "none")
+    rows, probs = _train_all(study, grid, keep_probs=lambda v: v.label == "none")
     results = {
         "dataset": p.data.dataset,
         "teacher": teacher_rows,
@@ -555,7 +582,7 @@ def aggregate(config, data, study, teacher_rows, seeds=None, extension=None):
     if study.bags and not interim:
         results["bagging"] = {}
         for budget, bag in study.bags.items():
-            bag_rows, bag_probs = _train_all(study.ctx, bag, keep_probs=lambda v: True)
+            bag_rows, bag_probs = _train_all(study, bag, keep_probs=lambda v: True)
             view = bagging_view(bag_rows, bag_probs, data, rows, config)
             results["bagging"][budget] = dict(view, budget=budget)
             members[budget] = np.stack([bag_probs[r["name"]] for r in bag_rows])
@@ -657,7 +684,7 @@ def variance_view(probs, seeds, labels):
 def teacher_ensemble_view(config, study, rows):
     """KD from [teacher, extra teacher] against KD from the teacher alone."""
     second, _, second_rows = study.extra_teacher()
-    ens_rows, _ = _train_all(study.context(study.ensemble[0]), study.ensemble, lambda v: False)
+    ens_rows, _ = _train_all(study, study.ensemble, lambda v: False)
     single = {r["name"]: r["test_accuracy"] for r in rows}
     seeds = config.seeds
     acc_single = [single[f"none-kd-s{s}"] for s in seeds]

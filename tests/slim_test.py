@@ -16,7 +16,7 @@ from export import micro
 from kd_keras import compression, distill, models
 from kd_keras import train as train_lib
 from kd_keras.app import report
-from kd_keras.app.study import runner
+from kd_keras.app.study import runner, views
 from kd_keras.keras_compat import keras, tf
 
 L = keras.layers
@@ -281,10 +281,10 @@ def test_study_techniques_slim_and_their_composition(tmp_path):
     for row in rows:
         if row["label"].startswith("slim"):
             row["slim"] = {"macs_ratio": 0.25}
-    summary = runner.summarize(rows, (0, 1))
+    summary = views.summarize(rows, (0, 1))
     assert summary["slim50"]["slim_macs_ratio"] == (0.25, 0.0)
     assert "slim_macs_ratio" not in summary["qat"]
-    pairs = [p["pair"] for p in runner.additivity_pairs(rows, (0, 1))]
+    pairs = [p["pair"] for p in views.additivity_pairs(rows, (0, 1))]
     assert ["slim50", "qat"] in pairs
 
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from kd_keras.app.study import evidence, findings, report, runner, stats
+from kd_keras.app.study import evidence, findings, report, runner, stats, views
 
 
 def _t2_cdf(t):
@@ -180,7 +180,7 @@ def test_analyze_tests_every_technique_and_holm_adjusts_across_them():
 
 def test_report_shows_the_tested_sections_and_words_from_outcomes():
     results, _ = _study()
-    results["summary"] = runner.summarize(results["runs"], tuple(results["seeds"]))
+    results["summary"] = views.summarize(results["runs"], tuple(results["seeds"]))
     results["dataset"] = "d"
     text = report.markdown(results)
     for heading in (
@@ -203,7 +203,7 @@ def test_report_shows_the_tested_sections_and_words_from_outcomes():
 
 def test_a_report_is_rendered_again_from_results_json_alone(tmp_path, capsys):
     results, _ = _study()
-    results["summary"] = runner.summarize(results["runs"], tuple(results["seeds"]))
+    results["summary"] = views.summarize(results["runs"], tuple(results["seeds"]))
     results["dataset"] = "d"
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
@@ -233,7 +233,7 @@ def test_study_config_checks_the_design():
 
 def test_the_report_of_an_extended_study_names_its_declared_and_added_seeds():
     results, gain = _study()
-    results["summary"] = runner.summarize(results["runs"], tuple(results["seeds"]))
+    results["summary"] = views.summarize(results["runs"], tuple(results["seeds"]))
     results["dataset"] = "d"
     plain = report.markdown(results)
     assert "fixed before the runs" in plain and "interim look" not in plain

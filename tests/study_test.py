@@ -14,7 +14,7 @@ from scipy import stats as sp_stats
 
 from kd_keras import data as data_lib
 from kd_keras import runs
-from kd_keras.app.study import pool, runner
+from kd_keras.app.study import pool, runner, views
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_DATA = (
@@ -52,7 +52,7 @@ def test_summary_by_hand_on_fixed_inputs():
     rows = [
         _row(label, kd, s, a) for (label, kd), accs in acc.items() for s, a in zip((0, 1, 2), accs)
     ]
-    summary = runner.summarize(rows, (0, 1, 2))
+    summary = views.summarize(rows, (0, 1, 2))
     # KD gain of 'none': d = [0.03, 0.02, 0.04] -> mean 0.03, sd 0.01.
     g = summary["none"]["kd_gain"]
     half = sp_stats.t.ppf(0.975, 2) * 0.01 / math.sqrt(3)
@@ -81,14 +81,14 @@ def test_the_main_table_shows_validation_accuracy_and_a_dash_where_a_run_has_non
         for (label, kd), values in accs.items()
         for s, a in zip((0, 1), values)
     ]
-    summary = runner.summarize(rows, (0, 1))
+    summary = views.summarize(rows, (0, 1))
     assert summary["none"]["val_accuracy"]["nokd"][0] == pytest.approx(0.82)
     assert summary["none"]["val_accuracy"]["kd"][0] == pytest.approx(0.85)
     line = report.orthogonality_table(summary).splitlines()[2]
     assert "| 82.00 ± 1.41 / 85.00 ± 1.41 |" in line
     # A run without it (no validation split, or results written before it was kept).
     del rows[0]["val_accuracy"]
-    summary = runner.summarize(rows, (0, 1))
+    summary = views.summarize(rows, (0, 1))
     assert summary["none"]["val_accuracy"]["nokd"] is None
     assert "| – / 85.00 ± 1.41 |" in report.orthogonality_table(summary).splitlines()[2]
 
@@ -102,7 +102,7 @@ def test_variance_view_by_hand():
         "none-kd-s0": onehot([0, 1, 1, 0]),
         "none-kd-s1": onehot([0, 1, 1, 0]),
     }
-    view = runner.variance_view(probs, (0, 1), labels)
+    view = views.variance_view(probs, (0, 1), labels)
     nokd, kd = view["nokd"], view["kd"]
     assert nokd["disagreement"] == pytest.approx(0.25) and kd["disagreement"] == 0.0
     assert nokd["member_accuracy"][0] == pytest.approx(0.625)
@@ -129,7 +129,7 @@ def test_report_states_the_setup_and_the_augmentation_comparison():
         _row(label, kd, s, a) for (label, kd), accs in acc.items() for s, a in zip((0, 1), accs)
     ]
     p = PipelineConfig(workdir="/tmp/x", kd=KDConfig(alpha=0.3, temperature=2.0))
-    summary = runner.summarize(rows, (0, 1))
+    summary = views.summarize(rows, (0, 1))
     results = {
         "dataset": "d",
         "seeds": [0, 1],
@@ -156,9 +156,7 @@ def test_report_states_the_setup_and_the_augmentation_comparison():
         for s in (0, 1, 2)
     ]
     steady[-1]["test_accuracy"] += 0.001  # d = [0.03, 0.03, 0.031]: well away from 0
-    results.update(
-        seeds=[0, 1, 2], techniques=["none"], summary=runner.summarize(steady, (0, 1, 2))
-    )
+    results.update(seeds=[0, 1, 2], techniques=["none"], summary=views.summarize(steady, (0, 1, 2)))
     assert "interval contains 0" not in report.markdown(results)
 
 
@@ -362,7 +360,7 @@ def test_additivity_pairs_cover_kd_and_compositions_by_hand():
         for kd in (False, True)
         for i, s in enumerate(seeds)
     ]
-    pairs = {(tuple(e["pair"]), e["kd"]): e for e in runner.additivity_pairs(rows, seeds)}
+    pairs = {(tuple(e["pair"]), e["kd"]): e for e in views.additivity_pairs(rows, seeds)}
     assert set(pairs) == {
         (("KD", "prune50"), None),
         (("KD", "qat"), None),

@@ -99,6 +99,32 @@ def test_prepares_through_tfds_from_manual_dir(tmp_path, idx_dir):
     assert (tmp_path / "tfds" / "fashion_mnist").is_dir()
 
 
+def test_a_decoded_split_is_kept_and_read_back_without_decoding(tmp_path, idx_dir, monkeypatch):
+    def load():
+        return data_lib.load_dataset(
+            "fashion_mnist",
+            data_dir=str(tmp_path / "tfds"),
+            manual_dir=idx_dir,
+            val_size=10,
+            verify_counts=False,
+        )
+
+    first = load()
+    kept = list((tmp_path / "tfds").glob(f"fashion_mnist/*/{sources.DECODED_DIR}/*.npz"))
+    assert sorted(p.name for p in kept) == ["test.npz", "train.npz"]
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(sources, "_stream_split", no_decoding)
+    again = load()
+    for split in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(again, split), getattr(first, split))
+    kept[0].write_bytes(b"torn")  # An unreadable copy is decoded again.
+    monkeypatch.undo()
+    np.testing.assert_array_equal(load().x_test, first.x_test)
+
+
 def test_one_process_at_a_time_prepares_a_data_dir(tmp_path, idx_dir, capsys):
     data_dir = str(tmp_path / "tfds")
     done = {}

@@ -421,40 +421,47 @@ def test_the_search_refuses_the_wrong_range_and_says_the_teachers_accuracy(keras
     from tests.conftest import write_image_folder
 
     folder = write_image_folder(str(tmp_path / "images"), per_class=12, size=(8, 8))
+    # Both cases in one process: absl flags are process-global, so each case
+    # starts from unparsed flags.
     script = (
-        "import sys\n"
+        "import json, sys\n"
+        "from absl import flags\n"
         "from nas import main\n"
-        "main.parse_flags(sys.argv)\n"
-        "cfg = main.configure()\n"
-        "data = cfg['data'].load()\n"
-        "try:\n"
-        "    main._teacher_fn(data, sys.argv[0], 0, cfg['data'].batch_size)()\n"
-        "except ValueError as e:\n"
-        "    print('REFUSED', e)\n"
+        "for extra in ([], ['--teacher_input_range=0,255']):\n"
+        "    flags.FLAGS.unparse_flags()\n"
+        "    main.parse_flags(sys.argv + extra)\n"
+        "    cfg = main.configure()\n"
+        "    data = cfg['data'].load()\n"
+        "    print('CASE', json.dumps(extra), flush=True)\n"
+        "    try:\n"
+        "        main._teacher_fn(data, sys.argv[0], 0, cfg['data'].batch_size)()\n"
+        "    except ValueError as e:\n"
+        "        print('REFUSED', e, flush=True)\n"
     )
-    base = [
-        sys.executable,
-        "-c",
-        script,
-        f"--project_dir={tmp_path / 'nas'}",
-        f"--dataset=dir:{folder}",
-        "--val_size=12",
-        "--stem_paddings=same",
-        f"--teacher_model={keras3_0_255[0]}",
-    ]
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    run = lambda extra: subprocess.run(  # noqa: E731
-        base + extra, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            f"--project_dir={tmp_path / 'nas'}",
+            f"--dataset=dir:{folder}",
+            "--val_size=12",
+            "--stem_paddings=same",
+            f"--teacher_model={keras3_0_255[0]}",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    proc = run([])
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (refused,) = [line for line in proc.stdout.splitlines() if line.startswith("REFUSED")]
+    without, with_range = proc.stdout.split("CASE ")[1:]
+    (refused,) = [line for line in without.splitlines() if line.startswith("REFUSED")]
     assert "expects inputs in [0, 255]; pass --teacher_input_range=0,255." in refused
     assert "on 12 validation images" in refused
-    proc = run(["--teacher_input_range=0,255"])
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "REFUSED" not in proc.stdout
-    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("Teacher (")]
+    assert "REFUSED" not in with_range
+    (line,) = [line for line in with_range.splitlines() if line.startswith("Teacher (")]
     assert "validation accuracy 1.0000 on 12 images, fed inputs rescaled to [0, 255]" in line
 
 

@@ -27,6 +27,7 @@ INPUT_RANGE = flags.DEFINE_enum(
     "images) is an error naming it.",
 )
 DATA = flag_groups.define_data_flags(allow_none=True)
+SOURCE = flag_groups.define_source_flags()
 EXPORT = flag_groups.define_export_flags()
 EVAL_BATCH = flags.DEFINE_integer(
     "eval_batch_size",

@@ -96,7 +96,7 @@ def main(argv):
         data = None
         if f.DATA.dataset.value != f.NO_DATASET:
             try:
-                config = dataclasses.replace(flag_groups.data_config(f.DATA), val_size=0)
+                config = dataclasses.replace(flag_groups.data_config(f.DATA, f.SOURCE), val_size=0)
                 data = config.load()
             except data_lib.DataError as e:
                 sys.exit(f"Cannot load the dataset: {e}")

@@ -79,6 +79,7 @@ SEED, VERBOSE = RUN.seed, RUN.verbose
 
 # -- shared groups ----------------------------------------------------------------
 DATA = flag_groups.define_data_flags()
+SOURCE = flag_groups.define_source_flags()
 STUDENT = flag_groups.define_student_flags(model=False)
 TEACHER = flag_groups.define_teacher_flags()
 TEACHER_INPUT_RANGE = flag_groups.define_teacher_input_range_flag()

@@ -143,7 +143,7 @@ def data_config():
     """(the DataConfig the flags describe, with --val_size and --batch_size
     scaled to the data when not set, as the pipeline scales them
     (``kd_keras.app.recipe.scale_data``); one line per default changed)."""
-    config = flag_groups.data_config(nas_flags.DATA)
+    config = flag_groups.data_config(nas_flags.DATA, nas_flags.SOURCE)
     present = {name for name in ("val_size", "batch_size") if FLAGS[name].present}
     scaled, lines, _ = recipe.scale_data(config, present, recipe.training_pool(config))
     return scaled, lines

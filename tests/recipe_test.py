@@ -2,6 +2,7 @@
 flag set is kept, and that a folder's sizes are read from its listing."""
 
 import dataclasses
+import json
 import os
 import struct
 import subprocess
@@ -163,48 +164,54 @@ def _png(size=8):
 
 PNG_28X28 = _png(28)
 
+# Each case (a JSON list of extra flags) parsed and configured in one process;
+# absl flags are process-global, so each starts from unparsed flags.
 NAS_CONFIGURE = r"""
-import sys
+import json, sys
+from absl import flags
 from nas import main
-main.parse_flags(sys.argv)
-cfg = main.configure()
-print("DATA", cfg["data"].val_size, cfg["data"].batch_size)
-for line in cfg["data_lines"]:
-    print("LINE", line)
+for extra in json.loads(sys.argv[1]):
+    flags.FLAGS.unparse_flags()
+    main.parse_flags([sys.argv[0]] + sys.argv[2:] + extra)
+    cfg = main.configure()
+    data = cfg["data"]
+    print("CASE", json.dumps([data.val_size, data.batch_size, data.image_size,
+                              data.test_fraction, cfg["data_lines"]]), flush=True)
 """
 
 
 @pytest.mark.slow(10)
 def test_the_search_scales_the_same_defaults_and_keeps_a_set_flag(tmp_path):
+    """nas.main scales --val_size and --batch_size as the pipeline does, keeps
+    a set flag, and takes the pipeline's source flags (--image_size,
+    --test_fraction)."""
     dataset = _folder(tmp_path / "folder", per_class=500)  # As the pipeline's test above.
     for path in (tmp_path / "folder").glob("*/*.png"):  # The search reads one image's shape.
         path.write_bytes(PNG_28X28)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-    def configure(*flags):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                NAS_CONFIGURE,
-                f"--dataset={dataset}",
-                "--nodistill",
-                f"--project_dir={tmp_path}",
-                *flags,
-            ],
-            cwd=root,
-            env=dict(os.environ, PYTHONPATH=root),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        out = proc.stdout.splitlines()
-        data = next(line for line in out if line.startswith("DATA ")).split()[1:]
-        return [int(x) for x in data], [line[5:] for line in out if line.startswith("LINE ")]
-
-    (val, batch), lines = configure()
-    assert (val, batch) == (160, 64)
+    cases = [[], ["--batch_size=32"], ["--image_size=16,16", "--test_fraction=0.5"]]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            NAS_CONFIGURE,
+            json.dumps(cases),
+            f"--dataset={dataset}",
+            "--nodistill",
+            f"--project_dir={tmp_path}",
+        ],
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=root),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = [json.loads(line[5:]) for line in proc.stdout.splitlines() if line.startswith("CASE ")]
+    (val, batch, size, fraction, lines) = out[0]
+    assert (val, batch, size, fraction) == (160, 64, None, 0.2)
     assert lines[0].startswith("--val_size not set: 160") and "--batch_size not set: 64" in lines[1]
-    (val, batch), lines = configure("--batch_size=32")
+    (val, batch, _, _, lines) = out[1]
     assert (val, batch) == (160, 32) and len(lines) == 1
+    (val, batch, size, fraction, lines) = out[2]  # Half of 2,000 images held out for test.
+    assert (val, size, fraction) == (100, [16, 16], 0.5)

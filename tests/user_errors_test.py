@@ -545,6 +545,7 @@ def test_search_and_export_errors(paths):
             base + ["--oracle=evolution", "--evolution_fitness=cover"],
             ["evolution_fitness"],
         ),
+        ("image size of zero", base + ["--image_size=0,8"], ["--image_size=0,8", "HEIGHT,WIDTH"]),
     ]
     _check(_run("nas.main", cases), cases)
     base = [f"--out_dir={paths['work']}", f"--data_dir={paths['data']}"]
@@ -568,6 +569,11 @@ def test_search_and_export_errors(paths):
             "out_dir is a file",
             [f"--model={paths['corrupt']}", f"--out_dir={paths['file']}"],
             ["--out_dir", paths["file"]],
+        ),
+        (
+            "image size not numbers",
+            base + [f"--model={paths['corrupt']}", "--image_size=big"],
+            ["--image_size=big", "HEIGHT,WIDTH"],
         ),
     ]
     _check(_run("export.main", cases), cases)

@@ -20,9 +20,9 @@ from kd_keras.keras_compat import keras
 BATCHES = 3
 
 
-def _study(workdir):
+def _study(workdir, seeds=(0, 1)):
     p = tiny_pipeline_config(workdir, batch_size=8)
-    return runner.StudyConfig(pipeline=p, techniques=("none",), seeds=(0, 1), bagging_members=0)
+    return runner.StudyConfig(pipeline=p, techniques=("none",), seeds=seeds, bagging_members=0)
 
 
 def _record(monkeypatch):
@@ -48,8 +48,8 @@ def _check_pairs(seen, study, teacher_trained):
         (plain_kind, plain), (kd_kind, kd) = students[2 * i], students[2 * i + 1]
         assert (plain_kind, kd_kind) == ("Functional", "Distiller")
         np.testing.assert_array_equal(plain, kd, err_msg=f"seed {seed}: KD saw other batches")
-    # Different seeds do see different batches (the check can fail).
-    assert not np.array_equal(students[0][1], students[2][1])
+    if len(study.seeds) > 1:  # Different seeds do see different batches (the check can fail).
+        assert not np.array_equal(students[0][1], students[2][1])
 
 
 @pytest.mark.slow(30)
@@ -63,15 +63,16 @@ def test_kd_and_no_kd_runs_of_a_seed_see_the_same_batches(tmp_path, monkeypatch)
     assert seen[0][0] == "Functional"  # The teacher trained here, first.
     _check_pairs(seen, study, teacher_trained=True)
 
-    # Again in a fresh workdir whose teacher comes from the cache.
+    # Again in a fresh workdir whose teacher comes from the cache (seed 1 alone).
     second = str(tmp_path / "second")
     os.makedirs(os.path.join(second, "runs"))
     for name in os.listdir(os.path.join(first, "runs")):
         if name.startswith("teacher"):
             shutil.copytree(os.path.join(first, "runs", name), os.path.join(second, "runs", name))
     seen.clear()
-    runner.run(_study(second))
-    _check_pairs(seen, study, teacher_trained=False)
+    again = _study(second, seeds=(1,))
+    runner.run(again)
+    _check_pairs(seen, again, teacher_trained=False)
 
 
 def test_a_teacher_cache_shorter_than_training_warns_that_pairing_stops_at_its_views(tmp_path):

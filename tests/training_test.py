@@ -100,12 +100,6 @@ def plain_in_two_processes(tmp_path_factory):
     return [_subprocess("plain", str(root / name)) for name in ("a", "b")]
 
 
-@pytest.mark.slow(20)
-def test_two_processes_train_the_same_weights(plain_in_two_processes):
-    first, second = plain_in_two_processes
-    _assert_same(first, second)
-
-
 def _kill_and_resume(mode, run_dir):
     _subprocess(mode, run_dir, kill=True)
     progress = train_lib.read_progress(run_dir)
@@ -119,9 +113,16 @@ def _kill_and_resume(mode, run_dir):
     return resumed, out
 
 
-def test_killed_and_resumed_ends_like_uninterrupted(tmp_path, plain_in_two_processes):
+@pytest.mark.slow(25)
+def test_two_processes_train_the_same_weights_and_a_killed_one_resumes_to_them(
+    tmp_path, plain_in_two_processes
+):
+    """One test for both properties, so the two uninterrupted processes (a
+    module fixture) run once, not once per test worker."""
+    first, second = plain_in_two_processes
+    _assert_same(first, second)
     resumed, _ = _kill_and_resume("plain", str(tmp_path / "killed"))
-    _assert_same(resumed, plain_in_two_processes[0])
+    _assert_same(resumed, first)
 
 
 @pytest.mark.slow(20)

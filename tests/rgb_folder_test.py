@@ -61,6 +61,9 @@ x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
 keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)).save(sys.argv[1])
 """
 
+# Each flagfile (argv[1], comma-separated) with the flags after it, one after
+# the other in one process: absl flags are process-global, so each starts
+# from unparsed flags.
 CHECK = r"""
 import sys
 from absl import flags
@@ -68,17 +71,20 @@ from kd_keras import flags as kd_flags
 from kd_keras import models
 from kd_keras.app import pipeline
 
-flags.FLAGS(["check", *sys.argv[1:], "--workdir=/nonexistent/never_written"])
-cfg, lines = kd_flags.resolved_pipeline_config()
-pipeline.validate(cfg)
-student = models.build(cfg.student, (32, 32, 3), 10, **cfg.student_kwargs)
-print("OK", cfg.teacher_input_range, cfg.student, student.count_params(),
-      "+".join(cfg.techniques) or "none", cfg.export.xnnpack, cfg.compress.lr_scale)
-print("\n".join(lines))
+for flagfile in sys.argv[1].split(","):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["check", f"--flagfile={flagfile}", *sys.argv[2:],
+                 "--workdir=/nonexistent/never_written"])
+    cfg, lines = kd_flags.resolved_pipeline_config()
+    pipeline.validate(cfg)
+    student = models.build(cfg.student, (32, 32, 3), 10, **cfg.student_kwargs)
+    print("OK", cfg.teacher_input_range, cfg.student, student.count_params(),
+          "+".join(cfg.techniques) or "none", cfg.export.xnnpack, cfg.compress.lr_scale)
+    print("\n".join(lines))
 """
 
 
-@pytest.mark.slow(30)
+@pytest.mark.slow(10)
 def test_the_rgb_folder_recipe_parses_and_validates_on_such_a_folder(tmp_path):
     _generate(tmp_path / "folder")
     teacher = str(tmp_path / "teacher.keras")
@@ -87,24 +93,26 @@ def test_the_rgb_folder_recipe_parses_and_validates_on_such_a_folder(tmp_path):
         [sys.executable, "-c", KERAS3_TEACHER, teacher], env=env, capture_output=True, timeout=120
     )
     assert made.returncode == 0, made.stderr[-2000:]
-    for config, techniques in ((CONFIG, "none"), (SLIM_CONFIG, "slim")):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                CHECK,
-                f"--flagfile={config}",
-                f"--dataset={data_lib.FOLDER_PREFIX}{tmp_path / 'folder'}",
-                f"--teacher={teacher}",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        ok = proc.stdout.split("OK ")[1].split()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHECK,
+            f"{CONFIG},{SLIM_CONFIG}",
+            f"--dataset={data_lib.FOLDER_PREFIX}{tmp_path / 'folder'}",
+            f"--teacher={teacher}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checked = proc.stdout.split("OK ")[1:]
+    assert len(checked) == 2
+    for out, techniques in zip(checked, ("none", "slim")):
+        ok = out.split()
         assert ok[0] == "0,255"
         assert int(ok[2]) <= 100_000  # A standard student of at most 100k parameters.
         assert ok[3] == techniques

@@ -75,6 +75,18 @@ def write_json(path, obj):
 
 def write_text(path, text):
     """Writes `text` (str or bytes) to `path` atomically: temporary file, then rename."""
+    _write_atomically(path, lambda f: f.write(text), binary=isinstance(text, bytes))
+
+
+def write_npz(path, arrays):
+    """Writes the {name: array} `arrays` to `path` as an uncompressed ``.npz``
+    (``numpy.savez``), atomically: temporary file, then rename."""
+    _write_atomically(path, lambda f: np.savez(f, **arrays), binary=True)
+
+
+def _write_atomically(path, write, binary):
+    """Calls `write` on a temporary file beside `path`, then renames it to
+    `path`; the temporary file is removed if anything fails."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
@@ -82,8 +94,8 @@ def write_text(path, text):
         # mkstemp creates the file private (0600); give it the permissions a
         # plain open() would have (0666 less the umask), so reports stay readable.
         os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

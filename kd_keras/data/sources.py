@@ -10,6 +10,7 @@ import socket
 
 import numpy as np
 
+from kd_keras import runs
 from kd_keras.data import folders as image_folder
 from kd_keras.data import npz, store
 from kd_keras.data.dataset import (
@@ -296,10 +297,7 @@ def as_numpy(builder, split, image_size=None):
     images = np.concatenate([c[0] for c in chunks])
     labels = np.concatenate([c[1] for c in chunks])
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, images=images, labels=labels)
-        os.replace(tmp, path)
+        runs.write_npz(path, {"images": images, "labels": labels})
     except OSError:
         pass  # A read-only dataset directory: decoded again next time.
     return images, labels

@@ -124,8 +124,5 @@ def load_or_build(cache_dir, teachers, data, augment, batch_size, seed, views):
                 return {k: f[k] for k in f.files if k != "key"}, path, True
     replay = draw_views(data, augment, batch_size, seed, views)
     replay["teacher_logits"] = teacher_logits(teachers, data, augment, batch_size, replay)
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, key=np.array(json.dumps(key, sort_keys=True)), **replay)
-    os.replace(tmp, path)
+    runs.write_npz(path, dict(replay, key=np.array(json.dumps(key, sort_keys=True))))
     return replay, path, False

@@ -228,12 +228,12 @@ def _probabilities(model, data):
     return e / e.sum(-1, keepdims=True)
 
 
-def _train_all(study, todo, keep_probs):
-    """Rows (and kept test probabilities) of variants, trained or loaded
-    (:meth:`Runs.train`)."""
+def _train_all(study, todo):
+    """Rows of variants, trained or loaded (:meth:`Runs.train`), and the test
+    probabilities of those the aggregation reads (:meth:`Runs.needs_probabilities`)."""
     rows, probs = [], {}
     for v in todo:
-        row, p = study.train(v, probabilities=keep_probs(v))
+        row, p = study.train(v, probabilities=study.needs_probabilities(v))
         rows.append(row)
         if p is not None:
             probs[v.name] = p
@@ -556,7 +556,7 @@ def aggregate(config, data, study, teacher_rows, seeds=None, extension=None):
         out_dir = interim_dir(p.workdir)
         os.makedirs(out_dir, exist_ok=True)
     grid = [v for v in study.grid if v.seed in config.seeds]
-    rows, probs = _train_all(study, grid, keep_probs=lambda v: v.label == "none")
+    rows, probs = _train_all(study, grid)
     results = {
         "dataset": p.data.dataset,
         "teacher": teacher_rows,
@@ -582,7 +582,7 @@ def aggregate(config, data, study, teacher_rows, seeds=None, extension=None):
     if study.bags and not interim:
         results["bagging"] = {}
         for budget, bag in study.bags.items():
-            bag_rows, bag_probs = _train_all(study, bag, keep_probs=lambda v: True)
+            bag_rows, bag_probs = _train_all(study, bag)
             view = views.bagging_view(bag_rows, bag_probs, data, rows, config)
             results["bagging"][budget] = dict(view, budget=budget)
             members[budget] = np.stack([bag_probs[r["name"]] for r in bag_rows])
@@ -626,7 +626,7 @@ def bagging_variants(config, budget="total"):
 def teacher_ensemble_view(config, study, rows):
     """KD from [teacher, extra teacher] against KD from the teacher alone."""
     second, _, second_rows = study.extra_teacher()
-    ens_rows, _ = _train_all(study, study.ensemble, lambda v: False)
+    ens_rows, _ = _train_all(study, study.ensemble)
     single = {r["name"]: r["test_accuracy"] for r in rows}
     seeds = config.seeds
     acc_single = [single[f"none-kd-s{s}"] for s in seeds]

@@ -96,6 +96,26 @@ def write_image_folder(
     return directory
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code, *args, env=None, timeout=300):
+    """``python -c code args...`` run from the repository root with the
+    project on PYTHONPATH, for checks that need a process of their own (absl
+    flags are process-global; a native crash kills its process): the
+    CompletedProcess, stdout and stderr captured as text. `env` (default
+    this process's environment) gets PYTHONPATH set."""
+    env = dict(os.environ if env is None else env, PYTHONPATH=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def trivial_fit(monkeypatch):
     """Replaces the run cache's training by a fit that changes no weight:
     for tests of what is cached, keyed, reported or exported, not learned."""

@@ -10,10 +10,9 @@ kills (exit code negative) without taking the test process with it.
 """
 
 import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = 4
@@ -38,16 +37,9 @@ for run in range(int(sys.argv[1])):
 
 @pytest.mark.slow(10)
 def test_odd_batches_train_without_native_crash():
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # the crash needs oneDNN on (the default)
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(RUNS)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_python(SCRIPT, str(RUNS), env=env)
     trained = proc.stdout.count("trained")
     assert proc.returncode == 0, (
         f"exit code {proc.returncode} (negative: killed by a signal) after {trained} of "

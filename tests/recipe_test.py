@@ -5,12 +5,11 @@ import dataclasses
 import json
 import os
 import struct
-import subprocess
-import sys
 import zlib
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 from kd_keras import data as data_lib
 from kd_keras import train as train_lib
@@ -188,23 +187,13 @@ def test_the_search_scales_the_same_defaults_and_keeps_a_set_flag(tmp_path):
     dataset = _folder(tmp_path / "folder", per_class=500)  # As the pipeline's test above.
     for path in (tmp_path / "folder").glob("*/*.png"):  # The search reads one image's shape.
         path.write_bytes(PNG_28X28)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cases = [[], ["--batch_size=32"], ["--image_size=16,16", "--test_fraction=0.5"]]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            NAS_CONFIGURE,
-            json.dumps(cases),
-            f"--dataset={dataset}",
-            "--nodistill",
-            f"--project_dir={tmp_path}",
-        ],
-        cwd=root,
-        env=dict(os.environ, PYTHONPATH=root),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_python(
+        NAS_CONFIGURE,
+        json.dumps(cases),
+        f"--dataset={dataset}",
+        "--nodistill",
+        f"--project_dir={tmp_path}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = [json.loads(line[5:]) for line in proc.stdout.splitlines() if line.startswith("CASE ")]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_python
 
 from kd_keras import data as data_lib
 from kd_keras.data import folders
@@ -88,25 +89,13 @@ for flagfile in sys.argv[1].split(","):
 def test_the_rgb_folder_recipe_parses_and_validates_on_such_a_folder(tmp_path):
     _generate(tmp_path / "folder")
     teacher = str(tmp_path / "teacher.keras")
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    made = subprocess.run(
-        [sys.executable, "-c", KERAS3_TEACHER, teacher], env=env, capture_output=True, timeout=120
-    )
+    made = run_python(KERAS3_TEACHER, teacher, timeout=120)
     assert made.returncode == 0, made.stderr[-2000:]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CHECK,
-            f"{CONFIG},{SLIM_CONFIG}",
-            f"--dataset={data_lib.FOLDER_PREFIX}{tmp_path / 'folder'}",
-            f"--teacher={teacher}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_python(
+        CHECK,
+        f"{CONFIG},{SLIM_CONFIG}",
+        f"--dataset={data_lib.FOLDER_PREFIX}{tmp_path / 'folder'}",
+        f"--teacher={teacher}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     checked = proc.stdout.split("OK ")[1:]

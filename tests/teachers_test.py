@@ -16,6 +16,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 from kd_keras import data as data_lib
 from kd_keras import runs
@@ -442,21 +443,13 @@ def test_the_search_refuses_the_wrong_range_and_says_the_teachers_accuracy(keras
         "    except ValueError as e:\n"
         "        print('REFUSED', e, flush=True)\n"
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            script,
-            f"--project_dir={tmp_path / 'nas'}",
-            f"--dataset=dir:{folder}",
-            "--val_size=12",
-            "--stem_paddings=same",
-            f"--teacher_model={keras3_0_255[0]}",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-        capture_output=True,
-        text=True,
+    proc = run_python(
+        script,
+        f"--project_dir={tmp_path / 'nas'}",
+        f"--dataset=dir:{folder}",
+        "--val_size=12",
+        "--stem_paddings=same",
+        f"--teacher_model={keras3_0_255[0]}",
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

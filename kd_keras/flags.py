@@ -82,6 +82,19 @@ _SLIM_TARGET_MACS = flags.DEFINE_float(
     "If set, the share of the student's MACs slim may keep, in (0, 1): slim finds the "
     "smallest fraction reaching it (instead of --slim_fraction).",
 )
+_SLIM_TARGET_BYTES = flags.DEFINE_float(
+    "slim_target_bytes",
+    None,
+    "If set, the share of the student's int8 file slim may keep, in (0, 1): slim finds the "
+    "smallest fraction reaching it, converting each candidate (instead of --slim_fraction).",
+)
+_SLIM_TARGET_LATENCY = flags.DEFINE_float(
+    "slim_target_latency",
+    None,
+    "If set, the share of the student's int8 latency slim may keep, in (0, 1): slim finds "
+    "the smallest fraction reaching it, timing each candidate with the unslimmed file "
+    "(instead of --slim_fraction).",
+)
 _SLIM_MULTIPLE = flags.DEFINE_integer(
     "slim_multiple",
     1,
@@ -305,6 +318,8 @@ def compression_config():
         slim_criterion=_SLIM_CRITERION.value,
         slim_multiple=_SLIM_MULTIPLE.value,
         slim_target_macs=_SLIM_TARGET_MACS.value,
+        slim_target_bytes=_SLIM_TARGET_BYTES.value,
+        slim_target_latency=_SLIM_TARGET_LATENCY.value,
     )
 
 

@@ -8,14 +8,14 @@ that a wrongly sliced vector changes the outputs.
 
 import numpy as np
 import pytest
-from conftest import tiny_pipeline_config
+from conftest import tiny_dataset, tiny_pipeline_config
 
 from export import convert as convert_lib
 from export import measure as measure_lib
-from export import micro
+from export import micro, slim_target
 from kd_keras import compression, distill, models
 from kd_keras import train as train_lib
-from kd_keras.app import report
+from kd_keras.app import pipeline, report, variants
 from kd_keras.app.study import runner, views
 from kd_keras.keras_compat import keras, tf
 
@@ -240,6 +240,97 @@ def test_a_macs_target_is_met_with_the_fewest_channels_removed(target):
         compression.plan_slim(model, target_macs=0.001)
 
 
+def test_a_fits_predicate_gets_the_plan_a_macs_target_gets_each_plan_measured_once():
+    model = STUDENTS["resnet8"]()
+    full = compression.macs(model)
+    seen = []
+
+    def fits(plan):
+        seen.append(tuple(g["kept"] for g in plan.groups))
+        return compression.plan_macs(model, plan) <= 0.5 * full
+
+    plan = compression.plan_to_fit(model, fits, tolerance=1e-4)
+    assert plan.kept == compression.plan_slim(model, target_macs=0.5).kept
+    assert len(seen) == len(set(seen)) >= 3
+    with pytest.raises(ValueError, match="^the budget cannot be reached on model"):
+        compression.plan_to_fit(model, lambda plan: False, what="the budget")
+
+
+def _images(model, n=8):
+    shape = tuple(model.input_shape[1:])
+    return np.random.default_rng(0).integers(0, 256, (n,) + shape, dtype=np.uint8)
+
+
+def _assert_fewest_removed(model, plan, cost, limit):
+    """`plan` meets cost <= limit, and a plan removing a little less does not."""
+    assert cost(compression.slim_model(model, plan)) <= limit
+    looser = compression.plan_slim(model, plan.fraction - 0.02)
+    assert looser.groups != plan.groups
+    assert cost(compression.slim_model(model, looser)) > limit
+
+
+def test_a_bytes_target_keeps_the_fewest_channels_under_it():
+    model = STUDENTS["ds_cnn"]()
+    images = _images(model)
+
+    def int8_bytes(m):
+        return len(convert_lib.convert(m, "int8", representative_images=images, num_calibration=8))
+
+    plan = slim_target.plan(model, compression.CompressionConfig(slim_target_bytes=0.6), images)
+    _assert_fewest_removed(model, plan, int8_bytes, 0.6 * int8_bytes(model))
+    assert slim_target.plan(model, compression.CompressionConfig(), images) is None
+
+
+def test_a_latency_target_compares_each_candidate_with_the_unslimmed_file(monkeypatch):
+    """Timed here by a stand-in (the MACs of the converted model, no noise):
+    every comparison is of one candidate with the unslimmed file, and the
+    plan is the least slimming whose ratio meets the share."""
+    model = STUDENTS["cnn"]()
+    macs_of, calls = {}, []
+    real_convert = convert_lib.convert
+
+    def convert(m, *args, **kwargs):
+        content = real_convert(m, *args, **kwargs)
+        macs_of[content] = compression.macs(m)
+        return content
+
+    def latency_together(files, example, **kwargs):
+        calls.append(sorted(files))
+        return {name: {"latency_us_median": macs_of[c]} for name, c in files.items()}
+
+    monkeypatch.setattr(slim_target.convert_lib, "convert", convert)
+    monkeypatch.setattr(slim_target.measure_lib, "latency_together", latency_together)
+    config = compression.CompressionConfig(slim_target_latency=0.5)
+    plan = slim_target.plan(model, config, _images(model))
+    assert calls and all(c == ["slimmed", "unslimmed"] for c in calls)
+    _assert_fewest_removed(model, plan, compression.macs, 0.5 * compression.macs(model))
+
+
+def test_a_pipeline_run_slims_to_an_int8_bytes_target_and_records_the_plan(tmp_path):
+    data = tiny_dataset(32, shape=(12, 12, 1))
+    config = tiny_pipeline_config(
+        str(tmp_path),
+        kd_mode="off",
+        techniques=("slim",),
+        student_kwargs={"width": 0.5},
+        compress=variants.CompressSettings(
+            config=compression.CompressionConfig(slim_target_bytes=0.5, slim_criterion="bn_gamma"),
+            epochs=1,
+        ),
+        export=variants.ExportSettings(formats=("int8",), latency_runs=5, num_calibration=8),
+    )
+    models_ = pipeline.run(config, prepared=(data, pipeline.validate(config)))["models"]
+    plain, slimmed = (
+        next(m for m in models_ if m.get("techniques") == t) for t in ("none", "slim")
+    )
+    assert slimmed["slim"]["target"] == {"slim_target_bytes": 0.5}
+    plan = slimmed["slim"]["plan"]
+    assert plan["criterion"] == "bn_gamma" and plan["ranked_by"] == {"bn_gamma": plan["groups"]}
+    assert 0 < plan["fraction"] < 1 and plan["kept"] < plan["channels"]
+    size = {m["techniques"]: m["export"][0]["file_bytes"] for m in (plain, slimmed)}
+    assert size["slim"] <= 0.5 * size["none"]
+
+
 def test_slim_report_counts_params_and_macs():
     inputs = keras.Input((8, 8, 1))
     x = L.Conv2D(4, 3, padding="same", name="conv")(inputs)
@@ -452,6 +543,11 @@ def test_shared_layer_is_refused():
         ({"slim_criterion": "l2"}, "slim_criterion must be one of ('l1', 'bn_gamma'), got 'l2'"),
         ({"slim_multiple": 0}, "slim_multiple must be an integer >= 1, got 0"),
         ({"slim_target_macs": 1.5}, "slim_target_macs must be None or a number in (0, 1)"),
+        ({"slim_target_bytes": 0}, "slim_target_bytes must be None or a number in (0, 1)"),
+        (
+            {"slim_target_macs": 0.5, "slim_target_latency": 0.6},
+            "Give at most one slim target, got slim_target_macs=0.5 and slim_target_latency=0.6",
+        ),
     ],
 )
 def test_config_rejects_bad_slim_values(kwargs, fragment):

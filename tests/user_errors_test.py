@@ -336,6 +336,11 @@ def test_pipeline_and_study_errors(paths):
         ),
         ("slim after prune", base + ["--techniques=prune,slim"], ["out of order", "slim first"]),
         (
+            "two slim targets",
+            base + ["--techniques=slim", "--slim_target_macs=0.5", "--slim_target_bytes=0.4"],
+            ["at most one slim target", "slim_target_macs=0.5", "slim_target_bytes=0.4"],
+        ),
+        (
             "skip a missing layer",
             base + ["--compress_skip_layers=no_such_layer"],
             ["no_such_layer"],

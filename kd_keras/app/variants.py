@@ -29,6 +29,7 @@ import numpy as np
 import export
 import nas
 from export import measure as export_measure
+from export import slim_target as export_slim_target
 from kd_keras import compression, console, distill, models, runs
 from kd_keras import data as data_lib
 from kd_keras import train as train_lib
@@ -344,10 +345,15 @@ def train(ctx: Context, variant: Variant):
     spec = base_spec(ctx, variant, train_cfg)
     scratch = bool(ctx.compress.mode == "scratch" and chain)
     keras.utils.set_random_seed(variant.seed)
+    slim_plan = None
     if scratch:  # The first technique wraps the fresh student for the whole base run.
         spec = dict(spec, scratch_stage=chain[0], compression=cfg.spec(chain))
+        fresh = build_student(variant, data)
+        if chain[0] == "slim":
+            slim_plan = _slim_plan(ctx, fresh, cfg, data)
+            spec.update(_slim_spec(cfg, slim_plan))
         first, callbacks = compression.apply_stage(
-            build_student(variant, data), chain[0], cfg, steps, train_cfg.epochs
+            fresh, chain[0], cfg, steps, train_cfg.epochs, slim_plan=slim_plan
         )
         build_fn = lambda: first  # noqa: E731
     else:
@@ -368,9 +374,12 @@ def train(ctx: Context, variant: Variant):
         if variant.kd and ctx.compress.teacher == "student":
             stage_teacher = keras.models.clone_model(model)
             stage_teacher.set_weights(model.get_weights())
+        if technique == "slim":
+            slim_plan = _slim_plan(ctx, model, cfg, data)
+            stage_spec.update(_slim_spec(cfg, slim_plan))
         keras.utils.set_random_seed(variant.seed)
         wrapped, stage_callbacks = compression.apply_stage(
-            model, technique, cfg, steps, ctx.compress.epochs, previous
+            model, technique, cfg, steps, ctx.compress.epochs, previous, slim_plan=slim_plan
         )
         model, stage_result = _train_run(
             ctx,
@@ -407,7 +416,44 @@ def train(ctx: Context, variant: Variant):
     }
     before = lambda: _before(variant, data, cfg)  # noqa: E731 — built only on a cache miss.
     row.update(measure_variant(ctx, model, chain, parts[-1], data, before))
+    if slim_plan is not None and "slim" in row:
+        row["slim"] = dict(row["slim"], plan=slim_plan.summary(), target=_slim_target(cfg))
     return model, row
+
+
+def _slim_target(cfg):
+    """{'slim_target_...': share} of the slim target `cfg` sets, or None."""
+    return next(
+        ({n: getattr(cfg, n)} for n in compression.SLIM_TARGETS if getattr(cfg, n) is not None),
+        None,
+    )
+
+
+def _slim_plan(ctx, model, cfg, data):
+    """The slim plan of `model`: one meeting an int8 bytes or latency target
+    (``export.slim_target``, each candidate converted and, for latency,
+    timed with the unslimmed file), else ``compression.plan_for``'s."""
+    if cfg.slim_target_bytes is None and cfg.slim_target_latency is None:
+        return compression.plan_for(model, cfg)
+    console.progress(f"slim: finding the plan that meets {_slim_target(cfg)}")
+    return export_slim_target.plan(
+        model,
+        cfg,
+        data.x_train[:256],
+        threads=ctx.export.threads[0] if ctx.export.threads else 1,
+        xnnpack=ctx.export.xnnpack,
+        progress=console.progress,
+    )
+
+
+def _slim_spec(cfg, plan):
+    """What a slim stage's spec adds: the channels each group keeps when an
+    int8 target chose them (a measured latency can choose differently on a
+    rerun; the stage is then trained for the plan it got). Nothing otherwise,
+    so the keys of fraction and MACs runs stay as they were."""
+    if cfg.slim_target_bytes is None and cfg.slim_target_latency is None:
+        return {}
+    return {"slim_kept": [g["kept"] for g in plan.groups]}
 
 
 def _before(variant, data, cfg):

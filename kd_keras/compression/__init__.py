@@ -21,13 +21,21 @@ settings, ``measure`` for the numbers that go into results.json.
 from kd_keras import keras_compat  # noqa: F401  Keras 2 must be chosen before TF-MOT loads.
 
 # isort: on
-from kd_keras.compression.chain import apply_stage, parse_chain, stages, strip, validate_chain
+from kd_keras.compression.chain import (
+    apply_stage,
+    parse_chain,
+    plan_for,
+    stages,
+    strip,
+    validate_chain,
+)
 from kd_keras.compression.cluster import CENTROID_INIT, cluster_model, strip_clustering
 from kd_keras.compression.config import (
     CLUSTER_INITS,
     PRUNING_SCHEDULES,
     PRUNING_STRUCTURES,
     SLIM_CRITERIA,
+    SLIM_TARGETS,
     TECHNIQUES,
     CompressionConfig,
 )
@@ -60,7 +68,7 @@ from kd_keras.compression.quantize import (
     standalone_batch_norms,
 )
 from kd_keras.compression.selection import default_skip_layers, select_layers
-from kd_keras.compression.slim import SlimPlan, plan_macs, plan_slim, slim_model
+from kd_keras.compression.slim import SlimPlan, plan_macs, plan_slim, plan_to_fit, slim_model
 from kd_keras.compression.wrappers import wrapper_kinds
 
 __all__ = [
@@ -70,6 +78,7 @@ __all__ = [
     "PRUNING_STRUCTURES",
     "SCHEMES",
     "SLIM_CRITERIA",
+    "SLIM_TARGETS",
     "TECHNIQUES",
     "CompressionConfig",
     "OutputQuantizeConfig",
@@ -85,7 +94,9 @@ __all__ = [
     "params",
     "parse_chain",
     "plan_macs",
+    "plan_for",
     "plan_slim",
+    "plan_to_fit",
     "prune_model",
     "prune_wrappers",
     "pruning_callbacks",

@@ -146,7 +146,31 @@ def stages(techniques):
     return [(t, chain[:i]) for i, t in enumerate(chain)]
 
 
-def apply_stage(model, technique, config, steps_per_epoch, epochs, previous=(), log_dir=None):
+def plan_for(model, config):
+    """The :class:`~kd_keras.compression.slim.SlimPlan` of `config`'s slim
+    settings for `model`: its fraction, or the smallest fraction reaching
+    ``slim_target_macs``. A target in int8 bytes or latency needs a converted
+    model, so it is met one layer up (``export.slim_target.plan``); here it
+    falls back to the fraction (enough to check the surgery)."""
+    return slim.plan_slim(
+        model,
+        config.slim_fraction,
+        config.slim_criterion,
+        config.slim_multiple,
+        config.slim_target_macs,
+    )
+
+
+def apply_stage(
+    model,
+    technique,
+    config,
+    steps_per_epoch,
+    epochs,
+    previous=(),
+    log_dir=None,
+    slim_plan=None,
+):
     """Wraps a copy of `model` for one training stage.
 
     Args:
@@ -162,6 +186,8 @@ def apply_stage(model, technique, config, steps_per_epoch, epochs, previous=(), 
       previous: techniques already applied and stripped, in order; they pick
         the sparsity-preserving clustering and the preserving QAT scheme.
       log_dir: pruning only: where ``PruningSummaries`` writes; None for none.
+      slim_plan: slim only: the plan to apply (e.g. one meeting an int8
+        target); None for :func:`plan_for`'s.
 
     Returns:
       (wrapped model, list of callbacks to pass to fit; pruning needs them,
@@ -176,14 +202,7 @@ def apply_stage(model, technique, config, steps_per_epoch, epochs, previous=(), 
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
     if technique == "slim":
-        plan = slim.plan_slim(
-            model,
-            config.slim_fraction,
-            config.slim_criterion,
-            config.slim_multiple,
-            config.slim_target_macs,
-        )
-        return slim.slim_model(model, plan), []
+        return slim.slim_model(model, slim_plan or plan_for(model, config)), []
     if technique == "prune":
         names = selection.select_layers(model, "prune", config.skip_layers, config.include_layers)
         schedule = prune_lib.schedule_for_stage(config, steps_per_epoch * epochs)

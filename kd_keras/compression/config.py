@@ -13,7 +13,16 @@ TECHNIQUES = ("slim", "prune", "cluster", "qat")
 SLIM_CRITERIA = ("l1", "bn_gamma")
 # Fields read only by the slim stage: left out of a chain's spec without slim
 # (:func:`spec`), so the cache keys of chains without slim stay as they were.
-SLIM_FIELDS = ("slim_fraction", "slim_criterion", "slim_multiple", "slim_target_macs")
+SLIM_FIELDS = (
+    "slim_fraction",
+    "slim_criterion",
+    "slim_multiple",
+    "slim_target_macs",
+    "slim_target_bytes",
+    "slim_target_latency",
+)
+# The slim targets; at most one is set.
+SLIM_TARGETS = ("slim_target_macs", "slim_target_bytes", "slim_target_latency")
 PRUNING_SCHEDULES = ("polynomial", "constant")
 PRUNING_STRUCTURES = ("unstructured", "2:4")
 CLUSTER_INITS = ("kmeans++", "linear", "density-based", "random")
@@ -88,6 +97,13 @@ class CompressionConfig:
       slim_target_macs: None, or the share of the student's MACs the slimmed
         student may keep, in (0, 1): slim then finds the smallest fraction
         reaching it and ignores `slim_fraction`.
+      slim_target_bytes: None, or the share of the unslimmed student's int8
+        file the slimmed one may take, in (0, 1) (each candidate converted;
+        ``export.slim_target``).
+      slim_target_latency: None, or the share of the unslimmed student's int8
+        latency the slimmed one may take, in (0, 1) (each candidate timed
+        with the unslimmed file in one timing process; ``export.slim_target``).
+        At most one of the three targets is set.
 
     Raises:
       ValueError: a field outside its allowed values (the message names both).
@@ -109,6 +125,8 @@ class CompressionConfig:
     slim_criterion: str = "l1"
     slim_multiple: int = 1
     slim_target_macs: float = None
+    slim_target_bytes: float = None
+    slim_target_latency: float = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # frozen dataclass
@@ -179,13 +197,13 @@ class CompressionConfig:
             )
         if not _is_int(self.slim_multiple) or self.slim_multiple < 1:
             raise ValueError(f"slim_multiple must be an integer >= 1, got {self.slim_multiple!r}.")
-        if self.slim_target_macs is not None and (
-            not _is_number(self.slim_target_macs) or not 0.0 < self.slim_target_macs < 1.0
-        ):
-            raise ValueError(
-                f"slim_target_macs must be None or a number in (0, 1), "
-                f"got {self.slim_target_macs!r}."
-            )
+        for name in SLIM_TARGETS:
+            value = getattr(self, name)
+            if value is not None and (not _is_number(value) or not 0.0 < value < 1.0):
+                raise ValueError(f"{name} must be None or a number in (0, 1), got {value!r}.")
+        targets = [f"{n}={getattr(self, n)}" for n in SLIM_TARGETS if getattr(self, n) is not None]
+        if len(targets) > 1:
+            raise ValueError(f"Give at most one slim target, got {' and '.join(targets)}.")
 
     def get_config(self):
         """A JSON-able dict; ``CompressionConfig.from_config(c.get_config()) == c``."""
@@ -201,10 +219,14 @@ class CompressionConfig:
 
     def spec(self, techniques):
         """The settings a run of chain `techniques` depends on, for its run spec:
-        :meth:`get_config` without the slim fields when the chain has no slim."""
+        :meth:`get_config` without the slim fields when the chain has no slim
+        (and without the int8 slim targets when unset)."""
         config = dataclasses.asdict(self)
         if "slim" not in techniques:
             for key in SLIM_FIELDS:
+                del config[key]
+        for key in ("slim_target_bytes", "slim_target_latency"):  # Added later: keys
+            if config.get(key, 0) is None:  # of runs without them stay as they were.
                 del config[key]
         return config
 

@@ -176,6 +176,24 @@ class SlimPlan:
         """Kept positions of the (first) input of `layer_name`."""
         return self.kept[self.inputs[layer_name][0]]
 
+    def summary(self):
+        """What a run records of the plan: criterion, fraction, multiple,
+        groups, removable channels and kept ones, and how many groups each
+        criterion ranked (``bn_gamma`` falls back to ``l1`` in a group
+        without BatchNormalization)."""
+        ranked_by = {}
+        for g in self.groups:
+            ranked_by[g["criterion"]] = ranked_by.get(g["criterion"], 0) + 1
+        return {
+            "criterion": self.criterion,
+            "fraction": round(float(self.fraction), 6),
+            "multiple": int(self.multiple),
+            "groups": len(self.groups),
+            "channels": int(sum(g["channels"] for g in self.groups)),
+            "kept": int(sum(g["kept"] for g in self.groups)),
+            "ranked_by": ranked_by,
+        }
+
 
 def _functional(model):
     """A Sequential model as a functional model of the same layers (its config
@@ -522,19 +540,84 @@ def plan_slim(model, fraction=0.5, criterion="l1", multiple=1, target_macs=None)
     if target_macs is None:
         return _choose(analysis, fraction, criterion, multiple)
     full = plan_macs(model, _choose(analysis, 0.0, criterion, multiple))
-    macs = lambda f: plan_macs(model, _choose(analysis, f, criterion, multiple))  # noqa: E731
-    low, high = 0.0, 0.9999
-    least = macs(high)
-    if least > target_macs * full:
-        raise ValueError(
+    return _bisect(
+        model,
+        analysis,
+        criterion,
+        multiple,
+        lambda plan: plan_macs(model, plan) <= target_macs * full,
+        tolerance=1e-4,
+        unreachable=lambda least: (
             f"slim_target_macs={target_macs} cannot be reached on model '{model.name}': "
-            f"removing channels leaves at least {least / full:.3f} of its {full:,} MACs "
-            "(the input, the classifier and one channel per group stay)."
-        )
-    while high - low > 1e-4:
+            f"removing channels leaves at least {plan_macs(model, least) / full:.3f} of its "
+            f"{full:,} MACs (the input, the classifier and one channel per group stay)."
+        ),
+    )
+
+
+def plan_to_fit(model, fits, criterion="l1", multiple=1, tolerance=1e-3, what="the target"):
+    """The plan removing the smallest fraction of each group for which `fits` holds.
+
+    For a target that only a built model can measure (its int8 bytes, its
+    measured latency, a search's budget): `fits` is called with candidate
+    plans (each distinct plan once) during a bisection on the fraction, which
+    assumes that removing more never makes a fitting plan stop fitting.
+
+    Args:
+      model: functional (or Sequential) keras.Model without TF-MOT wrappers.
+      fits: callable(SlimPlan) -> bool; :func:`slim_model` builds its model.
+      criterion, multiple: as :func:`plan_slim`.
+      tolerance: the bisection stops when the fraction is known to this.
+      what: the target in words, for the error when it cannot be met.
+
+    Returns:
+      a :class:`SlimPlan` for which `fits` held.
+
+    Raises:
+      ValueError: as :func:`plan_slim`, or `what` cannot be met even when
+        every group keeps one channel (one line).
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"slim_criterion must be one of {CRITERIA}, got {criterion!r}.")
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise ValueError(f"slim_multiple must be an integer >= 1, got {multiple!r}.")
+    wrappers.check_plain(model, "slim")
+    model = _functional(model)
+    return _bisect(
+        model,
+        _analyze(model, criterion),
+        criterion,
+        multiple,
+        fits,
+        tolerance,
+        lambda least: (
+            f"{what} cannot be reached on model '{model.name}' by removing channels: "
+            "it is missed even with one channel left per group (the input and the "
+            "classifier stay)."
+        ),
+    )
+
+
+def _bisect(model, analysis, criterion, multiple, fits, tolerance, unreachable):
+    """The smallest fraction (to `tolerance`) whose plan fits; each distinct plan tried once."""
+    verdicts = {}
+
+    def fitting(fraction):
+        plan = _choose(analysis, fraction, criterion, multiple)
+        key = tuple(g["kept"] for g in plan.groups)
+        if key not in verdicts:
+            verdicts[key] = bool(fits(plan))
+        return verdicts[key], plan
+
+    low, high = 0.0, 0.9999
+    ok, least = fitting(high)
+    if not ok:
+        raise ValueError(unreachable(least))
+    while high - low > tolerance:
         mid = (low + high) / 2
-        low, high = (low, mid) if macs(mid) <= target_macs * full else (mid, high)
-    return _choose(analysis, high, criterion, multiple)
+        ok, _ = fitting(mid)
+        low, high = (low, mid) if ok else (mid, high)
+    return fitting(high)[1]
 
 
 def _is_number(x):

@@ -18,7 +18,11 @@ measured as an int8 file. :func:`run_final`:
    (``mobilenet_v2:0.35``); the user's own students (a saved model's path or
    ``MODULE:FUNCTION``). Each is measured first as the search measures an
    untrained candidate (:func:`hand_over_budget`); those over the search's
-   budget are left out, named (`report`, and in ``final.md``);
+   budget are left out, named (`report`, and in ``final.md``), or, with
+   `slim_epochs`, slimmed into it (:func:`slim_into_budget`: the fewest
+   channels removed that bring the student within every limit; trained at
+   full budget, slimmed, fine-tuned): a larger student reaching the budget
+   by removing channels, beside the found ones;
 3. gives every one of them a proxy score at the same fidelity: the
    validation accuracy after the search's largest trial budget
    (``train_config.epochs``, Hyperband's ``max_epochs``) -- read from the
@@ -64,7 +68,7 @@ from export import convert as convert_lib
 from export import export_model
 from export import measure as measure_lib
 from export import micro as micro_lib
-from kd_keras import runs
+from kd_keras import compression, runs
 from kd_keras import train as train_lib
 from kd_keras.keras_compat import keras
 from nas import candidate as candidate_lib
@@ -81,6 +85,9 @@ TRIAL_LATENCY_FILE = "trial_latencies.json"
 # The hand students' budget check, written once: a resumed final step leaves
 # out the same students.
 HAND_BUDGET_FILE = "hand_budget.json"
+# The fractions slimming the hand students over the budget into it, written
+# once: a resumed final step slims them the same.
+HAND_SLIM_FILE = "hand_slim.json"
 MODEL_FILE = "model.keras"  # Each retrained student's model, in its directory.
 BEST_MODEL = "best_model.keras"
 FINAL_FRONTS = {
@@ -273,6 +280,96 @@ def hand_over_budget(search, entries, directory):
     return out
 
 
+def slim_into_budget(search, entries, left_out, directory, epochs, criterion="bn_gamma"):
+    """Hand students over the budget, slimmed into it instead of left out.
+
+    Each left-out hand student's untrained model (distinct random weights, as
+    :func:`hand_over_budget` measured it) is slimmed by
+    ``compression.plan_to_fit``: the smallest fraction of every group of
+    coupled channels whose slimmed model is within every limit, measured as
+    the search measures a candidate. The number of channels a group keeps
+    depends on the fraction only, so the trained student slimmed by the same
+    fraction (its own channels ranked by `criterion`) costs the same. The
+    fractions are written to ``directory/HAND_SLIM_FILE`` and read back on a
+    resumed step.
+
+    Args:
+      search: the ``nas.search.StudentSearch``.
+      entries: :func:`entries`' list.
+      left_out: :func:`hand_over_budget`'s {name: why}.
+      directory: the final step's directory.
+      epochs: fine-tuning epochs after slimming (>= 1).
+      criterion: how the trained student's channels are ranked
+        (``compression.SLIM_CRITERIA``).
+
+    Returns:
+      (entries with each slimmed student in its hand student's place, named
+      ``<name>_slim`` and holding ``slim``: fraction, criterion, epochs, from;
+      left_out without them, and with why slimming could not reach the budget
+      for those it could not).
+    """
+    path = os.path.join(directory, HAND_SLIM_FILE)
+    saved = (
+        runs.read_valid_json(
+            path,
+            lambda value: runs.missing_keys(value, ()),
+            then="the hand students are slimmed again",
+        )
+        or {}
+    )
+    out, still, changed = [], dict(left_out), False
+    for e in entries:
+        if e["name"] not in left_out:
+            out.append(e)
+            continue
+        key = {"identity": hand_lib.identity(e), "budget": dataclasses.asdict(search.budget)}
+        known = saved.get(e["name"])
+        if not known or {k: known.get(k) for k in key} != key:
+            model = _build(search, e)
+            candidate_lib.distinct_weights(model, np.random.default_rng(0))
+
+            def fits(plan, model=model):
+                figures, excess = search.budget_figures(compression.slim_model(model, plan))
+                return not any(excess.values())
+
+            try:
+                plan = compression.plan_to_fit(model, fits, criterion, what="the budget")
+                known = dict(key, fraction=plan.fraction, why=None)
+            except (ValueError, convert_lib.ExportError) as error:
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                known = dict(key, fraction=None, why=first)
+            saved[e["name"]] = known
+            changed = True
+        if known["fraction"] is None:
+            still[e["name"]] = f"{left_out[e['name']]}; slimming cannot reach it: {known['why']}"
+            continue
+        del still[e["name"]]
+        slim = {
+            "fraction": known["fraction"],
+            "criterion": criterion,
+            "epochs": int(epochs),
+            "from": e["name"],
+        }
+        out.append(dict(e, name=f"{e['name']}_slim", slim=slim))
+    if changed:
+        runs.write_json(path, saved)
+    return out, still
+
+
+def _slim_and_finetune(search, entry, model, config, directory):
+    """`model` (trained) slimmed by its entry's fraction and fine-tuned with
+    the search's recipe (full peak learning rate, no warm-up) in
+    ``directory/slim_train``: (the slimmed model, its figures (the row's
+    ``slimmed``: the plan's summary, params_before), the fine-tuning seconds)."""
+    settings = entry["slim"]
+    plan = compression.plan_slim(model, settings["fraction"], settings["criterion"])
+    slimmed = compression.slim_model(model, plan)
+    fine_tune = dataclasses.replace(config, epochs=settings["epochs"], warmup_epochs=0)
+    fit_out = search.train(slimmed, fine_tune, os.path.join(directory, "slim_train"))
+    figures = dict(plan.summary(), params_before=int(model.count_params()))
+    return slimmed, figures, float(fit_out["train_time_s"])
+
+
 def proxy_score(search, entry, rows, directory):
     """(validation accuracy at the search's largest trial budget, where it came from).
 
@@ -322,13 +419,18 @@ def retrain(search, entry, final_epochs, directory, latency_runs=100, latency_wa
     )
     model = _build(search, entry)
     fit_out = search.train(model, config, os.path.join(directory, "train"))
+    seconds, slimmed = float(fit_out["train_time_s"]), {}
+    if entry.get("slim"):
+        model, figures, more = _slim_and_finetune(search, entry, model, config, directory)
+        seconds, slimmed = seconds + more, {"slimmed": figures}
     _save(model, os.path.join(directory, MODEL_FILE))
     datasets = search.datasets
     row = {
         "params": int(model.count_params()),
         "val_accuracy": train_lib.evaluate(model, datasets["val"]),
         "test_accuracy": train_lib.evaluate(model, datasets["test"]),
-        "train_time_s": round(float(fit_out["train_time_s"]), 1),
+        "train_time_s": round(seconds, 1),
+        **slimmed,
     }
     exported = export_model(
         model,
@@ -496,6 +598,7 @@ def summarize(rows, target_margin=0.005):
     best_margin = max((m for m, _ in lead.values() if m is not None), default=None)
 
     def rho(subset):
+        subset = [r for r in subset if r.get("proxy_val_accuracy") is not None]
         if len(subset) < 3:
             return None
         return search_report.spearman(
@@ -518,7 +621,7 @@ def summarize(rows, target_margin=0.005):
         ),
         "spearman_all": rho(rows),
         "spearman_found": rho(found),
-        "n_all": len(rows),
+        "n_all": sum(r.get("proxy_val_accuracy") is not None for r in rows),
         "n_found": len(found),
         "best": (best_row(rows) or {}).get("name"),
     }
@@ -565,6 +668,28 @@ def timed_trials(search, rows, directory):
     return out
 
 
+def _saved_row(entry, path, final_epochs):
+    """The row of `entry` a previous final step wrote at `path`, when it was
+    for the same student and epochs (None otherwise): nothing is trained or
+    measured twice."""
+    saved = runs.read_valid_json(
+        path,
+        lambda value: runs.missing_keys(value, ("final_epochs", "values", "tflite")),
+        then="this student's final step runs again",
+    )
+    if saved is None or saved.get("final_epochs") != final_epochs:
+        return None
+    if any(saved.get(k) != v for k, v in hand_lib.identity(entry).items()):
+        return None
+    # Its file, in this run's directory: the stored path is as the writing
+    # process named it (relative to its working directory).
+    directory = os.path.dirname(path)
+    saved["tflite"] = os.path.join(directory, "export", os.path.basename(saved["tflite"]))
+    if "copy_of" in entry:
+        saved["copy_of"] = entry["copy_of"]
+    return saved
+
+
 def run_final(
     search,
     rows,
@@ -575,6 +700,8 @@ def run_final(
     latency_warmup=10,
     timings=1,
     report=None,
+    slim_epochs=0,
+    slim_criterion="bn_gamma",
 ):
     """Retrains and measures the Pareto set and the hand points; writes the report.
 
@@ -588,6 +715,10 @@ def run_final(
       timings: joint timing processes of the final figures (:func:`retime`).
       report: None, or a callable given one line of text naming the hand
         students left out as over the budget, before any training.
+      slim_epochs: 0, or slim each hand student over the budget into it
+        instead of leaving it out (:func:`slim_into_budget`): trained at full
+        budget, slimmed, then fine-tuned for this many epochs.
+      slim_criterion: how the slimmed students' channels are ranked.
 
     Returns:
       dict: rows (one per retrained student: name, source, trial_id, values,
@@ -601,33 +732,24 @@ def run_final(
     rows = timed_trials(search, rows, out_dir)
     todo = entries(rows, top, hand, search.hypermodel)
     left_out = hand_over_budget(search, todo, out_dir)
+    if left_out and slim_epochs:
+        todo, left_out = slim_into_budget(
+            search, todo, left_out, out_dir, slim_epochs, slim_criterion
+        )
     if left_out and report is not None:
         report(left_out_line(left_out))
     final_rows = []
     for entry in (e for e in todo if e["name"] not in left_out):
         directory = os.path.join(out_dir, entry["name"])
         path = os.path.join(directory, ROW_FILE)
-        saved = runs.read_valid_json(
-            path,
-            lambda value: runs.missing_keys(value, ("final_epochs", "values", "tflite")),
-            then="this student's final step runs again",
-        )
+        saved = _saved_row(entry, path, final_epochs)
         if saved is not None:
-            same = hand_lib.identity(entry)
-            if saved.get("final_epochs") == final_epochs and all(
-                saved.get(k) == v for k, v in same.items()
-            ):
-                # Its file, in this run's directory: the stored path is as the
-                # writing process named it (relative to its working directory).
-                saved["tflite"] = os.path.join(
-                    directory, "export", os.path.basename(saved["tflite"])
-                )
-                for mark in ("copy_of",):
-                    if mark in entry:
-                        saved[mark] = entry[mark]
-                final_rows.append(saved)
-                continue
-        proxy, source = proxy_score(search, entry, rows, os.path.join(directory, "proxy"))
+            final_rows.append(saved)
+            continue
+        if entry.get("slim"):  # A proxy of its unslimmed architecture would say nothing.
+            proxy, source = None, "none (slimmed)"
+        else:
+            proxy, source = proxy_score(search, entry, rows, os.path.join(directory, "proxy"))
         row = dict(
             entry,
             proxy_val_accuracy=proxy,

@@ -9,7 +9,7 @@ as ``--student_epochs`` (Hyperband: the most epochs of a trial),
 
 from absl import flags
 
-from kd_keras import flag_groups
+from kd_keras import compression, flag_groups
 from nas import final, oracles
 from nas import hand as hand_lib
 from nas import space as search_space
@@ -186,6 +186,23 @@ FINAL_HAND = flags.DEFINE_list(
     "class count). Each is built for the search's input shape and classes; those over the "
     "budget (--max_params, --max_bytes, --max_latency_us, --max_arena_bytes, measured as "
     "the search measures a candidate) are named and left out.",
+)
+
+FINAL_SLIM_EPOCHS = flags.DEFINE_integer(
+    "final_slim_epochs",
+    0,
+    "If > 0, a --final_hand student over the budget is not left out but slimmed into it: "
+    "trained at full budget, the fewest channels removed that bring it within every limit "
+    "(measured as a candidate is), then fine-tuned for this many epochs with the same KD "
+    "recipe. 0 = leave it out.",
+    lower_bound=0,
+)
+FINAL_SLIM_CRITERION = flags.DEFINE_enum(
+    "final_slim_criterion",
+    "bn_gamma",
+    list(compression.SLIM_CRITERIA),
+    "How --final_slim_epochs ranks a trained hand student's channels: bn_gamma "
+    "(|gamma| of its BatchNormalizations; l1 where a group has none) or l1.",
 )
 
 flags.mark_flag_as_required("project_dir")

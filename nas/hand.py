@@ -23,6 +23,7 @@ found students and chooses its best among all of them, so on validation its
 choice is never worse than a listed student within the budget.
 """
 
+import math
 import os
 
 from kd_keras import models
@@ -167,8 +168,12 @@ def identity(entry):
     values of a space point; the item and the file's or builder's digest of
     the others."""
     if entry.get("values") is not None:
-        return {"values": entry["values"]}
-    return {"student": entry.get("student"), "digest": entry.get("digest")}
+        out = {"values": entry["values"]}
+    else:
+        out = {"student": entry.get("student"), "digest": entry.get("digest")}
+    if entry.get("slim"):  # Slimmed into the budget (nas.final.slim_into_budget).
+        out["slim"] = entry["slim"]
+    return out
 
 
 def pipeline_flags(entry):
@@ -177,18 +182,29 @@ def pipeline_flags(entry):
     kind = entry.get("kind")
     if entry.get("source") != "hand" or kind not in ("registry", "own"):
         return None
+    slim = entry.get("slim")
+    then = (
+        # Rounded up: never fewer channels removed than the budget needed.
+        f" --techniques=slim --slim_fraction={math.ceil(slim['fraction'] * 1e4) / 1e4:g} "
+        f"--slim_criterion={slim['criterion']} --compress_epochs={slim['epochs']} "
+        "--compress_lr_scale=1"
+        if slim
+        else ""
+    )
     if kind == "registry":
         name, extra = _registry_args(entry)
         args = f"width={entry['student'].partition(':')[2]}"
         args += "".join(f",{key}={value}" for key, value in extra.items())
-        return f"--student={name} --student_args={args}"
-    return f"--student={entry['student']}"
+        return f"--student={name} --student_args={args}{then}"
+    return f"--student={entry['student']}{then}"
 
 
 def describe(entry):
     """The table's word for where a row comes from: 'search', 'hand' (a
-    space point), 'hand (registry)' or 'hand (own)'."""
+    space point), 'hand (registry)' or 'hand (own)'; ', slimmed' is added
+    for a hand student slimmed into the budget ('hand (registry, slimmed)')."""
     kind = entry.get("kind", "space")
-    if entry.get("source") != "hand" or kind == "space":
+    slimmed = ", slimmed" if entry.get("slim") else ""
+    if entry.get("source") != "hand" or (kind == "space" and not slimmed):
         return entry.get("source")
-    return f"hand ({kind})"
+    return f"hand ({kind}{slimmed})"

@@ -338,6 +338,8 @@ def main(argv):
                     latency_warmup=f.EXPORT.latency_warmup.value,
                     timings=f.FINAL_TIMINGS.value,
                     report=print,
+                    slim_epochs=f.FINAL_SLIM_EPOCHS.value,
+                    slim_criterion=f.FINAL_SLIM_CRITERION.value,
                 )
             print("\nFinal step (full budget, int8):\n")
             print(open(result["paths"]["final.md"]).read())

@@ -447,6 +447,12 @@ def _choice_lines(result):
         "space; hand (registry) = a registry student; hand (own) = a student given by path "
         "or MODULE:FUNCTION (--final_hand).",
     ]
+    if any(r.get("slim") for r in rows):
+        lines.append(
+            "Slimmed (`_slim`, --final_slim_epochs): a hand student over the budget, trained "
+            "at full budget, its channels removed until it is within the budget, then "
+            "fine-tuned; its proxy is none."
+        )
     best = next((r for r in rows if r["name"] == result.get("best")), None)
     if best is None:
         lines.append("Best: none (no retrained student is within the budget).")

@@ -2,6 +2,7 @@
 registry students at a width, own students (path or MODULE:FUNCTION), those
 over the budget named and left out, the best student chosen on validation."""
 
+import math
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from nas_helpers import CLASSES, MAX_PARAMS, ROOT, SHAPE, StubSearch, make_tuner, tiny_space
 
 from export import convert as convert_lib
-from kd_keras import models
+from kd_keras import compression, models
 from kd_keras import train as train_lib
 from kd_keras.keras_compat import keras
 from nas import final, hand, oracles, report
@@ -116,6 +117,60 @@ def test_registry_and_own_hand_students_retrained_and_over_budget_ones_left_out(
         search, rows, final_epochs=2, top=1, hand=items, latency_runs=5, report=lines.append
     )
     assert len(search.fits) == fits and lines == [line, line]
+    assert [r["name"] for r in again["rows"]] == [r["name"] for r in result["rows"]]
+
+
+@pytest.mark.slow(6)
+def test_a_hand_student_over_the_budget_is_slimmed_into_it_when_asked(tmp_path, monkeypatch):
+    stub_export(monkeypatch)
+    search = make_tuner(
+        tmp_path,
+        oracles.make_oracle("random", max_trials=1, seed=3),
+        StubSearch,
+        space=tiny_space(filters=(4, 8, 16, 48)),
+        budget=objective_lib.Budget(max_params=MAX_PARAMS),
+    )
+    search.search(verbose=0)
+    rows = report.write_outputs(search)["rows"]
+    items = ["resnet8:1"]
+    budget = lambda m: search.budget_figures(m)[0]["params"]  # noqa: E731
+    run = lambda: final.run_final(  # noqa: E731
+        search, rows, final_epochs=2, top=1, hand=items, latency_runs=5, slim_epochs=1
+    )
+    result = run()
+    assert result["left_out"] == {}
+    got = {r["name"]: r for r in result["rows"]}
+    slimmed = got["resnet8_1_slim"]
+    full = models.build("resnet8", SHAPE, CLASSES, width=1.0)
+    assert slimmed["params"] <= MAX_PARAMS < full.count_params()
+    assert slimmed["feasible"] and slimmed["proxy_val_accuracy"] is None
+    assert slimmed["slimmed"]["params_before"] == full.count_params()
+    assert slimmed["slimmed"]["kept"] < slimmed["slimmed"]["channels"]
+    assert slimmed["slim"]["criterion"] == "bn_gamma" and slimmed["slim"]["from"] == "resnet8_1"
+    # The fewest channels removed: a slightly smaller fraction is over the budget.
+    fraction = slimmed["slim"]["fraction"]
+    looser = compression.slim_model(full, compression.plan_slim(full, fraction - 0.01))
+    assert budget(looser) > MAX_PARAMS
+    # Trained at full budget (2 epochs), then fine-tuned slimmed (1 epoch).
+    assert [epochs for _, epochs, _ in search.fits[-2:]] == [2, 1]
+    text = open(result["paths"]["final.md"]).read()
+    assert "| hand (registry, slimmed) |" in text
+    assert hand.pipeline_flags(slimmed) == (
+        "--student=resnet8 --student_args=width=1,bn_momentum=0.9 --techniques=slim "
+        f"--slim_fraction={math.ceil(fraction * 1e4) / 1e4:g} --slim_criterion=bn_gamma "
+        "--compress_epochs=1 --compress_lr_scale=1"
+    )
+    # A budget below what one channel per group costs: left out, saying why.
+    budget_before, search.budget = search.budget, objective_lib.Budget(max_params=50)
+    entries = hand.entries(["ds_cnn:0.25"], search.hypermodel)
+    kept, still = final.slim_into_budget(search, entries, {"ds_cnn_0.25": "params"}, tmp_path, 1)
+    assert kept == [] and list(still) == ["ds_cnn_0.25"]
+    assert still["ds_cnn_0.25"].startswith("params; slimming cannot reach it: the budget cannot")
+    search.budget = budget_before
+    fits = len(search.fits)
+    monkeypatch.setattr(search, "budget_figures", None)  # Measuring again would fail.
+    again = run()
+    assert len(search.fits) == fits and again["left_out"] == {}
     assert [r["name"] for r in again["rows"]] == [r["name"] for r in result["rows"]]
 
 

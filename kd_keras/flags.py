@@ -95,6 +95,13 @@ _SLIM_TARGET_LATENCY = flags.DEFINE_float(
     "the smallest fraction reaching it, timing each candidate with the unslimmed file "
     "(instead of --slim_fraction).",
 )
+_SLIM_STEPS = flags.DEFINE_integer(
+    "slim_steps",
+    1,
+    "Iterative slimming: slim removes --slim_fraction in this many steps, each fine-tuned for "
+    "its share of --compress_epochs (1 = one shot; not with a --slim_target_*).",
+    lower_bound=1,
+)
 _SLIM_MULTIPLE = flags.DEFINE_integer(
     "slim_multiple",
     1,
@@ -320,6 +327,7 @@ def compression_config():
         slim_target_macs=_SLIM_TARGET_MACS.value,
         slim_target_bytes=_SLIM_TARGET_BYTES.value,
         slim_target_latency=_SLIM_TARGET_LATENCY.value,
+        slim_steps=_SLIM_STEPS.value,
     )
 
 

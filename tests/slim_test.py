@@ -6,6 +6,9 @@ Tiny models on small inputs; BatchNormalization statistics are randomized so
 that a wrongly sliced vector changes the outputs.
 """
 
+import json
+import os
+
 import numpy as np
 import pytest
 from conftest import tiny_dataset, tiny_pipeline_config
@@ -331,6 +334,58 @@ def test_a_pipeline_run_slims_to_an_int8_bytes_target_and_records_the_plan(tmp_p
     assert size["slim"] <= 0.5 * size["none"]
 
 
+def test_iterative_steps_shrink_each_group_towards_the_one_shot_widths():
+    model = STUDENTS["resnet8"]()
+    one_shot = compression.plan_slim(model, 0.75, multiple=2).groups
+    steps = compression.schedule(model, 0.75, 3, multiple=2)
+    assert len(steps) == 3
+    final = {tuple(g["layers"]): g["kept"] for g in one_shot}
+    assert steps[-1] == final
+    for g in one_shot:
+        name, n = tuple(g["layers"]), g["channels"]
+        kept = [step[name] for step in steps]
+        assert n >= kept[0] >= kept[1] >= kept[2] == g["kept"]
+        assert all(k % 2 == 0 or k == n for k in kept)
+    # Applied step by step, each on the model the last one left, the widths are
+    # the one-shot plan's.
+    current = model
+    for counts in steps:
+        current = compression.slim_model(current, compression.plan_slim(current, counts=counts))
+    assert compression.params(current) == compression.params(
+        compression.slim_model(model, compression.plan_slim(model, 0.75, multiple=2))
+    )
+    with pytest.raises(ValueError, match="slim_steps must be an integer >= 1, got 0"):
+        compression.schedule(model, 0.5, 0)
+
+
+def test_a_pipeline_run_slims_in_steps_each_fine_tuned_for_its_share(tmp_path):
+    data = tiny_dataset(32, shape=(12, 12, 1))
+    config = tiny_pipeline_config(
+        str(tmp_path),
+        kd_mode="off",
+        techniques=("slim",),
+        student_kwargs={"width": 0.5},
+        compress=variants.CompressSettings(
+            config=compression.CompressionConfig(slim_fraction=0.5, slim_steps=2), epochs=3
+        ),
+    )
+    models_ = pipeline.run(config, prepared=(data, pipeline.validate(config)))["models"]
+    slimmed = next(m for m in models_ if m.get("techniques") == "slim")
+    assert [os.path.basename(d).split("-")[0] for d in slimmed["run_dirs"]] == [
+        "base",
+        "slim.1of2",
+        "slim.2of2",
+    ]
+    epochs = [
+        json.load(open(os.path.join(d, "spec.json")))["epochs"] for d in slimmed["run_dirs"][1:]
+    ]
+    assert epochs == [2, 1]
+    assert slimmed["slim"]["plan"]["steps"] == 2
+    fresh = models.build("cnn", (12, 12, 1), 10, width=0.5)
+    one_shot = compression.slim_model(fresh, compression.plan_slim(fresh, 0.5))
+    assert slimmed["params"] == one_shot.count_params()
+
+
 def test_slim_report_counts_params_and_macs():
     inputs = keras.Input((8, 8, 1))
     x = L.Conv2D(4, 3, padding="same", name="conv")(inputs)
@@ -544,6 +599,11 @@ def test_shared_layer_is_refused():
         ({"slim_multiple": 0}, "slim_multiple must be an integer >= 1, got 0"),
         ({"slim_target_macs": 1.5}, "slim_target_macs must be None or a number in (0, 1)"),
         ({"slim_target_bytes": 0}, "slim_target_bytes must be None or a number in (0, 1)"),
+        ({"slim_steps": 0}, "slim_steps must be an integer >= 1, got 0"),
+        (
+            {"slim_steps": 2, "slim_target_macs": 0.5},
+            "slim_steps=2 removes slim_fraction in steps; it does not take a target",
+        ),
         (
             {"slim_target_macs": 0.5, "slim_target_latency": 0.6},
             "Give at most one slim target, got slim_target_macs=0.5 and slim_target_latency=0.6",

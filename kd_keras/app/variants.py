@@ -320,6 +320,56 @@ def stage_config(ctx, train_cfg):
     )
 
 
+def _train_stages(ctx, variant, cfg, chain_done, trained, run, settings):
+    """Trains (or loads) the chain's stages after the base run, each part
+    fine-tuning the model the previous one produced.
+
+    Args:
+      ctx, variant, cfg: as :func:`train` has them.
+      chain_done: (the chain, the techniques the base run already applied).
+      trained: (the base run's model, its result).
+      run: the base run's ``RunInputs`` (a stage may swap the teacher).
+      settings: (the base spec, the base TrainConfig, steps per epoch, the
+        variant's data).
+
+    Returns:
+      (the last model, the result of every part trained in order, the slim
+      plan or None).
+    """
+    (chain, done), (model, result), (spec, train_cfg, steps, data) = chain_done, trained, settings
+    results, slim_plan = [], None
+    for technique, previous in compression.stages(chain):
+        if technique in done:
+            continue
+        stage_teacher = run.teacher
+        if variant.kd and ctx.compress.teacher == "student":
+            stage_teacher = keras.models.clone_model(model)
+            stage_teacher.set_weights(model.get_weights())
+        for step in _stage_steps(ctx, model, technique, cfg):
+            stage_spec = _stage_spec(ctx, variant, result, technique, previous, cfg.spec(chain))
+            stage_cfg = stage_config(ctx, train_cfg)
+            if technique == "slim":
+                slim_plan = _slim_plan(ctx, model, cfg, data, step.counts)
+                stage_spec.update(_slim_spec(cfg, slim_plan), **step.spec)
+                stage_cfg = dataclasses.replace(stage_cfg, epochs=step.epochs)
+            keras.utils.set_random_seed(variant.seed)
+            wrapped, stage_callbacks = compression.apply_stage(
+                model, technique, cfg, steps, ctx.compress.epochs, previous, slim_plan=slim_plan
+            )
+            model, result = _train_run(
+                ctx,
+                variant,
+                "+".join(previous + (technique,)) + step.suffix,
+                dict(stage_spec, spec=spec),
+                lambda wrapped=wrapped: wrapped,
+                run._replace(teacher=stage_teacher),
+                stage_cfg,
+                stage_callbacks,
+            )
+            results.append(result)
+    return model, results, slim_plan
+
+
 def train(ctx: Context, variant: Variant):
     """Trains (or loads) a variant and measures it.
 
@@ -365,32 +415,11 @@ def train(ctx: Context, variant: Variant):
     parts = [result["run_dir"]]
     reused = result["reused"]
     done = chain[:1] if scratch else ()
-    for technique, previous in compression.stages(chain):
-        if technique in done:
-            continue
-        stage_spec = _stage_spec(ctx, variant, result, technique, previous, cfg.spec(chain))
-        stage_cfg = stage_config(ctx, train_cfg)
-        stage_teacher = teacher
-        if variant.kd and ctx.compress.teacher == "student":
-            stage_teacher = keras.models.clone_model(model)
-            stage_teacher.set_weights(model.get_weights())
-        if technique == "slim":
-            slim_plan = _slim_plan(ctx, model, cfg, data)
-            stage_spec.update(_slim_spec(cfg, slim_plan))
-        keras.utils.set_random_seed(variant.seed)
-        wrapped, stage_callbacks = compression.apply_stage(
-            model, technique, cfg, steps, ctx.compress.epochs, previous, slim_plan=slim_plan
-        )
-        model, stage_result = _train_run(
-            ctx,
-            variant,
-            "+".join(previous + (technique,)),
-            dict(stage_spec, spec=spec),
-            lambda wrapped=wrapped: wrapped,
-            run._replace(teacher=stage_teacher),
-            stage_cfg,
-            stage_callbacks,
-        )
+    model, staged, stage_plan = _train_stages(
+        ctx, variant, cfg, (chain, done), (model, result), run, (spec, train_cfg, steps, data)
+    )
+    slim_plan = stage_plan or slim_plan
+    for stage_result in staged:
         total_time += stage_result["train_time_s"]
         reused = reused and stage_result["reused"]
         parts.append(stage_result["run_dir"])
@@ -417,7 +446,8 @@ def train(ctx: Context, variant: Variant):
     before = lambda: _before(variant, data, cfg)  # noqa: E731 — built only on a cache miss.
     row.update(measure_variant(ctx, model, chain, parts[-1], data, before))
     if slim_plan is not None and "slim" in row:
-        row["slim"] = dict(row["slim"], plan=slim_plan.summary(), target=_slim_target(cfg))
+        plan = dict(slim_plan.summary(), steps=cfg.slim_steps)
+        row["slim"] = dict(row["slim"], plan=plan, target=_slim_target(cfg))
     return model, row
 
 
@@ -429,10 +459,44 @@ def _slim_target(cfg):
     )
 
 
-def _slim_plan(ctx, model, cfg, data):
-    """The slim plan of `model`: one meeting an int8 bytes or latency target
-    (``export.slim_target``, each candidate converted and, for latency,
-    timed with the unslimmed file), else ``compression.plan_for``'s."""
+class _Step(typing.NamedTuple):
+    """One trained part of a compression stage: what an iterative slim step
+    keeps (None: the plan of the settings), its epochs, its run name's
+    suffix and what it adds to the stage's spec."""
+
+    counts: Optional[dict]
+    epochs: int
+    suffix: str
+    spec: dict
+
+
+def _stage_steps(ctx, model, technique, cfg):
+    """The parts a stage trains: one, or for slim with ``slim_steps`` k > 1,
+    k steps along ``compression.schedule``, sharing the stage's epochs (the
+    first ``epochs % k`` steps one more; each at least one)."""
+    epochs = ctx.compress.epochs
+    if technique != "slim" or cfg.slim_steps == 1:
+        return [_Step(None, epochs, "", {})]
+    k = cfg.slim_steps
+    counts = compression.schedule(model, cfg.slim_fraction, k, cfg.slim_multiple)
+    out = []
+    for i in range(k):
+        share = max(1, epochs // k + (1 if i < epochs % k else 0))
+        out.append(
+            _Step(counts[i], share, f".{i + 1}of{k}", {"slim_step": [i + 1, k], "epochs": share})
+        )
+    return out
+
+
+def _slim_plan(ctx, model, cfg, data, counts=None):
+    """The slim plan of `model`: an iterative step's (`counts`), one meeting
+    an int8 bytes or latency target (``export.slim_target``, each candidate
+    converted and, for latency, timed with the unslimmed file), else
+    ``compression.plan_for``'s."""
+    if counts is not None:
+        return compression.plan_slim(
+            model, cfg.slim_fraction, cfg.slim_criterion, cfg.slim_multiple, counts=counts
+        )
     if cfg.slim_target_bytes is None and cfg.slim_target_latency is None:
         return compression.plan_for(model, cfg)
     console.progress(f"slim: finding the plan that meets {_slim_target(cfg)}")

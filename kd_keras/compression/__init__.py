@@ -68,7 +68,14 @@ from kd_keras.compression.quantize import (
     standalone_batch_norms,
 )
 from kd_keras.compression.selection import default_skip_layers, select_layers
-from kd_keras.compression.slim import SlimPlan, plan_macs, plan_slim, plan_to_fit, slim_model
+from kd_keras.compression.slim import (
+    SlimPlan,
+    plan_macs,
+    plan_slim,
+    plan_to_fit,
+    schedule,
+    slim_model,
+)
 from kd_keras.compression.wrappers import wrapper_kinds
 
 __all__ = [
@@ -97,6 +104,7 @@ __all__ = [
     "plan_for",
     "plan_slim",
     "plan_to_fit",
+    "schedule",
     "prune_model",
     "prune_wrappers",
     "pruning_callbacks",

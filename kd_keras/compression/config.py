@@ -20,6 +20,7 @@ SLIM_FIELDS = (
     "slim_target_macs",
     "slim_target_bytes",
     "slim_target_latency",
+    "slim_steps",
 )
 # The slim targets; at most one is set.
 SLIM_TARGETS = ("slim_target_macs", "slim_target_bytes", "slim_target_latency")
@@ -104,6 +105,9 @@ class CompressionConfig:
         latency the slimmed one may take, in (0, 1) (each candidate timed
         with the unslimmed file in one timing process; ``export.slim_target``).
         At most one of the three targets is set.
+      slim_steps: iterative slimming: the slim stage removes `slim_fraction`
+        in this many steps, each fine-tuned for its share of the stage's
+        epochs (``compression.schedule``); 1 = one shot. Not with a target.
 
     Raises:
       ValueError: a field outside its allowed values (the message names both).
@@ -127,6 +131,7 @@ class CompressionConfig:
     slim_target_macs: float = None
     slim_target_bytes: float = None
     slim_target_latency: float = None
+    slim_steps: int = 1
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # frozen dataclass
@@ -204,6 +209,13 @@ class CompressionConfig:
         targets = [f"{n}={getattr(self, n)}" for n in SLIM_TARGETS if getattr(self, n) is not None]
         if len(targets) > 1:
             raise ValueError(f"Give at most one slim target, got {' and '.join(targets)}.")
+        if not _is_int(self.slim_steps) or self.slim_steps < 1:
+            raise ValueError(f"slim_steps must be an integer >= 1, got {self.slim_steps!r}.")
+        if self.slim_steps > 1 and targets:
+            raise ValueError(
+                f"slim_steps={self.slim_steps} removes slim_fraction in steps; it does not "
+                f"take a target (got {targets[0]}): give slim_steps=1 or no target."
+            )
 
     def get_config(self):
         """A JSON-able dict; ``CompressionConfig.from_config(c.get_config()) == c``."""
@@ -225,8 +237,13 @@ class CompressionConfig:
         if "slim" not in techniques:
             for key in SLIM_FIELDS:
                 del config[key]
-        for key in ("slim_target_bytes", "slim_target_latency"):  # Added later: keys
-            if config.get(key, 0) is None:  # of runs without them stay as they were.
+        # Added later: the keys of runs without them stay as they were.
+        for key, unset in (
+            ("slim_target_bytes", None),
+            ("slim_target_latency", None),
+            ("slim_steps", 1),
+        ):
+            if key in config and config[key] == unset:
                 del config[key]
         return config
 

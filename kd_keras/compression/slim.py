@@ -466,14 +466,23 @@ def _analyze(model, criterion):
     return inputs, maps, atoms, groups
 
 
-def _choose(analysis, fraction, criterion, multiple):
-    """The SlimPlan removing `fraction` of each analysed group (0 keeps all)."""
+def _kept(n, fraction, multiple):
+    """Channels a group of `n` keeps when `fraction` of them goes (at least
+    one; rounded up to `multiple`, never above `n`)."""
+    keep = max(1, n - int(math.floor(fraction * n + 1e-9)))
+    return min(n, int(math.ceil(keep / multiple)) * multiple)
+
+
+def _choose(analysis, fraction, criterion, multiple, counts=None):
+    """The SlimPlan removing `fraction` of each analysed group (0 keeps all),
+    or keeping ``counts[tuple(layer names)]`` channels of the groups it names."""
     inputs, maps, atoms, groups = analysis
     removed, report = set(), []
     for names, ranked, used in groups:
         n = len(ranked)
-        keep = max(1, n - int(math.floor(fraction * n + 1e-9)))
-        keep = min(n, int(math.ceil(keep / multiple)) * multiple)
+        keep = _kept(n, fraction, multiple)
+        if counts is not None and tuple(names) in counts:
+            keep = max(1, min(n, int(counts[tuple(names)])))
         removed.update(ranked[keep:])
         report.append({"layers": names, "channels": n, "kept": keep, "criterion": used})
     kept = {
@@ -503,7 +512,7 @@ def plan_macs(model, plan):
     return total
 
 
-def plan_slim(model, fraction=0.5, criterion="l1", multiple=1, target_macs=None):
+def plan_slim(model, fraction=0.5, criterion="l1", multiple=1, target_macs=None, counts=None):
     """Decides which channels of `model` a slimmed copy keeps.
 
     Args:
@@ -515,6 +524,9 @@ def plan_slim(model, fraction=0.5, criterion="l1", multiple=1, target_macs=None)
       target_macs: if given, a share of `model`'s MACs in (0, 1): `fraction`
         is ignored and the smallest fraction (to 1e-4, by bisection) whose
         slimmed model has at most that share is used.
+      counts: if given, {tuple of a group's producer names: channels it
+        keeps} (a step of :func:`schedule`): those groups keep that many
+        (`fraction` is then only recorded); the others follow `fraction`.
 
     Returns:
       a :class:`SlimPlan`.
@@ -538,7 +550,7 @@ def plan_slim(model, fraction=0.5, criterion="l1", multiple=1, target_macs=None)
     model = _functional(model)
     analysis = _analyze(model, criterion)
     if target_macs is None:
-        return _choose(analysis, fraction, criterion, multiple)
+        return _choose(analysis, fraction, criterion, multiple, counts)
     full = plan_macs(model, _choose(analysis, 0.0, criterion, multiple))
     return _bisect(
         model,
@@ -553,6 +565,40 @@ def plan_slim(model, fraction=0.5, criterion="l1", multiple=1, target_macs=None)
             f"{full:,} MACs (the input, the classifier and one channel per group stay)."
         ),
     )
+
+
+def schedule(model, fraction, steps, multiple=1):
+    """Iterative slimming: the channels each group keeps after each of `steps` steps.
+
+    The last step keeps what one-shot slimming by `fraction` keeps; the steps
+    before it shrink each group geometrically towards it (a group of n
+    channels keeping k in the end keeps about ``n * (k / n) ** (i / steps)``
+    after step i), each count rounded up to `multiple`.
+
+    Args:
+      model: the unslimmed functional model (its groups and sizes).
+      fraction: the one-shot fraction, in (0, 1).
+      steps: number of steps (>= 1).
+      multiple: as :func:`plan_slim`.
+
+    Returns:
+      list of `steps` dicts {tuple of a group's producer names: channels it
+      keeps}, for :func:`plan_slim`'s `counts` on the model of each step.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"slim_steps must be an integer >= 1, got {steps!r}.")
+    if not _is_number(fraction) or not 0.0 < fraction < 1.0:
+        raise ValueError(f"slim_fraction must be a number in (0, 1), got {fraction!r}.")
+    _, _, _, groups = _analyze(_functional(model), "l1")
+    out = []
+    for i in range(1, steps + 1):
+        counts = {}
+        for names, ranked, _ in groups:
+            n, last = len(ranked), _kept(len(ranked), fraction, multiple)
+            keep = max(last, math.ceil(n * (last / n) ** (i / steps) - 1e-9))
+            counts[tuple(names)] = min(n, int(math.ceil(keep / multiple)) * multiple)
+        out.append(counts)
+    return out
 
 
 def plan_to_fit(model, fits, criterion="l1", multiple=1, tolerance=1e-3, what="the target"):

@@ -102,6 +102,14 @@ _SLIM_STEPS = flags.DEFINE_integer(
     "its share of --compress_epochs (1 = one shot; not with a --slim_target_*).",
     lower_bound=1,
 )
+_SLIM_SPARSITY = flags.DEFINE_float(
+    "slim_sparsity",
+    0.0,
+    "Network slimming's sparsity phase: if > 0, slim first trains the unslimmed student "
+    "with an L1 penalty of this weight on its BatchNormalization scales (for its share of "
+    "--compress_epochs), then slims it (pair with --slim_criterion=bn_gamma); 0 = none.",
+    lower_bound=0.0,
+)
 _SLIM_MULTIPLE = flags.DEFINE_integer(
     "slim_multiple",
     1,
@@ -328,6 +336,7 @@ def compression_config():
         slim_target_bytes=_SLIM_TARGET_BYTES.value,
         slim_target_latency=_SLIM_TARGET_LATENCY.value,
         slim_steps=_SLIM_STEPS.value,
+        slim_sparsity=_SLIM_SPARSITY.value,
     )
 
 

@@ -386,6 +386,44 @@ def test_a_pipeline_run_slims_in_steps_each_fine_tuned_for_its_share(tmp_path):
     assert slimmed["params"] == one_shot.count_params()
 
 
+def test_the_gamma_penalty_is_l1_of_the_batchnorm_scales_and_leaves_outputs_alone():
+    model = _randomize(STUDENTS["resnet8"]())
+    penalized = compression.with_gamma_penalty(model, 0.01)
+    gammas = [
+        np.abs(layer.gamma.numpy()).sum()
+        for layer in model.layers
+        if isinstance(layer, L.BatchNormalization)
+    ]
+    total = lambda m: float(tf.add_n(m.losses)) if m.losses else 0.0  # noqa: E731
+    # Added to what the model had (its own weight decay).
+    assert total(penalized) - total(model) == pytest.approx(0.01 * sum(gammas), rel=1e-4)
+    x = np.random.default_rng(1).random((2,) + tuple(model.input_shape[1:]), dtype=np.float32)
+    np.testing.assert_allclose(penalized(x), model(x), rtol=1e-6, atol=1e-6)
+    assert total(compression.with_gamma_penalty(penalized, 0.0)) == pytest.approx(total(model))
+    with pytest.raises(ValueError, match="slim_sparsity must be a number >= 0, got -1"):
+        compression.with_gamma_penalty(model, -1)
+
+
+def test_a_pipeline_run_with_a_sparsity_phase_trains_it_before_slimming(tmp_path):
+    data = tiny_dataset(32, shape=(12, 12, 1))
+    config = tiny_pipeline_config(
+        str(tmp_path),
+        kd_mode="off",
+        techniques=("slim",),
+        compress=variants.CompressSettings(
+            config=compression.CompressionConfig(slim_sparsity=0.01, slim_criterion="bn_gamma"),
+            epochs=3,
+        ),
+    )
+    models_ = pipeline.run(config, prepared=(data, pipeline.validate(config)))["models"]
+    slimmed = next(m for m in models_ if m.get("techniques") == "slim")
+    names = [os.path.basename(d).split("-")[0] for d in slimmed["run_dirs"]]
+    assert names == ["base", "slim.sparsify", "slim"]
+    specs = [json.load(open(os.path.join(d, "spec.json"))) for d in slimmed["run_dirs"][1:]]
+    assert [s["epochs"] for s in specs] == [2, 1] and specs[0]["slim_sparsify"] == 0.01
+    assert slimmed["slim"]["plan"]["sparsity"] == 0.01
+
+
 def test_slim_report_counts_params_and_macs():
     inputs = keras.Input((8, 8, 1))
     x = L.Conv2D(4, 3, padding="same", name="conv")(inputs)

@@ -348,14 +348,20 @@ def _train_stages(ctx, variant, cfg, chain_done, trained, run, settings):
         for step in _stage_steps(ctx, model, technique, cfg):
             stage_spec = _stage_spec(ctx, variant, result, technique, previous, cfg.spec(chain))
             stage_cfg = stage_config(ctx, train_cfg)
-            if technique == "slim":
-                slim_plan = _slim_plan(ctx, model, cfg, data, step.counts)
-                stage_spec.update(_slim_spec(cfg, slim_plan), **step.spec)
-                stage_cfg = dataclasses.replace(stage_cfg, epochs=step.epochs)
             keras.utils.set_random_seed(variant.seed)
-            wrapped, stage_callbacks = compression.apply_stage(
-                model, technique, cfg, steps, ctx.compress.epochs, previous, slim_plan=slim_plan
-            )
+            if step.sparsify:
+                stage_spec.update(step.spec)
+                stage_cfg = dataclasses.replace(stage_cfg, epochs=step.epochs)
+                wrapped = compression.with_gamma_penalty(model, cfg.slim_sparsity)
+                stage_callbacks = []
+            else:
+                if technique == "slim":
+                    slim_plan = _slim_plan(ctx, model, cfg, data, step.counts)
+                    stage_spec.update(_slim_spec(cfg, slim_plan), **step.spec)
+                    stage_cfg = dataclasses.replace(stage_cfg, epochs=step.epochs)
+                wrapped, stage_callbacks = compression.apply_stage(
+                    model, technique, cfg, steps, ctx.compress.epochs, previous, slim_plan=slim_plan
+                )
             model, result = _train_run(
                 ctx,
                 variant,
@@ -366,6 +372,8 @@ def _train_stages(ctx, variant, cfg, chain_done, trained, run, settings):
                 stage_cfg,
                 stage_callbacks,
             )
+            if step.sparsify:  # The penalty ends with its phase.
+                model = compression.with_gamma_penalty(model, 0.0)
             results.append(result)
     return model, results, slim_plan
 
@@ -446,7 +454,7 @@ def train(ctx: Context, variant: Variant):
     before = lambda: _before(variant, data, cfg)  # noqa: E731 — built only on a cache miss.
     row.update(measure_variant(ctx, model, chain, parts[-1], data, before))
     if slim_plan is not None and "slim" in row:
-        plan = dict(slim_plan.summary(), steps=cfg.slim_steps)
+        plan = dict(slim_plan.summary(), steps=cfg.slim_steps, sparsity=cfg.slim_sparsity)
         row["slim"] = dict(row["slim"], plan=plan, target=_slim_target(cfg))
     return model, row
 
@@ -462,29 +470,39 @@ def _slim_target(cfg):
 class _Step(typing.NamedTuple):
     """One trained part of a compression stage: what an iterative slim step
     keeps (None: the plan of the settings), its epochs, its run name's
-    suffix and what it adds to the stage's spec."""
+    suffix, what it adds to the stage's spec, and whether it is slim's
+    sparsity phase (the unslimmed student trained with the gamma penalty)."""
 
     counts: Optional[dict]
     epochs: int
     suffix: str
     spec: dict
+    sparsify: bool = False
 
 
 def _stage_steps(ctx, model, technique, cfg):
-    """The parts a stage trains: one, or for slim with ``slim_steps`` k > 1,
-    k steps along ``compression.schedule``, sharing the stage's epochs (the
-    first ``epochs % k`` steps one more; each at least one)."""
+    """The parts a stage trains: one; for slim, a sparsity phase first when
+    ``slim_sparsity`` > 0, then one step or, with ``slim_steps`` k > 1, k
+    steps along ``compression.schedule``. The parts share the stage's epochs
+    (the first ``epochs % parts`` one more; each at least one)."""
     epochs = ctx.compress.epochs
-    if technique != "slim" or cfg.slim_steps == 1:
+    if technique != "slim" or (cfg.slim_steps == 1 and not cfg.slim_sparsity):
         return [_Step(None, epochs, "", {})]
-    k = cfg.slim_steps
-    counts = compression.schedule(model, cfg.slim_fraction, k, cfg.slim_multiple)
+    k, sparsify = cfg.slim_steps, bool(cfg.slim_sparsity)
+    counts = compression.schedule(model, cfg.slim_fraction, k, cfg.slim_multiple) if k > 1 else None
+    n = k + sparsify
+    shares = [max(1, epochs // n + (1 if i < epochs % n else 0)) for i in range(n)]
     out = []
+    if sparsify:
+        extra = {"slim_sparsify": cfg.slim_sparsity, "epochs": shares[0]}
+        out.append(_Step(None, shares[0], ".sparsify", extra, sparsify=True))
     for i in range(k):
-        share = max(1, epochs // k + (1 if i < epochs % k else 0))
-        out.append(
-            _Step(counts[i], share, f".{i + 1}of{k}", {"slim_step": [i + 1, k], "epochs": share})
-        )
+        share = shares[i + sparsify]
+        if k == 1:
+            out.append(_Step(None, share, "", {"epochs": share}))
+        else:
+            spec = {"slim_step": [i + 1, k], "epochs": share}
+            out.append(_Step(counts[i], share, f".{i + 1}of{k}", spec))
     return out
 
 

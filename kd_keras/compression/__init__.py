@@ -75,6 +75,7 @@ from kd_keras.compression.slim import (
     plan_to_fit,
     schedule,
     slim_model,
+    with_gamma_penalty,
 )
 from kd_keras.compression.wrappers import wrapper_kinds
 
@@ -115,6 +116,7 @@ __all__ = [
     "scheme_after",
     "select_layers",
     "slim_model",
+    "with_gamma_penalty",
     "slim_report",
     "sparsity_report",
     "stage_steps",

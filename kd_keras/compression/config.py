@@ -21,6 +21,7 @@ SLIM_FIELDS = (
     "slim_target_bytes",
     "slim_target_latency",
     "slim_steps",
+    "slim_sparsity",
 )
 # The slim targets; at most one is set.
 SLIM_TARGETS = ("slim_target_macs", "slim_target_bytes", "slim_target_latency")
@@ -108,6 +109,11 @@ class CompressionConfig:
       slim_steps: iterative slimming: the slim stage removes `slim_fraction`
         in this many steps, each fine-tuned for its share of the stage's
         epochs (``compression.schedule``); 1 = one shot. Not with a target.
+      slim_sparsity: network slimming's sparsity phase: if > 0, the slim
+        stage first trains the unslimmed student with an L1 penalty of this
+        weight on every BatchNormalization scale
+        (``compression.with_gamma_penalty``), for its share of the stage's
+        epochs, then slims it; 0 = no such phase.
 
     Raises:
       ValueError: a field outside its allowed values (the message names both).
@@ -132,6 +138,7 @@ class CompressionConfig:
     slim_target_bytes: float = None
     slim_target_latency: float = None
     slim_steps: int = 1
+    slim_sparsity: float = 0.0
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # frozen dataclass
@@ -211,6 +218,8 @@ class CompressionConfig:
             raise ValueError(f"Give at most one slim target, got {' and '.join(targets)}.")
         if not _is_int(self.slim_steps) or self.slim_steps < 1:
             raise ValueError(f"slim_steps must be an integer >= 1, got {self.slim_steps!r}.")
+        if not _is_number(self.slim_sparsity) or self.slim_sparsity < 0:
+            raise ValueError(f"slim_sparsity must be a number >= 0, got {self.slim_sparsity!r}.")
         if self.slim_steps > 1 and targets:
             raise ValueError(
                 f"slim_steps={self.slim_steps} removes slim_fraction in steps; it does not "
@@ -242,6 +251,7 @@ class CompressionConfig:
             ("slim_target_bytes", None),
             ("slim_target_latency", None),
             ("slim_steps", 1),
+            ("slim_sparsity", 0.0),
         ):
             if key in config and config[key] == unset:
                 del config[key]

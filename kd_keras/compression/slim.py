@@ -728,6 +728,31 @@ def slim_model(model, plan):
     return slimmed
 
 
+def with_gamma_penalty(model, l1):
+    """A copy of `model` (same weights) whose BatchNormalization scales carry
+    an L1 penalty ``l1 * sum(|gamma|)`` (network slimming's sparsity
+    regularization), or none when `l1` is 0 (removing an earlier one).
+
+    Trained with it, the channels a BatchNormalization can do without get a
+    small |gamma|, and ranking by ``bn_gamma`` removes them. The penalty
+    enters ``model.losses``, which plain ``fit`` and the Distiller add to the
+    loss.
+    """
+    if not _is_number(l1) or l1 < 0:
+        raise ValueError(f"slim_sparsity must be a number >= 0, got {l1!r}.")
+
+    def rebuild(layer):
+        config = layer.get_config()
+        if isinstance(layer, L.BatchNormalization) and layer.scale:
+            config["gamma_regularizer"] = keras.regularizers.L1(float(l1)) if l1 else None
+        return type(layer).from_config(config)
+
+    model = _functional(model)
+    copy = keras.models.clone_model(model, clone_function=rebuild)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def slim(model, fraction=0.5, criterion="l1", multiple=1, target_macs=None):
     """``slim_model(model, plan_slim(model, ...))`` with the same arguments."""
     return slim_model(model, plan_slim(model, fraction, criterion, multiple, target_macs))

@@ -336,6 +336,11 @@ def test_pipeline_and_study_errors(paths):
         ),
         ("slim after prune", base + ["--techniques=prune,slim"], ["out of order", "slim first"]),
         (
+            "slim steps from scratch",
+            base + ["--techniques=slim", "--slim_steps=2", "--compress_mode=scratch"],
+            ["compress_mode='scratch' slims the fresh student once", "slim_steps=2"],
+        ),
+        (
             "two slim targets",
             base + ["--techniques=slim", "--slim_target_macs=0.5", "--slim_target_bytes=0.4"],
             ["at most one slim target", "slim_target_macs=0.5", "slim_target_bytes=0.4"],

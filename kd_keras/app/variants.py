@@ -178,6 +178,16 @@ def validate(ctx, variant):
             "compress_mode='scratch' starts pruning or QAT on a fresh student; "
             "clustering needs trained weights: use compress_mode='finetune'."
         )
+    if (
+        ctx.compress.mode == "scratch"
+        and variant.techniques[:1] == ("slim",)
+        and (cfg.slim_steps > 1 or cfg.slim_sparsity)
+    ):
+        raise ValueError(
+            f"compress_mode='scratch' slims the fresh student once; slim_steps="
+            f"{cfg.slim_steps} and slim_sparsity={cfg.slim_sparsity} fine-tune a trained "
+            "one: use compress_mode='finetune' or leave them at 1 and 0."
+        )
 
 
 def build_student(variant, data):

@@ -25,6 +25,25 @@ MAIN_CONFIGS = [
     if not os.path.basename(c).startswith("nas_") and os.path.basename(c) not in USER_CONFIGS
 ]
 
+# The search's flagfiles; nas_rgb_folder.flags is a user recipe (recipe_test.py).
+NAS_CONFIGS = [
+    c
+    for c in CONFIGS
+    if os.path.basename(c).startswith("nas_") and os.path.basename(c) != "nas_rgb_folder.flags"
+]
+
+NAS_CHECK = r"""
+import sys
+from absl import flags
+from nas import main
+
+for path in sys.argv[1:]:
+    flags.FLAGS.unparse_flags()
+    main.parse_flags(["check", f"--flagfile={path}", "--project_dir=/nonexistent/never_written"])
+    main.configure()  # What nas.main checks before any data: flags, space, oracle, hand students.
+    print(f"OK {path}: search")
+"""
+
 CHECK = r"""
 import sys
 from absl import flags
@@ -84,3 +103,19 @@ def test_the_check_fails_on_a_bad_config(tmp_path):
         timeout=300,
     )
     assert proc.returncode != 0 and f"OK {bad}" not in proc.stdout
+
+
+@pytest.mark.slow(10)
+def test_search_configs_parse_and_configure():
+    assert NAS_CONFIGS
+    proc = subprocess.run(
+        [sys.executable, "-c", NAS_CHECK, *NAS_CONFIGS],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for path in NAS_CONFIGS:
+        assert f"OK {path}: search" in proc.stdout

@@ -477,7 +477,7 @@ MIN_STEPS_PER_EPOCH = 20
 
 def few_steps_warning(n_train, batch_size):
     """A warning line when an epoch has fewer than MIN_STEPS_PER_EPOCH steps, else None."""
-    steps = -(-n_train // batch_size)
+    steps = data_lib.steps_per_epoch(n_train, batch_size)
     if steps >= MIN_STEPS_PER_EPOCH:
         return None
     fitting = max(1, n_train // MIN_STEPS_PER_EPOCH)

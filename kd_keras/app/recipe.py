@@ -22,11 +22,11 @@ prepared, custom TFDS split strings) keep their defaults.
 """
 
 import dataclasses
-import math
 
 from kd_keras import models
 from kd_keras.app import pipeline
 from kd_keras.data import DataError
+from kd_keras.data import steps_per_epoch as _steps
 from kd_keras.data.sources import split_sizes
 
 VAL_SHARE = 0.1
@@ -47,7 +47,7 @@ def val_size_for(n):
 
 def steps_per_epoch(n, batch_size):
     """Optimizer steps of an epoch of `n` examples (the last batch partial)."""
-    return max(1, math.ceil(n / batch_size))
+    return max(1, _steps(n, batch_size))
 
 
 def batch_size_for(n):

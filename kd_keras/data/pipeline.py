@@ -6,7 +6,13 @@ augments as a pure function of the seed and the epoch.
 from kd_keras.data import store
 from kd_keras.data.augment import AugmentConfig, preprocess
 from kd_keras.data.dataset import Dataset
-from kd_keras.data.views import epoch_views, gather_images, image_batches, view_batch
+from kd_keras.data.views import (
+    epoch_views,
+    gather_images,
+    image_batches,
+    steps_per_epoch,
+    view_batch,
+)
 from kd_keras.keras_compat import tf
 
 
@@ -138,7 +144,7 @@ def make_datasets(
     def train_epochs(first, end):
         if not 0 <= first < end:
             raise ValueError(f"Need 0 <= start_epoch < epochs; got {first}, {end}.")
-        steps = -(-n // batch_size)
+        steps = steps_per_epoch(n, batch_size)
         return (
             tf.data.Dataset.range(first, end)
             .flat_map(one_epoch)
@@ -150,7 +156,7 @@ def make_datasets(
     items = {
         "val": val,
         "train_epochs": train_epochs,
-        "steps_per_epoch": -(-n // batch_size),
+        "steps_per_epoch": steps_per_epoch(n, batch_size),
         "recipe": {"data": data, "batch_size": batch_size, "augment": augment, "seed": seed},
     }
     # 'test' too is built on first use: what never reads it (the choice of a

@@ -18,6 +18,12 @@ from kd_keras.data.augment import (
 from kd_keras.keras_compat import tf
 
 
+def steps_per_epoch(n, batch_size):
+    """Batches of an epoch of `n` examples, the last one possibly partial
+    (``ceil(n / batch_size)``)."""
+    return -(-int(n) // int(batch_size))
+
+
 def epoch_key(seed, epoch):
     """The stateless random key (shape [2], int64) of one epoch of a seeded pipeline."""
     return tf.random.experimental.stateless_fold_in(
@@ -95,7 +101,7 @@ def epoch_views(config: AugmentConfig, n, image_shape, seed, epoch, batch_size):
         "cy": ints(3, h) if config.cutout else zeros,
         "cx": ints(4, w) if config.cutout else zeros,
     }
-    steps = -(-n // batch_size)
+    steps = steps_per_epoch(n, batch_size)
     if config.mixup and config.cutmix:
         mode = tf.where(ints(5, 2, steps) == 0, MIX_MIXUP, MIX_CUTMIX)
     else:

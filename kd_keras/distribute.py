@@ -332,9 +332,11 @@ def watchdog(what, timeout_s, interval_s=10.0, peers=()):
     Args:
       what: what is waited for, as the lines say it.
       timeout_s: seconds before giving up (> 0).
-      interval_s: seconds between progress lines.
+      interval_s: seconds between progress lines (at most half of
+        `timeout_s`, so a short wait says its progress once too).
       peers: "host:port" addresses the progress lines check for a listener.
     """
+    interval_s = min(float(interval_s), float(timeout_s) / 2)
     process = subprocess.Popen(
         [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout_s), str(interval_s), what]
         + list(peers),

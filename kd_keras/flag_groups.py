@@ -503,7 +503,7 @@ def define_distribution_flags():
             distribute.DEFAULT_TIMEOUT_S,
             "--distribution=multi_worker: seconds a task waits for the others of its cluster "
             "to start before it gives up with one line naming the addresses that are not "
-            "listening (progress every 10 s).",
+            "listening (progress every 10 s, or at half the timeout when shorter).",
         ),
     )
 

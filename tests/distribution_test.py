@@ -125,7 +125,7 @@ def test_a_task_whose_peer_never_starts_gives_up_with_one_line(tmp_path):
             "kd_keras.main",
             "--flagfile=kd_keras/configs/smoke.flags",
             "--distribution=multi_worker",
-            "--distribution_timeout=11",
+            "--distribution_timeout=4",
             f"--workdir={tmp_path}",
         ],
         cwd=ROOT,
@@ -137,8 +137,8 @@ def test_a_task_whose_peer_never_starts_gives_up_with_one_line(tmp_path):
     assert proc.returncode == -9, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     progress = [x for x in lines if "waiting for the other tasks of the cluster" in x]
-    assert progress and cluster["worker"][1] in progress[0] and "of 11 s" in progress[0]
-    assert lines[-1].startswith("Gave up after 11 s waiting for the other tasks"), lines[-1]
+    assert progress and cluster["worker"][1] in progress[0] and "of 4 s" in progress[0]
+    assert lines[-1].startswith("Gave up after 4 s waiting for the other tasks"), lines[-1]
     assert cluster["worker"][1] in lines[-1] and "--distribution_timeout" in lines[-1]
 
 

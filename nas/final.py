@@ -233,6 +233,12 @@ def _build(search, entry):
     return search.hypermodel.build(search_space.hyperparameters_from_values(entry["values"]))
 
 
+def _read_verdicts(path, then):
+    """{name: verdict} written by an earlier final step at `path` ({} when
+    absent; a torn file is said, with `then`, and read as {})."""
+    return runs.read_valid_json(path, lambda value: runs.missing_keys(value, ()), then=then) or {}
+
+
 def hand_over_budget(search, entries, directory):
     """{name: why} of the hand entries over the search's budget, measured as
     the search measures an untrained candidate
@@ -247,14 +253,7 @@ def hand_over_budget(search, entries, directory):
     if not any(getattr(search.budget, attr) for _, attr in search.budget.LIMITS):
         return {}
     path = os.path.join(directory, HAND_BUDGET_FILE)
-    saved = (
-        runs.read_valid_json(
-            path,
-            lambda value: runs.missing_keys(value, ()),
-            then="the hand students are measured again",
-        )
-        or {}
-    )
+    saved = _read_verdicts(path, "the hand students are measured again")
     out, changed = {}, False
     for e in entries:
         if e["source"] != "hand":
@@ -309,14 +308,7 @@ def slim_into_budget(search, entries, left_out, directory, epochs, criterion="bn
       for those it could not).
     """
     path = os.path.join(directory, HAND_SLIM_FILE)
-    saved = (
-        runs.read_valid_json(
-            path,
-            lambda value: runs.missing_keys(value, ()),
-            then="the hand students are slimmed again",
-        )
-        or {}
-    )
+    saved = _read_verdicts(path, "the hand students are slimmed again")
     out, still, changed = [], dict(left_out), False
     for e in entries:
         if e["name"] not in left_out:

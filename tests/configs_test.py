@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "kd_keras", "configs", "*.flags")))
@@ -108,14 +109,7 @@ def test_the_check_fails_on_a_bad_config(tmp_path):
 @pytest.mark.slow(10)
 def test_search_configs_parse_and_configure():
     assert NAS_CONFIGS
-    proc = subprocess.run(
-        [sys.executable, "-c", NAS_CHECK, *NAS_CONFIGS],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_python(NAS_CHECK, *NAS_CONFIGS)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for path in NAS_CONFIGS:
         assert f"OK {path}: search" in proc.stdout

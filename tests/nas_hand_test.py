@@ -60,13 +60,8 @@ def stub_export(monkeypatch):
     monkeypatch.setattr(final.measure_lib, "latency_together", together)
 
 
-@pytest.mark.slow(8)
-def test_registry_and_own_hand_students_retrained_and_over_budget_ones_left_out(
-    tmp_path, monkeypatch
-):
-    builder = write_builders(str(tmp_path / "mods"))
-    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
-    stub_export(monkeypatch)
+def one_trial_search(tmp_path):
+    """A finished one-trial stub search under --max_params=MAX_PARAMS: (search, its rows)."""
     search = make_tuner(
         tmp_path,
         oracles.make_oracle("random", max_trials=1, seed=3),
@@ -76,6 +71,17 @@ def test_registry_and_own_hand_students_retrained_and_over_budget_ones_left_out(
     )
     search.search(verbose=0)
     rows = report.write_outputs(search)["rows"]
+    return search, rows
+
+
+@pytest.mark.slow(8)
+def test_registry_and_own_hand_students_retrained_and_over_budget_ones_left_out(
+    tmp_path, monkeypatch
+):
+    builder = write_builders(str(tmp_path / "mods"))
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    stub_export(monkeypatch)
+    search, rows = one_trial_search(tmp_path)
     items = ["ds_cnn:0.25", "resnet8:1", builder]
     lines = []
     result = final.run_final(
@@ -123,15 +129,7 @@ def test_registry_and_own_hand_students_retrained_and_over_budget_ones_left_out(
 @pytest.mark.slow(6)
 def test_a_hand_student_over_the_budget_is_slimmed_into_it_when_asked(tmp_path, monkeypatch):
     stub_export(monkeypatch)
-    search = make_tuner(
-        tmp_path,
-        oracles.make_oracle("random", max_trials=1, seed=3),
-        StubSearch,
-        space=tiny_space(filters=(4, 8, 16, 48)),
-        budget=objective_lib.Budget(max_params=MAX_PARAMS),
-    )
-    search.search(verbose=0)
-    rows = report.write_outputs(search)["rows"]
+    search, rows = one_trial_search(tmp_path)
     items = ["resnet8:1"]
     budget = lambda m: search.budget_figures(m)[0]["params"]  # noqa: E731
     run = lambda: final.run_final(  # noqa: E731

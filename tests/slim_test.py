@@ -309,22 +309,28 @@ def test_a_latency_target_compares_each_candidate_with_the_unslimmed_file(monkey
     _assert_fewest_removed(model, plan, compression.macs, 0.5 * compression.macs(model))
 
 
-def test_a_pipeline_run_slims_to_an_int8_bytes_target_and_records_the_plan(tmp_path):
-    data = tiny_dataset(32, shape=(12, 12, 1))
+def _slim_run(tmp_path, epochs, export=None, **settings):
+    """The pipeline on tiny data, without KD, for `cnn` at width 0.5 and the
+    chain `slim` with CompressionConfig(**settings): its (plain, slimmed) rows."""
     config = tiny_pipeline_config(
         str(tmp_path),
         kd_mode="off",
         techniques=("slim",),
         student_kwargs={"width": 0.5},
         compress=variants.CompressSettings(
-            config=compression.CompressionConfig(slim_target_bytes=0.5, slim_criterion="bn_gamma"),
-            epochs=1,
+            config=compression.CompressionConfig(**settings), epochs=epochs
         ),
-        export=variants.ExportSettings(formats=("int8",), latency_runs=5, num_calibration=8),
+        export=export or variants.ExportSettings(formats=()),
     )
-    models_ = pipeline.run(config, prepared=(data, pipeline.validate(config)))["models"]
-    plain, slimmed = (
-        next(m for m in models_ if m.get("techniques") == t) for t in ("none", "slim")
+    data = tiny_dataset(32, shape=(12, 12, 1))
+    rows = pipeline.run(config, prepared=(data, pipeline.validate(config)))["models"]
+    return tuple(next(m for m in rows if m.get("techniques") == t) for t in ("none", "slim"))
+
+
+def test_a_pipeline_run_slims_to_an_int8_bytes_target_and_records_the_plan(tmp_path):
+    export = variants.ExportSettings(formats=("int8",), latency_runs=5, num_calibration=8)
+    plain, slimmed = _slim_run(
+        tmp_path, 1, export, slim_target_bytes=0.5, slim_criterion="bn_gamma"
     )
     assert slimmed["slim"]["target"] == {"slim_target_bytes": 0.5}
     plan = slimmed["slim"]["plan"]
@@ -358,29 +364,19 @@ def test_iterative_steps_shrink_each_group_towards_the_one_shot_widths():
         compression.schedule(model, 0.5, 0)
 
 
-def test_a_pipeline_run_slims_in_steps_each_fine_tuned_for_its_share(tmp_path):
-    data = tiny_dataset(32, shape=(12, 12, 1))
-    config = tiny_pipeline_config(
-        str(tmp_path),
-        kd_mode="off",
-        techniques=("slim",),
-        student_kwargs={"width": 0.5},
-        compress=variants.CompressSettings(
-            config=compression.CompressionConfig(slim_fraction=0.5, slim_steps=2), epochs=3
-        ),
+def test_a_pipeline_run_with_a_sparsity_phase_and_steps_trains_them_in_order(tmp_path):
+    """The sparsity phase, then two slimming steps, sharing 5 epochs (2, 2, 1):
+    the last step leaves the one-shot widths."""
+    _, slimmed = _slim_run(
+        tmp_path, 5, slim_fraction=0.5, slim_steps=2, slim_sparsity=0.01, slim_criterion="bn_gamma"
     )
-    models_ = pipeline.run(config, prepared=(data, pipeline.validate(config)))["models"]
-    slimmed = next(m for m in models_ if m.get("techniques") == "slim")
-    assert [os.path.basename(d).split("-")[0] for d in slimmed["run_dirs"]] == [
-        "base",
-        "slim.1of2",
-        "slim.2of2",
-    ]
-    epochs = [
-        json.load(open(os.path.join(d, "spec.json")))["epochs"] for d in slimmed["run_dirs"][1:]
-    ]
-    assert epochs == [2, 1]
-    assert slimmed["slim"]["plan"]["steps"] == 2
+    names = [os.path.basename(d).split("-")[0] for d in slimmed["run_dirs"]]
+    assert names == ["base", "slim.sparsify", "slim.1of2", "slim.2of2"]
+    specs = [json.load(open(os.path.join(d, "spec.json"))) for d in slimmed["run_dirs"][1:]]
+    assert [s["epochs"] for s in specs] == [2, 2, 1] and specs[0]["slim_sparsify"] == 0.01
+    assert [s.get("slim_step") for s in specs] == [None, [1, 2], [2, 2]]
+    plan = slimmed["slim"]["plan"]
+    assert plan["steps"] == 2 and plan["sparsity"] == 0.01
     fresh = models.build("cnn", (12, 12, 1), 10, width=0.5)
     one_shot = compression.slim_model(fresh, compression.plan_slim(fresh, 0.5))
     assert slimmed["params"] == one_shot.count_params()
@@ -402,26 +398,6 @@ def test_the_gamma_penalty_is_l1_of_the_batchnorm_scales_and_leaves_outputs_alon
     assert total(compression.with_gamma_penalty(penalized, 0.0)) == pytest.approx(total(model))
     with pytest.raises(ValueError, match="slim_sparsity must be a number >= 0, got -1"):
         compression.with_gamma_penalty(model, -1)
-
-
-def test_a_pipeline_run_with_a_sparsity_phase_trains_it_before_slimming(tmp_path):
-    data = tiny_dataset(32, shape=(12, 12, 1))
-    config = tiny_pipeline_config(
-        str(tmp_path),
-        kd_mode="off",
-        techniques=("slim",),
-        compress=variants.CompressSettings(
-            config=compression.CompressionConfig(slim_sparsity=0.01, slim_criterion="bn_gamma"),
-            epochs=3,
-        ),
-    )
-    models_ = pipeline.run(config, prepared=(data, pipeline.validate(config)))["models"]
-    slimmed = next(m for m in models_ if m.get("techniques") == "slim")
-    names = [os.path.basename(d).split("-")[0] for d in slimmed["run_dirs"]]
-    assert names == ["base", "slim.sparsify", "slim"]
-    specs = [json.load(open(os.path.join(d, "spec.json"))) for d in slimmed["run_dirs"][1:]]
-    assert [s["epochs"] for s in specs] == [2, 1] and specs[0]["slim_sparsify"] == 0.01
-    assert slimmed["slim"]["plan"]["sparsity"] == 0.01
 
 
 def test_slim_report_counts_params_and_macs():

@@ -542,12 +542,7 @@ def plan_slim(model, fraction=0.5, criterion="l1", multiple=1, target_macs=None,
             raise ValueError(f"slim_fraction must be a number in (0, 1), got {fraction!r}.")
     elif not _is_number(target_macs) or not 0.0 < target_macs < 1.0:
         raise ValueError(f"slim_target_macs must be a number in (0, 1), got {target_macs!r}.")
-    if criterion not in CRITERIA:
-        raise ValueError(f"slim_criterion must be one of {CRITERIA}, got {criterion!r}.")
-    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-        raise ValueError(f"slim_multiple must be an integer >= 1, got {multiple!r}.")
-    wrappers.check_plain(model, "slim")
-    model = _functional(model)
+    model = _checked(model, criterion, multiple)
     analysis = _analyze(model, criterion)
     if target_macs is None:
         return _choose(analysis, fraction, criterion, multiple, counts)
@@ -623,12 +618,7 @@ def plan_to_fit(model, fits, criterion="l1", multiple=1, tolerance=1e-3, what="t
       ValueError: as :func:`plan_slim`, or `what` cannot be met even when
         every group keeps one channel (one line).
     """
-    if criterion not in CRITERIA:
-        raise ValueError(f"slim_criterion must be one of {CRITERIA}, got {criterion!r}.")
-    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-        raise ValueError(f"slim_multiple must be an integer >= 1, got {multiple!r}.")
-    wrappers.check_plain(model, "slim")
-    model = _functional(model)
+    model = _checked(model, criterion, multiple)
     return _bisect(
         model,
         _analyze(model, criterion),
@@ -642,6 +632,17 @@ def plan_to_fit(model, fits, criterion="l1", multiple=1, tolerance=1e-3, what="t
             "classifier stay)."
         ),
     )
+
+
+def _checked(model, criterion, multiple):
+    """`model` as a functional model, once `criterion` and `multiple` are
+    valid and it holds no TF-MOT wrapper (ValueError otherwise)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"slim_criterion must be one of {CRITERIA}, got {criterion!r}.")
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise ValueError(f"slim_multiple must be an integer >= 1, got {multiple!r}.")
+    wrappers.check_plain(model, "slim")
+    return _functional(model)
 
 
 def _bisect(model, analysis, criterion, multiple, fits, tolerance, unreachable):

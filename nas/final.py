@@ -233,6 +233,23 @@ def _build(search, entry):
     return search.hypermodel.build(search_space.hyperparameters_from_values(entry["values"]))
 
 
+def _verdict(search, entry, saved):
+    """(the key a saved verdict of `entry` must match: its identity and the
+    budget; the verdict in `saved` when it matches, else None)."""
+    key = {"identity": hand_lib.identity(entry), "budget": dataclasses.asdict(search.budget)}
+    known = saved.get(entry["name"])
+    if not known or {k: known.get(k) for k in key} != key:
+        return key, None
+    return key, known
+
+
+def _untrained(search, entry):
+    """`entry`'s model with distinct random weights, as the search measures a candidate."""
+    model = _build(search, entry)
+    candidate_lib.distinct_weights(model, np.random.default_rng(0))
+    return model
+
+
 def _read_verdicts(path, then):
     """{name: verdict} written by an earlier final step at `path` ({} when
     absent; a torn file is said, with `then`, and read as {})."""
@@ -258,11 +275,9 @@ def hand_over_budget(search, entries, directory):
     for e in entries:
         if e["source"] != "hand":
             continue
-        key = {"identity": hand_lib.identity(e), "budget": dataclasses.asdict(search.budget)}
-        known = saved.get(e["name"])
-        if not known or {k: known.get(k) for k in key} != key:
-            model = _build(search, e)
-            candidate_lib.distinct_weights(model, np.random.default_rng(0))
+        key, known = _verdict(search, e, saved)
+        if known is None:
+            model = _untrained(search, e)
             try:
                 figures, excess = search.budget_figures(model)
                 why = search.budget.overs(figures, excess)
@@ -314,11 +329,9 @@ def slim_into_budget(search, entries, left_out, directory, epochs, criterion="bn
         if e["name"] not in left_out:
             out.append(e)
             continue
-        key = {"identity": hand_lib.identity(e), "budget": dataclasses.asdict(search.budget)}
-        known = saved.get(e["name"])
-        if not known or {k: known.get(k) for k in key} != key:
-            model = _build(search, e)
-            candidate_lib.distinct_weights(model, np.random.default_rng(0))
+        key, known = _verdict(search, e, saved)
+        if known is None:
+            model = _untrained(search, e)
 
             def fits(plan, model=model):
                 figures, excess = search.budget_figures(compression.slim_model(model, plan))

@@ -377,6 +377,7 @@ def test_a_pipeline_run_with_a_sparsity_phase_and_steps_trains_them_in_order(tmp
     assert [s.get("slim_step") for s in specs] == [None, [1, 2], [2, 2]]
     plan = slimmed["slim"]["plan"]
     assert plan["steps"] == 2 and plan["sparsity"] == 0.01
+    assert plan["kept"] == plan["channels"] // 2  # Of the unslimmed student's channels.
     fresh = models.build("cnn", (12, 12, 1), 10, width=0.5)
     one_shot = compression.slim_model(fresh, compression.plan_slim(fresh, 0.5))
     assert slimmed["params"] == one_shot.count_params()

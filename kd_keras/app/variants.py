@@ -347,7 +347,7 @@ def _train_stages(ctx, variant, cfg, chain_done, trained, run, settings):
       plan or None).
     """
     (chain, done), (model, result), (spec, train_cfg, steps, data) = chain_done, trained, settings
-    results, slim_plan = [], None
+    results, slim_plan, first_plan = [], None, None
     for technique, previous in compression.stages(chain):
         if technique in done:
             continue
@@ -367,6 +367,7 @@ def _train_stages(ctx, variant, cfg, chain_done, trained, run, settings):
             else:
                 if technique == "slim":
                     slim_plan = _slim_plan(ctx, model, cfg, data, step.counts)
+                    first_plan = first_plan or slim_plan
                     stage_spec.update(_slim_spec(cfg, slim_plan), **step.spec)
                     stage_cfg = dataclasses.replace(stage_cfg, epochs=step.epochs)
                 wrapped, stage_callbacks = compression.apply_stage(
@@ -385,6 +386,10 @@ def _train_stages(ctx, variant, cfg, chain_done, trained, run, settings):
             if step.sparsify:  # The penalty ends with its phase.
                 model = compression.with_gamma_penalty(model, 0.0)
             results.append(result)
+    if first_plan is not None and first_plan is not slim_plan:  # Iterative: the removable
+        removable = {tuple(g["layers"]): g["channels"] for g in first_plan.groups}  # channels
+        groups = [dict(g, channels=removable[tuple(g["layers"])]) for g in slim_plan.groups]
+        slim_plan = dataclasses.replace(slim_plan, groups=groups)  # of the unslimmed student.
     return model, results, slim_plan
 
 

@@ -17,7 +17,7 @@ table; asserts nothing.
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from export import convert as convert_lib
 from export import measure as measure_lib
@@ -41,6 +41,7 @@ def build(item, shape, classes):
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # The converter's INFO lines.
     shape = tuple(int(v) for v in _INPUT_SHAPE.value)
     images = np.random.default_rng(0).integers(0, 256, (16,) + shape, dtype=np.uint8)
     int8 = lambda m: convert_lib.convert(m, "int8", representative_images=images)  # noqa: E731

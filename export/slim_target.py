@@ -43,9 +43,9 @@ def plan(model, config, images, threads=1, xnnpack=True, num_runs=50, warmup=10,
       ValueError: the target cannot be met by removing channels (one line).
       export.convert.ExportError: a candidate does not convert or time.
     """
-    share_bytes, share_latency = config.slim_target_bytes, config.slim_target_latency
-    if share_bytes is None and share_latency is None:
+    if config.int8_slim_target is None:
         return None
+    share_bytes, share_latency = config.slim_target_bytes, config.slim_target_latency
 
     def int8(candidate):
         return convert_lib.convert(

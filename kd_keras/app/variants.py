@@ -530,7 +530,7 @@ def _slim_plan(ctx, model, cfg, data, counts=None):
         return compression.plan_slim(
             model, cfg.slim_fraction, cfg.slim_criterion, cfg.slim_multiple, counts=counts
         )
-    if cfg.slim_target_bytes is None and cfg.slim_target_latency is None:
+    if cfg.int8_slim_target is None:
         return compression.plan_for(model, cfg)
     console.progress(f"slim: finding the plan that meets {_slim_target(cfg)}")
     return export_slim_target.plan(
@@ -548,7 +548,7 @@ def _slim_spec(cfg, plan):
     int8 target chose them (a measured latency can choose differently on a
     rerun; the stage is then trained for the plan it got). Nothing otherwise,
     so the keys of fraction and MACs runs stay as they were."""
-    if cfg.slim_target_bytes is None and cfg.slim_target_latency is None:
+    if cfg.int8_slim_target is None:
         return {}
     return {"slim_kept": [g["kept"] for g in plan.groups]}
 

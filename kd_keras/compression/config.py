@@ -23,8 +23,13 @@ SLIM_FIELDS = (
     "slim_steps",
     "slim_sparsity",
 )
-# The slim targets; at most one is set.
+# The slim targets; at most one is set. The int8 ones need a converted model
+# (export.slim_target), the MACs one does not.
 SLIM_TARGETS = ("slim_target_macs", "slim_target_bytes", "slim_target_latency")
+INT8_SLIM_TARGETS = ("slim_target_bytes", "slim_target_latency")
+# Fields added after runs were cached: left out of a spec while at their
+# default, so those runs' keys stay as they were.
+_ADDED_LATER = ("slim_target_bytes", "slim_target_latency", "slim_steps", "slim_sparsity")
 PRUNING_SCHEDULES = ("polynomial", "constant")
 PRUNING_STRUCTURES = ("unstructured", "2:4")
 CLUSTER_INITS = ("kmeans++", "linear", "density-based", "random")
@@ -246,16 +251,16 @@ class CompressionConfig:
         if "slim" not in techniques:
             for key in SLIM_FIELDS:
                 del config[key]
-        # Added later: the keys of runs without them stay as they were.
-        for key, unset in (
-            ("slim_target_bytes", None),
-            ("slim_target_latency", None),
-            ("slim_steps", 1),
-            ("slim_sparsity", 0.0),
-        ):
-            if key in config and config[key] == unset:
+        for key in _ADDED_LATER:
+            if key in config and config[key] == getattr(CompressionConfig, key):
                 del config[key]
         return config
+
+    @property
+    def int8_slim_target(self):
+        """The int8 slim target set (``'slim_target_bytes'`` or
+        ``'slim_target_latency'``), or None."""
+        return next((n for n in INT8_SLIM_TARGETS if getattr(self, n) is not None), None)
 
 
 def _is_number(x):

@@ -93,6 +93,6 @@ from kd_keras.data.views import (  # noqa: F401
     epoch_views,
     gather_images,
     image_batches,
-    steps_per_epoch,  # noqa: F401
+    steps_per_epoch,
     view_batch,
 )
